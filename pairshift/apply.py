@@ -1,0 +1,252 @@
+"""``pairshift apply``: write validated config into the registry in one transaction, idempotently.
+
+Rules (PRODUCT §4): applying the same files twice changes nothing; a changed immutable object (a prompt
+version's text, a labelled dataset version's cases) is refused naming file, object and field; every
+reference must resolve; nothing of a refused apply is written.
+
+A deployment's active pair is owned by migrations once the deployment exists: a config that names another
+pair for an existing deployment is reported as drift and left alone (moving traffic is what
+``pairshift migrate`` is for, with evidence), so re-applying an old file never undoes a promotion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from pairshift import ledger
+from pairshift.config import (
+    ConfigError,
+    DatasetConfig,
+    DeploymentConfig,
+    Located,
+    ModelConfig,
+    PromptConfig,
+    load_config,
+)
+from pairshift.policy import Policy
+from pairshift.prompts import TemplateProblem, check_template, content_hash
+from pairshift.registry.models import (
+    Dataset,
+    DatasetCase,
+    DatasetVersion,
+    Deployment,
+    Model,
+    PolicyRow,
+    PromptVersion,
+    utcnow,
+)
+from pairshift.registry.store import Registry
+
+
+@dataclass
+class ApplyResult:
+    changes: list[str] = field(default_factory=list)  # "created prompt support-triage@37", ...
+    unchanged: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def apply_path(registry: Registry, path: Path, *, by: str) -> ApplyResult:
+    """Validate everything under ``path`` and write it in one transaction."""
+    items = load_config(path)
+    with registry.session() as s:
+        return _apply(s, items, by=by)
+
+
+def _apply(s: Session, items: list[Located], *, by: str) -> ApplyResult:
+    result = ApplyResult()
+    by_kind: dict[str, list[Located]] = {}
+    for item in items:
+        by_kind.setdefault(item.kind, []).append(item)
+    for item in by_kind.get("models", []):
+        _apply_model(s, item, result)
+    for item in by_kind.get("policies", []):
+        _apply_policy(s, item, item.obj, result)
+    for item in by_kind.get("prompts", []):
+        _apply_prompt(s, item, result)
+    for item in by_kind.get("datasets", []):
+        _apply_dataset(s, item, result)
+    s.flush()
+    for item in by_kind.get("deployments", []):
+        _apply_deployment(s, item, result, by=by)
+    return result
+
+
+def _record(result: ApplyResult, changed: bool, what: str) -> None:
+    if changed:
+        result.changes.append(what)
+    else:
+        result.unchanged += 1
+
+
+def _apply_model(s: Session, item: Located, result: ApplyResult) -> None:
+    cfg: ModelConfig = item.obj
+    values = dict(
+        provider=cfg.provider,
+        aliases=list(cfg.aliases),
+        input_per_mtok=cfg.price.input_per_mtok,
+        output_per_mtok=cfg.price.output_per_mtok,
+        deprecated_on=cfg.deprecated_on,
+        retires_on=cfg.retires_on,
+        replacement=cfg.replacement,
+        base_url=cfg.base_url,
+        api_key_env=cfg.api_key_env,
+        limits=cfg.limits.model_dump(exclude_none=True),
+        source="config",
+    )
+    row = s.get(Model, cfg.id)
+    if row is None:
+        s.add(Model(id=cfg.id, **values))
+        return _record(result, True, f"created model {cfg.id}")
+    changed = {k for k, v in values.items() if getattr(row, k) != v}
+    for k in changed:
+        setattr(row, k, values[k])
+    if changed:
+        row.updated_at = utcnow()
+        s.add(row)
+    _record(result, bool(changed), f"updated model {cfg.id} ({', '.join(sorted(changed))})")
+
+
+def _policy_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _apply_policy(s: Session, item: Located, policy: Policy, result: ApplyResult) -> None:
+    spec = policy.model_dump(mode="json")
+    digest = _policy_hash(spec)
+    row = s.get(PolicyRow, policy.name)
+    if row is None:
+        s.add(PolicyRow(name=policy.name, spec=spec, content_hash=digest))
+        return _record(result, True, f"created policy {policy.name}")
+    if row.content_hash != digest:
+        row.spec, row.content_hash, row.updated_at = spec, digest, utcnow()
+        s.add(row)
+        return _record(result, True, f"updated policy {policy.name}")
+    _record(result, False, "")
+
+
+def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
+    cfg: PromptConfig = item.obj
+    try:
+        check_template(cfg.system, cfg.template, cfg.variables)
+    except TemplateProblem as exc:
+        raise ConfigError(f"{item.where('template')}: {exc}") from None
+    digest = content_hash(cfg.system, cfg.template, cfg.variables, cfg.params)
+    row = s.get(PromptVersion, cfg.id)
+    if row is None:
+        s.add(
+            PromptVersion(
+                id=cfg.id,
+                name=cfg.name,
+                version=cfg.version,
+                system=cfg.system,
+                template=cfg.template,
+                variables=list(cfg.variables),
+                params=dict(cfg.params),
+                content_hash=digest,
+            )
+        )
+        return _record(result, True, f"created prompt {cfg.id}")
+    if row.content_hash != digest:
+        stored = {"system": row.system, "template": row.template, "variables": row.variables, "params": row.params}
+        new = {"system": cfg.system, "template": cfg.template, "variables": cfg.variables, "params": cfg.params}
+        fields = [k for k in stored if stored[k] != new[k]] or ["content"]
+        raise ConfigError(
+            f"{item.where(fields[0])}: prompt versions are immutable and {cfg.id} already exists with a different "
+            f"{fields[0]}; publish it under a new version"
+        )
+    _record(result, False, "")
+
+
+def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
+    from pairshift.datasets import DatasetError, dataset_hash, load_dataset, load_promptfoo
+
+    cfg: DatasetConfig = item.obj
+    if bool(cfg.path) == bool(cfg.promptfoo):
+        raise ConfigError(f"{item.where('path')}: give exactly one of path or promptfoo")
+    source = (item.file.parent / (cfg.path or cfg.promptfoo)).resolve()
+    if not source.exists():
+        raise ConfigError(f"{item.where('path')}: {source} does not exist")
+    try:
+        cases = load_promptfoo(source) if cfg.promptfoo else load_dataset(source)
+    except DatasetError as exc:
+        raise ConfigError(f"{item.where()}: {exc}") from None
+    if not cases:
+        raise ConfigError(f"{item.where('path')}: {source} holds no cases")
+    digest = dataset_hash(cases)
+    version = cfg.version or digest[:12]
+    version_id = f"{cfg.name}@{version}"
+    existing = s.get(DatasetVersion, version_id)
+    if existing is not None and existing.content_hash != digest:
+        raise ConfigError(
+            f"{item.where('version')}: dataset versions are immutable and {version_id} already holds other cases; "
+            "give the changed cases a new version"
+        )
+    if existing is None:
+        s.add(DatasetVersion(id=version_id, name=cfg.name, version=version, content_hash=digest,
+                             n_cases=len(cases), source=str(source)))
+        s.flush()
+        for idx, case in enumerate(cases):
+            s.add(DatasetCase(dataset_version=version_id, idx=idx, case_id=case.id,
+                              data=case.model_dump(mode="json", by_alias=True)))
+    head = s.get(Dataset, cfg.name)
+    if head is None:
+        s.add(Dataset(name=cfg.name, current_version=version_id))
+        return _record(result, True, f"created dataset {version_id} ({len(cases)} cases)")
+    if head.current_version != version_id:
+        head.current_version, head.updated_at = version_id, utcnow()
+        s.add(head)
+        return _record(result, True, f"updated dataset {cfg.name} -> {version_id} ({len(cases)} cases)")
+    _record(result, False, "")
+
+
+def model_exists(s: Session, name: str) -> bool:
+    if s.get(Model, name) is not None:
+        return True
+    return any(name in (m.aliases or []) for m in s.exec(select(Model)).all())
+
+
+def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str) -> None:
+    cfg: DeploymentConfig = item.obj
+    policy_name = cfg.policy if isinstance(cfg.policy, str) else f"{cfg.name}-inline"
+    if isinstance(cfg.policy, Policy):
+        _apply_policy(s, item, cfg.policy.model_copy(update={"name": policy_name}), result)
+        s.flush()
+    if s.get(PromptVersion, cfg.prompt) is None:
+        raise ConfigError(f"{item.where('prompt')}: unknown prompt version {cfg.prompt}")
+    if not model_exists(s, cfg.model):
+        raise ConfigError(f"{item.where('model')}: unknown model {cfg.model}")
+    if cfg.dataset and s.get(Dataset, cfg.dataset) is None:
+        raise ConfigError(f"{item.where('dataset')}: unknown dataset {cfg.dataset}")
+    if s.get(PolicyRow, policy_name) is None and policy_name != "default":
+        raise ConfigError(f"{item.where('policy')}: unknown policy {policy_name}")
+    if policy_name == "default" and s.get(PolicyRow, "default") is None:
+        s.add(PolicyRow(name="default", spec=Policy().model_dump(mode="json"),
+                        content_hash=_policy_hash(Policy().model_dump(mode="json"))))
+    if s.get(Model, cfg.model) is None:
+        result.warnings.append(f"{item.where('model')}: {cfg.model} is an alias (unpinned): the provider may repoint it")
+    row = s.get(Deployment, cfg.name)
+    if row is None:
+        row = Deployment(name=cfg.name, active_prompt=cfg.prompt, active_model=cfg.model,
+                         dataset=cfg.dataset, policy=policy_name)
+        s.add(row)
+        s.flush()
+        ledger.append(s, deployment=cfg.name, prompt=cfg.prompt, model=cfg.model, by=by,
+                      reason="initial apply", migration=None, evidence={})
+        return _record(result, True, f"created deployment {cfg.name} ({row.active_pair})")
+    if (row.active_prompt, row.active_model) != (cfg.prompt, cfg.model):
+        result.warnings.append(
+            f"{item.where()}: config names {cfg.prompt}+{cfg.model} but the active pair is {row.active_pair}; "
+            "left as is (pairs move through `pairshift migrate`)"
+        )
+    changed = [k for k, v in (("dataset", cfg.dataset), ("policy", policy_name)) if getattr(row, k) != v]
+    for k in changed:
+        setattr(row, k, cfg.dataset if k == "dataset" else policy_name)
+    if changed:
+        row.updated_at = utcnow()
+        s.add(row)
+    _record(result, bool(changed), f"updated deployment {cfg.name} ({', '.join(changed)})")

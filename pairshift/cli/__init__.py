@@ -1,0 +1,78 @@
+"""The `pairshift` command line (PRODUCT §11). Exit codes: 0 ok, 1 the thing asked for failed, 2 bad input.
+
+Errors are one readable line; `--debug` (or PAIRSHIFT_DEBUG=1) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import typer
+
+from pairshift.cli import demo, registry_cmds, stack
+from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, err_console
+
+app = typer.Typer(
+    name="pairshift",
+    help="Durable, evidence-gated migrations of LLM prompt x model pairs, orchestrated by Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command(help=registry_cmds.apply.__doc__)(registry_cmds.apply)
+app.command(help=registry_cmds.get.__doc__)(registry_cmds.get)
+app.command(help=registry_cmds.ledger.__doc__)(registry_cmds.ledger)
+app.command(help=stack.server.__doc__)(stack.server)
+app.command(help=stack.worker.__doc__)(stack.worker)
+app.add_typer(stack.sim_app, name="sim")
+app.command(help=demo.demo.__doc__)(demo.demo)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    if debug:
+        os.environ["PAIRSHIFT_DEBUG"] = "1"
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from pairshift.config import ConfigError
+
+    return (ConfigError,)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this in-process)."""
+    try:
+        app(args=argv, standalone_mode=False)
+        return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except CLIError as exc:
+        err_console.print(f"error: {exc}", soft_wrap=True)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: one line, not a traceback
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if os.environ.get("PAIRSHIFT_DEBUG"):
+            traceback.print_exc()
+        code = EXIT_BAD_INPUT if isinstance(exc, _bad_input_types()) else EXIT_FAILED
+        err_console.print(f"error: {exc}", soft_wrap=True)
+        return code
+
+
+def main() -> None:
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Exit without interpreter finalisation: the Temporal core runtime can abort in PyGILState_Release at
+    # teardown (sdk-python#300) after all work is done, which would turn a success into a crash.
+    os._exit(code)

@@ -1,0 +1,45 @@
+"""Shared pieces of the CLI: errors with exit codes, JSON vs rich output, the acting user."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class CLIError(Exception):
+    """A one-line error the CLI prints without a traceback; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def os_user() -> str:
+    """The operating-system user: the default identity for --as and for `apply`'s ledger rows."""
+    try:
+        return os.environ.get("PAIRSHIFT_USER") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def emit_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str, sort_keys=False))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    console.print(t)

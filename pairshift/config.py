@@ -1,0 +1,165 @@
+"""Declarative registry config: the YAML documents ``pairshift apply -f PATH`` reads (PRODUCT §4).
+
+This module parses and validates; ``pairshift.apply`` writes. Every problem is a ``ConfigError`` whose one
+line names the file, the object and the field, so a user can fix it without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pairshift.policy import Policy, format_validation_error
+
+
+class ConfigError(ValueError):
+    """A config problem; the message is one line naming the place."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    output_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens.")
+
+
+class Limits(_Strict):
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    concurrency: int | None = Field(None, gt=0)
+
+
+class ModelConfig(_Strict):
+    id: str = Field(..., min_length=1, description="Provider model id: a snapshot, or an alias.")
+    provider: Literal["anthropic", "openai", "openai-compatible", "sim"]
+    aliases: list[str] = Field(default_factory=list, description="Names the provider may point at this snapshot.")
+    price: Price = Field(default_factory=Price)
+    deprecated_on: date | None = None
+    retires_on: date | None = None
+    replacement: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_secret(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("must be the NAME of an environment variable (e.g. VLLM_API_KEY), never the key itself")
+        return v
+
+
+class PromptConfig(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    system: str | None = None
+    template: str
+    variables: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class DatasetConfig(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str | None = Field(None, description="JSONL, CSV or OpenAI Evals JSONL, relative to the YAML file.")
+    promptfoo: str | None = Field(None, description="A promptfooconfig.yaml, relative to the YAML file.")
+    version: str | None = Field(None, description="Optional label; default: the first 12 hex digits of the hash.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v
+
+
+class DeploymentConfig(_Strict):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    prompt: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$", description="name@version")
+    model: str
+    dataset: str | None = None
+    policy: str | Policy = "default"
+
+
+class ConfigDoc(_Strict):
+    models: list[ModelConfig] = Field(default_factory=list)
+    prompts: list[PromptConfig] = Field(default_factory=list)
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    policies: list[Policy] = Field(default_factory=list)
+
+
+class Located(BaseModel):
+    """A config object with the file it came from (for error messages and relative paths)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    file: Path
+    kind: str
+    obj: Any
+
+    @property
+    def name(self) -> str:
+        return getattr(self.obj, "id", None) or getattr(self.obj, "name", "?")
+
+    def where(self, field: str | None = None) -> str:
+        kind = self.kind.rstrip("s")
+        return f"{self.file}: {kind} '{self.name}'" + (f": {field}" if field else "")
+
+
+def config_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = [p for p in files if not p.name.startswith("promptfooconfig")]
+    if not files:
+        raise ConfigError(f"{path}: no .yaml or .yml files in this folder")
+    return files
+
+
+def _parse_file(file: Path) -> ConfigDoc:
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if raw is None:
+        return ConfigDoc()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping with models/prompts/datasets/deployments/policies at the top")
+    try:
+        return ConfigDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(file))) from None
+
+
+def load_config(path: Path) -> list[Located]:
+    """Every object of every file under ``path``, validated; duplicates across files refused."""
+    located: list[Located] = []
+    seen: dict[tuple[str, str], Path] = {}
+    for file in config_files(path):
+        doc = _parse_file(file)
+        for kind in ("models", "policies", "prompts", "datasets", "deployments"):
+            for obj in getattr(doc, kind):
+                item = Located(file=file, kind=kind, obj=obj)
+                key = (kind, item.name)
+                if key in seen:
+                    raise ConfigError(f"{item.where()}: defined twice (also in {seen[key]})")
+                seen[key] = file
+                located.append(item)
+    return located

@@ -1,0 +1,165 @@
+"""The migration policy: the whole vocabulary of evals, canary stages, gates and approvals in one schema.
+
+A policy says how much evidence a migration needs before traffic moves (``eval``), how traffic moves
+(``canary``), who may let it move (``approvals``) and where people hear about it (``notice``). Every field
+carries its default and a description; ``pairshift apply`` validates policies with this module, so an error
+names the field (``canary.stages.0.percent``) and nothing is written.
+
+Durations are hours and may be fractional: demos and tests scale a stage down to seconds
+(``min_hours: 0.001``) without a second code path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+
+class _Strict(BaseModel):
+    """Unknown keys are refused everywhere: a typo in a policy must not silently relax a gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvalPolicy(_Strict):
+    """How the 2x2 regression eval is run and judged (PRODUCT §6)."""
+
+    epochs: int = Field(3, ge=1, le=20, description="Repeats of every case per arm; > 1 measures nondeterminism.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval in the report.")
+    max_regression: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Non-inferiority margin: the lower CI bound of joint - baseline pass rate must be >= -max_regression.",
+    )
+    blocking: list[str] = Field(
+        default_factory=lambda: ["is-json"],
+        description="Assertion types that may not newly fail on any case (pass in baseline, fail in joint).",
+    )
+    max_cost_ratio: float = Field(1.5, gt=0, description="Joint cost per case / baseline cost per case, at most.")
+    max_latency_p95_ratio: float = Field(1.5, gt=0, description="Joint latency p95 / baseline latency p95, at most.")
+
+
+class Stage(_Strict):
+    """One canary step: route ``percent`` of units to the candidate for at least ``min_hours``."""
+
+    percent: float = Field(..., gt=0, le=100, description="Share of units routed to the candidate pair (0 < p <= 100).")
+    min_hours: float = Field(0.0, ge=0, description="The stage holds at least this long before it may pass.")
+    max_hours: float | None = Field(
+        None, gt=0, description="Past this, an inconclusive stage asks a human; None = min_hours (no soak)."
+    )
+    approval: bool = Field(False, description="Wait for a human decision before this stage starts.")
+
+    @model_validator(mode="after")
+    def _hours_ordered(self) -> Stage:
+        if self.max_hours is not None and self.max_hours < self.min_hours:
+            raise ValueError(f"max_hours ({self.max_hours}) is less than min_hours ({self.min_hours})")
+        return self
+
+
+class ErrorRateGate(_Strict):
+    max_increase: float = Field(0.01, ge=0, le=1, description="Candidate error rate - control error rate, at most.")
+
+
+class ScoreGate(_Strict):
+    max_decrease: float = Field(0.02, ge=0, le=1, description="Control mean score - candidate mean score, at most.")
+
+
+class RatioGate(_Strict):
+    max_ratio: float = Field(..., gt=0, description="Candidate / control, at most.")
+
+
+class CanaryMetrics(_Strict):
+    """Candidate vs concurrent control. A metric left out is not gated; unknown metric names are refused."""
+
+    error_rate: ErrorRateGate | None = Field(default_factory=ErrorRateGate)
+    score: ScoreGate | None = Field(default_factory=ScoreGate, description="Used when observations carry a score.")
+    latency_p95: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.3))
+    cost_per_call: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.5))
+
+
+def _default_stages() -> list[Stage]:
+    return [
+        Stage(percent=1, min_hours=2, max_hours=12),
+        Stage(percent=5, min_hours=6, max_hours=24),
+        Stage(percent=20, min_hours=24, max_hours=72, approval=True),
+        Stage(percent=50, min_hours=48, max_hours=96),
+        Stage(percent=100),
+    ]
+
+
+class CanaryPolicy(_Strict):
+    """The staged canary on real traffic (PRODUCT §7, §8)."""
+
+    stages: list[Stage] = Field(default_factory=_default_stages, min_length=1, description="Ordered canary steps.")
+    check_every_minutes: float = Field(15, gt=0, description="How often a stage reads candidate and control metrics.")
+    metrics: CanaryMetrics = Field(default_factory=CanaryMetrics)
+    min_samples: int | Literal["auto"] = Field(
+        "auto", description="Samples per arm before a stage may pass: a number, or 'auto' (power calculation)."
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="False rollback rate the always-valid gate test allows over a whole stage."
+    )
+    power: float = Field(0.8, gt=0.5, lt=1, description="Power used by min_samples: auto.")
+
+    @field_validator("stages")
+    @classmethod
+    def _percents_increase(cls, stages: list[Stage]) -> list[Stage]:
+        for i in range(1, len(stages)):
+            if stages[i].percent <= stages[i - 1].percent:
+                raise ValueError(
+                    f"stage {i} percent {stages[i].percent:g} must be greater than stage {i - 1}'s {stages[i - 1].percent:g}"
+                )
+        return stages
+
+    @field_validator("min_samples")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("min_samples must be 'auto' or a positive number")
+        return v
+
+
+class ApprovalPolicy(_Strict):
+    """Who may let traffic move, and what happens when nobody answers."""
+
+    approvers: list[str] = Field(default_factory=list, description="Slack user ids or emails; empty = anyone.")
+    required: int = Field(1, ge=1, description="Distinct approvals needed.")
+    separation_of_duties: bool = Field(True, description="The requester of a migration cannot approve it.")
+    timeout_hours: float = Field(72, gt=0, description="No decision by then = reject (nothing moved).")
+    remind_every_hours: float = Field(24, gt=0, description="Reminder cadence while waiting.")
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> ApprovalPolicy:
+        if self.approvers and self.required > len(self.approvers):
+            raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(self.approvers)})")
+        return self
+
+
+class NoticePolicy(_Strict):
+    slack_channel: str | None = Field(None, description="Channel for notices and buttons; None = log and CLI only.")
+
+
+class Policy(_Strict):
+    """A named migration policy (PRODUCT §7)."""
+
+    name: str = Field("default", min_length=1, description="Referenced by deployments.")
+    eval: EvalPolicy = Field(default_factory=EvalPolicy)
+    canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
+    approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    notice: NoticePolicy = Field(default_factory=NoticePolicy)
+
+
+def format_validation_error(exc: Exception, where: str) -> str:
+    """One readable line for a pydantic error: ``where: canary.stages.0.percent: Input should be ...``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"{where}: {exc}"
+    parts = []
+    for err in errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return f"{where}: " + "; ".join(parts)

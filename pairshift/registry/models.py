@@ -1,0 +1,270 @@
+"""The registry's tables (SQLModel). Schema changes go through Alembic (``pairshift/registry/schema``).
+
+Immutable things (prompt versions, dataset versions, eval results, ledger rows, audit events, observations)
+are only ever inserted. Mutable things (models, policies, deployments, migrations) carry ``updated_at``.
+JSON columns hold structured values the registry does not query by (aliases, params, evidence).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_column=Column(JSON, nullable=kw.pop("nullable", False)), **kw)
+
+
+def pair_id(prompt: str, model: str) -> str:
+    """``support-triage@37+claude-sonnet-4-20250514`` (PRODUCT §2)."""
+    return f"{prompt}+{model}"
+
+
+class Model(SQLModel, table=True):
+    """A model snapshot, or an alias a provider may repoint (flagged unpinned)."""
+
+    __tablename__ = "models"
+    id: str = Field(primary_key=True)
+    provider: str
+    aliases: list[str] = _json(default_factory=list)
+    is_alias: bool = False
+    resolved_snapshot: str | None = None  # last snapshot an alias was seen to resolve to
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+    deprecated_on: date | None = None
+    retires_on: date | None = None
+    replacement: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the secret's NAME, never the secret
+    limits: dict[str, Any] = _json(default_factory=dict)
+    source: str = "config"  # config | calendar
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptVersion(SQLModel, table=True):
+    """An immutable ``name@version``; a changed text under an existing version is refused."""
+
+    __tablename__ = "prompt_versions"
+    id: str = Field(primary_key=True)  # name@version
+    name: str = Field(index=True)
+    version: str
+    system: str | None = None
+    template: str
+    variables: list[str] = _json(default_factory=list)
+    params: dict[str, Any] = _json(default_factory=dict)
+    content_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Dataset(SQLModel, table=True):
+    """A named golden dataset; ``current_version`` is the version new evals use."""
+
+    __tablename__ = "datasets"
+    name: str = Field(primary_key=True)
+    current_version: str  # DatasetVersion.id
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetVersion(SQLModel, table=True):
+    __tablename__ = "dataset_versions"
+    id: str = Field(primary_key=True)  # name@version (version defaults to the hash prefix)
+    name: str = Field(index=True)
+    version: str
+    content_hash: str
+    n_cases: int
+    source: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetCase(SQLModel, table=True):
+    __tablename__ = "dataset_cases"
+    dataset_version: str = Field(primary_key=True, foreign_key="dataset_versions.id")
+    idx: int = Field(primary_key=True)
+    case_id: str
+    data: dict[str, Any] = _json()  # the case as pairshift.datasets.Case dumps it
+
+
+class PolicyRow(SQLModel, table=True):
+    __tablename__ = "policies"
+    name: str = Field(primary_key=True)
+    spec: dict[str, Any] = _json()  # pairshift.policy.Policy, dumped
+    content_hash: str
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """A logical LLM feature: its active pair and, during a canary, the candidate pair and its share."""
+
+    __tablename__ = "deployments"
+    name: str = Field(primary_key=True)
+    active_prompt: str
+    active_model: str
+    candidate_prompt: str | None = None
+    candidate_model: str | None = None
+    canary_percent: float = 0.0
+    migration: str | None = None  # workflow id of the migration that owns the split, if any
+    dataset: str | None = None
+    policy: str = "default"
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def active_pair(self) -> str:
+        return pair_id(self.active_prompt, self.active_model)
+
+    @property
+    def candidate_pair(self) -> str | None:
+        if self.candidate_prompt and self.candidate_model:
+            return pair_id(self.candidate_prompt, self.candidate_model)
+        return None
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Append-only: which pair served a deployment from when, and the evidence that shipped it.
+
+    ``replaced_at`` is not stored: it is the next row's ``shipped_at`` (see ``registry.store.ledger``), so no
+    row is ever updated.
+    """
+
+    __tablename__ = "ledger"
+    __table_args__ = (Index("ix_ledger_deployment_shipped", "deployment", "shipped_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    pair: str
+    prompt: str
+    model: str
+    shipped_at: datetime = Field(default_factory=utcnow)
+    migration: str | None = None
+    evidence: dict[str, Any] = _json(default_factory=dict)
+    by: str
+    reason: str
+
+
+class EvalRun(SQLModel, table=True):
+    """One arm: one pair on one dataset version for some epochs."""
+
+    __tablename__ = "eval_runs"
+    id: str = Field(primary_key=True)
+    deployment: str | None = Field(default=None, index=True)
+    migration: str | None = None
+    arm: str
+    pair: str
+    prompt: str
+    model: str
+    dataset_version: str
+    dataset_hash: str
+    epochs: int
+    status: str = "running"  # running | done | failed
+    summary: dict[str, Any] | None = _json(default=None, nullable=True)
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class EvalResult(SQLModel, table=True):
+    """One call of an arm, keyed by (run, case, epoch) so a retried activity resumes without double counting."""
+
+    __tablename__ = "eval_results"
+    run_id: str = Field(primary_key=True, foreign_key="eval_runs.id")
+    case_id: str = Field(primary_key=True)
+    epoch: int = Field(primary_key=True)
+    messages: list[dict[str, Any]] = _json(default_factory=list)
+    params: dict[str, Any] = _json(default_factory=dict)
+    resolved_model: str | None = None
+    output: str | None = None
+    finish_reason: str | None = None
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    cached: bool = False
+    passed: bool = False
+    score: float = 0.0
+    assertions: list[dict[str, Any]] = _json(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CachedResponse(SQLModel, table=True):
+    """Response cache: hash(provider, resolved model, rendered messages, params, epoch) -> completion."""
+
+    __tablename__ = "response_cache"
+    key: str = Field(primary_key=True)
+    provider: str
+    model: str
+    completion: dict[str, Any] = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MigrationRow(SQLModel, table=True):
+    """One run of MigrationWorkflow. ``workflow_id`` repeats across migrations of a deployment; ``run_id`` does not."""
+
+    __tablename__ = "migrations"
+    run_id: str = Field(primary_key=True)
+    workflow_id: str = Field(index=True)
+    deployment: str = Field(index=True)
+    from_pair: str
+    to_pair: str
+    reason: str
+    requested_by: str
+    phase: str
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    summary: dict[str, Any] = _json(default_factory=dict)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only audit log of a migration: every decision, refusal and traffic change, with who and why."""
+
+    __tablename__ = "audit_events"
+    id: int | None = Field(default=None, primary_key=True)
+    migration: str = Field(index=True)  # workflow id
+    run_id: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+    event: str
+    actor: str | None = None
+    channel: str | None = None
+    stage: int | None = None
+    accepted: bool = True
+    detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class Observation(SQLModel, table=True):
+    """One production call's telemetry (PRODUCT §2, §9)."""
+
+    __tablename__ = "observations"
+    __table_args__ = (Index("ix_obs_deployment_migration_at", "deployment", "migration", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    migration: str | None = None
+    pair: str
+    variant: str  # control | candidate
+    unit: str  # a hash of the unit key, never the key itself
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    outcome: str = "ok"  # ok | error | invalid
+    score: float | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+class Reminder(SQLModel, table=True):
+    """A deprecation reminder already sent (so each is sent once, whatever the number of scans)."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (UniqueConstraint("deployment", "model", "days_before"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    model: str
+    days_before: int
+    sent_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,41 @@
+"""Process settings, read from the environment (PRODUCT §11): where state lives and how to reach Temporal.
+
+Secrets are not settings of this module: provider keys are read by name at call time (``api_key_env``) and
+Slack tokens by the Slack module, so no settings dump can ever contain one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASK_QUEUE = "pairshift"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAIRSHIFT_", extra="ignore")
+
+    home: Path = Field(Path(".pairshift"), description="State folder: registry SQLite file, Temporal state, reports.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the registry; default sqlite:///$PAIRSHIFT_HOME/registry.db."
+    )
+    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
+    namespace: str = Field("default", description="Temporal namespace.")
+    task_queue: str = Field(TASK_QUEUE, description="Task queue of the pairshift worker.")
+    ui_url: str = Field("http://localhost:8233", description="Temporal Web UI base URL, for links in notices.")
+    api_url: str = Field("http://localhost:8080", description="Base URL of `pairshift api`, for links in notices.")
+
+    @property
+    def registry_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (cached; tests that change the environment call ``get_settings.cache_clear()``)."""
+    return Settings()

