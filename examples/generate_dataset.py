@@ -1,7 +1,8 @@
 """Generate examples/datasets/support-triage.jsonl: a deterministic golden set of support tickets.
 
 Run `python examples/generate_dataset.py` to regenerate; the output is committed so the dataset hash is stable.
-Each ticket is built from a team's vocabulary and a severity cue, so its expected triage is known by construction.
+Each ticket is built from a team's vocabulary and a severity cue; its expected triage is the sim world's ground
+truth (``pairshift.sim.snapshots.triage_truth``: team from the vocabulary, severity from the cue and the tier).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+
+from pairshift.sim.snapshots import triage_truth
 
 TEAMS = {
     "billing": ["I was charged twice for my subscription", "my invoice shows the wrong amount",
@@ -37,18 +40,18 @@ def make_case(i: int, rng: random.Random) -> dict:
     tier = rng.choice(TIERS)
     body = " ".join(x for x in (rng.choice(OPENERS), rng.choice(TEAMS[team]) + ".",
                                 rng.choice(SEVERITY_CUES[severity]), rng.choice(CLOSERS)) if x)
-    expected = {"severity": severity, "team": team}
+    expected = triage_truth(tier, body)
     return {
         "id": f"ticket-{i:04d}",
         "vars": {"customer_tier": tier, "ticket_body": body},
         "expected": json.dumps(expected, sort_keys=True),
         "assert": [
             {"type": "is-json"},
-            {"type": "json-field", "path": "team", "value": team},
-            {"type": "json-field", "path": "severity", "value": severity},
+            {"type": "json-field", "path": "team", "value": expected["team"]},
+            {"type": "json-field", "path": "severity", "value": expected["severity"]},
             {"type": "not-icontains", "value": "we will refund"},
         ],
-        "tags": [team, tier],
+        "tags": [expected["team"], tier],
     }
 
 

@@ -213,7 +213,7 @@ def _one_line(exc: ValidationError) -> str:
 
 def build_case(raw: dict[str, Any], where: str) -> Case:
     """Validate one raw case (pairshift shape) fully; ``where`` names the file and case for errors."""
-    label = f"{where} case {raw['id']!r}" if isinstance(raw.get("id"), str) else f"{where}"
+    label = f"{where}, case {raw['id']!r}" if isinstance(raw.get("id"), str) else f"{where}"
     if not isinstance(raw.get("vars"), dict):
         problem = "missing `vars`" if "vars" not in raw else "`vars` must be an object"
         raise DatasetError(f"{label}: {problem}")
@@ -270,7 +270,7 @@ def load_jsonl(path: Path) -> list[Case]:
             raise DatasetError(f"{where}: missing `id` (a non-empty string)")
         unknown = sorted(set(item) - _CASE_KEYS)
         if unknown:
-            raise DatasetError(f"{where} case {item['id']!r}: unknown key {unknown[0]!r}")
+            raise DatasetError(f"{where}, case {item['id']!r}: unknown key {unknown[0]!r}")
         cases.append(build_case(item, where))
     return _unique(cases, Path(path))
 
@@ -467,7 +467,8 @@ def _cases_from_tests(tests: list[tuple[str, dict[str, Any]]], default: dict[str
 
 
 _CELL_TYPES = sorted(KNOWN_ASSERTION_TYPES | PROMPTFOO_UNSUPPORTED_TYPES, key=len, reverse=True)
-_CELL_RE = re.compile(r"^(not-)?(" + "|".join(map(re.escape, _CELL_TYPES)) + r")(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$")
+_CELL_RE = re.compile(
+    r"^(not-)?(" + "|".join(map(re.escape, _CELL_TYPES)) + r")(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$")
 _SCRIPT_PREFIXES = ("javascript:", "fn:", "eval:", "python:", "ruby:")
 
 
@@ -504,7 +505,8 @@ def _csv_tests(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read: {exc}") from None
     first = text.split("\n", 1)[0]
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter="\t" if "\t" in first and "," not in first else ",")
+    delimiter = "\t" if "\t" in first and "," not in first else ","  # promptfoo reads TSV too
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
     for row in reader:
         where = f"{path}: row {reader.line_num}"
         yield where, _csv_row_to_test(row, where)

@@ -191,3 +191,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[-1])
+
+
+# --- the fake provider server (pairshift sim serve), shared by provider, eval and demo tests ----------
+from sim_fixtures import sim_server, sim_server_session  # noqa: E402,F401

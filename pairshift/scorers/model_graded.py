@@ -1,0 +1,131 @@
+"""Model-graded assertions (llm-rubric, model-graded-closedqa, factuality) judged by a registry judge model.
+
+The judge is any ``async (prompt: str) -> str`` callable; choosing it (a different model family from the
+model under test) is the caller's business. The grading prompts are pairshift's own wording; the replies
+are read the way promptfoo reads them (src/matchers/llmGrading.ts, rubric.ts):
+
+- llm-rubric: the first JSON object of the reply, ``{"pass", "score", "reason"}``; a missing ``pass`` means
+  true, a missing ``score`` means ``float(pass)``; with a ``threshold`` the score must also reach it.
+- model-graded-closedqa: the reply's last character ``Y`` passes, ``N`` fails.
+- factuality: ``{"category": "A".."E"}`` (or a legacy ``(A)`` answer); D (disagreement) fails, A/B/C/E pass.
+
+A reply that cannot be read is a grader error: the assertion fails and ``not-`` does not turn it into a pass.
+An exception raised by the judge propagates, so the calling activity can retry the call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Awaitable, Callable
+
+from pairshift.datasets import Assertion, Case
+from pairshift.scorers.assertions import Output, Verdict, extract_json_objects
+
+Judge = Callable[[str], Awaitable[str]]
+
+_FACTUALITY_SCORES = {"A": 1.0, "B": 1.0, "C": 1.0, "D": 0.0, "E": 1.0}
+_FACTUALITY_MEANING = {
+    "A": "the submission is a subset of the expert answer and consistent with it",
+    "B": "the submission is a superset of the expert answer and consistent with it",
+    "C": "the submission has the same details as the expert answer",
+    "D": "the submission disagrees with the expert answer",
+    "E": "the answers differ, but not in ways that matter for factuality",
+}
+
+
+class ScorerError(RuntimeError):
+    """A case cannot be scored as asked (no judge for a model-graded type, a sync call with one)."""
+
+
+def rubric_prompt(rubric: Any, output: str) -> str:
+    rubric_text = rubric if isinstance(rubric, str) else json.dumps(rubric)
+    return (
+        "You grade an AI system's output against a rubric.\n\n"
+        f"<Output>\n{output}\n</Output>\n\n<Rubric>\n{rubric_text}\n</Rubric>\n\n"
+        "Decide whether the output satisfies the rubric. Answer with one JSON object and nothing else:\n"
+        '{"reason": "<one or two sentences>", "pass": true or false, "score": <0.0 to 1.0>}'
+    )
+
+
+def closedqa_prompt(task: str, criterion: str, output: str) -> str:
+    return (
+        "You assess a submitted answer against a criterion.\n\n"
+        f"[Task]: {task}\n\n[Submission]: {output}\n\n[Criterion]: {criterion}\n\n"
+        "Does the submission meet the criterion? Reason step by step, then write the single letter Y or N "
+        "alone on the last line."
+    )
+
+
+def factuality_prompt(question: str, expert: str, output: str) -> str:
+    choices = "\n".join(f"({k}) {v}" for k, v in _FACTUALITY_MEANING.items())
+    return (
+        "You compare the factual content of a submitted answer with an expert answer; ignore style, "
+        "grammar and punctuation.\n\n"
+        f"[Question]: {question}\n\n[Expert]: {expert}\n\n[Submission]: {output}\n\n"
+        f"Choose one:\n{choices}\n\n"
+        'Answer with one JSON object and nothing else: {"category": "<A-E>", "reason": "<why>"}'
+    )
+
+
+def parse_rubric_reply(reply: str, threshold: float | None) -> Verdict:
+    objects = [o for o in extract_json_objects(reply) if isinstance(o, dict)]
+    if not objects:
+        return Verdict(False, 0.0, f"Could not read the judge's llm-rubric reply: {reply[:200]!r}", True)
+    parsed = objects[0]
+    passed: Any = parsed.get("pass", True)
+    if not isinstance(passed, bool):
+        passed = re.fullmatch(r"true|yes|pass|y", str(passed).strip(), re.IGNORECASE) is not None
+    try:
+        score = float(parsed["score"])
+    except (KeyError, TypeError, ValueError):
+        score = float(passed)
+    if threshold is not None:
+        passed = passed and score >= threshold
+    reason = str(parsed.get("reason") or ("Grading passed" if passed else f"Score {score} below {threshold}"))
+    return Verdict(passed, score, reason)
+
+
+def parse_closedqa_reply(reply: str) -> Verdict:
+    tail = reply.rstrip()
+    if tail.endswith("Y"):
+        return Verdict(True, 1.0, f"The submission meets the criterion: {reply}")
+    if tail.endswith("N"):
+        return Verdict(False, 0.0, f"The submission does not meet the criterion: {reply}")
+    return Verdict(False, 0.0, f"The judge's closedqa reply ends in neither Y nor N: {reply[:200]!r}", True)
+
+
+def parse_factuality_reply(reply: str) -> Verdict:
+    category, reason = None, ""
+    for obj in extract_json_objects(reply):
+        if isinstance(obj, dict) and isinstance(obj.get("category"), str):
+            category, reason = obj["category"].strip().upper(), str(obj.get("reason") or "")
+            break
+    if category is None:
+        legacy = re.search(r"\s*\(?([a-eA-E])\)", reply)
+        category = legacy.group(1).upper() if legacy else None
+    if category not in _FACTUALITY_SCORES:
+        return Verdict(False, 0.0, f"The judge's factuality reply has no category A-E: {reply[:200]!r}", True)
+    score = _FACTUALITY_SCORES[category]
+    return Verdict(score > 0, score, reason or f"Category {category}: {_FACTUALITY_MEANING[category]}")
+
+
+def _task_text(case: Case, output: Output) -> str:
+    if output.prompt:
+        return output.prompt
+    task = case.vars.get("input")
+    return task if isinstance(task, str) else json.dumps(case.vars, ensure_ascii=False, sort_keys=True)
+
+
+async def grade(a: Assertion, value: Any, case: Case, output: Output, judge: Judge | None) -> Verdict:
+    """Ask the judge about one model-graded assertion (positive sense; the engine applies ``not-``)."""
+    if judge is None:
+        raise ScorerError(f"case {case.id!r}: assertion {a.type!r} needs a judge model, and none was given")
+    kind = a.base_type
+    if kind == "llm-rubric":
+        return parse_rubric_reply(await judge(rubric_prompt(value, output.text)), a.threshold)
+    if kind == "model-graded-closedqa":
+        return parse_closedqa_reply(await judge(closedqa_prompt(_task_text(case, output), value, output.text)))
+    if kind in {"factuality", "model-graded-factuality"}:
+        return parse_factuality_reply(await judge(factuality_prompt(_task_text(case, output), value, output.text)))
+    raise ScorerError(f"case {case.id!r}: {a.type!r} is not a model-graded assertion")

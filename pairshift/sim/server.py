@@ -1,0 +1,401 @@
+"""The local fake provider server: Anthropic and OpenAI wire formats over the sim snapshots.
+
+Used by tests, the demo and benchmarks so that the official ``anthropic`` and ``openai`` SDKs run
+unchanged against 127.0.0.1. Routes:
+
+- Anthropic: ``POST /v1/messages``, ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
+  ``GET /v1/messages/batches/{id}/results`` (JSONL). ``GET /v1/models`` answers in Anthropic's shape
+  when the request carries ``anthropic-version``, otherwise in OpenAI's (with ``shutdown_date``).
+- OpenAI: ``POST /v1/chat/completions``.
+- Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
+  ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
+  ``POST /_admin/reset`` (back to the start settings, empty stats and windows).
+
+A requested id resolves through ``aliases`` to a sim snapshot or a ``mirror`` (a real-looking id,
+e.g. ``claude-sonnet-4-20250514``, answered with a sim snapshot's behaviour); the response's
+``model`` is the resolved id. Checks run in this order: API key (only if ``require_api_key``),
+model (404 unknown/retired), rate limit (429), injected faults (500 / 529 or 503 / timeout), then
+``latency_ms`` is slept and the sim answers. Batches skip rate limits and faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from pairshift.sim import wire
+from pairshift.sim.wire import Failure
+from pairshift.sim.snapshots import ALIASES, SNAPSHOTS, SimOutput, simulate
+
+FaultKind = Literal["500", "529", "timeout"]
+
+
+class RateLimit(BaseModel):
+    """At most ``requests`` per sliding window of ``per_seconds`` (60 = requests per minute)."""
+
+    requests: int = Field(ge=1)
+    per_seconds: float = Field(default=60.0, gt=0)
+
+
+class Faults(BaseModel):
+    """Share of requests that fail with each injected fault (drawn from a seeded generator)."""
+
+    error_500: float = Field(default=0.0, ge=0, le=1)
+    overloaded_529: float = Field(default=0.0, ge=0, le=1, description="529 (Anthropic) / 503 (OpenAI)")
+    timeout: float = Field(default=0.0, ge=0, le=1, description="hang timeout_s, then 504")
+    timeout_s: float = Field(default=5.0, ge=0)
+
+
+class SimSettings(BaseModel):
+    """Everything the fake server can be told; changeable at run time through ``/_admin``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_ms: float = Field(default=0.0, ge=0, description="slept before every answer")
+    latency_scale: float = Field(default=0.0, ge=0, description="x the snapshot's simulated latency")
+    rate_limits: dict[str, RateLimit] = Field(default_factory=dict, description="by resolved id; '*' = each")
+    faults: dict[str, Faults] = Field(default_factory=dict, description="by resolved id; '*' = every model")
+    fault_seed: int = 0
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            **ALIASES,
+            "claude-sonnet-4-0": "claude-sonnet-4-20250514",
+            "gpt-4o": "gpt-4o-2024-08-06",
+        }
+    )
+    mirrors: dict[str, str] = Field(
+        default_factory=lambda: {
+            "claude-sonnet-4-20250514": "sim-classic-2024-06",
+            "claude-sonnet-4-6": "sim-fresh-2025-09",
+            "gpt-4o-2024-08-06": "sim-classic-2024-06",
+            "gpt-5-2025-08-07": "sim-literal-2025-11",
+        },
+        description="served id -> sim snapshot whose behaviour answers it",
+    )
+    retired: list[str] = Field(default_factory=list, description="ids answered with 404")
+    shutdown_dates: dict[str, date] = Field(
+        default_factory=lambda: {"claude-sonnet-4-20250514": date(2026, 6, 15)},
+        description="shown in /v1/models; sim snapshots default to their catalogue retires_on",
+    )
+    require_api_key: str | None = Field(default=None, description="if set, other keys get 401")
+    batch_delay_ms: float = Field(default=0.0, ge=0, description="a batch reports in_progress this long")
+
+
+@dataclass
+class _Batch:
+    id: str
+    created: datetime
+    ends: datetime
+    lines: list[dict[str, Any]]
+
+
+@dataclass
+class SimState:
+    """Mutable server state; touched only from the server's event loop."""
+
+    initial: SimSettings
+    settings: SimSettings = field(init=False)
+    stats: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    windows: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+    scripted: defaultdict[str, deque[FaultKind]] = field(default_factory=lambda: defaultdict(deque))
+    batches: dict[str, _Batch] = field(default_factory=dict)
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.settings = self.initial.model_copy(deep=True)
+        self.rng = random.Random(self.settings.fault_seed)  # own instance: global state stays untouched
+        for table in (self.stats, self.windows, self.scripted, self.batches):
+            table.clear()
+
+    def resolve(self, requested: str) -> tuple[str, str]:
+        """(resolved id, behaving snapshot) or a 404 :class:`Failure` naming the model."""
+        s = self.settings
+        resolved = s.aliases.get(requested, requested)
+        for model in (requested, resolved):
+            if model in s.retired:
+                raise Failure("not_found", f"model: {model} has been retired and is no longer served")
+        behaviour = resolved if resolved in SNAPSHOTS else s.mirrors.get(resolved)
+        if behaviour is None or behaviour not in SNAPSHOTS:
+            raise Failure("not_found", f"model: {requested} does not exist or you do not have access to it")
+        return resolved, behaviour
+
+    def check_rate(self, model: str, wire_name: wire.WireName) -> dict[str, str]:
+        """Admit one request under the model's limit (headers to send) or raise a 429 Failure."""
+        limit = self.settings.rate_limits.get(model) or self.settings.rate_limits.get("*")
+        if limit is None:
+            return {}
+        now, window = time.monotonic(), self.windows[model]
+        while window and window[0] <= now - limit.per_seconds:
+            window.popleft()
+        reset_in = (window[0] + limit.per_seconds - now) if window else limit.per_seconds
+        if len(window) >= limit.requests:
+            headers = wire.rate_headers(wire_name, limit.requests, 0, reset_in, retry_after=reset_in)
+            raise Failure("rate_limit", f"rate limit of {limit.requests} requests per {limit.per_seconds:g}s "
+                                        f"exceeded for model {model}", headers)
+        window.append(now)
+        return wire.rate_headers(wire_name, limit.requests, limit.requests - len(window), reset_in)
+
+    def draw_fault(self, model: str) -> tuple[FaultKind | None, float]:
+        """The fault to inject for this request (scripted first, then seeded draws) and its hang."""
+        faults = self.settings.faults.get(model) or self.settings.faults.get("*") or Faults()
+        for key in (model, "*"):
+            if self.scripted[key]:
+                return self.scripted[key].popleft(), faults.timeout_s
+        draw, rate_end = self.rng.random(), 0.0
+        shares: tuple[tuple[FaultKind, float], ...] = (
+            ("500", faults.error_500), ("529", faults.overloaded_529), ("timeout", faults.timeout))
+        for kind, share in shares:
+            rate_end += share
+            if draw < rate_end:
+                return kind, faults.timeout_s
+        return None, 0.0
+
+
+async def answer(
+    state: SimState, wire_name: wire.WireName, request: wire.SimRequest, headers: dict[str, str]
+) -> tuple[str, SimOutput, dict[str, str]]:
+    """Run one live request through every check; returns (resolved id, output, extra headers)."""
+    key = state.settings.require_api_key
+    if key is not None and wire.api_key(headers) != key:
+        state.stats[request.model]["auth_errors"] += 1
+        raise Failure("authentication", "invalid x-api-key")
+    try:
+        resolved, behaviour = state.resolve(request.model)
+    except Failure:
+        state.stats[request.model]["not_found"] += 1
+        raise
+    stats = state.stats[resolved]
+    stats["requests"] += 1
+    try:
+        extra = state.check_rate(resolved, wire_name)
+    except Failure:
+        stats["rate_limited"] += 1
+        raise
+    fault, hang_s = state.draw_fault(resolved)
+    if fault is not None:
+        stats[f"fault_{fault}"] += 1
+        if fault == "timeout":
+            await asyncio.sleep(hang_s)
+            raise Failure("timeout", f"request to {resolved} timed out")
+        raise Failure("overloaded" if fault == "529" else "api_error", f"injected {fault} for {resolved}")
+    out = simulate(behaviour, request.system, request.messages, request.params)
+    delay_ms = state.settings.latency_ms + state.settings.latency_scale * out.latency_ms
+    if delay_ms > 0:
+        await asyncio.sleep(delay_ms / 1000.0)
+    stats["ok"] += 1
+    stats["input_tokens"] += out.input_tokens
+    stats["output_tokens"] += out.output_tokens
+    return resolved, out, extra
+
+
+def _error_response(wire_name: wire.WireName, failure: Failure) -> JSONResponse:
+    status, body = wire.error_body(wire_name, failure.kind, failure.message)
+    return JSONResponse(body, status_code=status, headers=failure.headers)
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise Failure("invalid_request", "request body is not valid JSON") from None
+
+
+def _add_provider_routes(app: FastAPI, state: SimState) -> None:
+    @app.post("/v1/messages")
+    async def anthropic_messages(request: Request) -> Response:
+        try:
+            sim_request = wire.parse_anthropic(await _json_body(request))
+            resolved, out, extra = await answer(state, "anthropic", sim_request, dict(request.headers))
+        except Failure as failure:
+            return _error_response("anthropic", failure)
+        return JSONResponse(wire.anthropic_message(resolved, out), headers=extra)
+
+    @app.post("/v1/chat/completions")
+    async def openai_chat(request: Request) -> Response:
+        try:
+            sim_request = wire.parse_openai(await _json_body(request))
+            resolved, out, extra = await answer(state, "openai", sim_request, dict(request.headers))
+        except Failure as failure:
+            return _error_response("openai", failure)
+        return JSONResponse(wire.openai_completion(resolved, out), headers=extra)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        s = state.settings
+        ids = [m for m in [*SNAPSHOTS, *s.mirrors, *s.aliases] if m not in s.retired]
+        dates = {m: info.retires_on for m, info in SNAPSHOTS.items() if info.retires_on} | s.shutdown_dates
+        shape: wire.WireName = "anthropic" if "anthropic-version" in request.headers else "openai"
+        return JSONResponse(wire.model_list(shape, list(dict.fromkeys(ids)), dates))
+
+
+def _add_batch_routes(app: FastAPI, state: SimState) -> None:
+    def batch_json(batch: _Batch, request: Request) -> dict[str, Any]:
+        ended = datetime.now(UTC) >= batch.ends
+        url = str(request.url_for("batch_results", batch_id=batch.id)) if ended else None
+        return wire.batch_object(batch.id, batch.lines, batch.created, batch.ends, ended, url)
+
+    def one_line(item: Any) -> dict[str, Any]:
+        custom_id = item.get("custom_id", "") if isinstance(item, dict) else ""
+        try:
+            req = wire.parse_anthropic(item.get("params") if isinstance(item, dict) else None)
+            resolved, behaviour = state.resolve(req.model)
+        except Failure as failure:
+            return wire.batch_line(custom_id, None, None, failure.kind, failure.message)
+        state.stats[resolved]["batch_requests"] += 1
+        return wire.batch_line(custom_id, resolved, simulate(behaviour, req.system, req.messages, req.params))
+
+    @app.post("/v1/messages/batches")
+    async def create_batch(request: Request) -> Response:
+        try:
+            body = await _json_body(request)
+            items = body.get("requests") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not items:
+                raise Failure("invalid_request", "requests: a non-empty list is required")
+        except Failure as failure:
+            return _error_response("anthropic", failure)
+        now = datetime.now(UTC)
+        batch = _Batch(f"msgbatch_{uuid.uuid4().hex[:24]}", now,
+                       now + timedelta(milliseconds=state.settings.batch_delay_ms), [one_line(i) for i in items])
+        state.batches[batch.id] = batch
+        return JSONResponse(batch_json(batch, request))
+
+    def find(batch_id: str) -> _Batch:
+        if batch_id not in state.batches:
+            raise Failure("not_found", f"message batch {batch_id} not found")
+        return state.batches[batch_id]
+
+    @app.get("/v1/messages/batches/{batch_id}")
+    async def get_batch(batch_id: str, request: Request) -> Response:
+        try:
+            return JSONResponse(batch_json(find(batch_id), request))
+        except Failure as failure:
+            return _error_response("anthropic", failure)
+
+    @app.get("/v1/messages/batches/{batch_id}/results", name="batch_results")
+    async def batch_results(batch_id: str) -> Response:
+        try:
+            batch = find(batch_id)
+            if datetime.now(UTC) < batch.ends:
+                raise Failure("invalid_request", f"message batch {batch_id} has not ended yet")
+        except Failure as failure:
+            return _error_response("anthropic", failure)
+        return Response(wire.jsonl(batch.lines), media_type="application/x-jsonl")
+
+
+_ALIAS_MAP = TypeAdapter(dict[str, str])
+
+
+class _FaultScript(BaseModel):
+    model: str = Field(description="resolved model id, or '*' for whichever model is called next")
+    faults: list[FaultKind]
+
+
+def _add_admin_routes(app: FastAPI, state: SimState) -> None:
+    @app.get("/_admin/settings")
+    async def get_settings() -> dict[str, Any]:
+        return state.settings.model_dump(mode="json")
+
+    @app.post("/_admin/settings")
+    async def update_settings(request: Request) -> Response:
+        try:
+            merged = state.settings.model_dump() | dict(await request.json())
+            state.settings = SimSettings.model_validate(merged)
+        except (ValueError, TypeError, ValidationError) as exc:
+            return JSONResponse({"error": f"bad settings: {exc}"}, status_code=400)
+        state.rng = random.Random(state.settings.fault_seed)
+        return JSONResponse(state.settings.model_dump(mode="json"))
+
+    @app.post("/_admin/aliases")
+    async def repoint_aliases(request: Request) -> Response:
+        try:
+            body = _ALIAS_MAP.validate_python(await request.json())
+        except (ValueError, ValidationError) as exc:
+            return JSONResponse({"error": f"aliases: expected {{alias: target}}: {exc}"}, 400)
+        known = set(SNAPSHOTS) | set(state.settings.mirrors)
+        bad = [f"{a} -> {t}" for a, t in body.items() if t not in known]
+        if bad:
+            return JSONResponse({"error": f"alias targets must be sim snapshots or mirrors: {bad}"}, 400)
+        state.settings = state.settings.model_copy(update={"aliases": state.settings.aliases | body})
+        return JSONResponse(state.settings.aliases)
+
+    @app.post("/_admin/faults/next")
+    async def script_faults(script: _FaultScript) -> dict[str, int]:
+        state.scripted[script.model].extend(script.faults)
+        return {"queued": len(state.scripted[script.model])}
+
+    @app.get("/_admin/stats")
+    async def get_stats() -> dict[str, Any]:
+        total: Counter[str] = sum(state.stats.values(), Counter())
+        return {"models": {m: dict(c) for m, c in state.stats.items()}, "total": dict(total)}
+
+    @app.post("/_admin/reset")
+    async def reset() -> dict[str, str]:
+        state.reset()
+        return {"status": "reset"}
+
+
+def create_app(settings: SimSettings | None = None) -> FastAPI:
+    """The fake provider server as an ASGI app (``app.state.sim`` holds its :class:`SimState`)."""
+    app = FastAPI(title="pairshift sim provider", docs_url=None, redoc_url=None)
+    state = SimState(initial=settings or SimSettings())
+    app.state.sim = state
+    _add_provider_routes(app, state)
+    _add_batch_routes(app, state)
+    _add_admin_routes(app, state)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8787, **settings: Any) -> None:
+    """Run the fake server in the foreground until interrupted (``pairshift sim serve``)."""
+    uvicorn.run(create_app(SimSettings(**settings)), host=host, port=port, log_level="warning")
+
+
+class RunningServer:
+    """A fake server running on a background thread; ``stop()`` shuts it down."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, port: int, state: SimState) -> None:
+        self.server, self.thread, self.port, self.state = server, thread, port, state
+        self.base_url = f"http://127.0.0.1:{port}"  # Anthropic SDK base_url
+        self.openai_base_url = f"{self.base_url}/v1"  # OpenAI SDK base_url
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+
+def start_in_thread(settings: SimSettings | None = None, *, host: str = "127.0.0.1",
+                    port: int = 0, startup_timeout_s: float = 10.0) -> RunningServer:
+    """Start the fake server on a background thread (port 0: a free port) and wait until it serves."""
+    # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so; without it every
+    # response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"sim server did not start on {host}:{sock.getsockname()[1]}")
+        time.sleep(0.01)  # polling a flag set by another thread's event loop
+    return RunningServer(server, thread, sock.getsockname()[1], app.state.sim)
+
