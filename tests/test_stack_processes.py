@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from pairshift.temporal_client import connect
 from workflows.health import HealthRequest, HealthWorkflow

@@ -11,7 +11,7 @@ import traceback
 
 import typer
 
-from pairshift.cli import demo, registry_cmds, stack
+from pairshift.cli import api_cmd, calendar_cmd, demo, eval_cmd, migrate, registry_cmds, slack_cmd, stack
 from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, err_console
 
 app = typer.Typer(
@@ -28,6 +28,13 @@ app.command(help=stack.server.__doc__)(stack.server)
 app.command(help=stack.worker.__doc__)(stack.worker)
 app.add_typer(stack.sim_app, name="sim")
 app.command(help=demo.demo.__doc__)(demo.demo)
+app.add_typer(migrate.app, name="migrate")
+app.command(name="api", help=api_cmd.api.__doc__)(api_cmd.api)
+app.command("eval", help=eval_cmd.eval_cmd.__doc__)(eval_cmd.eval_cmd)
+app.add_typer(calendar_cmd.models_app, name="models")
+app.add_typer(calendar_cmd.deprecations_app, name="deprecations")
+app.add_typer(calendar_cmd.schedules_app, name="schedules")
+app.add_typer(slack_cmd.app, name="slack")
 
 
 @app.callback()
@@ -37,16 +44,20 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
-    from pairshift.config import ConfigError
+    from pydantic import ValidationError
 
-    return (ConfigError,)
+    from pairshift.config import ConfigError
+    from pairshift.migration import InvalidMigration
+
+    return (ConfigError, InvalidMigration, ValidationError)
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process)."""
     try:
-        app(args=argv, standalone_mode=False)
-        return 0
+        # With standalone_mode=False click returns typer.Exit's code instead of raising it.
+        code = app(args=argv, standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except SystemExit as exc:
         return int(exc.code or 0)
     except CLIError as exc:

@@ -268,3 +268,45 @@ class Reminder(SQLModel, table=True):
     model: str
     days_before: int
     sent_at: datetime = Field(default_factory=utcnow)
+
+
+class SlackThread(SQLModel, table=True):
+    """The Slack thread of one migration in one channel: its first message starts it, later notices reply.
+
+    ``channel`` is the policy's spelling (``#llm-migrations``); ``channel_id`` is what Slack answered (``C0…``),
+    which ``chat.update`` needs.
+    """
+
+    __tablename__ = "slack_threads"
+    migration: str = Field(primary_key=True)  # workflow id
+    channel: str = Field(primary_key=True)
+    channel_id: str
+    ts: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SlackMessage(SQLModel, table=True):
+    """A posted message that asks for a decision, so its buttons can be replaced by the outcome later."""
+
+    __tablename__ = "slack_messages"
+    __table_args__ = (Index("ix_slack_messages_migration_stage", "migration", "stage"),)
+    channel_id: str = Field(primary_key=True)
+    ts: str = Field(primary_key=True)
+    migration: str
+    stage: int | None = None
+    kind: str
+    blocks: list[dict[str, Any]] = _json(default_factory=list)
+    resolved: bool = False  # the buttons were already replaced by an outcome
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SlackSeenRequest(SQLModel, table=True):
+    """Signatures (HTTP) and envelope ids (Socket Mode) of Slack requests already accepted: a replay is refused.
+
+    A database table rather than process memory, so a replay sent to another API replica is refused too.
+    Rows older than the verifier's window are pruned: such a request is refused as stale anyway.
+    """
+
+    __tablename__ = "slack_seen_requests"
+    key: str = Field(primary_key=True)
+    seen_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,95 @@
+"""Eval activities: thin wrappers that run :mod:`pairshift.evals` against the process's registry.
+
+Failures that retrying cannot fix (bad input, a retired model, a bad request, bad credentials) are raised
+as non-retryable ``ApplicationError``s whose ``type`` names the class, so EvalWorkflow fails at once with the
+one-line message (naming the model). Everything else (the registry briefly unavailable, a worker killed
+mid-batch) is retried by Temporal; a retried batch skips the (case, epoch) results already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from pairshift import evals
+from pairshift.registry import open_registry
+from pairshift.reports import EvalReport
+
+T = TypeVar("T")
+HEARTBEAT_EVERY_S = 2.0  # heartbeats also while a batch waits on the rate limiter, not only per finished call
+
+
+class PlanInput(BaseModel):
+    request: evals.EvalRequest
+    eval_id: str
+
+
+class SummarizeInput(BaseModel):
+    run_id: str
+    confidence: float = 0.95
+
+
+class ReportInput(BaseModel):
+    plan: evals.EvalPlan
+    summaries: list[evals.RunSummary]
+    flipped_cap: int = 50
+
+
+def _non_retryable(exc: Exception) -> ApplicationError:
+    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
+
+
+@activity.defn(name="plan_eval")
+def plan_eval(data: PlanInput) -> evals.EvalPlan:
+    """Validate the request, choose the arms and create their EvalRun rows (idempotent per eval_id)."""
+    try:
+        return evals.plan_eval(open_registry(), data.request, data.eval_id)
+    except evals.EvalInputError as exc:
+        raise _non_retryable(exc) from None
+
+
+@activity.defn(name="run_eval_batch")
+async def run_eval_batch(batch: evals.BatchSpec) -> evals.BatchResult:
+    """Run the missing (case, epoch) calls of one case range; heartbeats ``{done, total}``."""
+    progress = {"done": 0, "total": 0}
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(done=done, total=total)
+
+    timeout = activity.info().heartbeat_timeout
+    every = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 4) if timeout else HEARTBEAT_EVERY_S
+
+    async def ticker() -> None:
+        while True:
+            activity.heartbeat(dict(progress))
+            await asyncio.sleep(every)
+
+    beat = asyncio.create_task(ticker())
+    try:
+        return await evals.run_batch(open_registry(), batch, on_progress)
+    except evals.ArmFailed as exc:
+        raise _non_retryable(exc) from None
+    finally:
+        beat.cancel()
+
+
+@activity.defn(name="summarize_eval_run")
+def summarize_eval_run(data: SummarizeInput) -> evals.RunSummary:
+    """Summarise one run's stored results and mark it done."""
+    return evals.summarize_run(open_registry(), data.run_id, data.confidence)
+
+
+@activity.defn(name="build_eval_report")
+def build_eval_report(data: ReportInput) -> EvalReport:
+    """Effects, flips and the gate; the full report is stored, a capped one is returned to the workflow."""
+    return evals.build_report(open_registry(), data.plan, data.summaries).capped(data.flipped_cap)
+
+
+EVAL_ACTIVITIES: list[Callable[..., object] | Callable[..., Awaitable[object]]] = [
+    plan_eval, run_eval_batch, summarize_eval_run, build_eval_report,
+]

@@ -1,0 +1,29 @@
+"""Run every ``bench/*_bench.py`` (``make bench``); each writes ``bench/results/<name>.md``.
+
+Benches run one at a time in their own processes (they measure throughput; running them side by side on a
+small machine would measure each other). Exit status: non-zero when any bench failed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failed = []
+    for script in sorted(BENCH.glob("*_bench.py")):
+        out = BENCH / "results" / f"{script.stem.removesuffix('_bench')}.md"
+        print(f"== {script.name} -> {out.relative_to(BENCH.parent)}", flush=True)
+        if subprocess.run([sys.executable, str(script), "--out", str(out)], cwd=BENCH.parent).returncode != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

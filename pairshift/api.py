@@ -1,0 +1,272 @@
+"""`pairshift api`: the HTTP front of the router, the observation store and migration status (PRODUCT §9).
+
+A thin layer: routes validate with pydantic and call :mod:`pairshift.router`, :mod:`pairshift.observations`
+and the registry; they hold no business logic. Every error answers JSON ``{"error": "...", "detail": [...]}``
+naming the bad field or item index: malformed JSON 400, a batch over 10,000 items 413, invalid values 422,
+unknown names 404, an unreachable registry 503. OpenAPI is served at ``/openapi.json`` and ``/docs``.
+
+``POST /slack/interactions`` belongs to the Slack module: pass its router as ``extra_routers`` (or call
+``app.include_router`` on the returned app); this module defines no Slack route.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pairshift.observations import MAX_BATCH, BatchRejected, ObservationBatch, ObservationWriter, store_batch
+from pairshift.registry.models import MigrationRow
+from pairshift.registry.store import Registry, open_registry
+from pairshift.router import Assignment, Router, UnknownDeployment
+
+log = logging.getLogger(__name__)
+
+TemporalClientFactory = Callable[[], Awaitable[Any]]  # async () -> temporalio.client.Client
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, answered as ``{"error", "detail"}``."""
+
+    def __init__(self, status: int, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.detail = status, message, detail or []
+
+
+class Accepted(BaseModel):
+    accepted: int
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[dict[str, Any]] = []
+
+
+class MigrationOut(BaseModel):
+    """A row of the ``migrations`` table (the ``get migrations --json`` keys), plus live status when known."""
+
+    id: str
+    run_id: str
+    deployment: str
+    phase: str
+    reason: str
+    from_pair: str
+    to_pair: str
+    requested_by: str
+    started_at: datetime
+    finished_at: datetime | None
+    summary: dict[str, Any] = {}
+    live: dict[str, Any] | None = None
+    live_error: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)}
+
+
+class _State:
+    """Per-app state: the registry and one router per deployment, made on first use."""
+
+    def __init__(self, registry: Registry | None, temporal_client_factory: TemporalClientFactory | None) -> None:
+        self._registry = registry
+        self.temporal_client_factory = temporal_client_factory
+        self.routers: dict[str, Router] = {}
+        self._writer: ObservationWriter | None = None  # one writer shared by the routers (none record here today)
+        self._lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = open_registry()
+        return self._registry
+
+    def router(self, deployment: str) -> Router:
+        router = self.routers.get(deployment)
+        if router is not None:
+            return router
+        with self._lock:  # two first requests for a deployment must not start two refresh threads
+            if deployment not in self.routers:
+                if self._writer is None:
+                    self._writer = ObservationWriter(self.registry)
+                self.routers[deployment] = Router(deployment, self.registry, writer=self._writer).start()
+            return self.routers[deployment]
+
+    def close(self) -> None:
+        for router in self.routers.values():
+            router.close()
+        self.routers.clear()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _migration_out(m: MigrationRow) -> MigrationOut:
+    return MigrationOut(id=m.workflow_id, run_id=m.run_id, deployment=m.deployment, phase=m.phase, reason=m.reason,
+                        from_pair=m.from_pair, to_pair=m.to_pair, requested_by=m.requested_by,
+                        started_at=m.started_at, finished_at=m.finished_at, summary=m.summary or {})
+
+
+def _routes(state: _State) -> APIRouter:
+    api = APIRouter(responses=ERRORS)
+
+    @api.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness plus a registry round trip; 503 when the registry does not answer."""
+        try:
+            with state.registry.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise ApiError(503, f"registry unavailable: {type(exc).__name__}") from exc
+        return {"ok": True, "registry": "ok"}
+
+    @api.get("/v1/deployments/{name}/resolve", response_model=Assignment, tags=["router"])
+    def resolve(name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")) -> Assignment:
+        """The pair serving ``unit`` now (sticky): for apps that cannot embed the Python router."""
+        try:
+            return state.router(name).resolve(unit)
+        except UnknownDeployment as exc:
+            raise ApiError(404, str(exc), [{"loc": ["path", "name"], "field": "name", "msg": str(exc)}]) from exc
+
+    @api.post("/v1/observations", response_model=Accepted, tags=["observations"])
+    def observations(batch: ObservationBatch) -> Accepted:
+        """Store a batch of at most 10,000 observations: all of them, or none with the bad items named."""
+        try:
+            with state.registry.session() as s:
+                return Accepted(accepted=store_batch(s, batch.observations))
+        except BatchRejected as exc:
+            detail = [{"index": e.index, "field": e.field, "msg": e.msg} for e in exc.errors]
+            raise ApiError(422, str(exc), detail) from exc
+
+    @api.get("/v1/migrations", response_model=list[MigrationOut], tags=["migrations"])
+    def migrations(deployment: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[MigrationOut]:
+        """Migrations, newest first, live and finished (the registry's record)."""
+        query = select(MigrationRow).order_by(MigrationRow.started_at.desc()).limit(limit)
+        if deployment:
+            query = query.where(MigrationRow.deployment == deployment)
+        with state.registry.session() as s:
+            return [_migration_out(m) for m in s.scalars(query)]
+
+    @api.get("/v1/migrations/{migration_id}", response_model=MigrationOut, tags=["migrations"])
+    async def migration(migration_id: str) -> MigrationOut:
+        """One migration by workflow id (its latest run) or run id; ``live`` is the workflow's status query."""
+        query = (select(MigrationRow)
+                 .where((MigrationRow.workflow_id == migration_id) | (MigrationRow.run_id == migration_id))
+                 .order_by(MigrationRow.started_at.desc()).limit(1))
+        def read() -> MigrationRow | None:
+            with state.registry.session() as s:
+                return s.scalars(query).first()
+
+        row = await run_in_threadpool(read)  # keep the event loop free of database I/O
+        if row is None:
+            raise ApiError(404, f"unknown migration {migration_id!r}",
+                           [{"loc": ["path", "migration_id"], "field": "migration_id", "msg": "not found"}])
+        out = _migration_out(row)
+        if state.temporal_client_factory is not None:
+            await _add_live_status(state.temporal_client_factory, out)
+        return out
+
+    @api.get("/reports/{report_id}", response_class=HTMLResponse, tags=["reports"])
+    async def report_html(report_id: str) -> HTMLResponse:
+        """An eval report as a self-contained HTML page (the link in Slack notices)."""
+        from pairshift.evals import EvalInputError, flipped_outputs, load_report
+        from pairshift.reports import render_html
+
+        def read() -> str:
+            try:
+                report = load_report(state.registry, report_id)
+            except EvalInputError:
+                raise ApiError(404, f"unknown report {report_id!r}",
+                               [{"loc": ["path", "report_id"], "field": "report_id", "msg": "not found"}]) from None
+            return render_html(report, flipped_outputs(state.registry, report))
+
+        return HTMLResponse(await run_in_threadpool(read))
+
+    return api
+
+
+async def _add_live_status(factory: TemporalClientFactory, out: MigrationOut) -> None:
+    # Live status is a bonus over the registry's record: any Temporal failure is reported, never a 5xx.
+    try:
+        client = await factory()
+        status = await client.get_workflow_handle(out.id, run_id=out.run_id).query("status")
+        out.live = status.model_dump(mode="json") if isinstance(status, BaseModel) else status
+    except Exception as exc:  # noqa: BLE001
+        out.live_error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _json(400, "malformed JSON body", [{"loc": list(e.get("loc", [])), "msg": e.get("msg")} for e in errors])
+    detail = []
+    for e in errors:
+        loc = [p for p in e.get("loc", []) if p != "body"]
+        index = loc[1] if len(loc) > 1 and loc[0] == "observations" and isinstance(loc[1], int) else None
+        field = ".".join(str(p) for p in (loc[2:] if index is not None else loc)) or None
+        detail.append({"loc": loc, "index": index, "field": field, "msg": e.get("msg")})
+    if any(e.get("type") == "too_long" and [p for p in e.get("loc", []) if p != "body"] == ["observations"]
+           for e in errors):
+        return _json(413, f"a batch holds at most {MAX_BATCH:,} observations; nothing was stored", detail)
+    first = detail[0]
+    where = (f"observation {first['index']}" + (f" field {first['field']}" if first["field"] else "")
+             if first["index"] is not None else f"field {first['field'] or 'body'}")
+    more = f" (and {len(detail) - 1} more error(s))" if len(detail) > 1 else ""
+    return _json(422, f"{where}: {first['msg']}{more}; nothing was stored", detail)
+
+
+def _json(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message, "detail": detail or []})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _json(exc.status, exc.message, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.warning("registry error: %s", exc)
+        return _json(503, f"registry unavailable: {type(exc).__name__}")
+
+
+def create_app(
+    registry: Registry | None = None,
+    temporal_client_factory: TemporalClientFactory | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The API app. ``registry`` defaults to the settings' registry (opened on first use);
+    ``temporal_client_factory`` (e.g. ``pairshift.temporal_client.connect``) enables live migration status;
+    ``extra_routers`` are mounted as they are (the Slack interactions route)."""
+    state = _State(registry, temporal_client_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()  # stop router refresh threads and the writer thread
+
+    app = FastAPI(title="pairshift", version="0.1.0", lifespan=lifespan,
+                  description="Router, observations and migration status of pairshift (PRODUCT §9).")
+    app.state.pairshift = state
+    _install_error_handlers(app)
+    app.include_router(_routes(state))
+    for extra in extra_routers:
+        app.include_router(extra)
+    return app

@@ -1,0 +1,182 @@
+"""Client-side rate limiting of provider calls: a token bucket per provider + model, shared in a process.
+
+Why a client-side limit at all: the goal of an eval is to run exactly as fast as the provider's limit allows
+and no faster (PRODUCT §6), so a 429 should be rare, not the pacing mechanism. Each model gets two buckets
+from ``Model.limits`` -- requests/min and tokens/min -- and a concurrency cap. The buckets are *reserving*
+buckets (like ``golang.org/x/time/rate``'s ``Reserve``): taking tokens is a synchronous, lock-protected
+computation that may drive the balance negative and answers "wait this long", so one bucket serves every
+event loop and thread of the process without asyncio locks bound to a loop.
+
+Burst: a bucket banks at most ``burst_seconds`` of its rate (default 0: one token) and starts empty, so the
+calls in any window of T seconds stay within ``rate * T + 1``. That keeps inside both limit styles seen in
+practice: continuously replenished buckets (Anthropic, OpenAI) and sliding windows (the fake server); a
+banked burst would let a paused eval fire a volley into a sliding window that still holds its last calls.
+
+``retry-after``: a 429 that still happens pushes the bucket's next-available time (:meth:`Limiter.penalize`):
+every caller of that model waits until then, including those already sleeping on a reservation (they
+re-check the block when they wake).
+
+Across workers: these buckets are per process. With several workers, the limit holds by routing each
+provider's eval batches to a per-provider task queue whose workers set Temporal's task-queue rate limit
+(``Worker(max_task_queue_activities_per_second=...)``, enforced by the server across all pollers);
+:func:`task_queue_activities_per_second` turns a model's limits and a batch size into that number. The
+single-queue embedded worker does not need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_BURST_SECONDS = 0.0  # no banked burst: at most rate * T + 1 requests in any window of T seconds
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``capacity`` banked; reservations may go into debt."""
+
+    def __init__(self, rate_per_s: float, capacity: float, *, clock: Any = time.monotonic) -> None:
+        if rate_per_s <= 0:
+            raise ValueError(f"a token bucket needs a positive rate, got {rate_per_s}")
+        self.rate = rate_per_s
+        self.capacity = max(1.0, capacity)
+        self._clock = clock
+        self._tokens = 0.0  # starts empty: no burst at start beyond the steady rate (module docstring)
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def reserve(self, n: float = 1.0) -> float:
+        """Take ``n`` tokens now; returns the seconds to wait before they may be used (0 if available)."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._tokens -= n
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def adjust(self, n: float) -> None:
+        """Give back (n > 0) or take more (n < 0) tokens, e.g. once a call's real token count is known."""
+        with self._lock:
+            self._refill(self._clock())
+            self._tokens = min(self.capacity, self._tokens + n)
+
+    def drain(self) -> None:
+        """Forget banked tokens (after a 429 the provider's own bucket is empty)."""
+        with self._lock:
+            self._refill(self._clock())
+            self._tokens = min(self._tokens, 0.0)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A model's limits as ``Model.limits`` holds them (``None``: unlimited)."""
+
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+
+    @classmethod
+    def from_mapping(cls, limits: Mapping[str, Any] | None) -> Limits:
+        limits = limits or {}
+        return cls(
+            requests_per_minute=limits.get("requests_per_minute"),
+            tokens_per_minute=limits.get("tokens_per_minute"),
+            concurrency=int(limits.get("concurrency") or DEFAULT_CONCURRENCY),
+        )
+
+
+class Limiter:
+    """The limits of one provider + model in this process: buckets, a 429 block and a concurrency cap."""
+
+    def __init__(self, limits: Limits, *, burst_seconds: float = DEFAULT_BURST_SECONDS) -> None:
+        self.limits = limits
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        self.requests = TokenBucket(rpm / 60, rpm / 60 * burst_seconds) if rpm else None
+        self.tokens = TokenBucket(tpm / 60, tpm / 60 * max(burst_seconds, 1.0)) if tpm else None
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+        # asyncio.Semaphore binds to the loop it first waits on; tests, CLIs and workers each have theirs.
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            sem = self._semaphores.get(loop)
+            if sem is None:
+                sem = self._semaphores[loop] = asyncio.Semaphore(self.limits.concurrency)
+            return sem
+
+    def penalize(self, retry_after_s: float) -> None:
+        """A 429 said "not before ``retry_after_s``": block every caller of this model until then."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, time.monotonic() + retry_after_s)
+        for bucket in (self.requests, self.tokens):
+            if bucket:
+                bucket.drain()
+
+    def settle(self, estimated_tokens: float, actual_tokens: float) -> None:
+        """Correct the token bucket once a call's real usage is known."""
+        if self.tokens:
+            self.tokens.adjust(estimated_tokens - actual_tokens)
+
+    async def _wait_unblocked(self) -> None:
+        while (left := self._blocked_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+    async def acquire(self, estimated_tokens: float = 0.0) -> None:
+        """Wait until one request of about ``estimated_tokens`` may be sent."""
+        await self._wait_unblocked()
+        waits = [0.0]
+        if self.requests:
+            waits.append(self.requests.reserve(1.0))
+        if self.tokens and estimated_tokens > 0:
+            waits.append(self.tokens.reserve(estimated_tokens))
+        if max(waits) > 0:
+            await asyncio.sleep(max(waits))
+        await self._wait_unblocked()  # a 429 seen by someone else while we slept
+
+    @asynccontextmanager
+    async def slot(self, estimated_tokens: float = 0.0) -> AsyncIterator[None]:
+        """Hold a concurrency slot and a rate reservation for one call."""
+        async with self._semaphore():
+            await self.acquire(estimated_tokens)
+            yield
+
+
+_limiters: dict[tuple[str, str], Limiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def limiter_for(provider: str, model: str, limits: Mapping[str, Any] | None) -> Limiter:
+    """The process-wide limiter of ``provider``/``model``; rebuilt when its configured limits change."""
+    wanted = Limits.from_mapping(limits)
+    with _limiters_lock:
+        current = _limiters.get((provider, model))
+        if current is None or current.limits != wanted:
+            current = _limiters[(provider, model)] = Limiter(wanted)
+        return current
+
+
+def reset_limiters() -> None:
+    """Forget every limiter (tests and benchmarks that reconfigure limits between runs)."""
+    with _limiters_lock:
+        _limiters.clear()
+
+
+def task_queue_activities_per_second(limits: Mapping[str, Any] | None, calls_per_batch: int) -> float | None:
+    """Temporal task-queue rate for a per-provider queue whose activities each make ``calls_per_batch`` calls."""
+    rpm = Limits.from_mapping(limits).requests_per_minute
+    if not rpm or calls_per_batch < 1:
+        return None
+    return rpm / 60 / calls_per_batch

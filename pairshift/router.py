@@ -1,0 +1,314 @@
+"""The traffic router: which pair serves a unit of a deployment right now (PRODUCT §9).
+
+``Router(deployment).resolve(unit_key)`` is on production's hot path, so it does no I/O and takes no lock: it
+reads an immutable :class:`Split` that a daemon thread swaps in (one attribute assignment, atomic in CPython)
+every ``refresh_s`` seconds from the registry database. When the registry is unreachable the last split keeps
+serving; the outage is logged once and counted.
+
+Assignment is sticky: bucket = SHA-256(f"{migration}:{unit_key}") mod 10,000, candidate iff bucket <
+round(percent * 100). Raising the percent only adds buckets, so a unit on the candidate stays there, and the
+control share is exactly the complement. With no candidate pair everyone is control on the active pair.
+
+Apps that are not in Python resolve over HTTP instead: ``GET /v1/deployments/{name}/resolve?unit=...`` of
+``pairshift api`` answers the same :class:`Assignment` from a router of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Session, select
+
+from pairshift import providers
+from pairshift.observations import ObservationIn, ObservationWriter
+from pairshift.prompts import TemplateProblem, render
+from pairshift.providers import CallParams, Completion, Message, ModelSpec, ProviderError
+from pairshift.registry.models import Deployment, Model, PromptVersion, pair_id
+from pairshift.registry.store import Registry, open_registry
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 10_000
+Variant = Literal["control", "candidate"]
+
+
+class UnknownDeployment(LookupError):
+    """The router was pointed at a deployment the registry does not have."""
+
+
+class Assignment(BaseModel):
+    """Which pair serves a unit; also the JSON answer of the HTTP resolve route (PRODUCT §9)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deployment: str
+    pair: str
+    prompt: str
+    model: str
+    variant: Variant
+    migration: str | None
+
+
+@dataclass(frozen=True)
+class Split:
+    """Everything ``resolve`` and ``complete`` need, loaded at once; replaced whole, never mutated."""
+
+    deployment: str
+    migration: str | None
+    threshold: int  # candidate iff bucket < threshold
+    control: Assignment
+    candidate: Assignment | None
+    prompts: Mapping[str, PromptVersion] = field(default_factory=dict)
+    models: Mapping[str, ModelSpec] = field(default_factory=dict)
+    params: Mapping[str, CallParams] = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        return self.threshold / 100.0
+
+
+def bucket(migration: str | None, unit_key: str) -> int:
+    """The unit's bucket in 0..9,999 for this migration (a new migration reshuffles units)."""
+    digest = hashlib.sha256(f"{migration}:{unit_key}".encode()).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def load_split(session: Session, deployment: str) -> Split:
+    """Read one deployment's split, its prompt versions and model specs from the registry."""
+    dep = session.get(Deployment, deployment)
+    if dep is None:
+        raise UnknownDeployment(f"unknown deployment {deployment!r}: apply it first (pairshift apply -f ...)")
+    pairs = [(dep.active_prompt, dep.active_model)]
+    has_candidate = bool(dep.candidate_prompt and dep.candidate_model)
+    if has_candidate:
+        pairs.append((dep.candidate_prompt, dep.candidate_model))  # type: ignore[arg-type]
+    prompt_ids = {p for p, _ in pairs}
+    prompts = {p.id: p for p in session.exec(select(PromptVersion).where(PromptVersion.id.in_(prompt_ids)))}
+    models = {m.id: m for m in session.exec(select(Model).where(Model.id.in_({m for _, m in pairs})))}
+
+    def assignment(prompt: str, model: str, variant: Variant) -> Assignment:
+        return Assignment(deployment=dep.name, pair=pair_id(prompt, model), prompt=prompt, model=model,
+                          variant=variant, migration=dep.migration)
+
+    candidate = assignment(*pairs[1], "candidate") if has_candidate else None  # type: ignore[misc]
+    percent = min(max(dep.canary_percent, 0.0), 100.0)
+    return Split(
+        deployment=dep.name, migration=dep.migration, threshold=round(percent * 100) if candidate else 0,
+        control=assignment(*pairs[0], "control"), candidate=candidate, prompts=prompts,
+        models={mid: _spec(m) for mid, m in models.items()},
+        params={pid: _params(p.params) for pid, p in prompts.items()},
+    )
+
+
+def _spec(m: Model) -> ModelSpec:
+    return ModelSpec(id=m.id, provider=m.provider, base_url=m.base_url, api_key_env=m.api_key_env,  # type: ignore[arg-type]
+                     input_per_mtok=m.input_per_mtok, output_per_mtok=m.output_per_mtok)
+
+
+def _params(raw: Mapping[str, Any]) -> CallParams:
+    # Prompt params may carry keys the provider layer does not take (e.g. a vendor extra): keep what it takes.
+    return CallParams.model_validate({k: v for k, v in raw.items() if k in CallParams.model_fields})
+
+
+class RoutedCompletion(BaseModel):
+    """What :meth:`Router.complete` returns: the output text, where the unit was routed, the provider's answer."""
+
+    output: str
+    assignment: Assignment
+    completion: Completion
+
+
+class Router:
+    """In-process router of one deployment (see the module doc). Use as a context manager or start()/close()."""
+
+    def __init__(
+        self,
+        deployment: str,
+        registry: Registry | str | None = None,
+        *,
+        refresh_s: float = 2.0,
+        writer: ObservationWriter | None = None,
+        loader: Callable[[], Split] | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.refresh_s = refresh_s
+        self._registry_arg = registry
+        self._registry: Registry | None = registry if isinstance(registry, Registry) else None
+        self._loader = loader or self._load_from_registry
+        self._owns_writer = writer is None
+        self._writer = writer
+        self._split: Split | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh_failures = 0  # every failed refresh, over the router's life
+        self.last_error: str | None = None
+        self._loaded_at = 0.0  # monotonic time of the last successful load
+        self._in_outage = False
+
+    # ---- lifecycle
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            arg = self._registry_arg
+            self._registry = open_registry(arg if isinstance(arg, str) else None)
+        return self._registry
+
+    def _load_from_registry(self) -> Split:
+        with self.registry.session() as s:
+            return load_split(s, self.deployment)
+
+    def start(self) -> Router:
+        """Load the split synchronously (raises :class:`UnknownDeployment`), then refresh in the background."""
+        if self._split is None:
+            self._split = self._loader()
+            self._loaded_at = time.monotonic()
+        if self._writer is None:
+            self._writer = ObservationWriter(self.registry)
+        self._writer.start()
+        if self._thread is None and self.refresh_s > 0:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._refresh_loop, name=f"pairshift-router-{self.deployment}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop refreshing and flush queued observations (a shared writer is left to its owner)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, self.refresh_s))
+            self._thread = None
+        if self._writer is not None and self._owns_writer:
+            self._writer.close()
+
+    def __enter__(self) -> Router:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            self.refresh()
+
+    def refresh(self) -> bool:
+        """Reload the split now; on failure keep the last one. Returns whether the load succeeded."""
+        try:
+            split = self._loader()
+        except Exception as exc:  # noqa: BLE001 - any failure: keep serving the last known split
+            self.refresh_failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if not self._in_outage:
+                self._in_outage = True
+                log.warning("router %s: registry refresh failed, serving the split loaded %.0fs ago: %s",
+                            self.deployment, self.stale_s, self.last_error)
+            return False
+        self._split = split  # the atomic swap: readers see the old split or the new one, never a mix
+        self._loaded_at = time.monotonic()
+        if self._in_outage:
+            self._in_outage = False
+            log.info("router %s: registry reachable again after %d failed refresh(es)", self.deployment,
+                     self.refresh_failures)
+        return True
+
+    @property
+    def split(self) -> Split:
+        split = self._split
+        if split is None:
+            raise RuntimeError(f"router for {self.deployment} is not started: call start() or use `with Router(...)`")
+        return split
+
+    @property
+    def stale_s(self) -> float:
+        """Seconds since the split was last loaded successfully."""
+        return time.monotonic() - self._loaded_at
+
+    @property
+    def writer(self) -> ObservationWriter:
+        if self._writer is None:
+            raise RuntimeError(f"router for {self.deployment} is not started")
+        return self._writer
+
+    # ---- the hot path
+
+    def resolve(self, unit_key: str) -> Assignment:
+        """The unit's assignment under the current split: no I/O, no lock, a shared immutable answer."""
+        split = self._split
+        if split is None:
+            raise RuntimeError(f"router for {self.deployment} is not started: call start() or use `with Router(...)`")
+        if split.threshold and bucket(split.migration, unit_key) < split.threshold:
+            return split.candidate  # type: ignore[return-value]
+        return split.control
+
+    # ---- calling and recording
+
+    def record(
+        self,
+        unit_key: str,
+        assignment: Assignment,
+        *,
+        latency_ms: float,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        outcome: Literal["ok", "error", "invalid"] = "ok",
+        score: float | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed)."""
+        self.writer.put(ObservationIn(
+            deployment=assignment.deployment, pair=assignment.pair, variant=assignment.variant, unit=unit_key,
+            latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
+            outcome=outcome, score=score, at=at, migration=assignment.migration,
+        ))
+
+    def request(self, assignment: Assignment, variables: Mapping[str, Any]) -> tuple[ModelSpec, str | None,
+                                                                                    list[Message], CallParams]:
+        """The provider request for ``assignment``: model spec, rendered system text, messages, params."""
+        split = self.split
+        prompt = split.prompts.get(assignment.prompt)
+        spec = split.models.get(assignment.model)
+        if prompt is None or spec is None:
+            missing = f"prompt {assignment.prompt}" if prompt is None else f"model {assignment.model}"
+            raise LookupError(f"{missing} of deployment {self.deployment} is not in the registry")
+        system, user = render(prompt.system, prompt.template, dict(variables))
+        return spec, system, [Message(role="user", content=user)], split.params[prompt.id]
+
+    async def complete(
+        self,
+        unit_key: str,
+        variables: Mapping[str, Any],
+        *,
+        validate: Callable[[str], bool] | None = None,
+        score: Callable[[str], float | None] | None = None,
+    ) -> RoutedCompletion:
+        """Resolve, render, call the provider and record the observation; provider errors are recorded, then raised.
+
+        ``validate(output)`` False records the call as ``invalid``; ``score(output)`` attaches a 0..1 score.
+        A prompt that cannot be rendered with ``variables`` is recorded as an error of its pair (a candidate
+        prompt that needs a variable the app does not send is exactly what a canary must catch).
+        """
+        assignment = self.resolve(unit_key)
+        started = time.perf_counter()
+        try:
+            spec, system, messages, params = self.request(assignment, variables)
+            completion = await providers.complete(spec, system, messages, params)
+        except (ProviderError, TemplateProblem):
+            self.record(unit_key, assignment, latency_ms=(time.perf_counter() - started) * 1000, outcome="error")
+            raise
+        ok = validate is None or validate(completion.text)
+        self.record(
+            unit_key, assignment, latency_ms=completion.latency_ms, input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
+            outcome="ok" if ok else "invalid", score=score(completion.text) if score else None,
+        )
+        return RoutedCompletion(output=completion.text, assignment=assignment, completion=completion)

@@ -1,0 +1,221 @@
+"""Posting notices to Slack: one thread per migration and channel, decision messages remembered for chat.update.
+
+The first message of a migration starts its thread (``migration_started`` always starts a new one, because a
+deployment's migration id repeats across runs); later notices reply in it, and the ones people must see
+(decisions asked, outcomes) are also broadcast to the channel. Messages that ask for a decision are stored,
+so their buttons can be replaced by the outcome: by the click handler at once, and here when a stage starts
+or the migration ends (which also covers decisions made from the CLI or the Temporal UI).
+
+Errors are sorted for the caller (the ``post_slack_notice`` activity): :class:`SlackRetryable` for rate
+limits, 5xx and network failures (with Slack's ``Retry-After`` when it gave one), a skipped result for the
+4xx answers that retrying cannot fix (``channel_not_found``, ``invalid_auth``...).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+from urllib.error import URLError
+
+from pydantic import BaseModel
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlmodel import select
+
+from pairshift.notifier import Notice
+from pairshift.registry.models import SlackMessage, SlackThread, utcnow
+from pairshift.registry.store import Registry
+from pairshift.settings import get_settings
+from pairshift.slack import blocks as bk
+
+log = logging.getLogger("pairshift.slack")
+
+BROADCAST = frozenset({"eval_summary", "approval_requested", "approval_reminder", "promoted", "rolled_back",
+                       "rejected", "failed_eval"})
+TERMINAL = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
+
+
+class SlackRetryable(Exception):
+    """Slack is rate limiting, failing (5xx) or unreachable: try again later (``retry_after`` seconds if known)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SlackRejected(Exception):
+    """Slack refused the call for good (a 4xx answer such as ``channel_not_found``): retrying cannot help."""
+
+
+class PostResult(BaseModel):
+    channel_id: str | None = None
+    ts: str | None = None
+    thread_ts: str | None = None
+    skipped: str | None = None
+    buttons_resolved: int = 0
+
+
+def call_slack(method: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a WebClient method and sort its failure into retryable / rejected (never leaks the token)."""
+    try:
+        return method(**kwargs)
+    except SlackApiError as exc:
+        status = exc.response.status_code
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        if status == 429:
+            after = exc.response.headers.get("retry-after") or exc.response.headers.get("Retry-After")
+            raise SlackRetryable("slack rate limited", retry_after=float(after) if after else None) from None
+        if status >= 500:
+            raise SlackRetryable(f"slack answered HTTP {status}") from None
+        raise SlackRejected(error or f"HTTP {status}") from None
+    except (URLError, OSError) as exc:
+        raise SlackRetryable(f"slack unreachable: {type(exc).__name__}") from None
+
+
+class SlackNotifier:
+    """Posts notices (a ``pairshift.notifier.Notifier``) and keeps threads and decision messages in the registry."""
+
+    name = "slack"
+
+    def __init__(self, client: WebClient, registry: Registry, *, report_loader: Callable[[str], Any] | None = None
+                 ) -> None:
+        self.client = client
+        self.registry = registry
+        self.report_loader = report_loader or self._load_report
+
+    def send(self, notice: Notice) -> None:
+        self.post(notice)
+
+    # ------------------------------------------------------------ posting
+
+    def post(self, notice: Notice) -> PostResult:
+        """Post ``notice`` in its migration's thread; raises :class:`SlackRetryable`, returns skips."""
+        if not notice.channel:
+            return PostResult(skipped="no slack channel in the policy")
+        notice = notice.model_copy(update={"links": {**default_links(notice), **notice.links}})
+        report = self._report_for(notice)
+        message = bk.notice_message(notice, report)
+        thread = self._thread(notice)
+        kwargs: dict[str, Any] = dict(channel=notice.channel, text=message.text, blocks=message.blocks,
+                                      unfurl_links=False, unfurl_media=False)
+        if thread is not None:
+            kwargs.update(thread_ts=thread.ts, reply_broadcast=notice.kind in BROADCAST)
+        try:
+            resp = call_slack(self.client.chat_postMessage, **kwargs)
+        except SlackRejected as exc:
+            log.error("slack refused the %s notice of %s in %s: %s (not retried)", notice.kind,
+                      notice.migration or notice.deployment, notice.channel, exc)
+            return PostResult(skipped=str(exc))
+        channel_id, ts = resp["channel"], resp["ts"]
+        self._remember(notice, message, channel_id, ts, new_thread=thread is None)
+        resolved = self._resolve_stale_buttons(notice)
+        return PostResult(channel_id=channel_id, ts=ts, thread_ts=thread.ts if thread else ts,
+                          buttons_resolved=resolved)
+
+    def _thread(self, notice: Notice) -> SlackThread | None:
+        if not notice.migration or notice.kind == "migration_started":
+            return None
+        with self.registry.session() as s:
+            return s.get(SlackThread, (notice.migration, notice.channel))
+
+    def _remember(self, notice: Notice, message: bk.Message, channel_id: str, ts: str, *, new_thread: bool) -> None:
+        if not notice.migration:
+            return
+        with self.registry.session() as s:
+            if new_thread:
+                row = s.get(SlackThread, (notice.migration, notice.channel))
+                if row is None:
+                    row = SlackThread(migration=notice.migration, channel=notice.channel, channel_id=channel_id, ts=ts)
+                row.channel_id, row.ts, row.created_at = channel_id, ts, utcnow()
+                s.add(row)
+            if notice.asks_decision:
+                s.merge(SlackMessage(channel_id=channel_id, ts=ts, migration=notice.migration, stage=notice.stage,
+                                     kind=notice.kind, blocks=message.blocks))
+
+    # ------------------------------------------------------------ decision messages
+
+    def decision_messages(self, migration: str, stage: int | None = None, *, unresolved_only: bool = True
+                          ) -> list[SlackMessage]:
+        with self.registry.session() as s:
+            q = select(SlackMessage).where(SlackMessage.migration == migration)
+            if stage is not None:
+                q = q.where(SlackMessage.stage == stage)
+            if unresolved_only:
+                q = q.where(SlackMessage.resolved == False)  # noqa: E712 - SQL comparison
+            return list(s.exec(q))
+
+    def resolve_buttons(self, migration: str, stage: int | None, outcome: str, *,
+                        skip: tuple[str, str] | None = None) -> int:
+        """Replace the buttons of every stored decision message of ``stage`` (None = all) by ``outcome``.
+
+        Best effort: these messages are conveniences (the workflow refuses a stale click anyway), so a failed
+        chat.update is logged and the next one is tried.
+        """
+        done = 0
+        for msg in self.decision_messages(migration, stage):
+            if skip and (msg.channel_id, msg.ts) == skip:
+                self.mark_resolved(msg.channel_id, msg.ts)
+                continue
+            try:
+                call_slack(self.client.chat_update, channel=msg.channel_id, ts=msg.ts, text=outcome,
+                           blocks=bk.resolved(msg.blocks, outcome))
+            except (SlackRetryable, SlackRejected) as exc:
+                log.warning("could not update the decision message %s/%s: %s", msg.channel_id, msg.ts, exc)
+                continue
+            self.mark_resolved(msg.channel_id, msg.ts)
+            done += 1
+        return done
+
+    def mark_resolved(self, channel_id: str, ts: str) -> None:
+        with self.registry.session() as s:
+            row = s.get(SlackMessage, (channel_id, ts))
+            if row is not None:
+                row.resolved = True
+                s.add(row)
+
+    def _resolve_stale_buttons(self, notice: Notice) -> int:
+        """A stage that started or passed, or a migration that ended, has nothing left to click."""
+        if not notice.migration:
+            return 0
+        if notice.kind in TERMINAL:
+            return self.resolve_buttons(notice.migration, None, bk.clip(notice.title, 300))
+        if notice.kind in ("stage_started", "stage_passed") and notice.stage is not None:
+            return self.resolve_buttons(notice.migration, notice.stage, bk.clip(notice.title, 300))
+        return 0
+
+    # ------------------------------------------------------------ helpers
+
+    def user_email(self, user_id: str) -> str | None:
+        """The Slack user's email (needs the ``users:read.email`` scope), or None when Slack does not say."""
+        try:
+            resp = call_slack(self.client.users_info, user=user_id)
+        except (SlackRetryable, SlackRejected) as exc:
+            log.warning("users.info for %s failed: %s", user_id, exc)
+            return None
+        return ((resp.get("user") or {}).get("profile") or {}).get("email")
+
+    def _report_for(self, notice: Notice) -> Any:
+        report_id = notice.facts.get("report_id")
+        if notice.kind != "eval_summary" or not report_id:
+            return None
+        try:
+            return self.report_loader(str(report_id))
+        except Exception as exc:  # noqa: BLE001 - without the report the notice still goes out, as text
+            log.warning("eval report %s not available for Slack: %s", report_id, exc)
+            return None
+
+    def _load_report(self, report_id: str) -> Any:
+        from pairshift.evals import load_report  # the eval engine is only needed for eval summaries
+
+        return load_report(self.registry, report_id)
+
+
+def default_links(notice: Notice) -> dict[str, str]:
+    """The workflow in the Temporal UI and, for eval summaries, the HTML report served by ``pairshift api``."""
+    settings = get_settings()
+    links: dict[str, str] = {}
+    if notice.facts.get("report_id"):
+        links["HTML report"] = bk.report_url(settings.api_url, str(notice.facts["report_id"]))
+    if notice.migration:
+        links["Temporal UI"] = bk.workflow_url(settings.ui_url, settings.namespace, notice.migration)
+    return links

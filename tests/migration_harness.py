@@ -1,0 +1,129 @@
+"""A harness for MigrationWorkflow tests: a small copy of examples/, a worker whose stage-check activity first
+sends one check interval's worth of simulated production traffic (so traffic follows Temporal's skipped
+clock), and helpers to wait for a phase by polling the `status` query."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import shutil
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities import ALL_ACTIVITIES
+from activities.migration import StageCheckInput, check_stage
+from pairshift.apply import apply_path
+from pairshift.gates import StageCheck
+from pairshift.registry import open_registry
+from pairshift.router import Router
+from pairshift.traffic import TrafficGenerator, profile_for
+from workflows import ALL_WORKFLOWS
+from workflows.migration import MigrationWorkflow
+from workflows.migration_types import MigrationRequest, MigrationStatus
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# Stages of seconds, an approval before stage 1, three approvers, separation of duties.
+TEST_POLICY: dict[str, Any] = {
+    "eval": {"epochs": 1, "max_regression": 0.5, "blocking": [], "max_cost_ratio": 5, "max_latency_p95_ratio": 5},
+    "canary": {
+        "stages": [
+            {"percent": 20, "min_hours": 0.004, "max_hours": 0.02},
+            {"percent": 50, "min_hours": 0.004, "max_hours": 0.02, "approval": True},
+            {"percent": 100},
+        ],
+        "check_every_minutes": 0.05,
+        "min_samples": 100,
+    },
+    "approvals": {"approvers": ["alice", "bob", "carol"], "required": 1, "separation_of_duties": True,
+                  "timeout_hours": 1, "remind_every_hours": 0.25},
+}
+
+
+def small_examples(dst: Path, cases: int = 30, policy: dict[str, Any] | None = None) -> Path:
+    """examples/ with the first ``cases`` cases, and the deployment on ``policy`` (default TEST_POLICY)."""
+    import yaml
+
+    shutil.copytree(EXAMPLES, dst, ignore=shutil.ignore_patterns("*.py"))
+    data = dst / "datasets" / "support-triage.jsonl"
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[:cases]))
+    cfg = yaml.safe_load((dst / "pairshift.yaml").read_text())
+    cfg["policies"].append({"name": "test", **(policy or TEST_POLICY)})
+    cfg["deployments"][0]["policy"] = "test"
+    (dst / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dst
+
+
+class Traffic:
+    """Per-check simulated traffic: ``per_check`` requests through a router of the deployment."""
+
+    def __init__(self, behaviours: dict[str, dict[str, Any]], per_check: int = 2000) -> None:
+        self.router = Router("support-triage", registry=open_registry(), refresh_s=3600).start()
+        self.gen = TrafficGenerator(self.router, profile_for(behaviours, seed=7))
+        self.per_check = per_check
+
+    def close(self) -> None:
+        self.router.close()
+
+
+def check_with_traffic(traffic: Traffic | None, fail: bool = False) -> Callable:
+    @activity.defn(name="check_stage")
+    def _check(inp: StageCheckInput) -> StageCheck:
+        if fail:
+            raise RuntimeError("metrics store unreachable")
+        if traffic is not None:
+            traffic.gen.generate(traffic.per_check)
+        return check_stage(inp)
+
+    return _check
+
+
+@asynccontextmanager
+async def migration_worker(client: Client, *, traffic: Traffic | None = None, fail_checks: bool = False):
+    activities = [a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"]
+    activities.append(check_with_traffic(traffic, fail_checks))
+    task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=activities,
+                          activity_executor=pool, max_concurrent_activities=16):
+            yield task_queue
+
+
+def apply_small(tmp_path: Path, **kw: Any) -> None:
+    apply_path(open_registry(), small_examples(tmp_path / "config", **kw), by="test")
+
+
+async def start(client: Client, task_queue: str, **kw: Any) -> WorkflowHandle:
+    req = MigrationRequest(**{"deployment": "support-triage", "to_model": "sim-fresh-2025-09",
+                              "to_prompt": "support-triage@2", "requested_by": "carol", **kw})
+    return await client.start_workflow(MigrationWorkflow.run, req, id=f"migration-support-triage-{uuid.uuid4().hex[:6]}",
+                                       task_queue=task_queue)
+
+
+async def status(handle: WorkflowHandle) -> MigrationStatus:
+    return await handle.query(MigrationWorkflow.status)
+
+
+async def wait_for(handle: WorkflowHandle, pred: Callable[[MigrationStatus], bool], timeout_s: float = 60) -> MigrationStatus:
+    """Poll the status query until ``pred`` holds (real time: the time-skipping server does not skip here)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        st = await status(handle)
+        if pred(st):
+            return st
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached; last status: phase={st.phase} waiting={st.waiting} "
+                                 f"history={[h.event for h in st.history][-8:]} gate={st.stage.gate if st.stage else None}")
+        await asyncio.sleep(0.05)
+
+
+def waiting_on(stage: int) -> Callable[[MigrationStatus], bool]:
+    return lambda st: st.phase == "awaiting_approval" and st.waiting is not None and st.waiting.stage == stage

@@ -1,0 +1,114 @@
+"""The eval engine without Temporal: planning, idempotent batches, the cache, error results, the judge."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import select
+
+from pairshift import evals
+from pairshift.apply import apply_path
+from pairshift.registry.models import EvalResult, Model
+from pairshift.registry.store import Registry
+from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
+from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
+
+
+def _request(**kw) -> evals.EvalRequest:
+    return evals.EvalRequest(deployment="support-triage", requested_by="test", **kw)
+
+
+def _count(registry: Registry, run_id: str) -> int:
+    with registry.session() as s:
+        return s.exec(select(func.count()).select_from(EvalResult).where(EvalResult.run_id == run_id)).one()
+
+
+def test_arms_are_only_those_that_differ(eval_registry: Registry) -> None:  # noqa: F811
+    both = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@2"), "a")
+    assert [a.arm for a in both.arms] == ["baseline", "prompt_only", "model_only", "joint"]
+    assert both.arm("prompt_only").pair == "support-triage@2+sim-classic-2024-06"
+    assert both.arm("model_only").pair == "support-triage@1+sim-fresh-2025-09"
+    prompt_only = evals.plan_eval(eval_registry, _request(to_model="sim-classic-2024-06", to_prompt="support-triage@2"), "b")
+    assert [a.arm for a in prompt_only.arms] == ["baseline", "prompt_only"]
+    assert both.epochs == 2  # the deployment's policy (demo)
+    assert evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", epochs=3), "c").epochs == 3
+    with pytest.raises(evals.EvalInputError, match="nothing to evaluate"):
+        evals.plan_eval(eval_registry, _request(to_model="sim-classic-2024-06"), "d")
+
+
+def test_planning_twice_is_idempotent(eval_registry: Registry) -> None:  # noqa: F811
+    first = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "same")
+    again = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "same")
+    assert [a.run_id for a in first.arms] == [a.run_id for a in again.arms]
+
+
+async def test_a_batch_run_twice_or_concurrently_stores_each_case_epoch_once(eval_registry: Registry) -> None:  # noqa: F811
+    plan = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", no_cache=True), "dup")
+    spec = evals.BatchSpec(run_id=plan.arms[0].run_id, start=0, stop=10, no_cache=True)
+    results = await asyncio.gather(evals.run_batch(eval_registry, spec), evals.run_batch(eval_registry, spec))
+    assert all(r.calls == 20 for r in results)
+    assert _count(eval_registry, spec.run_id) == 20
+    again = await evals.run_batch(eval_registry, spec)
+    assert (again.calls, again.made) == (20, 0)  # nothing stored is called again
+    assert _count(eval_registry, spec.run_id) == 20
+
+
+async def test_cache_serves_a_second_run_of_the_same_pair(eval_registry: Registry) -> None:  # noqa: F811
+    first = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "c1")
+    second = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "c2")
+    made = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=first.arms[1].run_id, start=0, stop=5))
+    hit = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=second.arms[1].run_id, start=0, stop=5))
+    assert (made.made, made.cached) == (10, 0)
+    assert (hit.made, hit.cached) == (0, 10)
+    bypass = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", no_cache=True), "c3")
+    fresh = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=bypass.arms[1].run_id, start=0, stop=5,
+                                                                 no_cache=True))
+    assert (fresh.made, fresh.cached) == (10, 0)
+
+
+async def test_exhausted_provider_errors_are_stored_and_counted(eval_registry: Registry, sim_server,  # noqa: F811
+                                                                 tmp_path: Path, monkeypatch) -> None:
+    behind = {"provider": "anthropic", "base_url": sim_server.base_url}
+    apply_path(eval_registry, write_config(tmp_path / "c", model_overrides={"sim-fresh-2025-09": behind}), by="t")
+    sim_server.faults("sim-fresh-2025-09", error_500=1.0)
+    monkeypatch.setattr(evals, "CALL_RETRY", evals.RetryPolicy(max_attempts=2, initial_backoff_s=0.01,
+                                                               max_retry_after_s=0.0))
+    plan = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "err")
+    result = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=3))
+    assert (result.calls, result.errors, result.made) == (6, 6, 12)  # 2 attempts each, then a stored error
+    summary = evals.summarize_run(eval_registry, plan.arms[1].run_id).summary
+    assert summary.errors == 6 and summary.pass_rate == 0.0
+
+
+async def test_retired_model_fails_the_arm_naming_it(eval_registry: Registry) -> None:  # noqa: F811
+    with eval_registry.session() as s:
+        s.add(Model(id="sim-gone-2023-01", provider="sim"))
+    plan = evals.plan_eval(eval_registry, _request(to_model="sim-gone-2023-01"), "gone")
+    with pytest.raises(evals.ArmFailed, match="sim-gone-2023-01"):
+        await evals.run_batch(eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=5))
+
+
+def test_judge_is_of_another_family_or_warned(eval_registry: Registry) -> None:  # noqa: F811
+    with eval_registry.session() as s:
+        old, new = s.get(Model, "sim-classic-2024-06"), s.get(Model, "sim-fresh-2025-09")
+        judge, warnings = evals.choose_judge(s, [old, new], date(2026, 1, 1))
+        assert judge == "sim-literal-2025-11" and warnings == []
+        only = [m for m in (old, new, s.get(Model, "sim-literal-2025-11"))]
+        judge, warnings = evals.choose_judge(s, only, date(2026, 1, 1))
+        assert judge == "sim-literal-2025-11" and "same family" in warnings[0]
+    assert evals.model_family("claude-sonnet-4-20250514", "anthropic") == evals.model_family("claude-3-5", "openai-compatible")
+    assert evals.model_family("gpt-4o-2024-08-06", "openai") == "openai"
+
+
+def test_bad_case_or_prompt_is_refused_at_planning(eval_registry: Registry, tmp_path: Path) -> None:  # noqa: F811
+    from pairshift.registry.models import PromptVersion
+
+    with eval_registry.session() as s:
+        s.add(PromptVersion(id="support-triage@3", name="support-triage", version="3", template="{{ missing }}",
+                            variables=["missing"], content_hash="x"))
+    with pytest.raises(evals.EvalInputError, match="support-triage@3 cannot render case 'ticket-0000'"):
+        evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@3"), "bad")

@@ -1,0 +1,150 @@
+"""Observation storage: all-or-nothing batches, hashed units, and the aggregates the canary gate reads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from pairshift.observations import (
+    MAX_BATCH, BatchRejected, ObservationIn, hash_unit, store_batch, variant_stats, window_aggregates,
+)
+from pairshift.registry.models import Observation
+from test_router_support import (
+    ACTIVE_PAIR, CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, T0, apply_example, obs, set_split,
+)
+
+
+def count(registry) -> int:
+    with registry.session() as s:
+        return s.scalar(select(func.count()).select_from(Observation))
+
+
+@pytest.fixture
+def canary(registry):
+    apply_example(registry)
+    set_split(registry, 20)
+    return registry
+
+
+def test_a_good_batch_is_stored_with_hashed_units_and_the_current_migration(canary):
+    items = [obs(unit="alice"), obs(pair=CANDIDATE_PAIR, variant="candidate", unit="bob", score=0.5,
+                                     at="2026-03-01T12:00:00")]  # naive time: taken as UTC
+    with canary.session() as s:
+        assert store_batch(s, items) == 2
+    with canary.session() as s:
+        rows = s.scalars(select(Observation).order_by(Observation.id)).all()
+    assert [r.unit for r in rows] == [hash_unit("alice"), hash_unit("bob")]
+    assert all(r.migration == MIGRATION for r in rows)
+    assert rows[1].at == T0 and rows[1].score == 0.5
+
+
+@pytest.mark.parametrize("bad, field", [
+    (obs(deployment="nope"), "deployment"),
+    (obs(pair="support-triage@9+sim-classic-2024-06"), "pair"),
+    (obs(variant="treatment"), "variant"),
+    (obs(outcome="timeout"), "outcome"),
+    (obs(score=1.5), "score"),
+    (obs(score=-0.1), "score"),
+    (obs(latency_ms=-1), "latency_ms"),
+    ({k: v for k, v in obs().items() if k != "unit"}, "unit"),
+])
+def test_one_bad_item_refuses_the_whole_batch_naming_its_index(sqlite_registry, bad, field):
+    canary = apply_example(sqlite_registry)
+    items = [obs(unit=f"u{i}") for i in range(5)]
+    items.insert(3, bad)
+    with pytest.raises(BatchRejected) as info:
+        with canary.session() as s:
+            store_batch(s, items)
+    assert info.value.errors[0].index == 3 and info.value.errors[0].field == field
+    assert "observation 3" in str(info.value) and "nothing of this batch was stored" in str(info.value)
+    assert count(canary) == 0
+
+
+def test_unknown_pair_is_refused_on_every_backend(canary):
+    with pytest.raises(BatchRejected, match="observation 1 field pair: unknown pair"):
+        with canary.session() as s:
+            store_batch(s, [obs(), obs(pair="x@1+y"), obs()])
+    assert count(canary) == 0
+
+
+def test_more_than_10000_items_are_refused(sqlite_registry):
+    apply_example(sqlite_registry)
+    with pytest.raises(BatchRejected, match="at most 10,000"):
+        with sqlite_registry.session() as s:
+            store_batch(s, [obs()] * (MAX_BATCH + 1))
+    assert count(sqlite_registry) == 0
+
+
+def test_late_telemetry_of_a_pair_from_the_ledger_is_accepted(sqlite_registry):
+    apply_example(sqlite_registry)
+    # The active pair moved on (as after a promotion); the old pair is still in the ledger.
+    set_split(sqlite_registry, 0, migration=None, candidate=None)
+    from pairshift.registry.models import Deployment
+
+    with sqlite_registry.session() as s:
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.active_prompt, dep.active_model = "support-triage@2", "sim-fresh-2025-09"
+    with sqlite_registry.session() as s:
+        assert store_batch(s, [obs(pair=ACTIVE_PAIR), obs(pair=CANDIDATE_PAIR)]) == 2
+
+
+def _stats_batch() -> list[ObservationIn]:
+    rows = []
+    for i in range(100):  # control: 2 errors, 1 invalid, scores 0.8
+        outcome = "error" if i < 2 else "invalid" if i == 2 else "ok"
+        rows.append(obs(unit=f"c{i % 40}", outcome=outcome, score=0.8, latency_ms=100.0 + i, cost_usd=0.002))
+    for i in range(50):  # candidate: 5 errors, no scores, in the migration
+        rows.append(obs(pair=CANDIDATE_PAIR, variant="candidate", unit=f"t{i % 10}",
+                        outcome="error" if i < 5 else "ok", latency_ms=300.0, cost_usd=0.001))
+    rows.append(obs(at=(T0 - timedelta(hours=1)).isoformat()))  # before the window
+    rows.append(obs(migration="another-migration"))  # another migration
+    return [ObservationIn.model_validate(r) for r in rows]
+
+
+def test_variant_stats_sums_one_migration_in_its_window(canary):
+    with canary.session() as s:
+        store_batch(s, _stats_batch())
+    with canary.session() as s:
+        stats = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, until=T0 + timedelta(minutes=1))
+    c, t = stats["control"], stats["candidate"]
+    assert (c.n, c.errors, c.invalid, c.units, c.score_n) == (100, 2, 1, 40, 100)
+    assert c.score_sum == pytest.approx(80.0) and c.score_sumsq == pytest.approx(64.0)
+    assert c.cost_sum == pytest.approx(0.2) and c.cost_sumsq == pytest.approx(100 * 0.002**2)
+    assert sorted(c.latency_ms) == [100.0 + i for i in range(100)]
+    assert (t.n, t.errors, t.units, t.score_n, t.cost_sum) == (50, 5, 10, 0, pytest.approx(0.05))
+    with canary.session() as s:
+        empty = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0 + timedelta(minutes=1))
+    assert empty["control"].n == 0 and empty["candidate"].n == 0
+
+
+def test_the_latency_sample_is_bounded_and_repeatable(sqlite_registry):
+    apply_example(sqlite_registry)
+    set_split(sqlite_registry, 20)
+    with sqlite_registry.session() as s:
+        store_batch(s, [obs(unit=f"u{i}", latency_ms=float(i)) for i in range(3_000)])
+    with sqlite_registry.session() as s:
+        first = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, latency_sample=500)["control"]
+        again = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, latency_sample=500)["control"]
+    assert first.n == 3_000 and len(first.latency_ms) == 500 and first.latency_ms == again.latency_ms
+    # drawn from the whole range, not the first rows
+    assert min(first.latency_ms) < 300 and max(first.latency_ms) > 2_700
+
+
+def test_window_aggregates_bucket_by_time_and_variant(canary):
+    rows = [obs(at=(T0 + timedelta(minutes=m)).isoformat(), outcome="error" if m == 20 else "ok", score=0.5)
+            for m in (0, 5, 20, 31)]
+    rows.append(obs(pair=CANDIDATE_PAIR, variant="candidate", at=(T0 + timedelta(minutes=16)).isoformat()))
+    with canary.session() as s:
+        store_batch(s, rows)
+    with canary.session() as s:
+        windows = window_aggregates(s, DEPLOYMENT, since=T0, until=T0 + timedelta(hours=1), window_s=900)
+    got = [(w.start, w.variant, w.n, w.errors) for w in windows]
+    assert got == [
+        (T0, "control", 2, 0),
+        (T0 + timedelta(minutes=15), "candidate", 1, 0),
+        (T0 + timedelta(minutes=15), "control", 1, 1),
+        (T0 + timedelta(minutes=30), "control", 1, 0),
+    ]
+    assert windows[0].score_mean == pytest.approx(0.5) and windows[1].score_mean is None
