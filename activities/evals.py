@@ -4,6 +4,9 @@ Failures that retrying cannot fix (bad input, a retired model, a bad request, ba
 as non-retryable ``ApplicationError``s whose ``type`` names the class, so EvalWorkflow fails at once with the
 one-line message (naming the model). Everything else (the registry briefly unavailable, a worker killed
 mid-batch) is retried by Temporal; a retried batch skips the (case, epoch) results already stored.
+
+The plan activity also says where each arm's batches go (:class:`RoutedEvalPlan`): a model with a request
+rate gets its own task queue so its limit holds across workers (:mod:`pairshift.ratelimit`).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from pairshift import evals
-from pairshift.registry import open_registry
+from pairshift.ratelimit import BatchRoute, batch_route
+from pairshift.registry import Registry, open_registry
 from pairshift.reports import EvalReport
 
 T = TypeVar("T")
@@ -27,6 +31,13 @@ HEARTBEAT_EVERY_S = 2.0  # heartbeats also while a batch waits on the rate limit
 class PlanInput(BaseModel):
     request: evals.EvalRequest
     eval_id: str
+
+
+class RoutedEvalPlan(evals.EvalPlan):
+    """The plan plus each arm's batch route; histories recorded before routes existed read as no routes."""
+
+    routes: dict[str, BatchRoute] = Field(
+        default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue.")
 
 
 class SummarizeInput(BaseModel):
@@ -45,12 +56,26 @@ def _non_retryable(exc: Exception) -> ApplicationError:
 
 
 @activity.defn(name="plan_eval")
-def plan_eval(data: PlanInput) -> evals.EvalPlan:
+def plan_eval(data: PlanInput) -> RoutedEvalPlan:
     """Validate the request, choose the arms and create their EvalRun rows (idempotent per eval_id)."""
+    registry = open_registry()
     try:
-        return evals.plan_eval(open_registry(), data.request, data.eval_id)
+        plan = evals.plan_eval(registry, data.request, data.eval_id)
     except evals.EvalInputError as exc:
         raise _non_retryable(exc) from None
+    return RoutedEvalPlan(**dict(plan), routes=arm_routes(registry, plan))
+
+
+def arm_routes(registry: Registry, plan: evals.EvalPlan) -> dict[str, BatchRoute]:
+    """Each fresh arm's route, from the limits of the registry row its model name resolves to."""
+    routes = {}
+    with registry.session() as s:
+        for arm in plan.arms:
+            row = None if arm.reused else evals.find_model(s, arm.model)
+            route = batch_route(row.id, row.limits) if row is not None else None
+            if route is not None:
+                routes[arm.arm] = route
+    return routes
 
 
 @activity.defn(name="run_eval_batch")

@@ -70,9 +70,14 @@ def record_audit_events(batch: AuditBatch) -> int:
         return record_audit(s, workflow_id=batch.workflow_id, run_id=batch.run_id, events=batch.events)
 
 
-class SplitInput(BaseModel):
+class _TrafficInput(BaseModel):
+    """A traffic move of one migration; each subclass's fields are exactly its canary function's keywords."""
+
     deployment: str
     migration: str
+
+
+class SplitInput(_TrafficInput):
     prompt: str
     model: str
     percent: float
@@ -82,13 +87,10 @@ class SplitInput(BaseModel):
 def set_canary_split(inp: SplitInput) -> datetime:
     """Route the stage's share to the candidate; returns when it took effect (the stage's metrics start then)."""
     with open_registry().session() as s:
-        return canary.set_split(s, deployment=inp.deployment, migration=inp.migration, prompt=inp.prompt,
-                                model=inp.model, percent=inp.percent)
+        return canary.set_split(s, **inp.model_dump())
 
 
-class RestoreInput(BaseModel):
-    deployment: str
-    migration: str
+class RestoreInput(_TrafficInput):
     reason: str
     by: str
     evidence: dict[str, Any] = {}
@@ -98,13 +100,10 @@ class RestoreInput(BaseModel):
 def restore_baseline(inp: RestoreInput) -> bool:
     """100% back to the active pair; when traffic had moved, the ledger says so and why."""
     with open_registry().session() as s:
-        return canary.restore_baseline(s, deployment=inp.deployment, migration=inp.migration, reason=inp.reason,
-                                       by=inp.by, evidence=inp.evidence)
+        return canary.restore_baseline(s, **inp.model_dump())
 
 
-class PromoteInput(BaseModel):
-    deployment: str
-    migration: str
+class PromoteInput(_TrafficInput):
     prompt: str
     model: str
     by: str
@@ -115,8 +114,7 @@ class PromoteInput(BaseModel):
 @activity.defn
 def promote_pair(inp: PromoteInput) -> bool:
     with open_registry().session() as s:
-        return canary.promote(s, deployment=inp.deployment, migration=inp.migration, prompt=inp.prompt,
-                              model=inp.model, by=inp.by, reason=inp.reason, evidence=inp.evidence)
+        return canary.promote(s, **inp.model_dump())
 
 
 class StageCheckInput(BaseModel):

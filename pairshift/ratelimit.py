@@ -16,26 +16,45 @@ banked burst would let a paused eval fire a volley into a sliding window that st
 every caller of that model waits until then, including those already sleeping on a reservation (they
 re-check the block when they wake).
 
-Across workers: these buckets are per process. With several workers, the limit holds by routing each
-provider's eval batches to a per-provider task queue whose workers set Temporal's task-queue rate limit
-(``Worker(max_task_queue_activities_per_second=...)``, enforced by the server across all pollers);
-:func:`task_queue_activities_per_second` turns a model's limits and a batch size into that number. The
-single-queue embedded worker does not need it.
+Across workers (PRODUCT §12): these buckets are per process, so two workers would each send the full
+rate. A model whose limits set ``requests_per_minute`` therefore gets its own task queue,
+``<main queue>-model-<model id>`` (:func:`model_task_queue`): EvalWorkflow sends that model's eval batches
+there, each batch making at most ``calls_per_batch`` calls (:func:`batch_route`), and every worker polling
+the queue sets Temporal's task-queue rate limit to ``requests/s / calls_per_batch`` activities per second
+(:func:`task_queue_activities_per_second`), which the server enforces across all pollers. Models without a
+request rate stay on the main queue, as before.
+
+Why per model, not per provider: limits are configured per model (as providers publish them), and one queue
+has one rate; a name listed among a snapshot's aliases uses the snapshot's queue. Why a cap on calls per batch: Temporal limits
+activities, not calls, so the call rate holds only if each activity's call count is bounded. The size is a
+trade: bigger batches keep a 10,000-case eval's history small, smaller ones lower the burst, which is at most
+a few batches on top of the steady rate. Why a few: the server splits a queue's rate evenly among the queue's
+partitions (4 by default) and each banks one dispatch, so the fleet starts with up to one batch per
+partition and then runs at between a quarter of the limit (backlog in one partition) and the limit; a model
+queue given one partition (dynamic config ``matching.numTaskqueueReadPartitions`` and ``...Write...`` = 1)
+runs smoothly at the full rate. Limited per process only: tokens/min, and model-graded judge calls made
+inside a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 DEFAULT_CONCURRENCY = 16
 DEFAULT_BURST_SECONDS = 0.0  # no banked burst: at most rate * T + 1 requests in any window of T seconds
+BATCH_SECONDS = 10.0  # a provider-queue batch lasts about this long at the model's rate (see the docstring)
+MIN_BATCH_CALLS = 20  # = the most epochs an eval may have, so one case's epochs always fit in a batch
+MAX_BATCH_CALLS = 200  # the same cap as the main queue's automatic batches (pairshift.evals.batch_ranges)
 
 
 class TokenBucket:
@@ -83,14 +102,17 @@ class Limits:
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     concurrency: int = DEFAULT_CONCURRENCY
+    calls_per_batch: int | None = None  # provider-queue batch size; None = from the rate (batch_route)
 
     @classmethod
     def from_mapping(cls, limits: Mapping[str, Any] | None) -> Limits:
         limits = limits or {}
+        per_batch = limits.get("calls_per_batch")
         return cls(
             requests_per_minute=limits.get("requests_per_minute"),
             tokens_per_minute=limits.get("tokens_per_minute"),
             concurrency=int(limits.get("concurrency") or DEFAULT_CONCURRENCY),
+            calls_per_batch=int(per_batch) if per_batch else None,
         )
 
 
@@ -180,3 +202,56 @@ def task_queue_activities_per_second(limits: Mapping[str, Any] | None, calls_per
     if not rpm or calls_per_batch < 1:
         return None
     return rpm / 60 / calls_per_batch
+
+
+# ---------------------------------------------------------------- per-model task queues (across workers)
+
+
+class BatchRoute(BaseModel):
+    """Where a model's eval batches go and how big they may be; crosses the workflow boundary (plan result)."""
+
+    model_id: str = Field(description="The registry row holding the limits (an alias's snapshot row).")
+    calls_per_batch: int = Field(ge=1, description="Most provider calls one batch activity may make.")
+
+
+def model_task_queue(main_queue: str, model_id: str) -> str:
+    """The task queue of a rate-limited model's batches, named after the main queue so stacks never share it."""
+    return f"{main_queue}-model-{model_id}"
+
+
+def calls_per_batch(limits: Mapping[str, Any] | None) -> int | None:
+    """Calls per provider-queue batch: configured, or about ``BATCH_SECONDS`` of the rate; None = no rate."""
+    parsed = Limits.from_mapping(limits)
+    if not parsed.requests_per_minute:
+        return None
+    if parsed.calls_per_batch:
+        return parsed.calls_per_batch
+    per_batch = math.ceil(parsed.requests_per_minute / 60 * BATCH_SECONDS)
+    return min(MAX_BATCH_CALLS, max(MIN_BATCH_CALLS, per_batch))
+
+
+def batch_route(model_id: str, limits: Mapping[str, Any] | None) -> BatchRoute | None:
+    """The route of a model's batches: its own queue when it has a request rate, else None (the main queue)."""
+    per_batch = calls_per_batch(limits)
+    return BatchRoute(model_id=model_id, calls_per_batch=per_batch) if per_batch else None
+
+
+def route_batch_cases(route: BatchRoute, epochs: int, requested: int | None = None) -> int:
+    """Cases per batch on a model queue: as many as keep ``cases * epochs`` within the route's call budget.
+
+    A smaller requested size is kept (fewer calls per activity only slows the fleet down). One case is the
+    floor, so an eval with more epochs than ``calls_per_batch`` makes ``epochs`` calls per batch.
+    """
+    fit = max(1, route.calls_per_batch // max(1, epochs))
+    return min(fit, requested) if requested else fit
+
+
+def model_queue_rates(main_queue: str, models: Iterable[tuple[str, Mapping[str, Any] | None]]) -> dict[str, float]:
+    """``{task queue: activities/s}`` for every (model id, limits) with a request rate: what workers poll."""
+    rates: dict[str, float] = {}
+    for model_id, limits in models:
+        route = batch_route(model_id, limits)
+        rate = task_queue_activities_per_second(limits, route.calls_per_batch) if route else None
+        if route and rate:
+            rates[model_task_queue(main_queue, route.model_id)] = rate
+    return rates

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,34 +19,19 @@ from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.migration import send_notice
 from conftest import EXAMPLES, dump_registry
-from pairshift import notifier
 from pairshift.apply import apply_path
 from pairshift.evals import load_report
 from pairshift.registry import open_registry
 from pairshift.registry.models import LedgerEntry, Model
-from pairshift.settings import get_settings
 from sim_fixtures import SimHandle
 from workflows.deprecation import AliasDriftRequest, AliasDriftResult, AliasDriftWorkflow
 from workflows.eval import EvalWorkflow
-
-
-class Captured:
-    name = "test"
-
-    def __init__(self) -> None:
-        self.notices: list[notifier.Notice] = []
-
-    def send(self, notice: notifier.Notice) -> None:
-        self.notices.append(notice)
+from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def drift_registry(sqlite_url: str, sim_server: SimHandle, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def drift_registry(sqlite_settings: str, sim_server: SimHandle, tmp_path: Path) -> str:  # noqa: F811 - fixture
     """support-triage on the alias sim-latest, served by the fake server over the Anthropic wire format."""
-    monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("PAIRSHIFT_DATABASE_URL", sqlite_url)
-    get_settings.cache_clear()
     example = yaml.safe_load((EXAMPLES / "pairshift.yaml").read_text())
     cases = (EXAMPLES / "datasets" / "support-triage.jsonl").read_text().splitlines(keepends=True)[:12]
     (tmp_path / "cases.jsonl").write_text("".join(cases))
@@ -64,9 +49,8 @@ def drift_registry(sqlite_url: str, sim_server: SimHandle, tmp_path: Path,
              "policy": "drift"}],
     }
     (tmp_path / "pairshift.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    apply_path(open_registry(sqlite_url), tmp_path / "pairshift.yaml", by="test")
-    yield sqlite_url
-    get_settings.cache_clear()
+    apply_path(open_registry(sqlite_settings), tmp_path / "pairshift.yaml", by="test")
+    return sqlite_settings
 
 
 @pytest.fixture
@@ -85,10 +69,9 @@ async def drift_run(client: Client, queue: str) -> AliasDriftResult:
 
 
 async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
-        drift_worker, drift_registry: str, sim_server: SimHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+        drift_worker, drift_registry: str, sim_server: SimHandle,
+        captured_notices: CapturedNotices) -> None:  # noqa: F811 - fixture
     client, queue = drift_worker
-    captured = Captured()
-    monkeypatch.setattr(notifier, "_extra", [captured])
     registry = open_registry(drift_registry)
 
     quiet = await drift_run(client, queue)
@@ -114,7 +97,7 @@ async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
         assert entry.evidence["note"].startswith("alias sim-latest moved from sim-fresh-2025-09 to "
                                                  "sim-literal-2025-11 on ")
         assert entry.evidence["eval_report"] == drift.report_id
-    (alert,) = [n for n in captured.notices if n.kind == "alias_drift"]
+    (alert,) = [n for n in captured_notices.notices if n.kind == "alias_drift"]
     assert alert.deployment == "support-triage" and "moved from sim-fresh-2025-09" in alert.title
     assert dump_registry(registry) != unchanged
 

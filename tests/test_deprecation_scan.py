@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
 import pytest
@@ -21,11 +21,11 @@ from temporalio import workflow
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.worker import Worker
 
-from pairshift import notifier
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, MigrationRow, Model, PolicyRow, PromptVersion, Reminder
 from pairshift.settings import get_settings
 from test_calendar import calendar_cli  # noqa: F401 - fixture
+from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 with workflow.unsafe.imports_passed_through():
     from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
@@ -64,23 +64,10 @@ class StandInMigration:
         return "rejected"
 
 
-class Captured:
-    name = "test"
-
-    def __init__(self) -> None:
-        self.notices: list[notifier.Notice] = []
-
-    def send(self, notice: notifier.Notice) -> None:
-        self.notices.append(notice)
-
-
 @pytest.fixture
-def scan_registry(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[str]:
+def scan_registry(sqlite_settings: str) -> str:  # noqa: F811 - fixture
     """a, b on the retiring snapshot; c on its replacement; d on it through an alias but without a dataset."""
-    monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("PAIRSHIFT_DATABASE_URL", sqlite_url)
-    get_settings.cache_clear()
-    with open_registry(sqlite_url).session() as s:
+    with open_registry(sqlite_settings).session() as s:
         s.add(Model(id="old-2024", provider="sim", aliases=["old-latest"], retires_on=RETIRES, replacement="new-2025"))
         s.add(Model(id="new-2025", provider="sim"))
         s.add(PromptVersion(id="p@1", name="p", version="1", template="{{ x }}", variables=["x"], content_hash="h"))
@@ -88,8 +75,7 @@ def scan_registry(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) ->
         for name, model, dataset in (("a", "old-2024", "golden"), ("b", "old-2024", "golden"),
                                      ("c", "new-2025", "golden"), ("d", "old-latest", None)):
             s.add(Deployment(name=name, active_prompt="p@1", active_model=model, dataset=dataset))
-    yield sqlite_url
-    get_settings.cache_clear()
+    return sqlite_settings
 
 
 @pytest.fixture
@@ -107,15 +93,14 @@ async def scan(client: Client, queue: str, day: date) -> ScanResult:
                                          id=f"scan-{uuid.uuid4().hex[:8]}", task_queue=queue)
 
 
-async def test_hundred_daily_scans_start_once_and_remind_once(scan_worker, scan_registry: str, time_skipping_env,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    captured = Captured()
-    monkeypatch.setattr(notifier, "_extra", [captured])
+async def test_hundred_daily_scans_start_once_and_remind_once(
+        scan_worker, scan_registry: str, time_skipping_env,
+        captured_notices: CapturedNotices) -> None:  # noqa: F811 - fixture
     # The scan's days are its input, not the server's clock; left on, time skipping would jump the live stand-ins
     # to their execution timeout while a scan's result is awaited.
     with time_skipping_env.auto_time_skipping_disabled():
         await _hundred_scans(*scan_worker)
-    _assert_once_each(scan_registry, captured)
+    _assert_once_each(scan_registry, captured_notices)
 
 
 async def _hundred_scans(client: Client, queue: str) -> None:
@@ -140,7 +125,7 @@ async def _hundred_scans(client: Client, queue: str) -> None:
     assert sorted(started) == ["a", "b"]
 
 
-def _assert_once_each(scan_registry: str, captured: Captured) -> None:
+def _assert_once_each(scan_registry: str, captured: CapturedNotices) -> None:
     with open_registry(scan_registry).session() as s:
         rows = s.exec(select(MigrationRow)).all()
         assert sorted((m.deployment, m.reason, m.requested_by) for m in rows) == [

@@ -75,8 +75,8 @@ async def test_exhausted_provider_errors_are_stored_and_counted(eval_registry: R
     behind = {"provider": "anthropic", "base_url": sim_server.base_url}
     apply_path(eval_registry, write_config(tmp_path / "c", model_overrides={"sim-fresh-2025-09": behind}), by="t")
     sim_server.faults("sim-fresh-2025-09", error_500=1.0)
-    monkeypatch.setattr(evals, "CALL_RETRY", evals.RetryPolicy(max_attempts=2, initial_backoff_s=0.01,
-                                                               max_retry_after_s=0.0))
+    retry = evals.RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_retry_after_s=0.0)
+    monkeypatch.setattr(evals.batches, "CALL_RETRY", retry)  # the constant lives in the batches module
     plan = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "err")
     result = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=3))
     assert (result.calls, result.errors, result.made) == (6, 6, 12)  # 2 attempts each, then a stored error

@@ -11,6 +11,13 @@ each arm -> build the report. Only run ids and case index ranges cross the workf
 outputs, so a 10,000-case, 3-epoch, 4-arm eval is a few hundred activities and well under a megabyte of
 history. A failing arm (retired model, bad request) cancels the other batches and fails the workflow with
 the activity's one-line message.
+
+Rate limits across workers (PRODUCT §12): the plan carries a route per arm whose model has a request rate;
+that arm's batches go to the model's own task queue (``<this workflow's queue>-model-<model id>``), sized
+so that each makes at most the route's ``calls_per_batch`` calls, and the workers polling that queue hold
+the whole fleet to the model's limit with Temporal's task-queue rate limit (:mod:`pairshift.ratelimit`).
+Arms without a route stay on this workflow's queue with the old batch sizes. The routing is versioned
+(``workflow.patched(PROVIDER_QUEUES_PATCH)``): histories recorded before it replay the single-queue path.
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ with workflow.unsafe.imports_passed_through():
     from activities.evals import (
         PlanInput,
         ReportInput,
+        RoutedEvalPlan,
         SummarizeInput,
         build_eval_report,
         plan_eval,
         run_eval_batch,
         summarize_eval_run,
     )
-    from pairshift.evals import BatchResult, BatchSpec, EvalPlan, EvalRequest, batch_ranges
+    from pairshift.evals import BatchResult, BatchSpec, EvalRequest, batch_ranges
+    from pairshift.ratelimit import model_task_queue, route_batch_cases
     from pairshift.reports import FLIPPED_CAP, EvalReport
 
 NON_RETRYABLE = ["EvalInputError", "ArmFailed"]
+PROVIDER_QUEUES_PATCH = "provider-task-queues"
 SHORT = timedelta(minutes=10)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                     non_retryable_error_types=NON_RETRYABLE)
@@ -100,28 +110,38 @@ class EvalWorkflow:
         self._progress.phase = "done"
         return report
 
-    def _batches(self, request: EvalRequest, plan: EvalPlan) -> list[tuple[str, BatchSpec]]:
-        per_arm = [[(a.arm, BatchSpec(run_id=a.run_id, start=lo, stop=hi, no_cache=plan.no_cache, judge=plan.judge))
-                    for lo, hi in batch_ranges(plan.n_cases, request.tuning.batch_cases)]
-                   for a in plan.arms if not a.reused]
+    def _batches(self, request: EvalRequest, plan: RoutedEvalPlan) -> list[tuple[str, BatchSpec, str | None]]:
+        """(arm, batch, task queue or None = this workflow's) of every fresh arm, interleaved across arms."""
+        routed = workflow.patched(PROVIDER_QUEUES_PATCH)
+        per_arm = []
+        for a in plan.arms:
+            if a.reused:
+                continue
+            route = plan.routes.get(a.arm) if routed else None
+            queue = model_task_queue(workflow.info().task_queue, route.model_id) if route else None
+            size = route_batch_cases(route, plan.epochs, request.tuning.batch_cases) if route \
+                else request.tuning.batch_cases
+            per_arm.append([(a.arm, BatchSpec(run_id=a.run_id, start=lo, stop=hi, no_cache=plan.no_cache,
+                                              judge=plan.judge), queue)
+                            for lo, hi in batch_ranges(plan.n_cases, size)])
         interleaved = []
         for i in range(max((len(b) for b in per_arm), default=0)):
             interleaved += [b[i] for b in per_arm if i < len(b)]
         return interleaved
 
-    async def _run_batches(self, request: EvalRequest, plan: EvalPlan) -> None:
+    async def _run_batches(self, request: EvalRequest, plan: RoutedEvalPlan) -> None:
         gate = asyncio.Semaphore(request.tuning.parallel_batches)
         tuning = request.tuning
 
-        async def one(arm: str, spec: BatchSpec) -> None:
+        async def one(arm: str, spec: BatchSpec, queue: str | None) -> None:
             async with gate:
                 result: BatchResult = await workflow.execute_activity(
-                    run_eval_batch, spec, retry_policy=RETRY,
+                    run_eval_batch, spec, task_queue=queue, retry_policy=RETRY,
                     start_to_close_timeout=timedelta(seconds=tuning.batch_timeout_s),
                     heartbeat_timeout=timedelta(seconds=tuning.heartbeat_timeout_s))
             self._progress.arms[arm].done += result.calls
 
-        tasks = [asyncio.ensure_future(one(arm, spec)) for arm, spec in self._batches(request, plan)]
+        tasks = [asyncio.ensure_future(one(arm, spec, queue)) for arm, spec, queue in self._batches(request, plan)]
         if not tasks:
             return
         done, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

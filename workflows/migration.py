@@ -42,12 +42,13 @@ with workflow.unsafe.imports_passed_through():
         ResumeSignal, StageStatus, Waiting,
     )
 
-REGISTRY = dict(start_to_close_timeout=timedelta(seconds=60),
+# Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
+REGISTRY = dict(start_to_close_timeout=timedelta(seconds=20),
                 retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)))
 # Restoring the baseline must eventually succeed, whatever the outage: retry without limit.
-COMPENSATE = dict(start_to_close_timeout=timedelta(seconds=60),
+COMPENSATE = dict(start_to_close_timeout=timedelta(seconds=20),
                   retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)))
-GATE = dict(start_to_close_timeout=timedelta(seconds=120),
+GATE = dict(start_to_close_timeout=timedelta(seconds=60),
             retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)))
 NOTICE = dict(start_to_close_timeout=timedelta(seconds=30),
               retry_policy=RetryPolicy(maximum_attempts=3))
@@ -164,8 +165,8 @@ class MigrationWorkflow:
         ap = self.plan.policy.approvals
         self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
         previous = self.phase
-        await self._set_phase("awaiting_approval")
         self._notify("approval_requested", f"{self.req.deployment}: {why} (stage {stage})", asks=True, stage=stage)
+        await self._set_phase("awaiting_approval")
         deadline = workflow.now() + timedelta(hours=ap.timeout_hours)
         while (verdict := tally(self.votes.get(key, {}), ap.required)) is None:
             left = (deadline - workflow.now()).total_seconds() / 3600
@@ -352,7 +353,8 @@ class MigrationWorkflow:
         self.approvals.append(Approval(by=by, decision=decision, at=workflow.now(), channel=channel, stage=k,
                                        comment=comment))
         self._event(decision, comment or "", actor=by, channel=channel, stage=k)
-        self._notify("decision", f"{self.req.deployment}: {decision}d by {by} (stage {k}, via {channel})", stage=k)
+        done = {"approve": "approved", "reject": "rejected"}[decision]
+        self._notify("decision", f"{self.req.deployment}: {done} by {by} (stage {k}, via {channel})", stage=k)
 
     def _refusal(self, by: str, decision: str, channel: str, stage: int | None) -> str | None:
         if self.plan is None:

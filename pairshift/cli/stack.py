@@ -31,6 +31,10 @@ def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> li
         "--ui-port", str(ui_port), "--ui-ip", "127.0.0.1", "--ui-disable-news-fetch",
         "--db-filename", str(db_file), "--namespace", namespace,
         "--log-level", "warn",
+        # One partition per task queue: Temporal splits a queue's rate limit across partitions, so per-model
+        # eval queues would otherwise run below the provider's limit and start with a burst.
+        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
     ]
 
 
@@ -62,11 +66,21 @@ def server(
 def worker(
     address: str = typer.Option(None, help="Temporal address (default PAIRSHIFT_TEMPORAL_ADDRESS or localhost:7233)."),
     namespace: str = typer.Option(None, help="Temporal namespace (default PAIRSHIFT_NAMESPACE or default)."),
+    queues: str = typer.Option(
+        "main,providers",
+        help="Task queues to poll: `main` (every workflow and activity on `pairshift`) and/or `providers` "
+             "(the eval batches of each model with a requests_per_minute limit, on `pairshift-model-<id>`, "
+             "at a rate the whole fleet shares).",
+    ),
 ) -> None:
-    """Run the pairshift worker: every workflow and activity on task queue `pairshift`. Ctrl-C stops it."""
-    from worker.main import run_worker
+    """Run the pairshift worker: task queue `pairshift` plus one queue per rate-limited model. Ctrl-C stops it."""
+    from worker.main import parse_queue_kinds, run_worker
 
-    asyncio.run(run_worker(address, namespace))
+    try:
+        kinds = parse_queue_kinds(queues)
+    except ValueError as exc:
+        raise CLIError(str(exc), code=2) from None
+    asyncio.run(run_worker(address, namespace, queues=kinds))
 
 
 sim_app = typer.Typer(help="The offline sim provider and its fake provider server.", no_args_is_help=True)

@@ -13,20 +13,14 @@ from typing import Any
 
 import anthropic
 
+from pairshift.providers._sdk import attempt, sdk_client
 from pairshift.providers.base import (
     CallParams,
     Completion,
     FinishReason,
     Message,
     ModelSpec,
-    ProviderError,
-    ProviderUnavailable,
-    cached_client,
     cost_usd,
-    error_for_status,
-    key_fingerprint,
-    resolve_api_key,
-    timed,
 )
 
 _STOP_REASONS: dict[str, FinishReason] = {
@@ -42,11 +36,7 @@ _STOP_REASONS: dict[str, FinishReason] = {
 
 def _client(spec: ModelSpec) -> anthropic.AsyncAnthropic:
     base_url = spec.base_url or os.environ.get("ANTHROPIC_BASE_URL")
-    key = resolve_api_key(spec, "ANTHROPIC_API_KEY", base_url)
-    cache_key = ("anthropic", base_url or "", spec.api_key_env or "", key_fingerprint(key))
-    return cached_client(
-        cache_key, lambda: anthropic.AsyncAnthropic(api_key=key, base_url=base_url, max_retries=0)
-    )
+    return sdk_client(anthropic, anthropic.AsyncAnthropic, spec, base_url, "ANTHROPIC_API_KEY")
 
 
 def request_kwargs(
@@ -72,36 +62,12 @@ def request_kwargs(
     return kwargs
 
 
-def _translate(spec: ModelSpec, exc: anthropic.APIError) -> ProviderError:
-    if isinstance(exc, anthropic.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
-        return error_for_status(
-            "anthropic", spec.id, exc.status_code, exc.response.headers, error.get("message")
-        )
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderUnavailable(f"anthropic timed out after {spec.timeout_s}s for model {spec.id}",
-                                   model=spec.id)
-    return ProviderUnavailable(f"anthropic connection failed for model {spec.id}: {type(exc).__name__}",
-                               model=spec.id)
-
-
 async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One Messages API call, normalised; raises a typed :class:`ProviderError`."""
-    client = _client(spec)
-    failure: ProviderError | None = None
-    try:
-        response, latency_ms = await timed(
-            client.messages.create(**request_kwargs(spec, system, messages, params), timeout=spec.timeout_s)
-        )
-    except anthropic.APIError as exc:
-        failure = _translate(spec, exc)
-    if failure is not None:
-        # Raised outside the handler so the SDK error (whose request headers carry the API key)
-        # is not chained as __context__.
-        raise failure
+    request = _client(spec).messages.create(**request_kwargs(spec, system, messages, params), timeout=spec.timeout_s)
+    response, latency_ms = await attempt(anthropic, spec, request)
     text = "".join(block.text for block in response.content if block.type == "text")
     usage = response.usage
     return Completion(

@@ -13,6 +13,7 @@ from typing import Any
 
 import openai
 
+from pairshift.providers._sdk import attempt, sdk_client
 from pairshift.providers.base import (
     BadRequest,
     CallParams,
@@ -20,14 +21,7 @@ from pairshift.providers.base import (
     FinishReason,
     Message,
     ModelSpec,
-    ProviderError,
-    ProviderUnavailable,
-    cached_client,
     cost_usd,
-    error_for_status,
-    key_fingerprint,
-    resolve_api_key,
-    timed,
 )
 
 _FINISH_REASONS: dict[str, FinishReason] = {
@@ -44,9 +38,7 @@ def _client(spec: ModelSpec) -> openai.AsyncOpenAI:
     if spec.provider == "openai-compatible" and not base_url:
         raise BadRequest(f"model {spec.id} is openai-compatible but has no base_url; set it in the model config",
                          model=spec.id)
-    key = resolve_api_key(spec, "OPENAI_API_KEY", base_url)
-    cache_key = ("openai", base_url or "", spec.api_key_env or "", key_fingerprint(key))
-    return cached_client(cache_key, lambda: openai.AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0))
+    return sdk_client(openai, openai.AsyncOpenAI, spec, base_url, "OPENAI_API_KEY")
 
 
 def request_kwargs(
@@ -69,32 +61,13 @@ def request_kwargs(
     return kwargs
 
 
-def _translate(spec: ModelSpec, exc: openai.APIError) -> ProviderError:
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        # The SDK hands over either the whole body or its "error" member.
-        error = body.get("error") if isinstance(body.get("error"), dict) else body
-        return error_for_status("openai", spec.id, exc.status_code, exc.response.headers, error.get("message"))
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderUnavailable(f"openai timed out after {spec.timeout_s}s for model {spec.id}", model=spec.id)
-    return ProviderUnavailable(f"openai connection failed for model {spec.id}: {type(exc).__name__}",
-                               model=spec.id)
-
-
 async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One chat completion, normalised; raises a typed :class:`ProviderError`."""
-    client = _client(spec)
-    failure: ProviderError | None = None
-    try:
-        response, latency_ms = await timed(
-            client.chat.completions.create(**request_kwargs(spec, system, messages, params), timeout=spec.timeout_s)
-        )
-    except openai.APIError as exc:
-        failure = _translate(spec, exc)
-    if failure is not None:
-        raise failure  # outside the handler: the SDK error's request carries the API key
+    request = _client(spec).chat.completions.create(**request_kwargs(spec, system, messages, params),
+                                                     timeout=spec.timeout_s)
+    response, latency_ms = await attempt(openai, spec, request)
     choice = response.choices[0]
     refusal = getattr(choice.message, "refusal", None)
     finish: FinishReason = "refusal" if refusal else _FINISH_REASONS.get(choice.finish_reason or "stop", "stop")

@@ -1,0 +1,123 @@
+"""Results of an eval: stored outcomes, a run's summary, the report and the outputs of flipped cases.
+
+:func:`summarize_run` turns a run's stored results into ``EvalRun.summary``; :func:`build_report` computes
+effects, flips and the gate from every arm's results (:func:`pairshift.reports.assemble_report`) and stores the
+full report on the target arm's run, where :func:`load_report` and :func:`flipped_outputs` read it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+from sqlmodel import col, select
+
+from pairshift.evals.planning import ArmFailed, EvalInputError, EvalPlan
+from pairshift.registry.models import DatasetCase, EvalResult, EvalRun, utcnow
+from pairshift.registry.store import Registry
+from pairshift.reports import (
+    ArmInput,
+    DatasetRef,
+    EvalReport,
+    FlippedOutputs,
+    assemble_report,
+)
+from pairshift.stats import ArmSummary, CaseOutcome, summarize_arm
+
+
+class RunSummary(BaseModel):
+    """One arm run's statistics, as the summarise activity hands them to the report."""
+
+    run_id: str
+    summary: ArmSummary
+    cached_calls: int
+
+
+def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
+    """The run's stored results as statistics inputs (tags from the dataset cases)."""
+    with registry.session() as s:
+        run = s.get(EvalRun, run_id)
+        if run is None:
+            raise ArmFailed(f"eval run {run_id} does not exist")
+        tags = {row.case_id: row.data.get("tags", []) for row in
+                s.exec(select(DatasetCase).where(DatasetCase.dataset_version == run.dataset_version)).all()}
+        rows = s.exec(select(EvalResult).where(EvalResult.run_id == run_id)
+                      .order_by(col(EvalResult.case_id), col(EvalResult.epoch))).all()
+        return [CaseOutcome(case_id=r.case_id, epoch=r.epoch, passed=r.passed, score=r.score,
+                            tags=tags.get(r.case_id, []), latency_ms=r.latency_ms, cost_usd=r.cost_usd,
+                            input_tokens=r.input_tokens, output_tokens=r.output_tokens, error=r.error is not None,
+                            assertion_types_failed=[a["type"] for a in r.assertions if not a["passed"]],
+                            assertion_types=[a["type"] for a in r.assertions])
+                for r in rows]
+
+
+def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> RunSummary:
+    """Summarise a run's results into ``EvalRun.summary`` and mark it done (a reused run is read, not rewritten)."""
+    with registry.session() as s:
+        run = s.get(EvalRun, run_id)
+        if run is not None and run.status == "done" and run.summary:
+            return RunSummary(run_id=run_id, summary=ArmSummary.model_validate(run.summary),
+                              cached_calls=int(run.summary.get("cached_calls", 0)))
+    outcomes = load_outcomes(registry, run_id)
+    summary = summarize_arm(outcomes, confidence)
+    with registry.session() as s:
+        cached = len(s.exec(select(EvalResult.case_id).where(EvalResult.run_id == run_id,
+                                                             col(EvalResult.cached).is_(True))).all())
+        run = s.get(EvalRun, run_id)
+        assert run is not None
+        run.summary = {**summary.model_dump(mode="json"), "cached_calls": cached}
+        run.status, run.finished_at = "done", utcnow()
+        s.add(run)
+    return RunSummary(run_id=run_id, summary=summary, cached_calls=cached)
+
+
+# ---------------------------------------------------------------- the report
+
+REPORT_KEY = "report"  # the full report lives in the target arm run's summary (no report table yet)
+
+
+def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSummary]) -> EvalReport:
+    """Compute effects, flips and the gate from the stored results; store the full report; return it."""
+    by_run = {s.run_id: s for s in summaries}
+    arms = [ArmInput(arm=a.arm, pair=a.pair, run_id=a.run_id, reused=a.reused, summary=by_run[a.run_id].summary,
+                     cached_calls=by_run[a.run_id].cached_calls) for a in plan.arms]
+    outcomes = {a.arm: load_outcomes(registry, a.run_id) for a in plan.arms}
+    target = plan.arms[-1].run_id  # joint, or the one changed arm: always a fresh run of this eval
+    report = assemble_report(
+        report_id=target, deployment=plan.deployment, baseline_pair=plan.baseline_pair,
+        target_pair=plan.target_pair, epochs=plan.epochs, policy=plan.policy, arms=arms, outcomes=outcomes,
+        dataset=DatasetRef(name=plan.dataset_name, hash=plan.dataset_hash, cases=plan.n_cases,
+                           version=plan.dataset_version),
+        judge=plan.judge, warnings=plan.warnings,
+    )
+    with registry.session() as s:
+        run = s.get(EvalRun, target)
+        assert run is not None
+        run.summary = {**(run.summary or {}), REPORT_KEY: report.model_dump(mode="json")}
+        s.add(run)
+    return report
+
+
+def load_report(registry: Registry, report_id: str) -> EvalReport:
+    """The full stored report (every flipped case), by ``EvalReport.report_id``."""
+    with registry.session() as s:
+        run = s.get(EvalRun, report_id)
+        if run is None or not run.summary or REPORT_KEY not in run.summary:
+            raise EvalInputError(f"no eval report {report_id!r}")
+        return EvalReport.model_validate(run.summary[REPORT_KEY])
+
+
+def flipped_outputs(registry: Registry, report: EvalReport, limit: int = 50) -> list[FlippedOutputs]:
+    """The first epoch's outputs of up to ``limit`` flipped cases, baseline next to the arm they flipped in."""
+    out = []
+    with registry.session() as s:
+        for flip in report.flipped[:limit]:
+            rows = {}
+            for arm in ("baseline", flip.to_arm):
+                rows[arm] = s.exec(select(EvalResult).where(EvalResult.run_id == report.arms[arm].run_id,
+                                                            EvalResult.case_id == flip.case)
+                                   .order_by(col(EvalResult.epoch))).first()
+            text = {arm: (r.output or r.error or "") if r else "" for arm, r in rows.items()}
+            out.append(FlippedOutputs(case=flip.case, to_arm=flip.to_arm, direction=flip.direction,
+                                      baseline_output=text["baseline"], arm_output=text[flip.to_arm]))
+    return out

@@ -1,0 +1,150 @@
+"""The non-blocking path from the hot path (router, API) to :func:`~pairshift.observations.store.store_batch`.
+
+:class:`ObservationWriter` holds a bounded in-memory queue flushed by a daemon thread by size and by time; when
+full it drops the *oldest* item and counts it, so a caller is never blocked by a slow or unreachable registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pairshift.observations.store import BatchRejected, ObservationIn, store_batch
+from pairshift.registry.store import Registry
+
+log = logging.getLogger(__name__)
+
+
+class ObservationWriter:
+    """A bounded, batched, non-blocking path from the hot path to the store.
+
+    ``put`` appends to an in-memory deque and returns; a daemon thread flushes up to ``batch_size`` items
+    whenever that many are queued or ``flush_interval_s`` has passed. When the queue is full the oldest item is
+    dropped (``dropped`` counts them): fresh telemetry matters more to a gate than old. A failed flush puts the
+    batch back (newest first wins the space) and is retried at the next interval; a batch the store refuses
+    is split and only the refused items are discarded (``rejected``).
+    """
+
+    def __init__(
+        self,
+        registry: Registry | None = None,
+        *,
+        sink: Callable[[list[ObservationIn]], Any] | None = None,
+        max_queue: int = 100_000,
+        batch_size: int = 5_000,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        if (registry is None) == (sink is None):
+            raise ValueError("ObservationWriter needs exactly one of registry or sink")
+        self._sink = sink or self._registry_sink(registry)  # type: ignore[arg-type]
+        self._queue: deque[ObservationIn] = deque(maxlen=max_queue)
+        self._lock = threading.Lock()  # held only for O(1)/O(batch) deque work, never across I/O
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()  # one flush at a time (thread vs an explicit flush())
+        self._thread: threading.Thread | None = None
+        self.max_queue, self.batch_size, self.flush_interval_s = max_queue, batch_size, flush_interval_s
+        self.written = self.dropped = self.rejected = self.failed_flushes = 0
+        self._failing = False
+
+    @staticmethod
+    def _registry_sink(registry: Registry) -> Callable[[list[ObservationIn]], Any]:
+        def write(batch: list[ObservationIn]) -> int:
+            with registry.session() as s:
+                return store_batch(s, batch)
+
+        return write
+
+    def start(self) -> ObservationWriter:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pairshift-observations", daemon=True)
+            self._thread.start()
+        return self
+
+    def put(self, item: ObservationIn) -> None:
+        """Queue one observation; never blocks on I/O. When full, the oldest queued item is dropped."""
+        with self._lock:
+            if len(self._queue) == self.max_queue:
+                self.dropped += 1
+            self._queue.append(item)  # a full deque with maxlen drops its left (oldest) end
+            size = len(self._queue)
+        if size >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def _take(self) -> list[ObservationIn]:
+        with self._lock:
+            n = min(self.batch_size, len(self._queue))
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _requeue(self, batch: list[ObservationIn]) -> None:
+        with self._lock:
+            room = self.max_queue - len(self._queue)
+            keep = batch[-room:] if room > 0 else []
+            self.dropped += len(batch) - len(keep)
+            self._queue.extendleft(reversed(keep))
+
+    def flush(self) -> int:
+        """Write everything queued now (synchronously); returns the number written. Stops at a failing store."""
+        written = 0
+        with self._flush_lock:
+            while batch := self._take():
+                if not self._write(batch):
+                    break
+                written += len(batch)
+        return written
+
+    def _write(self, batch: list[ObservationIn]) -> bool:
+        try:
+            self._sink(batch)
+        except BatchRejected as exc:
+            return self._write_accepted_part(batch, exc)
+        except Exception as exc:  # noqa: BLE001 - any store failure: keep the data, retry later
+            self.failed_flushes += 1
+            if not self._failing:
+                log.warning("observation store unreachable, keeping %d queued: %s", len(batch), exc)
+                self._failing = True
+            self._requeue(batch)
+            return False
+        if self._failing:
+            log.info("observation store reachable again")
+            self._failing = False
+        self.written += len(batch)
+        return True
+
+    def _write_accepted_part(self, batch: list[ObservationIn], exc: BatchRejected) -> bool:
+        # Store-side refusals are permanent (unknown deployment/pair): retrying them would loop forever.
+        bad = {e.index for e in exc.errors}
+        if exc.total_bad > len(exc.errors):  # not every bad item was named: discard the whole batch
+            bad = set(range(len(batch)))
+        log.warning("observation store refused %d item(s): %s", len(bad), exc)
+        self.rejected += len(bad)
+        rest = [o for i, o in enumerate(batch) if i not in bad]
+        return self._write(rest) if rest else True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread and flush what is queued (best effort when the store is down)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self.flush()
+
+    def __enter__(self) -> ObservationWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,127 @@
+"""Replay tests: today's workflow code must replay every recorded history in tests/histories/ exactly.
+
+Why: a migration lives for days (hour gates, approvals), so a worker deployed mid-migration replays the history
+that older code wrote. If the new code would issue different commands (another activity, a timer moved, a
+child started elsewhere), Temporal raises a non-determinism error and the migration is stuck.
+
+The rule: once released, any change to workflow logic (workflows/*.py: which activities, timers, children,
+signals it waits on, and in what order) goes behind ``workflow.patched("<change-id>")`` so that histories
+written by the old code take the old branch; and new histories are recorded for it in the same change
+(`python tests/record_histories.py`, which rewrites tests/histories/*.json) so that the new branch is
+replayed from then on. Until the first release, re-recording simply replaces the files. After it, keep the
+old files (rename them `<name>-<release>.json`; every *.json here is replayed) for as long as migrations
+started by that code may still be running. Changes that issue the same commands in the same order (log
+text, notice wording, query shape, activity input fields) need no patch; the replay test says which is which.
+
+The last two tests prove this test can fail: the same extra step that breaks replay without a patch replays
+cleanly behind ``workflow.patched``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from activities.migration import PhaseInput, record_migration_phase
+from workflows import ALL_WORKFLOWS
+from workflows.eval import EvalWorkflow
+from workflows.migration import MigrationWorkflow
+from workflows.migration_types import MigrationRequest, MigrationResult, migration_id
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+# What tests/record_histories.py writes: every way a migration ends that the recorder covers, and one eval.
+EXPECTED = {"migration_promoted", "migration_rolled_back", "migration_rejected", "eval_promoted"}
+
+
+def load_history(path: Path) -> WorkflowHistory:
+    """A recorded history with the workflow id it ran under (the code derives child ids from it)."""
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(_workflow_id(data), data)
+
+
+def _workflow_id(history: dict) -> str:
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    if started.get("workflowId"):
+        return started["workflowId"]
+    parent = started.get("parentWorkflowExecution")
+    if parent:  # MigrationWorkflow names its EvalWorkflow child <parent id>-eval-<parent run id[:8]>
+        return f"{parent['workflowId']}-eval-{parent['runId'][:8]}"
+    # The test server leaves workflowId out; a migration's id is migration-<deployment> (PRODUCT §8).
+    request = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+    return migration_id(request["deployment"])
+
+
+def replayer(*workflows: type) -> Replayer:
+    return Replayer(workflows=list(workflows) or ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+
+
+def test_every_recorded_history_is_present() -> None:
+    found = {p.stem for p in HISTORIES.glob("*.json")}
+    assert EXPECTED <= found, f"missing {sorted(EXPECTED - found)}: run `python tests/record_histories.py`"
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_recorded_history_replays_without_nondeterminism(path: Path) -> None:
+    history = load_history(path)
+    assert history.events, f"{path.name} has no events"
+    result = await replayer().replay_workflow(history)  # raises on any non-determinism
+    assert result.replay_failure is None
+
+
+# --- the replay test can fail ------------------------------------------------------------------------
+
+
+# Test doubles run unsandboxed: the sandbox would re-import this test module (file reads at import time);
+# sandboxing has no part in detecting non-determinism, and the real workflows above replay sandboxed.
+@workflow.defn(name="MigrationWorkflow", sandboxed=False)
+class UnpatchedExtraStep(MigrationWorkflow):
+    """Today's workflow plus one activity before the canary, released without a patch."""
+
+    @workflow.run
+    async def run(self, req: MigrationRequest) -> MigrationResult:
+        return await super().run(req)
+
+    async def _canary(self) -> None:
+        await _extra_step()
+        await super()._canary()
+
+
+@workflow.defn(name="MigrationWorkflow", sandboxed=False)
+class PatchedExtraStep(MigrationWorkflow):
+    """The same change behind workflow.patched: histories from before the change take the old branch."""
+
+    @workflow.run
+    async def run(self, req: MigrationRequest) -> MigrationResult:
+        return await super().run(req)
+
+    async def _canary(self) -> None:
+        if workflow.patched("extra-step-before-canary"):
+            await _extra_step()
+        await super()._canary()
+
+
+async def _extra_step() -> None:
+    await workflow.execute_activity(record_migration_phase, PhaseInput(run_id=workflow.info().run_id, phase="canary"),
+                                    start_to_close_timeout=timedelta(seconds=10))
+
+
+async def test_an_unpatched_change_fails_replay() -> None:
+    history = load_history(HISTORIES / "migration_promoted.json")
+    with pytest.raises(workflow.NondeterminismError, match="record_migration_phase"):
+        await replayer(UnpatchedExtraStep, EvalWorkflow).replay_workflow(history)
+    # A path the recording never took cannot catch the change: why every outcome has a recorded history.
+    await replayer(UnpatchedExtraStep, EvalWorkflow).replay_workflow(
+        load_history(HISTORIES / "migration_rejected.json"))
+
+
+async def test_the_same_change_behind_a_patch_replays() -> None:
+    for name in ("migration_promoted", "migration_rolled_back", "migration_rejected"):
+        await replayer(PatchedExtraStep, EvalWorkflow).replay_workflow(load_history(HISTORIES / f"{name}.json"))
