@@ -18,7 +18,7 @@ from pairshift.deprecation import AliasTarget, PlannedReminder, ScanPlan, alias_
 from pairshift.migration import InvalidMigration, deployment_policy, plan_migration
 from pairshift.providers import CallParams, Message, ModelSpec, ProviderError, RetryPolicy, complete
 from pairshift.registry import open_registry
-from pairshift.registry.models import Deployment, LedgerEntry, MigrationRow, Model, Reminder, utcnow
+from pairshift.registry.models import Deployment, LedgerEntry, MigrationRow, Model, Observation, Reminder, utcnow
 
 PROBE_RETRY = RetryPolicy(max_attempts=3, max_retry_after_s=30.0)
 
@@ -139,6 +139,11 @@ def find_alias_targets(q: AliasQuery) -> list[AliasTarget]:
         for t in targets:
             dep = s.get(Deployment, t.deployment)
             t.channel = deployment_policy(s, dep).notice.slack_channel if dep else None
+            t.observed_snapshot = s.exec(
+                select(Observation.resolved_model)
+                .where(Observation.deployment == t.deployment, Observation.resolved_model.is_not(None),
+                       Observation.pair.endswith(f"+{t.alias}"))
+                .order_by(Observation.at.desc()).limit(1)).first()
         return targets
 
 

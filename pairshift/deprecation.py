@@ -191,6 +191,8 @@ class AliasTarget(BaseModel):
     known_snapshot: str | None = Field(description="Last seen resolution (alias row), else the config's view.")
     spec_from: str = Field(description="The model row whose provider settings a probe call uses.")
     channel: str | None = Field(None, description="Slack channel of the deployment's policy (filled on load).")
+    observed_snapshot: str | None = Field(
+        None, description="The snapshot the latest production call on the alias was answered by (observations).")
 
 
 def alias_targets(deployments: Sequence[Deployment], models: Sequence[Model],

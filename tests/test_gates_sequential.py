@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def load_calibration() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("calibration", REPO / "bench" / "calibration.py")
+    spec = importlib.util.spec_from_file_location("calibration", REPO / "bench" / "calibration_bench.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["calibration"] = module  # dataclasses resolve their annotations through sys.modules

@@ -152,6 +152,7 @@ async def test_complete_renders_calls_the_sim_and_records_a_hashed_observation(s
         CANDIDATE_PAIR, "candidate", MIGRATION, "ok", 0.75)
     assert row.unit == hash_unit("alice@example.com") and "alice" not in row.unit
     assert row.cost_usd == pytest.approx(result.completion.cost_usd) and row.output_tokens > 0
+    assert row.resolved_model == "sim-fresh-2025-09", "the response's model is recorded: how alias drift is seen"
 
 
 async def test_a_prompt_that_cannot_render_is_recorded_as_an_error_then_raised(sqlite_registry):

