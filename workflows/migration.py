@@ -26,20 +26,52 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.migration import (
-        AuditBatch, PhaseInput, PrepareInput, PromoteInput, RestoreInput, SplitInput, StageCheckInput,
-        check_stage, prepare_migration, promote_pair, record_audit_events, record_migration_phase,
-        restore_baseline, send_notice, set_canary_split,
+        AuditBatch,
+        PhaseInput,
+        PrepareInput,
+        PromoteInput,
+        RestoreInput,
+        SplitInput,
+        StageCheckInput,
+        check_stage,
+        prepare_migration,
+        promote_pair,
+        record_audit_events,
+        record_migration_phase,
+        restore_baseline,
+        send_notice,
+        set_canary_split,
     )
     from pairshift.gates import StageCheck
     from pairshift.migration import AuditIn, MigrationPlan
     from pairshift.notifier import Notice
     from pairshift.policy import Stage
     from workflows.eval import EvalRequest, EvalWorkflow
-    from workflows.migration_rules import refuse_decision, refuse_privileged, tally
+    from workflows.migration_rules import (
+        eval_evidence,
+        eval_summary,
+        refuse_decision,
+        refuse_privileged,
+        root_cause,
+        tally,
+    )
     from workflows.migration_types import (
-        AbortSignal, Approval, ApproveSignal, DecideResult, DecideUpdate, HistoryEvent, MigrationRequest,
-        MigrationResult, MigrationStatus, PauseSignal, PromoteNowSignal, RefusedAttempt, RejectSignal,
-        ResumeSignal, StageStatus, Waiting,
+        AbortSignal,
+        Approval,
+        ApproveSignal,
+        DecideResult,
+        DecideUpdate,
+        HistoryEvent,
+        MigrationRequest,
+        MigrationResult,
+        MigrationStatus,
+        PauseSignal,
+        PromoteNowSignal,
+        RefusedAttempt,
+        RejectSignal,
+        ResumeSignal,
+        StageStatus,
+        Waiting,
     )
 
 # Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
@@ -102,9 +134,9 @@ class MigrationWorkflow:
             raise
         except (ActivityError, ChildWorkflowError) as exc:
             if self.plan is None:  # invalid request: nothing was recorded or moved
-                raise ApplicationError(_cause(exc), type="InvalidMigration", non_retryable=True) from None
+                raise ApplicationError(root_cause(exc), type="InvalidMigration", non_retryable=True) from None
             phase = "rolled_back" if self.traffic_moved else ("failed_eval" if self.phase == "evaluating" else "rejected")
-            await self._finish(phase, f"{_cause(exc)} (failed for good)")
+            await self._finish(phase, f"{root_cause(exc)} (failed for good)")
         await self._close(outbox)
         return MigrationResult(id=workflow.info().workflow_id, deployment=req.deployment, phase=self.phase,
                                from_pair=self.plan and self.plan.from_pair, to_pair=self.plan and self.plan.to_pair,
@@ -252,7 +284,7 @@ class MigrationWorkflow:
 
     async def _promote(self) -> None:
         info = workflow.info()
-        evidence = {"run_id": info.run_id, "eval": _eval_evidence(self.eval_report), "stages": self.stage_log,
+        evidence = {"run_id": info.run_id, "eval": eval_evidence(self.eval_report), "stages": self.stage_log,
                     "approvals": [a.model_dump(mode="json") for a in self.approvals]}
         await workflow.execute_activity(promote_pair, PromoteInput(
             deployment=self.req.deployment, migration=self._split_key(), prompt=self.plan.to_prompt,
@@ -434,30 +466,10 @@ class MigrationWorkflow:
             id=workflow.info().workflow_id, deployment=req.deployment if req else "", phase=self.phase,
             reason=req.reason if req else "", requested_by=req.requested_by if req else "",
             from_pair=self.plan.from_pair if self.plan else None, to_pair=self.plan.to_pair if self.plan else None,
-            eval=_eval_summary(self.eval_report), stage=self.stage, waiting=self.waiting, approvals=self.approvals,
+            eval=eval_summary(self.eval_report), stage=self.stage, waiting=self.waiting, approvals=self.approvals,
             history=self.history, outcome=self.outcome)
 
     @workflow.query
     def report(self) -> dict[str, Any] | None:
         return self.eval_report
 
-
-def _cause(exc: BaseException) -> str:
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return str(exc)
-
-
-def _eval_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
-    keep = ("deployment", "baseline_pair", "target_pair", "dataset", "epochs", "arms", "effects", "gate",
-            "flipped_count", "report_id", "power_note")
-    return {k: report[k] for k in keep if k in report}
-
-
-def _eval_evidence(report: dict[str, Any] | None) -> dict[str, Any]:
-    if not report:
-        return {}
-    return {"runs": {arm: a.get("run_id") for arm, a in report.get("arms", {}).items()},
-            "gate": report.get("gate", {}).get("decision"), "report_id": report.get("report_id")}

@@ -6,6 +6,8 @@ handlers and the tests share one definition.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pairshift.policy import ApprovalPolicy
 
 
@@ -49,3 +51,27 @@ def tally(votes: dict[str, str], required: int) -> str | None:
     if sum(1 for v in votes.values() if v == "approve") >= required:
         return "approved"
     return None
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost cause's message: an activity failure wraps the error the user needs to read."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)
+
+
+def eval_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The eval keys the `status` query carries (the full report is the `report` query and the registry)."""
+    if report is None:
+        return None
+    keep = ("deployment", "baseline_pair", "target_pair", "dataset", "epochs", "arms", "effects", "gate",
+            "flipped_count", "report_id", "power_note")
+    return {k: report[k] for k in keep if k in report}
+
+
+def eval_evidence(report: dict[str, Any] | None) -> dict[str, Any]:
+    """What the ledger keeps of an eval: the run of every arm, the gate and the report id."""
+    if not report:
+        return {}
+    return {"runs": {arm: a.get("run_id") for arm, a in report.get("arms", {}).items()},
+            "gate": report.get("gate", {}).get("decision"), "report_id": report.get("report_id")}
