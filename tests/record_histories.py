@@ -1,11 +1,12 @@
 """Record the workflow histories that tests/test_replay.py replays: `python tests/record_histories.py`.
 
-Runs three migrations of the small examples/ copy (20 cases, epochs 1, the harness's seconds-long TEST_POLICY)
+Runs four migrations of the small examples/ copy (20 cases, epochs 1, the harness's seconds-long TEST_POLICY)
 on the time-skipping test server, in-process, each on a fresh registry and a fresh server:
 
 - ``migration_promoted``: approved (update), paused and resumed in stage 0, stage 1 approved (signal), promoted;
 - ``migration_rolled_back``: a candidate with a 20% error rate, rolled back by the stage-0 gate;
 - ``migration_rejected``: an ignored signal from a non-approver, then rejected (update) before any traffic moved;
+- ``migration_continued_first_run`` / ``_last_run``: a canary that continues as new every two gate checks;
 
 and writes ``(await handle.fetch_history()).to_json()`` of each MigrationWorkflow, and of the promoted one's
 EvalWorkflow child (``eval_promoted``), to ``tests/histories/<name>.json``. Each scenario asserts the outcome
@@ -102,6 +103,28 @@ async def rolled_back(env: WorkflowEnvironment) -> Recorded:
     return {"migration_rolled_back": handle}
 
 
+async def continued(env: WorkflowEnvironment) -> Recorded:
+    """A canary that continues as new every two gate checks: the first run (ends in the handover) and the last."""
+    traffic = Traffic(ALIKE)
+    try:
+        async with migration_worker(env.client, traffic=traffic) as tq:
+            req = MigrationRequest(deployment=DEPLOYMENT, to_model="sim-fresh-2025-09", to_prompt="support-triage@2",
+                                   requested_by="carol", checks_per_run=2)
+            handle = await env.client.start_workflow(MigrationWorkflow.run, req, id=migration_id(DEPLOYMENT),
+                                                     task_queue=tq)
+            await wait_for(handle, waiting_on(0))
+            await _decide(handle, "alice")
+            await env.sleep(120)
+            await wait_for(handle, waiting_on(1))
+            await _decide(handle, "bob")
+            await _expect(handle, "promoted")
+            first = env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+            last = env.client.get_workflow_handle(handle.id)  # no run id: the latest run
+    finally:
+        traffic.close()
+    return {"migration_continued_first_run": first, "migration_continued_last_run": last}
+
+
 async def rejected(env: WorkflowEnvironment) -> Recorded:
     async with migration_worker(env.client, traffic=None) as tq:
         handle = await _start(env.client, tq)
@@ -147,7 +170,7 @@ def _test_server() -> str:
 
 async def main() -> int:
     HISTORIES.mkdir(exist_ok=True)
-    for scenario in (promoted, rolled_back, rejected):
+    for scenario in (promoted, rolled_back, rejected, continued):
         began = time.monotonic()
         for path in await record(scenario, HISTORIES):
             print(f"wrote {path.relative_to(TESTS.parent)} ({path.stat().st_size:,} bytes, "

@@ -244,3 +244,31 @@ async def test_invalid_request_fails_and_changes_nothing(env, time_skipping_env)
     assert_baseline_only()
     with open_registry().session() as s:
         assert s.exec(select(MigrationRow)).all() == []
+
+
+async def test_a_long_canary_continues_as_new_and_loses_nothing(env, time_skipping_env):
+    """Every two gate checks the run hands over to a fresh one: the split, approvals, audit log and stage clock
+    carry over, no stage starts twice, and the migration ends as it would have in one run."""
+    client = time_skipping_env.client
+    traffic = Traffic(BEHAVIOURS)
+    async with migration_worker(client, traffic=traffic) as tq:
+        handle = await start(client, tq, checks_per_run=2)
+        first_run = (await handle.describe()).run_id
+        await wait_for(handle, waiting_on(0))
+        await approve(handle, "alice")
+        await time_skipping_env.sleep(120)
+        await wait_for(handle, waiting_on(1))
+        await approve(handle, "bob", stage=1)
+        result = await handle.result()  # follows the continued runs
+        st = await status(handle)
+    traffic.close()
+    assert result.phase == "promoted", result.outcome
+    assert [h.event for h in st.history].count("continued_as_new") >= 2
+    assert [(a.by, a.stage) for a in st.approvals] == [("alice", 0), ("bob", 1)]
+    events = audit_events(handle)
+    assert [e for e in events if e == "stage_started"] == ["stage_started"] * 3, "no stage started twice"
+    with open_registry().session() as s:
+        (row,) = s.exec(select(MigrationRow)).all()
+        assert (row.run_id, row.phase) == (first_run, "promoted")
+        assert ledger.history(s, "support-triage")[-1].evidence["run_id"] == first_run
+    assert deployment().active_pair == "support-triage@2+sim-fresh-2025-09"

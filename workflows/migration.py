@@ -17,76 +17,38 @@ an activity failing for good — restores 100% baseline before the workflow comp
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.migration import (
-        AuditBatch,
-        PhaseInput,
-        PrepareInput,
-        PromoteInput,
-        RestoreInput,
-        SplitInput,
-        StageCheckInput,
-        check_stage,
-        prepare_migration,
-        promote_pair,
-        record_audit_events,
-        record_migration_phase,
-        restore_baseline,
-        send_notice,
-        set_canary_split,
+        PhaseInput, PrepareInput, PromoteInput, RestoreInput, SplitInput, StageCheckInput, check_stage,
+        prepare_migration, promote_pair, record_migration_phase, restore_baseline, set_canary_split,
     )
     from pairshift.gates import StageCheck
-    from pairshift.migration import AuditIn, MigrationPlan
-    from pairshift.notifier import Notice
+    from pairshift.migration import MigrationPlan
     from pairshift.policy import Stage
     from workflows.eval import EvalRequest, EvalWorkflow
+    from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
     from workflows.migration_rules import (
-        eval_evidence,
-        eval_summary,
-        refuse_decision,
-        refuse_privileged,
-        root_cause,
-        tally,
+        eval_evidence, eval_summary, refuse_decision, refuse_privileged, root_cause, tally,
     )
     from workflows.migration_types import (
-        AbortSignal,
-        Approval,
-        ApproveSignal,
-        DecideResult,
-        DecideUpdate,
-        HistoryEvent,
-        MigrationRequest,
-        MigrationResult,
-        MigrationStatus,
-        PauseSignal,
-        PromoteNowSignal,
-        RefusedAttempt,
-        RejectSignal,
-        ResumeSignal,
-        StageStatus,
-        Waiting,
+        AbortSignal, Approval, ApproveSignal, DecideResult, DecideUpdate, HistoryEvent, MigrationCarry,
+        MigrationRequest, MigrationResult, MigrationStatus, PauseSignal, PromoteNowSignal, RefusedAttempt,
+        RejectSignal, ResumeSignal, StageStatus, Waiting,
     )
 
-# Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
-REGISTRY = dict(start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)))
-# Restoring the baseline must eventually succeed, whatever the outage: retry without limit.
-COMPENSATE = dict(start_to_close_timeout=timedelta(seconds=20),
-                  retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)))
-GATE = dict(start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)))
-NOTICE = dict(start_to_close_timeout=timedelta(seconds=30),
-              retry_policy=RetryPolicy(maximum_attempts=3))
-# Slack may be down or rate limiting: keep retrying (honouring its retry-after) for up to an hour.
-SLACK = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
-             retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)))
+
+class _ContinueAsNew(Exception):
+    """A long stage hands over to a fresh run (raised between two gate checks, never while a human decides)."""
+
+    def __init__(self, stage_index: int, since: datetime) -> None:
+        super().__init__(f"continue as new at stage {stage_index}")
+        self.stage_index, self.since = stage_index, since
 
 
 class _Stop(Exception):
@@ -98,7 +60,7 @@ class _Stop(Exception):
 
 
 @workflow.defn
-class MigrationWorkflow:
+class MigrationWorkflow(MigrationOutbox):
     def __init__(self) -> None:
         self.req: MigrationRequest | None = None
         self.plan: MigrationPlan | None = None
@@ -115,19 +77,26 @@ class MigrationWorkflow:
         self.promote_now_by: str | None = None
         self.traffic_moved = False
         self.stage_log: list[dict[str, Any]] = []
-        self._audit: list[AuditIn] = []
-        self._notices: list[Notice] = []
-        self._seq = 0
-        self._closing = False
+        self._init_outbox()
+        self._origin_run_id: str | None = None  # the first run's id, kept across continue-as-new
+        self._checks = 0  # gate checks in this run
+        self._runs = 1
 
     # ------------------------------------------------------------------ run
 
     @workflow.run
     async def run(self, req: MigrationRequest) -> MigrationResult:
         self.req = req
-        outbox = [asyncio.create_task(self._drain_audit()), asyncio.create_task(self._drain_notices())]
+        self._origin_run_id = req.resume.origin_run_id if req.resume else workflow.info().run_id
+        if req.resume:
+            self._restore(req.resume)
+        outbox = self._start_outbox()
         try:
             await self._migrate()
+        except _ContinueAsNew as handover:
+            self._event("continued_as_new", f"run {self._runs + 1} holds stage {handover.stage_index}")
+            await self._close(outbox)  # the audit log and notices are flushed before the handover
+            workflow.continue_as_new(req.model_copy(update={"resume": self._carry(handover)}))
         except asyncio.CancelledError:
             await self._finish("rolled_back" if self.traffic_moved else "rejected", "the workflow was cancelled")
             await self._close(outbox)
@@ -143,6 +112,13 @@ class MigrationWorkflow:
                                outcome=self.outcome or "")
 
     async def _migrate(self) -> None:
+        if self.req.resume is not None:
+            try:
+                await self._canary(start=self.req.resume.stage_index, resumed_since=self.req.resume.stage_since)
+                await self._promote()
+            except _Stop as stop:
+                await self._finish(stop.phase, stop.why)
+            return
         req, info = self.req, workflow.info()
         self.plan = await workflow.execute_activity(prepare_migration, PrepareInput(
             workflow_id=info.workflow_id, run_id=info.run_id, deployment=req.deployment, to_model=req.to_model,
@@ -167,7 +143,7 @@ class MigrationWorkflow:
         self.phase = phase
         self._event(phase, "phase changed")
         await workflow.execute_activity(record_migration_phase, PhaseInput(
-            run_id=workflow.info().run_id, phase=phase, summary=summary or None), **REGISTRY)
+            run_id=self._origin_run_id, phase=phase, summary=summary or None), **REGISTRY)
 
     async def _evaluate(self) -> None:
         await self._set_phase("evaluating")
@@ -186,7 +162,7 @@ class MigrationWorkflow:
                      facts={"gate": gate.decision, "report_id": getattr(report, "report_id", None)},
                      asks=gate.decision != "fail" and not self.req.dry_run, stage=0)
         await workflow.execute_activity(record_migration_phase, PhaseInput(
-            run_id=workflow.info().run_id, phase=self.phase, summary={"gate": gate.decision,
+            run_id=self._origin_run_id, phase=self.phase, summary={"gate": gate.decision,
                                                                       "report_id": getattr(report, "report_id", None)}),
             **REGISTRY)
         if gate.decision == "fail":
@@ -219,30 +195,39 @@ class MigrationWorkflow:
         if previous == "canary":
             await self._set_phase("canary")
 
-    async def _canary(self) -> None:
+    async def _canary(self, start: int = 0, resumed_since: datetime | None = None) -> None:
         stages = self.plan.policy.canary.stages
         for k, stage in enumerate(stages):
+            if k < start:
+                continue
             if self.promote_now_by:
                 self._event("promote_now", f"remaining stages skipped by {self.promote_now_by}")
                 return
-            if stage.approval and k > 0:
-                await self._decision(k, f"start stage {k} ({stage.percent:g}%)", key=f"start-{k}")
-            since = await workflow.execute_activity(set_canary_split, SplitInput(
-                deployment=self.req.deployment, migration=self._split_key(), prompt=self.plan.to_prompt,
-                model=self.plan.to_model, percent=stage.percent), **REGISTRY)
-            self.traffic_moved = True
-            self.stage = StageStatus(index=k, percent=stage.percent, started_at=since, min_hours=stage.min_hours,
-                                     max_hours=stage.max_hours)
-            if self.phase != "canary":
-                await self._set_phase("canary")
-            self._event("stage_started", f"stage {k}: {stage.percent:g}% to {self.plan.to_pair}")
-            self._notify("stage_started", f"{self.req.deployment}: stage {k} started, {stage.percent:g}% on "
-                         f"{self.plan.to_pair}", stage=k, facts={"percent": stage.percent})
+            if k == start and resumed_since is not None:
+                since = resumed_since  # a continued run holds the stage it was in; the split never moved
+            else:
+                since = await self._start_stage(k, stage)
             decision = await self._hold(k, stage, since)
             self.stage_log.append({"stage": k, "percent": stage.percent, "decision": decision,
                                    "elapsed_hours": round(self.stage.elapsed_hours, 4), "samples": self.stage.samples})
             self._notify("stage_passed", f"{self.req.deployment}: stage {k} ({stage.percent:g}%) {decision}", stage=k,
                          facts={"percent": stage.percent, "samples": self.stage.samples})
+
+    async def _start_stage(self, k: int, stage: Stage) -> datetime:
+        if stage.approval and k > 0:
+            await self._decision(k, f"start stage {k} ({stage.percent:g}%)", key=f"start-{k}")
+        since = await workflow.execute_activity(set_canary_split, SplitInput(
+            deployment=self.req.deployment, migration=self._split_key(), prompt=self.plan.to_prompt,
+            model=self.plan.to_model, percent=stage.percent), **REGISTRY)
+        self.traffic_moved = True
+        self.stage = StageStatus(index=k, percent=stage.percent, started_at=since, min_hours=stage.min_hours,
+                                 max_hours=stage.max_hours)
+        if self.phase != "canary":
+            await self._set_phase("canary")
+        self._event("stage_started", f"stage {k}: {stage.percent:g}% to {self.plan.to_pair}")
+        self._notify("stage_started", f"{self.req.deployment}: stage {k} started, {stage.percent:g}% on "
+                     f"{self.plan.to_pair}", stage=k, facts={"percent": stage.percent})
+        return since
 
     async def _hold(self, k: int, stage: Stage, since) -> str:
         """Hold the stage: check every check_every_minutes; breach rolls back, pass moves on (pause stops the clock)."""
@@ -275,6 +260,12 @@ class MigrationWorkflow:
             if self.stage.elapsed_hours >= max_h and stage.percent < 100:
                 await self._decision(k, f"stage {k} is inconclusive after {max_h:g} hours: pass it?", key=f"pass-{k}")
                 return "passed by a human decision"
+            self._checks += 1
+            handover = self._checks >= self.req.checks_per_run or workflow.info().is_continue_as_new_suggested()
+            # patched: a run recorded before continue-as-new existed keeps scheduling timers where it did
+            if handover and not (self._aborting() or self.promote_now_by or self.paused) \
+                    and workflow.patched("continue-as-new"):
+                raise _ContinueAsNew(k, since)
 
     def _record_check(self, check: StageCheck, max_h: float) -> None:
         self.stage.samples = dict(check.samples)
@@ -283,8 +274,7 @@ class MigrationWorkflow:
         self.stage.time_left_hours = max(0.0, max(self.stage.min_hours, max_h) - self.stage.elapsed_hours)
 
     async def _promote(self) -> None:
-        info = workflow.info()
-        evidence = {"run_id": info.run_id, "eval": eval_evidence(self.eval_report), "stages": self.stage_log,
+        evidence = {"run_id": self._origin_run_id, "eval": eval_evidence(self.eval_report), "stages": self.stage_log,
                     "approvals": [a.model_dump(mode="json") for a in self.approvals]}
         await workflow.execute_activity(promote_pair, PromoteInput(
             deployment=self.req.deployment, migration=self._split_key(), prompt=self.plan.to_prompt,
@@ -297,7 +287,7 @@ class MigrationWorkflow:
         if self.traffic_moved:
             await workflow.execute_activity(restore_baseline, RestoreInput(
                 deployment=self.req.deployment, migration=self._split_key(), reason=why,
-                by=self.req.requested_by, evidence={"run_id": workflow.info().run_id, "stages": self.stage_log}),
+                by=self.req.requested_by, evidence={"run_id": self._origin_run_id, "stages": self.stage_log}),
                 **COMPENSATE)
             self.traffic_moved = False
             self._event("baseline_restored", f"100% on {self.plan.from_pair}")
@@ -305,11 +295,31 @@ class MigrationWorkflow:
         self._event(phase, why)
         if self.plan is not None:
             await workflow.execute_activity(record_migration_phase, PhaseInput(
-                run_id=workflow.info().run_id, phase=phase, summary={"outcome": why}, finished=True), **REGISTRY)
+                run_id=self._origin_run_id, phase=phase, summary={"outcome": why}, finished=True), **REGISTRY)
             kind = phase if phase in ("promoted", "rolled_back", "rejected", "failed_eval") else "info"
             self._notify(kind, f"{self.req.deployment}: {phase.replace('_', ' ')}: {why}")
 
     # ------------------------------------------------------------------ helpers
+
+    def _carry(self, handover: _ContinueAsNew) -> MigrationCarry:
+        return MigrationCarry(
+            origin_run_id=self._origin_run_id, plan=self.plan.model_dump(mode="json"), eval_report=self.eval_report,
+            stage_index=handover.stage_index, stage_since=handover.since, stage_elapsed_hours=self.stage.elapsed_hours,
+            votes=self.votes, approvals=self.approvals, history=self.history, stage_log=self.stage_log,
+            seq=self._seq, paused=self.paused, abort=self.abort_req, promote_now_by=self.promote_now_by,
+            runs=self._runs + 1)  # signals that arrived during the handover travel with it
+
+    def _restore(self, c: MigrationCarry) -> None:
+        self.plan = MigrationPlan.model_validate(c.plan)
+        self.eval_report, self.votes, self.approvals = c.eval_report, c.votes, c.approvals
+        self.history, self.stage_log, self._seq, self.paused, self._runs = (
+            c.history, c.stage_log, c.seq, c.paused, c.runs)
+        self.abort_req, self.promote_now_by = c.abort, c.promote_now_by
+        stage = self.plan.policy.canary.stages[c.stage_index]
+        self.stage = StageStatus(index=c.stage_index, percent=stage.percent, started_at=c.stage_since,
+                                 min_hours=stage.min_hours, max_hours=stage.max_hours,
+                                 elapsed_hours=c.stage_elapsed_hours)
+        self.phase, self.traffic_moved = "canary", True
 
     async def _wait(self, cond: Callable[[], bool], *, hours: float) -> bool:
         """True if ``cond`` became true, False when ``hours`` passed first (a durable timer)."""
@@ -323,7 +333,7 @@ class MigrationWorkflow:
         """Owns the deployment's split and seeds unit bucketing: unique per run, so each migration draws its
         canary units afresh (the workflow id repeats across migrations of a deployment)."""
         info = workflow.info()
-        return f"{info.workflow_id}/{info.run_id}"
+        return f"{info.workflow_id}/{self._origin_run_id}"
 
     def _aborting(self) -> bool:
         return self.abort_req is not None
@@ -332,50 +342,6 @@ class MigrationWorkflow:
         if self.abort_req is not None:
             raise _Stop("rolled_back" if self.traffic_moved else "rejected",
                         f"aborted by {self.abort_req.by}: {self.abort_req.reason}")
-
-    def _event(self, event: str, detail: str = "", *, actor: str | None = None, channel: str | None = None,
-               stage: int | None = None, accepted: bool = True) -> None:
-        now = workflow.now()
-        self.history.append(HistoryEvent(at=now, event=event, detail=detail))
-        del self.history[:-200]  # the query stays small; the audit log keeps everything
-        self._seq += 1
-        self._audit.append(AuditIn(key=f"{self._seq}", event=event, at=now, actor=actor, channel=channel,
-                                   stage=stage, accepted=accepted, detail={"detail": detail}))
-
-    def _notify(self, kind: str, title: str, *, text: str = "", facts: dict | None = None, asks: bool = False,
-                stage: int | None = None) -> None:
-        self._notices.append(Notice(kind=kind, deployment=self.req.deployment, migration=workflow.info().workflow_id,
-                                    title=title, text=text, facts=facts or {}, asks_decision=asks, stage=stage,
-                                    channel=self.plan.policy.notice.slack_channel if self.plan else None))
-
-    async def _drain_audit(self) -> None:
-        while True:
-            await workflow.wait_condition(lambda: bool(self._audit) or self._closing)
-            if not self._audit:
-                return
-            batch, self._audit = self._audit, []
-            info = workflow.info()
-            await workflow.execute_activity(record_audit_events, AuditBatch(
-                workflow_id=info.workflow_id, run_id=info.run_id, events=batch), **COMPENSATE)
-
-    async def _drain_notices(self) -> None:
-        # A separate queue, so a slow or failing channel delays notices, never the migration or its audit log.
-        while True:
-            await workflow.wait_condition(lambda: bool(self._notices) or self._closing)
-            if not self._notices:
-                return
-            notice = self._notices.pop(0)
-            try:
-                await workflow.execute_activity(send_notice, notice, **NOTICE)
-                if notice.channel:
-                    await workflow.execute_activity("post_slack_notice", notice, **SLACK)
-            except ActivityError:
-                pass  # a channel down for longer than SLACK's window: the worker logged it; the migration goes on
-
-    async def _close(self, outbox: list[asyncio.Task]) -> None:
-        self._closing = True
-        await asyncio.gather(*outbox)
-        await workflow.wait_condition(workflow.all_handlers_finished)
 
     # ------------------------------------------------------------------ messages
 

@@ -33,6 +33,10 @@ class MigrationRequest(BaseModel):
     requested_by: str = "unknown"
     policy: dict[str, Any] | None = Field(None, description="An inline policy overriding the deployment's.")
     dry_run: bool = Field(False, description="Notice and evals only; no approval, no traffic moves.")
+    checks_per_run: int = Field(
+        400, ge=1, description="Gate checks per workflow run before it continues as new (keeps each history small).")
+    resume: MigrationCarry | None = Field(
+        None, description="Internal: the state a continued-as-new run resumes from. Leave null.")
 
 
 class Actor(BaseModel):
@@ -154,3 +158,26 @@ class MigrationResult(BaseModel):
     from_pair: str | None
     to_pair: str | None
     outcome: str
+
+
+class MigrationCarry(BaseModel):
+    """What a long canary hands to its next run when it continues as new (history stays small; ids stay)."""
+
+    origin_run_id: str = Field(..., description="The first run's id: owns the split, the migrations row, the audit log.")
+    plan: dict[str, Any]
+    eval_report: dict[str, Any] | None = None
+    stage_index: int
+    stage_since: datetime
+    stage_elapsed_hours: float
+    votes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    approvals: list[Approval] = Field(default_factory=list)
+    history: list[HistoryEvent] = Field(default_factory=list)
+    stage_log: list[dict[str, Any]] = Field(default_factory=list)
+    seq: int = 0
+    paused: bool = False
+    abort: AbortSignal | None = None
+    promote_now_by: str | None = None
+    runs: int = 1
+
+
+MigrationRequest.model_rebuild()
