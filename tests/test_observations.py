@@ -148,3 +148,12 @@ def test_window_aggregates_bucket_by_time_and_variant(canary):
         (T0 + timedelta(minutes=30), "control", 1, 0),
     ]
     assert windows[0].score_mean == pytest.approx(0.5) and windows[1].score_mean is None
+
+
+def test_unit_keys_are_keyed_hashes_when_a_key_is_set(monkeypatch):
+    plain = hash_unit("alice@example.com")
+    monkeypatch.setenv("PAIRSHIFT_UNIT_HASH_KEY", "s3cret")
+    keyed = hash_unit("alice@example.com")
+    assert keyed != plain and len(keyed) == 32 and keyed == hash_unit("alice@example.com")
+    monkeypatch.setenv("PAIRSHIFT_UNIT_HASH_KEY", "another")
+    assert hash_unit("alice@example.com") != keyed, "the digest depends on the secret"

@@ -10,6 +10,8 @@ item indices.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -25,8 +27,19 @@ MAX_ERRORS_REPORTED = 20  # a refused batch names at most this many bad items
 _table = Observation.__table__  # type: ignore[attr-defined]
 
 
+UNIT_HASH_KEY_ENV = "PAIRSHIFT_UNIT_HASH_KEY"
+
+
 def hash_unit(unit_key: str) -> str:
-    """The stored form of a unit key: a SHA-256 prefix, stable, so distinct units can still be counted."""
+    """The stored form of a unit key: a 128-bit digest, stable, so distinct units can still be counted.
+
+    With ``PAIRSHIFT_UNIT_HASH_KEY`` set (a secret, the same on every process that records observations) the
+    digest is an HMAC, so guessable keys such as emails cannot be recovered by hashing candidates; without it,
+    a salted SHA-256.
+    """
+    key = os.environ.get(UNIT_HASH_KEY_ENV)
+    if key:
+        return hmac.new(key.encode(), unit_key.encode(), hashlib.sha256).hexdigest()[:32]
     return hashlib.sha256(b"pairshift-unit\x00" + unit_key.encode()).hexdigest()[:32]
 
 
