@@ -161,9 +161,7 @@ async def probe_alias(t: AliasTarget) -> ProbeResult:
         row = s.get(Model, t.spec_from)
         if row is None:
             return ProbeResult(deployment=t.deployment, alias=t.alias, error=f"model {t.spec_from} left the registry")
-        spec = ModelSpec(id=t.alias, provider=row.provider, base_url=row.base_url,  # type: ignore[arg-type]
-                         api_key_env=row.api_key_env, input_per_mtok=row.input_per_mtok,
-                         output_per_mtok=row.output_per_mtok, timeout_s=30.0)
+        spec = ModelSpec.from_model(row, id=t.alias, timeout_s=30.0)
     try:
         done = await complete(spec, None, [Message(role="user", content="ping")], CallParams(max_tokens=1),
                               retry=PROBE_RETRY)

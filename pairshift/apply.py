@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from pairshift import ledger
 from pairshift.config import (
@@ -30,6 +30,7 @@ from pairshift.config import (
 )
 from pairshift.policy import Policy
 from pairshift.prompts import TemplateProblem, check_template, content_hash
+from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
     DatasetCase,
@@ -204,12 +205,6 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
     _record(result, False, "")
 
 
-def model_exists(s: Session, name: str) -> bool:
-    if s.get(Model, name) is not None:
-        return True
-    return any(name in (m.aliases or []) for m in s.exec(select(Model)).all())
-
-
 def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str) -> None:
     cfg: DeploymentConfig = item.obj
     policy_name = cfg.policy if isinstance(cfg.policy, str) else f"{cfg.name}-inline"
@@ -218,7 +213,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
         s.flush()
     if s.get(PromptVersion, cfg.prompt) is None:
         raise ConfigError(f"{item.where('prompt')}: unknown prompt version {cfg.prompt}")
-    if not model_exists(s, cfg.model):
+    if find_model(s, cfg.model) is None:
         raise ConfigError(f"{item.where('model')}: unknown model {cfg.model}")
     if cfg.dataset and s.get(Dataset, cfg.dataset) is None:
         raise ConfigError(f"{item.where('dataset')}: unknown dataset {cfg.dataset}")

@@ -14,11 +14,11 @@ from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, select
 
 from pairshift.policy import Policy, format_validation_error
+from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     AuditEvent,
     Deployment,
     MigrationRow,
-    Model,
     PolicyRow,
     PromptVersion,
     pair_id,
@@ -46,17 +46,6 @@ class MigrationPlan(BaseModel):
     @property
     def to_pair(self) -> str:
         return pair_id(self.to_prompt, self.to_model)
-
-
-def find_model(s: Session, name: str) -> Model | None:
-    """A model by id, or the snapshot row that lists ``name`` among its aliases."""
-    row = s.get(Model, name)
-    if row is not None:
-        return row
-    for m in s.exec(select(Model)).all():
-        if name in (m.aliases or []):
-            return m
-    return None
 
 
 def deployment_policy(s: Session, dep: Deployment, override: dict[str, Any] | None = None) -> Policy:

@@ -103,14 +103,9 @@ def load_split(session: Session, deployment: str) -> Split:
     return Split(
         deployment=dep.name, migration=dep.migration, threshold=round(percent * 100) if candidate else 0,
         control=assignment(*pairs[0], "control"), candidate=candidate, prompts=prompts,
-        models={mid: _spec(m) for mid, m in models.items()},
+        models={mid: ModelSpec.from_model(m) for mid, m in models.items()},
         params={pid: _params(p.params) for pid, p in prompts.items()},
     )
-
-
-def _spec(m: Model) -> ModelSpec:
-    return ModelSpec(id=m.id, provider=m.provider, base_url=m.base_url, api_key_env=m.api_key_env,  # type: ignore[arg-type]
-                     input_per_mtok=m.input_per_mtok, output_per_mtok=m.output_per_mtok)
 
 
 def _params(raw: Mapping[str, Any]) -> CallParams:

@@ -23,7 +23,7 @@ from temporalio.client import (
 from temporalio.exceptions import FailureError
 
 from pairshift.calendar import CalendarError, load_calendar, sync
-from pairshift.cli.common import EXIT_FAILED, CLIError, console, emit_json, table
+from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, table
 from pairshift.deprecation import active_snapshot, by_id, is_alias
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model
@@ -126,15 +126,6 @@ def _parse_day(text: str | None) -> date | None:
 # ----------------------------------------------------------------------------------------- Temporal
 
 
-async def _connect() -> Client:
-    from pairshift.temporal_client import connect
-
-    try:
-        return await connect()
-    except RuntimeError as exc:
-        raise CLIError(f"cannot reach Temporal at {get_settings().temporal_address}: {exc}", code=EXIT_FAILED) from None
-
-
 async def run_scan(client: Client, today: date | None = None, *, task_queue: str | None = None) -> Any:
     """Run DeprecationScanWorkflow once and wait for its result (a worker must poll ``task_queue``)."""
     from workflows.deprecation import DeprecationScanWorkflow, ScanRequest
@@ -154,7 +145,7 @@ def deprecations_scan(
 
     async def _go() -> Any:
         try:
-            return await run_scan(await _connect(), day)
+            return await run_scan(await connect_or_fail(), day)
         except WorkflowFailureError as exc:
             cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc.cause or exc)
             raise CLIError(f"the deprecation scan failed: {cause} (is `pairshift worker` running?)",
@@ -212,7 +203,7 @@ def schedules_install(json_out: bool = typer.Option(False, "--json", help="Machi
     """Create the deprecation-scan (daily) and alias-drift (every 6 hours) Schedules; idempotent."""
 
     async def _go() -> dict[str, str]:
-        return await install_schedules(await _connect())
+        return await install_schedules(await connect_or_fail())
 
     result = asyncio.run(_go())
     if json_out:

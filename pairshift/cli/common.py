@@ -45,3 +45,16 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     console.print(t)
+
+
+async def connect_or_fail():
+    """A Temporal client, or a one-line failure (exit 1) saying where the CLI looked."""
+    from pairshift.settings import get_settings
+    from pairshift.temporal_client import connect
+
+    try:
+        return await connect()
+    except RuntimeError as exc:
+        address = get_settings().temporal_address
+        raise CLIError(f"cannot reach Temporal at {address} ({exc}); is `pairshift server` running?",
+                       code=EXIT_FAILED) from None

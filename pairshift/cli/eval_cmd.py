@@ -15,7 +15,9 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, console, emit_json, err_console, os_user, table
+from pairshift.cli.common import (
+    EXIT_BAD_INPUT, EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, err_console, os_user, table,
+)
 from pairshift.reports import EvalReport
 from pairshift.settings import get_settings
 
@@ -93,15 +95,10 @@ async def _run(request, *, show_progress: bool):  # type: ignore[no-untyped-def]
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
 
-    from pairshift.temporal_client import connect
     from workflows.eval import EvalWorkflow
 
     settings = get_settings()
-    try:
-        client = await connect()
-    except RuntimeError as exc:
-        raise CLIError(f"cannot reach Temporal at {settings.temporal_address} ({exc}); is `pairshift server` "
-                       "running?", EXIT_FAILED) from None
+    client = await connect_or_fail()
     handle = await client.start_workflow(EvalWorkflow.run, request, task_queue=settings.task_queue,
                                          id=f"eval-{request.deployment}-{uuid.uuid4().hex[:8]}")
     err_console.print(f"eval workflow {handle.id} started on task queue {settings.task_queue}")

@@ -15,7 +15,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from pairshift.cli.common import EXIT_FAILED, CLIError, console, emit_json, os_user
+from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, os_user
 from pairshift.settings import get_settings
 from workflows.migration_types import (
     TERMINAL_PHASES, AbortSignal, DecideUpdate, MigrationRequest, MigrationStatus, PauseSignal, PromoteNowSignal,
@@ -26,21 +26,12 @@ app = typer.Typer(help="Start, watch and decide migrations.", no_args_is_help=Tr
 AS_HELP = "Who is acting (default: the operating-system user)."
 
 
-async def _client():
-    from pairshift.temporal_client import connect
-
-    try:
-        return await connect()
-    except RuntimeError as exc:
-        raise CLIError(f"cannot reach Temporal at {get_settings().temporal_address}: {exc}", code=EXIT_FAILED) from None
-
-
 def _normalise_id(ident: str) -> str:
     return ident if ident.startswith("migration-") else migration_id(ident)
 
 
 async def _handle(ident: str) -> WorkflowHandle:
-    return (await _client()).get_workflow_handle(_normalise_id(ident))
+    return (await connect_or_fail()).get_workflow_handle(_normalise_id(ident))
 
 
 async def _status(handle: WorkflowHandle) -> MigrationStatus:
@@ -99,7 +90,7 @@ async def start_migration(req: MigrationRequest) -> WorkflowHandle:
     """Start MigrationWorkflow; a live migration of the same deployment is refused, naming it."""
     from workflows.migration import MigrationWorkflow
 
-    client = await _client()
+    client = await connect_or_fail()
     wid = migration_id(req.deployment)
     try:
         return await client.start_workflow(

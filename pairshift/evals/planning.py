@@ -4,8 +4,8 @@ An eval compares a deployment's active pair (baseline) with a target pair on the
 as the 2x2 factorial of PRODUCT §1/§6. :func:`plan_eval` validates the request, runs only the arms that differ
 from baseline, reuses a recent identical baseline run, chooses a judge of another model family when the
 dataset has model-graded assertions, and creates the ``EvalRun`` rows (idempotently: run ids are derived from
-the eval id). The registry lookups here (:func:`find_model`, :func:`model_spec`, :func:`load_cases`) are shared
-with :mod:`pairshift.evals.batches`.
+the eval id). The registry lookups here (:func:`model_spec`, :func:`load_cases`, and :func:`find_model` from
+:mod:`pairshift.registry.lookup`) are shared with :mod:`pairshift.evals.batches`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pairshift.registry.models import (
     PromptVersion,
     utcnow,
 )
+from pairshift.registry.lookup import find_model
 from pairshift.registry.store import Registry
 from pairshift.stats import ArmName
 
@@ -110,18 +111,9 @@ class EvalPlan(BaseModel):
 # ---------------------------------------------------------------- registry lookups
 
 
-def find_model(s: Session, name: str) -> Model | None:
-    """The model row for an id, or the snapshot row listing ``name`` among its aliases."""
-    row = s.get(Model, name)
-    if row is not None:
-        return row
-    return next((m for m in s.exec(select(Model)).all() if name in (m.aliases or [])), None)
-
-
 def model_spec(row: Model, name: str) -> ModelSpec:
     """A call spec for ``name`` (the id asked for, possibly an alias) with the row's provider and prices."""
-    return ModelSpec(id=name, provider=row.provider, base_url=row.base_url, api_key_env=row.api_key_env,  # type: ignore[arg-type]
-                     input_per_mtok=row.input_per_mtok, output_per_mtok=row.output_per_mtok)
+    return ModelSpec.from_model(row, id=name)
 
 
 def model_family(model_id: str, provider: str) -> str:

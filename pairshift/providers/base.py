@@ -59,6 +59,12 @@ class ModelSpec(BaseModel):
     output_per_mtok: float = Field(default=0.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
 
+    @classmethod
+    def from_model(cls, row: Any, *, id: str | None = None, **overrides: Any) -> ModelSpec:
+        """The spec of a registry model row; ``id`` is the name to call (an alias the row lists, say)."""
+        return cls(id=id or row.id, provider=row.provider, base_url=row.base_url, api_key_env=row.api_key_env,
+                   input_per_mtok=row.input_per_mtok, output_per_mtok=row.output_per_mtok, **overrides)
+
 
 class Message(BaseModel):
     """One turn of the conversation (the system text travels separately)."""
