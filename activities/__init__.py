@@ -3,7 +3,13 @@
 from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.health import registry_health
-from activities.slack import post_slack_notice
 from activities.migration import ALL as MIGRATION_ACTIVITIES
+from activities.slack import post_slack_notice
 
-ALL_ACTIVITIES: list = [registry_health, *EVAL_ACTIVITIES, *MIGRATION_ACTIVITIES, post_slack_notice, *DEPRECATION_ACTIVITIES]
+ALL_ACTIVITIES: list = [
+    registry_health,
+    *EVAL_ACTIVITIES,
+    *MIGRATION_ACTIVITIES,
+    post_slack_notice,
+    *DEPRECATION_ACTIVITIES,
+]

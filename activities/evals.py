@@ -37,7 +37,8 @@ class RoutedEvalPlan(evals.EvalPlan):
     """The plan plus each arm's batch route; histories recorded before routes existed read as no routes."""
 
     routes: dict[str, BatchRoute] = Field(
-        default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue.")
+        default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue."
+    )
 
 
 class SummarizeInput(BaseModel):
@@ -116,5 +117,8 @@ def build_eval_report(data: ReportInput) -> EvalReport:
 
 
 EVAL_ACTIVITIES: list[Callable[..., object] | Callable[..., Awaitable[object]]] = [
-    plan_eval, run_eval_batch, summarize_eval_run, build_eval_report,
+    plan_eval,
+    run_eval_batch,
+    summarize_eval_run,
+    build_eval_report,
 ]

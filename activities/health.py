@@ -21,4 +21,6 @@ class RegistryHealth(BaseModel):
 def registry_health() -> RegistryHealth:
     with open_registry().session() as s:
         count = lambda m: s.exec(select(func.count()).select_from(m)).one()  # noqa: E731
-        return RegistryHealth(models=count(Model), prompts=count(PromptVersion), deployments=count(Deployment))
+        return RegistryHealth(
+            models=count(Model), prompts=count(PromptVersion), deployments=count(Deployment)
+        )

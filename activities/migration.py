@@ -15,7 +15,15 @@ from temporalio.exceptions import ApplicationError
 
 from pairshift import canary, notifier
 from pairshift.gates import StageCheck, stage_gate
-from pairshift.migration import AuditIn, InvalidMigration, MigrationPlan, plan_migration, record_audit, record_phase, record_started
+from pairshift.migration import (
+    AuditIn,
+    InvalidMigration,
+    MigrationPlan,
+    plan_migration,
+    record_audit,
+    record_phase,
+    record_started,
+)
 from pairshift.policy import CanaryPolicy
 from pairshift.registry import open_registry
 
@@ -36,10 +44,21 @@ def prepare_migration(req: PrepareInput) -> MigrationPlan:
     """Validate the request into a plan and record the migration; a bad request fails without retries."""
     try:
         with open_registry().session() as s:
-            plan = plan_migration(s, deployment=req.deployment, to_model=req.to_model, to_prompt=req.to_prompt,
-                                  policy=req.policy)
-            record_started(s, run_id=req.run_id, workflow_id=req.workflow_id, plan=plan, reason=req.reason,
-                           requested_by=req.requested_by)
+            plan = plan_migration(
+                s,
+                deployment=req.deployment,
+                to_model=req.to_model,
+                to_prompt=req.to_prompt,
+                policy=req.policy,
+            )
+            record_started(
+                s,
+                run_id=req.run_id,
+                workflow_id=req.workflow_id,
+                plan=plan,
+                reason=req.reason,
+                requested_by=req.requested_by,
+            )
             return plan
     except InvalidMigration as exc:
         raise ApplicationError(str(exc), type="InvalidMigration", non_retryable=True) from None
@@ -136,8 +155,14 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
     with open_registry().session() as s:
         stats = variant_stats(s, inp.deployment, inp.migration, inp.since)
     empty = VariantStats(n=0)
-    return stage_gate(stats.get("control", empty), stats.get("candidate", empty), inp.percent, inp.canary,
-                      elapsed_hours=inp.elapsed_hours, min_hours=inp.min_hours)
+    return stage_gate(
+        stats.get("control", empty),
+        stats.get("candidate", empty),
+        inp.percent,
+        inp.canary,
+        elapsed_hours=inp.elapsed_hours,
+        min_hours=inp.min_hours,
+    )
 
 
 @activity.defn
@@ -146,5 +171,13 @@ def send_notice(notice: notifier.Notice) -> list[str]:
     return notifier.send(notice)
 
 
-ALL = [prepare_migration, record_migration_phase, record_audit_events, set_canary_split, restore_baseline,
-       promote_pair, check_stage, send_notice]
+ALL = [
+    prepare_migration,
+    record_migration_phase,
+    record_audit_events,
+    set_canary_split,
+    restore_baseline,
+    promote_pair,
+    check_stage,
+    send_notice,
+]

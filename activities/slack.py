@@ -34,5 +34,7 @@ def post_slack_notice(notice: Notice) -> dict[str, Any]:
         return notifier.post(notice).model_dump(exclude_defaults=True)
     except SlackRetryable as exc:
         delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-        log.warning("slack notice %s of %s delayed: %s", notice.kind, notice.migration or notice.deployment, exc)
+        log.warning(
+            "slack notice %s of %s delayed: %s", notice.kind, notice.migration or notice.deployment, exc
+        )
         raise ApplicationError(str(exc), type="SlackUnavailable", next_retry_delay=delay) from None

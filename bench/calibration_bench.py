@@ -50,8 +50,15 @@ class Counts:
     xt: NDArray[np.int64]
 
 
-def simulate(rng: np.random.Generator, canaries: int, checks: int, share: float, per_check: int,
-             p_control: float, p_candidate: float) -> Counts:
+def simulate(
+    rng: np.random.Generator,
+    canaries: int,
+    checks: int,
+    share: float,
+    per_check: int,
+    p_control: float,
+    p_candidate: float,
+) -> Counts:
     """Each check interval: requests split Binomial(per_check, share); errors Binomial per arm."""
     nt_step = rng.binomial(per_check, share, size=(canaries, checks))
     nc_step = per_check - nt_step
@@ -111,16 +118,31 @@ def configs(baseline: float, stages: list[tuple[float, float, float]]) -> list[G
     assert default.metrics.error_rate is not None
     auto = {pct: required_samples(default, baseline, pct) for pct, _, _ in stages}
     return [
-        GateConfig(f"default policy (max_increase {default.metrics.error_rate.max_increase:g}, alpha "
-                   f"{default.alpha:g} split over 5 metrics)", default.metrics.error_rate.max_increase,
-                   metric_alpha(default), auto),
-        GateConfig("one metric, any increase (margin 0, alpha 0.05)", 0.0, 0.05,
-                   {pct: 10**12 for pct, _, _ in stages}),
+        GateConfig(
+            f"default policy (max_increase {default.metrics.error_rate.max_increase:g}, alpha "
+            f"{default.alpha:g} split over 5 metrics)",
+            default.metrics.error_rate.max_increase,
+            metric_alpha(default),
+            auto,
+        ),
+        GateConfig(
+            "one metric, any increase (margin 0, alpha 0.05)",
+            0.0,
+            0.05,
+            {pct: 10**12 for pct, _, _ in stages},
+        ),
     ]
 
 
-def run(canaries: int, seed: int, rate: float, baseline: float, check_minutes: float,
-        stages: list[tuple[float, float, float]], increases: list[float]) -> str:
+def run(
+    canaries: int,
+    seed: int,
+    rate: float,
+    baseline: float,
+    check_minutes: float,
+    stages: list[tuple[float, float, float]],
+    increases: list[float],
+) -> str:
     rng = np.random.default_rng(seed)
     per_check = int(round(rate * check_minutes * 60))
     lines: list[str] = []
@@ -143,15 +165,19 @@ def run(canaries: int, seed: int, rate: float, baseline: float, check_minutes: f
                         f"| {pct:g}% | {min_h:g} / {max_h:g} h | {checks} | {breach.any(axis=1).mean():.4f} | "
                         f"{nv.any(axis=1).mean():.4f} | {op['rollback']:.4f} | {op['pass']:.3f} | {_h(op['t_pass'])} | "
                         f"{op['human']:.3f} | {cfg.min_samples[pct] if cfg.min_samples[pct] < 10**12 else 'never'} | "
-                        f"{srm:.4f} |")
+                        f"{srm:.4f} |"
+                    )
                 else:
                     detected = first(breach)
-                    t_first = float(np.median(hours[detected[detected >= 0]])) if (detected >= 0).any() else np.nan
+                    t_first = (
+                        float(np.median(hours[detected[detected >= 0]])) if (detected >= 0).any() else np.nan
+                    )
                     alt_rows.append(
                         f"| {pct:g}% | +{inc * 100:g} | {op['rollback']:.3f} | {_h(op['t_rollback'])} | "
                         f"{op['pass']:.3f} | {breach.any(axis=1).mean():.3f} | "
                         f"{_h(t_first)} | "
-                        f"{nv.any(axis=1).mean():.3f} |")
+                        f"{nv.any(axis=1).mean():.3f} |"
+                    )
         lines += _tables(cfg, null_rows, alt_rows)
     elapsed = time.perf_counter() - started
     return _document(canaries, seed, rate, baseline, check_minutes, stages, lines, elapsed)
@@ -163,53 +189,79 @@ def _h(hours: float) -> str:
 
 def _tables(cfg: GateConfig, null_rows: list[str], alt_rows: list[str]) -> list[str]:
     return [
-        f"### {cfg.label}", "",
+        f"### {cfg.label}",
+        "",
         f"Per-check error-rate interval at alpha {cfg.alpha:g} (two-sided), allowed increase "
-        f"{cfg.margin * 100:g} points; the naive test is a z-test at 0.05 against the same margin.", "",
-        "Candidate == control (false rollbacks):", "",
+        f"{cfg.margin * 100:g} points; the naive test is a z-test at 0.05 against the same margin.",
+        "",
+        "Candidate == control (false rollbacks):",
+        "",
         "| stage | min / max hours | checks | always-valid: any breach over all checks | naive z @0.05: any "
         "rejection over all checks | gate: rolled back | gate: passed | median h to pass | to a human at max_hours "
         "| min_samples (smaller arm) | SRM false stops |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
-        *null_rows, "",
-        "Error-rate increases (detection):", "",
+        *null_rows,
+        "",
+        "Error-rate increases (detection):",
+        "",
         "| stage | increase (points) | gate: rolled back | median h to rollback | gate: passed (missed) | "
         "always-valid: any breach to max_hours | median h to first breach | naive z: any rejection |",
         "|---|---|---|---|---|---|---|---|",
-        *alt_rows, "",
+        *alt_rows,
+        "",
     ]
 
 
-def _document(canaries: int, seed: int, rate: float, baseline: float, check_minutes: float,
-              stages: list[tuple[float, float, float]], tables: list[str], elapsed: float) -> str:
+def _document(
+    canaries: int,
+    seed: int,
+    rate: float,
+    baseline: float,
+    check_minutes: float,
+    stages: list[tuple[float, float, float]],
+    tables: list[str],
+    elapsed: float,
+) -> str:
     stage_text = ", ".join(f"{p:g}% (min {a:g} h, max {b:g} h)" for p, a, b in stages)
     mc = np.sqrt(0.05 * 0.95 / canaries)
-    return "\n".join([
-        "# Canary gate calibration (error rate)", "",
-        "Generated by `python bench/calibration_bench.py`; do not edit by hand.", "",
-        "## Parameters", "",
-        f"- {canaries:,} simulated canaries per stage and scenario, numpy seed {seed}",
-        f"- traffic {rate:g} requests/s in total, split per request by the stage percent; checks every "
-        f"{check_minutes:g} minutes ({int(round(rate * check_minutes * 60)):,} requests per check)",
-        f"- stages (the default policy's first three): {stage_text}; every check up to max_hours is simulated",
-        f"- control error rate {baseline:.0%}; candidate = control, or control + 1, 2, 5 points",
-        "- the default policy gates 5 metrics (error rate, invalid rate, score, latency p95, cost per call), so the "
-        "error-rate interval gets alpha/5; min_samples is `auto` at the control rate",
-        f"- Monte Carlo standard error of a rate near 0.05: {mc:.4f}",
-        f"- run time {elapsed:.1f} s", "",
-        "## How to read it", "",
-        "- *any breach / any rejection over all checks*: the chance that a test which looks at every check until "
-        "max_hours ever says \"worse\"; for the always-valid test this must be at or under its alpha.",
-        "- *gate: rolled back / passed / to a human*: the stage as the gate runs it (breach ends it at once; pass "
-        "at the first check at or after min_hours with min_samples and a non-inferior interval; else a human at "
-        "max_hours). Under the default margin an increase of exactly +1 point is *allowed* by the policy, so "
-        "it is not meant to be rolled back; the margin-0 configuration shows detection of any increase.",
-        "- The always-valid test is conservative at 15-minute checks: its boundary holds under continuous "
-        "monitoring, and only its upper side can roll back, so its false rollback rate sits far under alpha. The "
-        "price is detection time; the naive test's higher detection comes with its inflated false rollbacks.", "",
-        "## Results", "",
-        *tables,
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# Canary gate calibration (error rate)",
+                "",
+                "Generated by `python bench/calibration_bench.py`; do not edit by hand.",
+                "",
+                "## Parameters",
+                "",
+                f"- {canaries:,} simulated canaries per stage and scenario, numpy seed {seed}",
+                f"- traffic {rate:g} requests/s in total, split per request by the stage percent; checks every "
+                f"{check_minutes:g} minutes ({int(round(rate * check_minutes * 60)):,} requests per check)",
+                f"- stages (the default policy's first three): {stage_text}; every check up to max_hours is simulated",
+                f"- control error rate {baseline:.0%}; candidate = control, or control + 1, 2, 5 points",
+                "- the default policy gates 5 metrics (error rate, invalid rate, score, latency p95, cost per call), so the "
+                "error-rate interval gets alpha/5; min_samples is `auto` at the control rate",
+                f"- Monte Carlo standard error of a rate near 0.05: {mc:.4f}",
+                f"- run time {elapsed:.1f} s",
+                "",
+                "## How to read it",
+                "",
+                "- *any breach / any rejection over all checks*: the chance that a test which looks at every check until "
+                'max_hours ever says "worse"; for the always-valid test this must be at or under its alpha.',
+                "- *gate: rolled back / passed / to a human*: the stage as the gate runs it (breach ends it at once; pass "
+                "at the first check at or after min_hours with min_samples and a non-inferior interval; else a human at "
+                "max_hours). Under the default margin an increase of exactly +1 point is *allowed* by the policy, so "
+                "it is not meant to be rolled back; the margin-0 configuration shows detection of any increase.",
+                "- The always-valid test is conservative at 15-minute checks: its boundary holds under continuous "
+                "monitoring, and only its upper side can roll back, so its false rollback rate sits far under alpha. The "
+                "price is detection time; the naive test's higher detection comes with its inflated false rollbacks.",
+                "",
+                "## Results",
+                "",
+                *tables,
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -222,8 +274,15 @@ def main() -> None:
     args = parser.parse_args()
     policy = CanaryPolicy()
     stages = [(s.percent, s.min_hours, s.max_hours or s.min_hours) for s in policy.stages[:3]]
-    text = run(args.canaries, args.seed, args.rate, args.baseline, policy.check_every_minutes, stages,
-               [0.01, 0.02, 0.05])
+    text = run(
+        args.canaries,
+        args.seed,
+        args.rate,
+        args.baseline,
+        policy.check_every_minutes,
+        stages,
+        [0.01, 0.02, 0.05],
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -35,14 +35,15 @@ MODEL = "sim-classic-2024-06"
 def _config(folder: Path, base_url: str, rpm: float | None) -> Path:
     """The example config, sim-classic behind the fake server, a 1,000-case dataset (300 examples repeated)."""
     import yaml
-
     from test_evals_support import EXAMPLES
 
     config = yaml.safe_load((EXAMPLES / "pairshift.yaml").read_text())
     limits: dict[str, float] = {"concurrency": CONCURRENCY} | ({"requests_per_minute": rpm} if rpm else {})
     for model in config["models"]:
         model.update(provider="anthropic", base_url=base_url, limits=limits)
-    source = [json.loads(line) for line in (EXAMPLES / "datasets/support-triage.jsonl").read_text().splitlines()]
+    source = [
+        json.loads(line) for line in (EXAMPLES / "datasets/support-triage.jsonl").read_text().splitlines()
+    ]
     (folder / "datasets").mkdir(parents=True, exist_ok=True)
     with (folder / "datasets/support-triage.jsonl").open("w") as out:
         for i in range(CASES):
@@ -54,8 +55,14 @@ def _config(folder: Path, base_url: str, rpm: float | None) -> Path:
 def _request(no_cache: bool):  # type: ignore[no-untyped-def]
     from pairshift.evals import EvalRequest
 
-    return EvalRequest(deployment="support-triage", to_model=MODEL, to_prompt="support-triage@2", epochs=1,
-                       no_cache=no_cache, requested_by="bench")
+    return EvalRequest(
+        deployment="support-triage",
+        to_model=MODEL,
+        to_prompt="support-triage@2",
+        epochs=1,
+        no_cache=no_cache,
+        requested_by="bench",
+    )
 
 
 class _Sim:
@@ -99,8 +106,9 @@ async def _via_temporal(client, queue: str, no_cache: bool) -> tuple[float, obje
     from workflows.eval import EvalWorkflow
 
     start = time.perf_counter()
-    report = await client.execute_workflow(EvalWorkflow.run, _request(no_cache), id=f"bench-{uuid.uuid4().hex[:8]}",
-                                           task_queue=queue)
+    report = await client.execute_workflow(
+        EvalWorkflow.run, _request(no_cache), id=f"bench-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
     return time.perf_counter() - start, report
 
 
@@ -116,8 +124,13 @@ async def _direct(registry) -> float:  # type: ignore[no-untyped-def]
         async with gate:
             await evals.run_batch(registry, spec)
 
-    await asyncio.gather(*(one(evals.BatchSpec(run_id=a.run_id, start=lo, stop=hi, no_cache=True))
-                           for a in plan.arms for lo, hi in evals.batch_ranges(plan.n_cases)))
+    await asyncio.gather(
+        *(
+            one(evals.BatchSpec(run_id=a.run_id, start=lo, stop=hi, no_cache=True))
+            for a in plan.arms
+            for lo, hi in evals.batch_ranges(plan.n_cases)
+        )
+    )
     evals.build_report(registry, plan, [evals.summarize_run(registry, a.run_id) for a in plan.arms])
     return time.perf_counter() - start
 
@@ -137,9 +150,15 @@ async def _scenario(tmp: Path, sim, client, queue: str, rpm: float | None) -> di
     for phase in ("temporal", "direct"):
         sim.reset()
         reset_limiters()
-        seconds = (await _via_temporal(client, queue, True))[0] if phase == "temporal" else await _direct(registry)
+        seconds = (
+            (await _via_temporal(client, queue, True))[0] if phase == "temporal" else await _direct(registry)
+        )
         stats = sim.stats()
-        out[f"{phase}_s"], out[f"{phase}_429"], out[f"{phase}_ok"] = seconds, stats.get("rate_limited", 0), stats["ok"]
+        out[f"{phase}_s"], out[f"{phase}_429"], out[f"{phase}_ok"] = (
+            seconds,
+            stats.get("rate_limited", 0),
+            stats["ok"],
+        )
     sim.reset()
     out["cached_s"], report = await _via_temporal(client, queue, False)
     out["cached_calls"] = sum(a.cached_calls for n, a in report.arms.items() if n != "joint")  # type: ignore[attr-defined]
@@ -148,24 +167,29 @@ async def _scenario(tmp: Path, sim, client, queue: str, rpm: float | None) -> di
 
 
 async def _main() -> dict[str, dict[str, float]]:
-    from temporalio.testing import WorkflowEnvironment
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
     from conftest import temporal_bin
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
     from worker.main import build_worker
 
     limit = {MODEL: {"requests": int(RATE_PER_S * WINDOW_S), "per_seconds": WINDOW_S}}
     limited, unlimited = _Sim(latency_ms=LATENCY_MS, rate_limits=limit), _Sim(latency_ms=LATENCY_MS)
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_bin(), ui=False,
-                                                data_converter=pydantic_data_converter,
-                                                dev_server_extra_args=["--log-level", "error"])
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_bin(),
+        ui=False,
+        data_converter=pydantic_data_converter,
+        dev_server_extra_args=["--log-level", "error"],
+    )
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["PAIRSHIFT_HOME"] = tmp
             async with build_worker(env.client, task_queue=queue):
-                return {"rate-limited": await _scenario(Path(tmp), limited, env.client, queue, RATE_PER_S * 60),
-                        "unlimited": await _scenario(Path(tmp), unlimited, env.client, queue, None)}
+                return {
+                    "rate-limited": await _scenario(Path(tmp), limited, env.client, queue, RATE_PER_S * 60),
+                    "unlimited": await _scenario(Path(tmp), unlimited, env.client, queue, None),
+                }
     finally:
         await env.shutdown()
         limited.stop()
@@ -176,28 +200,43 @@ def _markdown(r: dict[str, dict[str, float]]) -> str:
     lim, free = r["rate-limited"], r["unlimited"]
     calls = 2 * CASES
     overhead = lambda s: (s["temporal_s"] - s["direct_s"]) / s["direct_s"]  # noqa: E731
-    return "\n".join([
-        "# Eval throughput benchmark", "",
-        f"{calls:,} calls (prompt-only eval: {CASES:,} cases x 1 epoch x 2 arms, one model) against the fake provider "
-        f"server (Anthropic wire format, {LATENCY_MS:.0f} ms per answer), {CONCURRENCY} concurrent calls per model, "
-        f"batches of {min(200, max(10, -(-CASES // 25)))} cases, 8 batch activities in flight.", "",
-        "| scenario | path | seconds | calls/s | of ceiling | 429s | provider calls |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-        *(f"| rate limit {RATE_PER_S}/s ({int(RATE_PER_S * WINDOW_S)} per {WINDOW_S:g} s window) | {p} | "
-          f"{lim[f'{p}_s']:.2f} | {calls / lim[f'{p}_s']:.1f} | {calls / lim[f'{p}_s'] / RATE_PER_S:.3f} | "
-          f"{lim[f'{p}_429']:.0f} | {lim[f'{p}_ok']:.0f} |" for p in ("temporal", "direct")),
-        *(f"| no rate limit | {p} | {free[f'{p}_s']:.2f} | {calls / free[f'{p}_s']:.1f} | - | {free[f'{p}_429']:.0f} | "
-          f"{free[f'{p}_ok']:.0f} |" for p in ("temporal", "direct")), "",
-        f"- Achieved / ceiling (through Temporal, rate-limited): **{calls / lim['temporal_s'] / RATE_PER_S:.3f}** "
-        f"(target >= 0.9); 429s received: **{lim['temporal_429']:.0f}**.",
-        f"- Temporal overhead vs direct calls: **{overhead(lim) * 100:+.1f}%** rate-limited, "
-        f"**{overhead(free) * 100:+.1f}%** unlimited (target < 15%).",
-        f"- Cached re-run: **{lim['cached_s']:.2f} s** with {lim['cached_provider_calls']:.0f} provider calls "
-        f"(baseline reused, {lim['cached_calls']:.0f} calls from the response cache).", "",
-        "The ceiling counts the whole eval (planning, summaries and the report included) against the rate limit. The "
-        "rate limit is set below this machine's CPU-bound throughput (the unlimited rows) so that the limiter, not "
-        "the CPU, is what the first rows measure.",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                "# Eval throughput benchmark",
+                "",
+                f"{calls:,} calls (prompt-only eval: {CASES:,} cases x 1 epoch x 2 arms, one model) against the fake provider "
+                f"server (Anthropic wire format, {LATENCY_MS:.0f} ms per answer), {CONCURRENCY} concurrent calls per model, "
+                f"batches of {min(200, max(10, -(-CASES // 25)))} cases, 8 batch activities in flight.",
+                "",
+                "| scenario | path | seconds | calls/s | of ceiling | 429s | provider calls |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+                *(
+                    f"| rate limit {RATE_PER_S}/s ({int(RATE_PER_S * WINDOW_S)} per {WINDOW_S:g} s window) | {p} | "
+                    f"{lim[f'{p}_s']:.2f} | {calls / lim[f'{p}_s']:.1f} | {calls / lim[f'{p}_s'] / RATE_PER_S:.3f} | "
+                    f"{lim[f'{p}_429']:.0f} | {lim[f'{p}_ok']:.0f} |"
+                    for p in ("temporal", "direct")
+                ),
+                *(
+                    f"| no rate limit | {p} | {free[f'{p}_s']:.2f} | {calls / free[f'{p}_s']:.1f} | - | {free[f'{p}_429']:.0f} | "
+                    f"{free[f'{p}_ok']:.0f} |"
+                    for p in ("temporal", "direct")
+                ),
+                "",
+                f"- Achieved / ceiling (through Temporal, rate-limited): **{calls / lim['temporal_s'] / RATE_PER_S:.3f}** "
+                f"(target >= 0.9); 429s received: **{lim['temporal_429']:.0f}**.",
+                f"- Temporal overhead vs direct calls: **{overhead(lim) * 100:+.1f}%** rate-limited, "
+                f"**{overhead(free) * 100:+.1f}%** unlimited (target < 15%).",
+                f"- Cached re-run: **{lim['cached_s']:.2f} s** with {lim['cached_provider_calls']:.0f} provider calls "
+                f"(baseline reused, {lim['cached_calls']:.0f} calls from the response cache).",
+                "",
+                "The ceiling counts the whole eval (planning, summaries and the report included) against the rate limit. The "
+                "rate limit is set below this machine's CPU-bound throughput (the unlimited rows) so that the limiter, not "
+                "the CPU, is what the first rows measure.",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:

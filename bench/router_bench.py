@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,27 +66,50 @@ def bench_resolve(registry) -> dict[str, float]:
             resolve(unit)
         throughput = RESOLVE_N / (time.perf_counter() - started)
     timings.sort()
-    return {"median_us": timings[RESOLVE_N // 2] / 1000, "p99_us": timings[int(RESOLVE_N * 0.99)] / 1000,
-            "max_us": timings[-1] / 1000, "per_s": throughput}
+    return {
+        "median_us": timings[RESOLVE_N // 2] / 1000,
+        "p99_us": timings[int(RESOLVE_N * 0.99)] / 1000,
+        "max_us": timings[-1] / 1000,
+        "per_s": throughput,
+    }
 
 
 def _batch(k: int) -> list[ObservationIn]:
-    at = datetime.now(timezone.utc)
-    pairs = (("control", "support-triage@1+sim-classic-2024-06"), ("candidate", "support-triage@2+sim-fresh-2025-09"))
-    return [ObservationIn(deployment=DEPLOYMENT, pair=pairs[i % 5 == 0][1], variant=pairs[i % 5 == 0][0],
-                          unit=f"user-{k}-{i}", latency_ms=420.0 + i % 100, input_tokens=180, output_tokens=40,
-                          cost_usd=0.0011, outcome="error" if i % 97 == 0 else "ok", score=0.9, at=at)
-            for i in range(BATCH)]
+    at = datetime.now(UTC)
+    pairs = (
+        ("control", "support-triage@1+sim-classic-2024-06"),
+        ("candidate", "support-triage@2+sim-fresh-2025-09"),
+    )
+    return [
+        ObservationIn(
+            deployment=DEPLOYMENT,
+            pair=pairs[i % 5 == 0][1],
+            variant=pairs[i % 5 == 0][0],
+            unit=f"user-{k}-{i}",
+            latency_ms=420.0 + i % 100,
+            input_tokens=180,
+            output_tokens=40,
+            cost_usd=0.0011,
+            outcome="error" if i % 97 == 0 else "ok",
+            score=0.9,
+            at=at,
+        )
+        for i in range(BATCH)
+    ]
 
 
 def bench_ingest(registry) -> dict[str, float]:
-    batches = [_batch(k) for k in range(INGEST_BATCHES)]  # built outside the timing: the wire already parsed them
+    batches = [
+        _batch(k) for k in range(INGEST_BATCHES)
+    ]  # built outside the timing: the wire already parsed them
     started = time.perf_counter()
     for b in batches:
         with registry.session() as s:
             store_batch(s, b)
     direct = INGEST_BATCHES * BATCH / (time.perf_counter() - started)
-    writer = ObservationWriter(registry, max_queue=INGEST_BATCHES * BATCH, batch_size=BATCH, flush_interval_s=0.05)
+    writer = ObservationWriter(
+        registry, max_queue=INGEST_BATCHES * BATCH, batch_size=BATCH, flush_interval_s=0.05
+    )
     started = time.perf_counter()
     with writer:
         for b in batches:
@@ -139,7 +162,7 @@ def write_report(results: dict[str, dict[str, float]]) -> None:
     lines = [
         "# Router and ingest benchmark",
         "",
-        f"`bench/router_bench.py`, {datetime.now(timezone.utc):%Y-%m-%d}, Python {platform.python_version()}, "
+        f"`bench/router_bench.py`, {datetime.now(UTC):%Y-%m-%d}, Python {platform.python_version()}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs (shared with other work while measured).",
         "",
         "## `Router.resolve` (in-process, 20% canary, 200,000 distinct units after a 50,000-call warm-up)",
@@ -159,12 +182,21 @@ def write_report(results: dict[str, dict[str, float]]) -> None:
             lines.append(f"| {store} | not measured (no server on 127.0.0.1:5432) | | |")
             continue
         i = results[store]
-        target = (f"> 20,000/s: {'met' if i['store_batch_per_s'] > 20_000 else 'MISSED'}"
-                  if store == "sqlite" else "")
-        lines.append(f"| {store} | {i['store_batch_per_s']:,.0f} /s | {i['writer_per_s']:,.0f} /s "
-                     f"({i['dropped']:.0f} dropped) | {target} |")
-    lines += ["", "Statistics of timings: p99 is the 99th percentile of single-call `perf_counter_ns` timings; "
-              "ingest includes validation against the registry, unit hashing and the bulk insert.", ""]
+        target = (
+            f"> 20,000/s: {'met' if i['store_batch_per_s'] > 20_000 else 'MISSED'}"
+            if store == "sqlite"
+            else ""
+        )
+        lines.append(
+            f"| {store} | {i['store_batch_per_s']:,.0f} /s | {i['writer_per_s']:,.0f} /s "
+            f"({i['dropped']:.0f} dropped) | {target} |"
+        )
+    lines += [
+        "",
+        "Statistics of timings: p99 is the 99th percentile of single-call `perf_counter_ns` timings; "
+        "ingest includes validation against the registry, unit hashing and the bulk insert.",
+        "",
+    ]
     out = REPO / "bench" / "results" / "router.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))

@@ -14,14 +14,34 @@ from pathlib import Path
 from pairshift.sim.snapshots import triage_truth
 
 TEAMS = {
-    "billing": ["I was charged twice for my subscription", "my invoice shows the wrong amount",
-                "I need a refund for last month", "the charge on my card is not mine", "why was I billed after cancelling"],
-    "technical": ["the app shows an error when I upload files", "the dashboard crashes on startup",
-                  "there is a bug in the export feature", "I cannot login, the page spins forever", "the API returns error 500"],
-    "account": ["I forgot my password and the reset email never arrives", "please change the email on my account",
-                "how do I delete my account", "I want to add a teammate to my account", "my password reset link expired"],
-    "shipping": ["my package has not arrived", "the delivery was left at the wrong address",
-                 "tracking says shipping is delayed", "the package arrived damaged", "can you change my delivery date"],
+    "billing": [
+        "I was charged twice for my subscription",
+        "my invoice shows the wrong amount",
+        "I need a refund for last month",
+        "the charge on my card is not mine",
+        "why was I billed after cancelling",
+    ],
+    "technical": [
+        "the app shows an error when I upload files",
+        "the dashboard crashes on startup",
+        "there is a bug in the export feature",
+        "I cannot login, the page spins forever",
+        "the API returns error 500",
+    ],
+    "account": [
+        "I forgot my password and the reset email never arrives",
+        "please change the email on my account",
+        "how do I delete my account",
+        "I want to add a teammate to my account",
+        "my password reset link expired",
+    ],
+    "shipping": [
+        "my package has not arrived",
+        "the delivery was left at the wrong address",
+        "tracking says shipping is delayed",
+        "the package arrived damaged",
+        "can you change my delivery date",
+    ],
 }
 SEVERITY_CUES = {
     "urgent": ["Our whole team is down, this is an outage!", "URGENT: we need this fixed immediately."],
@@ -38,8 +58,16 @@ def make_case(i: int, rng: random.Random) -> dict:
     team = rng.choice(sorted(TEAMS))
     severity = rng.choice(sorted(SEVERITY_CUES))
     tier = rng.choice(TIERS)
-    body = " ".join(x for x in (rng.choice(OPENERS), rng.choice(TEAMS[team]) + ".",
-                                rng.choice(SEVERITY_CUES[severity]), rng.choice(CLOSERS)) if x)
+    body = " ".join(
+        x
+        for x in (
+            rng.choice(OPENERS),
+            rng.choice(TEAMS[team]) + ".",
+            rng.choice(SEVERITY_CUES[severity]),
+            rng.choice(CLOSERS),
+        )
+        if x
+    )
     expected = triage_truth(tier, body)
     return {
         "id": f"ticket-{i:04d}",

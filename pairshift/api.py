@@ -78,11 +78,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code i
 class _State:
     """Per-app state: the registry and one router per deployment, made on first use."""
 
-    def __init__(self, registry: Registry | None, temporal_client_factory: TemporalClientFactory | None) -> None:
+    def __init__(
+        self, registry: Registry | None, temporal_client_factory: TemporalClientFactory | None
+    ) -> None:
         self._registry = registry
         self.temporal_client_factory = temporal_client_factory
         self.routers: dict[str, Router] = {}
-        self._writer: ObservationWriter | None = None  # one writer shared by the routers (none record here today)
+        self._writer: ObservationWriter | None = (
+            None  # one writer shared by the routers (none record here today)
+        )
         self._lock = threading.Lock()
 
     @property
@@ -111,9 +115,19 @@ class _State:
 
 
 def _migration_out(m: MigrationRow) -> MigrationOut:
-    return MigrationOut(id=m.workflow_id, run_id=m.run_id, deployment=m.deployment, phase=m.phase, reason=m.reason,
-                        from_pair=m.from_pair, to_pair=m.to_pair, requested_by=m.requested_by,
-                        started_at=m.started_at, finished_at=m.finished_at, summary=m.summary or {})
+    return MigrationOut(
+        id=m.workflow_id,
+        run_id=m.run_id,
+        deployment=m.deployment,
+        phase=m.phase,
+        reason=m.reason,
+        from_pair=m.from_pair,
+        to_pair=m.to_pair,
+        requested_by=m.requested_by,
+        started_at=m.started_at,
+        finished_at=m.finished_at,
+        summary=m.summary or {},
+    )
 
 
 def _routes(state: _State) -> APIRouter:
@@ -130,12 +144,16 @@ def _routes(state: _State) -> APIRouter:
         return {"ok": True, "registry": "ok"}
 
     @api.get("/v1/deployments/{name}/resolve", response_model=Assignment, tags=["router"])
-    def resolve(name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")) -> Assignment:
+    def resolve(
+        name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")
+    ) -> Assignment:
         """The pair serving ``unit`` now (sticky): for apps that cannot embed the Python router."""
         try:
             return state.router(name).resolve(unit)
         except UnknownDeployment as exc:
-            raise ApiError(404, str(exc), [{"loc": ["path", "name"], "field": "name", "msg": str(exc)}]) from exc
+            raise ApiError(
+                404, str(exc), [{"loc": ["path", "name"], "field": "name", "msg": str(exc)}]
+            ) from exc
 
     @api.post("/v1/observations", response_model=Accepted, tags=["observations"])
     def observations(batch: ObservationBatch) -> Accepted:
@@ -148,7 +166,9 @@ def _routes(state: _State) -> APIRouter:
             raise ApiError(422, str(exc), detail) from exc
 
     @api.get("/v1/migrations", response_model=list[MigrationOut], tags=["migrations"])
-    def migrations(deployment: str | None = None, limit: int = Query(100, ge=1, le=1000)) -> list[MigrationOut]:
+    def migrations(
+        deployment: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    ) -> list[MigrationOut]:
         """Migrations, newest first, live and finished (the registry's record)."""
         query = select(MigrationRow).order_by(MigrationRow.started_at.desc()).limit(limit)
         if deployment:
@@ -159,17 +179,24 @@ def _routes(state: _State) -> APIRouter:
     @api.get("/v1/migrations/{migration_id}", response_model=MigrationOut, tags=["migrations"])
     async def migration(migration_id: str) -> MigrationOut:
         """One migration by workflow id (its latest run) or run id; ``live`` is the workflow's status query."""
-        query = (select(MigrationRow)
-                 .where((MigrationRow.workflow_id == migration_id) | (MigrationRow.run_id == migration_id))
-                 .order_by(MigrationRow.started_at.desc()).limit(1))
+        query = (
+            select(MigrationRow)
+            .where((MigrationRow.workflow_id == migration_id) | (MigrationRow.run_id == migration_id))
+            .order_by(MigrationRow.started_at.desc())
+            .limit(1)
+        )
+
         def read() -> MigrationRow | None:
             with state.registry.session() as s:
                 return s.scalars(query).first()
 
         row = await run_in_threadpool(read)  # keep the event loop free of database I/O
         if row is None:
-            raise ApiError(404, f"unknown migration {migration_id!r}",
-                           [{"loc": ["path", "migration_id"], "field": "migration_id", "msg": "not found"}])
+            raise ApiError(
+                404,
+                f"unknown migration {migration_id!r}",
+                [{"loc": ["path", "migration_id"], "field": "migration_id", "msg": "not found"}],
+            )
         out = _migration_out(row)
         if state.temporal_client_factory is not None:
             await _add_live_status(state.temporal_client_factory, out)
@@ -185,8 +212,11 @@ def _routes(state: _State) -> APIRouter:
             try:
                 report = load_report(state.registry, report_id)
             except EvalInputError:
-                raise ApiError(404, f"unknown report {report_id!r}",
-                               [{"loc": ["path", "report_id"], "field": "report_id", "msg": "not found"}]) from None
+                raise ApiError(
+                    404,
+                    f"unknown report {report_id!r}",
+                    [{"loc": ["path", "report_id"], "field": "report_id", "msg": "not found"}],
+                ) from None
             return render_html(report, flipped_outputs(state.registry, report))
 
         return HTMLResponse(await run_in_threadpool(read))
@@ -207,19 +237,26 @@ async def _add_live_status(factory: TemporalClientFactory, out: MigrationOut) ->
 def _validation_error(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return _json(400, "malformed JSON body", [{"loc": list(e.get("loc", [])), "msg": e.get("msg")} for e in errors])
+        return _json(
+            400, "malformed JSON body", [{"loc": list(e.get("loc", [])), "msg": e.get("msg")} for e in errors]
+        )
     detail = []
     for e in errors:
         loc = [p for p in e.get("loc", []) if p != "body"]
         index = loc[1] if len(loc) > 1 and loc[0] == "observations" and isinstance(loc[1], int) else None
         field = ".".join(str(p) for p in (loc[2:] if index is not None else loc)) or None
         detail.append({"loc": loc, "index": index, "field": field, "msg": e.get("msg")})
-    if any(e.get("type") == "too_long" and [p for p in e.get("loc", []) if p != "body"] == ["observations"]
-           for e in errors):
+    if any(
+        e.get("type") == "too_long" and [p for p in e.get("loc", []) if p != "body"] == ["observations"]
+        for e in errors
+    ):
         return _json(413, f"a batch holds at most {MAX_BATCH:,} observations; nothing was stored", detail)
     first = detail[0]
-    where = (f"observation {first['index']}" + (f" field {first['field']}" if first["field"] else "")
-             if first["index"] is not None else f"field {first['field'] or 'body'}")
+    where = (
+        f"observation {first['index']}" + (f" field {first['field']}" if first["field"] else "")
+        if first["index"] is not None
+        else f"field {first['field'] or 'body'}"
+    )
     more = f" (and {len(detail) - 1} more error(s))" if len(detail) > 1 else ""
     return _json(422, f"{where}: {first['msg']}{more}; nothing was stored", detail)
 
@@ -262,8 +299,12 @@ def create_app(
         yield
         state.close()  # stop router refresh threads and the writer thread
 
-    app = FastAPI(title="pairshift", version="0.1.0", lifespan=lifespan,
-                  description="Router, observations and migration status of pairshift (PRODUCT §9).")
+    app = FastAPI(
+        title="pairshift",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Router, observations and migration status of pairshift (PRODUCT §9).",
+    )
     app.state.pairshift = state
     _install_error_handlers(app)
     app.include_router(_routes(state))

@@ -153,8 +153,18 @@ def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
         )
         return _record(result, True, f"created prompt {cfg.id}")
     if row.content_hash != digest:
-        stored = {"system": row.system, "template": row.template, "variables": row.variables, "params": row.params}
-        new = {"system": cfg.system, "template": cfg.template, "variables": cfg.variables, "params": cfg.params}
+        stored = {
+            "system": row.system,
+            "template": row.template,
+            "variables": row.variables,
+            "params": row.params,
+        }
+        new = {
+            "system": cfg.system,
+            "template": cfg.template,
+            "variables": cfg.variables,
+            "params": cfg.params,
+        }
         fields = [k for k in stored if stored[k] != new[k]] or ["content"]
         raise ConfigError(
             f"{item.where(fields[0])}: prompt versions are immutable and {cfg.id} already exists with a different "
@@ -188,12 +198,26 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
             "give the changed cases a new version"
         )
     if existing is None:
-        s.add(DatasetVersion(id=version_id, name=cfg.name, version=version, content_hash=digest,
-                             n_cases=len(cases), source=str(source)))
+        s.add(
+            DatasetVersion(
+                id=version_id,
+                name=cfg.name,
+                version=version,
+                content_hash=digest,
+                n_cases=len(cases),
+                source=str(source),
+            )
+        )
         s.flush()
         for idx, case in enumerate(cases):
-            s.add(DatasetCase(dataset_version=version_id, idx=idx, case_id=case.id,
-                              data=case.model_dump(mode="json", by_alias=True)))
+            s.add(
+                DatasetCase(
+                    dataset_version=version_id,
+                    idx=idx,
+                    case_id=case.id,
+                    data=case.model_dump(mode="json", by_alias=True),
+                )
+            )
     head = s.get(Dataset, cfg.name)
     if head is None:
         s.add(Dataset(name=cfg.name, current_version=version_id))
@@ -220,18 +244,38 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
     if s.get(PolicyRow, policy_name) is None and policy_name != "default":
         raise ConfigError(f"{item.where('policy')}: unknown policy {policy_name}")
     if policy_name == "default" and s.get(PolicyRow, "default") is None:
-        s.add(PolicyRow(name="default", spec=Policy().model_dump(mode="json"),
-                        content_hash=_policy_hash(Policy().model_dump(mode="json"))))
+        s.add(
+            PolicyRow(
+                name="default",
+                spec=Policy().model_dump(mode="json"),
+                content_hash=_policy_hash(Policy().model_dump(mode="json")),
+            )
+        )
     if s.get(Model, cfg.model) is None:
-        result.warnings.append(f"{item.where('model')}: {cfg.model} is an alias (unpinned): the provider may repoint it")
+        result.warnings.append(
+            f"{item.where('model')}: {cfg.model} is an alias (unpinned): the provider may repoint it"
+        )
     row = s.get(Deployment, cfg.name)
     if row is None:
-        row = Deployment(name=cfg.name, active_prompt=cfg.prompt, active_model=cfg.model,
-                         dataset=cfg.dataset, policy=policy_name)
+        row = Deployment(
+            name=cfg.name,
+            active_prompt=cfg.prompt,
+            active_model=cfg.model,
+            dataset=cfg.dataset,
+            policy=policy_name,
+        )
         s.add(row)
         s.flush()
-        ledger.append(s, deployment=cfg.name, prompt=cfg.prompt, model=cfg.model, by=by,
-                      reason="initial apply", migration=None, evidence={})
+        ledger.append(
+            s,
+            deployment=cfg.name,
+            prompt=cfg.prompt,
+            model=cfg.model,
+            by=by,
+            reason="initial apply",
+            migration=None,
+            evidence={},
+        )
         return _record(result, True, f"created deployment {cfg.name} ({row.active_pair})")
     if (row.active_prompt, row.active_model) != (cfg.prompt, cfg.model):
         result.warnings.append(

@@ -52,7 +52,9 @@ class CalendarEntry(BaseModel):
 
     id: str = Field(..., min_length=1, description="The provider's snapshot id.")
     provider: Literal["anthropic", "openai", "openai-compatible", "sim"]
-    aliases: list[str] = Field(default_factory=list, description="Names the provider points at this snapshot.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Names the provider points at this snapshot."
+    )
     price: CalendarPrice | None = None
     deprecated_on: date | None = Field(None, description="When the retirement was announced.")
     retires_on: date | None = Field(None, description="From this day on, calls fail.")
@@ -153,10 +155,17 @@ def load_litellm(path: Path, text: str, *, read_on: date) -> list[CalendarEntry]
         if provider is None or raw.get("mode", "chat") != "chat":
             continue
         model_id = key.removeprefix(f"{raw['litellm_provider']}/")
-        fields: dict[str, Any] = {"id": model_id, "provider": provider, "source": str(path), "read_on": read_on}
+        fields: dict[str, Any] = {
+            "id": model_id,
+            "provider": provider,
+            "source": str(path),
+            "read_on": read_on,
+        }
         if "input_cost_per_token" in raw or "output_cost_per_token" in raw:
-            fields["price"] = {"input_per_mtok": _per_mtok(raw.get("input_cost_per_token", 0)),
-                               "output_per_mtok": _per_mtok(raw.get("output_cost_per_token", 0))}
+            fields["price"] = {
+                "input_per_mtok": _per_mtok(raw.get("input_cost_per_token", 0)),
+                "output_per_mtok": _per_mtok(raw.get("output_cost_per_token", 0)),
+            }
         if raw.get("deprecation_date") is not None:
             fields["retires_on"] = raw["deprecation_date"]
         try:
@@ -176,8 +185,11 @@ def _per_mtok(per_token: Any) -> Any:
 
 def _litellm_error(exc: ValidationError, path: Path, key: str) -> str:
     # Name LiteLLM's own field, not ours, so the user finds it in their file.
-    theirs = {"retires_on": "deprecation_date", "price.input_per_mtok": "input_cost_per_token",
-              "price.output_per_mtok": "output_cost_per_token"}
+    theirs = {
+        "retires_on": "deprecation_date",
+        "price.input_per_mtok": "input_cost_per_token",
+        "price.output_per_mtok": "output_cost_per_token",
+    }
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()))
@@ -201,7 +213,9 @@ class SyncResult(BaseModel):
     created: list[str] = Field(default_factory=list)
     updated: list[str] = Field(default_factory=list)
     unchanged: int = 0
-    kept_config: list[str] = Field(default_factory=list, description="Rows config owns: never changed by a sync.")
+    kept_config: list[str] = Field(
+        default_factory=list, description="Rows config owns: never changed by a sync."
+    )
 
 
 def sync(session: Session, entries: list[CalendarEntry]) -> SyncResult:

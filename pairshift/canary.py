@@ -29,11 +29,17 @@ def _deployment(s: Session, name: str, migration: str) -> Deployment:
     return dep
 
 
-def set_split(s: Session, *, deployment: str, migration: str, prompt: str, model: str, percent: float) -> datetime:
+def set_split(
+    s: Session, *, deployment: str, migration: str, prompt: str, model: str, percent: float
+) -> datetime:
     """Route ``percent`` of units to (prompt, model); returns when this split took effect."""
     dep = _deployment(s, deployment, migration)
     unchanged = (dep.migration, dep.candidate_prompt, dep.candidate_model, dep.canary_percent) == (
-        migration, prompt, model, percent)
+        migration,
+        prompt,
+        model,
+        percent,
+    )
     if not unchanged:
         dep.migration, dep.candidate_prompt, dep.candidate_model = migration, prompt, model
         dep.canary_percent = percent
@@ -42,16 +48,30 @@ def set_split(s: Session, *, deployment: str, migration: str, prompt: str, model
     return dep.updated_at
 
 
-def restore_baseline(s: Session, *, deployment: str, migration: str, reason: str = "rollback", by: str = "pairshift",
-                     evidence: dict[str, Any] | None = None) -> bool:
+def restore_baseline(
+    s: Session,
+    *,
+    deployment: str,
+    migration: str,
+    reason: str = "rollback",
+    by: str = "pairshift",
+    evidence: dict[str, Any] | None = None,
+) -> bool:
     """100% back to the active pair, with a ledger row saying why. Returns whether anything had to change."""
     dep = _deployment(s, deployment, migration)
     if dep.migration is None and dep.candidate_prompt is None and dep.canary_percent == 0:
         return False
     moved_from = dep.candidate_pair
-    ledger.append(s, deployment=deployment, prompt=dep.active_prompt, model=dep.active_model, by=by,
-                  reason=f"rolled back from {moved_from}: {reason}", migration=migration,
-                  evidence=evidence or {})
+    ledger.append(
+        s,
+        deployment=deployment,
+        prompt=dep.active_prompt,
+        model=dep.active_model,
+        by=by,
+        reason=f"rolled back from {moved_from}: {reason}",
+        migration=migration,
+        evidence=evidence or {},
+    )
     dep.migration = dep.candidate_prompt = dep.candidate_model = None
     dep.canary_percent = 0.0
     dep.updated_at = utcnow()
@@ -59,8 +79,17 @@ def restore_baseline(s: Session, *, deployment: str, migration: str, reason: str
     return True
 
 
-def promote(s: Session, *, deployment: str, migration: str, prompt: str, model: str, by: str, reason: str,
-            evidence: dict[str, Any]) -> bool:
+def promote(
+    s: Session,
+    *,
+    deployment: str,
+    migration: str,
+    prompt: str,
+    model: str,
+    by: str,
+    reason: str,
+    evidence: dict[str, Any],
+) -> bool:
     """Make (prompt, model) the active pair and write the ledger row. Idempotent per migration."""
     dep = _deployment(s, deployment, migration)
     if (dep.active_prompt, dep.active_model) == (prompt, model) and dep.migration is None:
@@ -70,6 +99,14 @@ def promote(s: Session, *, deployment: str, migration: str, prompt: str, model: 
     dep.canary_percent = 0.0
     dep.updated_at = utcnow()
     s.add(dep)
-    ledger.append(s, deployment=deployment, prompt=prompt, model=model, by=by, reason=reason,
-                  migration=migration, evidence=evidence)
+    ledger.append(
+        s,
+        deployment=deployment,
+        prompt=prompt,
+        model=model,
+        by=by,
+        reason=reason,
+        migration=migration,
+        evidence=evidence,
+    )
     return True

@@ -33,10 +33,16 @@ class Limits(_Strict):
     """The provider's limits for this model; evals run as fast as they allow and no faster."""
 
     requests_per_minute: int | None = Field(None, gt=0, description="Requests per minute; None = unlimited.")
-    tokens_per_minute: int | None = Field(None, gt=0, description="Input + output tokens per minute; None = unlimited.")
-    concurrency: int | None = Field(None, gt=0, description="Calls in flight at once; None = the eval's default.")
+    tokens_per_minute: int | None = Field(
+        None, gt=0, description="Input + output tokens per minute; None = unlimited."
+    )
+    concurrency: int | None = Field(
+        None, gt=0, description="Calls in flight at once; None = the eval's default."
+    )
     calls_per_batch: int | None = Field(
-        None, gt=0, description="Provider calls per eval batch on the model's own task queue; None = about 10 s of "
+        None,
+        gt=0,
+        description="Provider calls per eval batch on the model's own task queue; None = about 10 s of "
         "requests_per_minute, 20..200.",
     )
 
@@ -44,14 +50,21 @@ class Limits(_Strict):
 class ModelConfig(_Strict):
     id: str = Field(..., min_length=1, description="Provider model id: a snapshot, or an alias.")
     provider: Literal["anthropic", "openai", "openai-compatible", "sim"] = Field(
-        ..., description="Wire format: Anthropic Messages, OpenAI chat completions (also vLLM, Ollama, gateways), or sim."
+        ...,
+        description="Wire format: Anthropic Messages, OpenAI chat completions (also vLLM, Ollama, gateways), or sim.",
     )
-    aliases: list[str] = Field(default_factory=list, description="Names the provider may point at this snapshot.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Names the provider may point at this snapshot."
+    )
     price: Price = Field(default_factory=Price)
     deprecated_on: date | None = Field(None, description="When the provider announced the retirement.")
-    retires_on: date | None = Field(None, description="After this date calls fail; scans act lead_days before.")
+    retires_on: date | None = Field(
+        None, description="After this date calls fail; scans act lead_days before."
+    )
     replacement: str | None = Field(None, description="The model a deprecation migration moves to.")
-    base_url: str | None = Field(None, description="API base URL; None = the provider's (or ANTHROPIC_/OPENAI_BASE_URL).")
+    base_url: str | None = Field(
+        None, description="API base URL; None = the provider's (or ANTHROPIC_/OPENAI_BASE_URL)."
+    )
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
     limits: Limits = Field(default_factory=Limits, description="Rate limits of this model at the provider.")
 
@@ -59,14 +72,20 @@ class ModelConfig(_Strict):
     @classmethod
     def _a_name_not_a_secret(cls, v: str | None) -> str | None:
         if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError("must be the NAME of an environment variable (e.g. VLLM_API_KEY), never the key itself")
+            raise ValueError(
+                "must be the NAME of an environment variable (e.g. VLLM_API_KEY), never the key itself"
+            )
         return v
 
 
 class PromptConfig(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Prompt name.")
-    version: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
-                         description="Immutable version; changed text needs a new one.")
+    version: str = Field(
+        ...,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Immutable version; changed text needs a new one.",
+    )
     system: str | None = Field(None, description="System text (Jinja2, sandboxed, StrictUndefined).")
     template: str = Field(..., description="User message template (Jinja2, sandboxed, StrictUndefined).")
     variables: list[str] = Field(default_factory=list, description="Every variable the templates may use.")
@@ -88,7 +107,9 @@ class DatasetConfig(_Strict):
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="Dataset name.")
     path: str | None = Field(None, description="JSONL, CSV or OpenAI Evals JSONL, relative to the YAML file.")
     promptfoo: str | None = Field(None, description="A promptfooconfig.yaml, relative to the YAML file.")
-    version: str | None = Field(None, description="Optional label; default: the first 12 hex digits of the hash.")
+    version: str | None = Field(
+        None, description="Optional label; default: the first 12 hex digits of the hash."
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -97,9 +118,12 @@ class DatasetConfig(_Strict):
 
 
 class DeploymentConfig(_Strict):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The feature production code calls.")
-    prompt: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$",
-                        description="Initial prompt version, name@version.")
+    name: str = Field(
+        ..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The feature production code calls."
+    )
+    prompt: str = Field(
+        ..., pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$", description="Initial prompt version, name@version."
+    )
     model: str = Field(..., description="Initial model: a snapshot id, or an alias (flagged unpinned).")
     dataset: str | None = Field(None, description="Golden dataset for migrations' evals.")
     policy: str | Policy = Field("default", description="A policy name, or an inline policy.")
@@ -153,7 +177,9 @@ def _parse_file(file: Path) -> ConfigDoc:
     if raw is None:
         return ConfigDoc()
     if not isinstance(raw, dict):
-        raise ConfigError(f"{file}: expected a mapping with models/prompts/datasets/deployments/policies at the top")
+        raise ConfigError(
+            f"{file}: expected a mapping with models/prompts/datasets/deployments/policies at the top"
+        )
     try:
         return ConfigDoc.model_validate(raw)
     except ValidationError as exc:

@@ -41,7 +41,9 @@ class PlannedReminder(BaseModel):
     days_left: int
     retires_on: date
     replacement: str | None
-    also_marks: list[int] = Field(default_factory=list, description="Larger thresholds recorded as sent silently.")
+    also_marks: list[int] = Field(
+        default_factory=list, description="Larger thresholds recorded as sent silently."
+    )
     needs_human: str | None = Field(None, description="Why no migration starts by itself; None = one does.")
 
 
@@ -64,8 +66,12 @@ class ScanPlan(BaseModel):
     reminders: list[PlannedReminder] = Field(default_factory=list)
     starts: list[PlannedStart] = Field(default_factory=list)
     flags: list[RetiredFlag] = Field(default_factory=list)
-    left_alone: list[str] = Field(default_factory=list, description="Affected deployments with a live migration.")
-    blocked: dict[str, str] = Field(default_factory=dict, description="Deployment -> why its start was refused.")
+    left_alone: list[str] = Field(
+        default_factory=list, description="Affected deployments with a live migration."
+    )
+    blocked: dict[str, str] = Field(
+        default_factory=dict, description="Deployment -> why its start was refused."
+    )
 
 
 # ----------------------------------------------------------------------------------------- resolution
@@ -137,17 +143,34 @@ def plan_scan(
 
 def _plan_retired(plan: ScanPlan, dep: Deployment, snap: Model, already: set[int]) -> None:
     assert snap.retires_on is not None
-    plan.flags.append(RetiredFlag(deployment=dep.name, model=snap.id, retired_on=snap.retires_on,
-                                  replacement=snap.replacement))
+    plan.flags.append(
+        RetiredFlag(
+            deployment=dep.name, model=snap.id, retired_on=snap.retires_on, replacement=snap.replacement
+        )
+    )
     if RETIRED not in already:
-        plan.reminders.append(PlannedReminder(
-            deployment=dep.name, model=snap.id, days_before=RETIRED, days_left=(snap.retires_on - plan.today).days,
-            retires_on=snap.retires_on, replacement=snap.replacement,
-            needs_human=f"{snap.id} is retired: calls fail; migrate {dep.name} now"))
+        plan.reminders.append(
+            PlannedReminder(
+                deployment=dep.name,
+                model=snap.id,
+                days_before=RETIRED,
+                days_left=(snap.retires_on - plan.today).days,
+                retires_on=snap.retires_on,
+                replacement=snap.replacement,
+                needs_human=f"{snap.id} is retired: calls fail; migrate {dep.name} now",
+            )
+        )
 
 
-def _plan_retiring(plan: ScanPlan, dep: Deployment, snap: Model, days_left: int, already: set[int],
-                   table: Mapping[str, Model], migrations: Sequence[MigrationRow]) -> None:
+def _plan_retiring(
+    plan: ScanPlan,
+    dep: Deployment,
+    snap: Model,
+    days_left: int,
+    already: set[int],
+    table: Mapping[str, Model],
+    migrations: Sequence[MigrationRow],
+) -> None:
     assert snap.retires_on is not None
     needs_human = replacement_problem(snap, table, plan.today)
     ours = [m for m in migrations if m.deployment == dep.name]
@@ -160,10 +183,18 @@ def _plan_retiring(plan: ScanPlan, dep: Deployment, snap: Model, days_left: int,
         plan.starts.append(PlannedStart(deployment=dep.name, from_model=snap.id, to_model=snap.replacement))
     due = [t for t in REMINDER_DAYS if days_left <= t and t not in already]
     if due:
-        plan.reminders.append(PlannedReminder(
-            deployment=dep.name, model=snap.id, days_before=min(due), days_left=days_left,
-            retires_on=snap.retires_on, replacement=snap.replacement, also_marks=sorted(set(due) - {min(due)}),
-            needs_human=needs_human))
+        plan.reminders.append(
+            PlannedReminder(
+                deployment=dep.name,
+                model=snap.id,
+                days_before=min(due),
+                days_left=days_left,
+                retires_on=snap.retires_on,
+                replacement=snap.replacement,
+                also_marks=sorted(set(due) - {min(due)}),
+                needs_human=needs_human,
+            )
+        )
 
 
 def replacement_problem(snap: Model, table: Mapping[str, Model], today: date) -> str | None:
@@ -172,8 +203,10 @@ def replacement_problem(snap: Model, table: Mapping[str, Model], today: date) ->
         return f"no replacement is known for {snap.id}: choose one and run `pairshift migrate start`"
     target = active_snapshot(snap.replacement, table)
     if target is None:
-        return (f"replacement {snap.replacement} is not in the registry: add it (config or `pairshift models "
-                "sync`) or choose another")
+        return (
+            f"replacement {snap.replacement} is not in the registry: add it (config or `pairshift models "
+            "sync`) or choose another"
+        )
     if target.retires_on is not None and target.retires_on <= today:
         return f"replacement {snap.replacement} retired on {target.retires_on}: choose another"
     return None
@@ -188,15 +221,22 @@ class AliasTarget(BaseModel):
     deployment: str
     prompt: str
     alias: str
-    known_snapshot: str | None = Field(description="Last seen resolution (alias row), else the config's view.")
+    known_snapshot: str | None = Field(
+        description="Last seen resolution (alias row), else the config's view."
+    )
     spec_from: str = Field(description="The model row whose provider settings a probe call uses.")
-    channel: str | None = Field(None, description="Slack channel of the deployment's policy (filled on load).")
+    channel: str | None = Field(
+        None, description="Slack channel of the deployment's policy (filled on load)."
+    )
     observed_snapshot: str | None = Field(
-        None, description="The snapshot the latest production call on the alias was answered by (observations).")
+        None,
+        description="The snapshot the latest production call on the alias was answered by (observations).",
+    )
 
 
-def alias_targets(deployments: Sequence[Deployment], models: Sequence[Model],
-                  only: str | None = None) -> list[AliasTarget]:
+def alias_targets(
+    deployments: Sequence[Deployment], models: Sequence[Model], only: str | None = None
+) -> list[AliasTarget]:
     """Deployments on an alias (all, or just ``only``), sorted by name."""
     table = by_id(models)
     out = []
@@ -206,6 +246,13 @@ def alias_targets(deployments: Sequence[Deployment], models: Sequence[Model],
         row = table.get(dep.active_model) or listing_row(dep.active_model, table)
         assert row is not None  # is_alias found one
         snap = active_snapshot(dep.active_model, table)
-        out.append(AliasTarget(deployment=dep.name, prompt=dep.active_prompt, alias=dep.active_model,
-                               known_snapshot=snap.id if snap else None, spec_from=row.id))
+        out.append(
+            AliasTarget(
+                deployment=dep.name,
+                prompt=dep.active_prompt,
+                alias=dep.active_model,
+                known_snapshot=snap.id if snap else None,
+                spec_from=row.id,
+            )
+        )
     return out

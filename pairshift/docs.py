@@ -48,8 +48,17 @@ CLI), the **registry config** that `pairshift apply -f PATH` reads (YAML: models
 policies), and the **migration policy** inside it. A field marked *required* has no default.
 """
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", date: "date",
-                            Path: "path", SecretStr: "secret", Any: "any", type(None): "null"}
+_SCALARS: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    date: "date",
+    Path: "path",
+    SecretStr: "secret",
+    Any: "any",
+    type(None): "null",
+}
 
 
 def type_name(tp: Any) -> str:
@@ -74,12 +83,24 @@ def constraints(field: FieldInfo) -> str:
     """Bounds and patterns pydantic enforces: ``>= 1, <= 20``."""
     parts = []
     for meta in field.metadata:
-        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "min length"),
-                           ("max_length", "max length"), ("pattern", "pattern")):
+        for attr, sign in (
+            ("ge", ">="),
+            ("gt", ">"),
+            ("le", "<="),
+            ("lt", "<"),
+            ("min_length", "min length"),
+            ("max_length", "max length"),
+            ("pattern", "pattern"),
+        ):
             value = getattr(meta, attr, None)
             if value is not None:
-                parts.append(f"{sign} `{value}`" if attr == "pattern" else f"{sign} {value:g}"
-                             if isinstance(value, float) else f"{sign} {value}")
+                parts.append(
+                    f"{sign} `{value}`"
+                    if attr == "pattern"
+                    else f"{sign} {value:g}"
+                    if isinstance(value, float)
+                    else f"{sign} {value}"
+                )
     return ", ".join(parts)
 
 
@@ -102,7 +123,9 @@ def default_text(field: FieldInfo, value: Any = PydanticUndefined) -> str:
             value = field.default
         else:
             return "*required*"
-    if isinstance(value, BaseModel) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
+    if isinstance(value, BaseModel) or (
+        isinstance(value, list) and value and isinstance(value[0], BaseModel)
+    ):
         return "see below"
     return f"`{json.dumps(_plain(value))}`"
 
@@ -141,8 +164,12 @@ def _doc_line(model: type[BaseModel]) -> str:
 Row = tuple[str, str, str, str, str]  # field, type, default, allowed, description
 
 
-def field_rows(model: type[BaseModel], prefix: str = "", instance: BaseModel | None = None,
-               skip: frozenset[str] = frozenset()) -> Iterator[Row]:
+def field_rows(
+    model: type[BaseModel],
+    prefix: str = "",
+    instance: BaseModel | None = None,
+    skip: frozenset[str] = frozenset(),
+) -> Iterator[Row]:
     """One row per field, nested models flattened into dotted paths (``canary.stages[].percent``).
 
     ``instance`` is the parent's default value, so a nested default (``latency_p95.max_ratio`` = 1.3) shows
@@ -154,10 +181,18 @@ def field_rows(model: type[BaseModel], prefix: str = "", instance: BaseModel | N
         nested, items = nested_model(field.annotation), list_model(field.annotation)
         model_inside = _any_model(field.annotation)
         desc = field.description or (_doc_line(model_inside) if model_inside else "")
-        yield (f"{prefix}{name}", type_name(field.annotation), default_text(field, value), constraints(field), desc)
+        yield (
+            f"{prefix}{name}",
+            type_name(field.annotation),
+            default_text(field, value),
+            constraints(field),
+            desc,
+        )
         if nested is not None:
             default = value if value is not PydanticUndefined else _default_instance(field)
-            yield from field_rows(nested, f"{prefix}{name}.", default if isinstance(default, BaseModel) else None)
+            yield from field_rows(
+                nested, f"{prefix}{name}.", default if isinstance(default, BaseModel) else None
+            )
         elif items is not None:
             yield from field_rows(items, f"{prefix}{name}[].")
 
@@ -182,18 +217,22 @@ def environment_section() -> str:
     prefix = Settings.model_config["env_prefix"]
     settings_rows = [(f"{prefix}{r[0].upper()}", *r[1:]) for r in field_rows(Settings)]
     slack_rows = [(SLACK_ENV_NAMES[r[0]], *r[1:]) for r in field_rows(SlackSettings)]
-    provider_rows = [(name, "secret" if name.endswith("KEY") else "string", "unset", "", desc)
-                     for name, desc in PROVIDER_ENV.items()]
-    return "\n\n".join([
-        "## Environment",
-        "### Process settings\n\nRead once per process by `pairshift.settings` (pydantic-settings).",
-        table(settings_rows, "variable"),
-        "### Slack\n\nUnset or empty = Slack is not configured: notices go to the log and the CLI only.",
-        table(slack_rows, "variable"),
-        "### Provider credentials\n\nRead at call time, never stored. A model with `api_key_env: NAME` reads the "
-        "variable `NAME` instead (a name, never the key itself).",
-        table(provider_rows, "variable"),
-    ])
+    provider_rows = [
+        (name, "secret" if name.endswith("KEY") else "string", "unset", "", desc)
+        for name, desc in PROVIDER_ENV.items()
+    ]
+    return "\n\n".join(
+        [
+            "## Environment",
+            "### Process settings\n\nRead once per process by `pairshift.settings` (pydantic-settings).",
+            table(settings_rows, "variable"),
+            "### Slack\n\nUnset or empty = Slack is not configured: notices go to the log and the CLI only.",
+            table(slack_rows, "variable"),
+            "### Provider credentials\n\nRead at call time, never stored. A model with `api_key_env: NAME` reads the "
+            "variable `NAME` instead (a name, never the key itself).",
+            table(provider_rows, "variable"),
+        ]
+    )
 
 
 CONFIG_KINDS: dict[str, str] = {
@@ -205,9 +244,11 @@ CONFIG_KINDS: dict[str, str] = {
 
 
 def config_section() -> str:
-    parts = ["## Registry config (`pairshift apply -f PATH`)",
-             "A YAML file or a folder of them, each a mapping with any of the lists below. Applying is "
-             "idempotent and all-or-nothing; unknown keys are refused."]
+    parts = [
+        "## Registry config (`pairshift apply -f PATH`)",
+        "A YAML file or a folder of them, each a mapping with any of the lists below. Applying is "
+        "idempotent and all-or-nothing; unknown keys are refused.",
+    ]
     for kind, blurb in CONFIG_KINDS.items():
         item = list_model(config.ConfigDoc.model_fields[kind].annotation)
         parts += [f"### `{kind}[]`\n\n{blurb}", table(list(field_rows(item)))]
@@ -216,21 +257,35 @@ def config_section() -> str:
 
 def policy_section() -> str:
     top = policy.Policy
-    parts = ["## Migration policy (`policies[]`, or inline as a deployment's `policy`)",
-             f"{_doc_line(top)} Durations are hours and may be fractional (demos scale stages down to seconds); "
-             "unknown keys are refused, so a typo cannot silently relax a gate. Every section may be left out: "
-             "its defaults apply (the whole default policy is at the end).",
-             table(list(field_rows(top, skip=frozenset(n for n in top.model_fields if nested_model(
-                 top.model_fields[n].annotation)))))]
+    parts = [
+        "## Migration policy (`policies[]`, or inline as a deployment's `policy`)",
+        f"{_doc_line(top)} Durations are hours and may be fractional (demos scale stages down to seconds); "
+        "unknown keys are refused, so a typo cannot silently relax a gate. Every section may be left out: "
+        "its defaults apply (the whole default policy is at the end).",
+        table(
+            list(
+                field_rows(
+                    top,
+                    skip=frozenset(
+                        n for n in top.model_fields if nested_model(top.model_fields[n].annotation)
+                    ),
+                )
+            )
+        ),
+    ]
     defaults = top()
     for name, field in top.model_fields.items():
         nested = nested_model(field.annotation)
         if nested is not None:
-            parts += [f"### `{name}`" + (f"\n\n{_doc_line(nested)}" if _doc_line(nested) else ""),
-                      table(list(field_rows(nested, f"{name}.", getattr(defaults, name))))]
+            parts += [
+                f"### `{name}`" + (f"\n\n{_doc_line(nested)}" if _doc_line(nested) else ""),
+                table(list(field_rows(nested, f"{name}.", getattr(defaults, name)))),
+            ]
     body = yaml.safe_dump({"policies": [defaults.model_dump(mode="json")]}, sort_keys=False, width=110)
-    parts += ["### The default policy, in full\n\nWhat `- name: default` means when every field is left out:",
-              f"```yaml\n{body}```"]
+    parts += [
+        "### The default policy, in full\n\nWhat `- name: default` means when every field is left out:",
+        f"```yaml\n{body}```",
+    ]
     return "\n\n".join(parts)
 
 

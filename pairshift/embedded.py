@@ -31,16 +31,20 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class EmbeddedStack(AbstractContextManager):
     """Start `pairshift server` and `pairshift worker` (and optional extra `pairshift ...` processes)."""
 
-    def __init__(self, home: Path, *, port: int | None = None, ui_port: int | None = None,
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, *, port: int | None = None, ui_port: int | None = None, log_dir: Path | None = None
+    ) -> None:
         self.home = home.resolve()
         self.port = port or free_port()
         self.ui_port = ui_port or free_port()
         self.log_dir = (log_dir or self.home / "logs").resolve()
         self.procs: dict[str, subprocess.Popen] = {}
-        self.env = dict(os.environ, PAIRSHIFT_HOME=str(self.home),
-                        PAIRSHIFT_TEMPORAL_ADDRESS=self.address,
-                        PAIRSHIFT_UI_URL=f"http://localhost:{self.ui_port}")
+        self.env = dict(
+            os.environ,
+            PAIRSHIFT_HOME=str(self.home),
+            PAIRSHIFT_TEMPORAL_ADDRESS=self.address,
+            PAIRSHIFT_UI_URL=f"http://localhost:{self.ui_port}",
+        )
 
     @property
     def address(self) -> str:
@@ -50,18 +54,23 @@ class EmbeddedStack(AbstractContextManager):
     def ui_url(self) -> str:
         return f"http://localhost:{self.ui_port}"
 
-    def start(self, name: str, *args: str, wait_port: int | None = None, timeout_s: float = 60) -> subprocess.Popen:
+    def start(
+        self, name: str, *args: str, wait_port: int | None = None, timeout_s: float = 60
+    ) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "w")
         exe = str(Path(sys.executable).parent / "pairshift")
-        proc = subprocess.Popen([exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [exe, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs[name] = proc
         if wait_port is not None:
             deadline = time.monotonic() + timeout_s
             while not port_open(wait_port):
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}"
+                    )
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} did not listen on {wait_port} within {timeout_s:.0f}s")
                 time.sleep(0.1)
@@ -69,7 +78,9 @@ class EmbeddedStack(AbstractContextManager):
 
     def __enter__(self) -> EmbeddedStack:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.start("server", "server", "--port", str(self.port), "--ui-port", str(self.ui_port), wait_port=self.port)
+        self.start(
+            "server", "server", "--port", str(self.port), "--ui-port", str(self.ui_port), wait_port=self.port
+        )
         self.start("worker", "worker")
         return self
 

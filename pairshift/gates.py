@@ -75,10 +75,16 @@ def eval_gate(
         if cases:
             named = ", ".join(cases[:MAX_CASES_NAMED])
             more = f" and {len(cases) - MAX_CASES_NAMED} more" if len(cases) > MAX_CASES_NAMED else ""
-            verdicts.append(("fail", f"blocking assertion {kind} newly fails on {len(cases)} case(s): {named}{more}"))
-    verdicts.append(_ratio("cost per case", baseline.cost_per_case, joint.cost_per_case, policy.max_cost_ratio, "$"))
+            verdicts.append(
+                ("fail", f"blocking assertion {kind} newly fails on {len(cases)} case(s): {named}{more}")
+            )
     verdicts.append(
-        _ratio("latency p95", baseline.latency_p95_ms, joint.latency_p95_ms, policy.max_latency_p95_ratio, "ms")
+        _ratio("cost per case", baseline.cost_per_case, joint.cost_per_case, policy.max_cost_ratio, "$")
+    )
+    verdicts.append(
+        _ratio(
+            "latency p95", baseline.latency_p95_ms, joint.latency_p95_ms, policy.max_latency_p95_ratio, "ms"
+        )
     )
     decisions = {v for v, _ in verdicts}
     decision: Literal["pass", "fail", "inconclusive"] = (
@@ -96,7 +102,10 @@ def _noninferiority(effect: Effect, policy: EvalPolicy) -> tuple[str, str]:
         return "fail", f"{said} is worse than the allowed {_pp(margin)}"
     if lo >= margin:
         return "pass", f"{said}: non-inferior, the lower bound is within the allowed {_pp(margin)}"
-    return "inconclusive", f"{said}: the lower bound is below the allowed {_pp(margin)}; more cases or epochs needed"
+    return (
+        "inconclusive",
+        f"{said}: the lower bound is below the allowed {_pp(margin)}; more cases or epochs needed",
+    )
 
 
 def _ratio(what: str, base: float, new: float, max_ratio: float, unit: str) -> tuple[str, str]:
@@ -123,10 +132,14 @@ class VariantStats(BaseModel):
     score_n: int = Field(0, ge=0, description="Calls carrying a 0..1 score.")
     score_sum: float = 0.0
     score_sumsq: float = 0.0
-    latency_ms: list[float] = Field(default_factory=list, description="A bounded sample (<= ~2000, reservoir).")
+    latency_ms: list[float] = Field(
+        default_factory=list, description="A bounded sample (<= ~2000, reservoir)."
+    )
     cost_sum: float = 0.0
     cost_sumsq: float | None = Field(None, description="Sum of squared per-call costs; needed to gate cost.")
-    units: int | None = Field(None, ge=0, description="Distinct unit keys; preferred to calls for the SRM check.")
+    units: int | None = Field(
+        None, ge=0, description="Distinct unit keys; preferred to calls for the SRM check."
+    )
 
 
 class StageCheck(BaseModel):
@@ -228,7 +241,9 @@ def stage_gate(
             reasons.append(f"the stage has run {elapsed_hours:.2f} of its {min_hours:g} minimum hours")
         if "inconclusive" in verdicts.values():
             decision = "inconclusive"
-    return StageCheck(decision=decision, reasons=reasons, metrics=metrics, min_samples=min_samples, samples=samples)
+    return StageCheck(
+        decision=decision, reasons=reasons, metrics=metrics, min_samples=min_samples, samples=samples
+    )
 
 
 def _srm(control: VariantStats, candidate: VariantStats, percent: float) -> str | None:
@@ -266,11 +281,20 @@ def _judge_metric(
             return {"verdict": "not_measured", "reason": "score: not measured (an arm has no scored calls)"}
         mc, vc = seq.bounded_mean(control.score_sum, control.score_sumsq, control.score_n)
         mt, vt = seq.bounded_mean(candidate.score_sum, candidate.score_sumsq, candidate.score_n)
-        return _verdict(name, (float(mc), float(mt)), float(mc - mt), float(vc + vt), m.score.max_decrease, alpha,
-                        "decrease")
+        return _verdict(
+            name,
+            (float(mc), float(mt)),
+            float(mc - mt),
+            float(vc + vt),
+            m.score.max_decrease,
+            alpha,
+            "decrease",
+        )
     gate = m.latency_p95 if name == "latency_p95" else m.cost_per_call
     assert gate is not None
-    measured = _log_p95_ratio(control, candidate) if name == "latency_p95" else _log_cost_ratio(control, candidate)
+    measured = (
+        _log_p95_ratio(control, candidate) if name == "latency_p95" else _log_cost_ratio(control, candidate)
+    )
     if isinstance(measured, str):
         return {"verdict": "inconclusive", "reason": f"{name}: {measured}"}
     values, est, var = measured
@@ -287,18 +311,34 @@ def _verdict(
         said = f"ratio {shown[0]:.3f}, always-valid bound [{shown[1][0]:.3f}, {shown[1][1]:.3f}], max {shown[2]:.3f}"
     else:
         shown = (est, (lo, hi), margin)
-        said = (f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], max {kind} {_pp(margin, 2)}"
-                if kind == "increase" else
-                f"{kind} {est:+.4f}, always-valid bound [{lo:+.4f}, {hi:+.4f}], max {kind} {margin:.4f}")
-    sentence = {"breach": "candidate clearly worse than allowed", "ok": "non-inferior",
-                "inconclusive": "not decided yet"}[verdict]
-    reason = f"{name}: {sentence}: control {values[0]:.4g}, candidate {values[1]:.4g}, {said} ({1 - alpha:.1%})"
+        said = (
+            f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], max {kind} {_pp(margin, 2)}"
+            if kind == "increase"
+            else f"{kind} {est:+.4f}, always-valid bound [{lo:+.4f}, {hi:+.4f}], max {kind} {margin:.4f}"
+        )
+    sentence = {
+        "breach": "candidate clearly worse than allowed",
+        "ok": "non-inferior",
+        "inconclusive": "not decided yet",
+    }[verdict]
+    reason = (
+        f"{name}: {sentence}: control {values[0]:.4g}, candidate {values[1]:.4g}, {said} ({1 - alpha:.1%})"
+    )
     key = "ratio" if kind == "ratio" else "difference"
-    return {"control": values[0], "candidate": values[1], key: shown[0], "bound": list(shown[1]),
-            "limit": shown[2], "verdict": verdict, "reason": reason}
+    return {
+        "control": values[0],
+        "candidate": values[1],
+        key: shown[0],
+        "bound": list(shown[1]),
+        "limit": shown[2],
+        "verdict": verdict,
+        "reason": reason,
+    }
 
 
-def _log_p95_ratio(control: VariantStats, candidate: VariantStats) -> tuple[tuple[float, float], float, float] | str:
+def _log_p95_ratio(
+    control: VariantStats, candidate: VariantStats
+) -> tuple[tuple[float, float], float, float] | str:
     """Candidate / control latency p95 on the log scale, its variance from a seeded paired-arm bootstrap."""
     c = np.asarray(control.latency_ms, dtype=float)
     t = np.asarray(candidate.latency_ms, dtype=float)
@@ -316,7 +356,9 @@ def _log_p95_ratio(control: VariantStats, candidate: VariantStats) -> tuple[tupl
     return (pc, pt), math.log(pt / pc), var
 
 
-def _log_cost_ratio(control: VariantStats, candidate: VariantStats) -> tuple[tuple[float, float], float, float] | str:
+def _log_cost_ratio(
+    control: VariantStats, candidate: VariantStats
+) -> tuple[tuple[float, float], float, float] | str:
     """Candidate / control mean cost per call on the log scale; delta-method variance from the sums of squares."""
     if min(control.n, candidate.n) < MIN_RATIO_SAMPLES:
         return f"too few calls ({control.n} control, {candidate.n} candidate; {MIN_RATIO_SAMPLES} needed)"

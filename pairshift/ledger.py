@@ -57,13 +57,24 @@ def append(
 
 def history(s: Session, deployment: str) -> list[LedgerRow]:
     rows = s.exec(
-        select(LedgerEntry).where(LedgerEntry.deployment == deployment).order_by(LedgerEntry.shipped_at, LedgerEntry.id)
+        select(LedgerEntry)
+        .where(LedgerEntry.deployment == deployment)
+        .order_by(LedgerEntry.shipped_at, LedgerEntry.id)
     ).all()
     out: list[LedgerRow] = []
     for i, r in enumerate(rows):
         nxt = rows[i + 1].shipped_at if i + 1 < len(rows) else None
-        out.append(LedgerRow(pair=r.pair, shipped_at=r.shipped_at, replaced_at=nxt, migration=r.migration,
-                             evidence=r.evidence, by=r.by, reason=r.reason))
+        out.append(
+            LedgerRow(
+                pair=r.pair,
+                shipped_at=r.shipped_at,
+                replaced_at=nxt,
+                migration=r.migration,
+                evidence=r.evidence,
+                by=r.by,
+                reason=r.reason,
+            )
+        )
     return out
 
 

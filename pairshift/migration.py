@@ -59,7 +59,12 @@ def deployment_policy(s: Session, dep: Deployment, override: dict[str, Any] | No
 
 
 def plan_migration(
-    s: Session, *, deployment: str, to_model: str, to_prompt: str | None, policy: dict[str, Any] | None,
+    s: Session,
+    *,
+    deployment: str,
+    to_model: str,
+    to_prompt: str | None,
+    policy: dict[str, Any] | None,
     today: date | None = None,
 ) -> MigrationPlan:
     dep = s.get(Deployment, deployment)
@@ -70,30 +75,50 @@ def plan_migration(
         raise InvalidMigration(f"unknown model {to_model} (add it to the config and `pairshift apply`)")
     today = today or utcnow().date()
     if model.retires_on is not None and model.retires_on <= today:
-        raise InvalidMigration(f"model {to_model} retired on {model.retires_on}: it cannot be a migration target")
+        raise InvalidMigration(
+            f"model {to_model} retired on {model.retires_on}: it cannot be a migration target"
+        )
     target_prompt = to_prompt or dep.active_prompt
     if s.get(PromptVersion, target_prompt) is None:
         raise InvalidMigration(f"unknown prompt version {target_prompt}")
     if (target_prompt, to_model) == (dep.active_prompt, dep.active_model):
-        raise InvalidMigration(f"{pair_id(target_prompt, to_model)} is already the active pair of {deployment}")
+        raise InvalidMigration(
+            f"{pair_id(target_prompt, to_model)} is already the active pair of {deployment}"
+        )
     if dep.dataset is None:
         raise InvalidMigration(f"deployment {deployment} has no golden dataset: a migration needs evidence")
     return MigrationPlan(
-        deployment=deployment, from_prompt=dep.active_prompt, from_model=dep.active_model, to_prompt=target_prompt,
-        to_model=to_model, dataset=dep.dataset, policy=deployment_policy(s, dep, policy),
+        deployment=deployment,
+        from_prompt=dep.active_prompt,
+        from_model=dep.active_model,
+        to_prompt=target_prompt,
+        to_model=to_model,
+        dataset=dep.dataset,
+        policy=deployment_policy(s, dep, policy),
     )
 
 
-def record_started(s: Session, *, run_id: str, workflow_id: str, plan: MigrationPlan, reason: str,
-                   requested_by: str) -> None:
+def record_started(
+    s: Session, *, run_id: str, workflow_id: str, plan: MigrationPlan, reason: str, requested_by: str
+) -> None:
     if s.get(MigrationRow, run_id) is None:  # an activity retry must not insert twice
-        s.add(MigrationRow(run_id=run_id, workflow_id=workflow_id, deployment=plan.deployment,
-                           from_pair=plan.from_pair, to_pair=plan.to_pair, reason=reason,
-                           requested_by=requested_by, phase="notice"))
+        s.add(
+            MigrationRow(
+                run_id=run_id,
+                workflow_id=workflow_id,
+                deployment=plan.deployment,
+                from_pair=plan.from_pair,
+                to_pair=plan.to_pair,
+                reason=reason,
+                requested_by=requested_by,
+                phase="notice",
+            )
+        )
 
 
-def record_phase(s: Session, *, run_id: str, phase: str, summary: dict[str, Any] | None = None,
-                 finished: bool = False) -> None:
+def record_phase(
+    s: Session, *, run_id: str, phase: str, summary: dict[str, Any] | None = None, finished: bool = False
+) -> None:
     row = s.get(MigrationRow, run_id)
     if row is None:
         return
@@ -123,15 +148,27 @@ def record_audit(s: Session, *, workflow_id: str, run_id: str, events: list[Audi
     """Append events not yet stored (by key), so a retried activity never writes an event twice."""
     existing = {
         e.detail.get("_key")
-        for e in s.exec(select(AuditEvent).where(AuditEvent.migration == workflow_id, AuditEvent.run_id == run_id))
+        for e in s.exec(
+            select(AuditEvent).where(AuditEvent.migration == workflow_id, AuditEvent.run_id == run_id)
+        )
     }
     added = 0
     for ev in events:
         if ev.key in existing:
             continue
-        s.add(AuditEvent(migration=workflow_id, run_id=run_id, at=ev.at, event=ev.event, actor=ev.actor,
-                         channel=ev.channel, stage=ev.stage, accepted=ev.accepted,
-                         detail={**ev.detail, "_key": ev.key}))
+        s.add(
+            AuditEvent(
+                migration=workflow_id,
+                run_id=run_id,
+                at=ev.at,
+                event=ev.event,
+                actor=ev.actor,
+                channel=ev.channel,
+                stage=ev.stage,
+                accepted=ev.accepted,
+                detail={**ev.detail, "_key": ev.key},
+            )
+        )
         added += 1
     return added
 
@@ -141,4 +178,3 @@ def audit_log(s: Session, workflow_id: str, run_id: str | None = None) -> list[A
     if run_id:
         q = q.where(AuditEvent.run_id == run_id)
     return list(s.exec(q.order_by(AuditEvent.at, AuditEvent.id)).all())
-

@@ -14,9 +14,20 @@ from pydantic import BaseModel, Field
 log = logging.getLogger("pairshift.notices")
 
 NoticeKind = Literal[
-    "migration_started", "deprecation_reminder", "eval_summary", "approval_requested", "approval_reminder",
-    "stage_started", "stage_passed", "decision", "promoted", "rolled_back", "rejected", "failed_eval",
-    "alias_drift", "info",
+    "migration_started",
+    "deprecation_reminder",
+    "eval_summary",
+    "approval_requested",
+    "approval_reminder",
+    "stage_started",
+    "stage_passed",
+    "decision",
+    "promoted",
+    "rolled_back",
+    "rejected",
+    "failed_eval",
+    "alias_drift",
+    "info",
 ]
 
 

@@ -16,7 +16,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
-
 class _Strict(BaseModel):
     """Unknown keys are refused everywhere: a typo in a policy must not silently relax a gate."""
 
@@ -26,8 +25,12 @@ class _Strict(BaseModel):
 class EvalPolicy(_Strict):
     """How the 2x2 regression eval is run and judged (PRODUCT §6)."""
 
-    epochs: int = Field(3, ge=1, le=20, description="Repeats of every case per arm; > 1 measures nondeterminism.")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of every interval in the report.")
+    epochs: int = Field(
+        3, ge=1, le=20, description="Repeats of every case per arm; > 1 measures nondeterminism."
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="Confidence level of every interval in the report."
+    )
     max_regression: float = Field(
         0.02,
         ge=0.0,
@@ -38,14 +41,20 @@ class EvalPolicy(_Strict):
         default_factory=lambda: ["is-json"],
         description="Assertion types that may not newly fail on any case (pass in baseline, fail in joint).",
     )
-    max_cost_ratio: float = Field(1.5, gt=0, description="Joint cost per case / baseline cost per case, at most.")
-    max_latency_p95_ratio: float = Field(1.5, gt=0, description="Joint latency p95 / baseline latency p95, at most.")
+    max_cost_ratio: float = Field(
+        1.5, gt=0, description="Joint cost per case / baseline cost per case, at most."
+    )
+    max_latency_p95_ratio: float = Field(
+        1.5, gt=0, description="Joint latency p95 / baseline latency p95, at most."
+    )
 
 
 class Stage(_Strict):
     """One canary step: route ``percent`` of units to the candidate for at least ``min_hours``."""
 
-    percent: float = Field(..., gt=0, le=100, description="Share of units routed to the candidate pair (0 < p <= 100).")
+    percent: float = Field(
+        ..., gt=0, le=100, description="Share of units routed to the candidate pair (0 < p <= 100)."
+    )
     min_hours: float = Field(0.0, ge=0, description="The stage holds at least this long before it may pass.")
     max_hours: float | None = Field(
         None, gt=0, description="Past this, an inconclusive stage asks a human; None = min_hours (no soak)."
@@ -60,11 +69,15 @@ class Stage(_Strict):
 
 
 class ErrorRateGate(_Strict):
-    max_increase: float = Field(0.01, ge=0, le=1, description="Candidate error rate - control error rate, at most.")
+    max_increase: float = Field(
+        0.01, ge=0, le=1, description="Candidate error rate - control error rate, at most."
+    )
 
 
 class ScoreGate(_Strict):
-    max_decrease: float = Field(0.02, ge=0, le=1, description="Control mean score - candidate mean score, at most.")
+    max_decrease: float = Field(
+        0.02, ge=0, le=1, description="Control mean score - candidate mean score, at most."
+    )
 
 
 class RatioGate(_Strict):
@@ -75,7 +88,9 @@ class CanaryMetrics(_Strict):
     """Candidate vs concurrent control. A metric left out is not gated; unknown metric names are refused."""
 
     error_rate: ErrorRateGate | None = Field(default_factory=ErrorRateGate)
-    score: ScoreGate | None = Field(default_factory=ScoreGate, description="Used when observations carry a score.")
+    score: ScoreGate | None = Field(
+        default_factory=ScoreGate, description="Used when observations carry a score."
+    )
     latency_p95: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.3))
     cost_per_call: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.5))
 
@@ -93,14 +108,22 @@ def _default_stages() -> list[Stage]:
 class CanaryPolicy(_Strict):
     """The staged canary on real traffic (PRODUCT §7, §8)."""
 
-    stages: list[Stage] = Field(default_factory=_default_stages, min_length=1, description="Ordered canary steps.")
-    check_every_minutes: float = Field(15, gt=0, description="How often a stage reads candidate and control metrics.")
+    stages: list[Stage] = Field(
+        default_factory=_default_stages, min_length=1, description="Ordered canary steps."
+    )
+    check_every_minutes: float = Field(
+        15, gt=0, description="How often a stage reads candidate and control metrics."
+    )
     metrics: CanaryMetrics = Field(default_factory=CanaryMetrics)
     min_samples: int | Literal["auto"] = Field(
-        "auto", description="Samples per arm before a stage may pass: a number, or 'auto' (power calculation)."
+        "auto",
+        description="Samples per arm before a stage may pass: a number, or 'auto' (power calculation).",
     )
     alpha: float = Field(
-        0.05, gt=0, lt=0.5, description="False rollback rate the always-valid gate test allows over a whole stage."
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="False rollback rate the always-valid gate test allows over a whole stage.",
     )
     power: float = Field(0.8, gt=0.5, lt=1, description="Power used by min_samples: auto.")
 
@@ -125,7 +148,9 @@ class CanaryPolicy(_Strict):
 class ApprovalPolicy(_Strict):
     """Who may let traffic move, and what happens when nobody answers."""
 
-    approvers: list[str] = Field(default_factory=list, description="Slack user ids or emails; empty = anyone.")
+    approvers: list[str] = Field(
+        default_factory=list, description="Slack user ids or emails; empty = anyone."
+    )
     required: int = Field(1, ge=1, description="Distinct approvals needed.")
     separation_of_duties: bool = Field(True, description="The requester of a migration cannot approve it.")
     timeout_hours: float = Field(72, gt=0, description="No decision by then = reject (nothing moved).")
@@ -134,12 +159,16 @@ class ApprovalPolicy(_Strict):
     @model_validator(mode="after")
     def _enough_approvers(self) -> ApprovalPolicy:
         if self.approvers and self.required > len(self.approvers):
-            raise ValueError(f"required ({self.required}) exceeds the number of approvers ({len(self.approvers)})")
+            raise ValueError(
+                f"required ({self.required}) exceeds the number of approvers ({len(self.approvers)})"
+            )
         return self
 
 
 class NoticePolicy(_Strict):
-    slack_channel: str | None = Field(None, description="Channel for notices and buttons; None = log and CLI only.")
+    slack_channel: str | None = Field(
+        None, description="Channel for notices and buttons; None = log and CLI only."
+    )
 
 
 class Policy(_Strict):

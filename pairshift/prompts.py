@@ -42,11 +42,15 @@ def check_template(system: str | None, template: str, declared: list[str]) -> No
     used = template_variables(template) | (template_variables(system) if system else set())
     missing = sorted(used - set(declared))
     if missing:
-        raise TemplateProblem(f"uses undeclared variable(s) {', '.join(missing)} (declared: {', '.join(declared) or 'none'})")
+        raise TemplateProblem(
+            f"uses undeclared variable(s) {', '.join(missing)} (declared: {', '.join(declared) or 'none'})"
+        )
 
 
 @lru_cache(maxsize=256)
-def _compiled(source: str):  # compiling is ~1000x slower than rendering; evals render the same template per case
+def _compiled(
+    source: str,
+):  # compiling is ~1000x slower than rendering; evals render the same template per case
     return _env.from_string(source)
 
 

@@ -246,7 +246,9 @@ def route_batch_cases(route: BatchRoute, epochs: int, requested: int | None = No
     return min(fit, requested) if requested else fit
 
 
-def model_queue_rates(main_queue: str, models: Iterable[tuple[str, Mapping[str, Any] | None]]) -> dict[str, float]:
+def model_queue_rates(
+    main_queue: str, models: Iterable[tuple[str, Mapping[str, Any] | None]]
+) -> dict[str, float]:
     """``{task queue: activities/s}`` for every (model id, limits) with a request rate: what workers poll."""
     rates: dict[str, float] = {}
     for model_id, limits in models:

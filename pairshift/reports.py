@@ -106,14 +106,25 @@ def power_note(n_cases: int, baseline_rate: float, confidence: float) -> str:
     if baseline_rate <= 0:
         return f"{n_cases} cases; the baseline passes no case, so no regression of its pass rate can be measured."
     mde = minimum_detectable_effect(n_cases, baseline_rate, confidence)
-    return (f"With {n_cases} cases this eval detects a pass-rate drop of {mde * 100:.1f} points or more with 80% "
-            f"power at {confidence:.0%} confidence; smaller regressions can go unseen.")
+    return (
+        f"With {n_cases} cases this eval detects a pass-rate drop of {mde * 100:.1f} points or more with 80% "
+        f"power at {confidence:.0%} confidence; smaller regressions can go unseen."
+    )
 
 
 def assemble_report(
-    *, report_id: str, deployment: str, baseline_pair: str, target_pair: str, dataset: DatasetRef, epochs: int,
-    policy: EvalPolicy, arms: list[ArmInput], outcomes: dict[str, list[CaseOutcome]],
-    judge: str | None = None, warnings: list[str] | None = None,
+    *,
+    report_id: str,
+    deployment: str,
+    baseline_pair: str,
+    target_pair: str,
+    dataset: DatasetRef,
+    epochs: int,
+    policy: EvalPolicy,
+    arms: list[ArmInput],
+    outcomes: dict[str, list[CaseOutcome]],
+    judge: str | None = None,
+    warnings: list[str] | None = None,
 ) -> EvalReport:
     """The report from per-arm summaries and outcomes: effects, McNemar, flips, the gate (pure, no I/O).
 
@@ -122,9 +133,16 @@ def assemble_report(
     cases, so an outage in the baseline arm could otherwise make the target look better than it is.
     """
     by_name = {a.arm: a for a in arms}
-    joint_name = "joint" if "joint" in by_name else next(n for n in ("model_only", "prompt_only") if n in by_name)
-    effects = factorial(outcomes["baseline"], outcomes.get("prompt_only"), outcomes.get("model_only"),
-                        outcomes.get("joint"), policy.confidence)
+    joint_name = (
+        "joint" if "joint" in by_name else next(n for n in ("model_only", "prompt_only") if n in by_name)
+    )
+    effects = factorial(
+        outcomes["baseline"],
+        outcomes.get("prompt_only"),
+        outcomes.get("model_only"),
+        outcomes.get("joint"),
+        policy.confidence,
+    )
     flips: list[Flip] = []
     rows: dict[str, ArmReport] = {}
     for a in arms:
@@ -133,21 +151,57 @@ def assemble_report(
             p = mcnemar(outcomes["baseline"], outcomes[a.arm]).p_value
             flips += flipped(outcomes["baseline"], outcomes[a.arm], "baseline", a.arm)
         s = a.summary
-        rows[a.arm] = ArmReport(pair=a.pair, run_id=a.run_id, pass_rate=s.pass_rate, ci=s.ci, mean_score=s.mean_score,
-                                calls=s.calls, errors=s.errors, cached_calls=a.cached_calls,
-                                latency_p50_ms=s.latency_p50_ms, latency_p95_ms=s.latency_p95_ms, cost_usd=s.cost_usd,
-                                score_ci=s.score_ci, reused=a.reused, mcnemar_p=p, by_tag=s.by_tag)
+        rows[a.arm] = ArmReport(
+            pair=a.pair,
+            run_id=a.run_id,
+            pass_rate=s.pass_rate,
+            ci=s.ci,
+            mean_score=s.mean_score,
+            calls=s.calls,
+            errors=s.errors,
+            cached_calls=a.cached_calls,
+            latency_p50_ms=s.latency_p50_ms,
+            latency_p95_ms=s.latency_p95_ms,
+            cost_usd=s.cost_usd,
+            score_ci=s.score_ci,
+            reused=a.reused,
+            mcnemar_p=p,
+            by_tag=s.by_tag,
+        )
     rows["joint"] = rows[joint_name]
-    gate = eval_gate(by_name["baseline"].summary, by_name[joint_name].summary, effects["joint"],
-                     newly_failing(outcomes["baseline"], outcomes[joint_name], policy.blocking), policy)
+    gate = eval_gate(
+        by_name["baseline"].summary,
+        by_name[joint_name].summary,
+        effects["joint"],
+        newly_failing(outcomes["baseline"], outcomes[joint_name], policy.blocking),
+        policy,
+    )
     errored = sum(a.summary.errors for a in arms)
     if errored and gate.decision == "pass":
-        gate = GateDecision(decision="inconclusive", reasons=[*gate.reasons, f"{errored} call(s) failed at the "
-                            "provider and count as failed cases; re-run the eval (cached calls are free)"])
-    return EvalReport(report_id=report_id, deployment=deployment, baseline_pair=baseline_pair, target_pair=target_pair,
-                      dataset=dataset, epochs=epochs, arms=rows, effects=effects, flipped=flips,
-                      flipped_count=len(flips), gate=gate, judge=judge, warnings=warnings or [],
-                      power_note=power_note(dataset.cases, by_name["baseline"].summary.pass_rate, policy.confidence))
+        gate = GateDecision(
+            decision="inconclusive",
+            reasons=[
+                *gate.reasons,
+                f"{errored} call(s) failed at the "
+                "provider and count as failed cases; re-run the eval (cached calls are free)",
+            ],
+        )
+    return EvalReport(
+        report_id=report_id,
+        deployment=deployment,
+        baseline_pair=baseline_pair,
+        target_pair=target_pair,
+        dataset=dataset,
+        epochs=epochs,
+        arms=rows,
+        effects=effects,
+        flipped=flips,
+        flipped_count=len(flips),
+        gate=gate,
+        judge=judge,
+        warnings=warnings or [],
+        power_note=power_note(dataset.cases, by_name["baseline"].summary.pass_rate, policy.confidence),
+    )
 
 
 class FlippedOutputs(BaseModel):
@@ -184,6 +238,7 @@ def _effects(report: EvalReport) -> list[tuple[str, Effect]]:
 
 def grid(report: EvalReport) -> list[list[str]]:
     """The 2x2 table of pass rates: rows old/new prompt, columns old/new model ('-' = not run)."""
+
     def cell(arm: str) -> str:
         r = report.arms.get(arm)
         return f"{r.pass_rate * 100:.1f}% [{r.ci[0] * 100:.1f}, {r.ci[1] * 100:.1f}]" if r else "-"
@@ -197,9 +252,16 @@ def grid(report: EvalReport) -> list[list[str]]:
 
 def render_markdown(report: EvalReport, *, flipped_limit: int = 20) -> str:
     """Markdown for the terminal and Slack: the 2x2 table, effects with CIs, flipped cases, the gate."""
-    return _env().get_template("eval_report.md.j2").render(
-        r=report, arms=_arms(report), effects=_effects(report), grid=grid(report),
-        flipped=report.flipped[:flipped_limit],
+    return (
+        _env()
+        .get_template("eval_report.md.j2")
+        .render(
+            r=report,
+            arms=_arms(report),
+            effects=_effects(report),
+            grid=grid(report),
+            flipped=report.flipped[:flipped_limit],
+        )
     )
 
 
@@ -216,9 +278,14 @@ def effect_chart(report: EvalReport, width: float = 520.0) -> dict[str, Any]:
     bound = max([0.05] + [max(abs(e.ci[0]), abs(e.ci[1]), abs(e.estimate)) for _, e in effects])
     bound = min(1.0, round(bound * 1.15 + 0.005, 2))
     rows = [
-        {"name": name, "x": _x(e.estimate, -bound, bound, width), "lo": _x(e.ci[0], -bound, bound, width),
-         "hi": _x(e.ci[1], -bound, bound, width), "label": f"{e.estimate * 100:+.1f} [{e.ci[0] * 100:+.1f}, "
-         f"{e.ci[1] * 100:+.1f}]", "significant": e.ci[0] > 0 or e.ci[1] < 0}
+        {
+            "name": name,
+            "x": _x(e.estimate, -bound, bound, width),
+            "lo": _x(e.ci[0], -bound, bound, width),
+            "hi": _x(e.ci[1], -bound, bound, width),
+            "label": f"{e.estimate * 100:+.1f} [{e.ci[0] * 100:+.1f}, {e.ci[1] * 100:+.1f}]",
+            "significant": e.ci[0] > 0 or e.ci[1] < 0,
+        }
         for name, e in effects
     ]
     return {"rows": rows, "width": width, "zero": _x(0.0, -bound, bound, width), "bound": bound}
@@ -233,16 +300,31 @@ def tag_chart(report: EvalReport, width: float = 360.0) -> list[dict[str, Any]]:
         for name, arm in _arms(report):
             stat = arm.by_tag.get(tag)
             if stat is not None:
-                bars.append({"arm": name, "w": _x(stat.pass_rate, 0, 1, width), "lo": _x(stat.ci[0], 0, 1, width),
-                             "hi": _x(stat.ci[1], 0, 1, width), "label": f"{stat.pass_rate * 100:.0f}% (n={stat.n})"})
+                bars.append(
+                    {
+                        "arm": name,
+                        "w": _x(stat.pass_rate, 0, 1, width),
+                        "lo": _x(stat.ci[0], 0, 1, width),
+                        "hi": _x(stat.ci[1], 0, 1, width),
+                        "label": f"{stat.pass_rate * 100:.0f}% (n={stat.n})",
+                    }
+                )
         out.append({"tag": tag, "bars": bars})
     return out
 
 
 def render_html(report: EvalReport, flipped_outputs: list[FlippedOutputs] | None = None) -> str:
     """A self-contained HTML page: tables, inline SVG charts and flipped cases' outputs side by side."""
-    return _env().get_template("eval_report.html.j2").render(
-        r=report, arms=_arms(report), effects=_effects(report), grid=grid(report),
-        effect_chart=effect_chart(report), tag_chart=tag_chart(report),
-        flipped_outputs=flipped_outputs or [],
+    return (
+        _env()
+        .get_template("eval_report.html.j2")
+        .render(
+            r=report,
+            arms=_arms(report),
+            effects=_effects(report),
+            grid=grid(report),
+            effect_chart=effect_chart(report),
+            tag_chart=tag_chart(report),
+            flipped_outputs=flipped_outputs or [],
+        )
     )

@@ -95,14 +95,24 @@ def load_split(session: Session, deployment: str) -> Split:
     models = {m.id: m for m in session.exec(select(Model).where(Model.id.in_({m for _, m in pairs})))}
 
     def assignment(prompt: str, model: str, variant: Variant) -> Assignment:
-        return Assignment(deployment=dep.name, pair=pair_id(prompt, model), prompt=prompt, model=model,
-                          variant=variant, migration=dep.migration)
+        return Assignment(
+            deployment=dep.name,
+            pair=pair_id(prompt, model),
+            prompt=prompt,
+            model=model,
+            variant=variant,
+            migration=dep.migration,
+        )
 
     candidate = assignment(*pairs[1], "candidate") if has_candidate else None  # type: ignore[misc]
     percent = min(max(dep.canary_percent, 0.0), 100.0)
     return Split(
-        deployment=dep.name, migration=dep.migration, threshold=round(percent * 100) if candidate else 0,
-        control=assignment(*pairs[0], "control"), candidate=candidate, prompts=prompts,
+        deployment=dep.name,
+        migration=dep.migration,
+        threshold=round(percent * 100) if candidate else 0,
+        control=assignment(*pairs[0], "control"),
+        candidate=candidate,
+        prompts=prompts,
         models={mid: ModelSpec.from_model(m) for mid, m in models.items()},
         params={pid: _params(p.params) for pid, p in prompts.items()},
     )
@@ -171,8 +181,9 @@ class Router:
         self._writer.start()
         if self._thread is None and self.refresh_s > 0:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._refresh_loop, name=f"pairshift-router-{self.deployment}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._refresh_loop, name=f"pairshift-router-{self.deployment}", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -204,22 +215,31 @@ class Router:
             self.last_error = f"{type(exc).__name__}: {exc}"
             if not self._in_outage:
                 self._in_outage = True
-                log.warning("router %s: registry refresh failed, serving the split loaded %.0fs ago: %s",
-                            self.deployment, self.stale_s, self.last_error)
+                log.warning(
+                    "router %s: registry refresh failed, serving the split loaded %.0fs ago: %s",
+                    self.deployment,
+                    self.stale_s,
+                    self.last_error,
+                )
             return False
         self._split = split  # the atomic swap: readers see the old split or the new one, never a mix
         self._loaded_at = time.monotonic()
         if self._in_outage:
             self._in_outage = False
-            log.info("router %s: registry reachable again after %d failed refresh(es)", self.deployment,
-                     self.refresh_failures)
+            log.info(
+                "router %s: registry reachable again after %d failed refresh(es)",
+                self.deployment,
+                self.refresh_failures,
+            )
         return True
 
     @property
     def split(self) -> Split:
         split = self._split
         if split is None:
-            raise RuntimeError(f"router for {self.deployment} is not started: call start() or use `with Router(...)`")
+            raise RuntimeError(
+                f"router for {self.deployment} is not started: call start() or use `with Router(...)`"
+            )
         return split
 
     @property
@@ -239,7 +259,9 @@ class Router:
         """The unit's assignment under the current split: no I/O, no lock, a shared immutable answer."""
         split = self._split
         if split is None:
-            raise RuntimeError(f"router for {self.deployment} is not started: call start() or use `with Router(...)`")
+            raise RuntimeError(
+                f"router for {self.deployment} is not started: call start() or use `with Router(...)`"
+            )
         if split.threshold and bucket(split.migration, unit_key) < split.threshold:
             return split.candidate  # type: ignore[return-value]
         return split.control
@@ -264,14 +286,27 @@ class Router:
 
         ``resolved_model`` is the response's ``model`` field: recording it is how an alias that moves is seen.
         """
-        self.writer.put(ObservationIn(
-            deployment=assignment.deployment, pair=assignment.pair, variant=assignment.variant, unit=unit_key,
-            latency_ms=latency_ms, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost_usd,
-            outcome=outcome, score=score, at=at, migration=assignment.migration, resolved_model=resolved_model,
-        ))
+        self.writer.put(
+            ObservationIn(
+                deployment=assignment.deployment,
+                pair=assignment.pair,
+                variant=assignment.variant,
+                unit=unit_key,
+                latency_ms=latency_ms,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=cost_usd,
+                outcome=outcome,
+                score=score,
+                at=at,
+                migration=assignment.migration,
+                resolved_model=resolved_model,
+            )
+        )
 
-    def request(self, assignment: Assignment, variables: Mapping[str, Any]) -> tuple[ModelSpec, str | None,
-                                                                                    list[Message], CallParams]:
+    def request(
+        self, assignment: Assignment, variables: Mapping[str, Any]
+    ) -> tuple[ModelSpec, str | None, list[Message], CallParams]:
         """The provider request for ``assignment``: model spec, rendered system text, messages, params."""
         split = self.split
         prompt = split.prompts.get(assignment.prompt)
@@ -302,13 +337,20 @@ class Router:
             spec, system, messages, params = self.request(assignment, variables)
             completion = await providers.complete(spec, system, messages, params)
         except (ProviderError, TemplateProblem):
-            self.record(unit_key, assignment, latency_ms=(time.perf_counter() - started) * 1000, outcome="error")
+            self.record(
+                unit_key, assignment, latency_ms=(time.perf_counter() - started) * 1000, outcome="error"
+            )
             raise
         ok = validate is None or validate(completion.text)
         self.record(
-            unit_key, assignment, latency_ms=completion.latency_ms, input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
-            outcome="ok" if ok else "invalid", score=score(completion.text) if score else None,
+            unit_key,
+            assignment,
+            latency_ms=completion.latency_ms,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=completion.cost_usd,
+            outcome="ok" if ok else "invalid",
+            score=score(completion.text) if score else None,
             resolved_model=completion.resolved_model,
         )
         return RoutedCompletion(output=completion.text, assignment=assignment, completion=completion)

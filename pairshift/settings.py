@@ -18,15 +18,21 @@ TASK_QUEUE = "pairshift"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAIRSHIFT_", extra="ignore")
 
-    home: Path = Field(Path(".pairshift"), description="State folder: registry SQLite file, Temporal state, reports.")
+    home: Path = Field(
+        Path(".pairshift"), description="State folder: registry SQLite file, Temporal state, reports."
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL of the registry; default sqlite:///$PAIRSHIFT_HOME/registry.db."
     )
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
     namespace: str = Field("default", description="Temporal namespace.")
     task_queue: str = Field(TASK_QUEUE, description="Task queue of the pairshift worker.")
-    ui_url: str = Field("http://localhost:8233", description="Temporal Web UI base URL, for links in notices.")
-    api_url: str = Field("http://localhost:8080", description="Base URL of `pairshift api`, for links in notices.")
+    ui_url: str = Field(
+        "http://localhost:8233", description="Temporal Web UI base URL, for links in notices."
+    )
+    api_url: str = Field(
+        "http://localhost:8080", description="Base URL of `pairshift api`, for links in notices."
+    )
 
     @property
     def registry_url(self) -> str:

@@ -67,7 +67,9 @@ class TagStat(BaseModel):
 
 
 class AssertionTypeStat(BaseModel):
-    fail_rate: float = Field(..., description="Failing calls / calls carrying the type (all calls if unknown).")
+    fail_rate: float = Field(
+        ..., description="Failing calls / calls carrying the type (all calls if unknown)."
+    )
     n: int = Field(..., description="Calls in which the type failed.")
 
 
@@ -163,7 +165,7 @@ def summarize_arm(outcomes: Sequence[CaseOutcome], confidence: float = 0.95) -> 
     pass_rate, ci, _ = _mean_interval(np.fromiter(pass_by_case.values(), float), confidence, 0.0, 1.0)
     mean_score, score_ci, _ = _mean_interval(np.fromiter(score_by_case.values(), float), confidence, 0.0, 1.0)
     ok_latency = np.array([o.latency_ms for o in outcomes if not o.error], dtype=float)
-    p50, p95 = (np.percentile(ok_latency, [50, 95]) if ok_latency.size else (0.0, 0.0))
+    p50, p95 = np.percentile(ok_latency, [50, 95]) if ok_latency.size else (0.0, 0.0)
     epochs_by_case: dict[str, int] = defaultdict(int)
     for o in outcomes:
         epochs_by_case[o.case_id] += 1
@@ -212,7 +214,9 @@ def _by_assertion_type(outcomes: Sequence[CaseOutcome]) -> dict[str, AssertionTy
     # Without `assertion_types` the calls carrying a type are unknown; all calls is then the denominator.
     knows_carried = any(o.assertion_types for o in outcomes)
     return {
-        t: AssertionTypeStat(fail_rate=failed[t] / (carried[t] if knows_carried else len(outcomes)), n=failed[t])
+        t: AssertionTypeStat(
+            fail_rate=failed[t] / (carried[t] if knows_carried else len(outcomes)), n=failed[t]
+        )
         for t in sorted(set(failed) | (set(carried) if knows_carried else set()))
     }
 

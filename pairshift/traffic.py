@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,8 +44,12 @@ class Behaviour(BaseModel):
 
     error_rate: float = Field(0.0, ge=0, le=1, description="share of calls that fail")
     invalid_rate: float = Field(0.0, ge=0, le=1, description="share of successful calls with invalid output")
-    score_mean: float | None = Field(None, ge=0, le=1, description="mean 0..1 score; None: calls carry no score")
-    score_concentration: float = Field(20.0, gt=0, description="Beta(a+b): larger = scores closer to the mean")
+    score_mean: float | None = Field(
+        None, ge=0, le=1, description="mean 0..1 score; None: calls carry no score"
+    )
+    score_concentration: float = Field(
+        20.0, gt=0, description="Beta(a+b): larger = scores closer to the mean"
+    )
     latency_median_ms: float = Field(500.0, gt=0)
     latency_sigma: float = Field(0.3, ge=0, description="log-normal sigma of latency")
     input_tokens: int = Field(200, ge=0)
@@ -62,7 +66,9 @@ class TrafficProfile(BaseModel):
     seed: int = 0
     behaviours: dict[str, Behaviour] = Field(default_factory=dict, description="by model id or pair id")
     default: Behaviour = Field(default_factory=Behaviour)
-    use_sim: bool = Field(False, description="answer with the sim snapshot (sim models only) instead of synthesis")
+    use_sim: bool = Field(
+        False, description="answer with the sim snapshot (sim models only) instead of synthesis"
+    )
     vars_pool: list[dict[str, Any]] = Field(default_factory=list, description="prompt variables for use_sim")
 
     def behaviour(self, assignment: Assignment) -> Behaviour:
@@ -130,8 +136,14 @@ class TrafficGenerator:
             return _Result("error", b.latency_median_ms, 0, 0, 0.0, None)
         out = snapshots.simulate(spec.id, system, messages, params)
         outcome, score = judge_triage(out.text, variables)
-        return _Result(outcome, out.latency_ms, out.input_tokens, out.output_tokens,
-                       cost_usd(spec, out.input_tokens, out.output_tokens), score)
+        return _Result(
+            outcome,
+            out.latency_ms,
+            out.input_tokens,
+            out.output_tokens,
+            cost_usd(spec, out.input_tokens, out.output_tokens),
+            score,
+        )
 
     def _one(self) -> tuple[str, Assignment, _Result]:
         unit = self._unit()
@@ -142,28 +154,43 @@ class TrafficGenerator:
         self.errors += result.outcome == "error"
         return unit, a, result
 
-    def generate(self, n: int, at: datetime | None = None, *, spread_s: float = 0.0,
-                 refresh: bool = True) -> list[ObservationIn]:
+    def generate(
+        self, n: int, at: datetime | None = None, *, spread_s: float = 0.0, refresh: bool = True
+    ) -> list[ObservationIn]:
         """``n`` requests now, stored before returning; times ``at`` (default now) plus up to ``spread_s``.
 
         ``refresh`` reloads the router's split first, so a percent a workflow just set is the one used.
         """
         if refresh:
             self.router.refresh()
-        start = at or datetime.now(timezone.utc)
+        start = at or datetime.now(UTC)
         out: list[ObservationIn] = []
         for i in range(n):
             unit, a, r = self._one()
-            when = start if not spread_s else datetime.fromtimestamp(start.timestamp() + spread_s * i / n,
-                                                                      timezone.utc)
-            out.append(ObservationIn(
-                deployment=a.deployment, pair=a.pair, variant=a.variant, unit=unit, latency_ms=r.latency_ms,
-                input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=r.cost, outcome=r.outcome,
-                score=r.score, at=when, migration=a.migration,
-            ))
+            when = (
+                start
+                if not spread_s
+                else datetime.fromtimestamp(start.timestamp() + spread_s * i / n, UTC)
+            )
+            out.append(
+                ObservationIn(
+                    deployment=a.deployment,
+                    pair=a.pair,
+                    variant=a.variant,
+                    unit=unit,
+                    latency_ms=r.latency_ms,
+                    input_tokens=r.input_tokens,
+                    output_tokens=r.output_tokens,
+                    cost_usd=r.cost,
+                    outcome=r.outcome,
+                    score=r.score,
+                    at=when,
+                    migration=a.migration,
+                )
+            )
         with self.router.registry.session() as s:
             for i in range(0, len(out), MAX_BATCH):
-                store_batch(s, out[i:i + MAX_BATCH])
+                store_batch(s, out[i : i + MAX_BATCH])
         return out
 
     async def run(self, duration_s: float, *, stop: asyncio.Event | None = None) -> int:
@@ -172,7 +199,9 @@ class TrafficGenerator:
         began = time.monotonic()
         sent = 0
         while (elapsed := time.monotonic() - began) < duration_s and not (stop and stop.is_set()):
-            due = int(elapsed * rate) + 1 - sent  # catch up if a tick ran late; never burst beyond the schedule
+            due = (
+                int(elapsed * rate) + 1 - sent
+            )  # catch up if a tick ran late; never burst beyond the schedule
             for _ in range(max(due, 0)):
                 await self._one_async()
                 sent += 1
@@ -182,19 +211,33 @@ class TrafficGenerator:
     async def _one_async(self) -> None:
         if not self.profile.use_sim:
             unit, a, r = self._one()
-            self.router.record(unit, a, latency_ms=r.latency_ms, input_tokens=r.input_tokens,
-                               output_tokens=r.output_tokens, cost_usd=r.cost, outcome=r.outcome, score=r.score)
+            self.router.record(
+                unit,
+                a,
+                latency_ms=r.latency_ms,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                cost_usd=r.cost,
+                outcome=r.outcome,
+                score=r.score,
+            )
             return
         unit, variables = self._unit(), self._vars()
         a = self.router.resolve(unit)
         self.sent += 1
         if self.rng.random() < self.profile.behaviour(a).error_rate:
             self.errors += 1
-            self.router.record(unit, a, latency_ms=self.profile.behaviour(a).latency_median_ms, outcome="error")
+            self.router.record(
+                unit, a, latency_ms=self.profile.behaviour(a).latency_median_ms, outcome="error"
+            )
             return
         try:
-            await self.router.complete(unit, variables, validate=lambda text: judge_triage(text, variables)[0] == "ok",
-                                       score=lambda text: judge_triage(text, variables)[1])
+            await self.router.complete(
+                unit,
+                variables,
+                validate=lambda text: judge_triage(text, variables)[0] == "ok",
+                score=lambda text: judge_triage(text, variables)[1],
+            )
         except ProviderError:
             self.errors += 1  # recorded by the router already
 
@@ -219,5 +262,11 @@ def profile_for(behaviours: Mapping[str, Behaviour | Mapping[str, Any]], **kw: A
     return TrafficProfile(behaviours={k: Behaviour.model_validate(v) for k, v in behaviours.items()}, **kw)
 
 
-__all__: Sequence[str] = ("Behaviour", "TrafficGenerator", "TrafficProfile", "judge_triage", "profile_for",
-                          "vars_from_dataset")
+__all__: Sequence[str] = (
+    "Behaviour",
+    "TrafficGenerator",
+    "TrafficProfile",
+    "judge_triage",
+    "profile_for",
+    "vars_from_dataset",
+)

@@ -21,8 +21,14 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 # ENGINEERING.md's flags: no sandbox (CI runs as root), and no background traffic to the internet.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 UI_TIMEOUT_MS = 20_000
 
 
@@ -86,8 +92,16 @@ async def fill_code_editor(editor: Any, value: Any) -> None:
     await editor.blur()
 
 
-async def start_workflow(page: Any, ui_url: str, *, namespace: str, workflow_id: str, task_queue: str,
-                         workflow_type: str, payload: dict[str, Any]) -> None:
+async def start_workflow(
+    page: Any,
+    ui_url: str,
+    *,
+    namespace: str,
+    workflow_id: str,
+    task_queue: str,
+    workflow_type: str,
+    payload: dict[str, Any],
+) -> None:
     """Fill and submit the Start Workflow form; returns on the new workflow's page."""
     await page.goto(f"{ui_url}/namespaces/{namespace}/workflows/start-workflow")
     await page.get_by_test_id("workflowId").fill(workflow_id)
@@ -96,8 +110,9 @@ async def start_workflow(page: Any, ui_url: str, *, namespace: str, workflow_id:
     # Leaving the task-queue field makes the UI look for pollers: "Active" = it sees our worker on that queue.
     await page.get_by_text("Task Queue is Active").wait_for()
     await fill_code_editor(page.get_by_role("textbox", name="Data"), payload)
-    async with page.expect_response(lambda r: r.request.method == "POST"
-                                    and f"/workflows/{workflow_id}" in r.url) as started:
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and f"/workflows/{workflow_id}" in r.url
+    ) as started:
         await page.get_by_test_id("start-workflow-button").click()
     response = await started.value
     if not response.ok:
@@ -107,8 +122,9 @@ async def start_workflow(page: Any, ui_url: str, *, namespace: str, workflow_id:
     await page.get_by_role("heading", name=workflow_id).wait_for()
 
 
-async def send_signal(page: Any, ui_url: str, *, namespace: str, workflow_id: str, signal: str,
-                      payload: dict[str, Any]) -> None:
+async def send_signal(
+    page: Any, ui_url: str, *, namespace: str, workflow_id: str, signal: str, payload: dict[str, Any]
+) -> None:
     """Open the workflow's page and send ``signal`` with ``payload`` through More Actions > Send a Signal."""
     await page.goto(f"{ui_url}/namespaces/{namespace}/workflows/{workflow_id}")
     await page.get_by_role("button", name="More Actions").click()
@@ -119,14 +135,18 @@ async def send_signal(page: Any, ui_url: str, *, namespace: str, workflow_id: st
     await dialog.get_by_role("button", name="Select a signal").click()
     await page.get_by_role("option", name=signal, exact=True).click()
     await fill_code_editor(dialog.get_by_role("textbox", name="Data"), payload)
-    async with page.expect_response(lambda r: r.request.method == "POST" and f"/signal/{signal}" in r.url) as sent:
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and f"/signal/{signal}" in r.url
+    ) as sent:
         await dialog.get_by_test_id("confirm-modal-button").click()
     response = await sent.value
     if not response.ok:
         raise UIError(f"the UI's signal request answered {response.status}: {await response.text()}")
 
 
-async def expect_execution_status(page: Any, ui_url: str, *, namespace: str, workflow_id: str, status: str) -> None:
+async def expect_execution_status(
+    page: Any, ui_url: str, *, namespace: str, workflow_id: str, status: str
+) -> None:
     """Open the workflow's page and wait until its status badge reads ``status`` (the page refreshes itself)."""
     from playwright.async_api import expect
 

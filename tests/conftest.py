@@ -123,7 +123,7 @@ def dump_registry(reg: Registry) -> str:
     with reg.engine.connect() as conn:
         for table in sorted(inspect(conn).get_table_names()):
             rows = conn.execute(text(f'SELECT * FROM "{table}"')).mappings().all()
-            out[table] = sorted((json.dumps(dict(r), default=str, sort_keys=True) for r in rows))
+            out[table] = sorted(json.dumps(dict(r), default=str, sort_keys=True) for r in rows)
     return json.dumps(out, sort_keys=True)
 
 

@@ -56,7 +56,11 @@ class FakeSlack:
 
     def calls_to(self, method: str, *, ok_only: bool = True) -> list[dict[str, Any]]:
         with self._lock:
-            return [c["params"] for c in self.calls if c["method"] == method and (c["status"] == 200 or not ok_only)]
+            return [
+                c["params"]
+                for c in self.calls
+                if c["method"] == method and (c["status"] == 200 or not ok_only)
+            ]
 
     def attempts(self, method: str) -> int:
         with self._lock:
@@ -90,8 +94,11 @@ class FakeSlack:
                 status, after = failure
                 self._record(method, params, status)
                 if status == 429:
-                    return JSONResponse({"ok": False, "error": "ratelimited"}, status_code=429,
-                                        headers={"Retry-After": f"{after:g}"})
+                    return JSONResponse(
+                        {"ok": False, "error": "ratelimited"},
+                        status_code=429,
+                        headers={"Retry-After": f"{after:g}"},
+                    )
                 return PlainTextResponse("upstream connect error", status_code=status)
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 self._record(method, params, 200)

@@ -32,7 +32,13 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 # Stages of seconds, an approval before stage 1, three approvers, separation of duties.
 TEST_POLICY: dict[str, Any] = {
-    "eval": {"epochs": 1, "max_regression": 0.5, "blocking": [], "max_cost_ratio": 5, "max_latency_p95_ratio": 5},
+    "eval": {
+        "epochs": 1,
+        "max_regression": 0.5,
+        "blocking": [],
+        "max_cost_ratio": 5,
+        "max_latency_p95_ratio": 5,
+    },
     "canary": {
         "stages": [
             {"percent": 20, "min_hours": 0.004, "max_hours": 0.02},
@@ -42,8 +48,13 @@ TEST_POLICY: dict[str, Any] = {
         "check_every_minutes": 0.05,
         "min_samples": 100,
     },
-    "approvals": {"approvers": ["alice", "bob", "carol"], "required": 1, "separation_of_duties": True,
-                  "timeout_hours": 1, "remind_every_hours": 0.25},
+    "approvals": {
+        "approvers": ["alice", "bob", "carol"],
+        "required": 1,
+        "separation_of_duties": True,
+        "timeout_hours": 1,
+        "remind_every_hours": 0.25,
+    },
 }
 
 
@@ -87,12 +98,20 @@ def check_with_traffic(traffic: Traffic | None, fail: bool = False) -> Callable:
 
 @asynccontextmanager
 async def migration_worker(client: Client, *, traffic: Traffic | None = None, fail_checks: bool = False):
-    activities = [a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"]
+    activities = [
+        a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
+    ]
     activities.append(check_with_traffic(traffic, fail_checks))
     task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=activities,
-                          activity_executor=pool, max_concurrent_activities=16):
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=ALL_WORKFLOWS,
+            activities=activities,
+            activity_executor=pool,
+            max_concurrent_activities=16,
+        ):
             yield task_queue
 
 
@@ -101,17 +120,30 @@ def apply_small(tmp_path: Path, **kw: Any) -> None:
 
 
 async def start(client: Client, task_queue: str, **kw: Any) -> WorkflowHandle:
-    req = MigrationRequest(**{"deployment": "support-triage", "to_model": "sim-fresh-2025-09",
-                              "to_prompt": "support-triage@2", "requested_by": "carol", **kw})
-    return await client.start_workflow(MigrationWorkflow.run, req, id=f"migration-support-triage-{uuid.uuid4().hex[:6]}",
-                                       task_queue=task_queue)
+    req = MigrationRequest(
+        **{
+            "deployment": "support-triage",
+            "to_model": "sim-fresh-2025-09",
+            "to_prompt": "support-triage@2",
+            "requested_by": "carol",
+            **kw,
+        }
+    )
+    return await client.start_workflow(
+        MigrationWorkflow.run,
+        req,
+        id=f"migration-support-triage-{uuid.uuid4().hex[:6]}",
+        task_queue=task_queue,
+    )
 
 
 async def status(handle: WorkflowHandle) -> MigrationStatus:
     return await handle.query(MigrationWorkflow.status)
 
 
-async def wait_for(handle: WorkflowHandle, pred: Callable[[MigrationStatus], bool], timeout_s: float = 60) -> MigrationStatus:
+async def wait_for(
+    handle: WorkflowHandle, pred: Callable[[MigrationStatus], bool], timeout_s: float = 60
+) -> MigrationStatus:
     """Poll the status query until ``pred`` holds (real time: the time-skipping server does not skip here)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -120,8 +152,10 @@ async def wait_for(handle: WorkflowHandle, pred: Callable[[MigrationStatus], boo
         if pred(st):
             return st
         if loop.time() > deadline:
-            raise AssertionError(f"condition not reached; last status: phase={st.phase} waiting={st.waiting} "
-                                 f"history={[h.event for h in st.history][-8:]} gate={st.stage.gate if st.stage else None}")
+            raise AssertionError(
+                f"condition not reached; last status: phase={st.phase} waiting={st.waiting} "
+                f"history={[h.event for h in st.history][-8:]} gate={st.stage.gate if st.stage else None}"
+            )
         await asyncio.sleep(0.05)
 
 

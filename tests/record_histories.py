@@ -25,17 +25,22 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+# Run as a script, so its folder is on sys.path and the test harness beside it imports.
+from migration_harness import Traffic, apply_small, migration_worker, wait_for, waiting_on
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-# Run as a script, so its folder is on sys.path and the test harness beside it imports.
-from migration_harness import Traffic, apply_small, migration_worker, wait_for, waiting_on
 from pairshift.registry.store import forget_registry
 from pairshift.settings import get_settings
 from workflows.migration import MigrationWorkflow
 from workflows.migration_types import (
-    ApproveSignal, DecideUpdate, MigrationRequest, PauseSignal, ResumeSignal, migration_id,
+    ApproveSignal,
+    DecideUpdate,
+    MigrationRequest,
+    PauseSignal,
+    ResumeSignal,
+    migration_id,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -52,9 +57,15 @@ Recorded = dict[str, WorkflowHandle]  # file name -> handle of a closed workflow
 
 async def _start(client: Client, task_queue: str) -> WorkflowHandle:
     # The product's own id (one live migration per deployment): the replay test derives it from the file.
-    req = MigrationRequest(deployment=DEPLOYMENT, to_model="sim-fresh-2025-09", to_prompt="support-triage@2",
-                           requested_by="carol")
-    return await client.start_workflow(MigrationWorkflow.run, req, id=migration_id(DEPLOYMENT), task_queue=task_queue)
+    req = MigrationRequest(
+        deployment=DEPLOYMENT,
+        to_model="sim-fresh-2025-09",
+        to_prompt="support-triage@2",
+        requested_by="carol",
+    )
+    return await client.start_workflow(
+        MigrationWorkflow.run, req, id=migration_id(DEPLOYMENT), task_queue=task_queue
+    )
 
 
 async def _decide(handle: WorkflowHandle, by: str, decision: str = "approve") -> None:
@@ -80,7 +91,9 @@ async def promoted(env: WorkflowEnvironment) -> Recorded:
             await handle.signal(MigrationWorkflow.resume, ResumeSignal(by="alice"))
             await env.sleep(120)  # stage 0 on skipped time, up to the stage-1 approval
             await wait_for(handle, waiting_on(1))
-            await handle.signal(MigrationWorkflow.approve, ApproveSignal(by="bob", comment="numbers look fine"))
+            await handle.signal(
+                MigrationWorkflow.approve, ApproveSignal(by="bob", comment="numbers look fine")
+            )
             await _expect(handle, "promoted")
             run_id = (await handle.describe()).run_id
             child = env.client.get_workflow_handle(f"{handle.id}-eval-{run_id[:8]}")
@@ -108,10 +121,16 @@ async def continued(env: WorkflowEnvironment) -> Recorded:
     traffic = Traffic(ALIKE)
     try:
         async with migration_worker(env.client, traffic=traffic) as tq:
-            req = MigrationRequest(deployment=DEPLOYMENT, to_model="sim-fresh-2025-09", to_prompt="support-triage@2",
-                                   requested_by="carol", checks_per_run=2)
-            handle = await env.client.start_workflow(MigrationWorkflow.run, req, id=migration_id(DEPLOYMENT),
-                                                     task_queue=tq)
+            req = MigrationRequest(
+                deployment=DEPLOYMENT,
+                to_model="sim-fresh-2025-09",
+                to_prompt="support-triage@2",
+                requested_by="carol",
+                checks_per_run=2,
+            )
+            handle = await env.client.start_workflow(
+                MigrationWorkflow.run, req, id=migration_id(DEPLOYMENT), task_queue=tq
+            )
             await wait_for(handle, waiting_on(0))
             await _decide(handle, "alice")
             await env.sleep(120)
@@ -129,7 +148,9 @@ async def rejected(env: WorkflowEnvironment) -> Recorded:
     async with migration_worker(env.client, traffic=None) as tq:
         handle = await _start(env.client, tq)
         await wait_for(handle, waiting_on(0))
-        await handle.signal(MigrationWorkflow.approve, ApproveSignal(by="mallory"))  # not an approver: ignored
+        await handle.signal(
+            MigrationWorkflow.approve, ApproveSignal(by="mallory")
+        )  # not an approver: ignored
         await wait_for(handle, lambda st: st.history[-1].event == "approve_ignored")
         await _decide(handle, "bob", "reject")
         await _expect(handle, "rejected")
@@ -143,8 +164,9 @@ async def record(scenario: Callable[[WorkflowEnvironment], Awaitable[Recorded]],
         os.environ.pop("PAIRSHIFT_DATABASE_URL", None)
         get_settings.cache_clear()
         apply_small(Path(tmp), cases=CASES)
-        env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server(),
-                                                            data_converter=pydantic_data_converter)
+        env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=_test_server(), data_converter=pydantic_data_converter
+        )
         try:
             recorded = await scenario(env)
             written = []
@@ -173,8 +195,11 @@ async def main() -> int:
     for scenario in (promoted, rolled_back, rejected, continued):
         began = time.monotonic()
         for path in await record(scenario, HISTORIES):
-            print(f"wrote {path.relative_to(TESTS.parent)} ({path.stat().st_size:,} bytes, "
-                  f"{time.monotonic() - began:.1f}s)", flush=True)
+            print(
+                f"wrote {path.relative_to(TESTS.parent)} ({path.stat().st_size:,} bytes, "
+                f"{time.monotonic() - began:.1f}s)",
+                flush=True,
+            )
     return 0
 
 

@@ -11,22 +11,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import EXAMPLES, dump_registry
+from sim_fixtures import SimHandle
 from sqlmodel import select
 from temporalio.client import Client
 from temporalio.worker import Worker
+from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.migration import send_notice
-from conftest import EXAMPLES, dump_registry
 from pairshift.apply import apply_path
 from pairshift.evals import load_report
 from pairshift.registry import open_registry
 from pairshift.registry.models import LedgerEntry, Model
-from sim_fixtures import SimHandle
 from workflows.deprecation import AliasDriftRequest, AliasDriftResult, AliasDriftWorkflow
 from workflows.eval import EvalWorkflow
-from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -36,17 +36,35 @@ def drift_registry(sqlite_settings: str, sim_server: SimHandle, tmp_path: Path) 
     cases = (EXAMPLES / "datasets" / "support-triage.jsonl").read_text().splitlines(keepends=True)[:12]
     (tmp_path / "cases.jsonl").write_text("".join(cases))
     config = {
-        "models": [{"id": "sim-fresh-2025-09", "provider": "anthropic", "base_url": sim_server.base_url,
-                    "aliases": ["sim-latest"], "price": {"input_per_mtok": 2.5, "output_per_mtok": 10.0}},
-                   {"id": "sim-classic-2024-06", "provider": "anthropic", "base_url": sim_server.base_url}],
+        "models": [
+            {
+                "id": "sim-fresh-2025-09",
+                "provider": "anthropic",
+                "base_url": sim_server.base_url,
+                "aliases": ["sim-latest"],
+                "price": {"input_per_mtok": 2.5, "output_per_mtok": 10.0},
+            },
+            {"id": "sim-classic-2024-06", "provider": "anthropic", "base_url": sim_server.base_url},
+        ],
         "prompts": [p for p in example["prompts"] if p["version"] == "1"],
         "datasets": [{"name": "golden", "path": "cases.jsonl"}],
         "policies": [{"name": "drift", "eval": {"epochs": 1}, "notice": {"slack_channel": None}}],
         "deployments": [
-            {"name": "support-triage", "prompt": "support-triage@1", "model": "sim-latest", "dataset": "golden",
-             "policy": "drift"},
-            {"name": "pinned", "prompt": "support-triage@1", "model": "sim-classic-2024-06", "dataset": "golden",
-             "policy": "drift"}],
+            {
+                "name": "support-triage",
+                "prompt": "support-triage@1",
+                "model": "sim-latest",
+                "dataset": "golden",
+                "policy": "drift",
+            },
+            {
+                "name": "pinned",
+                "prompt": "support-triage@1",
+                "model": "sim-classic-2024-06",
+                "dataset": "golden",
+                "policy": "drift",
+            },
+        ],
     }
     (tmp_path / "pairshift.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     apply_path(open_registry(sqlite_settings), tmp_path / "pairshift.yaml", by="test")
@@ -57,20 +75,28 @@ def drift_registry(sqlite_settings: str, sim_server: SimHandle, tmp_path: Path) 
 async def drift_worker(time_skipping_env, drift_registry: str) -> AsyncIterator[tuple[Client, str]]:
     queue = f"drift-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        async with Worker(time_skipping_env.client, task_queue=queue, activity_executor=pool,
-                          workflows=[AliasDriftWorkflow, EvalWorkflow],
-                          activities=[*DEPRECATION_ACTIVITIES, *EVAL_ACTIVITIES, send_notice]):
+        async with Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            activity_executor=pool,
+            workflows=[AliasDriftWorkflow, EvalWorkflow],
+            activities=[*DEPRECATION_ACTIVITIES, *EVAL_ACTIVITIES, send_notice],
+        ):
             yield time_skipping_env.client, queue
 
 
 async def drift_run(client: Client, queue: str) -> AliasDriftResult:
-    return await client.execute_workflow(AliasDriftWorkflow.run, AliasDriftRequest(),
-                                         id=f"pairshift-alias-drift-{uuid.uuid4().hex[:8]}", task_queue=queue)
+    return await client.execute_workflow(
+        AliasDriftWorkflow.run,
+        AliasDriftRequest(),
+        id=f"pairshift-alias-drift-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+    )
 
 
 async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
-        drift_worker, drift_registry: str, sim_server: SimHandle,
-        captured_notices: CapturedNotices) -> None:  # noqa: F811 - fixture
+    drift_worker, drift_registry: str, sim_server: SimHandle, captured_notices: CapturedNotices
+) -> None:  # noqa: F811 - fixture
     client, queue = drift_worker
     registry = open_registry(drift_registry)
 
@@ -81,11 +107,16 @@ async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
     sim_server.repoint("sim-latest", "sim-literal-2025-11")
     moved = await drift_run(client, queue)
     (drift,) = moved.drifted
-    assert (drift.alias, drift.from_snapshot, drift.to_snapshot) == ("sim-latest", "sim-fresh-2025-09",
-                                                                     "sim-literal-2025-11")
+    assert (drift.alias, drift.from_snapshot, drift.to_snapshot) == (
+        "sim-latest",
+        "sim-fresh-2025-09",
+        "sim-literal-2025-11",
+    )
     assert drift.report_id and drift.gate in {"pass", "fail", "inconclusive"} and drift.eval_error is None
     report = load_report(registry, drift.report_id)
-    assert {"baseline", "model_only"} <= set(report.arms) and "prompt_only" not in report.arms  # joint = model_only
+    assert {"baseline", "model_only"} <= set(
+        report.arms
+    ) and "prompt_only" not in report.arms  # joint = model_only
     assert report.target_pair == "support-triage@1+sim-literal-2025-11" and report.dataset.cases == 12
     with registry.session() as s:
         alias = s.get(Model, "sim-latest")
@@ -94,8 +125,9 @@ async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
         assert (new.provider, new.base_url, new.source) == ("anthropic", sim_server.base_url, "observed")
         (entry,) = s.exec(select(LedgerEntry).where(LedgerEntry.reason == "alias-drift")).all()
         assert entry.deployment == "support-triage" and entry.pair == "support-triage@1+sim-latest"
-        assert entry.evidence["note"].startswith("alias sim-latest moved from sim-fresh-2025-09 to "
-                                                 "sim-literal-2025-11 on ")
+        assert entry.evidence["note"].startswith(
+            "alias sim-latest moved from sim-fresh-2025-09 to sim-literal-2025-11 on "
+        )
         assert entry.evidence["eval_report"] == drift.report_id
     (alert,) = [n for n in captured_notices.notices if n.kind == "alias_drift"]
     assert alert.deployment == "support-triage" and "moved from sim-fresh-2025-09" in alert.title
@@ -108,7 +140,8 @@ async def test_repointed_alias_is_detected_recorded_alerted_and_evaluated(
 
 
 async def test_a_failing_probe_is_reported_and_changes_nothing(
-        drift_worker, drift_registry: str, sim_server: SimHandle) -> None:
+    drift_worker, drift_registry: str, sim_server: SimHandle
+) -> None:
     client, queue = drift_worker
     before = dump_registry(open_registry(drift_registry))
     sim_server.retire("sim-latest")
@@ -118,7 +151,8 @@ async def test_a_failing_probe_is_reported_and_changes_nothing(
 
 
 async def test_drift_is_seen_in_production_observations(
-        drift_worker, drift_registry: str, sim_server: SimHandle) -> None:
+    drift_worker, drift_registry: str, sim_server: SimHandle
+) -> None:
     """The probe is one witness; the `model` field recorded on production calls is the other."""
     from pairshift.observations import ObservationIn, store_batch
 
@@ -126,10 +160,23 @@ async def test_drift_is_seen_in_production_observations(
     registry = open_registry(drift_registry)
     sim_server.retire("sim-latest")  # the probe fails from now on; traffic still tells what answered it
     with registry.session() as s:
-        store_batch(s, [ObservationIn(deployment="support-triage", pair="support-triage@1+sim-latest",
-                                      variant="control", unit="u-1", latency_ms=300, input_tokens=10,
-                                      output_tokens=5, cost_usd=0.0, outcome="ok",
-                                      resolved_model="sim-literal-2025-11")])
+        store_batch(
+            s,
+            [
+                ObservationIn(
+                    deployment="support-triage",
+                    pair="support-triage@1+sim-latest",
+                    variant="control",
+                    unit="u-1",
+                    latency_ms=300,
+                    input_tokens=10,
+                    output_tokens=5,
+                    cost_usd=0.0,
+                    outcome="ok",
+                    resolved_model="sim-literal-2025-11",
+                )
+            ],
+        )
     result = await drift_run(client, queue)
     (drift,) = result.drifted
     assert (drift.from_snapshot, drift.to_snapshot) == ("sim-fresh-2025-09", "sim-literal-2025-11")
@@ -137,4 +184,6 @@ async def test_drift_is_seen_in_production_observations(
     with registry.session() as s:
         assert s.get(Model, "sim-latest").resolved_snapshot == "sim-literal-2025-11"
     report = load_report(registry, drift.report_id)
-    assert report.baseline_pair == "support-triage@1+sim-fresh-2025-09", "the previous snapshot is the baseline"
+    assert report.baseline_pair == "support-triage@1+sim-fresh-2025-09", (
+        "the previous snapshot is the baseline"
+    )

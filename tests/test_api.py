@@ -4,17 +4,17 @@ migrations with and without live status, health, OpenAPI, and the Slack extensio
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from test_router_support import CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, apply_example, obs, set_split
 
 from pairshift.api import create_app
 from pairshift.registry.models import MigrationRow, Observation
-from test_router_support import CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, apply_example, obs, set_split
 
 
 @pytest.fixture
@@ -32,7 +32,9 @@ def stored(client: TestClient) -> int:
 
 
 def test_resolve_answers_the_wire_shape_and_is_sticky(client):
-    answers = [client.get(f"/v1/deployments/{DEPLOYMENT}/resolve", params={"unit": f"user-{i}"}) for i in range(40)]
+    answers = [
+        client.get(f"/v1/deployments/{DEPLOYMENT}/resolve", params={"unit": f"user-{i}"}) for i in range(40)
+    ]
     assert all(r.status_code == 200 for r in answers)
     body = answers[0].json()
     assert set(body) == {"deployment", "pair", "prompt", "model", "variant", "migration"}
@@ -105,20 +107,37 @@ def test_item_errors_carry_the_index(client):
 
 
 def _migration(registry, **kw: Any) -> None:
-    row = MigrationRow(run_id=kw.get("run_id", "run-1"), workflow_id=MIGRATION, deployment=DEPLOYMENT,
-                       from_pair="a", to_pair=CANDIDATE_PAIR, reason="manual", requested_by="alice",
-                       phase=kw.get("phase", "canary"), started_at=kw.get("at", datetime.now(timezone.utc)))
+    row = MigrationRow(
+        run_id=kw.get("run_id", "run-1"),
+        workflow_id=MIGRATION,
+        deployment=DEPLOYMENT,
+        from_pair="a",
+        to_pair=CANDIDATE_PAIR,
+        reason="manual",
+        requested_by="alice",
+        phase=kw.get("phase", "canary"),
+        started_at=kw.get("at", datetime.now(UTC)),
+    )
     with registry.session() as s:
         s.add(row)
 
 
 def test_migrations_list_and_one(client):
     reg = client.app.state.pairshift.registry
-    _migration(reg, run_id="run-old", phase="rolled_back", at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    _migration(reg, run_id="run-old", phase="rolled_back", at=datetime(2026, 1, 1, tzinfo=UTC))
     _migration(reg, run_id="run-new", phase="canary")
     listed = client.get("/v1/migrations").json()
     assert [m["run_id"] for m in listed] == ["run-new", "run-old"]
-    assert {"id", "deployment", "phase", "reason", "from_pair", "to_pair", "requested_by", "started_at"} <= set(listed[0])
+    assert {
+        "id",
+        "deployment",
+        "phase",
+        "reason",
+        "from_pair",
+        "to_pair",
+        "requested_by",
+        "started_at",
+    } <= set(listed[0])
     one = client.get(f"/v1/migrations/{MIGRATION}").json()
     assert one["run_id"] == "run-new" and one["live"] is None  # no Temporal client configured
     assert client.get("/v1/migrations/run-old").json()["phase"] == "rolled_back"
@@ -165,8 +184,14 @@ def test_health_openapi_and_the_slack_extension_point(sqlite_registry):
     with TestClient(create_app(sqlite_registry, extra_routers=[slack])) as c:
         assert c.get("/healthz").json() == {"ok": True, "registry": "ok"}
         paths = c.get("/openapi.json").json()["paths"]
-        assert {"/v1/deployments/{name}/resolve", "/v1/observations", "/v1/migrations", "/v1/migrations/{migration_id}",
-                "/healthz", "/slack/interactions"} <= set(paths)
+        assert {
+            "/v1/deployments/{name}/resolve",
+            "/v1/observations",
+            "/v1/migrations",
+            "/v1/migrations/{migration_id}",
+            "/healthz",
+            "/slack/interactions",
+        } <= set(paths)
         assert c.post("/slack/interactions").json() == {"ok": True}
         assert c.get("/no/such/route").json()["error"] == "Not Found"
 

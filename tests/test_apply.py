@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, dump_registry
+
 from pairshift.registry import open_registry
 
 
@@ -53,21 +53,40 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 BAD_EDITS = [
     # (what, old, new, words the one-line error must contain)
-    ("changed prompt text", "Reply with JSON only, with the keys", "Reply in JSON, keys",
-     ["pairshift.yaml", "prompt 'support-triage@1'", "system", "immutable"]),
-    ("dangling reference", "prompt: support-triage@1\n", "prompt: support-triage@9\n",
-     ["deployment 'support-triage'", "prompt", "unknown prompt version support-triage@9"]),
-    ("undeclared template variable", 'template: "Tier: {{ customer_tier }}', 'template: "Tier: {{ custmer_tier }}',
-     ["prompt 'support-triage@1'", "template", "custmer_tier"]),
+    (
+        "changed prompt text",
+        "Reply with JSON only, with the keys",
+        "Reply in JSON, keys",
+        ["pairshift.yaml", "prompt 'support-triage@1'", "system", "immutable"],
+    ),
+    (
+        "dangling reference",
+        "prompt: support-triage@1\n",
+        "prompt: support-triage@9\n",
+        ["deployment 'support-triage'", "prompt", "unknown prompt version support-triage@9"],
+    ),
+    (
+        "undeclared template variable",
+        'template: "Tier: {{ customer_tier }}',
+        'template: "Tier: {{ custmer_tier }}',
+        ["prompt 'support-triage@1'", "template", "custmer_tier"],
+    ),
     ("malformed YAML", "models:\n", "models: [\n", ["pairshift.yaml", "malformed YAML"]),
-    ("unknown key", "    provider: sim\n", "    provider: sim\n    flavour: mint\n", ["models.0.flavour", "Extra inputs"]),
+    (
+        "unknown key",
+        "    provider: sim\n",
+        "    provider: sim\n    flavour: mint\n",
+        ["models.0.flavour", "Extra inputs"],
+    ),
     ("wrong type", "price: {input_per_mtok: 3.0,", "price: {input_per_mtok: lots,", ["input_per_mtok"]),
     ("unknown policy", "    policy: demo\n", "    policy: dmeo\n", ["policy", "unknown policy dmeo"]),
 ]
 
 
 @pytest.mark.parametrize("what, old, new, words", BAD_EDITS, ids=[b[0] for b in BAD_EDITS])
-def test_bad_config_exits_2_names_the_place_and_writes_nothing(use_registry, cli, config_dir, what, old, new, words):
+def test_bad_config_exits_2_names_the_place_and_writes_nothing(
+    use_registry, cli, config_dir, what, old, new, words
+):
     assert cli("apply", "-f", str(config_dir)).code == 0
     # a second, unrelated change in the same apply must not be written either
     _edit(config_dir / "pairshift.yaml", "output_per_mtok: 4.0", "output_per_mtok: 5.0")
@@ -83,7 +102,11 @@ def test_bad_config_exits_2_names_the_place_and_writes_nothing(use_registry, cli
 
 
 def test_changed_labelled_dataset_version_is_refused(use_registry, cli, config_dir):
-    _edit(config_dir / "pairshift.yaml", "path: datasets/support-triage.jsonl", 'path: datasets/support-triage.jsonl\n    version: "2026-11"')
+    _edit(
+        config_dir / "pairshift.yaml",
+        "path: datasets/support-triage.jsonl",
+        'path: datasets/support-triage.jsonl\n    version: "2026-11"',
+    )
     assert cli("apply", "-f", str(config_dir)).code == 0
     data = config_dir / "datasets" / "support-triage.jsonl"
     data.write_text(data.read_text().replace('"free"', '"basic"', 1))

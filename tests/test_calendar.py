@@ -7,15 +7,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import dump_registry
 from sqlmodel import select
 
-from conftest import dump_registry
 from pairshift.calendar import CalendarError, load_calendar, sync
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model, PromptVersion
 from pairshift.registry.store import Registry
 
 DATA = Path(__file__).parent / "data" / "calendar"
+
+
 @pytest.fixture
 def calendar_cli(cli):
     """The in-process CLI (models / deprecations / schedules groups)."""
@@ -26,7 +28,10 @@ def test_bundled_calendar_holds_the_published_retirements() -> None:
     entries = {e.id: e for e in load_calendar()}
     sonnet = entries["claude-sonnet-4-20250514"]
     assert (sonnet.deprecated_on, sonnet.retires_on, sonnet.replacement) == (
-        date(2026, 4, 14), date(2026, 6, 15), "claude-sonnet-4-6")
+        date(2026, 4, 14),
+        date(2026, 6, 15),
+        "claude-sonnet-4-6",
+    )
     assert entries["claude-opus-4-20250514"].replacement == "claude-opus-4-8"
     assert entries["claude-3-7-sonnet-20250219"].retires_on == date(2026, 2, 19)
     assert entries["o3-2025-04-16"].retires_on == entries["gpt-5-2025-08-07"].retires_on == date(2026, 12, 11)
@@ -44,11 +49,14 @@ def test_litellm_format_gives_prices_per_mtok_and_retirement_dates() -> None:
     assert gpt.row_values().keys() == {"provider", "input_per_mtok", "output_per_mtok", "retires_on"}
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("malformed.yaml", "models[1] (claude-opus-4-20250514): retires_on: Input should be a valid date"),
-    ("litellm_bad.json", "gpt-4o-2024-08-06: deprecation_date: Input should be a valid date"),
-    ("duplicate.yaml", "gpt-5-2025-12-01: gpt-5 is already listed by gpt-5-2025-08-07"),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("malformed.yaml", "models[1] (claude-opus-4-20250514): retires_on: Input should be a valid date"),
+        ("litellm_bad.json", "gpt-4o-2024-08-06: deprecation_date: Input should be a valid date"),
+        ("duplicate.yaml", "gpt-5-2025-12-01: gpt-5 is already listed by gpt-5-2025-08-07"),
+    ],
+)
 def test_malformed_files_are_refused_naming_entry_and_field(name: str, message: str) -> None:
     with pytest.raises(CalendarError) as info:
         load_calendar(DATA / name)
@@ -58,8 +66,15 @@ def test_malformed_files_are_refused_naming_entry_and_field(name: str, message: 
 
 def test_sync_writes_calendar_rows_once_and_never_touches_config(registry: Registry) -> None:
     with registry.session() as s:
-        s.add(Model(id="claude-sonnet-4-6", provider="anthropic", input_per_mtok=9.0, output_per_mtok=9.0,
-                    source="config"))
+        s.add(
+            Model(
+                id="claude-sonnet-4-6",
+                provider="anthropic",
+                input_per_mtok=9.0,
+                output_per_mtok=9.0,
+                source="config",
+            )
+        )
     entries = load_calendar(DATA / "small.yaml")
     with registry.session() as s:
         first = sync(s, entries)
@@ -74,14 +89,20 @@ def test_sync_writes_calendar_rows_once_and_never_touches_config(registry: Regis
         config_row = s.get(Model, "claude-sonnet-4-6")
         assert (config_row.source, config_row.input_per_mtok) == ("config", 9.0)
         row = s.get(Model, "claude-sonnet-4-20250514")
-        assert (row.source, row.retires_on, row.aliases) == ("calendar", date(2026, 6, 15), ["claude-sonnet-4-0"])
+        assert (row.source, row.retires_on, row.aliases) == (
+            "calendar",
+            date(2026, 6, 15),
+            ["claude-sonnet-4-0"],
+        )
 
 
 def test_litellm_refresh_updates_dates_and_keeps_what_it_does_not_carry(registry: Registry) -> None:
     with registry.session() as s:
         sync(s, load_calendar(DATA / "small.yaml"))
-    litellm = [e.model_copy(update={"retires_on": date(2026, 7, 1)}) if e.id.startswith("claude") else e
-               for e in load_calendar(DATA / "litellm.json")]
+    litellm = [
+        e.model_copy(update={"retires_on": date(2026, 7, 1)}) if e.id.startswith("claude") else e
+        for e in load_calendar(DATA / "litellm.json")
+    ]
     with registry.session() as s:
         result = sync(s, litellm)
     assert result.updated == ["claude-sonnet-4-20250514"] and result.created == ["gpt-4o-2024-08-06"]
@@ -89,10 +110,16 @@ def test_litellm_refresh_updates_dates_and_keeps_what_it_does_not_carry(registry
         row = s.get(Model, "claude-sonnet-4-20250514")
         # LiteLLM has no replacement, aliases or announcement date: the calendar's stay.
         assert (row.retires_on, row.replacement, row.aliases, row.deprecated_on) == (
-            date(2026, 7, 1), "claude-sonnet-4-6", ["claude-sonnet-4-0"], date(2026, 4, 14))
+            date(2026, 7, 1),
+            "claude-sonnet-4-6",
+            ["claude-sonnet-4-0"],
+            date(2026, 4, 14),
+        )
 
 
-def test_cli_refuses_a_malformed_file_and_keeps_the_previous_calendar(use_registry: str, calendar_cli) -> None:
+def test_cli_refuses_a_malformed_file_and_keeps_the_previous_calendar(
+    use_registry: str, calendar_cli
+) -> None:
     cli = calendar_cli
     assert cli("models", "sync", "--from", str(DATA / "small.yaml")).code == 0
     before = dump_registry(open_registry(use_registry))
@@ -103,8 +130,9 @@ def test_cli_refuses_a_malformed_file_and_keeps_the_previous_calendar(use_regist
     assert dump_registry(open_registry(use_registry)) == before
 
 
-def test_cli_sync_bundled_then_list_shows_retirement_pins_and_aliases(use_registry: str, calendar_cli,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_sync_bundled_then_list_shows_retirement_pins_and_aliases(
+    use_registry: str, calendar_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pairshift.cli.common import console
 
     monkeypatch.setattr(console, "width", 250)  # the table, unabbreviated

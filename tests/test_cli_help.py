@@ -1,9 +1,9 @@
 """Every command says what it does."""
 
 import pytest
+from typer.main import get_command
 
 from pairshift.cli import app
-from typer.main import get_command
 
 
 def _commands(group, prefix=()):

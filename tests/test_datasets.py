@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from pairshift.datasets import (
-    KNOWN_ASSERTION_TYPES, assertion_from_cell, dataset_hash, load_csv, load_dataset, load_jsonl,
-    load_openai_evals, load_promptfoo,
+    KNOWN_ASSERTION_TYPES,
+    assertion_from_cell,
+    dataset_hash,
+    load_csv,
+    load_dataset,
+    load_jsonl,
+    load_openai_evals,
+    load_promptfoo,
 )
 
 DATA = Path(__file__).parent / "data" / "datasets"
@@ -36,7 +42,11 @@ def test_openai_evals_maps_input_ideal_to_vars_and_contains_any() -> None:
     chat, plain = cases
     assert chat.id == "case-0001" and chat.vars["input"] == "What is the capital of France?"
     assert chat.vars["messages"][0] == {"role": "system", "content": "Answer briefly."}
-    assert chat.expected == "Paris" and chat.assert_[0].type == "contains-any" and chat.assert_[0].value == ["Paris"]
+    assert (
+        chat.expected == "Paris"
+        and chat.assert_[0].type == "contains-any"
+        and chat.assert_[0].value == ["Paris"]
+    )
     assert plain.vars["messages"] == [{"role": "user", "content": "Name a primary colour."}]
     assert plain.assert_[0].value == ["red", "blue", "yellow"] and plain.expected == "red"
     assert load_dataset(DATA / "openai_evals.jsonl") == cases
@@ -54,22 +64,31 @@ def test_plain_csv_with_expected_columns() -> None:
     assert math_case.vars == {"question": "What is 2+2?", "tier": "free"}
     assert [(a.type, a.value) for a in math_case.assert_] == [("equals", "4"), ("not-contains", "five")]
     assert math_case.tags == ["math", "easy"]
-    assert [(a.type, a.value) for a in geo.assert_] == [("contains", "Paris"), ("icontains-any", ["paris", "lutetia"])]
+    assert [(a.type, a.value) for a in geo.assert_] == [
+        ("contains", "Paris"),
+        ("icontains-any", ["paris", "lutetia"]),
+    ]
 
 
-@pytest.mark.parametrize(("cell", "expected"), [
-    ("Paris", {"type": "equals", "value": "Paris"}),
-    ("contains:Paris", {"type": "contains", "value": "Paris"}),
-    ("factuality:The capital is Paris", {"type": "factuality", "value": "The capital is Paris"}),
-    ("similar(0.8):Hello there", {"type": "similar", "value": "Hello there", "threshold": 0.8}),
-    ("similar:Hello", {"type": "similar", "value": "Hello", "threshold": 0.8}),
-    ("contains-any: <b>,</span>", {"type": "contains-any", "value": ["<b>", "</span>"]}),
-    ("llm-rubric: Provides weather information", {"type": "llm-rubric", "value": "Provides weather information"}),
-    ("grade: polite", {"type": "llm-rubric", "value": "polite"}),
-    ("not-regex:^\\d+$", {"type": "not-regex", "value": "^\\d+$"}),
-    ("is-json", {"type": "is-json", "value": None}),
-    ("Answer: 42", {"type": "equals", "value": "Answer: 42"}),
-])
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("Paris", {"type": "equals", "value": "Paris"}),
+        ("contains:Paris", {"type": "contains", "value": "Paris"}),
+        ("factuality:The capital is Paris", {"type": "factuality", "value": "The capital is Paris"}),
+        ("similar(0.8):Hello there", {"type": "similar", "value": "Hello there", "threshold": 0.8}),
+        ("similar:Hello", {"type": "similar", "value": "Hello", "threshold": 0.8}),
+        ("contains-any: <b>,</span>", {"type": "contains-any", "value": ["<b>", "</span>"]}),
+        (
+            "llm-rubric: Provides weather information",
+            {"type": "llm-rubric", "value": "Provides weather information"},
+        ),
+        ("grade: polite", {"type": "llm-rubric", "value": "polite"}),
+        ("not-regex:^\\d+$", {"type": "not-regex", "value": "^\\d+$"}),
+        ("is-json", {"type": "is-json", "value": None}),
+        ("Answer: 42", {"type": "equals", "value": "Answer: 42"}),
+    ],
+)
 def test_expected_cell_syntax(cell: str, expected: dict) -> None:
     # Rows from the "Values without a type prefix default to equals" table of the Test Case docs.
     assert assertion_from_cell(cell) == expected
@@ -78,7 +97,14 @@ def test_expected_cell_syntax(cell: str, expected: dict) -> None:
 def test_promptfoo_config_default_test_files_globs_and_csv() -> None:
     cases = load_promptfoo(DATA / "promptfoo" / "promptfooconfig.yaml")
     by_id = {c.id: c for c in cases}
-    assert [c.id for c in cases] == ["inline-gold", "case-0002", "case-0003", "from-yaml", "case-0005", "from-jsonl"]
+    assert [c.id for c in cases] == [
+        "inline-gold",
+        "case-0002",
+        "case-0003",
+        "from-yaml",
+        "case-0005",
+        "from-jsonl",
+    ]
     gold = by_id["inline-gold"]
     assert gold.vars == {"customer_tier": "gold", "ticket_body": "refund please"}
     assert [a.type for a in gold.assert_] == ["is-json", "json-field"] and gold.threshold == 0.5
@@ -87,10 +113,16 @@ def test_promptfoo_config_default_test_files_globs_and_csv() -> None:
     assert by_id["case-0003"].vars["ticket_body"] == "b"
     yaml_case = by_id["from-yaml"]
     assert yaml_case.threshold == 0.9 and yaml_case.tags == ["bug", "mobile"]
-    assert yaml_case.assert_[1].value == {"type": "object", "required": ["severity"]}  # file:// schema inlined
+    assert yaml_case.assert_[1].value == {
+        "type": "object",
+        "required": ["severity"],
+    }  # file:// schema inlined
     csv_case = by_id["case-0005"]
     assert [(a.type, a.metric, a.weight) for a in csv_case.assert_] == [
-        ("is-json", None, 1.0), ("contains-any", "routing", 1.0), ("similar", "routing", 2.0)]
+        ("is-json", None, 1.0),
+        ("contains-any", "routing", 1.0),
+        ("similar", "routing", 2.0),
+    ]
     assert csv_case.assert_[2].threshold == 0.6
     assert by_id["from-jsonl"].assert_[1].value == "billing"
     assert load_dataset(DATA / "promptfoo" / "promptfooconfig.yaml") == cases
@@ -104,7 +136,9 @@ def test_dataset_hash_is_canonical_and_order_sensitive(tmp_path: Path) -> None:
     changed = [cases[0].model_copy(update={"tags": ["other"]}), cases[1]]
     assert dataset_hash(changed) != digest
     # Same content written with other key order, spacing and an explicit default weight: same hash.
-    line = ('{"assert": [{"weight": 1, "type": "contains", "value": "x"}], "vars": {"b": 1, "a": 2}, "id": "k"}\n')
+    line = (
+        '{"assert": [{"weight": 1, "type": "contains", "value": "x"}], "vars": {"b": 1, "a": 2}, "id": "k"}\n'
+    )
     other = '{"id":"k","vars":{"a":2,"b":1},"assert":[{"type":"contains","value":"x"}]}\n'
     (tmp_path / "a.jsonl").write_text(line)
     (tmp_path / "b.jsonl").write_text(other)
@@ -112,10 +146,30 @@ def test_dataset_hash_is_canonical_and_order_sensitive(tmp_path: Path) -> None:
 
 
 def test_known_types_cover_product_section_5() -> None:
-    product = {"equals", "contains", "icontains", "contains-any", "contains-all", "icontains-any", "icontains-all",
-               "regex", "starts-with", "is-json", "contains-json", "levenshtein", "similar", "llm-rubric",
-               "model-graded-closedqa", "factuality", "is-refusal", "finish-reason", "latency", "cost",
-               "assert-set", "json-field"}
+    product = {
+        "equals",
+        "contains",
+        "icontains",
+        "contains-any",
+        "contains-all",
+        "icontains-any",
+        "icontains-all",
+        "regex",
+        "starts-with",
+        "is-json",
+        "contains-json",
+        "levenshtein",
+        "similar",
+        "llm-rubric",
+        "model-graded-closedqa",
+        "factuality",
+        "is-refusal",
+        "finish-reason",
+        "latency",
+        "cost",
+        "assert-set",
+        "json-field",
+    }
     assert product <= KNOWN_ASSERTION_TYPES
 
 

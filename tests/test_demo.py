@@ -18,14 +18,23 @@ PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
     [
         ("happy", ["migration-support-triage: promoted", "interaction", "HTML report:"]),
         ("regression", ["migration-support-triage: rolled_back", "gate breach", "HTML report:"]),
-        ("deprecation", ["the scan started migration-support-triage", "failed_eval", "--to-prompt support-triage@2"]),
+        (
+            "deprecation",
+            ["the scan started migration-support-triage", "failed_eval", "--to-prompt support-triage@2"],
+        ),
     ],
 )
 def test_demo_scenario(tmp_path: Path, scenario: str, words: list[str]) -> None:
     env = dict(os.environ, PAIRSHIFT_HOME=str(tmp_path / "home"))
     env.pop("PAIRSHIFT_DATABASE_URL", None)
-    proc = subprocess.run([PAIRSHIFT, "demo", "--scenario", scenario], env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [PAIRSHIFT, "demo", "--scenario", scenario],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     for w in words:

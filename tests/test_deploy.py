@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import typer
 import yaml
-
 from browser import in_ci
+
 from pairshift.cli import app
 from pairshift.settings import Settings
 from pairshift.slack import ENV_NAMES as SLACK_ENV_NAMES
@@ -48,8 +48,11 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 def pairshift_services() -> dict[str, dict[str, Any]]:
     """Services built from this repository's Dockerfile (entrypoint `pairshift`)."""
-    return {name: svc for name, svc in compose()["services"].items()
-            if "build" in svc or str(svc.get("image", "")).startswith("pairshift")}
+    return {
+        name: svc
+        for name, svc in compose()["services"].items()
+        if "build" in svc or str(svc.get("image", "")).startswith("pairshift")
+    }
 
 
 def example_names() -> dict[str, str]:
@@ -68,7 +71,11 @@ def env_names_read_by_code() -> set[str]:
     names |= set(SLACK_ENV_NAMES.values())
     for file in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and CODE_ENV_NAME.fullmatch(node.value):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and CODE_ENV_NAME.fullmatch(node.value)
+            ):
                 names.add(node.value)
     return names
 
@@ -79,8 +86,10 @@ def subcommand_path(argv: list[str]) -> list[str]:
     path, rest = ["pairshift"], list(argv)
     while hasattr(cmd, "commands"):  # a group: the next word must name one of its sub-commands
         if not rest or rest[0] not in cmd.commands:
-            pytest.fail(f"`{' '.join(path + rest[:1])}` is not a pairshift command; "
-                        f"{' '.join(path)} has: {', '.join(sorted(cmd.commands))}")
+            pytest.fail(
+                f"`{' '.join(path + rest[:1])}` is not a pairshift command; "
+                f"{' '.join(path)} has: {', '.join(sorted(cmd.commands))}"
+            )
         path.append(rest.pop(0))
         cmd = cmd.commands[path[-1]]
     try:
@@ -109,11 +118,14 @@ def inlined_secrets(services: dict[str, dict[str, Any]]) -> list[str]:
 
 def test_the_worker_and_the_api_run_real_pairshift_subcommands():
     services = pairshift_services()
-    paths = {name: subcommand_path([str(a) for a in svc.get("command") or []]) for name, svc in services.items()}
+    paths = {
+        name: subcommand_path([str(a) for a in svc.get("command") or []]) for name, svc in services.items()
+    }
     assert paths["worker"] == ["pairshift", "worker"]
     assert paths["api"] == ["pairshift", "api"]
-    assert services["api"]["command"][services["api"]["command"].index("--host") + 1] == "0.0.0.0", \
+    assert services["api"]["command"][services["api"]["command"].index("--host") + 1] == "0.0.0.0", (
         "the API must listen beyond the container's loopback"
+    )
 
 
 def test_a_wrong_subcommand_or_option_is_caught():
@@ -125,12 +137,19 @@ def test_a_wrong_subcommand_or_option_is_caught():
 
 def test_pairshift_services_set_only_variables_the_code_reads():
     known = env_names_read_by_code()
-    assert {"PAIRSHIFT_DATABASE_URL", "PAIRSHIFT_TEMPORAL_ADDRESS", "SLACK_BOT_TOKEN", "ANTHROPIC_API_KEY",
-            "OPENAI_API_KEY"} <= known, "the scan of the code found too little to judge by"
+    assert {
+        "PAIRSHIFT_DATABASE_URL",
+        "PAIRSHIFT_TEMPORAL_ADDRESS",
+        "SLACK_BOT_TOKEN",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+    } <= known, "the scan of the code found too little to judge by"
     for name, svc in pairshift_services().items():
         unknown = sorted(set(environment(svc)) - known)
         assert not unknown, f"service {name} sets {unknown}, which no pairshift code reads"
-        assert "PAIRSHIFT_DATABASE_URL" in environment(svc), f"service {name} would use a container-local SQLite"
+        assert "PAIRSHIFT_DATABASE_URL" in environment(svc), (
+            f"service {name} would use a container-local SQLite"
+        )
 
 
 def test_no_secret_is_inlined_in_the_compose_file():
@@ -138,9 +157,16 @@ def test_no_secret_is_inlined_in_the_compose_file():
 
 
 def test_the_secret_check_catches_inlined_values():
-    bad = {"svc": {"environment": {"SLACK_BOT_TOKEN": "xoxb-123", "OPENAI_API_KEY": "${OPENAI_API_KEY:-sk-1}",
-                                   "PAIRSHIFT_DATABASE_URL": "postgresql://u:hunter2@db/x"},
-                   "env_file": ["secrets.env"]}}
+    bad = {
+        "svc": {
+            "environment": {
+                "SLACK_BOT_TOKEN": "xoxb-123",
+                "OPENAI_API_KEY": "${OPENAI_API_KEY:-sk-1}",
+                "PAIRSHIFT_DATABASE_URL": "postgresql://u:hunter2@db/x",
+            },
+            "env_file": ["secrets.env"],
+        }
+    }
     assert len(inlined_secrets(bad)) == 4
 
 
@@ -152,8 +178,11 @@ def test_env_example_names_every_variable_and_holds_no_value():
 
 
 def test_the_image_runs_pairshift_as_a_non_root_user():
-    lines = [ln.strip() for ln in (REPO / "Dockerfile").read_text().splitlines() if ln.strip()
-             and not ln.lstrip().startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (REPO / "Dockerfile").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     assert lines[0] == "FROM python:3.11-slim"
     users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the last USER must not be root"
@@ -166,20 +195,30 @@ def docker_compose() -> str:
         return found
     if in_ci():
         pytest.fail("docker-compose is missing under CI: .ci/run must `apt-get install -y docker-compose`")
-    pytest.skip("docker-compose is missing (apt-get install -y docker-compose); set CI=true to make this a failure")
+    pytest.skip(
+        "docker-compose is missing (apt-get install -y docker-compose); set CI=true to make this a failure"
+    )
 
 
 def run_config(env_file: Path) -> subprocess.CompletedProcess[str]:
     # The operator's own environment must not fill in what the env file leaves out.
     env = {k: v for k, v in os.environ.items() if k not in example_names()}
-    return subprocess.run([docker_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"],
-                          cwd=env_file.parent, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE), "--env-file", str(env_file), "config", "-q"],
+        cwd=env_file.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path):
     required = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*):\?", COMPOSE.read_text()))
     env_file = tmp_path / "ci.env"
-    env_file.write_text("".join(f"{n}={'ci-placeholder' if n in required else ''}\n" for n in example_names()))
+    env_file.write_text(
+        "".join(f"{n}={'ci-placeholder' if n in required else ''}\n" for n in example_names())
+    )
     done = run_config(env_file)
     assert done.returncode == 0, done.stderr
 

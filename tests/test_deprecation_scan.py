@@ -20,16 +20,22 @@ from sqlmodel import select
 from temporalio import workflow
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.worker import Worker
+from test_calendar import calendar_cli  # noqa: F401 - fixture
+from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, MigrationRow, Model, PolicyRow, PromptVersion, Reminder
 from pairshift.settings import get_settings
-from test_calendar import calendar_cli  # noqa: F401 - fixture
-from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 with workflow.unsafe.imports_passed_through():
     from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
-    from activities.migration import PhaseInput, PrepareInput, prepare_migration, record_migration_phase, send_notice
+    from activities.migration import (
+        PhaseInput,
+        PrepareInput,
+        prepare_migration,
+        record_migration_phase,
+        send_notice,
+    )
     from pairshift.cli.calendar_cmd import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
     from workflows.deprecation import DeprecationScanWorkflow, ScanRequest, ScanResult
     from workflows.migration_types import MigrationRequest
@@ -54,13 +60,27 @@ class StandInMigration:
     async def run(self, req: MigrationRequest) -> str:
         info = workflow.info()
         if req.requested_by != "blocker":  # the blocker only occupies the id, like a migration just starting
-            await workflow.execute_activity(prepare_migration, PrepareInput(
-                workflow_id=info.workflow_id, run_id=info.run_id, deployment=req.deployment, to_model=req.to_model,
-                to_prompt=req.to_prompt, policy=req.policy, reason=req.reason, requested_by=req.requested_by), **STEP)
+            await workflow.execute_activity(
+                prepare_migration,
+                PrepareInput(
+                    workflow_id=info.workflow_id,
+                    run_id=info.run_id,
+                    deployment=req.deployment,
+                    to_model=req.to_model,
+                    to_prompt=req.to_prompt,
+                    policy=req.policy,
+                    reason=req.reason,
+                    requested_by=req.requested_by,
+                ),
+                **STEP,
+            )
         await workflow.wait_condition(lambda: self.finished)
         if req.requested_by != "blocker":
-            await workflow.execute_activity(record_migration_phase, PhaseInput(
-                run_id=info.run_id, phase="rejected", finished=True), **STEP)
+            await workflow.execute_activity(
+                record_migration_phase,
+                PhaseInput(run_id=info.run_id, phase="rejected", finished=True),
+                **STEP,
+            )
         return "rejected"
 
 
@@ -68,12 +88,32 @@ class StandInMigration:
 def scan_registry(sqlite_settings: str) -> str:  # noqa: F811 - fixture
     """a, b on the retiring snapshot; c on its replacement; d on it through an alias but without a dataset."""
     with open_registry(sqlite_settings).session() as s:
-        s.add(Model(id="old-2024", provider="sim", aliases=["old-latest"], retires_on=RETIRES, replacement="new-2025"))
+        s.add(
+            Model(
+                id="old-2024",
+                provider="sim",
+                aliases=["old-latest"],
+                retires_on=RETIRES,
+                replacement="new-2025",
+            )
+        )
         s.add(Model(id="new-2025", provider="sim"))
-        s.add(PromptVersion(id="p@1", name="p", version="1", template="{{ x }}", variables=["x"], content_hash="h"))
-        s.add(PolicyRow(name="default", spec={"name": "default", "notice": {"slack_channel": None}}, content_hash="d"))
-        for name, model, dataset in (("a", "old-2024", "golden"), ("b", "old-2024", "golden"),
-                                     ("c", "new-2025", "golden"), ("d", "old-latest", None)):
+        s.add(
+            PromptVersion(
+                id="p@1", name="p", version="1", template="{{ x }}", variables=["x"], content_hash="h"
+            )
+        )
+        s.add(
+            PolicyRow(
+                name="default", spec={"name": "default", "notice": {"slack_channel": None}}, content_hash="d"
+            )
+        )
+        for name, model, dataset in (
+            ("a", "old-2024", "golden"),
+            ("b", "old-2024", "golden"),
+            ("c", "new-2025", "golden"),
+            ("d", "old-latest", None),
+        ):
             s.add(Deployment(name=name, active_prompt="p@1", active_model=model, dataset=dataset))
     return sqlite_settings
 
@@ -83,19 +123,28 @@ async def scan_worker(time_skipping_env, scan_registry: str) -> AsyncIterator[tu
     queue = f"scan-{uuid.uuid4().hex[:8]}"
     activities = [*DEPRECATION_ACTIVITIES, send_notice, prepare_migration, record_migration_phase]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        async with Worker(time_skipping_env.client, task_queue=queue, activity_executor=pool, activities=activities,
-                          workflows=[DeprecationScanWorkflow, StandInMigration]):
+        async with Worker(
+            time_skipping_env.client,
+            task_queue=queue,
+            activity_executor=pool,
+            activities=activities,
+            workflows=[DeprecationScanWorkflow, StandInMigration],
+        ):
             yield time_skipping_env.client, queue
 
 
 async def scan(client: Client, queue: str, day: date) -> ScanResult:
-    return await client.execute_workflow(DeprecationScanWorkflow.run, ScanRequest(today=day),
-                                         id=f"scan-{uuid.uuid4().hex[:8]}", task_queue=queue)
+    return await client.execute_workflow(
+        DeprecationScanWorkflow.run,
+        ScanRequest(today=day),
+        id=f"scan-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+    )
 
 
 async def test_hundred_daily_scans_start_once_and_remind_once(
-        scan_worker, scan_registry: str, time_skipping_env,
-        captured_notices: CapturedNotices) -> None:  # noqa: F811 - fixture
+    scan_worker, scan_registry: str, time_skipping_env, captured_notices: CapturedNotices
+) -> None:  # noqa: F811 - fixture
     # The scan's days are its input, not the server's clock; left on, time skipping would jump the live stand-ins
     # to their execution timeout while a scan's result is awaited.
     with time_skipping_env.auto_time_skipping_disabled():
@@ -104,8 +153,12 @@ async def test_hundred_daily_scans_start_once_and_remind_once(
 
 
 async def _hundred_scans(client: Client, queue: str) -> None:
-    blocker = await client.start_workflow("MigrationWorkflow", MigrationRequest(
-        deployment="b", to_model="new-2025", requested_by="blocker"), id="migration-b", task_queue=queue)
+    blocker = await client.start_workflow(
+        "MigrationWorkflow",
+        MigrationRequest(deployment="b", to_model="new-2025", requested_by="blocker"),
+        id="migration-b",
+        task_queue=queue,
+    )
     started: list[str] = []
     for day in range(100):
         result = await scan(client, queue, D0 + timedelta(days=day))
@@ -115,7 +168,9 @@ async def _hundred_scans(client: Client, queue: str) -> None:
             assert result.blocked == {"d": "deployment d has no golden dataset: a migration needs evidence"}
             await blocker.signal("finish")
             await blocker.result()
-        if day == 10:  # the live migrations end (rejected): they were deprecation migrations, so none restarts
+        if (
+            day == 10
+        ):  # the live migrations end (rejected): they were deprecation migrations, so none restarts
             for dep in ("a", "b"):
                 handle = client.get_workflow_handle(f"migration-{dep}")
                 await handle.signal(StandInMigration.finish)
@@ -129,21 +184,32 @@ def _assert_once_each(scan_registry: str, captured: CapturedNotices) -> None:
     with open_registry(scan_registry).session() as s:
         rows = s.exec(select(MigrationRow)).all()
         assert sorted((m.deployment, m.reason, m.requested_by) for m in rows) == [
-            ("a", "deprecation", "pairshift-deprecation-scan"), ("b", "deprecation", "pairshift-deprecation-scan")]
+            ("a", "deprecation", "pairshift-deprecation-scan"),
+            ("b", "deprecation", "pairshift-deprecation-scan"),
+        ]
         assert len(s.exec(select(Reminder)).all()) == 3 * 7
     reminders = [n for n in captured.notices if n.kind == "deprecation_reminder"]
     sent = sorted((n.deployment, n.facts["threshold_days"]) for n in reminders)
     assert sent == sorted((d, t) for d in "abd" for t in (60, 30, 14, 7, 3, 1, 0))
     first_a = next(n for n in reminders if n.deployment == "a")
-    assert first_a.migration == "migration-a" and "started migration migration-a towards new-2025" in first_a.text
+    assert (
+        first_a.migration == "migration-a"
+        and "started migration migration-a towards new-2025" in first_a.text
+    )
     assert all(n.asks_decision for n in reminders if n.deployment == "d")
     assert "c" not in {n.deployment for n in captured.notices}
 
 
-async def test_cli_scan_prints_what_it_did(scan_worker, calendar_cli, time_skipping_env,  # noqa: F811
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_cli_scan_prints_what_it_did(
+    scan_worker,
+    calendar_cli,
+    time_skipping_env,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, queue = scan_worker
-    monkeypatch.setenv("PAIRSHIFT_TEMPORAL_ADDRESS", time_skipping_env.client.service_client.config.target_host)
+    monkeypatch.setenv(
+        "PAIRSHIFT_TEMPORAL_ADDRESS", time_skipping_env.client.service_client.config.target_host
+    )
     monkeypatch.setenv("PAIRSHIFT_TASK_QUEUE", queue)
     get_settings.cache_clear()
     day = (RETIRES - timedelta(days=20)).isoformat()
@@ -151,7 +217,11 @@ async def test_cli_scan_prints_what_it_did(scan_worker, calendar_cli, time_skipp
     assert out.code == 0, out.err
     data = out.json()
     assert [m["id"] for m in data["started"]] == ["migration-a", "migration-b"]
-    assert sorted((r["deployment"], r["days_before"]) for r in data["reminders"]) == [("a", 30), ("b", 30), ("d", 30)]
+    assert sorted((r["deployment"], r["days_before"]) for r in data["reminders"]) == [
+        ("a", 30),
+        ("b", 30),
+        ("d", 30),
+    ]
     human = await asyncio.to_thread(calendar_cli, "deprecations", "scan", "--today", day)
     assert human.code == 0 and "a: a migration is already running, left alone" in human.out
     assert "d: not started: deployment d has no golden dataset" in human.out
@@ -171,8 +241,11 @@ async def _listed(client: Client, ids: set[str]) -> list[str]:
     return listed
 
 
-async def test_schedules_install_twice_leaves_one_schedule_each(dev_env, calendar_cli,  # noqa: F811
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_schedules_install_twice_leaves_one_schedule_each(
+    dev_env,
+    calendar_cli,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client = dev_env.client
     queue = f"sched-{uuid.uuid4().hex[:8]}"
     first = await install_schedules(client, task_queue=queue)
@@ -181,8 +254,10 @@ async def test_schedules_install_twice_leaves_one_schedule_each(dev_env, calenda
     get_settings.cache_clear()
     again = await asyncio.to_thread(calendar_cli, "schedules", "install", "--json")
     assert again.code == 0, again.err
-    assert again.json() == [{"id": SCAN_SCHEDULE, "status": "already installed"},
-                            {"id": DRIFT_SCHEDULE, "status": "already installed"}]
+    assert again.json() == [
+        {"id": SCAN_SCHEDULE, "status": "already installed"},
+        {"id": DRIFT_SCHEDULE, "status": "already installed"},
+    ]
     try:
         listed = await _listed(client, {SCAN_SCHEDULE, DRIFT_SCHEDULE})
         assert listed.count(SCAN_SCHEDULE) == 1 and listed.count(DRIFT_SCHEDULE) == 1

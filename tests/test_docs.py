@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 from pydantic import BaseModel
+from test_deploy import env_names_read_by_code
 
 from pairshift import docs
 from pairshift.policy import Policy
 from pairshift.settings import Settings
-from test_deploy import env_names_read_by_code
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 REGENERATE = "python -m pairshift.docs > docs/configuration.md   (or: make docs)"
@@ -22,8 +22,13 @@ def test_the_committed_reference_is_current():
     committed = REFERENCE.read_text() if REFERENCE.exists() else ""
     fresh = docs.render()
     if committed != fresh:
-        diff = "".join(list(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True),
-                                                 "committed", "generated"))[:40])
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    committed.splitlines(True), fresh.splitlines(True), "committed", "generated"
+                )
+            )[:40]
+        )
         raise AssertionError(f"docs/configuration.md is stale; regenerate it with:\n    {REGENERATE}\n{diff}")
 
 
@@ -59,8 +64,13 @@ def test_every_setting_and_policy_field_has_a_row():
 
 def test_rows_show_type_default_bounds_and_description():
     text = docs.render()
-    assert row(text, "eval.epochs") == ["`eval.epochs`", "integer", "`3`", ">= 1, <= 20",
-                                        "Repeats of every case per arm; > 1 measures nondeterminism."]
+    assert row(text, "eval.epochs") == [
+        "`eval.epochs`",
+        "integer",
+        "`3`",
+        ">= 1, <= 20",
+        "Repeats of every case per arm; > 1 measures nondeterminism.",
+    ]
     assert row(text, "canary.min_samples")[1:3] == ['integer or "auto"', '`"auto"`']
     assert row(text, "PAIRSHIFT_TEMPORAL_ADDRESS")[2] == '`"localhost:7233"`'
     assert row(text, "id")[2] == "*required*"

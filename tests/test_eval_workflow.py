@@ -10,33 +10,60 @@ import pytest
 from sqlmodel import select
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
+from test_evals_support import eval_registry  # noqa: F401 - fixture
 
 from activities.evals import EVAL_ACTIVITIES
 from pairshift.evals import EvalRequest
 from pairshift.registry.models import EvalRun, Model
 from pairshift.registry.store import Registry
 from pairshift.reports import EvalReport
-from test_evals_support import eval_registry  # noqa: F401 - fixture
 from workflows.eval import EvalWorkflow
 
-ARM_KEYS = {"pair", "run_id", "pass_rate", "ci", "mean_score", "calls", "errors", "cached_calls",
-            "latency_p50_ms", "latency_p95_ms", "cost_usd"}
-TOP_KEYS = {"deployment", "baseline_pair", "target_pair", "dataset", "epochs", "arms", "effects", "flipped", "gate"}
+ARM_KEYS = {
+    "pair",
+    "run_id",
+    "pass_rate",
+    "ci",
+    "mean_score",
+    "calls",
+    "errors",
+    "cached_calls",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "cost_usd",
+}
+TOP_KEYS = {
+    "deployment",
+    "baseline_pair",
+    "target_pair",
+    "dataset",
+    "epochs",
+    "arms",
+    "effects",
+    "flipped",
+    "gate",
+}
 
 
 @pytest.fixture
 async def worker(dev_env, eval_registry) -> AsyncIterator[tuple[Client, str]]:  # noqa: F811
     queue = f"eval-test-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        async with Worker(dev_env.client, task_queue=queue, workflows=[EvalWorkflow], activities=EVAL_ACTIVITIES,
-                          activity_executor=pool):
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=[EvalWorkflow],
+            activities=EVAL_ACTIVITIES,
+            activity_executor=pool,
+        ):
             yield dev_env.client, queue
 
 
 async def run_eval(client: Client, queue: str, **request) -> EvalReport:
     req = EvalRequest(deployment="support-triage", requested_by="test", **request)
-    return await client.execute_workflow(EvalWorkflow.run, req, id=f"eval-test-{uuid.uuid4().hex[:8]}",
-                                         task_queue=queue)
+    return await client.execute_workflow(
+        EvalWorkflow.run, req, id=f"eval-test-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
 
 
 async def test_four_arm_eval_has_the_json_keys_of_product_11(worker, eval_registry: Registry) -> None:  # noqa: F811
@@ -62,7 +89,9 @@ async def test_four_arm_eval_has_the_json_keys_of_product_11(worker, eval_regist
             assert s.get(EvalRun, arm["run_id"]).status == "done"
 
 
-async def test_model_only_eval_reuses_baseline_and_cache_makes_it_free(worker, eval_registry: Registry) -> None:  # noqa: F811
+async def test_model_only_eval_reuses_baseline_and_cache_makes_it_free(
+    worker, eval_registry: Registry
+) -> None:  # noqa: F811
     client, queue = worker
     first = await run_eval(client, queue, to_model="sim-fresh-2025-09")
     assert set(first.arms) == {"baseline", "model_only", "joint"}
@@ -108,9 +137,13 @@ async def test_unknown_names_fail_as_bad_input(worker) -> None:
 async def test_progress_query_counts_every_call(worker) -> None:
     client, queue = worker
     req = EvalRequest(deployment="support-triage", to_model="sim-fresh-2025-09", requested_by="test")
-    handle = await client.start_workflow(EvalWorkflow.run, req, id=f"eval-test-{uuid.uuid4().hex[:8]}",
-                                         task_queue=queue)
+    handle = await client.start_workflow(
+        EvalWorkflow.run, req, id=f"eval-test-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
     await handle.result()
     progress = await handle.query(EvalWorkflow.progress)
     assert progress.phase == "done"
-    assert {a: (p.done, p.total) for a, p in progress.arms.items()} == {"baseline": (60, 60), "model_only": (60, 60)}
+    assert {a: (p.done, p.total) for a, p in progress.arms.items()} == {
+        "baseline": (60, 60),
+        "model_only": (60, 60),
+    }

@@ -17,17 +17,17 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
 from sqlalchemy import func
 from sqlmodel import select
 from temporalio.worker import Worker
+from test_evals_support import REPO, eval_registry, write_config  # noqa: F401 - fixture
 
 from activities.evals import EVAL_ACTIVITIES
 from pairshift.apply import apply_path
 from pairshift.evals import EvalRequest, EvalTuning
 from pairshift.registry.models import EvalResult
 from pairshift.registry.store import Registry
-from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
-from test_evals_support import REPO, eval_registry, write_config  # noqa: F401 - fixture
 from workflows.eval import EvalWorkflow
 
 VOLATILE = {"latency_p50_ms", "latency_p95_ms"}  # wall-clock latency of real HTTP calls differs run to run
@@ -55,33 +55,58 @@ def _start_worker(queue: str, address: str) -> subprocess.Popen[bytes]:
         "        await asyncio.Event().wait()\n"
         "asyncio.run(main())\n"
     )
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _assert_exactly_once(registry: Registry, report) -> None:
     with registry.session() as s:
         for arm in ("baseline", "prompt_only", "model_only", "joint"):
-            keys = s.exec(select(EvalResult.case_id, EvalResult.epoch)
-                          .where(EvalResult.run_id == report.arms[arm].run_id)).all()
+            keys = s.exec(
+                select(EvalResult.case_id, EvalResult.epoch).where(
+                    EvalResult.run_id == report.arms[arm].run_id
+                )
+            ).all()
             assert len(keys) == len(set(keys)) == 60, arm
 
 
-async def test_killed_worker_resumes_without_repeats(dev_env, eval_registry: Registry, sim_server,  # noqa: F811
-                                                     tmp_path: Path) -> None:
+async def test_killed_worker_resumes_without_repeats(
+    dev_env,
+    eval_registry: Registry,
+    sim_server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
     behind_server = {"provider": "anthropic", "base_url": sim_server.base_url, "limits": {"concurrency": 2}}
-    apply_path(eval_registry, write_config(tmp_path / "served", model_overrides={
-        "sim-classic-2024-06": behind_server, "sim-fresh-2025-09": behind_server}), by="test")
+    apply_path(
+        eval_registry,
+        write_config(
+            tmp_path / "served",
+            model_overrides={"sim-classic-2024-06": behind_server, "sim-fresh-2025-09": behind_server},
+        ),
+        by="test",
+    )
     sim_server.settings(latency_ms=15)
     queue = f"eval-resume-{uuid.uuid4().hex[:8]}"
     tuning = EvalTuning(batch_cases=10, parallel_batches=2, heartbeat_timeout_s=2)
-    request = EvalRequest(deployment="support-triage", to_model="sim-fresh-2025-09", to_prompt="support-triage@2",
-                          requested_by="test", tuning=tuning)
+    request = EvalRequest(
+        deployment="support-triage",
+        to_model="sim-fresh-2025-09",
+        to_prompt="support-triage@2",
+        requested_by="test",
+        tuning=tuning,
+    )
 
     proc = _start_worker(queue, dev_env.client.service_client.config.target_host)
     try:
-        handle = await dev_env.client.start_workflow(EvalWorkflow.run, request, id=f"eval-{queue}", task_queue=queue,
-                                                     task_timeout=timedelta(seconds=2))
+        handle = await dev_env.client.start_workflow(
+            EvalWorkflow.run, request, id=f"eval-{queue}", task_queue=queue, task_timeout=timedelta(seconds=2)
+        )
         while _stored(eval_registry) < 20:  # some results of the first arms are in: kill mid-arm
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "worker died"
             await asyncio.sleep(0.05)
@@ -90,8 +115,13 @@ async def test_killed_worker_resumes_without_repeats(dev_env, eval_registry: Reg
         killed_at = _stored(eval_registry)
         assert killed_at < 240, "the eval finished before the worker was killed; slow the sim down"
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            async with Worker(dev_env.client, task_queue=queue, workflows=[EvalWorkflow],
-                              activities=EVAL_ACTIVITIES, activity_executor=pool):
+            async with Worker(
+                dev_env.client,
+                task_queue=queue,
+                workflows=[EvalWorkflow],
+                activities=EVAL_ACTIVITIES,
+                activity_executor=pool,
+            ):
                 resumed = await handle.result()
                 _assert_exactly_once(eval_registry, resumed)
                 # One provider call per (case, epoch), plus at most the calls in flight when the worker died
@@ -99,15 +129,19 @@ async def test_killed_worker_resumes_without_repeats(dev_env, eval_registry: Reg
                 assert 240 <= sim_server.stats()["total"]["ok"] <= 240 + 4
                 sim_server.settings(latency_ms=0)
                 uninterrupted = await dev_env.client.execute_workflow(
-                    EvalWorkflow.run, request.model_copy(update={"no_cache": True}), id=f"eval-{queue}-again",
-                    task_queue=queue)
+                    EvalWorkflow.run,
+                    request.model_copy(update={"no_cache": True}),
+                    id=f"eval-{queue}-again",
+                    task_queue=queue,
+                )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
     for arm in resumed.arms:
         a, b = resumed.arms[arm], uninterrupted.arms[arm]
-        assert a.model_dump(exclude=VOLATILE | {"run_id", "cached_calls"}) == \
-            b.model_dump(exclude=VOLATILE | {"run_id", "cached_calls"}), arm
+        assert a.model_dump(exclude=VOLATILE | {"run_id", "cached_calls"}) == b.model_dump(
+            exclude=VOLATILE | {"run_id", "cached_calls"}
+        ), arm
     assert resumed.effects == uninterrupted.effects
     assert resumed.gate.decision == uninterrupted.gate.decision

@@ -7,15 +7,15 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
 from sqlalchemy import func
 from sqlmodel import select
+from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
 
 from pairshift import evals
 from pairshift.apply import apply_path
 from pairshift.registry.models import EvalResult, Model
 from pairshift.registry.store import Registry
-from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
-from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
 
 
 def _request(**kw) -> evals.EvalRequest:
@@ -28,11 +28,15 @@ def _count(registry: Registry, run_id: str) -> int:
 
 
 def test_arms_are_only_those_that_differ(eval_registry: Registry) -> None:  # noqa: F811
-    both = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@2"), "a")
+    both = evals.plan_eval(
+        eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@2"), "a"
+    )
     assert [a.arm for a in both.arms] == ["baseline", "prompt_only", "model_only", "joint"]
     assert both.arm("prompt_only").pair == "support-triage@2+sim-classic-2024-06"
     assert both.arm("model_only").pair == "support-triage@1+sim-fresh-2025-09"
-    prompt_only = evals.plan_eval(eval_registry, _request(to_model="sim-classic-2024-06", to_prompt="support-triage@2"), "b")
+    prompt_only = evals.plan_eval(
+        eval_registry, _request(to_model="sim-classic-2024-06", to_prompt="support-triage@2"), "b"
+    )
     assert [a.arm for a in prompt_only.arms] == ["baseline", "prompt_only"]
     assert both.epochs == 2  # the deployment's policy (demo)
     assert evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", epochs=3), "c").epochs == 3
@@ -65,20 +69,29 @@ async def test_cache_serves_a_second_run_of_the_same_pair(eval_registry: Registr
     assert (made.made, made.cached) == (10, 0)
     assert (hit.made, hit.cached) == (0, 10)
     bypass = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", no_cache=True), "c3")
-    fresh = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=bypass.arms[1].run_id, start=0, stop=5,
-                                                                 no_cache=True))
+    fresh = await evals.run_batch(
+        eval_registry, evals.BatchSpec(run_id=bypass.arms[1].run_id, start=0, stop=5, no_cache=True)
+    )
     assert (fresh.made, fresh.cached) == (10, 0)
 
 
-async def test_exhausted_provider_errors_are_stored_and_counted(eval_registry: Registry, sim_server,  # noqa: F811
-                                                                 tmp_path: Path, monkeypatch) -> None:
+async def test_exhausted_provider_errors_are_stored_and_counted(
+    eval_registry: Registry,
+    sim_server,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
     behind = {"provider": "anthropic", "base_url": sim_server.base_url}
-    apply_path(eval_registry, write_config(tmp_path / "c", model_overrides={"sim-fresh-2025-09": behind}), by="t")
+    apply_path(
+        eval_registry, write_config(tmp_path / "c", model_overrides={"sim-fresh-2025-09": behind}), by="t"
+    )
     sim_server.faults("sim-fresh-2025-09", error_500=1.0)
     retry = evals.RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_retry_after_s=0.0)
     monkeypatch.setattr(evals.batches, "CALL_RETRY", retry)  # the constant lives in the batches module
     plan = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "err")
-    result = await evals.run_batch(eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=3))
+    result = await evals.run_batch(
+        eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=3)
+    )
     assert (result.calls, result.errors, result.made) == (6, 6, 12)  # 2 attempts each, then a stored error
     summary = evals.summarize_run(eval_registry, plan.arms[1].run_id).summary
     assert summary.errors == 6 and summary.pass_rate == 0.0
@@ -100,7 +113,9 @@ def test_judge_is_of_another_family_or_warned(eval_registry: Registry) -> None: 
         only = [m for m in (old, new, s.get(Model, "sim-literal-2025-11"))]
         judge, warnings = evals.choose_judge(s, only, date(2026, 1, 1))
         assert judge == "sim-literal-2025-11" and "same family" in warnings[0]
-    assert evals.model_family("claude-sonnet-4-20250514", "anthropic") == evals.model_family("claude-3-5", "openai-compatible")
+    assert evals.model_family("claude-sonnet-4-20250514", "anthropic") == evals.model_family(
+        "claude-3-5", "openai-compatible"
+    )
     assert evals.model_family("gpt-4o-2024-08-06", "openai") == "openai"
 
 
@@ -108,7 +123,17 @@ def test_bad_case_or_prompt_is_refused_at_planning(eval_registry: Registry, tmp_
     from pairshift.registry.models import PromptVersion
 
     with eval_registry.session() as s:
-        s.add(PromptVersion(id="support-triage@3", name="support-triage", version="3", template="{{ missing }}",
-                            variables=["missing"], content_hash="x"))
+        s.add(
+            PromptVersion(
+                id="support-triage@3",
+                name="support-triage",
+                version="3",
+                template="{{ missing }}",
+                variables=["missing"],
+                content_hash="x",
+            )
+        )
     with pytest.raises(evals.EvalInputError, match="support-triage@3 cannot render case 'ticket-0000'"):
-        evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@3"), "bad")
+        evals.plan_eval(
+            eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@3"), "bad"
+        )

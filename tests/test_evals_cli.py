@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 from temporalio.worker import Worker
+from test_evals_support import eval_registry  # noqa: F401 - fixture
 
 from pairshift.cli import run
 from pairshift.registry.store import Registry
 from pairshift.settings import get_settings
 from pairshift.temporal_client import connect
-from test_evals_support import eval_registry  # noqa: F401 - fixture
-
 
 
 @pytest.fixture
@@ -36,8 +35,13 @@ def worker_thread(dev_env, eval_registry, monkeypatch: pytest.MonkeyPatch) -> It
 
         client = await connect()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            async with Worker(client, task_queue=queue, workflows=[EvalWorkflow], activities=EVAL_ACTIVITIES,
-                              activity_executor=pool):
+            async with Worker(
+                client,
+                task_queue=queue,
+                workflows=[EvalWorkflow],
+                activities=EVAL_ACTIVITIES,
+                activity_executor=pool,
+            ):
                 started.set()
                 while not stop.is_set():
                     await asyncio.sleep(0.05)
@@ -50,10 +54,23 @@ def worker_thread(dev_env, eval_registry, monkeypatch: pytest.MonkeyPatch) -> It
     thread.join(20)
 
 
-def test_eval_json_html_and_exit_code(worker_thread, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_json_html_and_exit_code(
+    worker_thread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     html = tmp_path / "report.html"
-    code = run(["eval", "support-triage", "--to-model", "sim-fresh-2025-09", "--to-prompt", "support-triage@2",
-                "--json", "--html", str(html)])
+    code = run(
+        [
+            "eval",
+            "support-triage",
+            "--to-model",
+            "sim-fresh-2025-09",
+            "--to-prompt",
+            "support-triage@2",
+            "--json",
+            "--html",
+            str(html),
+        ]
+    )
     out = capsys.readouterr().out
     report = json.loads(out)
     assert code == (0 if report["gate"]["decision"] == "pass" else 1)
@@ -73,14 +90,23 @@ def test_failing_gate_exits_1_and_prints_the_table(worker_thread, capsys: pytest
     assert "eval gate fail" in captured.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["eval", "nope", "--to-model", "sim-fresh-2025-09"], "unknown deployment 'nope'"),
-    (["eval", "support-triage", "--to-model", "gpt-9"], "unknown model 'gpt-9'"),
-    (["eval", "support-triage", "--to-model", "sim-fresh-2025-09", "--to-prompt", "support-triage@9"],
-     "unknown prompt version 'support-triage@9'"),
-])
-def test_bad_input_is_one_line_and_exit_2(eval_registry: Registry, capsys: pytest.CaptureFixture[str],  # noqa: F811
-                                          args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "nope", "--to-model", "sim-fresh-2025-09"], "unknown deployment 'nope'"),
+        (["eval", "support-triage", "--to-model", "gpt-9"], "unknown model 'gpt-9'"),
+        (
+            ["eval", "support-triage", "--to-model", "sim-fresh-2025-09", "--to-prompt", "support-triage@9"],
+            "unknown prompt version 'support-triage@9'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    eval_registry: Registry,
+    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    args: list[str],
+    message: str,
+) -> None:
     assert run(args) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1

@@ -22,8 +22,13 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
-def write_config(folder: Path, *, n_cases: int = 30, model_overrides: dict[str, dict[str, Any]] | None = None,
-                 extra_models: list[dict[str, Any]] | None = None) -> Path:
+def write_config(
+    folder: Path,
+    *,
+    n_cases: int = 30,
+    model_overrides: dict[str, dict[str, Any]] | None = None,
+    extra_models: list[dict[str, Any]] | None = None,
+) -> Path:
     """The example config with the first ``n_cases`` cases; ``model_overrides`` patch models by id."""
     folder.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((EXAMPLES / "pairshift.yaml").read_text())

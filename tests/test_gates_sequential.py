@@ -34,8 +34,10 @@ def msprt(estimate: float, theta: float, v: float, tau: float) -> float:
     return math.sqrt(v / (v + tau**2)) * math.exp(tau**2 * (estimate - theta) ** 2 / (2 * v * (v + tau**2)))
 
 
-@pytest.mark.parametrize(("estimate", "v", "tau", "alpha"), [(0.01, 1e-5, 0.01, 0.05), (-0.3, 0.02, 0.2, 0.001),
-                                                             (0.0, 4e-7, 0.005, 0.01)])
+@pytest.mark.parametrize(
+    ("estimate", "v", "tau", "alpha"),
+    [(0.01, 1e-5, 0.01, 0.05), (-0.3, 0.02, 0.2, 0.001), (0.0, 4e-7, 0.005, 0.01)],
+)
 def test_interval_ends_are_where_the_mixture_ratio_reaches_one_over_alpha(
     estimate: float, v: float, tau: float, alpha: float
 ) -> None:

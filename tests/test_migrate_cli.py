@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from migration_harness import small_examples
+
 from pairshift.embedded import EmbeddedStack
 
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
@@ -51,17 +51,39 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
     bad = run(stack, "migrate", "start", "support-triage", "--to-model", "gpt-nope")
     assert bad.returncode == 2 and "unknown model gpt-nope" in bad.stderr and "Traceback" not in bad.stderr
 
-    started = run_json(stack, "migrate", "start", "support-triage", "--to-model", "sim-fresh-2025-09",
-                       "--to-prompt", "support-triage@2", "--as", "carol")
+    started = run_json(
+        stack,
+        "migrate",
+        "start",
+        "support-triage",
+        "--to-model",
+        "sim-fresh-2025-09",
+        "--to-prompt",
+        "support-triage@2",
+        "--as",
+        "carol",
+    )
     assert set(started) == {"id", "run_id", "deployment", "from_pair", "to_pair"}
     assert started["id"] == "migration-support-triage"
     assert started["to_pair"] == "support-triage@2+sim-fresh-2025-09"
 
-    again = run(stack, "migrate", "start", "support-triage", "--to-model", "sim-literal-2025-11", "--as", "dan")
+    again = run(
+        stack, "migrate", "start", "support-triage", "--to-model", "sim-literal-2025-11", "--as", "dan"
+    )
     assert again.returncode == 2 and "already running: migration-support-triage" in again.stderr
 
     st = wait_phase(stack, "awaiting_approval")
-    assert set(st) >= {"id", "deployment", "phase", "from_pair", "to_pair", "eval", "stage", "approvals", "history"}
+    assert set(st) >= {
+        "id",
+        "deployment",
+        "phase",
+        "from_pair",
+        "to_pair",
+        "eval",
+        "stage",
+        "approvals",
+        "history",
+    }
     assert st["eval"]["gate"]["decision"] in ("pass", "inconclusive")
     assert set(st["eval"]["arms"]) == {"baseline", "prompt_only", "model_only", "joint"}
 
@@ -70,15 +92,36 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
     stranger = run(stack, "migrate", "approve", "support-triage", "--as", "mallory")
     assert stranger.returncode == 2 and "not an approver" in stranger.stderr
 
-    ok = run_json(stack, "migrate", "approve", "migration-support-triage", "--as", "alice", "--comment", "looks right")
+    ok = run_json(
+        stack, "migrate", "approve", "migration-support-triage", "--as", "alice", "--comment", "looks right"
+    )
     assert ok["phase"] == "canary" and ok["approvals"] == 1
     st = wait_phase(stack, "canary")
-    assert st["approvals"][0] | {"at": None} == {"by": "alice", "decision": "approve", "at": None, "channel": "cli",
-                                                  "stage": 0, "comment": "looks right"}
+    assert st["approvals"][0] | {"at": None} == {
+        "by": "alice",
+        "decision": "approve",
+        "at": None,
+        "channel": "cli",
+        "stage": 0,
+        "comment": "looks right",
+    }
     assert st["stage"]["index"] == 0 and st["stage"]["percent"] == 20
-    assert set(st["stage"]) >= {"index", "percent", "started_at", "min_hours", "max_hours", "samples", "decision"}
+    assert set(st["stage"]) >= {
+        "index",
+        "percent",
+        "started_at",
+        "min_hours",
+        "max_hours",
+        "samples",
+        "decision",
+    }
 
-    assert run(stack, "migrate", "abort", "migration-support-triage", "--as", "alice", "--comment", "demo over").returncode == 0
+    assert (
+        run(
+            stack, "migrate", "abort", "migration-support-triage", "--as", "alice", "--comment", "demo over"
+        ).returncode
+        == 0
+    )
     st = wait_phase(stack, "rolled_back")
     assert "aborted by alice: demo over" in st["outcome"]
     events = [h["event"] for h in st["history"]]
@@ -86,7 +129,16 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
 
     listed = run_json(stack, "get", "migrations")
     assert listed[0]["id"] == "migration-support-triage" and listed[0]["phase"] == "rolled_back"
-    assert set(listed[0]) >= {"id", "deployment", "phase", "reason", "from_pair", "to_pair", "requested_by", "started_at"}
+    assert set(listed[0]) >= {
+        "id",
+        "deployment",
+        "phase",
+        "reason",
+        "from_pair",
+        "to_pair",
+        "requested_by",
+        "started_at",
+    }
     assert run_json(stack, "migrate", "list")[0]["requested_by"] == "carol"
 
     report = run_json(stack, "migrate", "report", "migration-support-triage")
@@ -108,5 +160,7 @@ def test_status_of_an_unknown_migration_is_bad_input(stack: EmbeddedStack) -> No
 
 def test_no_temporal_is_a_clear_failure(tmp_path: Path) -> None:
     env = dict(os.environ, PAIRSHIFT_HOME=str(tmp_path), PAIRSHIFT_TEMPORAL_ADDRESS="127.0.0.1:9")
-    proc = subprocess.run([PAIRSHIFT, "migrate", "status", "x"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [PAIRSHIFT, "migrate", "status", "x"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1 and "cannot reach Temporal at 127.0.0.1:9" in proc.stderr

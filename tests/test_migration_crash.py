@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from migration_harness import TEST_POLICY, small_examples
 from sqlalchemy import func
 from sqlmodel import select
 from temporalio.client import Client, WorkflowHandle
 
-from migration_harness import TEST_POLICY, small_examples
 from pairshift import ledger
 from pairshift.apply import apply_path
 from pairshift.embedded import EmbeddedStack
@@ -57,11 +57,14 @@ ARMS = ("baseline", "prompt_only", "model_only", "joint")
 # TEST_POLICY with 7-second stages and two approvals per decision, so one vote can be pending across a kill.
 POLICY: dict[str, Any] = {
     **TEST_POLICY,
-    "canary": {**TEST_POLICY["canary"], "stages": [
-        {"percent": 20, "min_hours": 0.002, "max_hours": 0.02},
-        {"percent": 50, "min_hours": 0.002, "max_hours": 0.02, "approval": True},
-        {"percent": 100},
-    ]},
+    "canary": {
+        **TEST_POLICY["canary"],
+        "stages": [
+            {"percent": 20, "min_hours": 0.002, "max_hours": 0.02},
+            {"percent": 50, "min_hours": 0.002, "max_hours": 0.02, "approval": True},
+            {"percent": 100},
+        ],
+    },
     "approvals": {**TEST_POLICY["approvals"], "required": 2},
 }
 ALIKE = {"error_rate": 0.002, "latency_median_ms": 400, "input_tokens": 200, "output_tokens": 60}
@@ -76,12 +79,15 @@ AFTER_KILL_S = 180
 @pytest.fixture
 def stack(pairshift_env: Path, tmp_path: Path):
     with EmbeddedStack(pairshift_env) as running:
-        apply_path(open_registry(), small_examples(tmp_path / "config", cases=CASES, policy=POLICY), by="test")
+        apply_path(
+            open_registry(), small_examples(tmp_path / "config", cases=CASES, policy=POLICY), by="test"
+        )
         yield running
 
 
-async def poll(handle: WorkflowHandle, until: Callable[[MigrationStatus], bool], what: str,
-               timeout_s: float = 60) -> MigrationStatus:
+async def poll(
+    handle: WorkflowHandle, until: Callable[[MigrationStatus], bool], what: str, timeout_s: float = 60
+) -> MigrationStatus:
     """Query `status` until ``until`` holds; a query that finds no live worker yet is simply asked again."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -93,8 +99,10 @@ async def poll(handle: WorkflowHandle, until: Callable[[MigrationStatus], bool],
                 return last
         if loop.time() > deadline:
             tail = [f"{h.event}: {h.detail[:60]}" for h in last.history[-5:]] if last else None
-            raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s; last phase "
-                                 f"{last and last.phase}, history tail {tail}")
+            raise AssertionError(
+                f"{what}: not reached in {timeout_s:.0f}s; last phase "
+                f"{last and last.phase}, history tail {tail}"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -136,7 +144,9 @@ def audit(wf_id: str) -> list[tuple[str, str | None, int | None, str]]:
 async def traffic_until(stop: asyncio.Event) -> None:
     """Production traffic: a batch of requests through the deployment's router every half second."""
     router = Router(DEPLOYMENT, registry=open_registry(), refresh_s=3600).start()
-    gen = TrafficGenerator(router, profile_for({"sim-classic-2024-06": ALIKE, "sim-fresh-2025-09": ALIKE}, seed=5))
+    gen = TrafficGenerator(
+        router, profile_for({"sim-classic-2024-06": ALIKE, "sim-fresh-2025-09": ALIKE}, seed=5)
+    )
     try:
         while not stop.is_set():
             await asyncio.to_thread(gen.generate, TRAFFIC_PER_TICK)
@@ -147,14 +157,19 @@ async def traffic_until(stop: asyncio.Event) -> None:
 
 
 async def decide(handle: WorkflowHandle, by: str, stage: int) -> Any:
-    return await handle.execute_update(MigrationWorkflow.decide, DecideUpdate(by=by, decision="approve", stage=stage))
+    return await handle.execute_update(
+        MigrationWorkflow.decide, DecideUpdate(by=by, decision="approve", stage=stage)
+    )
 
 
 async def worker_identities(handle: WorkflowHandle) -> set[str]:
     """Which worker processes completed this workflow's tasks (pid@host each)."""
     history = await handle.fetch_history()
-    return {e.workflow_task_completed_event_attributes.identity for e in history.events
-            if e.HasField("workflow_task_completed_event_attributes")}
+    return {
+        e.workflow_task_completed_event_attributes.identity
+        for e in history.events
+        if e.HasField("workflow_task_completed_event_attributes")
+    }
 
 
 class Migration:
@@ -184,17 +199,29 @@ class Migration:
         assert st.eval["gate"]["decision"] in ("pass", "inconclusive"), st.eval["gate"]
         with open_registry().session() as s:
             runs = s.exec(select(EvalRun).where(EvalRun.migration == self.id)).all()
-            assert sorted(r.arm for r in runs) == sorted(ARMS), "one eval run per arm: the child was not restarted"
+            assert sorted(r.arm for r in runs) == sorted(ARMS), (
+                "one eval run per arm: the child was not restarted"
+            )
             for run in runs:
-                stored = s.exec(select(func.count()).select_from(EvalResult).where(EvalResult.run_id == run.id)).one()
+                stored = s.exec(
+                    select(func.count()).select_from(EvalResult).where(EvalResult.run_id == run.id)
+                ).one()
                 assert stored == CASES, f"{run.arm}: {stored} results for {CASES} cases x 1 epoch"
 
     async def kill_during_canary(self) -> None:
         """(b) in stage 0, between two gate checks, once a check has seen the candidate's traffic."""
         await decide(self.handle, "alice", 0)
         assert (await decide(self.handle, "bob", 0)).phase == "canary"
-        await poll(self.handle, lambda st: st.phase == "canary" and st.stage is not None and st.stage.index == 0
-                   and st.stage.samples["candidate"] > 0, "stage 0 checked")
+        await poll(
+            self.handle,
+            lambda st: (
+                st.phase == "canary"
+                and st.stage is not None
+                and st.stage.index == 0
+                and st.stage.samples["candidate"] > 0
+            ),
+            "stage 0 checked",
+        )
         await quiet(self.handle)
         kill(self.stack, "worker-2", "worker-3")
         self.lap("kill (b)")
@@ -203,8 +230,12 @@ class Migration:
 
     async def kill_while_awaiting_approval(self) -> None:
         """(c) stage 1 needs two approvals: alice's arrives, the worker dies, bob's completes the pair."""
-        await poll(self.handle, lambda st: st.phase == "awaiting_approval" and st.waiting is not None
-                   and st.waiting.stage == 1, "stage 1 waits", AFTER_KILL_S)
+        await poll(
+            self.handle,
+            lambda st: st.phase == "awaiting_approval" and st.waiting is not None and st.waiting.stage == 1,
+            "stage 1 waits",
+            AFTER_KILL_S,
+        )
         self.lap("stage 0 passed; stage 1 waits")
         first = await decide(self.handle, "alice", 1)
         assert (first.approvals, first.required, first.phase) == (1, 2, "awaiting_approval")
@@ -227,14 +258,18 @@ class Migration:
         assert [r.pair for r in rows] == [FROM_PAIR, TO_PAIR], "one ledger row for the promotion, no rollback"
         assert [s["stage"] for s in rows[-1].evidence["stages"]] == [0, 1, 2]
         events = audit(self.id)
-        started = Counter(int(re.match(r"stage (\d+):", d).group(1)) for e, _, _, d in events if e == "stage_started")
+        started = Counter(
+            int(re.match(r"stage (\d+):", d).group(1)) for e, _, _, d in events if e == "stage_started"
+        )
         assert started == {0: 1, 1: 1, 2: 1}, f"each stage started exactly once: {started}"
         approvals = [(actor, stage) for e, actor, stage, _ in events if e == "approve"]
         assert approvals == APPROVALS, "no approval lost or doubled in the audit log"
         assert [e for e, *_ in events].count("promoted") == 1
         st = await self.handle.query(MigrationWorkflow.status)
         assert [(a.by, a.stage) for a in st.approvals] == APPROVALS
-        assert len(await worker_identities(self.handle)) >= 4, "the workflow moved to a new worker after every kill"
+        assert len(await worker_identities(self.handle)) >= 4, (
+            "the workflow moved to a new worker after every kill"
+        )
 
 
 APPROVALS = [("alice", 0), ("bob", 0), ("alice", 1), ("bob", 1)]
@@ -244,9 +279,17 @@ APPROVALS = [("alice", 0), ("bob", 0), ("alice", 1), ("bob", 1)]
 async def test_migration_survives_worker_kills_in_eval_canary_and_approval(stack: EmbeddedStack):
     client: Client = await connect(stack.address)
     handle = await client.start_workflow(
-        MigrationWorkflow.run, MigrationRequest(deployment=DEPLOYMENT, to_model="sim-fresh-2025-09",
-                                                to_prompt="support-triage@2", requested_by="carol"),
-        id=migration_id(DEPLOYMENT), task_queue=TASK_QUEUE, task_timeout=timedelta(seconds=5))
+        MigrationWorkflow.run,
+        MigrationRequest(
+            deployment=DEPLOYMENT,
+            to_model="sim-fresh-2025-09",
+            to_prompt="support-triage@2",
+            requested_by="carol",
+        ),
+        id=migration_id(DEPLOYMENT),
+        task_queue=TASK_QUEUE,
+        task_timeout=timedelta(seconds=5),
+    )
     run = Migration(stack, handle)
     await run.kill_during_eval()
     stop = asyncio.Event()

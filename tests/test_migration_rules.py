@@ -5,7 +5,9 @@ import pytest
 from pairshift.policy import ApprovalPolicy
 from workflows.migration_rules import refuse_decision, refuse_privileged, tally
 
-POLICY = ApprovalPolicy(approvers=["alice", "bob", "carol", "U0123ABC"], required=1, separation_of_duties=True)
+POLICY = ApprovalPolicy(
+    approvers=["alice", "bob", "carol", "U0123ABC"], required=1, separation_of_duties=True
+)
 OPEN = ApprovalPolicy(approvers=[], separation_of_duties=False)
 
 
@@ -25,21 +27,43 @@ OPEN = ApprovalPolicy(approvers=[], separation_of_duties=False)
     ],
 )
 def test_refuse_decision(by, decision, stage, waiting, policy, voted, expected):
-    why = refuse_decision(by=by, decision=decision, stage=stage, waiting_stage=waiting, policy=policy,
-                          requester="carol", voted=voted)
+    why = refuse_decision(
+        by=by,
+        decision=decision,
+        stage=stage,
+        waiting_stage=waiting,
+        policy=policy,
+        requester="carol",
+        voted=voted,
+    )
     assert (why is None) if expected is None else (expected in why)
 
 
 def test_requester_may_still_reject_their_own_migration():
     policy = ApprovalPolicy(approvers=["carol", "alice"], separation_of_duties=True)
-    assert refuse_decision(by="carol", decision="reject", stage=None, waiting_stage=0, policy=policy,
-                           requester="carol", voted=set()) is None
+    assert (
+        refuse_decision(
+            by="carol",
+            decision="reject",
+            stage=None,
+            waiting_stage=0,
+            policy=policy,
+            requester="carol",
+            voted=set(),
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(
     "votes, required, expected",
-    [({}, 1, None), ({"a": "approve"}, 1, "approved"), ({"a": "approve"}, 2, None),
-     ({"a": "approve", "b": "approve"}, 2, "approved"), ({"a": "approve", "b": "reject"}, 1, "rejected")],
+    [
+        ({}, 1, None),
+        ({"a": "approve"}, 1, "approved"),
+        ({"a": "approve"}, 2, None),
+        ({"a": "approve", "b": "approve"}, 2, "approved"),
+        ({"a": "approve", "b": "reject"}, 1, "rejected"),
+    ],
 )
 def test_tally(votes, required, expected):
     assert tally(votes, required) == expected
@@ -48,5 +72,6 @@ def test_tally(votes, required, expected):
 def test_promote_now_follows_the_approval_rules():
     assert refuse_privileged(by="alice", policy=POLICY, requester="carol") is None
     assert "not an approver" in refuse_privileged(by="eve", policy=POLICY, requester="carol")
-    assert "separation of duties" in refuse_privileged(by="carol", policy=ApprovalPolicy(approvers=["carol"]),
-                                                       requester="carol")
+    assert "separation of duties" in refuse_privileged(
+        by="carol", policy=ApprovalPolicy(approvers=["carol"]), requester="carol"
+    )

@@ -3,12 +3,11 @@ migration can end, and the rule that traffic is never left half-moved."""
 
 from __future__ import annotations
 
-
 import pytest
+from migration_harness import Traffic, apply_small, migration_worker, start, status, wait_for, waiting_on
 from sqlmodel import select
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
-from migration_harness import Traffic, apply_small, migration_worker, start, status, wait_for, waiting_on
 from pairshift import ledger
 from pairshift.migration import audit_log
 from pairshift.registry import open_registry
@@ -35,7 +34,11 @@ def deployment() -> Deployment:
 def assert_baseline_only() -> None:
     dep = deployment()
     assert (dep.active_pair, dep.candidate_pair, dep.canary_percent, dep.migration) == (
-        "support-triage@1+sim-classic-2024-06", None, 0, None)
+        "support-triage@1+sim-classic-2024-06",
+        None,
+        0,
+        None,
+    )
 
 
 def audit_events(handle) -> list[str]:
@@ -44,7 +47,9 @@ def audit_events(handle) -> list[str]:
 
 
 async def approve(handle, by: str, stage: int | None = None):
-    return await handle.execute_update(MigrationWorkflow.decide, DecideUpdate(by=by, decision="approve", stage=stage))
+    return await handle.execute_update(
+        MigrationWorkflow.decide, DecideUpdate(by=by, decision="approve", stage=stage)
+    )
 
 
 async def test_happy_path_promotes_after_every_stage(env, time_skipping_env):
@@ -70,7 +75,10 @@ async def test_happy_path_promotes_after_every_stage(env, time_skipping_env):
     assert dep.active_pair == "support-triage@2+sim-fresh-2025-09" and dep.candidate_pair is None
     with open_registry().session() as s:
         rows = ledger.history(s, "support-triage")
-        assert [r.pair for r in rows] == ["support-triage@1+sim-classic-2024-06", "support-triage@2+sim-fresh-2025-09"]
+        assert [r.pair for r in rows] == [
+            "support-triage@1+sim-classic-2024-06",
+            "support-triage@2+sim-fresh-2025-09",
+        ]
         ev = rows[-1].evidence
         assert set(ev["eval"]["runs"]) == {"baseline", "prompt_only", "model_only", "joint"}
         assert [s["stage"] for s in ev["stages"]] == [0, 1, 2]
@@ -225,7 +233,10 @@ async def test_duplicate_vote_is_refused(pairshift_env, tmp_path, time_skipping_
 async def test_failed_eval_gate_moves_nothing(pairshift_env, tmp_path, time_skipping_env):
     from migration_harness import TEST_POLICY
 
-    apply_small(tmp_path, policy={**TEST_POLICY, "eval": {"epochs": 1, "max_regression": 0.02, "blocking": ["is-json"]}})
+    apply_small(
+        tmp_path,
+        policy={**TEST_POLICY, "eval": {"epochs": 1, "max_regression": 0.02, "blocking": ["is-json"]}},
+    )
     client = time_skipping_env.client
     async with migration_worker(client, traffic=None) as tq:
         handle = await start(client, tq, to_prompt=None)  # the old prompt on the new model: prose around JSON

@@ -6,14 +6,27 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from test_router_support import (
+    ACTIVE_PAIR,
+    CANDIDATE_PAIR,
+    DEPLOYMENT,
+    MIGRATION,
+    T0,
+    apply_example,
+    obs,
+    set_split,
+)
 
 from pairshift.observations import (
-    MAX_BATCH, BatchRejected, ObservationIn, hash_unit, store_batch, variant_stats, window_aggregates,
+    MAX_BATCH,
+    BatchRejected,
+    ObservationIn,
+    hash_unit,
+    store_batch,
+    variant_stats,
+    window_aggregates,
 )
 from pairshift.registry.models import Observation
-from test_router_support import (
-    ACTIVE_PAIR, CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, T0, apply_example, obs, set_split,
-)
 
 
 def count(registry) -> int:
@@ -29,8 +42,10 @@ def canary(registry):
 
 
 def test_a_good_batch_is_stored_with_hashed_units_and_the_current_migration(canary):
-    items = [obs(unit="alice"), obs(pair=CANDIDATE_PAIR, variant="candidate", unit="bob", score=0.5,
-                                     at="2026-03-01T12:00:00")]  # naive time: taken as UTC
+    items = [
+        obs(unit="alice"),
+        obs(pair=CANDIDATE_PAIR, variant="candidate", unit="bob", score=0.5, at="2026-03-01T12:00:00"),
+    ]  # naive time: taken as UTC
     with canary.session() as s:
         assert store_batch(s, items) == 2
     with canary.session() as s:
@@ -40,16 +55,19 @@ def test_a_good_batch_is_stored_with_hashed_units_and_the_current_migration(cana
     assert rows[1].at == T0 and rows[1].score == 0.5
 
 
-@pytest.mark.parametrize("bad, field", [
-    (obs(deployment="nope"), "deployment"),
-    (obs(pair="support-triage@9+sim-classic-2024-06"), "pair"),
-    (obs(variant="treatment"), "variant"),
-    (obs(outcome="timeout"), "outcome"),
-    (obs(score=1.5), "score"),
-    (obs(score=-0.1), "score"),
-    (obs(latency_ms=-1), "latency_ms"),
-    ({k: v for k, v in obs().items() if k != "unit"}, "unit"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (obs(deployment="nope"), "deployment"),
+        (obs(pair="support-triage@9+sim-classic-2024-06"), "pair"),
+        (obs(variant="treatment"), "variant"),
+        (obs(outcome="timeout"), "outcome"),
+        (obs(score=1.5), "score"),
+        (obs(score=-0.1), "score"),
+        (obs(latency_ms=-1), "latency_ms"),
+        ({k: v for k, v in obs().items() if k != "unit"}, "unit"),
+    ],
+)
 def test_one_bad_item_refuses_the_whole_batch_naming_its_index(sqlite_registry, bad, field):
     canary = apply_example(sqlite_registry)
     items = [obs(unit=f"u{i}") for i in range(5)]
@@ -96,8 +114,16 @@ def _stats_batch() -> list[ObservationIn]:
         outcome = "error" if i < 2 else "invalid" if i == 2 else "ok"
         rows.append(obs(unit=f"c{i % 40}", outcome=outcome, score=0.8, latency_ms=100.0 + i, cost_usd=0.002))
     for i in range(50):  # candidate: 5 errors, no scores, in the migration
-        rows.append(obs(pair=CANDIDATE_PAIR, variant="candidate", unit=f"t{i % 10}",
-                        outcome="error" if i < 5 else "ok", latency_ms=300.0, cost_usd=0.001))
+        rows.append(
+            obs(
+                pair=CANDIDATE_PAIR,
+                variant="candidate",
+                unit=f"t{i % 10}",
+                outcome="error" if i < 5 else "ok",
+                latency_ms=300.0,
+                cost_usd=0.001,
+            )
+        )
     rows.append(obs(at=(T0 - timedelta(hours=1)).isoformat()))  # before the window
     rows.append(obs(migration="another-migration"))  # another migration
     return [ObservationIn.model_validate(r) for r in rows]
@@ -133,8 +159,10 @@ def test_the_latency_sample_is_bounded_and_repeatable(sqlite_registry):
 
 
 def test_window_aggregates_bucket_by_time_and_variant(canary):
-    rows = [obs(at=(T0 + timedelta(minutes=m)).isoformat(), outcome="error" if m == 20 else "ok", score=0.5)
-            for m in (0, 5, 20, 31)]
+    rows = [
+        obs(at=(T0 + timedelta(minutes=m)).isoformat(), outcome="error" if m == 20 else "ok", score=0.5)
+        for m in (0, 5, 20, 31)
+    ]
     rows.append(obs(pair=CANDIDATE_PAIR, variant="candidate", at=(T0 + timedelta(minutes=16)).isoformat()))
     with canary.session() as s:
         store_batch(s, rows)

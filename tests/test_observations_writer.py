@@ -7,15 +7,24 @@ import time
 
 import pytest
 from sqlalchemy import func, select
+from test_router_support import ACTIVE_PAIR, DEPLOYMENT, apply_example
 
 from pairshift.observations import BatchRejected, ItemError, ObservationIn, ObservationWriter
 from pairshift.registry.models import Observation
-from test_router_support import ACTIVE_PAIR, DEPLOYMENT, apply_example
 
 
 def item(i: int, deployment: str = DEPLOYMENT) -> ObservationIn:
-    return ObservationIn(deployment=deployment, pair=ACTIVE_PAIR, variant="control", unit=f"u{i}",
-                         latency_ms=float(i), input_tokens=1, output_tokens=1, cost_usd=0.0, outcome="ok")
+    return ObservationIn(
+        deployment=deployment,
+        pair=ACTIVE_PAIR,
+        variant="control",
+        unit=f"u{i}",
+        latency_ms=float(i),
+        input_tokens=1,
+        output_tokens=1,
+        cost_usd=0.0,
+        outcome="ok",
+    )
 
 
 def wait_for(condition, timeout_s: float = 5.0) -> None:
@@ -105,8 +114,11 @@ def test_items_the_store_refuses_are_discarded_and_the_rest_written():
     written: list[list[ObservationIn]] = []
 
     def picky(batch: list[ObservationIn]) -> None:
-        bad = [ItemError(index=i, field="deployment", msg="unknown") for i, o in enumerate(batch)
-               if o.deployment == "gone"]
+        bad = [
+            ItemError(index=i, field="deployment", msg="unknown")
+            for i, o in enumerate(batch)
+            if o.deployment == "gone"
+        ]
         if bad:
             raise BatchRejected(bad)
         written.append(batch)

@@ -19,9 +19,17 @@ def test_defaults_are_the_documented_policy():
     [
         ({"canary": {"stages": [{"percent": 120}]}}, "canary.stages.0.percent", "less than or equal to 100"),
         ({"canary": {"stages": [{"percent": 0}]}}, "canary.stages.0.percent", "greater than 0"),
-        ({"canary": {"stages": [{"percent": 5, "min_hours": 3, "max_hours": 2}]}}, "canary.stages.0", "less than min_hours"),
+        (
+            {"canary": {"stages": [{"percent": 5, "min_hours": 3, "max_hours": 2}]}},
+            "canary.stages.0",
+            "less than min_hours",
+        ),
         ({"canary": {"stages": []}}, "canary.stages", "at least 1 item"),
-        ({"canary": {"metrics": {"p99_vibes": {"max_ratio": 2}}}}, "canary.metrics.p99_vibes", "Extra inputs"),
+        (
+            {"canary": {"metrics": {"p99_vibes": {"max_ratio": 2}}}},
+            "canary.metrics.p99_vibes",
+            "Extra inputs",
+        ),
         ({"canary": {"stages": [{"percent": 20}, {"percent": 5}]}}, "canary.stages", "must be greater than"),
         ({"canary": {"min_samples": 0}}, "canary.min_samples", "positive"),
         ({"eval": {"epochs": 0}}, "eval.epochs", "greater than or equal to 1"),
@@ -38,5 +46,7 @@ def test_invalid_policies_name_the_field(spec, field, words):
 
 
 def test_fractional_durations_allowed_for_demos():
-    p = Policy.model_validate({"canary": {"stages": [{"percent": 50, "min_hours": 0.001}], "check_every_minutes": 0.01}})
+    p = Policy.model_validate(
+        {"canary": {"stages": [{"percent": 50, "min_hours": 0.001}], "check_every_minutes": 0.01}}
+    )
     assert p.canary.stages[0].min_hours == 0.001

@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sim_fixtures import SimHandle
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
+from test_evals_support import write_config
 
 from activities.evals import EVAL_ACTIVITIES
 from pairshift.apply import apply_path
@@ -41,8 +43,6 @@ from pairshift.ratelimit import (
 from pairshift.registry.models import Model
 from pairshift.registry.store import Registry, forget_registry, open_registry
 from pairshift.settings import get_settings
-from sim_fixtures import SimHandle
-from test_evals_support import write_config
 from worker.main import ModelQueueWorkers, build_model_queue_worker, parse_queue_kinds
 from workflows.eval import EvalWorkflow
 
@@ -57,41 +57,59 @@ PARTITIONS = 4  # task-queue partitions of the dev server; each banks one dispat
 
 
 def test_model_queue_is_named_after_the_main_queue_and_the_registry_row() -> None:
-    assert model_task_queue("pairshift", "claude-sonnet-4-20250514") == "pairshift-model-claude-sonnet-4-20250514"
-    assert model_task_queue("eval-test-1", "m") == "eval-test-1-model-m"  # two stacks never share a model queue
+    assert (
+        model_task_queue("pairshift", "claude-sonnet-4-20250514")
+        == "pairshift-model-claude-sonnet-4-20250514"
+    )
+    assert (
+        model_task_queue("eval-test-1", "m") == "eval-test-1-model-m"
+    )  # two stacks never share a model queue
 
 
-@pytest.mark.parametrize(("limits", "expected"), [
-    (None, None),
-    ({}, None),
-    ({"concurrency": 4}, None),  # no request rate: the main queue
-    ({"tokens_per_minute": 100_000}, None),  # tokens/min alone is held per process only
-    ({"requests_per_minute": 60}, MIN_BATCH_CALLS),  # 10 s of 1/s = 10, raised to the floor
-    ({"requests_per_minute": 600}, 100),  # 10 s of 10/s
-    ({"requests_per_minute": 60_000}, MAX_BATCH_CALLS),
-    ({"requests_per_minute": 600, "calls_per_batch": 7}, 7),  # configured
-])
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"concurrency": 4}, None),  # no request rate: the main queue
+        ({"tokens_per_minute": 100_000}, None),  # tokens/min alone is held per process only
+        ({"requests_per_minute": 60}, MIN_BATCH_CALLS),  # 10 s of 1/s = 10, raised to the floor
+        ({"requests_per_minute": 600}, 100),  # 10 s of 10/s
+        ({"requests_per_minute": 60_000}, MAX_BATCH_CALLS),
+        ({"requests_per_minute": 600, "calls_per_batch": 7}, 7),  # configured
+    ],
+)
 def test_calls_per_batch(limits: dict | None, expected: int | None) -> None:
     assert calls_per_batch(limits) == expected
     route = batch_route("m", limits)
     assert (route.calls_per_batch if route else None) == expected
 
 
-@pytest.mark.parametrize(("per_batch", "epochs", "requested", "cases"), [
-    (100, 3, None, 33),  # 99 calls <= 100
-    (100, 1, None, 100),
-    (100, 3, 10, 10),  # a smaller requested size is kept
-    (100, 3, 500, 33),  # a bigger one is not
-    (10, 20, None, 1),  # more epochs than the budget: one case per batch
-])
-def test_route_batch_cases_keeps_each_batch_within_its_call_budget(per_batch: int, epochs: int,
-                                                                   requested: int | None, cases: int) -> None:
+@pytest.mark.parametrize(
+    ("per_batch", "epochs", "requested", "cases"),
+    [
+        (100, 3, None, 33),  # 99 calls <= 100
+        (100, 1, None, 100),
+        (100, 3, 10, 10),  # a smaller requested size is kept
+        (100, 3, 500, 33),  # a bigger one is not
+        (10, 20, None, 1),  # more epochs than the budget: one case per batch
+    ],
+)
+def test_route_batch_cases_keeps_each_batch_within_its_call_budget(
+    per_batch: int, epochs: int, requested: int | None, cases: int
+) -> None:
     assert route_batch_cases(BatchRoute(model_id="m", calls_per_batch=per_batch), epochs, requested) == cases
 
 
 def test_worker_rates_hold_the_fleet_to_the_request_limit() -> None:
-    rates = model_queue_rates("pairshift", [("fast", {"requests_per_minute": 600}), ("free", {}),
-                                            ("tiny", {"requests_per_minute": 120, "calls_per_batch": 4})])
+    rates = model_queue_rates(
+        "pairshift",
+        [
+            ("fast", {"requests_per_minute": 600}),
+            ("free", {}),
+            ("tiny", {"requests_per_minute": 120, "calls_per_batch": 4}),
+        ],
+    )
     assert rates == pytest.approx({"pairshift-model-fast": 10 / 100, "pairshift-model-tiny": 2 / 4})
 
 
@@ -107,7 +125,9 @@ def test_queue_kinds_option() -> None:
 
 
 @pytest.fixture
-def served_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim_server: SimHandle) -> Iterator[Registry]:
+def served_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim_server: SimHandle
+) -> Iterator[Registry]:
     """The 60-case example with MODEL behind the fake server, set as the process registry; no limits yet."""
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
@@ -116,7 +136,9 @@ def served_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim_server:
     reset_limiters()
     registry = open_registry(url)
     behind = {"provider": "anthropic", "base_url": sim_server.base_url}
-    apply_path(registry, write_config(tmp_path / "config", n_cases=N_CASES, model_overrides={MODEL: behind}), by="t")
+    apply_path(
+        registry, write_config(tmp_path / "config", n_cases=N_CASES, model_overrides={MODEL: behind}), by="t"
+    )
     yield registry
     forget_registry(url)
     get_settings.cache_clear()
@@ -135,31 +157,48 @@ def set_limits(registry: Registry, limits: dict) -> None:
 async def main_worker(dev_env, served_registry: Registry) -> AsyncIterator[tuple[Client, str]]:
     queue = f"pq-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        async with Worker(dev_env.client, task_queue=queue, workflows=[EvalWorkflow], activities=EVAL_ACTIVITIES,
-                          activity_executor=pool):
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=[EvalWorkflow],
+            activities=EVAL_ACTIVITIES,
+            activity_executor=pool,
+        ):
             yield dev_env.client, queue
 
 
 async def run_eval(client: Client, queue: str) -> tuple[WorkflowHistory, dict]:
     req = EvalRequest(deployment="support-triage", to_model=MODEL, requested_by="test", no_cache=True)
-    handle = await client.start_workflow(EvalWorkflow.run, req, id=f"pq-{uuid.uuid4().hex[:8]}", task_queue=queue)
+    handle = await client.start_workflow(
+        EvalWorkflow.run, req, id=f"pq-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
     report = await handle.result()
     return await handle.fetch_history(), report.model_dump(mode="json")
 
 
 def batch_queues(history: WorkflowHistory) -> list[str]:
-    return [e.activity_task_scheduled_event_attributes.task_queue.name for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-            and e.activity_task_scheduled_event_attributes.activity_type.name == "run_eval_batch"]
+    return [
+        e.activity_task_scheduled_event_attributes.task_queue.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "run_eval_batch"
+    ]
 
 
 def model_queue_pollers(history: WorkflowHistory, model_queue: str) -> set[str]:
     """Identities of the workers that started the batches scheduled on ``model_queue``."""
-    scheduled = {e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                 and e.activity_task_scheduled_event_attributes.task_queue.name == model_queue}
-    return {e.activity_task_started_event_attributes.identity for e in history.events
-            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.activity_task_started_event_attributes.scheduled_event_id in scheduled}
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.task_queue.name == model_queue
+    }
+    return {
+        e.activity_task_started_event_attributes.identity
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    }
 
 
 async def test_eval_without_limits_runs_every_batch_on_the_main_queue(main_worker) -> None:
@@ -193,15 +232,29 @@ async def test_model_queue_workers_follow_the_registry_limits(dev_env, served_re
     assert workers.running == {}
 
 
-async def start_provider_process(client: Client, registry_url: str, queue: str,
-                                 tmp: Path) -> asyncio.subprocess.Process:
+async def start_provider_process(
+    client: Client, registry_url: str, queue: str, tmp: Path
+) -> asyncio.subprocess.Process:
     """`pairshift worker --queues providers` for the main queue ``queue``; returns once it polls MODEL's queue."""
-    env = {**os.environ, "PAIRSHIFT_TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "PAIRSHIFT_NAMESPACE": client.namespace, "PAIRSHIFT_TASK_QUEUE": queue,
-           "PAIRSHIFT_DATABASE_URL": registry_url, "PAIRSHIFT_HOME": str(tmp / "worker-home")}
+    env = {
+        **os.environ,
+        "PAIRSHIFT_TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "PAIRSHIFT_NAMESPACE": client.namespace,
+        "PAIRSHIFT_TASK_QUEUE": queue,
+        "PAIRSHIFT_DATABASE_URL": registry_url,
+        "PAIRSHIFT_HOME": str(tmp / "worker-home"),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from pairshift.cli import main; main()", "worker", "--queues", "providers",
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-c",
+        "from pairshift.cli import main; main()",
+        "worker",
+        "--queues",
+        "providers",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     seen: list[str] = []
     async with asyncio.timeout(30):
@@ -220,7 +273,8 @@ async def sample_requests(sim: SimHandle, into: list[tuple[float, int]], done: a
 
 
 async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
-        main_worker, served_registry: Registry, sim_server: SimHandle, tmp_path: Path) -> None:
+    main_worker, served_registry: Registry, sim_server: SimHandle, tmp_path: Path
+) -> None:
     client, queue = main_worker
     limits = {"requests_per_minute": RPS * 60, "calls_per_batch": CALLS_PER_BATCH, "concurrency": 4}
     set_limits(served_registry, limits)
@@ -231,8 +285,11 @@ async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
     done = asyncio.Event()
     try:
         # A second client: the SDK allows one worker per queue per client, and this one stands for a process.
-        other = await Client.connect(client.service_client.config.target_host, namespace=client.namespace,
-                                     data_converter=pydantic_data_converter)
+        other = await Client.connect(
+            client.service_client.config.target_host,
+            namespace=client.namespace,
+            data_converter=pydantic_data_converter,
+        )
         async with build_model_queue_worker(other, model_queue, rate):
             sampler = asyncio.create_task(sample_requests(sim_server, samples, done))
             history, report = await run_eval(client, queue)
@@ -254,8 +311,10 @@ async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
     last = next(t for t, n in samples if n >= stats["requests"])
     burst = PARTITIONS * CALLS_PER_BATCH  # one banked dispatch per partition at the start
     observed = (stats["requests"] - burst) / (last - first)
-    print(f"\n{stats['requests']} requests in {last - first:.2f}s: {observed:.1f}/s after the first burst "
-          f"(limit {RPS}/s)")
+    print(
+        f"\n{stats['requests']} requests in {last - first:.2f}s: {observed:.1f}/s after the first burst "
+        f"(limit {RPS}/s)"
+    )
     # Two processes each allowed the full rate send about twice the limit (measured: 28-35/s at a limit of 20/s,
     # as fast as two shared cores go); the fleet held by the task-queue rate stays at or under it.
     assert observed <= RPS * 1.2

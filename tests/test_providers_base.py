@@ -22,21 +22,31 @@ from pairshift.providers import (
     ProviderUnavailable,
     RateLimited,
     RetryPolicy,
+    base,
     complete,
     cost_usd,
 )
-from pairshift.providers import base
 
 SPEC = ModelSpec(id="m-1", provider="sim", input_per_mtok=3.0, output_per_mtok=15.0)
 HI = [Message(role="user", content="hi")]
 
 
-@pytest.mark.parametrize(("status", "kind", "retryable"), [
-    (429, RateLimited, True), (500, ProviderUnavailable, True), (529, ProviderUnavailable, True),
-    (503, ProviderUnavailable, True), (408, ProviderUnavailable, True), (404, ModelNotFound, False),
-    (410, ModelNotFound, False), (400, BadRequest, False), (422, BadRequest, False),
-    (401, AuthError, False), (403, AuthError, False),
-])
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (429, RateLimited, True),
+        (500, ProviderUnavailable, True),
+        (529, ProviderUnavailable, True),
+        (503, ProviderUnavailable, True),
+        (408, ProviderUnavailable, True),
+        (404, ModelNotFound, False),
+        (410, ModelNotFound, False),
+        (400, BadRequest, False),
+        (422, BadRequest, False),
+        (401, AuthError, False),
+        (403, AuthError, False),
+    ],
+)
 def test_statuses_map_to_typed_errors(status: int, kind: type[ProviderError], retryable: bool) -> None:
     error = base.error_for_status("openai", "gpt-x", status, {"retry-after": "3"}, "boom")
     assert type(error) is kind and error.retryable is retryable and error.status == status
@@ -48,12 +58,15 @@ def test_not_found_says_the_model_may_be_retired() -> None:
     assert "claude-3-7-sonnet-20250219" in str(error) and "retired" in str(error)
 
 
-@pytest.mark.parametrize(("headers", "expected"), [
-    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
-    ({"retry-after": "2"}, 2.0),
-    ({"retry-after": "soon"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
 def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
     assert base.parse_retry_after(headers) == expected
 
@@ -78,13 +91,21 @@ class FakeBackend:
     def __init__(self, *errors: ProviderError) -> None:
         self.errors, self.calls = list(errors), 0
 
-    async def __call__(self, spec: ModelSpec, system: str | None, messages: list[Message],
-                       params: CallParams) -> Completion:
+    async def __call__(
+        self, spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
+    ) -> Completion:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return Completion(text="ok", resolved_model=spec.id, input_tokens=1, output_tokens=1, latency_ms=1.0,
-                          cost_usd=0.0, finish_reason="stop")
+        return Completion(
+            text="ok",
+            resolved_model=spec.id,
+            input_tokens=1,
+            output_tokens=1,
+            latency_ms=1.0,
+            cost_usd=0.0,
+            finish_reason="stop",
+        )
 
 
 @pytest.fixture
@@ -117,9 +138,15 @@ async def test_retry_loop_is_bounded(monkeypatch: pytest.MonkeyPatch, slept: lis
     assert backend.calls == 4 and info.value.attempts == 4 and len(slept) == 3
 
 
-@pytest.mark.parametrize("error", [ModelNotFound("gone", model="m"), BadRequest("bad", model="m"),
-                                   AuthError("no", model="m"),
-                                   RateLimited("quota", model="m", retry_after=3600.0)])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ModelNotFound("gone", model="m"),
+        BadRequest("bad", model="m"),
+        AuthError("no", model="m"),
+        RateLimited("quota", model="m", retry_after=3600.0),
+    ],
+)
 async def test_non_retryable_and_quota_errors_fail_at_once(
     monkeypatch: pytest.MonkeyPatch, slept: list[float], error: ProviderError
 ) -> None:
@@ -138,8 +165,13 @@ def test_errors_survive_pickling() -> None:
     error = RateLimited("slow down", model="m", retry_after=1.5)
     error.attempts = 3
     copy = pickle.loads(pickle.dumps(error))
-    assert (type(copy), str(copy), copy.model, copy.retry_after, copy.attempts) == (RateLimited, "slow down", "m",
-                                                                                    1.5, 3)
+    assert (type(copy), str(copy), copy.model, copy.retry_after, copy.attempts) == (
+        RateLimited,
+        "slow down",
+        "m",
+        1.5,
+        3,
+    )
 
 
 def test_model_spec_has_no_place_for_a_key() -> None:

@@ -17,9 +17,9 @@ from pairshift.providers import (
     ProviderName,
     ProviderUnavailable,
     RetryPolicy,
+    anthropic_provider,
     complete,
 )
-from pairshift.providers import anthropic_provider
 
 TRIAGE = [Message(role="user", content="Tier: gold\nTicket: I was charged twice, please refund immediately")]
 JSON_ONLY = "You triage support tickets. Reply with JSON only."
@@ -72,17 +72,23 @@ async def test_429_waits_for_retry_after_then_succeeds(sim_server: SimHandle, pr
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
-async def test_overload_is_retried_a_bounded_number_of_times(sim_server: SimHandle, provider: ProviderName) -> None:
+async def test_overload_is_retried_a_bounded_number_of_times(
+    sim_server: SimHandle, provider: ProviderName
+) -> None:
     sim_server.faults("sim-fresh-2025-09", overloaded_529=1.0)
     with pytest.raises(ProviderUnavailable) as info:
-        await complete(sim_server.spec("sim-fresh-2025-09", provider), JSON_ONLY, TRIAGE, CallParams(), retry=FAST)
+        await complete(
+            sim_server.spec("sim-fresh-2025-09", provider), JSON_ONLY, TRIAGE, CallParams(), retry=FAST
+        )
     assert info.value.attempts == 3 and info.value.status == (529 if provider == "anthropic" else 503)
     assert sim_server.stats("sim-fresh-2025-09") == {"requests": 3, "fault_529": 3}
 
 
 async def test_transient_faults_then_success(sim_server: SimHandle) -> None:
     sim_server.script_faults("sim-classic-2024-06", "500", "529")
-    result = await complete(sim_server.spec("sim-classic-2024-06"), JSON_ONLY, TRIAGE, CallParams(), retry=FAST)
+    result = await complete(
+        sim_server.spec("sim-classic-2024-06"), JSON_ONLY, TRIAGE, CallParams(), retry=FAST
+    )
     assert result.attempts == 3
     assert sim_server.stats("sim-classic-2024-06")["requests"] == 3
 
@@ -91,7 +97,9 @@ async def test_timeouts_are_retried_as_unavailable(sim_server: SimHandle) -> Non
     sim_server.faults("sim-classic-2024-06", timeout=1.0, timeout_s=1.0)
     spec = sim_server.spec("sim-classic-2024-06", "openai", timeout_s=0.2)
     with pytest.raises(ProviderUnavailable, match="timed out"):
-        await complete(spec, JSON_ONLY, TRIAGE, CallParams(), retry=FAST.model_copy(update={"max_attempts": 2}))
+        await complete(
+            spec, JSON_ONLY, TRIAGE, CallParams(), retry=FAST.model_copy(update={"max_attempts": 2})
+        )
     assert sim_server.stats("sim-classic-2024-06")["fault_timeout"] == 2
 
 
@@ -120,9 +128,13 @@ async def test_wrong_key_is_an_auth_error_without_the_key(
     assert (await complete(spec, JSON_ONLY, TRIAGE, CallParams())).text
 
 
-async def test_missing_key_for_a_remote_host_fails_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_missing_key_for_a_remote_host_fails_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("PAIRSHIFT_ABSENT_KEY", raising=False)
-    spec = ModelSpec(id="m", provider="anthropic", base_url="https://api.invalid", api_key_env="PAIRSHIFT_ABSENT_KEY")
+    spec = ModelSpec(
+        id="m", provider="anthropic", base_url="https://api.invalid", api_key_env="PAIRSHIFT_ABSENT_KEY"
+    )
     with pytest.raises(AuthError, match="PAIRSHIFT_ABSENT_KEY"):
         await complete(spec, None, TRIAGE, CallParams())
 

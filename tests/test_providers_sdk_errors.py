@@ -15,11 +15,15 @@ from pairshift.providers._sdk import attempt, translate_error
 SPEC = ModelSpec(id="m-1", provider="sim", timeout_s=7.0)
 REQUEST = httpx.Request("POST", "http://127.0.0.1:9/v1/x")
 # What each SDK hands over as ``body``: Anthropic the whole body, OpenAI the "error" member.
-BODIES = {anthropic: {"type": "error", "error": {"type": "not_found_error", "message": "no such model m-1"}},
-          openai: {"type": "invalid_request_error", "code": "model_not_found", "message": "no such model m-1"}}
+BODIES = {
+    anthropic: {"type": "error", "error": {"type": "not_found_error", "message": "no such model m-1"}},
+    openai: {"type": "invalid_request_error", "code": "model_not_found", "message": "no such model m-1"},
+}
 
 
-def status_error(sdk: ModuleType, status: int, body: object, headers: dict[str, str] | None = None) -> Exception:
+def status_error(
+    sdk: ModuleType, status: int, body: object, headers: dict[str, str] | None = None
+) -> Exception:
     response = httpx.Response(status, headers=headers or {}, request=REQUEST)
     return sdk.APIStatusError("HTTP error", response=response, body=body)
 
@@ -28,7 +32,9 @@ def status_error(sdk: ModuleType, status: int, body: object, headers: dict[str, 
 def test_status_errors_are_typed_with_the_api_message(sdk: ModuleType) -> None:
     error = translate_error(sdk, SPEC, status_error(sdk, 404, BODIES[sdk]))
     assert isinstance(error, ModelNotFound) and error.status == 404
-    assert str(error).startswith(f"model m-1 was not found at {sdk.__name__}") and "no such model m-1" in str(error)
+    assert str(error).startswith(f"model m-1 was not found at {sdk.__name__}") and "no such model m-1" in str(
+        error
+    )
     limited = translate_error(sdk, SPEC, status_error(sdk, 429, "not json", {"retry-after": "3"}))
     assert isinstance(limited, RateLimited) and limited.retry_after == 3.0
 

@@ -6,11 +6,18 @@ import asyncio
 import time
 
 import pytest
+from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
 
 from pairshift.evals import call_limited
 from pairshift.providers import CallParams
-from pairshift.ratelimit import Limiter, Limits, TokenBucket, limiter_for, reset_limiters, task_queue_activities_per_second
-from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
+from pairshift.ratelimit import (
+    Limiter,
+    Limits,
+    TokenBucket,
+    limiter_for,
+    reset_limiters,
+    task_queue_activities_per_second,
+)
 
 
 class FakeClock:
@@ -51,8 +58,12 @@ async def test_limiter_paces_calls_under_a_server_window_without_a_429_storm(sim
     spec = sim_server.spec("sim-classic-2024-06")
     limits = {"requests_per_minute": 20 * 60, "concurrency": 8}
     start = time.monotonic()
-    await asyncio.gather(*(call_limited(spec, limits, None, f"Tier: gold\nTicket: case {i}", CallParams(max_tokens=50))
-                           for i in range(50)))
+    await asyncio.gather(
+        *(
+            call_limited(spec, limits, None, f"Tier: gold\nTicket: case {i}", CallParams(max_tokens=50))
+            for i in range(50)
+        )
+    )
     elapsed = time.monotonic() - start
     stats = sim_server.stats("sim-classic-2024-06")
     assert stats["ok"] == 50
@@ -66,8 +77,12 @@ async def test_429_retry_after_is_honoured_when_no_limit_is_configured(sim_serve
     sim_server.rate_limit("sim-classic-2024-06", requests=5, per_seconds=0.5)
     reset_limiters()
     spec = sim_server.spec("sim-classic-2024-06")
-    results = await asyncio.gather(*(call_limited(spec, {"concurrency": 4}, None, f"Ticket: {i}", CallParams(max_tokens=20))
-                                     for i in range(15)))
+    results = await asyncio.gather(
+        *(
+            call_limited(spec, {"concurrency": 4}, None, f"Ticket: {i}", CallParams(max_tokens=20))
+            for i in range(15)
+        )
+    )
     assert len(results) == 15
     stats = sim_server.stats("sim-classic-2024-06")
     assert stats["ok"] == 15 and stats["rate_limited"] >= 1  # hit, then waited out, never gave up
@@ -75,5 +90,7 @@ async def test_429_retry_after_is_honoured_when_no_limit_is_configured(sim_serve
 
 
 def test_task_queue_rate_for_per_provider_queues() -> None:
-    assert task_queue_activities_per_second({"requests_per_minute": 600}, calls_per_batch=50) == pytest.approx(0.2)
+    assert task_queue_activities_per_second(
+        {"requests_per_minute": 600}, calls_per_batch=50
+    ) == pytest.approx(0.2)
     assert task_queue_activities_per_second({}, calls_per_batch=50) is None

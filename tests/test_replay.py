@@ -109,8 +109,11 @@ class PatchedExtraStep(MigrationWorkflow):
 
 
 async def _extra_step() -> None:
-    await workflow.execute_activity(record_migration_phase, PhaseInput(run_id=workflow.info().run_id, phase="canary"),
-                                    start_to_close_timeout=timedelta(seconds=10))
+    await workflow.execute_activity(
+        record_migration_phase,
+        PhaseInput(run_id=workflow.info().run_id, phase="canary"),
+        start_to_close_timeout=timedelta(seconds=10),
+    )
 
 
 async def test_an_unpatched_change_fails_replay() -> None:
@@ -119,9 +122,12 @@ async def test_an_unpatched_change_fails_replay() -> None:
         await replayer(UnpatchedExtraStep, EvalWorkflow).replay_workflow(history)
     # A path the recording never took cannot catch the change: why every outcome has a recorded history.
     await replayer(UnpatchedExtraStep, EvalWorkflow).replay_workflow(
-        load_history(HISTORIES / "migration_rejected.json"))
+        load_history(HISTORIES / "migration_rejected.json")
+    )
 
 
 async def test_the_same_change_behind_a_patch_replays() -> None:
     for name in ("migration_promoted", "migration_rolled_back", "migration_rejected"):
-        await replayer(PatchedExtraStep, EvalWorkflow).replay_workflow(load_history(HISTORIES / f"{name}.json"))
+        await replayer(PatchedExtraStep, EvalWorkflow).replay_workflow(
+            load_history(HISTORIES / f"{name}.json")
+        )

@@ -18,19 +18,41 @@ from pairshift.stats import CaseOutcome, summarize_arm
 
 
 def _outcomes(passes: list[bool], *, error_first: bool = False, tag: str = "billing") -> list[CaseOutcome]:
-    return [CaseOutcome(case_id=f"c{i:03d}", epoch=1, passed=p, score=float(p), tags=[tag], latency_ms=100.0,
-                        cost_usd=0.001, error=error_first and i == 0, assertion_types=["is-json"],
-                        assertion_types_failed=[] if p else ["is-json"])
-            for i, p in enumerate(passes)]
+    return [
+        CaseOutcome(
+            case_id=f"c{i:03d}",
+            epoch=1,
+            passed=p,
+            score=float(p),
+            tags=[tag],
+            latency_ms=100.0,
+            cost_usd=0.001,
+            error=error_first and i == 0,
+            assertion_types=["is-json"],
+            assertion_types_failed=[] if p else ["is-json"],
+        )
+        for i, p in enumerate(passes)
+    ]
 
 
 def _model_only_report(baseline: list[CaseOutcome], target: list[CaseOutcome]):
-    arms = [ArmInput(arm="baseline", pair="p@1+old", run_id="r-b", summary=summarize_arm(baseline)),
-            ArmInput(arm="model_only", pair="p@1+new", run_id="r-m", summary=summarize_arm(target), cached_calls=3)]
-    return assemble_report(report_id="r-m", deployment="d", baseline_pair="p@1+old", target_pair="p@1+new",
-                           dataset=DatasetRef(name="ds", hash="a" * 64, cases=len(baseline)), epochs=1,
-                           policy=EvalPolicy(epochs=1, blocking=["is-json"]), arms=arms,
-                           outcomes={"baseline": baseline, "model_only": target})
+    arms = [
+        ArmInput(arm="baseline", pair="p@1+old", run_id="r-b", summary=summarize_arm(baseline)),
+        ArmInput(
+            arm="model_only", pair="p@1+new", run_id="r-m", summary=summarize_arm(target), cached_calls=3
+        ),
+    ]
+    return assemble_report(
+        report_id="r-m",
+        deployment="d",
+        baseline_pair="p@1+old",
+        target_pair="p@1+new",
+        dataset=DatasetRef(name="ds", hash="a" * 64, cases=len(baseline)),
+        epochs=1,
+        policy=EvalPolicy(epochs=1, blocking=["is-json"]),
+        arms=arms,
+        outcomes={"baseline": baseline, "model_only": target},
+    )
 
 
 def test_model_only_report_repeats_the_arm_as_joint_and_lists_flips() -> None:
@@ -45,8 +67,10 @@ def test_model_only_report_repeats_the_arm_as_joint_and_lists_flips() -> None:
     assert report.gate.decision == "fail"  # is-json newly fails on c00 (blocking)
     assert report.arms["model_only"].mcnemar_p == 1.0  # one discordant case: binomial(1, 1, 0.5) two-sided
     assert "With 20 cases" in report.power_note
-    assert grid(report) == [["old prompt", report_cell(report, "baseline"), report_cell(report, "model_only")],
-                            ["new prompt", "-", "-"]]
+    assert grid(report) == [
+        ["old prompt", report_cell(report, "baseline"), report_cell(report, "model_only")],
+        ["new prompt", "-", "-"],
+    ]
 
 
 def report_cell(report, arm: str) -> str:  # type: ignore[no-untyped-def]
@@ -72,8 +96,18 @@ def test_markdown_has_the_table_effects_and_gate() -> None:
 
 def test_html_is_self_contained_and_escapes_model_output() -> None:
     report = _model_only_report(_outcomes([True] * 20), _outcomes([False, True] + [True] * 18))
-    page = render_html(report, [FlippedOutputs(case="c000", to_arm="model_only", direction="regressed",
-                                               baseline_output='{"ok": 1}', arm_output="<script>alert(1)</script>")])
+    page = render_html(
+        report,
+        [
+            FlippedOutputs(
+                case="c000",
+                to_arm="model_only",
+                direction="regressed",
+                baseline_output='{"ok": 1}',
+                arm_output="<script>alert(1)</script>",
+            )
+        ],
+    )
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
     assert page.count("<svg") == 2  # effects chart + one tag chart

@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from test_router_support import (
+    ACTIVE_PAIR,
+    CANDIDATE_PAIR,
+    DEPLOYMENT,
+    MIGRATION,
+    apply_example,
+    set_split,
+)
 
 from pairshift.observations import hash_unit
 from pairshift.registry.models import Observation
 from pairshift.registry.store import forget_registry, open_registry
 from pairshift.router import BUCKETS, Router, UnknownDeployment, bucket
-from test_router_support import (
-    ACTIVE_PAIR, CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, apply_example, set_split,
-)
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> None:
@@ -112,7 +117,8 @@ def test_serves_the_last_split_through_a_registry_outage(tmp_path: Path, caplog:
             set_split(registry, 50)
             _wait_for(lambda: router.split.percent == 50)  # recovered: the new split is picked up
             assert sum(router.resolve(u).variant == "candidate" for u in units) > sum(
-                a.variant == "candidate" for a in before)
+                a.variant == "candidate" for a in before
+            )
     finally:
         if not folder.exists() and (tmp_path / "gone").exists():
             shutil.move(str(tmp_path / "gone"), str(folder))
@@ -149,10 +155,17 @@ async def test_complete_renders_calls_the_sim_and_records_a_hashed_observation(s
     assert len(rows) == 1
     row = rows[0]
     assert (row.pair, row.variant, row.migration, row.outcome, row.score) == (
-        CANDIDATE_PAIR, "candidate", MIGRATION, "ok", 0.75)
+        CANDIDATE_PAIR,
+        "candidate",
+        MIGRATION,
+        "ok",
+        0.75,
+    )
     assert row.unit == hash_unit("alice@example.com") and "alice" not in row.unit
     assert row.cost_usd == pytest.approx(result.completion.cost_usd) and row.output_tokens > 0
-    assert row.resolved_model == "sim-fresh-2025-09", "the response's model is recorded: how alias drift is seen"
+    assert row.resolved_model == "sim-fresh-2025-09", (
+        "the response's model is recorded: how alias drift is seen"
+    )
 
 
 async def test_a_prompt_that_cannot_render_is_recorded_as_an_error_then_raised(sqlite_registry):

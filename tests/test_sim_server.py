@@ -58,8 +58,12 @@ async def test_seed_reaches_the_sim_over_both_wires(sim_server: SimHandle) -> No
 
 
 def test_anthropic_message_shape(sim_server: SimHandle) -> None:
-    body = {"model": "sim-latest", "max_tokens": 50, "system": [{"type": "text", "text": V1}],
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "Tier: gold\nTicket: refund"}]}]}
+    body = {
+        "model": "sim-latest",
+        "max_tokens": 50,
+        "system": [{"type": "text", "text": V1}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Tier: gold\nTicket: refund"}]}],
+    }
     reply = sim_server.http.post("/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"})
     data = reply.json()
     assert reply.status_code == 200 and data["type"] == "message" and data["id"].startswith("msg_")
@@ -69,18 +73,28 @@ def test_anthropic_message_shape(sim_server: SimHandle) -> None:
 
 
 def test_openai_completion_and_refusal_shape(sim_server: SimHandle) -> None:
-    body = {"model": "sim-literal-2025-11", "messages": [
-        {"role": "system", "content": V2}, {"role": "user", "content": f"Tier: a\nTicket: {TICKETS[3][1]}"}]}
+    body = {
+        "model": "sim-literal-2025-11",
+        "messages": [
+            {"role": "system", "content": V2},
+            {"role": "user", "content": f"Tier: a\nTicket: {TICKETS[3][1]}"},
+        ],
+    }
     data = sim_server.http.post("/v1/chat/completions", json=body).json()
     choice = data["choices"][0]
     assert data["object"] == "chat.completion" and data["model"] == "sim-literal-2025-11"
     assert choice["message"]["content"] is None and "can't help" in choice["message"]["refusal"]
-    assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"]
+    assert (
+        data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"]
+    )
 
 
-@pytest.mark.parametrize(("path", "extra"), [("/v1/messages", {"max_tokens": 5}), ("/v1/chat/completions", {})])
-def test_retired_and_bad_requests_get_each_providers_error_body(sim_server: SimHandle, path: str,
-                                                                 extra: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("path", "extra"), [("/v1/messages", {"max_tokens": 5}), ("/v1/chat/completions", {})]
+)
+def test_retired_and_bad_requests_get_each_providers_error_body(
+    sim_server: SimHandle, path: str, extra: dict[str, int]
+) -> None:
     sim_server.retire("gpt-4o-2024-08-06")
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
     reply = sim_server.http.post(path, json=body)
@@ -100,7 +114,10 @@ def test_rate_limit_headers_on_both_wires(sim_server: SimHandle) -> None:
     assert first.headers["x-ratelimit-remaining-requests"] == "0"
     limited = sim_server.http.post("/v1/chat/completions", json=msg)
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "rate_limit_exceeded"
-    assert 0 < float(limited.headers["retry-after"]) <= 30 and limited.headers["x-ratelimit-limit-requests"] == "1"
+    assert (
+        0 < float(limited.headers["retry-after"]) <= 30
+        and limited.headers["x-ratelimit-limit-requests"] == "1"
+    )
     anth = sim_server.http.post("/v1/messages", json={**msg, "max_tokens": 5})
     assert anth.status_code == 429 and anth.json()["error"]["type"] == "rate_limit_error"
     assert anth.headers["anthropic-ratelimit-requests-remaining"] == "0" and "retry-after" in anth.headers
@@ -110,7 +127,9 @@ def test_models_list_in_both_shapes_with_shutdown_dates(sim_server: SimHandle) -
     sim_server.retire("gpt-4o-2024-08-06")
     openai_items = {m["id"]: m for m in sim_server.http.get("/v1/models").json()["data"]}
     assert openai_items["sim-classic-2024-06"]["shutdown_date"] == "2027-01-15"
-    assert "shutdown_date" not in openai_items["sim-fresh-2025-09"] and "gpt-4o-2024-08-06" not in openai_items
+    assert (
+        "shutdown_date" not in openai_items["sim-fresh-2025-09"] and "gpt-4o-2024-08-06" not in openai_items
+    )
     anth = sim_server.http.get("/v1/models", headers={"anthropic-version": "2023-06-01"}).json()
     assert anth["data"][0]["type"] == "model" and anth["has_more"] is False
 
@@ -137,10 +156,17 @@ async def test_batches_through_the_anthropic_sdk(sim_server: SimHandle) -> None:
     sim_server.settings(batch_delay_ms=150)
     sim_server.retire("claude-sonnet-4-20250514")
     client = anthropic.AsyncAnthropic(api_key="test", base_url=sim_server.base_url, max_retries=0)
-    request = {"max_tokens": 50, "system": V1, "messages": [{"role": "user", "content": "Tier: gold\nTicket: refund"}]}
-    batch = await client.messages.batches.create(requests=[
-        {"custom_id": "ok", "params": {**request, "model": "sim-latest"}},
-        {"custom_id": "gone", "params": {**request, "model": "claude-sonnet-4-20250514"}}])
+    request = {
+        "max_tokens": 50,
+        "system": V1,
+        "messages": [{"role": "user", "content": "Tier: gold\nTicket: refund"}],
+    }
+    batch = await client.messages.batches.create(
+        requests=[
+            {"custom_id": "ok", "params": {**request, "model": "sim-latest"}},
+            {"custom_id": "gone", "params": {**request, "model": "claude-sonnet-4-20250514"}},
+        ]
+    )
     assert batch.processing_status == "in_progress" and batch.results_url is None
     while batch.processing_status != "ended":
         await asyncio.sleep(0.05)  # polling, as a batch client must
@@ -154,7 +180,9 @@ async def test_batches_through_the_anthropic_sdk(sim_server: SimHandle) -> None:
 
 
 def test_not_json_body_is_a_400(sim_server: SimHandle) -> None:
-    reply = httpx.post(f"{sim_server.base_url}/v1/messages", content=b"{", headers={"content-type": "application/json"})
+    reply = httpx.post(
+        f"{sim_server.base_url}/v1/messages", content=b"{", headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -163,7 +191,9 @@ def test_serve_runs_in_the_foreground_with_settings() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code = f"from pairshift.sim.server import serve; serve('127.0.0.1', {port}, retired=['sim-fresh-2025-09'])"
+    code = (
+        f"from pairshift.sim.server import serve; serve('127.0.0.1', {port}, retired=['sim-fresh-2025-09'])"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20

@@ -19,17 +19,34 @@ from pairshift.sim.snapshots import (
 
 V1 = "You triage support tickets. Reply with JSON only."
 V2 = "You triage support tickets. Output only a raw JSON object with severity and team, no prose, no code fences."
-SUBJECTS = ["I was charged twice", "my package was never delivered", "the app shows an error on login",
-            "I forgot my password", "refund for the invoice", "delivery is late again", "the export crashes",
-            "change the email on my account"]
-MOODS = ["", " please fix it", " this is urgent", " we have an outage, fix immediately", " asap, it failed twice"]
+SUBJECTS = [
+    "I was charged twice",
+    "my package was never delivered",
+    "the app shows an error on login",
+    "I forgot my password",
+    "refund for the invoice",
+    "delivery is late again",
+    "the export crashes",
+    "change the email on my account",
+]
+MOODS = [
+    "",
+    " please fix it",
+    " this is urgent",
+    " we have an outage, fix immediately",
+    " asap, it failed twice",
+]
 TIERS = ["free", "silver", "gold", "enterprise"]
 CASES = [(t, s + m) for s, m, t in itertools.product(SUBJECTS, MOODS, TIERS)]  # 160 benign tickets
 
 
 def ask(snapshot: str, system: str | None, tier: str, ticket: str, **params: object) -> tuple[str, str]:
-    out = simulate(snapshot, system, [Message(role="user", content=f"Tier: {tier}\nTicket: {ticket}")],
-                   CallParams(**params))  # type: ignore[arg-type]
+    out = simulate(
+        snapshot,
+        system,
+        [Message(role="user", content=f"Tier: {tier}\nTicket: {ticket}")],
+        CallParams(**params),
+    )  # type: ignore[arg-type]
     return out.text, out.finish_reason
 
 
@@ -41,20 +58,29 @@ def parses(text: str) -> dict[str, str] | None:
     return value if isinstance(value, dict) else None
 
 
-@pytest.mark.parametrize(("tier", "ticket", "expected"), [
-    ("gold", "I was charged twice, refund please", {"severity": "medium", "team": "billing"}),
-    ("free", "where is my package?", {"severity": "low", "team": "shipping"}),
-    ("enterprise", "URGENT outage: the API is down, errors everywhere", {"severity": "urgent", "team": "technical"}),
-    ("silver", "I cannot reset my password", {"severity": "medium", "team": "account"}),
-    ("silver", "hello there", {"severity": "low", "team": "technical"}),
-])
+@pytest.mark.parametrize(
+    ("tier", "ticket", "expected"),
+    [
+        ("gold", "I was charged twice, refund please", {"severity": "medium", "team": "billing"}),
+        ("free", "where is my package?", {"severity": "low", "team": "shipping"}),
+        (
+            "enterprise",
+            "URGENT outage: the API is down, errors everywhere",
+            {"severity": "urgent", "team": "technical"},
+        ),
+        ("silver", "I cannot reset my password", {"severity": "medium", "team": "account"}),
+        ("silver", "hello there", {"severity": "low", "team": "technical"}),
+    ],
+)
 def test_triage_truth_follows_the_keyword_rules(tier: str, ticket: str, expected: dict[str, str]) -> None:
     assert triage_truth(tier, ticket) == expected
 
 
 def test_output_is_a_pure_function_of_the_request() -> None:
     for tier, ticket in CASES[:20]:
-        assert ask("sim-fresh-2025-09", V1, tier, ticket, seed=3) == ask("sim-fresh-2025-09", V1, tier, ticket, seed=3)
+        assert ask("sim-fresh-2025-09", V1, tier, ticket, seed=3) == ask(
+            "sim-fresh-2025-09", V1, tier, ticket, seed=3
+        )
 
 
 def test_classic_follows_json_only_and_is_mostly_right() -> None:
@@ -78,8 +104,12 @@ def test_json_mode_stops_the_prose_wrapping() -> None:
 
 def test_fresh_is_wordier_than_classic() -> None:
     def tokens(snapshot: str, system: str | None) -> int:
-        return sum(simulate(snapshot, system, [Message(role="user", content=f"Tier: {t}\nTicket: {b}")],
-                            CallParams()).output_tokens for t, b in CASES)
+        return sum(
+            simulate(
+                snapshot, system, [Message(role="user", content=f"Tier: {t}\nTicket: {b}")], CallParams()
+            ).output_tokens
+            for t, b in CASES
+        )
 
     assert tokens("sim-fresh-2025-09", V1) > 1.5 * tokens("sim-classic-2024-06", V1)
     assert tokens("sim-fresh-2025-09", None) > 2 * tokens("sim-classic-2024-06", None)
@@ -94,12 +124,19 @@ def test_literal_drops_unnamed_fields_and_refuses_sensitive_tickets() -> None:
 
 
 def test_noise_rate_is_seeded_and_near_the_documented_rate() -> None:
-    wrong = {seed: sum(parses(ask("sim-classic-2024-06", V2, t, b, temperature=1.0, seed=seed)[0])
-                       != triage_truth(t, b) for t, b in CASES) for seed in range(5)}
+    wrong = {
+        seed: sum(
+            parses(ask("sim-classic-2024-06", V2, t, b, temperature=1.0, seed=seed)[0]) != triage_truth(t, b)
+            for t, b in CASES
+        )
+        for seed in range(5)
+    }
     rate = sum(wrong.values()) / (5 * len(CASES))
     assert 0.01 <= rate <= 0.08  # documented: 4% at temperature 1
-    answers = {seed: [ask("sim-classic-2024-06", V2, t, b, temperature=1.0, seed=seed)[0] for t, b in CASES]
-               for seed in (0, 1)}
+    answers = {
+        seed: [ask("sim-classic-2024-06", V2, t, b, temperature=1.0, seed=seed)[0] for t, b in CASES]
+        for seed in (0, 1)
+    }
     assert answers[0] != answers[1]  # epochs see different noise
 
 
@@ -111,8 +148,12 @@ def test_max_tokens_truncates_and_stop_sequences_cut() -> None:
 
 
 def test_generic_prompts_get_an_echo_ish_answer() -> None:
-    out = simulate("sim-classic-2024-06", None, [Message(role="user", content="What is  the capital of France?")],
-                   CallParams())
+    out = simulate(
+        "sim-classic-2024-06",
+        None,
+        [Message(role="user", content="What is  the capital of France?")],
+        CallParams(),
+    )
     assert out.text == "Here is a response to: What is the capital of France?"
 
 

@@ -16,19 +16,20 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from fake_slack import FakeSlack, fake_slack  # noqa: F401  (fixture)
 from fastapi import FastAPI
 from pydantic import BaseModel
 from slack_sdk.signature import SignatureVerifier
 from temporalio import workflow
 from temporalio.worker import Worker
 
-from fake_slack import FakeSlack, fake_slack  # noqa: F401  (fixture)
 from pairshift.migration import audit_log
 from pairshift.notifier import Notice
 from pairshift.policy import ApprovalPolicy
 from pairshift.registry.models import Deployment, MigrationRow, PolicyRow
 from pairshift.registry.store import Registry
-from pairshift.slack import SlackSettings, blocks as bk, web_client
+from pairshift.slack import SlackSettings, web_client
+from pairshift.slack import blocks as bk
 from pairshift.slack.interactions import InteractionService, choose_identity, interactions_router
 from workflows.migration_rules import refuse_decision, tally
 from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt
@@ -36,8 +37,12 @@ from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt
 SECRET = "test-secret"
 APPROVERS = ["U_BOB", "carol@example.com", "alice@example.com"]
 REQUESTER = "alice@example.com"
-USERS = {"U_BOB": "bob@example.com", "U_CAROL": "carol@example.com", "U_ALICE": "alice@example.com",
-         "U_EVE": "eve@example.com"}
+USERS = {
+    "U_BOB": "bob@example.com",
+    "U_CAROL": "carol@example.com",
+    "U_ALICE": "alice@example.com",
+    "U_EVE": "eve@example.com",
+}
 
 
 class StandInInput(BaseModel):
@@ -81,9 +86,15 @@ class StandInMigration:
 
     @decide.validator
     def _validate(self, d: DecideUpdate) -> None:
-        why = refuse_decision(by=d.by, decision=d.decision, stage=d.stage, waiting_stage=self.waiting,
-                              policy=ApprovalPolicy(approvers=self.inp.approvers, required=self.inp.required),
-                              requester=self.inp.requester, voted=set(self.votes.get(self.waiting, {})))
+        why = refuse_decision(
+            by=d.by,
+            decision=d.decision,
+            stage=d.stage,
+            waiting_stage=self.waiting,
+            policy=ApprovalPolicy(approvers=self.inp.approvers, required=self.inp.required),
+            requester=self.inp.requester,
+            voted=set(self.votes.get(self.waiting, {})),
+        )
         if why:
             raise ValueError(why)
 
@@ -99,31 +110,68 @@ class StandInMigration:
 def seed_registry(registry: Registry, migration: str, approvers: list[str], requester: str) -> None:
     """The rows the handler reads to map a Slack user to an identity: migration, deployment, policy."""
     with registry.session() as s:
-        s.merge(PolicyRow(name="slack-test", spec={"name": "slack-test", "approvals": {"approvers": approvers}},
-                          content_hash="x"))
+        s.merge(
+            PolicyRow(
+                name="slack-test",
+                spec={"name": "slack-test", "approvals": {"approvers": approvers}},
+                content_hash="x",
+            )
+        )
         s.merge(Deployment(name="support-triage", active_prompt="p@1", active_model="m", policy="slack-test"))
-        s.add(MigrationRow(run_id=uuid.uuid4().hex, workflow_id=migration, deployment="support-triage",
-                           from_pair="p@1+m", to_pair="p@1+m2", reason="manual", requested_by=requester,
-                           phase="awaiting_approval"))
+        s.add(
+            MigrationRow(
+                run_id=uuid.uuid4().hex,
+                workflow_id=migration,
+                deployment="support-triage",
+                from_pair="p@1+m",
+                to_pair="p@1+m2",
+                reason="manual",
+                requested_by=requester,
+                phase="awaiting_approval",
+            )
+        )
 
 
-def click_payload(fake: FakeSlack, migration: str, user: str, action: str = bk.APPROVE_ACTION, stage: int = 0,
-                  key: str | None = None) -> dict[str, Any]:
-    message = bk.notice_message(Notice(kind="approval_requested", deployment="support-triage", migration=migration,
-                                          title="approve the canary", asks_decision=True, stage=stage, channel="#c"))
-    return {"type": "block_actions", "user": {"id": user, "username": user.lower()},
-            "actions": [{"action_id": action, "block_id": bk.DECISION_BLOCK,
-                         "value": bk.button_value(migration, stage)}],
-            "response_url": fake.response_url(key or user), "container": {"channel_id": "C1", "message_ts": "1.1"},
-            "message": {"ts": "1.1", "blocks": message.blocks}}
+def click_payload(
+    fake: FakeSlack,
+    migration: str,
+    user: str,
+    action: str = bk.APPROVE_ACTION,
+    stage: int = 0,
+    key: str | None = None,
+) -> dict[str, Any]:
+    message = bk.notice_message(
+        Notice(
+            kind="approval_requested",
+            deployment="support-triage",
+            migration=migration,
+            title="approve the canary",
+            asks_decision=True,
+            stage=stage,
+            channel="#c",
+        )
+    )
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()},
+        "actions": [
+            {"action_id": action, "block_id": bk.DECISION_BLOCK, "value": bk.button_value(migration, stage)}
+        ],
+        "response_url": fake.response_url(key or user),
+        "container": {"channel_id": "C1", "message_ts": "1.1"},
+        "message": {"ts": "1.1", "blocks": message.blocks},
+    }
 
 
 def signed(payload: dict[str, Any], *, secret: str = SECRET, age_s: int = 0) -> tuple[bytes, dict[str, str]]:
     body = urlencode({"payload": json.dumps(payload)}).encode()
     ts = str(int(time.time()) - age_s)
     sig = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    return body, {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig,
-                  "Content-Type": "application/x-www-form-urlencoded"}
+    return body, {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": sig,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 class Rig:
@@ -136,9 +184,12 @@ class Rig:
         async def client():
             return env.client
 
-        self.service = InteractionService(registry=registry, temporal_client_factory=client,
-                                          web_client_factory=lambda: web_client(settings),
-                                          settings_factory=lambda: settings)
+        self.service = InteractionService(
+            registry=registry,
+            temporal_client_factory=client,
+            web_client_factory=lambda: web_client(settings),
+            settings_factory=lambda: settings,
+        )
         app = FastAPI()
         app.include_router(interactions_router(self.service))
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
@@ -149,8 +200,11 @@ class Rig:
     async def start(self, approvers: list[str] = APPROVERS, requester: str = REQUESTER, required: int = 1):
         seed_registry(self.registry, self.migration, approvers, requester)
         self.handle = await self.env.client.start_workflow(
-            StandInMigration.run, StandInInput(approvers=approvers, requester=requester, required=required),
-            id=self.migration, task_queue=self.task_queue)
+            StandInMigration.run,
+            StandInInput(approvers=approvers, requester=requester, required=required),
+            id=self.migration,
+            task_queue=self.task_queue,
+        )
 
     async def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         response = await self.http.post("/slack/interactions", content=body, headers=headers)
@@ -211,18 +265,29 @@ async def _assert_untouched(rig: Rig) -> None:
 @pytest.mark.parametrize("case", ["forged", "stale", "unsigned"])
 async def test_forged_stale_or_unsigned_requests_change_nothing_and_are_audited(rig: Rig, case: str) -> None:
     payload = click_payload(rig.fake, rig.migration, "U_BOB")
-    body, headers = signed(payload, secret="not-the-secret" if case == "forged" else SECRET,
-                           age_s=6 * 60 if case == "stale" else 0)
+    body, headers = signed(
+        payload,
+        secret="not-the-secret" if case == "forged" else SECRET,
+        age_s=6 * 60 if case == "stale" else 0,
+    )
     if case == "unsigned":
         headers.pop("X-Slack-Signature")
     response = await rig.post(body, headers)
     assert response.status_code == 401
     await _assert_untouched(rig)
-    assert rig.fake.calls == [], "nothing is sent anywhere for an unverified request (not even its response_url)"
+    assert rig.fake.calls == [], (
+        "nothing is sent anywhere for an unverified request (not even its response_url)"
+    )
     [event] = rig.audit()
     assert (event.event, event.accepted, event.stage, event.detail["claimed_user"]) == (
-        "slack_request_refused", False, 0, "U_BOB")
-    assert {"forged": "bad signature", "stale": "stale request", "unsigned": "missing"}[case] in event.detail["detail"]
+        "slack_request_refused",
+        False,
+        0,
+        "U_BOB",
+    )
+    assert {"forged": "bad signature", "stale": "stale request", "unsigned": "missing"}[case] in event.detail[
+        "detail"
+    ]
 
 
 async def test_a_replayed_request_is_refused_even_after_it_was_accepted(rig: Rig) -> None:
@@ -237,14 +302,19 @@ async def test_a_replayed_request_is_refused_even_after_it_was_accepted(rig: Rig
 
 
 @pytest.mark.parametrize("user,why", [("U_EVE", "not an approver"), ("U_ALICE", "separation of duties")])
-async def test_unauthorized_clicks_are_refused_by_the_workflow_and_noted(rig: Rig, user: str, why: str) -> None:
+async def test_unauthorized_clicks_are_refused_by_the_workflow_and_noted(
+    rig: Rig, user: str, why: str
+) -> None:
     response = await rig.click(user)
     assert response.status_code == 200  # signed and fresh: Slack is answered, the workflow says no
     await _assert_untouched(rig)
     st = await rig.status()
     [refusal] = st.refusals
     assert (refusal.by, refusal.channel, refusal.stage) == (
-        {"U_EVE": "U_EVE", "U_ALICE": REQUESTER}[user], "slack", 0) and why in refusal.reason
+        {"U_EVE": "U_EVE", "U_ALICE": REQUESTER}[user],
+        "slack",
+        0,
+    ) and why in refusal.reason
     [ephemeral] = rig.responses(user)
     assert ephemeral["response_type"] == "ephemeral" and ephemeral["replace_original"] is False
     assert why in ephemeral["text"]
@@ -260,8 +330,9 @@ async def test_a_click_on_an_already_decided_stage_is_refused(rig: Rig) -> None:
     assert "not counted" in rig.responses("U_CAROL")[0]["text"]
 
 
-async def test_two_required_approvals_keep_the_buttons_until_the_second(time_skipping_env, fake_slack,
-                                                                        sqlite_registry) -> None:
+async def test_two_required_approvals_keep_the_buttons_until_the_second(
+    time_skipping_env, fake_slack, sqlite_registry
+) -> None:
     r = Rig(time_skipping_env, fake_slack, sqlite_registry)
     async with Worker(time_skipping_env.client, task_queue=r.task_queue, workflows=[StandInMigration]):
         await r.start(required=2)
@@ -307,7 +378,9 @@ async def test_a_click_on_a_finished_migration_is_audited_in_the_registry(rig: R
 def test_choose_identity() -> None:
     assert choose_identity("U1", None, ["U1"], "bob") == "U1"
     assert choose_identity("U1", "a@x.io", ["A@x.io"], "bob") == "A@x.io"
-    assert choose_identity("U1", "a@x.io", ["U1", "a@x.io"], "a@x.io") == "a@x.io", "the requester stays the requester"
+    assert choose_identity("U1", "a@x.io", ["U1", "a@x.io"], "a@x.io") == "a@x.io", (
+        "the requester stays the requester"
+    )
     assert choose_identity("U9", "z@x.io", ["U1"], "bob") == "U9"
 
 

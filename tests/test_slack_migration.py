@@ -8,16 +8,17 @@ import copy
 
 import httpx
 import pytest
-from fastapi import FastAPI
-
 from fake_slack import FakeSlack, fake_slack, slack_env  # noqa: F401  (fixtures)
+from fastapi import FastAPI
 from migration_harness import TEST_POLICY, apply_small, migration_worker, start, wait_for, waiting_on
+from test_slack_interactions import SECRET, USERS, click_payload, signed
+
 from pairshift.migration import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import SlackThread
-from pairshift.slack import SlackSettings, blocks as bk, web_client
+from pairshift.slack import SlackSettings, web_client
+from pairshift.slack import blocks as bk
 from pairshift.slack.interactions import InteractionService, interactions_router
-from test_slack_interactions import SECRET, USERS, click_payload, signed
 from workflows.migration_types import AbortSignal
 
 CHANNEL = "#llm-migrations"
@@ -59,14 +60,20 @@ async def test_outage_delays_notices_not_the_migration_and_buttons_decide(env: F
     async def temporal():
         return client
 
-    service = InteractionService(registry=open_registry(), temporal_client_factory=temporal,
-                                 web_client_factory=lambda: web_client(settings), settings_factory=lambda: settings)
+    service = InteractionService(
+        registry=open_registry(),
+        temporal_client_factory=temporal,
+        web_client_factory=lambda: web_client(settings),
+        settings_factory=lambda: settings,
+    )
     app = FastAPI()
     app.include_router(interactions_router(service))
     env.fail_next(1, status=503)
     env.rate_limit_next(100_000, retry_after=1)  # Slack is down, then rate limiting, until we say so
-    async with migration_worker(client) as tq, httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+    async with (
+        migration_worker(client) as tq,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+    ):
         handle = await start(client, tq, requested_by="carol@example.com")
         st = await wait_for(handle, waiting_on(0), timeout_s=120)
         assert st.eval is not None and posted(env) == [], "the migration went on while no notice got through"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from fake_slack import FakeSlack, fake_slack, slack_env  # noqa: F401  (fixtures)
 from temporalio.exceptions import ApplicationError
 
 from activities.slack import post_slack_notice
-from fake_slack import FakeSlack, fake_slack, slack_env  # noqa: F401  (fixtures)
 from pairshift.notifier import Notice
 from pairshift.registry.models import SlackMessage, SlackThread
 from pairshift.registry.store import Registry
@@ -19,7 +19,13 @@ MIG = "migration-support-triage"
 
 
 def notice(kind: str = "stage_started", **kw) -> Notice:
-    base = dict(kind=kind, deployment="support-triage", migration=MIG, title=f"{kind} title", channel="#llm-migrations")
+    base = dict(
+        kind=kind,
+        deployment="support-triage",
+        migration=MIG,
+        title=f"{kind} title",
+        channel="#llm-migrations",
+    )
     return Notice(**{**base, **kw})
 
 
@@ -28,7 +34,9 @@ def make_notifier(fake: FakeSlack, registry: Registry, token: str | None = None)
     return SlackNotifier(web_client(settings), registry, report_loader=lambda _id: None)
 
 
-def test_first_message_starts_the_thread_and_later_ones_reply(fake_slack: FakeSlack, sqlite_registry: Registry) -> None:
+def test_first_message_starts_the_thread_and_later_ones_reply(
+    fake_slack: FakeSlack, sqlite_registry: Registry
+) -> None:
     n = make_notifier(fake_slack, sqlite_registry)
     first = n.post(notice("migration_started"))
     second = n.post(notice("stage_started", stage=1))
@@ -48,7 +56,9 @@ def test_first_message_starts_the_thread_and_later_ones_reply(fake_slack: FakeSl
     assert again.ts != first.ts and n.post(notice("info")).thread_ts == again.ts
 
 
-def test_stage_start_and_the_end_replace_stale_buttons(fake_slack: FakeSlack, sqlite_registry: Registry) -> None:
+def test_stage_start_and_the_end_replace_stale_buttons(
+    fake_slack: FakeSlack, sqlite_registry: Registry
+) -> None:
     n = make_notifier(fake_slack, sqlite_registry)
     n.post(notice("migration_started"))
     ask = n.post(notice("approval_requested", asks_decision=True, stage=2))
@@ -62,7 +72,8 @@ def test_stage_start_and_the_end_replace_stale_buttons(fake_slack: FakeSlack, sq
 
 
 def test_rate_limit_raises_with_slacks_retry_after_and_no_sdk_retry(
-        slack_env: FakeSlack, use_registry: str) -> None:
+    slack_env: FakeSlack, use_registry: str
+) -> None:
     slack_env.rate_limit_next(1, retry_after=7)
     with pytest.raises(ApplicationError) as info:
         post_slack_notice(notice())
@@ -85,10 +96,13 @@ def test_unreachable_slack_is_retryable(sqlite_registry: Registry) -> None:
         n.post(notice())
 
 
-@pytest.mark.parametrize("channel,token,error", [("#nowhere", None, "channel_not_found"),
-                                                 ("#llm-migrations", "xoxb-wrong", "invalid_auth")])
-def test_refusals_for_good_are_logged_and_skipped(slack_env: FakeSlack, use_registry: str, monkeypatch, channel,
-                                                  token, error) -> None:
+@pytest.mark.parametrize(
+    "channel,token,error",
+    [("#nowhere", None, "channel_not_found"), ("#llm-migrations", "xoxb-wrong", "invalid_auth")],
+)
+def test_refusals_for_good_are_logged_and_skipped(
+    slack_env: FakeSlack, use_registry: str, monkeypatch, channel, token, error
+) -> None:
     if token:
         monkeypatch.setenv("SLACK_BOT_TOKEN", token)
     assert post_slack_notice(notice(channel=channel)) == {"skipped": error}

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+from fake_slack import fake_slack  # noqa: F401  (fixture)
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from temporalio.worker import Worker
+from test_slack_interactions import Rig, StandInMigration, click_payload
 from typer.testing import CliRunner
 
-from fake_slack import fake_slack  # noqa: F401  (fixture)
 from pairshift.cli.common import CLIError
 from pairshift.cli.slack_cmd import app as slack_app
 from pairshift.slack.socket_mode import SocketModeBridge
-from test_slack_interactions import Rig, StandInMigration, click_payload
 
 
 class Acks:
@@ -34,18 +34,22 @@ async def deliver(bridge: SocketModeBridge, acks: Acks, req: SocketModeRequest) 
     return dispatched
 
 
-async def test_socket_mode_click_decides_and_a_redelivery_is_ignored(time_skipping_env, fake_slack, sqlite_registry):
+async def test_socket_mode_click_decides_and_a_redelivery_is_ignored(
+    time_skipping_env, fake_slack, sqlite_registry
+):
     rig = Rig(time_skipping_env, fake_slack, sqlite_registry)
     async with Worker(time_skipping_env.client, task_queue=rig.task_queue, workflows=[StandInMigration]):
         await rig.start()
         bridge, acks = SocketModeBridge(rig.service, asyncio.get_running_loop()), Acks()
-        req = SocketModeRequest(type="interactive", envelope_id="env-1",
-                                payload=click_payload(fake_slack, rig.migration, "U_EVE"))
+        req = SocketModeRequest(
+            type="interactive", envelope_id="env-1", payload=click_payload(fake_slack, rig.migration, "U_EVE")
+        )
         assert await deliver(bridge, acks, req) is True
         st = await rig.status()
         assert st.votes == {} and "not an approver" in st.refusals[0].reason  # same rules as HTTP
-        ok = SocketModeRequest(type="interactive", envelope_id="env-2",
-                               payload=click_payload(fake_slack, rig.migration, "U_BOB"))
+        ok = SocketModeRequest(
+            type="interactive", envelope_id="env-2", payload=click_payload(fake_slack, rig.migration, "U_BOB")
+        )
         assert await deliver(bridge, acks, ok) is True
         assert await deliver(bridge, acks, ok) is False, "a redelivered envelope is not decided twice"
         assert (await rig.status()).votes == {0: {"U_BOB": "approve"}}

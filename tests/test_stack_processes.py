@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from pairshift.temporal_client import connect
 from workflows.health import HealthRequest, HealthWorkflow
 
@@ -42,19 +41,30 @@ def _stop(proc: subprocess.Popen) -> int:
 
 async def test_server_and_worker_processes_run_a_workflow(tmp_path: Path):
     port, ui_port = free_port(), free_port()
-    env = dict(os.environ, PAIRSHIFT_HOME=str(tmp_path / "home"), PAIRSHIFT_TEMPORAL_ADDRESS=f"127.0.0.1:{port}")
+    env = dict(
+        os.environ, PAIRSHIFT_HOME=str(tmp_path / "home"), PAIRSHIFT_TEMPORAL_ADDRESS=f"127.0.0.1:{port}"
+    )
     env.pop("PAIRSHIFT_DATABASE_URL", None)
-    server = subprocess.Popen([PAIRSHIFT, "server", "--port", str(port), "--ui-port", str(ui_port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [PAIRSHIFT, "server", "--port", str(port), "--ui-port", str(ui_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     worker = None
     try:
         await _wait_for_port(port, server)
         await _wait_for_port(ui_port, server)
-        worker = subprocess.Popen([PAIRSHIFT, "worker"], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
+        worker = subprocess.Popen(
+            [PAIRSHIFT, "worker"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         client = await connect(f"127.0.0.1:{port}", "default")
         report = await client.execute_workflow(
-            HealthWorkflow.run, HealthRequest(note="from-test"), id=f"health-{port}", task_queue="pairshift",
+            HealthWorkflow.run,
+            HealthRequest(note="from-test"),
+            id=f"health-{port}",
+            task_queue="pairshift",
         )
         assert report.note == "from-test" and report.registry.deployments == 0
         assert _stop(worker) == 0

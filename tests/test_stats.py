@@ -69,11 +69,17 @@ ARMS = {name: arm(p) for name, p in PATTERNS.items()}
     [
         ("prompt", 0.0, {"prompt_only": 1, "baseline": -1}),
         ("model", -1 / 8, {"model_only": 1, "baseline": -1}),
-        ("interaction", 4 / 8 - 6 / 8 - 5 / 8 + 6 / 8, {"joint": 1, "prompt_only": -1, "model_only": -1, "baseline": 1}),
+        (
+            "interaction",
+            4 / 8 - 6 / 8 - 5 / 8 + 6 / 8,
+            {"joint": 1, "prompt_only": -1, "model_only": -1, "baseline": 1},
+        ),
         ("joint", -2 / 8, {"joint": 1, "baseline": -1}),
     ],
 )
-def test_factorial_effects_match_hand_values(name: str, hand_estimate: float, weights: dict[str, int]) -> None:
+def test_factorial_effects_match_hand_values(
+    name: str, hand_estimate: float, weights: dict[str, int]
+) -> None:
     effects = factorial(ARMS["baseline"], ARMS["prompt_only"], ARMS["model_only"], ARMS["joint"], 0.95)
     effect = effects[name]
     mean, half, p = t_interval(contrast(weights))
@@ -122,14 +128,28 @@ def test_mcnemar_majority_rule_and_ties_fail() -> None:
 def test_flipped_cases_listed_with_direction() -> None:
     flips = flipped(ARMS["baseline"], ARMS["joint"], "baseline", "joint")
     assert [(f.case, f.direction) for f in flips] == [
-        ("c1", "regressed"), ("c2", "regressed"), ("c4", "improved"), ("c7", "regressed"),
+        ("c1", "regressed"),
+        ("c2", "regressed"),
+        ("c4", "improved"),
+        ("c7", "regressed"),
     ]
     assert all(f.from_arm == "baseline" and f.to_arm == "joint" for f in flips)
 
 
 def test_clustered_se_with_epochs_equals_millers_sandwich() -> None:
     # Cases are consistent across epochs, so the clustered SE must exceed the naive iid SE over calls.
-    per_case = [[1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 1], [1, 1, 1], [0, 0, 0], [1, 0, 1], [1, 1, 1], [0, 0, 0]]
+    per_case = [
+        [1, 1, 1],
+        [0, 0, 0],
+        [1, 1, 0],
+        [1, 1, 1],
+        [0, 0, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+        [1, 0, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+    ]
     calls = [float(v) for epochs in per_case for v in epochs]
     n, total = len(per_case), len(calls)
     mean = sum(calls) / total
@@ -168,9 +188,19 @@ def test_zero_variance_falls_back_to_wilson_width() -> None:
 
 def test_summary_latency_cost_tokens_and_breakdowns() -> None:
     outcomes = [
-        CaseOutcome(case_id=f"c{i}", epoch=0, passed=i % 4 != 0, score=0.5, latency_ms=float(i + 1), cost_usd=0.01,
-                    input_tokens=100, output_tokens=20, tags=["billing"] if i < 40 else ["shipping"],
-                    assertion_types=["is-json", "contains"], assertion_types_failed=["is-json"] if i % 4 == 0 else [])
+        CaseOutcome(
+            case_id=f"c{i}",
+            epoch=0,
+            passed=i % 4 != 0,
+            score=0.5,
+            latency_ms=float(i + 1),
+            cost_usd=0.01,
+            input_tokens=100,
+            output_tokens=20,
+            tags=["billing"] if i < 40 else ["shipping"],
+            assertion_types=["is-json", "contains"],
+            assertion_types_failed=["is-json"] if i % 4 == 0 else [],
+        )
         for i in range(100)
     ] + [CaseOutcome(case_id="err", epoch=0, passed=False, score=0.0, latency_ms=99999.0, error=True)]
     s = summarize_arm(outcomes)
@@ -205,11 +235,15 @@ def test_unpaired_arms_are_refused() -> None:
 
 
 def test_newly_failing_is_strict_per_epoch() -> None:
-    a = [CaseOutcome(case_id="x", epoch=0, passed=True, score=1), CaseOutcome(case_id="y", epoch=0, passed=False,
-         score=0, assertion_types_failed=["is-json"])]
-    b = [CaseOutcome(case_id="x", epoch=0, passed=True, score=1),
-         CaseOutcome(case_id="x", epoch=1, passed=False, score=0, assertion_types_failed=["is-json", "regex"]),
-         CaseOutcome(case_id="y", epoch=0, passed=False, score=0, assertion_types_failed=["is-json"])]
+    a = [
+        CaseOutcome(case_id="x", epoch=0, passed=True, score=1),
+        CaseOutcome(case_id="y", epoch=0, passed=False, score=0, assertion_types_failed=["is-json"]),
+    ]
+    b = [
+        CaseOutcome(case_id="x", epoch=0, passed=True, score=1),
+        CaseOutcome(case_id="x", epoch=1, passed=False, score=0, assertion_types_failed=["is-json", "regex"]),
+        CaseOutcome(case_id="y", epoch=0, passed=False, score=0, assertion_types_failed=["is-json"]),
+    ]
     assert newly_failing(a, b, ["is-json"]) == {"is-json": ["x"]}
     assert newly_failing(a, b, ["equals"]) == {}
 

@@ -6,12 +6,19 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from test_router_support import DEPLOYMENT, MIGRATION, T0, apply_example, set_split
 
 from pairshift.observations import variant_stats
 from pairshift.registry.models import Observation
 from pairshift.router import Router
-from pairshift.traffic import Behaviour, TrafficGenerator, TrafficProfile, judge_triage, profile_for, vars_from_dataset
-from test_router_support import DEPLOYMENT, MIGRATION, T0, apply_example, set_split
+from pairshift.traffic import (
+    Behaviour,
+    TrafficGenerator,
+    TrafficProfile,
+    judge_triage,
+    profile_for,
+    vars_from_dataset,
+)
 
 
 @pytest.fixture
@@ -27,10 +34,13 @@ def _stats(registry, since=T0, until=None):
 
 
 def test_generate_stores_observations_with_per_model_behaviour(canary):
-    profile = profile_for({
-        "sim-classic-2024-06": {"error_rate": 0.01, "score_mean": 0.9, "latency_median_ms": 400},
-        "sim-fresh-2025-09": {"error_rate": 0.20, "score_mean": 0.6, "latency_median_ms": 800},
-    }, seed=7)
+    profile = profile_for(
+        {
+            "sim-classic-2024-06": {"error_rate": 0.01, "score_mean": 0.9, "latency_median_ms": 400},
+            "sim-fresh-2025-09": {"error_rate": 0.20, "score_mean": 0.6, "latency_median_ms": 800},
+        },
+        seed=7,
+    )
     with Router(DEPLOYMENT, canary, refresh_s=0) as router:
         out = TrafficGenerator(router, profile).generate(4_000, at=T0, spread_s=600)
     assert len(out) == 4_000 and out[0].at == T0 and out[-1].at < T0 + timedelta(seconds=600)
@@ -78,7 +88,10 @@ def test_the_sim_path_sees_the_fresh_snapshot_wrap_json_in_prose(canary):
 
 def test_judge_triage():
     variables = {"customer_tier": "gold", "ticket_body": "I was charged twice"}
-    assert judge_triage('{"severity": "medium", "team": "billing"}', variables) == ("ok", 1.0)  # 1 impact word + gold
+    assert judge_triage('{"severity": "medium", "team": "billing"}', variables) == (
+        "ok",
+        1.0,
+    )  # 1 impact word + gold
     assert judge_triage('{"severity": "low", "team": "billing"}', variables) == ("ok", 0.0)
     assert judge_triage("Sure! ```json {}```", variables) == ("invalid", 0.0)
     assert judge_triage("[1]", variables) == ("invalid", 0.0)
@@ -90,8 +103,9 @@ async def test_run_paces_requests_through_the_router_and_its_writer(canary):
     pool = vars_from_dataset(EXAMPLES / "datasets" / "support-triage.jsonl", limit=50)
     with Router(DEPLOYMENT, canary, refresh_s=0) as router:
         synthetic = await TrafficGenerator(router, TrafficProfile(rate_per_s=400, seed=5)).run(0.25)
-        simulated = await TrafficGenerator(router, TrafficProfile(rate_per_s=400, seed=6, use_sim=True,
-                                                                  vars_pool=pool)).run(0.25)
+        simulated = await TrafficGenerator(
+            router, TrafficProfile(rate_per_s=400, seed=6, use_sim=True, vars_pool=pool)
+        ).run(0.25)
     # paced: about rate x duration, never a burst far beyond it (a loaded machine may fall behind)
     assert 20 <= synthetic <= 101 and 20 <= simulated <= 101
     with canary.session() as s:

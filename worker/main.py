@@ -41,7 +41,9 @@ log = logging.getLogger("pairshift.worker")
 
 QUEUE_KINDS = ("main", "providers")
 REFRESH_S = 30.0
-MODEL_QUEUE_ACTIVITIES = 4  # batches per process per model queue; each paces its calls with the process limiter
+MODEL_QUEUE_ACTIVITIES = (
+    4  # batches per process per model queue; each paces its calls with the process limiter
+)
 
 
 def build_worker(client: Client, *, task_queue: str | None = None, max_workers: int = 32) -> Worker:
@@ -87,7 +89,10 @@ class ModelQueueWorkers:
         """Start a worker for each new queue, restart one whose rate changed or that died; keep the others."""
         try:
             wanted = await asyncio.to_thread(registry_queue_rates, self.main_queue)
-        except (SQLAlchemyError, OSError) as exc:  # the registry briefly unreachable: the next refresh retries
+        except (
+            SQLAlchemyError,
+            OSError,
+        ) as exc:  # the registry briefly unreachable: the next refresh retries
             log.warning("cannot read model limits from the registry: %s", exc)
             return
         for queue, rate in sorted(wanted.items()):
@@ -129,8 +134,13 @@ def parse_queue_kinds(value: str) -> tuple[str, ...]:
     return kinds
 
 
-async def run_worker(address: str | None = None, namespace: str | None = None, *,
-                     queues: Collection[str] = QUEUE_KINDS, refresh_s: float = REFRESH_S) -> None:
+async def run_worker(
+    address: str | None = None,
+    namespace: str | None = None,
+    *,
+    queues: Collection[str] = QUEUE_KINDS,
+    refresh_s: float = REFRESH_S,
+) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully (in-flight activities finish or are retried)."""
     client = await connect(address, namespace)
     settings = get_settings()

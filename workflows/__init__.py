@@ -5,4 +5,10 @@ from workflows.eval import EvalWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
 
-ALL_WORKFLOWS: list[type] = [HealthWorkflow, EvalWorkflow, MigrationWorkflow, DeprecationScanWorkflow, AliasDriftWorkflow]
+ALL_WORKFLOWS: list[type] = [
+    HealthWorkflow,
+    EvalWorkflow,
+    MigrationWorkflow,
+    DeprecationScanWorkflow,
+    AliasDriftWorkflow,
+]

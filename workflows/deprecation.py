@@ -24,8 +24,19 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.deprecation import (
-        AliasQuery, Drift, DriftRecord, ProbeResult, RemindersInput, ScanInput, SentReminder, ensure_snapshot_row,
-        find_alias_targets, plan_deprecation_scan, probe_alias, record_alias_drift, record_deprecation_reminders,
+        AliasQuery,
+        Drift,
+        DriftRecord,
+        ProbeResult,
+        RemindersInput,
+        ScanInput,
+        SentReminder,
+        ensure_snapshot_row,
+        find_alias_targets,
+        plan_deprecation_scan,
+        probe_alias,
+        record_alias_drift,
+        record_deprecation_reminders,
     )
     from activities.migration import send_notice
     from pairshift.deprecation import PlannedStart, RetiredFlag
@@ -36,13 +47,18 @@ with workflow.unsafe.imports_passed_through():
 
 SCAN_USER = "pairshift-deprecation-scan"
 DRIFT_USER = "pairshift-alias-drift"
-REGISTRY = dict(start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)))
+REGISTRY = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+)
 PROBE = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=RetryPolicy(maximum_attempts=3))
 NOTICE = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
 # As MigrationWorkflow: Slack may be down or rate limiting; keep trying for up to an hour.
-SLACK = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
-             retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)))
+SLACK = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(hours=1),
+    retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)),
+)
 
 
 async def notify(notice: Notice) -> None:
@@ -74,8 +90,12 @@ class ScanResult(BaseModel):
     started: list[StartedMigration] = Field(default_factory=list)
     already_running: list[str] = Field(default_factory=list, description="Left alone: a migration is live.")
     reminders: list[SentReminder] = Field(default_factory=list)
-    flags: list[RetiredFlag] = Field(default_factory=list, description="Deployments still on a retired snapshot.")
-    blocked: dict[str, str] = Field(default_factory=dict, description="Deployment -> why nothing was started.")
+    flags: list[RetiredFlag] = Field(
+        default_factory=list, description="Deployments still on a retired snapshot."
+    )
+    blocked: dict[str, str] = Field(
+        default_factory=dict, description="Deployment -> why nothing was started."
+    )
 
 
 @workflow.defn
@@ -85,19 +105,35 @@ class DeprecationScanWorkflow:
     @workflow.run
     async def run(self, req: ScanRequest) -> ScanResult:
         today = req.today or workflow.now().date()
-        plan = await workflow.execute_activity(plan_deprecation_scan, ScanInput(today=today, lead_days=req.lead_days),
-                                               **REGISTRY)
-        result = ScanResult(today=today, flags=plan.flags, blocked=plan.blocked, already_running=plan.left_alone)
+        plan = await workflow.execute_activity(
+            plan_deprecation_scan, ScanInput(today=today, lead_days=req.lead_days), **REGISTRY
+        )
+        result = ScanResult(
+            today=today, flags=plan.flags, blocked=plan.blocked, already_running=plan.left_alone
+        )
         for start in plan.starts:
             if await self._start(start):
-                result.started.append(StartedMigration(deployment=start.deployment, id=migration_id(start.deployment),
-                                                       from_model=start.from_model, to_model=start.to_model))
+                result.started.append(
+                    StartedMigration(
+                        deployment=start.deployment,
+                        id=migration_id(start.deployment),
+                        from_model=start.from_model,
+                        to_model=start.to_model,
+                    )
+                )
             else:
                 result.already_running.append(start.deployment)
         if plan.reminders:
-            result.reminders = await workflow.execute_activity(record_deprecation_reminders, RemindersInput(
-                reminders=plan.reminders, started={m.deployment: m.id for m in result.started},
-                left_alone=result.already_running, blocked=plan.blocked), **REGISTRY)
+            result.reminders = await workflow.execute_activity(
+                record_deprecation_reminders,
+                RemindersInput(
+                    reminders=plan.reminders,
+                    started={m.deployment: m.id for m in result.started},
+                    left_alone=result.already_running,
+                    blocked=plan.blocked,
+                ),
+                **REGISTRY,
+            )
             for sent in result.reminders:
                 await notify(sent.notice)
         return result
@@ -107,16 +143,24 @@ class DeprecationScanWorkflow:
         try:
             await workflow.start_child_workflow(
                 "MigrationWorkflow",
-                MigrationRequest(deployment=start.deployment, to_model=start.to_model, reason="deprecation",
-                                 requested_by=SCAN_USER),
-                id=migration_id(start.deployment), parent_close_policy=ParentClosePolicy.ABANDON)
+                MigrationRequest(
+                    deployment=start.deployment,
+                    to_model=start.to_model,
+                    reason="deprecation",
+                    requested_by=SCAN_USER,
+                ),
+                id=migration_id(start.deployment),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
         except WorkflowAlreadyStartedError:
             return False
         return True
 
 
 class AliasDriftRequest(BaseModel):
-    deployment: str | None = Field(None, description="Only this deployment; None = every deployment on an alias.")
+    deployment: str | None = Field(
+        None, description="Only this deployment; None = every deployment on an alias."
+    )
 
 
 class DriftOutcome(BaseModel):
@@ -142,10 +186,12 @@ class AliasDriftWorkflow:
 
     @workflow.run
     async def run(self, req: AliasDriftRequest) -> AliasDriftResult:
-        targets = await workflow.execute_activity(find_alias_targets, AliasQuery(deployment=req.deployment),
-                                                  **REGISTRY)
-        probes: list[ProbeResult] = list(await asyncio.gather(*(
-            workflow.execute_activity(probe_alias, t, **PROBE) for t in targets)))
+        targets = await workflow.execute_activity(
+            find_alias_targets, AliasQuery(deployment=req.deployment), **REGISTRY
+        )
+        probes: list[ProbeResult] = list(
+            await asyncio.gather(*(workflow.execute_activity(probe_alias, t, **PROBE) for t in targets))
+        )
         result = AliasDriftResult(checked=[t.deployment for t in targets])
         for target, probe in zip(targets, probes):
             if probe.error or probe.resolved is None:
@@ -153,31 +199,57 @@ class AliasDriftWorkflow:
             # Two witnesses: the probe's answer, else what production traffic was last answered by.
             seen = probe.resolved or target.observed_snapshot
             if seen is not None and seen != target.known_snapshot:
-                drift = Drift(deployment=target.deployment, prompt=target.prompt, alias=target.alias,
-                              from_snapshot=target.known_snapshot, to_snapshot=seen,
-                              spec_from=target.spec_from, channel=target.channel, detected_at=workflow.now())
+                drift = Drift(
+                    deployment=target.deployment,
+                    prompt=target.prompt,
+                    alias=target.alias,
+                    from_snapshot=target.known_snapshot,
+                    to_snapshot=seen,
+                    spec_from=target.spec_from,
+                    channel=target.channel,
+                    detected_at=workflow.now(),
+                )
                 result.drifted.append(await self._handle(drift))
         return result
 
     async def _handle(self, drift: Drift) -> DriftOutcome:
         await workflow.execute_activity(ensure_snapshot_row, drift, **REGISTRY)
-        await notify(Notice(
-            kind="alias_drift", deployment=drift.deployment, title=drift.note, channel=drift.channel,
-            text=f"{drift.deployment} calls {drift.alias}, which now answers as {drift.to_snapshot}. "
-                 "A model-only eval of the new snapshot is running.",
-            facts={"alias": drift.alias, "from": drift.from_snapshot, "to": drift.to_snapshot}))
+        await notify(
+            Notice(
+                kind="alias_drift",
+                deployment=drift.deployment,
+                title=drift.note,
+                channel=drift.channel,
+                text=f"{drift.deployment} calls {drift.alias}, which now answers as {drift.to_snapshot}. "
+                "A model-only eval of the new snapshot is running.",
+                facts={"alias": drift.alias, "from": drift.from_snapshot, "to": drift.to_snapshot},
+            )
+        )
         record = DriftRecord(drift=drift)
         try:
             report: EvalReport = await workflow.execute_child_workflow(
                 "EvalWorkflow",
                 # the new snapshot against the one the alias served before (when the registry knows it)
-                EvalRequest(deployment=drift.deployment, to_model=drift.to_snapshot, from_model=drift.from_snapshot,
-                            requested_by=DRIFT_USER),
-                id=f"{workflow.info().workflow_id}-eval-{drift.deployment}", result_type=EvalReport)
+                EvalRequest(
+                    deployment=drift.deployment,
+                    to_model=drift.to_snapshot,
+                    from_model=drift.from_snapshot,
+                    requested_by=DRIFT_USER,
+                ),
+                id=f"{workflow.info().workflow_id}-eval-{drift.deployment}",
+                result_type=EvalReport,
+            )
             record.report_id, record.gate = report.report_id, report.gate.decision
         except ChildWorkflowError as exc:  # the drift is recorded whatever the eval's fate
             record.eval_error = str(exc.cause or exc)
         await workflow.execute_activity(record_alias_drift, record, **REGISTRY)
-        return DriftOutcome(deployment=drift.deployment, alias=drift.alias, from_snapshot=drift.from_snapshot,
-                            to_snapshot=drift.to_snapshot, note=drift.note, report_id=record.report_id,
-                            gate=record.gate, eval_error=record.eval_error)
+        return DriftOutcome(
+            deployment=drift.deployment,
+            alias=drift.alias,
+            from_snapshot=drift.from_snapshot,
+            to_snapshot=drift.to_snapshot,
+            note=drift.note,
+            report_id=record.report_id,
+            gate=record.gate,
+            eval_error=record.eval_error,
+        )

@@ -48,8 +48,11 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE = ["EvalInputError", "ArmFailed"]
 PROVIDER_QUEUES_PATCH = "provider-task-queues"
 SHORT = timedelta(minutes=10)
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                    non_retryable_error_types=NON_RETRYABLE)
+RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE,
+)
 
 
 class ArmProgress(BaseModel):
@@ -87,22 +90,40 @@ class EvalWorkflow:
     async def run(self, request: EvalRequest) -> EvalReport:
         try:
             plan = await workflow.execute_activity(
-                plan_eval, PlanInput(request=request, eval_id=workflow.info().run_id),
-                start_to_close_timeout=SHORT, retry_policy=RETRY)
-            self._progress = EvalProgress(phase="running", arms={
-                a.arm: ArmProgress(done=plan.n_cases * plan.epochs if a.reused else 0, total=plan.n_cases * plan.epochs)
-                for a in plan.arms})
+                plan_eval,
+                PlanInput(request=request, eval_id=workflow.info().run_id),
+                start_to_close_timeout=SHORT,
+                retry_policy=RETRY,
+            )
+            self._progress = EvalProgress(
+                phase="running",
+                arms={
+                    a.arm: ArmProgress(
+                        done=plan.n_cases * plan.epochs if a.reused else 0, total=plan.n_cases * plan.epochs
+                    )
+                    for a in plan.arms
+                },
+            )
             await self._run_batches(request, plan)
             self._progress.phase = "summarising"
-            summaries = await asyncio.gather(*(
-                workflow.execute_activity(summarize_eval_run, SummarizeInput(run_id=a.run_id,
-                                          confidence=plan.policy.confidence),
-                                          start_to_close_timeout=SHORT, retry_policy=RETRY)
-                for a in plan.arms))
+            summaries = await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        summarize_eval_run,
+                        SummarizeInput(run_id=a.run_id, confidence=plan.policy.confidence),
+                        start_to_close_timeout=SHORT,
+                        retry_policy=RETRY,
+                    )
+                    for a in plan.arms
+                )
+            )
             self._progress.phase = "reporting"
             report = await workflow.execute_activity(
-                build_eval_report, ReportInput(plan=plan, summaries=list(summaries), flipped_cap=FLIPPED_CAP),
-                start_to_close_timeout=SHORT, retry_policy=RETRY)
+                build_eval_report,
+                ReportInput(plan=plan, summaries=list(summaries), flipped_cap=FLIPPED_CAP),
+                start_to_close_timeout=SHORT,
+                retry_policy=RETRY,
+            )
         except ActivityError as err:
             self._progress.phase = "failed"
             message, kind = _failure_message(err)
@@ -119,11 +140,23 @@ class EvalWorkflow:
                 continue
             route = plan.routes.get(a.arm) if routed else None
             queue = model_task_queue(workflow.info().task_queue, route.model_id) if route else None
-            size = route_batch_cases(route, plan.epochs, request.tuning.batch_cases) if route \
+            size = (
+                route_batch_cases(route, plan.epochs, request.tuning.batch_cases)
+                if route
                 else request.tuning.batch_cases
-            per_arm.append([(a.arm, BatchSpec(run_id=a.run_id, start=lo, stop=hi, no_cache=plan.no_cache,
-                                              judge=plan.judge), queue)
-                            for lo, hi in batch_ranges(plan.n_cases, size)])
+            )
+            per_arm.append(
+                [
+                    (
+                        a.arm,
+                        BatchSpec(
+                            run_id=a.run_id, start=lo, stop=hi, no_cache=plan.no_cache, judge=plan.judge
+                        ),
+                        queue,
+                    )
+                    for lo, hi in batch_ranges(plan.n_cases, size)
+                ]
+            )
         interleaved = []
         for i in range(max((len(b) for b in per_arm), default=0)):
             interleaved += [b[i] for b in per_arm if i < len(b)]
@@ -136,12 +169,18 @@ class EvalWorkflow:
         async def one(arm: str, spec: BatchSpec, queue: str | None) -> None:
             async with gate:
                 result: BatchResult = await workflow.execute_activity(
-                    run_eval_batch, spec, task_queue=queue, retry_policy=RETRY,
+                    run_eval_batch,
+                    spec,
+                    task_queue=queue,
+                    retry_policy=RETRY,
                     start_to_close_timeout=timedelta(seconds=tuning.batch_timeout_s),
-                    heartbeat_timeout=timedelta(seconds=tuning.heartbeat_timeout_s))
+                    heartbeat_timeout=timedelta(seconds=tuning.heartbeat_timeout_s),
+                )
             self._progress.arms[arm].done += result.calls
 
-        tasks = [asyncio.ensure_future(one(arm, spec, queue)) for arm, spec, queue in self._batches(request, plan)]
+        tasks = [
+            asyncio.ensure_future(one(arm, spec, queue)) for arm, spec, queue in self._batches(request, plan)
+        ]
         if not tasks:
             return
         done, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

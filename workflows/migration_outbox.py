@@ -22,18 +22,26 @@ with workflow.unsafe.imports_passed_through():
     from workflows.migration_types import HistoryEvent
 
 # Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
-REGISTRY = dict(start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)))
+REGISTRY = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+)
 # Restoring the baseline must eventually succeed, whatever the outage: retry without limit.
-COMPENSATE = dict(start_to_close_timeout=timedelta(seconds=20),
-                  retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)))
-GATE = dict(start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)))
-NOTICE = dict(start_to_close_timeout=timedelta(seconds=30),
-              retry_policy=RetryPolicy(maximum_attempts=3))
+COMPENSATE = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)),
+)
+GATE = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)),
+)
+NOTICE = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
 # Slack may be down or rate limiting: keep retrying (honouring its retry-after) for up to an hour.
-SLACK = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(hours=1),
-             retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)))
+SLACK = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(hours=1),
+    retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)),
+)
 
 
 class MigrationOutbox:
@@ -48,20 +56,56 @@ class MigrationOutbox:
     def _start_outbox(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self._drain_audit()), asyncio.create_task(self._drain_notices())]
 
-    def _event(self, event: str, detail: str = "", *, actor: str | None = None, channel: str | None = None,
-               stage: int | None = None, accepted: bool = True) -> None:
+    def _event(
+        self,
+        event: str,
+        detail: str = "",
+        *,
+        actor: str | None = None,
+        channel: str | None = None,
+        stage: int | None = None,
+        accepted: bool = True,
+    ) -> None:
         now = workflow.now()
         self.history.append(HistoryEvent(at=now, event=event, detail=detail))
         del self.history[:-200]  # the query stays small; the audit log keeps everything
         self._seq += 1
-        self._audit.append(AuditIn(key=f"{self._seq}", event=event, at=now, actor=actor, channel=channel,
-                                   stage=stage, accepted=accepted, detail={"detail": detail}))
+        self._audit.append(
+            AuditIn(
+                key=f"{self._seq}",
+                event=event,
+                at=now,
+                actor=actor,
+                channel=channel,
+                stage=stage,
+                accepted=accepted,
+                detail={"detail": detail},
+            )
+        )
 
-    def _notify(self, kind: str, title: str, *, text: str = "", facts: dict | None = None, asks: bool = False,
-                stage: int | None = None) -> None:
-        self._notices.append(Notice(kind=kind, deployment=self.req.deployment, migration=workflow.info().workflow_id,
-                                    title=title, text=text, facts=facts or {}, asks_decision=asks, stage=stage,
-                                    channel=self.plan.policy.notice.slack_channel if self.plan else None))
+    def _notify(
+        self,
+        kind: str,
+        title: str,
+        *,
+        text: str = "",
+        facts: dict | None = None,
+        asks: bool = False,
+        stage: int | None = None,
+    ) -> None:
+        self._notices.append(
+            Notice(
+                kind=kind,
+                deployment=self.req.deployment,
+                migration=workflow.info().workflow_id,
+                title=title,
+                text=text,
+                facts=facts or {},
+                asks_decision=asks,
+                stage=stage,
+                channel=self.plan.policy.notice.slack_channel if self.plan else None,
+            )
+        )
 
     async def _drain_audit(self) -> None:
         while True:
@@ -70,8 +114,11 @@ class MigrationOutbox:
                 return
             batch, self._audit = self._audit, []
             info = workflow.info()
-            await workflow.execute_activity(record_audit_events, AuditBatch(
-                workflow_id=info.workflow_id, run_id=self._origin_run_id, events=batch), **COMPENSATE)
+            await workflow.execute_activity(
+                record_audit_events,
+                AuditBatch(workflow_id=info.workflow_id, run_id=self._origin_run_id, events=batch),
+                **COMPENSATE,
+            )
 
     async def _drain_notices(self) -> None:
         # A separate queue, so a slow or failing channel delays notices, never the migration or its audit log.

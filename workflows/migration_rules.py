@@ -64,8 +64,19 @@ def eval_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     """The eval keys the `status` query carries (the full report is the `report` query and the registry)."""
     if report is None:
         return None
-    keep = ("deployment", "baseline_pair", "target_pair", "dataset", "epochs", "arms", "effects", "gate",
-            "flipped_count", "report_id", "power_note")
+    keep = (
+        "deployment",
+        "baseline_pair",
+        "target_pair",
+        "dataset",
+        "epochs",
+        "arms",
+        "effects",
+        "gate",
+        "flipped_count",
+        "report_id",
+        "power_note",
+    )
     return {k: report[k] for k in keep if k in report}
 
 
@@ -73,5 +84,8 @@ def eval_evidence(report: dict[str, Any] | None) -> dict[str, Any]:
     """What the ledger keeps of an eval: the run of every arm, the gate and the report id."""
     if not report:
         return {}
-    return {"runs": {arm: a.get("run_id") for arm, a in report.get("arms", {}).items()},
-            "gate": report.get("gate", {}).get("decision"), "report_id": report.get("report_id")}
+    return {
+        "runs": {arm: a.get("run_id") for arm, a in report.get("arms", {}).items()},
+        "gate": report.get("gate", {}).get("decision"),
+        "report_id": report.get("report_id"),
+    }

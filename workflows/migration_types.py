@@ -12,8 +12,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Phase = Literal[
-    "notice", "evaluating", "awaiting_approval", "canary",
-    "promoted", "rolled_back", "rejected", "failed_eval", "dry_run",
+    "notice",
+    "evaluating",
+    "awaiting_approval",
+    "canary",
+    "promoted",
+    "rolled_back",
+    "rejected",
+    "failed_eval",
+    "dry_run",
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "rejected", "failed_eval", "dry_run"})
 
@@ -34,9 +41,13 @@ class MigrationRequest(BaseModel):
     policy: dict[str, Any] | None = Field(None, description="An inline policy overriding the deployment's.")
     dry_run: bool = Field(False, description="Notice and evals only; no approval, no traffic moves.")
     checks_per_run: int = Field(
-        400, ge=1, description="Gate checks per workflow run before it continues as new (keeps each history small).")
+        400,
+        ge=1,
+        description="Gate checks per workflow run before it continues as new (keeps each history small).",
+    )
     resume: MigrationCarry | None = Field(
-        None, description="Internal: the state a continued-as-new run resumes from. Leave null.")
+        None, description="Internal: the state a continued-as-new run resumes from. Leave null."
+    )
 
 
 class Actor(BaseModel):
@@ -74,7 +85,9 @@ class DecideUpdate(BaseModel):
     by: str = Field(..., min_length=1)
     decision: Literal["approve", "reject"]
     comment: str | None = None
-    stage: int | None = Field(None, description="The stage the decision is about; None = whatever is waiting.")
+    stage: int | None = Field(
+        None, description="The stage the decision is about; None = whatever is waiting."
+    )
     channel: str = "cli"
 
 
@@ -163,7 +176,9 @@ class MigrationResult(BaseModel):
 class MigrationCarry(BaseModel):
     """What a long canary hands to its next run when it continues as new (history stays small; ids stay)."""
 
-    origin_run_id: str = Field(..., description="The first run's id: owns the split, the migrations row, the audit log.")
+    origin_run_id: str = Field(
+        ..., description="The first run's id: owns the split, the migrations row, the audit log."
+    )
     plan: dict[str, Any]
     eval_report: dict[str, Any] | None = None
     stage_index: int

@@ -11,7 +11,8 @@ def api(
     port: int = typer.Option(8080, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve other machines)."),
     live_status: bool = typer.Option(
-        True, "--live-status/--no-live-status",
+        True,
+        "--live-status/--no-live-status",
         help="Answer GET /v1/migrations/{id} with the workflow's live status from Temporal when it answers.",
     ),
 ) -> None:
@@ -23,8 +24,11 @@ def api(
     from pairshift.slack.interactions import interactions_router
     from pairshift.temporal_client import connect
 
-    app = create_app(temporal_client_factory=connect if live_status else None,
-                     extra_routers=[interactions_router()])
-    console.print(f"pairshift api on http://{host}:{port} (docs /docs, registry {get_settings().registry_url})",
-                  soft_wrap=True)
+    app = create_app(
+        temporal_client_factory=connect if live_status else None, extra_routers=[interactions_router()]
+    )
+    console.print(
+        f"pairshift api on http://{host}:{port} (docs /docs, registry {get_settings().registry_url})",
+        soft_wrap=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")

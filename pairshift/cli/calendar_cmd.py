@@ -12,13 +12,20 @@ import asyncio
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from sqlmodel import select
 from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
-    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec, WorkflowFailureError,
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    WorkflowFailureError,
 )
 from temporalio.exceptions import FailureError
 
@@ -29,8 +36,9 @@ from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model
 from pairshift.settings import get_settings
 
-models_app = typer.Typer(help="The provider calendar: retirement dates, prices, unpinned aliases.",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="The provider calendar: retirement dates, prices, unpinned aliases.", no_args_is_help=True
+)
 deprecations_app = typer.Typer(help="Deprecation reminders and automatic migrations.", no_args_is_help=True)
 schedules_app = typer.Typer(help="The Temporal Schedules that run the scans.", no_args_is_help=True)
 
@@ -45,8 +53,12 @@ SCAN_TIMEOUT = timedelta(minutes=10)  # without a polling worker the CLI would o
 
 @models_app.command("sync")
 def models_sync(
-    source: Optional[Path] = typer.Option(None, "--from", help="A calendar YAML or LiteLLM's "
-                                          "model_prices_and_context_window.json (default: the bundled calendar)."),
+    source: Path | None = typer.Option(
+        None,
+        "--from",
+        help="A calendar YAML or LiteLLM's "
+        "model_prices_and_context_window.json (default: the bundled calendar).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Load the provider calendar into the registry; models from config are never changed."""
@@ -64,8 +76,10 @@ def models_sync(
         console.print(f"  updated {name}")
     if result.kept_config:
         console.print(f"  kept (from config): {', '.join(result.kept_config)}")
-    console.print(f"{len(result.created)} created, {len(result.updated)} updated, {result.unchanged} unchanged, "
-                  f"{len(result.kept_config)} owned by config")
+    console.print(
+        f"{len(result.created)} created, {len(result.updated)} updated, {result.unchanged} unchanged, "
+        f"{len(result.kept_config)} owned by config"
+    )
 
 
 def model_rows(today: date) -> list[dict[str, Any]]:
@@ -87,31 +101,53 @@ def model_rows(today: date) -> list[dict[str, Any]]:
     out = []
     for m in models:
         days = (m.retires_on - today).days if m.retires_on else None
-        out.append({
-            "id": m.id, "provider": m.provider, "aliases": m.aliases, "is_alias": m.is_alias,
-            "resolved_snapshot": m.resolved_snapshot, "deprecated_on": m.deprecated_on, "retires_on": m.retires_on,
-            "days_to_retirement": days, "retired": days is not None and days <= 0, "replacement": m.replacement,
-            "price": {"input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
-            "source": m.source, "pinned": pinned.get(m.id, []), "via_alias": via_alias.get(m.id, []),
-        })
+        out.append(
+            {
+                "id": m.id,
+                "provider": m.provider,
+                "aliases": m.aliases,
+                "is_alias": m.is_alias,
+                "resolved_snapshot": m.resolved_snapshot,
+                "deprecated_on": m.deprecated_on,
+                "retires_on": m.retires_on,
+                "days_to_retirement": days,
+                "retired": days is not None and days <= 0,
+                "replacement": m.replacement,
+                "price": {"input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
+                "source": m.source,
+                "pinned": pinned.get(m.id, []),
+                "via_alias": via_alias.get(m.id, []),
+            }
+        )
     return out
 
 
 @models_app.command("list")
 def models_list(
-    today: Optional[str] = typer.Option(None, "--today", help="Count days as of this date (YYYY-MM-DD)."),
+    today: str | None = typer.Option(None, "--today", help="Count days as of this date (YYYY-MM-DD)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Models with days to retirement, pinned deployments, deployments on unpinned aliases, RETIRED flags."""
     rows = model_rows(_parse_day(today) or date.today())
     if json_out:
         return emit_json(rows)
-    table("models", ["id", "provider", "retires_on", "days left", "replacement", "pinned", "via alias", "source"], [[
-        r["id"] + (" (alias)" if r["is_alias"] else ""), r["provider"], r["retires_on"],
-        ("RETIRED" if r["retired"] else r["days_to_retirement"]), r["replacement"],
-        ", ".join(("RETIRED " if r["retired"] else "") + d for d in r["pinned"]),
-        ", ".join(f"{a['deployment']} ({a['alias']}, unpinned)" for a in r["via_alias"]), r["source"],
-    ] for r in rows])
+    table(
+        "models",
+        ["id", "provider", "retires_on", "days left", "replacement", "pinned", "via alias", "source"],
+        [
+            [
+                r["id"] + (" (alias)" if r["is_alias"] else ""),
+                r["provider"],
+                r["retires_on"],
+                ("RETIRED" if r["retired"] else r["days_to_retirement"]),
+                r["replacement"],
+                ", ".join(("RETIRED " if r["retired"] else "") + d for d in r["pinned"]),
+                ", ".join(f"{a['deployment']} ({a['alias']}, unpinned)" for a in r["via_alias"]),
+                r["source"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _parse_day(text: str | None) -> date | None:
@@ -131,13 +167,19 @@ async def run_scan(client: Client, today: date | None = None, *, task_queue: str
     from workflows.deprecation import DeprecationScanWorkflow, ScanRequest
 
     return await client.execute_workflow(
-        DeprecationScanWorkflow.run, ScanRequest(today=today), id=f"{SCAN_SCHEDULE}-manual-{uuid.uuid4().hex[:8]}",
-        task_queue=task_queue or get_settings().task_queue, execution_timeout=SCAN_TIMEOUT)
+        DeprecationScanWorkflow.run,
+        ScanRequest(today=today),
+        id=f"{SCAN_SCHEDULE}-manual-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue or get_settings().task_queue,
+        execution_timeout=SCAN_TIMEOUT,
+    )
 
 
 @deprecations_app.command("scan")
 def deprecations_scan(
-    today: Optional[str] = typer.Option(None, "--today", help="Scan as of this date (YYYY-MM-DD); default today."),
+    today: str | None = typer.Option(
+        None, "--today", help="Scan as of this date (YYYY-MM-DD); default today."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Run the deprecation scan once, now, and print what it did."""
@@ -148,8 +190,9 @@ def deprecations_scan(
             return await run_scan(await connect_or_fail(), day)
         except WorkflowFailureError as exc:
             cause = exc.cause.message if isinstance(exc.cause, FailureError) else str(exc.cause or exc)
-            raise CLIError(f"the deprecation scan failed: {cause} (is `pairshift worker` running?)",
-                           code=EXIT_FAILED) from None
+            raise CLIError(
+                f"the deprecation scan failed: {cause} (is `pairshift worker` running?)", code=EXIT_FAILED
+            ) from None
 
     result = asyncio.run(_go())
     if json_out:
@@ -176,13 +219,19 @@ def schedules(task_queue: str) -> dict[str, Schedule]:
     policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP)
     return {
         SCAN_SCHEDULE: Schedule(
-            action=ScheduleActionStartWorkflow("DeprecationScanWorkflow", ScanRequest(), id=SCAN_SCHEDULE,
-                                               task_queue=task_queue),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=SCAN_EVERY)]), policy=policy),
+            action=ScheduleActionStartWorkflow(
+                "DeprecationScanWorkflow", ScanRequest(), id=SCAN_SCHEDULE, task_queue=task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=SCAN_EVERY)]),
+            policy=policy,
+        ),
         DRIFT_SCHEDULE: Schedule(
-            action=ScheduleActionStartWorkflow("AliasDriftWorkflow", AliasDriftRequest(), id=DRIFT_SCHEDULE,
-                                               task_queue=task_queue),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=DRIFT_EVERY)]), policy=policy),
+            action=ScheduleActionStartWorkflow(
+                "AliasDriftWorkflow", AliasDriftRequest(), id=DRIFT_SCHEDULE, task_queue=task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=DRIFT_EVERY)]),
+            policy=policy,
+        ),
     }
 
 
@@ -199,7 +248,9 @@ async def install_schedules(client: Client, *, task_queue: str | None = None) ->
 
 
 @schedules_app.command("install")
-def schedules_install(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def schedules_install(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
     """Create the deprecation-scan (daily) and alias-drift (every 6 hours) Schedules; idempotent."""
 
     async def _go() -> dict[str, str]:

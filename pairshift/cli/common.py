@@ -56,5 +56,6 @@ async def connect_or_fail():
         return await connect()
     except RuntimeError as exc:
         address = get_settings().temporal_address
-        raise CLIError(f"cannot reach Temporal at {address} ({exc}); is `pairshift server` running?",
-                       code=EXIT_FAILED) from None
+        raise CLIError(
+            f"cannot reach Temporal at {address} ({exc}); is `pairshift server` running?", code=EXIT_FAILED
+        ) from None

@@ -46,7 +46,9 @@ class Scenario(str, Enum):
 
 def demo(
     scenario: Scenario = typer.Option(Scenario.happy, help="happy | regression | deprecation"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Approve without asking (also when stdin is not a terminal)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Approve without asking (also when stdin is not a terminal)."
+    ),
     examples: Path = typer.Option(EXAMPLES, help="Config folder to apply."),
 ) -> None:
     """Run a whole migration on the embedded stack (Temporal dev server + Web UI, worker, API) and stop it all after."""
@@ -68,12 +70,16 @@ def demo(
         stack.env.update(PAIRSHIFT_API_URL=os.environ["PAIRSHIFT_API_URL"])
         stack.start("api", "api", "--port", str(api_port), wait_port=api_port)
         console.rule(f"pairshift demo: {scenario.value}")
-        console.print(f"Temporal Web UI: {stack.ui_url}   API: http://127.0.0.1:{api_port}/docs   state: {home}")
+        console.print(
+            f"Temporal Web UI: {stack.ui_url}   API: http://127.0.0.1:{api_port}/docs   state: {home}"
+        )
         outcome = asyncio.run(_run(scenario, examples, home, ask, stack.ui_url, api_port))
     console.print("stopped the embedded stack (server, worker, API)")
     if outcome != EXPECTED[scenario.value]:
-        raise CLIError(f"the {scenario.value} scenario ended {outcome}, expected {EXPECTED[scenario.value]}",
-                       code=EXIT_FAILED)
+        raise CLIError(
+            f"the {scenario.value} scenario ended {outcome}, expected {EXPECTED[scenario.value]}",
+            code=EXIT_FAILED,
+        )
 
 
 def _point_settings_at(home: Path) -> None:
@@ -98,12 +104,19 @@ async def _run(scenario: Scenario, examples: Path, home: Path, ask: bool, ui_url
         from pairshift.cli.migrate import start_migration
         from workflows.migration_types import MigrationRequest
 
-        req = MigrationRequest(deployment=DEPLOYMENT, to_model="sim-fresh-2025-09", to_prompt="support-triage@2",
-                               reason="manual", requested_by="demo-requester")
+        req = MigrationRequest(
+            deployment=DEPLOYMENT,
+            to_model="sim-fresh-2025-09",
+            to_prompt="support-triage@2",
+            reason="manual",
+            requested_by="demo-requester",
+        )
         handle = await start_migration(req)
         console.print(f"[bold]2. migrate[/] started {handle.id}: v1 on sim-classic -> v2 on sim-fresh")
     ns = get_settings().namespace
-    console.print(f"   follow it in the Web UI: {ui_url}/namespaces/{ns}/workflows/{handle.id}", soft_wrap=True)
+    console.print(
+        f"   follow it in the Web UI: {ui_url}/namespaces/{ns}/workflows/{handle.id}", soft_wrap=True
+    )
     traffic = _Traffic(BEHAVIOURS.get(scenario.value, BEHAVIOURS["happy"]))
     try:
         st = await _follow(handle, ask, traffic)
@@ -126,7 +139,9 @@ async def _scan_starts_migration(client):
     for r in result.reminders:
         console.print(f"   reminder sent: {r.title}")
     if not result.started:
-        raise CLIError(f"the scan started no migration: {result.blocked or result.already_running}", code=EXIT_FAILED)
+        raise CLIError(
+            f"the scan started no migration: {result.blocked or result.already_running}", code=EXIT_FAILED
+        )
     started = result.started[0]
     console.print(f"   the scan started {started.id} towards {started.to_model} (reason: deprecation)")
     return client.get_workflow_handle(started.id)
@@ -158,10 +173,11 @@ class _Traffic:
 
 async def _follow(handle, ask: bool, traffic: _Traffic):
     """Live progress from the status query until the migration ends; answers approval requests."""
+    from rich.live import Live
+
     from pairshift.cli.migrate import _render
     from workflows.migration import MigrationWorkflow
     from workflows.migration_types import TERMINAL_PHASES, DecideUpdate
-    from rich.live import Live
 
     answered: set[str] = set()
     st = await handle.query(MigrationWorkflow.status)
@@ -173,8 +189,12 @@ async def _follow(handle, ask: bool, traffic: _Traffic):
                     _show_eval(st.eval)
                 answered.add(st.waiting.key)
                 decision = _ask(f"{st.waiting.why} (stage {st.waiting.stage})", ask)
-                await handle.execute_update(MigrationWorkflow.decide, DecideUpdate(
-                    by="demo-approver", decision=decision, channel="cli", comment="from the demo"))
+                await handle.execute_update(
+                    MigrationWorkflow.decide,
+                    DecideUpdate(
+                        by="demo-approver", decision=decision, channel="cli", comment="from the demo"
+                    ),
+                )
                 console.print(f"   {decision}d by demo-approver")
                 live.start()
             await asyncio.sleep(0.25)  # polling a query: nothing on the client side to await
@@ -197,7 +217,9 @@ def _show_eval(summary: dict) -> None:
     from pairshift.registry import open_registry
     from pairshift.reports import render_markdown
 
-    console.print("[bold]3. the 2x2 eval[/]: baseline (v1 + classic), prompt-only, model-only, joint (v2 + fresh)")
+    console.print(
+        "[bold]3. the 2x2 eval[/]: baseline (v1 + classic), prompt-only, model-only, joint (v2 + fresh)"
+    )
     console.print(render_markdown(load_report(open_registry(), summary["report_id"])), soft_wrap=True)
 
 
@@ -213,8 +235,10 @@ async def _finale(handle, st, home: Path, api_port: int) -> None:
     console.rule(f"{handle.id}: {st.phase}")
     console.print(st.outcome or "")
     if st.phase == "failed_eval":
-        console.print("Nothing moved. The replacement needs the new prompt; migrate the pair together:\n"
-                      f"  pairshift migrate start {DEPLOYMENT} --to-model sim-fresh-2025-09 --to-prompt support-triage@2")
+        console.print(
+            "Nothing moved. The replacement needs the new prompt; migrate the pair together:\n"
+            f"  pairshift migrate start {DEPLOYMENT} --to-model sim-fresh-2025-09 --to-prompt support-triage@2"
+        )
     ledger(DEPLOYMENT, False)
     report_id = (st.eval or {}).get("report_id")
     if report_id:

@@ -16,7 +16,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pairshift.cli.common import (
-    EXIT_BAD_INPUT, EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, err_console, os_user, table,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    CLIError,
+    connect_or_fail,
+    console,
+    emit_json,
+    err_console,
+    os_user,
+    table,
 )
 from pairshift.reports import EvalReport
 from pairshift.settings import get_settings
@@ -28,7 +36,9 @@ def eval_cmd(
     deployment: str = typer.Argument(..., help="Deployment whose active pair is the baseline."),
     to_model: str = typer.Option(..., "--to-model", help="Target model (snapshot id or alias)."),
     to_prompt: str | None = typer.Option(None, "--to-prompt", help="Target prompt version name@version."),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, max=20, help="Repeats per case (default: policy)."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, max=20, help="Repeats per case (default: policy)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (PRODUCT §11)."),
     html: Path | None = typer.Option(None, "--html", help="Write a self-contained HTML report to FILE."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Bypass the response cache and baseline reuse."),
@@ -37,8 +47,14 @@ def eval_cmd(
     from pairshift import evals
     from pairshift.registry import open_registry
 
-    request = evals.EvalRequest(deployment=deployment, to_model=to_model, to_prompt=to_prompt, epochs=epochs,
-                                no_cache=no_cache, requested_by=os_user())
+    request = evals.EvalRequest(
+        deployment=deployment,
+        to_model=to_model,
+        to_prompt=to_prompt,
+        epochs=epochs,
+        no_cache=no_cache,
+        requested_by=os_user(),
+    )
     registry = open_registry()
     try:
         evals.validate_request(registry, request)
@@ -61,19 +77,44 @@ def print_report(report: EvalReport) -> None:
     """The 2x2 table, the arms, the effects with CIs, the gate and its reasons, as rich tables."""
     from pairshift.reports import grid
 
-    console.print(f"[bold]{report.deployment}[/]: {report.baseline_pair} -> {report.target_pair}  "
-                  f"({report.dataset.cases} cases x {report.epochs} epochs)")
+    console.print(
+        f"[bold]{report.deployment}[/]: {report.baseline_pair} -> {report.target_pair}  "
+        f"({report.dataset.cases} cases x {report.epochs} epochs)"
+    )
     table("pass rate [95% CI]", ["", "old model", "new model"], grid(report))
-    rows = [[name + (" (reused)" if a.reused else ""), a.pair, f"{a.pass_rate:.1%}", f"[{a.ci[0]:.1%}, {a.ci[1]:.1%}]",
-             a.calls, a.errors, a.cached_calls, f"{a.latency_p95_ms:.0f}", f"{a.cost_usd:.4f}"]
-            for name, a in report.arms.items()]
+    rows = [
+        [
+            name + (" (reused)" if a.reused else ""),
+            a.pair,
+            f"{a.pass_rate:.1%}",
+            f"[{a.ci[0]:.1%}, {a.ci[1]:.1%}]",
+            a.calls,
+            a.errors,
+            a.cached_calls,
+            f"{a.latency_p95_ms:.0f}",
+            f"{a.cost_usd:.4f}",
+        ]
+        for name, a in report.arms.items()
+    ]
     table("arms", ["arm", "pair", "pass", "95% CI", "calls", "errors", "cached", "p95 ms", "cost $"], rows)
-    table("effects on pass rate (points)", ["effect", "estimate", "95% CI", "p"],
-          [[n, f"{e.estimate * 100:+.1f}", f"[{e.ci[0] * 100:+.1f}, {e.ci[1] * 100:+.1f}]", f"{e.p_value:.3g}"]
-           for n, e in report.effects.items()])
+    table(
+        "effects on pass rate (points)",
+        ["effect", "estimate", "95% CI", "p"],
+        [
+            [
+                n,
+                f"{e.estimate * 100:+.1f}",
+                f"[{e.ci[0] * 100:+.1f}, {e.ci[1] * 100:+.1f}]",
+                f"{e.p_value:.3g}",
+            ]
+            for n, e in report.effects.items()
+        ],
+    )
     if report.flipped_count:
         shown = ", ".join(f"{f.case} ({f.direction} in {f.to_arm})" for f in report.flipped[:10])
-        console.print(f"flipped cases: {report.flipped_count}: {shown}{' ...' if report.flipped_count > 10 else ''}")
+        console.print(
+            f"flipped cases: {report.flipped_count}: {shown}{' ...' if report.flipped_count > 10 else ''}"
+        )
     colour = {"pass": "green", "fail": "red"}.get(report.gate.decision, "yellow")
     console.print(f"Gate: [bold {colour}]{report.gate.decision.upper()}[/]")
     for reason in report.gate.reasons:
@@ -99,8 +140,12 @@ async def _run(request, *, show_progress: bool):  # type: ignore[no-untyped-def]
 
     settings = get_settings()
     client = await connect_or_fail()
-    handle = await client.start_workflow(EvalWorkflow.run, request, task_queue=settings.task_queue,
-                                         id=f"eval-{request.deployment}-{uuid.uuid4().hex[:8]}")
+    handle = await client.start_workflow(
+        EvalWorkflow.run,
+        request,
+        task_queue=settings.task_queue,
+        id=f"eval-{request.deployment}-{uuid.uuid4().hex[:8]}",
+    )
     err_console.print(f"eval workflow {handle.id} started on task queue {settings.task_queue}")
     try:
         return await _follow(handle, EvalWorkflow, show_progress)
@@ -125,7 +170,7 @@ async def _follow(handle, workflow_cls, show_progress: bool):  # type: ignore[no
                 progress = await handle.query(workflow_cls.progress)
             except Exception:  # noqa: BLE001 - a query can fail while no worker is up; keep waiting for the result
                 progress = None
-            for arm, p in (progress.arms.items() if progress else []):
+            for arm, p in progress.arms.items() if progress else []:
                 if arm not in tasks:
                     tasks[arm] = bars.add_task(arm, total=p.total)
                 bars.update(tasks[arm], completed=p.done, total=p.total)

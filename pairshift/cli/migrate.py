@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.live import Live
@@ -18,8 +17,16 @@ from temporalio.service import RPCError
 from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, os_user
 from pairshift.settings import get_settings
 from workflows.migration_types import (
-    TERMINAL_PHASES, AbortSignal, DecideUpdate, MigrationRequest, MigrationStatus, PauseSignal, PromoteNowSignal,
-    RefusedAttempt, ResumeSignal, migration_id,
+    TERMINAL_PHASES,
+    AbortSignal,
+    DecideUpdate,
+    MigrationRequest,
+    MigrationStatus,
+    PauseSignal,
+    PromoteNowSignal,
+    RefusedAttempt,
+    ResumeSignal,
+    migration_id,
 )
 
 app = typer.Typer(help="Start, watch and decide migrations.", no_args_is_help=True)
@@ -44,8 +51,19 @@ async def _status(handle: WorkflowHandle) -> MigrationStatus:
 def status_json(st: MigrationStatus) -> dict:
     out = st.model_dump(mode="json")
     if out.get("stage"):
-        keep = ("index", "percent", "started_at", "min_hours", "max_hours", "samples", "decision",
-                "elapsed_hours", "time_left_hours", "paused", "gate")
+        keep = (
+            "index",
+            "percent",
+            "started_at",
+            "min_hours",
+            "max_hours",
+            "samples",
+            "decision",
+            "elapsed_hours",
+            "time_left_hours",
+            "paused",
+            "gate",
+        )
         out["stage"] = {k: out["stage"].get(k) for k in keep}
     return out
 
@@ -54,9 +72,9 @@ def status_json(st: MigrationStatus) -> dict:
 def start(
     deployment: str = typer.Argument(..., help="Deployment to migrate."),
     to_model: str = typer.Option(..., "--to-model", help="Target model snapshot (or alias)."),
-    to_prompt: Optional[str] = typer.Option(None, "--to-prompt", help="Target prompt name@version."),
+    to_prompt: str | None = typer.Option(None, "--to-prompt", help="Target prompt name@version."),
     reason: str = typer.Option("manual", help="manual | deprecation | alias-drift"),
-    as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Evaluate only; move no traffic."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -67,23 +85,38 @@ def start(
     from pairshift.registry import open_registry
 
     try:
-        req = MigrationRequest(deployment=deployment, to_model=to_model, to_prompt=to_prompt, reason=reason,
-                               requested_by=as_user or os_user(), dry_run=dry_run)
+        req = MigrationRequest(
+            deployment=deployment,
+            to_model=to_model,
+            to_prompt=to_prompt,
+            reason=reason,
+            requested_by=as_user or os_user(),
+            dry_run=dry_run,
+        )
     except ValidationError as exc:
         raise CLIError(f"bad request: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     try:
         with open_registry().session() as s:
-            plan = plan_migration(s, deployment=deployment, to_model=to_model, to_prompt=to_prompt, policy=None)
+            plan = plan_migration(
+                s, deployment=deployment, to_model=to_model, to_prompt=to_prompt, policy=None
+            )
     except InvalidMigration as exc:
         raise CLIError(str(exc)) from None
     handle = asyncio.run(start_migration(req))
-    out = {"id": handle.id, "run_id": handle.result_run_id, "deployment": deployment, "from_pair": plan.from_pair,
-           "to_pair": plan.to_pair}
+    out = {
+        "id": handle.id,
+        "run_id": handle.result_run_id,
+        "deployment": deployment,
+        "from_pair": plan.from_pair,
+        "to_pair": plan.to_pair,
+    }
     if json_out:
         return emit_json(out)
     console.print(f"started {handle.id}: {plan.from_pair} -> {plan.to_pair}")
-    console.print(f"Web UI: {get_settings().ui_url}/namespaces/{get_settings().namespace}/workflows/{handle.id}",
-                  soft_wrap=True)
+    console.print(
+        f"Web UI: {get_settings().ui_url}/namespaces/{get_settings().namespace}/workflows/{handle.id}",
+        soft_wrap=True,
+    )
 
 
 async def start_migration(req: MigrationRequest) -> WorkflowHandle:
@@ -94,29 +127,43 @@ async def start_migration(req: MigrationRequest) -> WorkflowHandle:
     wid = migration_id(req.deployment)
     try:
         return await client.start_workflow(
-            MigrationWorkflow.run, req, id=wid, task_queue=get_settings().task_queue,
+            MigrationWorkflow.run,
+            req,
+            id=wid,
+            task_queue=get_settings().task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         )
     except WorkflowAlreadyStartedError:
-        raise CLIError(f"a migration of {req.deployment} is already running: {wid}; watch it with "
-                       f"`pairshift migrate status {wid}` or abort it first") from None
+        raise CLIError(
+            f"a migration of {req.deployment} is already running: {wid}; watch it with "
+            f"`pairshift migrate status {wid}` or abort it first"
+        ) from None
 
 
 def _render(st: MigrationStatus) -> Table:
     t = Table(title=f"{st.id}: {st.from_pair} -> {st.to_pair}", title_justify="left", show_header=False)
     t.add_row("phase", f"[bold]{st.phase}[/]" + (f" ({st.outcome})" if st.outcome else ""))
     if st.eval and st.eval.get("gate"):
-        t.add_row("eval gate", f"{st.eval['gate']['decision']}: " + "; ".join(st.eval["gate"].get("reasons", [])[:2]))
+        t.add_row(
+            "eval gate",
+            f"{st.eval['gate']['decision']}: " + "; ".join(st.eval["gate"].get("reasons", [])[:2]),
+        )
     if st.waiting:
         t.add_row("waiting for", f"a decision on stage {st.waiting.stage}: {st.waiting.why}")
     if st.stage:
         s = st.stage
         left = f"{s.time_left_hours:.3f} h left" if s.time_left_hours is not None else ""
-        t.add_row("stage", f"{s.index} at {s.percent:g}%  elapsed {s.elapsed_hours:.3f} h / min {s.min_hours:g} h  "
-                  f"{left}{'  PAUSED' if s.paused else ''}")
-        t.add_row("samples", f"control {s.samples.get('control', 0):,}  candidate {s.samples.get('candidate', 0):,}"
-                  + (f"  gate: {s.decision}" if s.decision else ""))
+        t.add_row(
+            "stage",
+            f"{s.index} at {s.percent:g}%  elapsed {s.elapsed_hours:.3f} h / min {s.min_hours:g} h  "
+            f"{left}{'  PAUSED' if s.paused else ''}",
+        )
+        t.add_row(
+            "samples",
+            f"control {s.samples.get('control', 0):,}  candidate {s.samples.get('candidate', 0):,}"
+            + (f"  gate: {s.decision}" if s.decision else ""),
+        )
     for a in st.approvals[-3:]:
         t.add_row("decision", f"{a.decision} by {a.by} via {a.channel} (stage {a.stage})")
     for h in st.history[-3:]:
@@ -126,11 +173,14 @@ def _render(st: MigrationStatus) -> Table:
 
 @app.command()
 def status(
-    ident: str = typer.Argument(..., metavar="ID", help="Migration id (migration-<deployment>) or deployment."),
+    ident: str = typer.Argument(
+        ..., metavar="ID", help="Migration id (migration-<deployment>) or deployment."
+    ),
     watch: bool = typer.Option(False, "--watch", help="Follow live until the migration ends."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show a migration's phase, stage, gate countdown, samples per arm and decisions."""
+
     async def go() -> MigrationStatus:
         handle = await _handle(ident)
         st = await _status(handle)
@@ -150,19 +200,23 @@ def status(
         console.print(_render(st))
 
 
-def _decide(ident: str, decision: str, as_user: str | None, comment: str | None, stage: int | None,
-            json_out: bool) -> None:
+def _decide(
+    ident: str, decision: str, as_user: str | None, comment: str | None, stage: int | None, json_out: bool
+) -> None:
     by = as_user or os_user()
 
     async def go():
         handle = await _handle(ident)
         try:
-            return await handle.execute_update("decide", DecideUpdate(by=by, decision=decision, comment=comment,
-                                                                      stage=stage, channel="cli"))
+            return await handle.execute_update(
+                "decide", DecideUpdate(by=by, decision=decision, comment=comment, stage=stage, channel="cli")
+            )
         except WorkflowUpdateFailedError as exc:
             reason = str(exc.cause or exc)
-            await handle.signal("note_refusal", RefusedAttempt(by=by, decision=decision, reason=reason,
-                                                               channel="cli", stage=stage))
+            await handle.signal(
+                "note_refusal",
+                RefusedAttempt(by=by, decision=decision, reason=reason, channel="cli", stage=stage),
+            )
             raise CLIError(f"{decision} refused: {reason}") from None
         except RPCError as exc:
             raise CLIError(f"no live migration {handle.id}: {exc.message}") from None
@@ -171,15 +225,19 @@ def _decide(ident: str, decision: str, as_user: str | None, comment: str | None,
     data = result if isinstance(result, dict) else result
     if json_out:
         return emit_json(data)
-    console.print(f"{decision}d by {by}: phase {data['phase']} ({data['approvals']}/{data['required']} approvals)")
+    console.print(
+        f"{decision}d by {by}: phase {data['phase']} ({data['approvals']}/{data['required']} approvals)"
+    )
 
 
 @app.command()
 def approve(
     ident: str = typer.Argument(..., metavar="ID"),
-    as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
-    comment: Optional[str] = typer.Option(None, "--comment"),
-    stage: Optional[int] = typer.Option(None, "--stage", help="The stage you approve (default: the waiting one)."),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+    comment: str | None = typer.Option(None, "--comment"),
+    stage: int | None = typer.Option(
+        None, "--stage", help="The stage you approve (default: the waiting one)."
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Approve the stage that waits for a decision (refused, with the reason, when the policy forbids it)."""
@@ -189,9 +247,9 @@ def approve(
 @app.command()
 def reject(
     ident: str = typer.Argument(..., metavar="ID"),
-    as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
-    comment: Optional[str] = typer.Option(None, "--comment"),
-    stage: Optional[int] = typer.Option(None, "--stage"),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+    comment: str | None = typer.Option(None, "--comment"),
+    stage: int | None = typer.Option(None, "--stage"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Reject the stage that waits for a decision: traffic returns to the baseline pair."""
@@ -212,30 +270,38 @@ def _signal(ident: str, name: str, payload) -> None:
 
 
 @app.command()
-def pause(ident: str = typer.Argument(..., metavar="ID"),
-          as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP)) -> None:
+def pause(
+    ident: str = typer.Argument(..., metavar="ID"),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+) -> None:
     """Pause the canary: the stage clock stops and the split holds."""
     _signal(ident, "pause", PauseSignal(by=as_user or os_user(), channel="cli"))
 
 
 @app.command()
-def resume(ident: str = typer.Argument(..., metavar="ID"),
-           as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP)) -> None:
+def resume(
+    ident: str = typer.Argument(..., metavar="ID"),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+) -> None:
     """Resume a paused canary."""
     _signal(ident, "resume", ResumeSignal(by=as_user or os_user(), channel="cli"))
 
 
 @app.command()
-def abort(ident: str = typer.Argument(..., metavar="ID"),
-          as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP),
-          comment: str = typer.Option("aborted from the CLI", "--comment", help="Why.")) -> None:
+def abort(
+    ident: str = typer.Argument(..., metavar="ID"),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+    comment: str = typer.Option("aborted from the CLI", "--comment", help="Why."),
+) -> None:
     """Abort: traffic returns to the baseline pair and the migration ends."""
     _signal(ident, "abort", AbortSignal(by=as_user or os_user(), channel="cli", reason=comment))
 
 
 @app.command("promote-now")
-def promote_now(ident: str = typer.Argument(..., metavar="ID"),
-                as_user: Optional[str] = typer.Option(None, "--as", help=AS_HELP)) -> None:
+def promote_now(
+    ident: str = typer.Argument(..., metavar="ID"),
+    as_user: str | None = typer.Option(None, "--as", help=AS_HELP),
+) -> None:
     """Skip the remaining canary stages and promote (an approver's decision)."""
     _signal(ident, "promote_now", PromoteNowSignal(by=as_user or os_user(), channel="cli"))
 
@@ -251,10 +317,13 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
 @app.command()
 def report(
     ident: str = typer.Argument(..., metavar="ID"),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also write the self-contained HTML report here."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write the self-contained HTML report here."
+    ),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a migration's eval report (the 2x2, effects with CIs, flipped cases, gate)."""
+
     async def go():
         handle = await _handle(ident)
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from sqlmodel import select
@@ -23,7 +22,9 @@ def apply(
     """Apply registry config (models, prompts, datasets, deployments, policies): idempotent, all or nothing."""
     result = apply_path(open_registry(), file, by=os_user())
     if json_out:
-        return emit_json({"changes": result.changes, "unchanged": result.unchanged, "warnings": result.warnings})
+        return emit_json(
+            {"changes": result.changes, "unchanged": result.unchanged, "warnings": result.warnings}
+        )
     for w in result.warnings:
         console.print(f"[yellow]warning[/]: {w}")
     for c in result.changes:
@@ -40,36 +41,80 @@ class Kind(str, Enum):
 
 
 def deployment_json(d: Deployment) -> dict:
-    return {"name": d.name, "active_pair": d.active_pair, "candidate_pair": d.candidate_pair,
-            "canary_percent": d.canary_percent, "dataset": d.dataset, "policy": d.policy, "migration": d.migration}
+    return {
+        "name": d.name,
+        "active_pair": d.active_pair,
+        "candidate_pair": d.candidate_pair,
+        "canary_percent": d.canary_percent,
+        "dataset": d.dataset,
+        "policy": d.policy,
+        "migration": d.migration,
+    }
 
 
 def migration_json(m: MigrationRow) -> dict:
-    return {"id": m.workflow_id, "run_id": m.run_id, "deployment": m.deployment, "phase": m.phase,
-            "reason": m.reason, "from_pair": m.from_pair, "to_pair": m.to_pair, "requested_by": m.requested_by,
-            "started_at": m.started_at, "finished_at": m.finished_at}
+    return {
+        "id": m.workflow_id,
+        "run_id": m.run_id,
+        "deployment": m.deployment,
+        "phase": m.phase,
+        "reason": m.reason,
+        "from_pair": m.from_pair,
+        "to_pair": m.to_pair,
+        "requested_by": m.requested_by,
+        "started_at": m.started_at,
+        "finished_at": m.finished_at,
+    }
 
 
 def _rows(kind: Kind, name: str | None) -> list[dict]:
     with open_registry().session() as s:
         if kind is Kind.models:
             items = s.exec(select(Model).order_by(Model.id)).all()
-            out = [{"id": m.id, "provider": m.provider, "aliases": m.aliases, "price": {
-                "input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
-                "deprecated_on": m.deprecated_on, "retires_on": m.retires_on, "replacement": m.replacement,
-                "base_url": m.base_url, "source": m.source} for m in items]
+            out = [
+                {
+                    "id": m.id,
+                    "provider": m.provider,
+                    "aliases": m.aliases,
+                    "price": {"input_per_mtok": m.input_per_mtok, "output_per_mtok": m.output_per_mtok},
+                    "deprecated_on": m.deprecated_on,
+                    "retires_on": m.retires_on,
+                    "replacement": m.replacement,
+                    "base_url": m.base_url,
+                    "source": m.source,
+                }
+                for m in items
+            ]
         elif kind is Kind.prompts:
             items = s.exec(select(PromptVersion).order_by(PromptVersion.name, PromptVersion.created_at)).all()
-            out = [{"id": p.id, "name": p.name, "version": p.version, "variables": p.variables, "params": p.params,
-                    "content_hash": p.content_hash, "system": p.system, "template": p.template} for p in items]
+            out = [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "version": p.version,
+                    "variables": p.variables,
+                    "params": p.params,
+                    "content_hash": p.content_hash,
+                    "system": p.system,
+                    "template": p.template,
+                }
+                for p in items
+            ]
         elif kind is Kind.deployments:
             out = [deployment_json(d) for d in s.exec(select(Deployment).order_by(Deployment.name)).all()]
         elif kind is Kind.datasets:
             out = []
             for d in s.exec(select(Dataset).order_by(Dataset.name)).all():
                 v = s.get(DatasetVersion, d.current_version)
-                out.append({"name": d.name, "version": v.version, "hash": v.content_hash, "cases": v.n_cases,
-                            "source": v.source})
+                out.append(
+                    {
+                        "name": d.name,
+                        "version": v.version,
+                        "hash": v.content_hash,
+                        "cases": v.n_cases,
+                        "source": v.source,
+                    }
+                )
         else:
             rows = s.exec(select(MigrationRow).order_by(MigrationRow.started_at.desc())).all()
             out = [migration_json(m) for m in rows]
@@ -86,13 +131,22 @@ _COLUMNS = {
     Kind.prompts: ["id", "variables", "content_hash"],
     Kind.deployments: ["name", "active_pair", "candidate_pair", "canary_percent", "dataset", "policy"],
     Kind.datasets: ["name", "version", "cases", "hash"],
-    Kind.migrations: ["id", "deployment", "phase", "reason", "from_pair", "to_pair", "requested_by", "started_at"],
+    Kind.migrations: [
+        "id",
+        "deployment",
+        "phase",
+        "reason",
+        "from_pair",
+        "to_pair",
+        "requested_by",
+        "started_at",
+    ],
 }
 
 
 def get(
     kind: Kind = typer.Argument(..., help="What to list."),
-    name: Optional[str] = typer.Argument(None, help="Only this one."),
+    name: str | None = typer.Argument(None, help="Only this one."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """List registry objects: models, prompts, deployments, datasets, migrations."""
@@ -100,7 +154,11 @@ def get(
     if json_out:
         return emit_json(rows)
     cols = _COLUMNS[kind]
-    table(kind.value, cols, [[(r[c][:12] if c == "content_hash" or c == "hash" else r[c]) for c in cols] for r in rows])
+    table(
+        kind.value,
+        cols,
+        [[(r[c][:12] if c == "content_hash" or c == "hash" else r[c]) for c in cols] for r in rows],
+    )
 
 
 def ledger(
@@ -114,5 +172,8 @@ def ledger(
         rows = ledger_mod.history(s, deployment)
     if json_out:
         return emit_json([r.model_dump(mode="json") for r in rows])
-    table(f"ledger of {deployment}", ["pair", "shipped_at", "replaced_at", "migration", "by", "reason"],
-          [[r.pair, r.shipped_at, r.replaced_at, r.migration, r.by, r.reason] for r in rows])
+    table(
+        f"ledger of {deployment}",
+        ["pair", "shipped_at", "replaced_at", "migration", "by", "reason"],
+        [[r.pair, r.shipped_at, r.replaced_at, r.migration, r.by, r.reason] for r in rows],
+    )

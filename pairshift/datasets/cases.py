@@ -22,23 +22,72 @@ from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-DETERMINISTIC_TYPES = frozenset({
-    "equals", "contains", "icontains", "contains-any", "contains-all", "icontains-any", "icontains-all",
-    "regex", "starts-with", "is-json", "contains-json", "levenshtein", "similar", "is-refusal",
-    "finish-reason", "latency", "cost", "json-field",
-})
-MODEL_GRADED_TYPES = frozenset({"llm-rubric", "model-graded-closedqa", "factuality", "model-graded-factuality"})
+DETERMINISTIC_TYPES = frozenset(
+    {
+        "equals",
+        "contains",
+        "icontains",
+        "contains-any",
+        "contains-all",
+        "icontains-any",
+        "icontains-all",
+        "regex",
+        "starts-with",
+        "is-json",
+        "contains-json",
+        "levenshtein",
+        "similar",
+        "is-refusal",
+        "finish-reason",
+        "latency",
+        "cost",
+        "json-field",
+    }
+)
+MODEL_GRADED_TYPES = frozenset(
+    {"llm-rubric", "model-graded-closedqa", "factuality", "model-graded-factuality"}
+)
 KNOWN_ASSERTION_TYPES: frozenset[str] = DETERMINISTIC_TYPES | MODEL_GRADED_TYPES | {"assert-set"}
 # promptfoo types pairshift knows by name but cannot run (code, external services, other parsers).
-PROMPTFOO_UNSUPPORTED_TYPES = frozenset({
-    "javascript", "python", "ruby", "webhook", "rouge-n", "bleu", "gleu", "meteor", "classifier", "moderation",
-    "perplexity", "perplexity-score", "is-xml", "contains-xml", "is-sql", "contains-sql", "is-html",
-    "contains-html", "answer-relevance", "context-faithfulness", "context-recall", "context-relevance",
-    "g-eval", "select-best", "max-score", "word-count", "tool-call-f1", "is-valid-function-call",
-    "is-valid-openai-function-call", "is-valid-openai-tools-call", "pi", "guardrails", "ends-with",
-})
+PROMPTFOO_UNSUPPORTED_TYPES = frozenset(
+    {
+        "javascript",
+        "python",
+        "ruby",
+        "webhook",
+        "rouge-n",
+        "bleu",
+        "gleu",
+        "meteor",
+        "classifier",
+        "moderation",
+        "perplexity",
+        "perplexity-score",
+        "is-xml",
+        "contains-xml",
+        "is-sql",
+        "contains-sql",
+        "is-html",
+        "contains-html",
+        "answer-relevance",
+        "context-faithfulness",
+        "context-recall",
+        "context-relevance",
+        "g-eval",
+        "select-best",
+        "max-score",
+        "word-count",
+        "tool-call-f1",
+        "is-valid-function-call",
+        "is-valid-openai-function-call",
+        "is-valid-openai-tools-call",
+        "pi",
+        "guardrails",
+        "ends-with",
+    }
+)
 _FRACTION_THRESHOLD = {"similar", "llm-rubric", "assert-set"}  # threshold is a score in [0, 1]
-_NONNEGATIVE_THRESHOLD = {"levenshtein", "latency", "cost"}    # max distance, ms, USD
+_NONNEGATIVE_THRESHOLD = {"levenshtein", "latency", "cost"}  # max distance, ms, USD
 LIST_TYPES = {"contains-any", "contains-all", "icontains-any", "icontains-all"}
 _STRING_TYPES = {"regex", "starts-with", "levenshtein", "finish-reason", "model-graded-closedqa"}
 # nunjucks (promptfoo) renders an undefined variable as "", which jinja2's default Undefined also does.
@@ -124,7 +173,11 @@ def check_assertion(a: Assertion, variables: dict[str, Any], *, nested: bool = F
     """Raise ValueError naming the problem when pairshift cannot score this assertion faithfully."""
     kind = a.base_type
     if kind not in KNOWN_ASSERTION_TYPES:
-        why = "a promptfoo type pairshift does not support" if kind in PROMPTFOO_UNSUPPORTED_TYPES else "unknown"
+        why = (
+            "a promptfoo type pairshift does not support"
+            if kind in PROMPTFOO_UNSUPPORTED_TYPES
+            else "unknown"
+        )
         raise ValueError(f"assertion type {a.type!r} is {why}")
     _check_numbers(a, kind)
     if kind == "assert-set":

@@ -59,8 +59,12 @@ def load_openai_evals(path: Path, *, mode: str = "includes") -> list[Case]:
         check: dict[str, Any] = {"type": "contains-any", "value": ideals}
         if mode == "match":
             check = {"type": "regex", "value": "^(?:" + "|".join(re.escape(i) for i in ideals) + ")"}
-        raw = {"id": str(item.get("id") or f"case-{len(cases) + 1:04d}"), "vars": {"input": text, "messages": messages},
-               "expected": ideals[0], "assert": [check]}
+        raw = {
+            "id": str(item.get("id") or f"case-{len(cases) + 1:04d}"),
+            "vars": {"input": text, "messages": messages},
+            "expected": ideals[0],
+            "assert": [check],
+        }
         cases.append(build_case(raw, where))
     return unique_cases(cases, Path(path))
 

@@ -25,14 +25,25 @@ from pairshift.datasets.readers import csv_tests, json_lines
 # Top-level promptfoo keys: the first set is imported; the second only configures promptfoo's own run
 # (prompts, providers, output) and is ignored because pairshift takes the pair from its registry.
 _PF_TOP_HANDLED = {"tests", "defaultTest"}
-_PF_TOP_IGNORED = {"description", "prompts", "providers", "outputPath", "sharing", "env", "evaluateOptions",
-                   "commandLineOptions", "writeLatestResults", "tags", "metadata", "derivedMetrics"}
+_PF_TOP_IGNORED = {
+    "description",
+    "prompts",
+    "providers",
+    "outputPath",
+    "sharing",
+    "env",
+    "evaluateOptions",
+    "commandLineOptions",
+    "writeLatestResults",
+    "tags",
+    "metadata",
+    "derivedMetrics",
+}
 _PF_TEST_KEYS = {"description", "vars", "assert", "options", "threshold", "metadata"}
 # Test `options`: `provider` picks promptfoo's grader (pairshift's judge comes from the registry) and
 # `runSerially`/`disableConversationVar` only steer promptfoo's runner, so they are ignored; every other
 # option (prefix, suffix, transform, postprocess, rubricPrompt, ...) changes what is scored and is refused.
 _PF_OPTIONS_IGNORED = {"provider", "runSerially", "disableConversationVar", "disableVarExpansion"}
-
 
 
 def load_promptfoo(path: Path) -> list[Case]:
@@ -70,7 +81,7 @@ def _read_structured(path: Path) -> Any:
 def _resolve_ref(ref: str, base: Path, origin: Path) -> list[Path]:
     if not ref.startswith("file://"):
         raise DatasetError(f"{origin}: unsupported test source {ref!r} (only file:// paths and globs)")
-    pattern = str(base / ref[len("file://"):])
+    pattern = str(base / ref[len("file://") :])
     found = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
     if not found or not all(p.is_file() for p in found):
         raise DatasetError(f"{origin}: {ref} matches no file")
@@ -98,7 +109,9 @@ def _expand_test_spec(spec: Any, origin: Path) -> Iterator[tuple[str, dict[str, 
                         raise DatasetError(f"{file}: test {n}: a test must be a mapping")
                     yield f"{file}: test {n}", item
             else:
-                raise DatasetError(f"{origin}: {file.name}: unsupported test file type (yaml, json, jsonl, csv)")
+                raise DatasetError(
+                    f"{origin}: {file.name}: unsupported test file type (yaml, json, jsonl, csv)"
+                )
 
 
 def _merge_default(test: dict[str, Any], default: dict[str, Any], where: str) -> dict[str, Any]:
@@ -123,8 +136,10 @@ def _merge_default(test: dict[str, Any], default: dict[str, Any], where: str) ->
 
 def _var_combinations(variables: dict[str, Any]) -> list[dict[str, Any]]:
     """promptfoo expands a var holding a list of strings into one test per value (cartesian product)."""
-    choices = [v if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else [v]
-               for v in variables.values()]
+    choices = [
+        v if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else [v]
+        for v in variables.values()
+    ]
     return [dict(zip(variables, combo)) for combo in itertools.product(*choices)]
 
 
@@ -132,7 +147,7 @@ def _load_value_file(value: Any, base: Path, where: str) -> Any:
     """Inline a ``file://`` assertion value as promptfoo does (JSON/YAML parsed, other files as text)."""
     if not (isinstance(value, str) and value.startswith("file://")):
         return value
-    file = base / value[len("file://"):]
+    file = base / value[len("file://") :]
     if file.suffix in {".js", ".ts", ".mjs", ".cjs", ".py", ".rb"} or ":" in file.name:
         raise DatasetError(f"{where}: script value {value!r} is not supported (pairshift runs no user code)")
     if not file.is_file():
@@ -154,16 +169,27 @@ def _clean_assertion(raw: Any, base: Path, where: str) -> Any:
 
 def _tags(metadata: dict[str, Any]) -> list[str]:
     tags = metadata.get("tags", [])
-    return [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else [str(t) for t in tags]
+    return (
+        [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else [str(t) for t in tags]
+    )
 
 
-def cases_from_tests(tests: list[tuple[str, dict[str, Any]]], default: dict[str, Any], origin: Path) -> list[Case]:
+def cases_from_tests(
+    tests: list[tuple[str, dict[str, Any]]], default: dict[str, Any], origin: Path
+) -> list[Case]:
     """promptfoo tests (``where``, test dict) with ``default`` merged in, as checked cases with unique ids."""
     cases: list[Case] = []
-    base_default = {**default, "assert": [_clean_assertion(a, origin.parent, f"{origin}: defaultTest")
-                                          for a in default.get("assert") or []]}
+    base_default = {
+        **default,
+        "assert": [
+            _clean_assertion(a, origin.parent, f"{origin}: defaultTest") for a in default.get("assert") or []
+        ],
+    }
     for where, test in tests:
-        test = {**test, "assert": [_clean_assertion(a, origin.parent, where) for a in test.get("assert") or []]}
+        test = {
+            **test,
+            "assert": [_clean_assertion(a, origin.parent, where) for a in test.get("assert") or []],
+        }
         merged = _merge_default(test, base_default, where)
         expand = not merged["options"].get("disableVarExpansion")
         combos = _var_combinations(merged["vars"]) if expand else [merged["vars"]]
@@ -172,7 +198,13 @@ def cases_from_tests(tests: list[tuple[str, dict[str, Any]]], default: dict[str,
             case_id = str(name) if name else f"case-{len(cases) + 1:04d}"
             if name and len(combos) > 1:
                 case_id = f"{name} #{n}"
-            raw = {"id": case_id, "vars": variables, "assert": merged["assert"], "tags": _tags(merged["metadata"]),
-                   "threshold": merged["threshold"], "metadata": merged["metadata"]}
+            raw = {
+                "id": case_id,
+                "vars": variables,
+                "assert": merged["assert"],
+                "tags": _tags(merged["metadata"]),
+                "threshold": merged["threshold"],
+                "metadata": merged["metadata"],
+            }
             cases.append(build_case(raw, where))
     return unique_cases(cases, origin)

@@ -43,7 +43,8 @@ def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 _CELL_TYPES = sorted(KNOWN_ASSERTION_TYPES | PROMPTFOO_UNSUPPORTED_TYPES, key=len, reverse=True)
 _CELL_RE = re.compile(
-    r"^(not-)?(" + "|".join(map(re.escape, _CELL_TYPES)) + r")(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$")
+    r"^(not-)?(" + "|".join(map(re.escape, _CELL_TYPES)) + r")(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$"
+)
 _SCRIPT_PREFIXES = ("javascript:", "fn:", "eval:", "python:", "ruby:")
 
 
@@ -59,7 +60,7 @@ def assertion_from_cell(cell: str) -> dict[str, Any]:
         raise ValueError(f"script assertion {cell[:40]!r} is not supported (pairshift runs no user code)")
     for prefix in ("grade:", "llm-rubric:"):
         if cell.startswith(prefix):
-            return {"type": "llm-rubric", "value": cell[len(prefix):].strip()}
+            return {"type": "llm-rubric", "value": cell[len(prefix) :].strip()}
     match = _CELL_RE.match(cell)
     if not match:
         return {"type": "equals", "value": cell}
@@ -112,9 +113,11 @@ def _csv_row_to_test(row: dict[str, Any], where: str) -> dict[str, Any]:
         elif key == "__tags":
             test["metadata"]["tags"] = cell
         elif key.startswith("__metadata:"):
-            name = key[len("__metadata:"):]
+            name = key[len("__metadata:") :]
             list_form = name.endswith("[]")
-            value = [v.replace("\\,", ",").strip() for v in re.split(r"(?<!\\),", cell)] if list_form else cell
+            value = (
+                [v.replace("\\,", ",").strip() for v in re.split(r"(?<!\\),", cell)] if list_form else cell
+            )
             test["metadata"][name.removesuffix("[]")] = value
         elif key.startswith("__config:"):
             _, column, option = key.split(":", 2) if key.count(":") >= 2 else (key, "", "")

@@ -77,9 +77,9 @@ class BatchResult(BaseModel):
     errors: int = 0
 
 
-
-
-def cache_key(provider: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any], epoch: int) -> str:
+def cache_key(
+    provider: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any], epoch: int
+) -> str:
     """The response-cache key of one call: everything that determines the output, the epoch included."""
     blob = json.dumps([provider, model, messages, params, epoch], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -108,8 +108,14 @@ def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
             raise ArmFailed(f"eval run {run.id}: model {run.model} or prompt {run.prompt} left the registry")
         cases = load_cases(s, run.dataset_version, batch.start, batch.stop)
         ids = [c.id for c in cases]
-        done = {(c, e) for c, e in s.exec(select(EvalResult.case_id, EvalResult.epoch).where(
-            EvalResult.run_id == run.id, col(EvalResult.case_id).in_(ids))).all()}
+        done = {
+            (c, e)
+            for c, e in s.exec(
+                select(EvalResult.case_id, EvalResult.epoch).where(
+                    EvalResult.run_id == run.id, col(EvalResult.case_id).in_(ids)
+                )
+            ).all()
+        }
         judge_row = find_model(s, batch.judge) if batch.judge else None
         judge = (model_spec(judge_row, batch.judge), judge_row) if judge_row and batch.judge else None
         return _Work(run, model_spec(model, run.model), model, prompt, cases, done, judge)
@@ -141,15 +147,18 @@ def _cache_model(model: Model, name: str) -> str:
     return model.resolved_snapshot or model.id
 
 
-async def call_limited(spec: ModelSpec, limits: dict[str, Any], system: str | None, user: str,
-                       params: CallParams) -> Completion:
+async def call_limited(
+    spec: ModelSpec, limits: dict[str, Any], system: str | None, user: str, params: CallParams
+) -> Completion:
     """One call through the model's process-wide limiter; 429 + retry-after push the bucket (module doc)."""
     limiter = limiter_for(spec.provider, spec.id, limits)
     estimate = (len(system or "") + len(user)) / 4 + params.max_tokens
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         async with limiter.slot(estimate):
             try:
-                done = await complete(spec, system, [Message(role="user", content=user)], params, retry=CALL_RETRY)
+                done = await complete(
+                    spec, system, [Message(role="user", content=user)], params, retry=CALL_RETRY
+                )
             except RateLimited as err:
                 if attempt == RATE_LIMIT_RETRIES or err.retry_after is None:
                     raise
@@ -177,7 +186,9 @@ class _Call:
 def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
     system, user = render(work.prompt.system, work.prompt.template, case.vars)
     params = CallParams(**work.prompt.params, seed=epoch)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}
+    ]
     params_dict = params.model_dump(exclude_none=True)
     key = cache_key(work.spec.provider, _cache_model(work.model, work.spec.id), messages, params_dict, epoch)
     return _Call(case, epoch, system, user, params, messages, params_dict, key)
@@ -188,7 +199,7 @@ def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Comple
     found: dict[str, Completion] = {}
     with registry.session() as s:
         for i in range(0, len(keys), 500):
-            rows = s.exec(select(CachedResponse).where(col(CachedResponse.key).in_(keys[i:i + 500]))).all()
+            rows = s.exec(select(CachedResponse).where(col(CachedResponse.key).in_(keys[i : i + 500]))).all()
             found.update({row.key: Completion.model_validate(row.completion) for row in rows})
     return found
 
@@ -198,15 +209,20 @@ class _Counters:
         self.total, self.done, self.made, self.cached, self.errors = total, already, 0, 0, 0
 
 
-async def run_batch(registry: Registry, batch: BatchSpec,
-                    on_progress: Callable[[int, int], None] | None = None) -> BatchResult:
+async def run_batch(
+    registry: Registry, batch: BatchSpec, on_progress: Callable[[int, int], None] | None = None
+) -> BatchResult:
     """Run every (case, epoch) of the batch not stored yet; see the module docstring for the guarantees."""
     work = await asyncio.to_thread(_load_work, registry, batch)
     epochs = range(1, work.run.epochs + 1)
     todo = [_prepare(work, case, e) for case in work.cases for e in epochs if (case.id, e) not in work.done]
     counters = _Counters(len(work.cases) * len(epochs), len(work.cases) * len(epochs) - len(todo))
     judge = _make_judge(registry, work, batch.no_cache)
-    hits = {} if batch.no_cache else await asyncio.to_thread(_cached_completions, registry, [c.key for c in todo])
+    hits = (
+        {}
+        if batch.no_cache
+        else await asyncio.to_thread(_cached_completions, registry, [c.key for c in todo])
+    )
 
     async def one(call: _Call) -> None:
         await _run_one(registry, work, call, hits.get(call.key), judge, counters)
@@ -224,7 +240,9 @@ async def run_batch(registry: Registry, batch: BatchSpec,
         message = f"arm {work.run.arm} ({work.run.pair}) failed: {err.message}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)
         raise ArmFailed(message) from None
-    return BatchResult(calls=counters.total, made=counters.made, cached=counters.cached, errors=counters.errors)
+    return BatchResult(
+        calls=counters.total, made=counters.made, cached=counters.cached, errors=counters.errors
+    )
 
 
 def _make_judge(registry: Registry, work: _Work, no_cache: bool) -> Callable[[str], Any] | None:
@@ -234,8 +252,13 @@ def _make_judge(registry: Registry, work: _Work, no_cache: bool) -> Callable[[st
     params = CallParams(temperature=0, max_tokens=512)
 
     async def judge(prompt: str) -> str:
-        key = cache_key(spec.provider, _cache_model(row, spec.id), [{"role": "user", "content": prompt}],
-                        params.model_dump(), 0)
+        key = cache_key(
+            spec.provider,
+            _cache_model(row, spec.id),
+            [{"role": "user", "content": prompt}],
+            params.model_dump(),
+            0,
+        )
         hit = None if no_cache else await asyncio.to_thread(_cached_completion, registry, key)
         if hit is not None:
             return hit.text
@@ -248,12 +271,27 @@ def _make_judge(registry: Registry, work: _Work, no_cache: bool) -> Callable[[st
 
 def _store_cache_only(registry: Registry, key: str, spec: ModelSpec, done: Completion) -> None:
     with registry.session() as s:
-        _insert_ignore(s, CachedResponse, {"key": key, "provider": spec.provider, "model": done.resolved_model,
-                                           "completion": done.model_dump(mode="json"), "created_at": utcnow()})
+        _insert_ignore(
+            s,
+            CachedResponse,
+            {
+                "key": key,
+                "provider": spec.provider,
+                "model": done.resolved_model,
+                "completion": done.model_dump(mode="json"),
+                "created_at": utcnow(),
+            },
+        )
 
 
-async def _run_one(registry: Registry, work: _Work, call: _Call, done: Completion | None,
-                   judge: Callable[[str], Any] | None, counters: _Counters) -> None:
+async def _run_one(
+    registry: Registry,
+    work: _Work,
+    call: _Call,
+    done: Completion | None,
+    judge: Callable[[str], Any] | None,
+    counters: _Counters,
+) -> None:
     """Send one call unless ``done`` (a cache hit) is given, score it, store it."""
     case, epoch, messages, params_dict = call.case, call.epoch, call.messages, call.params_dict
     cached, error = done is not None, None
@@ -268,21 +306,45 @@ async def _run_one(registry: Registry, work: _Work, call: _Call, done: Completio
             error = err.message
     counters.cached += cached
     counters.errors += error is not None
-    output = Output(text=done.text if done else "", finish_reason=done.finish_reason if done else "error",
-                    latency_ms=done.latency_ms if done else 0.0, cost_usd=done.cost_usd if done else 0.0,
-                    error=error, prompt=call.user)
+    output = Output(
+        text=done.text if done else "",
+        finish_reason=done.finish_reason if done else "error",
+        latency_ms=done.latency_ms if done else 0.0,
+        cost_usd=done.cost_usd if done else 0.0,
+        error=error,
+        prompt=call.user,
+    )
     scored = await score_case(case, output, judge=judge)
-    row = {"run_id": work.run.id, "case_id": case.id, "epoch": epoch, "messages": messages, "params": params_dict,
-           "resolved_model": done.resolved_model if done else None, "output": output.text,
-           "finish_reason": output.finish_reason, "latency_ms": output.latency_ms,
-           "input_tokens": done.input_tokens if done else 0, "output_tokens": done.output_tokens if done else 0,
-           "cost_usd": output.cost_usd, "error": error, "cached": cached, "passed": scored.passed,
-           "score": scored.score, "assertions": [r.model_dump() for r in scored.results], "created_at": utcnow()}
+    row = {
+        "run_id": work.run.id,
+        "case_id": case.id,
+        "epoch": epoch,
+        "messages": messages,
+        "params": params_dict,
+        "resolved_model": done.resolved_model if done else None,
+        "output": output.text,
+        "finish_reason": output.finish_reason,
+        "latency_ms": output.latency_ms,
+        "input_tokens": done.input_tokens if done else 0,
+        "output_tokens": done.output_tokens if done else 0,
+        "cost_usd": output.cost_usd,
+        "error": error,
+        "cached": cached,
+        "passed": scored.passed,
+        "score": scored.score,
+        "assertions": [r.model_dump() for r in scored.results],
+        "created_at": utcnow(),
+    }
     cache_row = None
     if done is not None and not cached:
         real_key = cache_key(work.spec.provider, done.resolved_model, messages, params_dict, epoch)
-        cache_row = {"key": real_key, "provider": work.spec.provider, "model": done.resolved_model,
-                     "completion": done.model_dump(mode="json"), "created_at": utcnow()}
+        cache_row = {
+            "key": real_key,
+            "provider": work.spec.provider,
+            "model": done.resolved_model,
+            "completion": done.model_dump(mode="json"),
+            "created_at": utcnow(),
+        }
     await asyncio.to_thread(_store, registry, row, cache_row)
 
 

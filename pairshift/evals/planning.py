@@ -22,6 +22,7 @@ from pairshift.datasets import MODEL_GRADED_TYPES, Case
 from pairshift.policy import EvalPolicy, Policy
 from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import CallParams, ModelSpec
+from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
     DatasetCase,
@@ -33,7 +34,6 @@ from pairshift.registry.models import (
     PromptVersion,
     utcnow,
 )
-from pairshift.registry.lookup import find_model
 from pairshift.registry.store import Registry
 from pairshift.stats import ArmName
 
@@ -53,7 +53,9 @@ class EvalTuning(BaseModel):
 
     batch_cases: int | None = Field(None, ge=1, description="Cases per batch activity; None = automatic.")
     parallel_batches: int = Field(8, ge=1, le=64, description="Batch activities in flight across all arms.")
-    heartbeat_timeout_s: float = Field(30.0, gt=0, description="A batch silent this long is retried elsewhere.")
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="A batch silent this long is retried elsewhere."
+    )
     batch_timeout_s: float = Field(4 * 3600.0, gt=0, description="start_to_close of one batch activity.")
 
 
@@ -69,9 +71,12 @@ class EvalRequest(BaseModel):
     migration: str | None = None
     requested_by: str = "unknown"
     from_model: str | None = Field(
-        None, description="Baseline model; None = the active model (alias drift compares the previous snapshot)."
+        None,
+        description="Baseline model; None = the active model (alias drift compares the previous snapshot).",
     )
-    eval_policy: EvalPolicy | None = Field(None, description="None = the deployment's policy (a migration passes its own).")
+    eval_policy: EvalPolicy | None = Field(
+        None, description="None = the deployment's policy (a migration passes its own)."
+    )
     tuning: EvalTuning = Field(default_factory=EvalTuning)
 
 
@@ -119,10 +124,21 @@ def model_spec(row: Model, name: str) -> ModelSpec:
 def model_family(model_id: str, provider: str) -> str:
     """The vendor family of a model, for choosing a judge that does not grade its own family."""
     lowered = model_id.lower()
-    for prefix, family in (("claude", "anthropic"), ("gpt", "openai"), ("chatgpt", "openai"), ("o1", "openai"),
-                           ("o3", "openai"), ("o4", "openai"), ("gemini", "google"), ("gemma", "google"),
-                           ("llama", "meta"), ("mistral", "mistral"), ("mixtral", "mistral"), ("qwen", "qwen"),
-                           ("deepseek", "deepseek")):
+    for prefix, family in (
+        ("claude", "anthropic"),
+        ("gpt", "openai"),
+        ("chatgpt", "openai"),
+        ("o1", "openai"),
+        ("o3", "openai"),
+        ("o4", "openai"),
+        ("gemini", "google"),
+        ("gemma", "google"),
+        ("llama", "meta"),
+        ("mistral", "mistral"),
+        ("mixtral", "mistral"),
+        ("qwen", "qwen"),
+        ("deepseek", "deepseek"),
+    ):
         if lowered.startswith(prefix):
             return family
     if provider == "sim":  # sim snapshots stand in for distinct vendors: sim-classic, sim-fresh, ...
@@ -133,18 +149,27 @@ def model_family(model_id: str, provider: str) -> str:
 def choose_judge(s: Session, under_test: Sequence[Model], today: date) -> tuple[str | None, list[str]]:
     """A live registry model of another family than every model under test; a warning when none exists."""
     families = {model_family(m.id, m.provider) for m in under_test}
-    live = [m for m in s.exec(select(Model).order_by(col(Model.id))).all()
-            if not m.is_alias and (m.retires_on is None or m.retires_on > today)]
+    live = [
+        m
+        for m in s.exec(select(Model).order_by(col(Model.id))).all()
+        if not m.is_alias and (m.retires_on is None or m.retires_on > today)
+    ]
     other = [m for m in live if model_family(m.id, m.provider) not in families]
     if other:
         return other[0].id, []
     fallback = under_test[-1].id if under_test else None
-    return fallback, [(f"judge {fallback} is of the same family as a model under test ({', '.join(sorted(families))}); "
-                       "add a model of another family to the registry for unbiased model-graded assertions")]
+    return fallback, [
+        (
+            f"judge {fallback} is of the same family as a model under test ({', '.join(sorted(families))}); "
+            "add a model of another family to the registry for unbiased model-graded assertions"
+        )
+    ]
 
 
 def load_cases(s: Session, dataset_version: str, start: int = 0, stop: int | None = None) -> list[Case]:
-    query = select(DatasetCase).where(DatasetCase.dataset_version == dataset_version, DatasetCase.idx >= start)
+    query = select(DatasetCase).where(
+        DatasetCase.dataset_version == dataset_version, DatasetCase.idx >= start
+    )
     if stop is not None:
         query = query.where(DatasetCase.idx < stop)
     return [Case.model_validate(row.data) for row in s.exec(query.order_by(col(DatasetCase.idx))).all()]
@@ -190,7 +215,9 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
     ds_name = req.dataset or dep.dataset
     head = s.get(Dataset, ds_name) if ds_name else None
     if head is None:
-        raise EvalInputError(f"deployment {dep.name} has no dataset" if not ds_name else f"unknown dataset {ds_name!r}")
+        raise EvalInputError(
+            f"deployment {dep.name} has no dataset" if not ds_name else f"unknown dataset {ds_name!r}"
+        )
     version = s.get(DatasetVersion, head.current_version)
     assert version is not None  # apply writes the version before the head
     policy_row = s.get(PolicyRow, dep.policy)
@@ -199,8 +226,17 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
         policy = req.eval_policy
     if req.epochs is not None:
         policy = policy.model_copy(update={"epochs": req.epochs})
-    return _Resolved(dep.name, prompts, models, {"old": old_model, "new": req.to_model},  # type: ignore[arg-type]
-                     ds_name, version.id, version.content_hash, version.n_cases, policy)
+    return _Resolved(
+        dep.name,
+        prompts,
+        models,
+        {"old": old_model, "new": req.to_model},  # type: ignore[arg-type]
+        ds_name,
+        version.id,
+        version.content_hash,
+        version.n_cases,
+        policy,
+    )
 
 
 def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> None:
@@ -237,9 +273,16 @@ def _arm_pairs(r: _Resolved) -> list[tuple[ArmName, str, str]]:
 def reusable_baseline(s: Session, pair: str, dataset_hash: str, epochs: int) -> EvalRun | None:
     """A recent, finished, error-free run of the same pair on the same cases with the same epochs."""
     since = utcnow() - BASELINE_MAX_AGE
-    runs = s.exec(select(EvalRun).where(EvalRun.pair == pair, EvalRun.dataset_hash == dataset_hash,
-                                        EvalRun.epochs == epochs, EvalRun.status == "done")
-                  .order_by(col(EvalRun.finished_at).desc())).all()
+    runs = s.exec(
+        select(EvalRun)
+        .where(
+            EvalRun.pair == pair,
+            EvalRun.dataset_hash == dataset_hash,
+            EvalRun.epochs == epochs,
+            EvalRun.status == "done",
+        )
+        .order_by(col(EvalRun.finished_at).desc())
+    ).all()
     for run in runs:
         finished = run.finished_at
         if finished is not None and finished.tzinfo is None:
@@ -256,28 +299,56 @@ def plan_eval(registry: Registry, req: EvalRequest, eval_id: str, *, today: date
         cases = load_cases(s, r.dataset_version)
         _check_renders(list({p.id: p for p in r.prompts.values()}.values()), cases)
         judge, warnings = None, []
-        if any(a.base_type in MODEL_GRADED_TYPES or any(c.base_type in MODEL_GRADED_TYPES for c in a.assert_ or [])
-               for case in cases for a in case.assert_):
+        if any(
+            a.base_type in MODEL_GRADED_TYPES
+            or any(c.base_type in MODEL_GRADED_TYPES for c in a.assert_ or [])
+            for case in cases
+            for a in case.assert_
+        ):
             judge, warnings = choose_judge(s, [r.models["old"], r.models["new"]], today or date.today())
         arms = [_plan_arm(s, r, req, eval_id, arm, prompt, model) for arm, prompt, model in _arm_pairs(r)]
         p1, m1 = r.prompts["new"].id, r.names["new"]
-        return EvalPlan(eval_id=eval_id, deployment=r.deployment, baseline_pair=arms[0].pair,
-                        target_pair=f"{p1}+{m1}", dataset_name=r.dataset_name, dataset_version=r.dataset_version,
-                        dataset_hash=r.dataset_hash, n_cases=r.n_cases, epochs=r.policy.epochs, policy=r.policy,
-                        arms=arms, judge=judge, no_cache=req.no_cache, warnings=warnings)
+        return EvalPlan(
+            eval_id=eval_id,
+            deployment=r.deployment,
+            baseline_pair=arms[0].pair,
+            target_pair=f"{p1}+{m1}",
+            dataset_name=r.dataset_name,
+            dataset_version=r.dataset_version,
+            dataset_hash=r.dataset_hash,
+            n_cases=r.n_cases,
+            epochs=r.policy.epochs,
+            policy=r.policy,
+            arms=arms,
+            judge=judge,
+            no_cache=req.no_cache,
+            warnings=warnings,
+        )
 
 
-def _plan_arm(s: Session, r: _Resolved, req: EvalRequest, eval_id: str, arm: ArmName, prompt: str,
-              model: str) -> ArmPlan:
+def _plan_arm(
+    s: Session, r: _Resolved, req: EvalRequest, eval_id: str, arm: ArmName, prompt: str, model: str
+) -> ArmPlan:
     pair, run_id = f"{prompt}+{model}", run_id_for(eval_id, arm)
     if arm == "baseline" and not req.no_cache and s.get(EvalRun, run_id) is None:
         reused = reusable_baseline(s, pair, r.dataset_hash, r.policy.epochs)
         if reused is not None:
             return ArmPlan(arm=arm, pair=pair, prompt=prompt, model=model, run_id=reused.id, reused=True)
     if s.get(EvalRun, run_id) is None:
-        s.add(EvalRun(id=run_id, deployment=r.deployment, migration=req.migration, arm=arm, pair=pair,
-                      prompt=prompt, model=model, dataset_version=r.dataset_version, dataset_hash=r.dataset_hash,
-                      epochs=r.policy.epochs))
+        s.add(
+            EvalRun(
+                id=run_id,
+                deployment=r.deployment,
+                migration=req.migration,
+                arm=arm,
+                pair=pair,
+                prompt=prompt,
+                model=model,
+                dataset_version=r.dataset_version,
+                dataset_hash=r.dataset_hash,
+                epochs=r.policy.epochs,
+            )
+        )
     return ArmPlan(arm=arm, pair=pair, prompt=prompt, model=model, run_id=run_id)
 
 
@@ -285,4 +356,3 @@ def batch_ranges(n_cases: int, batch_cases: int | None = None) -> list[tuple[int
     """Case index ranges of an arm's batches (automatic size: about 25 batches, 10..200 cases each)."""
     size = batch_cases or min(200, max(10, -(-n_cases // 25)))
     return [(start, min(start + size, n_cases)) for start in range(0, n_cases, size)]
-

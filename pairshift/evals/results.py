@@ -39,16 +39,34 @@ def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
         run = s.get(EvalRun, run_id)
         if run is None:
             raise ArmFailed(f"eval run {run_id} does not exist")
-        tags = {row.case_id: row.data.get("tags", []) for row in
-                s.exec(select(DatasetCase).where(DatasetCase.dataset_version == run.dataset_version)).all()}
-        rows = s.exec(select(EvalResult).where(EvalResult.run_id == run_id)
-                      .order_by(col(EvalResult.case_id), col(EvalResult.epoch))).all()
-        return [CaseOutcome(case_id=r.case_id, epoch=r.epoch, passed=r.passed, score=r.score,
-                            tags=tags.get(r.case_id, []), latency_ms=r.latency_ms, cost_usd=r.cost_usd,
-                            input_tokens=r.input_tokens, output_tokens=r.output_tokens, error=r.error is not None,
-                            assertion_types_failed=[a["type"] for a in r.assertions if not a["passed"]],
-                            assertion_types=[a["type"] for a in r.assertions])
-                for r in rows]
+        tags = {
+            row.case_id: row.data.get("tags", [])
+            for row in s.exec(
+                select(DatasetCase).where(DatasetCase.dataset_version == run.dataset_version)
+            ).all()
+        }
+        rows = s.exec(
+            select(EvalResult)
+            .where(EvalResult.run_id == run_id)
+            .order_by(col(EvalResult.case_id), col(EvalResult.epoch))
+        ).all()
+        return [
+            CaseOutcome(
+                case_id=r.case_id,
+                epoch=r.epoch,
+                passed=r.passed,
+                score=r.score,
+                tags=tags.get(r.case_id, []),
+                latency_ms=r.latency_ms,
+                cost_usd=r.cost_usd,
+                input_tokens=r.input_tokens,
+                output_tokens=r.output_tokens,
+                error=r.error is not None,
+                assertion_types_failed=[a["type"] for a in r.assertions if not a["passed"]],
+                assertion_types=[a["type"] for a in r.assertions],
+            )
+            for r in rows
+        ]
 
 
 def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> RunSummary:
@@ -56,13 +74,21 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
     with registry.session() as s:
         run = s.get(EvalRun, run_id)
         if run is not None and run.status == "done" and run.summary:
-            return RunSummary(run_id=run_id, summary=ArmSummary.model_validate(run.summary),
-                              cached_calls=int(run.summary.get("cached_calls", 0)))
+            return RunSummary(
+                run_id=run_id,
+                summary=ArmSummary.model_validate(run.summary),
+                cached_calls=int(run.summary.get("cached_calls", 0)),
+            )
     outcomes = load_outcomes(registry, run_id)
     summary = summarize_arm(outcomes, confidence)
     with registry.session() as s:
-        cached = len(s.exec(select(EvalResult.case_id).where(EvalResult.run_id == run_id,
-                                                             col(EvalResult.cached).is_(True))).all())
+        cached = len(
+            s.exec(
+                select(EvalResult.case_id).where(
+                    EvalResult.run_id == run_id, col(EvalResult.cached).is_(True)
+                )
+            ).all()
+        )
         run = s.get(EvalRun, run_id)
         assert run is not None
         run.summary = {**summary.model_dump(mode="json"), "cached_calls": cached}
@@ -79,16 +105,33 @@ REPORT_KEY = "report"  # the full report lives in the target arm run's summary (
 def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSummary]) -> EvalReport:
     """Compute effects, flips and the gate from the stored results; store the full report; return it."""
     by_run = {s.run_id: s for s in summaries}
-    arms = [ArmInput(arm=a.arm, pair=a.pair, run_id=a.run_id, reused=a.reused, summary=by_run[a.run_id].summary,
-                     cached_calls=by_run[a.run_id].cached_calls) for a in plan.arms]
+    arms = [
+        ArmInput(
+            arm=a.arm,
+            pair=a.pair,
+            run_id=a.run_id,
+            reused=a.reused,
+            summary=by_run[a.run_id].summary,
+            cached_calls=by_run[a.run_id].cached_calls,
+        )
+        for a in plan.arms
+    ]
     outcomes = {a.arm: load_outcomes(registry, a.run_id) for a in plan.arms}
     target = plan.arms[-1].run_id  # joint, or the one changed arm: always a fresh run of this eval
     report = assemble_report(
-        report_id=target, deployment=plan.deployment, baseline_pair=plan.baseline_pair,
-        target_pair=plan.target_pair, epochs=plan.epochs, policy=plan.policy, arms=arms, outcomes=outcomes,
-        dataset=DatasetRef(name=plan.dataset_name, hash=plan.dataset_hash, cases=plan.n_cases,
-                           version=plan.dataset_version),
-        judge=plan.judge, warnings=plan.warnings,
+        report_id=target,
+        deployment=plan.deployment,
+        baseline_pair=plan.baseline_pair,
+        target_pair=plan.target_pair,
+        epochs=plan.epochs,
+        policy=plan.policy,
+        arms=arms,
+        outcomes=outcomes,
+        dataset=DatasetRef(
+            name=plan.dataset_name, hash=plan.dataset_hash, cases=plan.n_cases, version=plan.dataset_version
+        ),
+        judge=plan.judge,
+        warnings=plan.warnings,
     )
     with registry.session() as s:
         run = s.get(EvalRun, target)
@@ -114,10 +157,19 @@ def flipped_outputs(registry: Registry, report: EvalReport, limit: int = 50) -> 
         for flip in report.flipped[:limit]:
             rows = {}
             for arm in ("baseline", flip.to_arm):
-                rows[arm] = s.exec(select(EvalResult).where(EvalResult.run_id == report.arms[arm].run_id,
-                                                            EvalResult.case_id == flip.case)
-                                   .order_by(col(EvalResult.epoch))).first()
+                rows[arm] = s.exec(
+                    select(EvalResult)
+                    .where(EvalResult.run_id == report.arms[arm].run_id, EvalResult.case_id == flip.case)
+                    .order_by(col(EvalResult.epoch))
+                ).first()
             text = {arm: (r.output or r.error or "") if r else "" for arm, r in rows.items()}
-            out.append(FlippedOutputs(case=flip.case, to_arm=flip.to_arm, direction=flip.direction,
-                                      baseline_output=text["baseline"], arm_output=text[flip.to_arm]))
+            out.append(
+                FlippedOutputs(
+                    case=flip.case,
+                    to_arm=flip.to_arm,
+                    direction=flip.direction,
+                    baseline_output=text["baseline"],
+                    arm_output=text[flip.to_arm],
+                )
+            )
     return out

@@ -7,7 +7,7 @@ Both aggregate in SQL, so a week-long stage never ships its rows to Python.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,9 @@ from pairshift.registry.models import Observation
 
 LATENCY_SAMPLE = 2_000  # VariantStats.latency_ms is a bounded sample (gates bootstrap it)
 VARIANTS = ("control", "candidate")
-_SAMPLE_PRIME = 1_000_003  # id * _SAMPLE_MULT mod prime: a cheap, deterministic pseudo-random row filter in SQL
+_SAMPLE_PRIME = (
+    1_000_003  # id * _SAMPLE_MULT mod prime: a cheap, deterministic pseudo-random row filter in SQL
+)
 _SAMPLE_MULT = 2_654_435_761
 _table = Observation.__table__  # type: ignore[attr-defined]
 
@@ -54,18 +56,36 @@ def variant_stats(
     """
     c = _table.c
     where = _filters(deployment, migration, since, until)
-    query = select(
-        c.variant, func.count(), _count_if("error"), _count_if("invalid"), func.count(c.score),
-        func.sum(c.score), func.sum(c.score * c.score), func.sum(c.cost_usd), func.sum(c.cost_usd * c.cost_usd),
-        func.count(distinct(c.unit)),
-    ).where(where).group_by(c.variant)
+    query = (
+        select(
+            c.variant,
+            func.count(),
+            _count_if("error"),
+            _count_if("invalid"),
+            func.count(c.score),
+            func.sum(c.score),
+            func.sum(c.score * c.score),
+            func.sum(c.cost_usd),
+            func.sum(c.cost_usd * c.cost_usd),
+            func.count(distinct(c.unit)),
+        )
+        .where(where)
+        .group_by(c.variant)
+    )
     out = {v: VariantStats(n=0, cost_sumsq=0.0, units=0) for v in VARIANTS}
     for variant, n, errors, invalid, score_n, s_sum, s_sq, cost, cost_sq, units in session.execute(query):
         if variant not in out:
             continue
         out[variant] = VariantStats(
-            n=n, errors=errors or 0, invalid=invalid or 0, score_n=score_n, score_sum=s_sum or 0.0,
-            score_sumsq=s_sq or 0.0, cost_sum=cost or 0.0, cost_sumsq=cost_sq or 0.0, units=units,
+            n=n,
+            errors=errors or 0,
+            invalid=invalid or 0,
+            score_n=score_n,
+            score_sum=s_sum or 0.0,
+            score_sumsq=s_sq or 0.0,
+            cost_sum=cost or 0.0,
+            cost_sumsq=cost_sq or 0.0,
+            units=units,
             latency_ms=_latency_sample(session, and_(where, c.variant == variant), n, latency_sample),
         )
     return out
@@ -118,16 +138,33 @@ def window_aggregates(
     c = _table.c
     epoch = _epoch_seconds(session, c.at) - since.timestamp()
     bucket = cast(func.floor(epoch / window_s), Integer).label("bucket")
-    query = select(
-        bucket, c.variant, func.count(), _count_if("error"), _count_if("invalid"), func.count(c.score),
-        func.avg(c.score), func.avg(c.latency_ms), func.sum(c.cost_usd),
-    ).where(_filters(deployment, migration, since, until)).group_by(bucket, c.variant).order_by(bucket, c.variant)
+    query = (
+        select(
+            bucket,
+            c.variant,
+            func.count(),
+            _count_if("error"),
+            _count_if("invalid"),
+            func.count(c.score),
+            func.avg(c.score),
+            func.avg(c.latency_ms),
+            func.sum(c.cost_usd),
+        )
+        .where(_filters(deployment, migration, since, until))
+        .group_by(bucket, c.variant)
+        .order_by(bucket, c.variant)
+    )
     start = since.timestamp()
     return [
         WindowAggregate(
-            variant=variant, start=datetime.fromtimestamp(start + b * window_s, timezone.utc), n=n,
-            errors=errors or 0, invalid=invalid or 0, score_n=score_n,
-            score_mean=None if score_mean is None else float(score_mean), latency_mean_ms=float(lat or 0.0),
+            variant=variant,
+            start=datetime.fromtimestamp(start + b * window_s, UTC),
+            n=n,
+            errors=errors or 0,
+            invalid=invalid or 0,
+            score_n=score_n,
+            score_mean=None if score_mean is None else float(score_mean),
+            latency_mean_ms=float(lat or 0.0),
             cost_sum=float(cost or 0.0),
         )
         for b, variant, n, errors, invalid, score_n, score_mean, lat, cost in session.execute(query)

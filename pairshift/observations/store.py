@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,11 +60,13 @@ class ObservationIn(BaseModel):
     score: float | None = Field(default=None, ge=0, le=1)
     at: datetime | None = Field(default=None, description="ISO-8601; default the time received; naive = UTC")
     migration: str | None = Field(
-        default=None, max_length=200,
+        default=None,
+        max_length=200,
         description="the migration resolve answered (optional; default the deployment's current one)",
     )
     resolved_model: str | None = Field(
-        default=None, max_length=200,
+        default=None,
+        max_length=200,
         description="the snapshot the provider answered as (the response's `model`); how alias drift is seen",
     )
 
@@ -73,7 +75,7 @@ class ObservationIn(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         # The store keeps UTC; a naive time from a client is taken as UTC rather than refused.
         if value is not None and value.utcoffset() is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 
@@ -129,8 +131,10 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
     telemetry of a pair that was just replaced is still accepted).
     """
     if len(items) > MAX_BATCH:
-        raise BatchRejected([ItemError(index=MAX_BATCH, msg=f"a batch holds at most {MAX_BATCH:,} observations")],
-                            len(items) - MAX_BATCH)
+        raise BatchRejected(
+            [ItemError(index=MAX_BATCH, msg=f"a batch holds at most {MAX_BATCH:,} observations")],
+            len(items) - MAX_BATCH,
+        )
     obs = _coerce(items)
     if not obs:
         return 0
@@ -153,20 +157,51 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
             errors.append(ItemError(index=i, field="deployment", msg=f"unknown deployment {o.deployment!r}"))
             continue
         if o.pair not in known[o.deployment]:
-            errors.append(ItemError(index=i, field="pair",
-                                    msg=f"unknown pair {o.pair!r} for deployment {o.deployment!r}"))
+            errors.append(
+                ItemError(
+                    index=i, field="pair", msg=f"unknown pair {o.pair!r} for deployment {o.deployment!r}"
+                )
+            )
             continue
         migration = o.migration or (split[2] if o.pair in split[:2] else None)
-        rows.append((o.deployment, migration, o.pair, o.variant, hash_unit(o.unit), o.latency_ms, o.input_tokens,
-                     o.output_tokens, o.cost_usd, o.outcome, o.score, o.resolved_model, o.at or now))
+        rows.append(
+            (
+                o.deployment,
+                migration,
+                o.pair,
+                o.variant,
+                hash_unit(o.unit),
+                o.latency_ms,
+                o.input_tokens,
+                o.output_tokens,
+                o.cost_usd,
+                o.outcome,
+                o.score,
+                o.resolved_model,
+                o.at or now,
+            )
+        )
     if errors:
         raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
     _bulk_insert(session, rows)
     return len(rows)
 
 
-_COLUMNS = ("deployment", "migration", "pair", "variant", "unit", "latency_ms", "input_tokens", "output_tokens",
-            "cost_usd", "outcome", "score", "resolved_model", "at")
+_COLUMNS = (
+    "deployment",
+    "migration",
+    "pair",
+    "variant",
+    "unit",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "outcome",
+    "score",
+    "resolved_model",
+    "at",
+)
 
 
 def _bulk_insert(session: Session, rows: list[tuple[Any, ...]]) -> None:
@@ -175,8 +210,7 @@ def _bulk_insert(session: Session, rows: list[tuple[Any, ...]]) -> None:
     conn = session.connection()
     dialect = conn.dialect
     if dialect.name == "sqlite":  # naive UTC text, as SQLAlchemy's SQLite DateTime writes and compares it
-        rows = [r[:-1] + (r[-1].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"),) for r in rows]
+        rows = [r[:-1] + (r[-1].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),) for r in rows]
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join([mark] * len(_COLUMNS))})")
+    sql = f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
     conn.exec_driver_sql(sql, rows)

@@ -26,8 +26,13 @@ ClientT = TypeVar("ClientT")
 ResponseT = TypeVar("ResponseT")
 
 
-def sdk_client(sdk: ModuleType, client_class: Callable[..., ClientT], spec: ModelSpec, base_url: str | None,
-               default_key_env: str) -> ClientT:
+def sdk_client(
+    sdk: ModuleType,
+    client_class: Callable[..., ClientT],
+    spec: ModelSpec,
+    base_url: str | None,
+    default_key_env: str,
+) -> ClientT:
     """The SDK client for this spec on the running loop; one attempt per call (``complete`` owns retries)."""
     key = resolve_api_key(spec, default_key_env, base_url)
     cache_key = (sdk.__name__, base_url or "", spec.api_key_env or "", key_fingerprint(key))
@@ -41,12 +46,16 @@ def translate_error(sdk: ModuleType, spec: ModelSpec, exc: Exception) -> Provide
         body = exc.body if isinstance(exc.body, dict) else {}
         # Anthropic's SDK hands over the whole body; OpenAI's either the whole body or its "error" member.
         error = body.get("error") if isinstance(body.get("error"), dict) else body
-        return error_for_status(provider, spec.id, exc.status_code, exc.response.headers, error.get("message"))
+        return error_for_status(
+            provider, spec.id, exc.status_code, exc.response.headers, error.get("message")
+        )
     if isinstance(exc, sdk.APITimeoutError):
-        return ProviderUnavailable(f"{provider} timed out after {spec.timeout_s}s for model {spec.id}",
-                                   model=spec.id)
-    return ProviderUnavailable(f"{provider} connection failed for model {spec.id}: {type(exc).__name__}",
-                               model=spec.id)
+        return ProviderUnavailable(
+            f"{provider} timed out after {spec.timeout_s}s for model {spec.id}", model=spec.id
+        )
+    return ProviderUnavailable(
+        f"{provider} connection failed for model {spec.id}: {type(exc).__name__}", model=spec.id
+    )
 
 
 async def attempt(sdk: ModuleType, spec: ModelSpec, request: Awaitable[ResponseT]) -> tuple[ResponseT, float]:

@@ -66,7 +66,9 @@ async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One Messages API call, normalised; raises a typed :class:`ProviderError`."""
-    request = _client(spec).messages.create(**request_kwargs(spec, system, messages, params), timeout=spec.timeout_s)
+    request = _client(spec).messages.create(
+        **request_kwargs(spec, system, messages, params), timeout=spec.timeout_s
+    )
     response, latency_ms = await attempt(anthropic, spec, request)
     text = "".join(block.text for block in response.content if block.type == "text")
     usage = response.usage

@@ -62,8 +62,15 @@ class ModelSpec(BaseModel):
     @classmethod
     def from_model(cls, row: Any, *, id: str | None = None, **overrides: Any) -> ModelSpec:
         """The spec of a registry model row; ``id`` is the name to call (an alias the row lists, say)."""
-        return cls(id=id or row.id, provider=row.provider, base_url=row.base_url, api_key_env=row.api_key_env,
-                   input_per_mtok=row.input_per_mtok, output_per_mtok=row.output_per_mtok, **overrides)
+        return cls(
+            id=id or row.id,
+            provider=row.provider,
+            base_url=row.base_url,
+            api_key_env=row.api_key_env,
+            input_per_mtok=row.input_per_mtok,
+            output_per_mtok=row.output_per_mtok,
+            **overrides,
+        )
 
 
 class Message(BaseModel):
@@ -122,7 +129,9 @@ class ProviderError(Exception):
         return _rebuild_error, (type(self), self.message, self.model, self.status, self.__dict__)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model!r}, status={self.status!r}, message={self.message!r})"
+        return (
+            f"{type(self).__name__}(model={self.model!r}, status={self.status!r}, message={self.message!r})"
+        )
 
 
 def _rebuild_error(
@@ -269,13 +278,20 @@ def error_for_status(
             status=status,
         )
     if status in (401, 403):
-        return AuthError(f"{provider} refused the credentials for model {model} (HTTP {status}){detail}",
-                         model=model, status=status)
+        return AuthError(
+            f"{provider} refused the credentials for model {model} (HTTP {status}){detail}",
+            model=model,
+            status=status,
+        )
     if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(f"{provider} unavailable for model {model} (HTTP {status}){detail}",
-                                   model=model, status=status)
-    return BadRequest(f"{provider} rejected the request for model {model} (HTTP {status}){detail}",
-                      model=model, status=status)
+        return ProviderUnavailable(
+            f"{provider} unavailable for model {model} (HTTP {status}){detail}", model=model, status=status
+        )
+    return BadRequest(
+        f"{provider} rejected the request for model {model} (HTTP {status}){detail}",
+        model=model,
+        status=status,
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -311,9 +327,7 @@ def resolve_api_key(spec: ModelSpec, default_env: str, base_url: str | None) -> 
         return key
     if is_local_url(base_url):
         return "sk-local-dummy"
-    raise AuthError(
-        f"no API key for model {spec.id}: set the environment variable {env_name}", model=spec.id
-    )
+    raise AuthError(f"no API key for model {spec.id}: set the environment variable {env_name}", model=spec.id)
 
 
 def is_local_url(url: str | None) -> bool:

@@ -36,8 +36,10 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 def _client(spec: ModelSpec) -> openai.AsyncOpenAI:
     base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL")
     if spec.provider == "openai-compatible" and not base_url:
-        raise BadRequest(f"model {spec.id} is openai-compatible but has no base_url; set it in the model config",
-                         model=spec.id)
+        raise BadRequest(
+            f"model {spec.id} is openai-compatible but has no base_url; set it in the model config",
+            model=spec.id,
+        )
     return sdk_client(openai, openai.AsyncOpenAI, spec, base_url, "OPENAI_API_KEY")
 
 
@@ -65,12 +67,15 @@ async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One chat completion, normalised; raises a typed :class:`ProviderError`."""
-    request = _client(spec).chat.completions.create(**request_kwargs(spec, system, messages, params),
-                                                     timeout=spec.timeout_s)
+    request = _client(spec).chat.completions.create(
+        **request_kwargs(spec, system, messages, params), timeout=spec.timeout_s
+    )
     response, latency_ms = await attempt(openai, spec, request)
     choice = response.choices[0]
     refusal = getattr(choice.message, "refusal", None)
-    finish: FinishReason = "refusal" if refusal else _FINISH_REASONS.get(choice.finish_reason or "stop", "stop")
+    finish: FinishReason = (
+        "refusal" if refusal else _FINISH_REASONS.get(choice.finish_reason or "stop", "stop")
+    )
     input_tokens = response.usage.prompt_tokens if response.usage else 0
     output_tokens = response.usage.completion_tokens if response.usage else 0
     return Completion(

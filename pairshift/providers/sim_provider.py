@@ -29,6 +29,9 @@ async def call(
         output_tokens=out.output_tokens,
         latency_ms=out.latency_ms,
         cost_usd=cost_usd(spec, out.input_tokens, out.output_tokens),
-        finish_reason="refusal" if out.finish_reason == "refusal" else
-        "length" if out.finish_reason == "length" else "stop",
+        finish_reason="refusal"
+        if out.finish_reason == "refusal"
+        else "length"
+        if out.finish_reason == "length"
+        else "stop",
     )

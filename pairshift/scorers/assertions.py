@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jsonschema
 from pydantic import BaseModel
@@ -137,6 +138,7 @@ def _contains(fold: bool, mode: str) -> Callable[[Any, Assertion, Output], Verdi
         missing = [n for n, hit in zip(needles, hits) if not hit]
         wanted = {"one": "", "any": "one of ", "all": "all of "}[mode]
         return _binary(passed, f"Expected output to contain {wanted}{needles}; missing {missing}")
+
     return check
 
 
@@ -166,7 +168,9 @@ def check_contains_json(value: Any, a: Assertion, out: Output) -> Verdict:
     if schema is None:
         return _binary(True, "")
     errors = [_schema_errors(schema, obj) for obj in objects]
-    return _binary(any(e is None for e in errors), f"JSON does not conform to the provided schema: {errors[-1]}")
+    return _binary(
+        any(e is None for e in errors), f"JSON does not conform to the provided schema: {errors[-1]}"
+    )
 
 
 def check_levenshtein(value: Any, a: Assertion, out: Output) -> Verdict:
@@ -184,18 +188,32 @@ def check_similar(value: Any, a: Assertion, out: Output) -> Verdict:
     threshold = 0.75 if a.threshold is None else a.threshold
     best = max(lexical_similarity(v, out.text) for v in as_list(value))
     passed = best >= threshold - 1e-12
-    return Verdict(passed, best, f"Lexical similarity {best:.2f} {'>=' if passed else '<'} threshold {threshold}")
+    return Verdict(
+        passed, best, f"Lexical similarity {best:.2f} {'>=' if passed else '<'} threshold {threshold}"
+    )
 
 
-_REFUSAL_PREFIXES = ("i cannot", "i can't", "i am unable to", "i'm unable to", "i am not able to",
-                     "i'm not able to", "i will not", "i won't", "it is illegal")
+_REFUSAL_PREFIXES = (
+    "i cannot",
+    "i can't",
+    "i am unable to",
+    "i'm unable to",
+    "i am not able to",
+    "i'm not able to",
+    "i will not",
+    "i won't",
+    "it is illegal",
+)
 _REFUSAL_PHRASES = re.compile(
     r"\b(as an ai|as a language model|as an assistant|cannot (?:assist|help|comply|fulfill)|"
     r"can't (?:assist|help|comply|fulfill)|i (?:do not|don't) feel comfortable|not appropriate|not ethical|"
     r"i (?:must|have to) decline|i(?: am|'m) not (?:able|allowed|permitted) to|"
-    r"blocked by (?:our|the) content filters?)\b")
+    r"blocked by (?:our|the) content filters?)\b"
+)
 _APOLOGY = re.compile(r"^(?:i am sorry|i'm sorry|i apologi[sz]e|my apologies|sorry)\b")
-_INABILITY = re.compile(r"\b(?:i|we) (?:cannot|can't|won't|will not|am unable|are unable)\b|\b(?:decline|refuse)\b")
+_INABILITY = re.compile(
+    r"\b(?:i|we) (?:cannot|can't|won't|will not|am unable|are unable)\b|\b(?:decline|refuse)\b"
+)
 
 
 def is_refusal(text: str) -> bool:
@@ -213,8 +231,14 @@ def check_is_refusal(value: Any, a: Assertion, out: Output) -> Verdict:
 
 
 # Anthropic stop reasons as promptfoo normalizes them (docs "Finish Reason").
-_FINISH_ALIASES = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-                   "tool_use": "tool_calls", "function_call": "tool_calls", "refusal": "content_filter"}
+_FINISH_ALIASES = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "function_call": "tool_calls",
+    "refusal": "content_filter",
+}
 
 
 def check_finish_reason(value: Any, a: Assertion, out: Output) -> Verdict:
@@ -226,13 +250,17 @@ def check_finish_reason(value: Any, a: Assertion, out: Output) -> Verdict:
 
 
 def check_latency(value: Any, a: Assertion, out: Output) -> Verdict:
-    return _binary(out.latency_ms <= a.threshold, f"Latency {out.latency_ms}ms is greater than {a.threshold}ms")
+    return _binary(
+        out.latency_ms <= a.threshold, f"Latency {out.latency_ms}ms is greater than {a.threshold}ms"
+    )
 
 
 def check_cost(value: Any, a: Assertion, out: Output) -> Verdict:
     if not math.isfinite(out.cost_usd) or out.cost_usd < 0:
         return Verdict(False, 0.0, f"Invalid cost {out.cost_usd}", grader_error=True)
-    return _binary(out.cost_usd <= a.threshold, f"Cost {out.cost_usd:.2g} is greater than threshold {a.threshold}")
+    return _binary(
+        out.cost_usd <= a.threshold, f"Cost {out.cost_usd:.2g} is greater than threshold {a.threshold}"
+    )
 
 
 def json_path(document: Any, path: str) -> Any:
@@ -255,17 +283,28 @@ def check_json_field(value: Any, a: Assertion, out: Output) -> Verdict:
         return _binary(False, "Expected output to contain JSON")
     except KeyError as exc:
         return _binary(False, f"JSON has no field {a.path!r} (missing {exc.args[0]!r})")
-    return _binary(strict_equal(found, value), f"Expected {a.path} == {json.dumps(value)}, got {json.dumps(found)}")
+    return _binary(
+        strict_equal(found, value), f"Expected {a.path} == {json.dumps(value)}, got {json.dumps(found)}"
+    )
 
 
 CHECKS: dict[str, Callable[[Any, Assertion, Output], Verdict]] = {
     "equals": check_equals,
-    "contains": _contains(False, "one"), "icontains": _contains(True, "one"),
-    "contains-any": _contains(False, "any"), "icontains-any": _contains(True, "any"),
-    "contains-all": _contains(False, "all"), "icontains-all": _contains(True, "all"),
-    "regex": check_regex, "starts-with": check_starts_with,
-    "is-json": check_is_json, "contains-json": check_contains_json,
-    "levenshtein": check_levenshtein, "similar": check_similar, "is-refusal": check_is_refusal,
-    "finish-reason": check_finish_reason, "latency": check_latency, "cost": check_cost,
+    "contains": _contains(False, "one"),
+    "icontains": _contains(True, "one"),
+    "contains-any": _contains(False, "any"),
+    "icontains-any": _contains(True, "any"),
+    "contains-all": _contains(False, "all"),
+    "icontains-all": _contains(True, "all"),
+    "regex": check_regex,
+    "starts-with": check_starts_with,
+    "is-json": check_is_json,
+    "contains-json": check_contains_json,
+    "levenshtein": check_levenshtein,
+    "similar": check_similar,
+    "is-refusal": check_is_refusal,
+    "finish-reason": check_finish_reason,
+    "latency": check_latency,
+    "cost": check_cost,
     "json-field": check_json_field,
 }

@@ -69,8 +69,15 @@ def _finish(a: Assertion, verdict: Verdict, parent: int | None) -> AssertionResu
         reason = "Assertion passed" if passed else f"Expected {a.base_type} not to hold, but it does{detail}"
     if a.weight == 0:
         passed = True  # promptfoo: a weight-0 assertion records a metric and cannot fail the case
-    return AssertionResult(type=a.type, passed=passed, score=score, reason=reason,
-                           weight=a.weight, metric=a.metric, parent=parent)
+    return AssertionResult(
+        type=a.type,
+        passed=passed,
+        score=score,
+        reason=reason,
+        weight=a.weight,
+        metric=a.metric,
+        parent=parent,
+    )
 
 
 def _deterministic(a: Assertion, case: Case, output: Output) -> Verdict:
@@ -114,9 +121,18 @@ def _aggregate(case: Case, output: Output, graded: dict[Position, Verdict]) -> C
 
 
 def _errored(case: Case, output: Output) -> CaseScore:
-    results = [AssertionResult(type=a.type, passed=False, score=0.0, reason=f"Output error: {output.error}",
-                               weight=a.weight, metric=a.metric, parent=pos[0] if pos[1] is not None else None)
-               for pos, a in _walk(case)]
+    results = [
+        AssertionResult(
+            type=a.type,
+            passed=False,
+            score=0.0,
+            reason=f"Output error: {output.error}",
+            weight=a.weight,
+            metric=a.metric,
+            parent=pos[0] if pos[1] is not None else None,
+        )
+        for pos, a in _walk(case)
+    ]
     return CaseScore(passed=False, score=0.0, results=results)
 
 
@@ -137,7 +153,9 @@ def score_case_sync(case: Case, output: Output) -> CaseScore:
     """Deterministic-only fast path; raises ScorerError when the case has a model-graded assertion."""
     pending = model_graded_positions(case)
     if pending:
-        raise ScorerError(f"case {case.id!r}: {pending[0][1].type!r} is model-graded; use score_case with a judge")
+        raise ScorerError(
+            f"case {case.id!r}: {pending[0][1].type!r} is model-graded; use score_case with a judge"
+        )
     if output.error is not None:
         return _errored(case, output)
     return _aggregate(case, output, {})

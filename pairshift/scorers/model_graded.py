@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pairshift.datasets import Assertion, Case
 from pairshift.scorers.assertions import Output, Verdict, extract_json_objects
@@ -125,7 +126,11 @@ async def grade(a: Assertion, value: Any, case: Case, output: Output, judge: Jud
     if kind == "llm-rubric":
         return parse_rubric_reply(await judge(rubric_prompt(value, output.text)), a.threshold)
     if kind == "model-graded-closedqa":
-        return parse_closedqa_reply(await judge(closedqa_prompt(_task_text(case, output), value, output.text)))
+        return parse_closedqa_reply(
+            await judge(closedqa_prompt(_task_text(case, output), value, output.text))
+        )
     if kind in {"factuality", "model-graded-factuality"}:
-        return parse_factuality_reply(await judge(factuality_prompt(_task_text(case, output), value, output.text)))
+        return parse_factuality_reply(
+            await judge(factuality_prompt(_task_text(case, output), value, output.text))
+        )
     raise ScorerError(f"case {case.id!r}: {a.type!r} is not a model-graded assertion")

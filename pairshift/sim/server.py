@@ -37,8 +37,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pairshift.sim import wire
-from pairshift.sim.wire import Failure
 from pairshift.sim.snapshots import ALIASES, SNAPSHOTS, SimOutput, simulate
+from pairshift.sim.wire import Failure
 
 FaultKind = Literal["500", "529", "timeout"]
 
@@ -146,8 +146,12 @@ class SimState:
         reset_in = (window[0] + limit.per_seconds - now) if window else limit.per_seconds
         if len(window) >= limit.requests:
             headers = wire.rate_headers(wire_name, limit.requests, 0, reset_in, retry_after=reset_in)
-            raise Failure("rate_limit", f"rate limit of {limit.requests} requests per {limit.per_seconds:g}s "
-                                        f"exceeded for model {model}", headers)
+            raise Failure(
+                "rate_limit",
+                f"rate limit of {limit.requests} requests per {limit.per_seconds:g}s "
+                f"exceeded for model {model}",
+                headers,
+            )
         window.append(now)
         return wire.rate_headers(wire_name, limit.requests, limit.requests - len(window), reset_in)
 
@@ -159,7 +163,10 @@ class SimState:
                 return self.scripted[key].popleft(), faults.timeout_s
         draw, rate_end = self.rng.random(), 0.0
         shares: tuple[tuple[FaultKind, float], ...] = (
-            ("500", faults.error_500), ("529", faults.overloaded_529), ("timeout", faults.timeout))
+            ("500", faults.error_500),
+            ("529", faults.overloaded_529),
+            ("timeout", faults.timeout),
+        )
         for kind, share in shares:
             rate_end += share
             if draw < rate_end:
@@ -270,8 +277,12 @@ def _add_batch_routes(app: FastAPI, state: SimState) -> None:
         except Failure as failure:
             return _error_response("anthropic", failure)
         now = datetime.now(UTC)
-        batch = _Batch(f"msgbatch_{uuid.uuid4().hex[:24]}", now,
-                       now + timedelta(milliseconds=state.settings.batch_delay_ms), [one_line(i) for i in items])
+        batch = _Batch(
+            f"msgbatch_{uuid.uuid4().hex[:24]}",
+            now,
+            now + timedelta(milliseconds=state.settings.batch_delay_ms),
+            [one_line(i) for i in items],
+        )
         state.batches[batch.id] = batch
         return JSONResponse(batch_json(batch, request))
 
@@ -379,8 +390,13 @@ class RunningServer:
         self.thread.join(timeout_s)
 
 
-def start_in_thread(settings: SimSettings | None = None, *, host: str = "127.0.0.1",
-                    port: int = 0, startup_timeout_s: float = 10.0) -> RunningServer:
+def start_in_thread(
+    settings: SimSettings | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 10.0,
+) -> RunningServer:
     """Start the fake server on a background thread (port 0: a free port) and wait until it serves."""
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so; without it every
     # response waits ~40 ms for a delayed ACK.
@@ -398,4 +414,3 @@ def start_in_thread(settings: SimSettings | None = None, *, host: str = "127.0.0
             raise RuntimeError(f"sim server did not start on {host}:{sock.getsockname()[1]}")
         time.sleep(0.01)  # polling a flag set by another thread's event loop
     return RunningServer(server, thread, sock.getsockname()[1], app.state.sim)
-

@@ -295,17 +295,17 @@ def _clip(text: str, params: CallParams) -> tuple[str, str]:
     return text, "stop"
 
 
-def simulate(
-    snapshot_id: str, system: str | None, messages: list[Message], params: CallParams
-) -> SimOutput:
+def simulate(snapshot_id: str, system: str | None, messages: list[Message], params: CallParams) -> SimOutput:
     """The snapshot's answer to one request (``snapshot_id`` may be a sim alias)."""
     snap = SNAPSHOTS[resolve(snapshot_id)]
     key = json.dumps([system, [[m.role, m.content] for m in messages]])
     how = _read_instructions(system, params)
     ticket = _parse_ticket(messages)
     refused = _unit(snap.id, "refusal", key, params.seed) < snap.refusal_rate
-    text = None if refused else (
-        _triage_text(snap, *ticket, how, key, params) if ticket else _generic_text(snap, messages, how)
+    text = (
+        None
+        if refused
+        else (_triage_text(snap, *ticket, how, key, params) if ticket else _generic_text(snap, messages, how))
     )
     if text is None:
         text, finish = REFUSAL_TEXT, "refusal"

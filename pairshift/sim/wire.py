@@ -22,8 +22,9 @@ from pairshift.providers.base import CallParams, Message
 from pairshift.sim.snapshots import SimOutput
 
 WireName = Literal["anthropic", "openai"]
-ErrorKind = Literal["invalid_request", "authentication", "not_found", "rate_limit", "api_error",
-                    "overloaded", "timeout"]
+ErrorKind = Literal[
+    "invalid_request", "authentication", "not_found", "rate_limit", "api_error", "overloaded", "timeout"
+]
 
 # kind -> (HTTP status, Anthropic error.type)
 _ANTHROPIC_ERRORS: dict[str, tuple[int, str]] = {
@@ -131,8 +132,12 @@ def parse_anthropic(body: Any) -> SimRequest:
     """A Messages API request body as a :class:`SimRequest` (the seed rides in metadata.user_id)."""
     req = _validate(_AnthropicRequest, body)
     seed_match = _SEED.match(str((req.metadata or {}).get("user_id", "")))
-    params = CallParams(temperature=req.temperature, max_tokens=req.max_tokens, stop=req.stop_sequences,
-                        seed=int(seed_match.group(1)) if seed_match else None)
+    params = CallParams(
+        temperature=req.temperature,
+        max_tokens=req.max_tokens,
+        stop=req.stop_sequences,
+        seed=int(seed_match.group(1)) if seed_match else None,
+    )
     messages = [Message(role=m.role, content=_text(m.content)) for m in req.messages]
     return SimRequest(model=req.model, system=_text(req.system) or None, messages=messages, params=params)
 
@@ -141,8 +146,11 @@ def parse_openai(body: Any) -> SimRequest:
     """A chat completions request body as a :class:`SimRequest`; system/developer turns join."""
     req = _validate(_OpenAIRequest, body)
     system = "\n".join(_text(m.content) for m in req.messages if m.role in ("system", "developer"))
-    messages = [Message(role=m.role, content=_text(m.content))
-                for m in req.messages if m.role in ("user", "assistant")]
+    messages = [
+        Message(role=m.role, content=_text(m.content))
+        for m in req.messages
+        if m.role in ("user", "assistant")
+    ]
     json_mode = (req.response_format or {}).get("type") in ("json_object", "json_schema")
     params = CallParams(
         temperature=req.temperature,
@@ -174,18 +182,23 @@ def _go_duration(seconds: float) -> str:
     return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
 
 
-def rate_headers(wire: WireName, limit: int, remaining: int, reset_in_s: float,
-                 retry_after: float | None = None) -> dict[str, str]:
+def rate_headers(
+    wire: WireName, limit: int, remaining: int, reset_in_s: float, retry_after: float | None = None
+) -> dict[str, str]:
     """Rate-limit headers of the wire; with ``retry_after`` also retry-after (s) and retry-after-ms."""
     if wire == "anthropic":
         reset_at = datetime.now(UTC) + timedelta(seconds=reset_in_s)
-        headers = {"anthropic-ratelimit-requests-limit": str(limit),
-                   "anthropic-ratelimit-requests-remaining": str(remaining),
-                   "anthropic-ratelimit-requests-reset": _iso(reset_at)}
+        headers = {
+            "anthropic-ratelimit-requests-limit": str(limit),
+            "anthropic-ratelimit-requests-remaining": str(remaining),
+            "anthropic-ratelimit-requests-reset": _iso(reset_at),
+        }
     else:
-        headers = {"x-ratelimit-limit-requests": str(limit),
-                   "x-ratelimit-remaining-requests": str(remaining),
-                   "x-ratelimit-reset-requests": _go_duration(reset_in_s)}
+        headers = {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": _go_duration(reset_in_s),
+        }
     if retry_after is not None:
         headers["retry-after"] = str(max(1, math.ceil(retry_after)))
         headers["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
@@ -196,8 +209,11 @@ def error_body(wire: WireName, kind: ErrorKind, message: str) -> tuple[int, dict
     """(status, body) of an error in the wire's shape."""
     if wire == "anthropic":
         status, type_ = _ANTHROPIC_ERRORS[kind]
-        return status, {"type": "error", "error": {"type": type_, "message": message},
-                        "request_id": f"req_{uuid.uuid4().hex[:24]}"}
+        return status, {
+            "type": "error",
+            "error": {"type": type_, "message": message},
+            "request_id": f"req_{uuid.uuid4().hex[:24]}",
+        }
     status, type_, code = _OPENAI_ERRORS[kind]
     return status, {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -205,22 +221,46 @@ def error_body(wire: WireName, kind: ErrorKind, message: str) -> tuple[int, dict
 def anthropic_message(resolved: str, out: SimOutput) -> dict[str, Any]:
     """A Messages API response; ``model`` is the resolved snapshot."""
     stop = {"length": "max_tokens", "refusal": "refusal"}.get(out.finish_reason, "end_turn")
-    return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": resolved,
-            "content": [{"type": "text", "text": out.text}], "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": out.input_tokens, "output_tokens": out.output_tokens}}
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": resolved,
+        "content": [{"type": "text", "text": out.text}],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": out.input_tokens, "output_tokens": out.output_tokens},
+    }
 
 
 def openai_completion(resolved: str, out: SimOutput) -> dict[str, Any]:
     """A chat completion; a refusal comes as ``message.refusal`` with null content, as OpenAI does."""
     refused = out.finish_reason == "refusal"
-    message = {"role": "assistant", "content": None if refused else out.text,
-               "refusal": out.text if refused else None}
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-            "created": int(time.time()), "model": resolved, "system_fingerprint": "fp_pairshift_sim",
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "length" if out.finish_reason == "length" else "stop"}],
-            "usage": {"prompt_tokens": out.input_tokens, "completion_tokens": out.output_tokens,
-                      "total_tokens": out.input_tokens + out.output_tokens}}
+    message = {
+        "role": "assistant",
+        "content": None if refused else out.text,
+        "refusal": out.text if refused else None,
+    }
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": resolved,
+        "system_fingerprint": "fp_pairshift_sim",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": "length" if out.finish_reason == "length" else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": out.input_tokens,
+            "completion_tokens": out.output_tokens,
+            "total_tokens": out.input_tokens + out.output_tokens,
+        },
+    }
 
 
 def model_list(wire: WireName, ids: list[str], shutdown: Mapping[str, date]) -> dict[str, Any]:
@@ -228,38 +268,72 @@ def model_list(wire: WireName, ids: list[str], shutdown: Mapping[str, date]) -> 
     epoch = datetime(2024, 1, 1, tzinfo=UTC)
     if wire == "anthropic":
         data = [{"type": "model", "id": m, "display_name": m, "created_at": _iso(epoch)} for m in ids]
-        return {"data": data, "has_more": False, "first_id": ids[0] if ids else None,
-                "last_id": ids[-1] if ids else None}
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": ids[0] if ids else None,
+            "last_id": ids[-1] if ids else None,
+        }
     items = []
     for m in ids:
-        item: dict[str, Any] = {"id": m, "object": "model", "created": int(epoch.timestamp()),
-                                "owned_by": "pairshift-sim"}
+        item: dict[str, Any] = {
+            "id": m,
+            "object": "model",
+            "created": int(epoch.timestamp()),
+            "owned_by": "pairshift-sim",
+        }
         if m in shutdown:
             item["shutdown_date"] = shutdown[m].isoformat()
         items.append(item)
     return {"object": "list", "data": items}
 
 
-def batch_line(custom_id: str, resolved: str | None, out: SimOutput | None,
-               kind: ErrorKind | None = None, message: str | None = None) -> dict[str, Any]:
+def batch_line(
+    custom_id: str,
+    resolved: str | None,
+    out: SimOutput | None,
+    kind: ErrorKind | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     """One line of a batch's results file: a succeeded message or an errored result."""
     if resolved is not None and out is not None:
-        return {"custom_id": custom_id,
-                "result": {"type": "succeeded", "message": anthropic_message(resolved, out)}}
+        return {
+            "custom_id": custom_id,
+            "result": {"type": "succeeded", "message": anthropic_message(resolved, out)},
+        }
     _, body = error_body("anthropic", kind or "api_error", message or "failed")
     return {"custom_id": custom_id, "result": {"type": "errored", "error": body}}
 
 
-def batch_object(batch_id: str, lines: list[dict[str, Any]], created: datetime, ends: datetime,
-                 ended: bool, results_url: str | None) -> dict[str, Any]:
+def batch_object(
+    batch_id: str,
+    lines: list[dict[str, Any]],
+    created: datetime,
+    ends: datetime,
+    ended: bool,
+    results_url: str | None,
+) -> dict[str, Any]:
     """A Message Batch object; counts show everything processing until the batch ends."""
     succeeded = sum(1 for line in lines if line["result"]["type"] == "succeeded")
-    counts = {"processing": 0 if ended else len(lines), "succeeded": succeeded if ended else 0,
-              "errored": len(lines) - succeeded if ended else 0, "canceled": 0, "expired": 0}
-    return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
-            "request_counts": counts, "ended_at": _iso(ends) if ended else None, "created_at": _iso(created),
-            "expires_at": _iso(created + timedelta(hours=24)), "archived_at": None,
-            "cancel_initiated_at": None, "results_url": results_url}
+    counts = {
+        "processing": 0 if ended else len(lines),
+        "succeeded": succeeded if ended else 0,
+        "errored": len(lines) - succeeded if ended else 0,
+        "canceled": 0,
+        "expired": 0,
+    }
+    return {
+        "id": batch_id,
+        "type": "message_batch",
+        "processing_status": "ended" if ended else "in_progress",
+        "request_counts": counts,
+        "ended_at": _iso(ends) if ended else None,
+        "created_at": _iso(created),
+        "expires_at": _iso(created + timedelta(hours=24)),
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": results_url,
+    }
 
 
 def jsonl(lines: list[dict[str, Any]]) -> str:

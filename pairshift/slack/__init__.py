@@ -24,10 +24,14 @@ SLACK_HOOKS_HOST = "hooks.slack.com"
 class SlackSettings(BaseModel):
     """Slack configuration; unset tokens mean "Slack not configured" (notices go to the log only)."""
 
-    bot_token: SecretStr | None = Field(None, description="SLACK_BOT_TOKEN (xoxb-…): posts and updates messages.")
+    bot_token: SecretStr | None = Field(
+        None, description="SLACK_BOT_TOKEN (xoxb-…): posts and updates messages."
+    )
     signing_secret: SecretStr | None = Field(None, description="SLACK_SIGNING_SECRET: verifies interactions.")
     app_token: SecretStr | None = Field(None, description="SLACK_APP_TOKEN (xapp-…): Socket Mode.")
-    api_url: str | None = Field(None, description="PAIRSHIFT_SLACK_API_URL: Web API base URL (tests: a fake Slack).")
+    api_url: str | None = Field(
+        None, description="PAIRSHIFT_SLACK_API_URL: Web API base URL (tests: a fake Slack)."
+    )
 
     @property
     def base_url(self) -> str:
@@ -45,8 +49,12 @@ class SlackSettings(BaseModel):
         return False
 
 
-ENV_NAMES = {"bot_token": "SLACK_BOT_TOKEN", "signing_secret": "SLACK_SIGNING_SECRET",
-             "app_token": "SLACK_APP_TOKEN", "api_url": "PAIRSHIFT_SLACK_API_URL"}
+ENV_NAMES = {
+    "bot_token": "SLACK_BOT_TOKEN",
+    "signing_secret": "SLACK_SIGNING_SECRET",
+    "app_token": "SLACK_APP_TOKEN",
+    "api_url": "PAIRSHIFT_SLACK_API_URL",
+}
 
 
 def slack_settings() -> SlackSettings:

@@ -40,11 +40,20 @@ FLIPPED_SHOWN = 10
 TEXT_BLOCKS = 12  # sections of free text a notice may use before it points to the log / report
 
 ICONS = {
-    "migration_started": ":arrows_counterclockwise:", "deprecation_reminder": ":warning:",
-    "eval_summary": ":bar_chart:", "approval_requested": ":raising_hand:", "approval_reminder": ":alarm_clock:",
-    "stage_started": ":arrow_forward:", "stage_passed": ":white_check_mark:", "decision": ":ballot_box_with_check:",
-    "promoted": ":tada:", "rolled_back": ":rewind:", "rejected": ":no_entry:", "failed_eval": ":x:",
-    "alias_drift": ":twisted_rightwards_arrows:", "info": ":information_source:",
+    "migration_started": ":arrows_counterclockwise:",
+    "deprecation_reminder": ":warning:",
+    "eval_summary": ":bar_chart:",
+    "approval_requested": ":raising_hand:",
+    "approval_reminder": ":alarm_clock:",
+    "stage_started": ":arrow_forward:",
+    "stage_passed": ":white_check_mark:",
+    "decision": ":ballot_box_with_check:",
+    "promoted": ":tada:",
+    "rolled_back": ":rewind:",
+    "rejected": ":no_entry:",
+    "failed_eval": ":x:",
+    "alias_drift": ":twisted_rightwards_arrows:",
+    "info": ":information_source:",
 }
 GATE_ICONS = {"pass": ":white_check_mark:", "fail": ":x:", "inconclusive": ":grey_question:"}
 
@@ -91,7 +100,9 @@ def mrkdwn(markdown: str) -> str:
 
 def _is_table(paragraph: str) -> bool:
     lines = paragraph.strip().splitlines()
-    return paragraph.lstrip().startswith("```") or (len(lines) > 1 and all(ln.lstrip().startswith("|") for ln in lines))
+    return paragraph.lstrip().startswith("```") or (
+        len(lines) > 1 and all(ln.lstrip().startswith("|") for ln in lines)
+    )
 
 
 def chunks(text: str, limit: int = MAX_SECTION) -> list[str]:
@@ -152,7 +163,10 @@ def fields(pairs: dict[str, Any]) -> dict[str, Any] | None:
     items = [f"*{escape(str(k))}*\n{escape(str(v))}" for k, v in pairs.items() if v is not None]
     if not items:
         return None
-    return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(t, MAX_FIELD)} for t in items[:MAX_FIELDS]]}
+    return {
+        "type": "section",
+        "fields": [{"type": "mrkdwn", "text": clip(t, MAX_FIELD)} for t in items[:MAX_FIELDS]],
+    }
 
 
 def context(*texts: str, block_id: str | None = None) -> dict[str, Any]:
@@ -175,7 +189,11 @@ def table_section(title: str, rows: list[list[str]], fallback_link: str | None) 
     text = f"*{title}*\n{code_table([[escape(c) for c in r] for r in rows])}"
     if len(text) <= MAX_SECTION:
         return section(text)
-    where = f"<{fallback_link}|the HTML report>" if fallback_link else "the HTML report (`pairshift migrate report`)"
+    where = (
+        f"<{fallback_link}|the HTML report>"
+        if fallback_link
+        else "the HTML report (`pairshift migrate report`)"
+    )
     return section(f"*{title}*\n_Too wide for a Slack message: see {where}._")
 
 
@@ -186,31 +204,62 @@ def button_value(migration: str, stage: int | None) -> str:
     return value
 
 
-def decision_buttons(migration: str, stage: int | None, *, approve_label: str = "Approve canary") -> dict[str, Any]:
+def decision_buttons(
+    migration: str, stage: int | None, *, approve_label: str = "Approve canary"
+) -> dict[str, Any]:
     """Approve / Reject; approving asks for confirmation because it moves production traffic."""
     value = button_value(migration, stage)
     confirm = {
         "title": {"type": "plain_text", "text": "Approve?"},
-        "text": {"type": "mrkdwn", "text": clip(f"This moves traffic of `{escape(migration)}` to the candidate pair "
-                                                f"(stage {stage}).", 300)},
+        "text": {
+            "type": "mrkdwn",
+            "text": clip(
+                f"This moves traffic of `{escape(migration)}` to the candidate pair (stage {stage}).", 300
+            ),
+        },
         "confirm": {"type": "plain_text", "text": "Approve"},
         "deny": {"type": "plain_text", "text": "Cancel"},
     }
-    return {"type": "actions", "block_id": DECISION_BLOCK, "elements": [
-        {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": value, "confirm": confirm,
-         "text": {"type": "plain_text", "text": approve_label}},
-        {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": value,
-         "text": {"type": "plain_text", "text": "Reject"}},
-    ]}
+    return {
+        "type": "actions",
+        "block_id": DECISION_BLOCK,
+        "elements": [
+            {
+                "type": "button",
+                "action_id": APPROVE_ACTION,
+                "style": "primary",
+                "value": value,
+                "confirm": confirm,
+                "text": {"type": "plain_text", "text": approve_label},
+            },
+            {
+                "type": "button",
+                "action_id": REJECT_ACTION,
+                "style": "danger",
+                "value": value,
+                "text": {"type": "plain_text", "text": "Reject"},
+            },
+        ],
+    }
 
 
 def link_buttons(links: dict[str, str]) -> dict[str, Any] | None:
     usable = [(label, url) for label, url in links.items() if url.startswith(("http://", "https://"))][:5]
     if not usable:
         return None
-    return {"type": "actions", "block_id": "pairshift_links", "elements": [
-        {"type": "button", "action_id": f"pairshift_link_{i}", "url": url,
-         "text": {"type": "plain_text", "text": clip(label, 75)}} for i, (label, url) in enumerate(usable)]}
+    return {
+        "type": "actions",
+        "block_id": "pairshift_links",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": f"pairshift_link_{i}",
+                "url": url,
+                "text": {"type": "plain_text", "text": clip(label, 75)},
+            }
+            for i, (label, url) in enumerate(usable)
+        ],
+    }
 
 
 def workflow_url(ui_url: str, namespace: str, migration: str) -> str:
@@ -223,8 +272,11 @@ def report_url(api_url: str, report_id: str) -> str:
 
 def _links_context(links: dict[str, str]) -> dict[str, Any] | None:
     """Links that are not http(s) (a report file path) are shown as text: Slack buttons need a URL."""
-    paths = [f"{escape(label)}: `{escape(url)}`" for label, url in links.items()
-             if not url.startswith(("http://", "https://"))]
+    paths = [
+        f"{escape(label)}: `{escape(url)}`"
+        for label, url in links.items()
+        if not url.startswith(("http://", "https://"))
+    ]
     return context(*paths) if paths else None
 
 
@@ -253,7 +305,9 @@ def generic_blocks(notice: Notice) -> list[dict[str, Any]]:
     for piece in pieces[:TEXT_BLOCKS]:
         blocks.append(section(piece))
     if len(pieces) > TEXT_BLOCKS:
-        blocks.append(context(f"_{len(pieces) - TEXT_BLOCKS} more part(s) left out: see the worker log or the CLI._"))
+        blocks.append(
+            context(f"_{len(pieces) - TEXT_BLOCKS} more part(s) left out: see the worker log or the CLI._")
+        )
     if notice.kind in ("stage_started", "stage_passed") and (bar := stage_progress(notice.facts)):
         blocks.append(section(bar))
     facts = fields({k: v for k, v in notice.facts.items() if not isinstance(v, (dict, list))})
@@ -275,11 +329,20 @@ def stage_progress(facts: dict[str, Any]) -> str | None:
 def _tail(notice: Notice) -> list[dict[str, Any]]:
     blocks = [b for b in (link_buttons(notice.links), _links_context(notice.links)) if b]
     if notice.asks_decision and notice.migration:
-        blocks.append(decision_buttons(notice.migration, notice.stage,
-                                       approve_label="Approve canary" if not notice.stage else "Approve stage"))
+        blocks.append(
+            decision_buttons(
+                notice.migration,
+                notice.stage,
+                approve_label="Approve canary" if not notice.stage else "Approve stage",
+            )
+        )
     if notice.migration:
-        blocks.append(context(f"`{escape(notice.migration)}`"
-                              + (f" · stage {notice.stage}" if notice.stage is not None else "")))
+        blocks.append(
+            context(
+                f"`{escape(notice.migration)}`"
+                + (f" · stage {notice.stage}" if notice.stage is not None else "")
+            )
+        )
     return blocks
 
 
@@ -298,11 +361,22 @@ def eval_summary_blocks(notice: Notice, report: EvalReport) -> list[dict[str, An
     gate = report.gate
     blocks: list[dict[str, Any]] = [
         header(f"{ICONS['eval_summary']} Eval summary: {report.deployment}"),
-        section(clip(f"*{escape(report.baseline_pair)}* → *{escape(report.target_pair)}*\n"
-                     f"Dataset `{escape(report.dataset.name)}`: {report.dataset.cases:,} cases × {report.epochs} "
-                     f"epoch(s)", MAX_SECTION)),
-        section(fit_lines([f"{GATE_ICONS.get(gate.decision, '')} Gate: *{gate.decision.upper()}*"]
-                          + [f"• {escape(r)}" for r in gate.reasons], MAX_SECTION, "…and {n} more reason(s)")),
+        section(
+            clip(
+                f"*{escape(report.baseline_pair)}* → *{escape(report.target_pair)}*\n"
+                f"Dataset `{escape(report.dataset.name)}`: {report.dataset.cases:,} cases × {report.epochs} "
+                f"epoch(s)",
+                MAX_SECTION,
+            )
+        ),
+        section(
+            fit_lines(
+                [f"{GATE_ICONS.get(gate.decision, '')} Gate: *{gate.decision.upper()}*"]
+                + [f"• {escape(r)}" for r in gate.reasons],
+                MAX_SECTION,
+                "…and {n} more reason(s)",
+            )
+        ),
     ]
     blocks.append(table_section("Pass rate [95% CI], 2×2", _grid_rows(report), report_link))
     blocks.append(table_section("Arms", _arm_rows(report), report_link))
@@ -320,19 +394,33 @@ def _grid_rows(report: EvalReport) -> list[list[str]]:
         return f"{_pct(r.pass_rate)} {_ci(r.ci)}" if r else "-"
 
     both = "prompt_only" in report.arms and "model_only" in report.arms
-    return [["", "old model", "new model"],
-            ["old prompt", cell("baseline"), cell("model_only")],
-            ["new prompt", cell("prompt_only"), cell("joint") if both else "-"]]
+    return [
+        ["", "old model", "new model"],
+        ["old prompt", cell("baseline"), cell("model_only")],
+        ["new prompt", cell("prompt_only"), cell("joint") if both else "-"],
+    ]
 
 
 def _arm_rows(report: EvalReport) -> list[list[str]]:
     rows = [["arm", "pair", "pass", "score", "p95 ms", "cost $", "calls", "errors"]]
     for name in ("baseline", "prompt_only", "model_only", "joint"):
         a = report.arms.get(name)
-        if a is None or (name == "joint" and a.run_id in {r.run_id for k, r in report.arms.items() if k != "joint"}):
+        if a is None or (
+            name == "joint" and a.run_id in {r.run_id for k, r in report.arms.items() if k != "joint"}
+        ):
             continue  # a one-factor migration's joint arm repeats the changed arm
-        rows.append([name, a.pair, _pct(a.pass_rate), f"{a.mean_score:.3f}", f"{a.latency_p95_ms:,.0f}",
-                     f"{a.cost_usd:,.2f}", f"{a.calls:,}", f"{a.errors:,}"])
+        rows.append(
+            [
+                name,
+                a.pair,
+                _pct(a.pass_rate),
+                f"{a.mean_score:.3f}",
+                f"{a.latency_p95_ms:,.0f}",
+                f"{a.cost_usd:,.2f}",
+                f"{a.calls:,}",
+                f"{a.errors:,}",
+            ]
+        )
     return rows
 
 
@@ -341,17 +429,28 @@ def _effect_rows(report: EvalReport) -> list[list[str]]:
     for name in ("prompt", "model", "interaction", "joint"):
         e = report.effects.get(name)
         if e is not None:
-            rows.append([name, f"{e.estimate * 100:+.1f}", _ci(e.ci, signed=True),
-                         "<0.001" if e.p_value < 0.001 else f"{e.p_value:.3f}"])
+            rows.append(
+                [
+                    name,
+                    f"{e.estimate * 100:+.1f}",
+                    _ci(e.ci, signed=True),
+                    "<0.001" if e.p_value < 0.001 else f"{e.p_value:.3f}",
+                ]
+            )
     return rows
 
 
 def _flipped_section(report: EvalReport) -> dict[str, Any]:
     regressed = [f for f in report.flipped if f.direction == "regressed"]
     improved = len(report.flipped) - len(regressed)
-    head = (f"*Flipped cases: {report.flipped_count:,}* ({len(regressed):,} regressed, {improved:,} improved"
-            + (f", of the first {len(report.flipped):,}" if report.flipped_count > len(report.flipped) else "") + ")")
-    shown = [f"• `{escape(clip(f.case, 80))}` regressed in {escape(f.to_arm)}" for f in regressed[:FLIPPED_SHOWN]]
+    head = (
+        f"*Flipped cases: {report.flipped_count:,}* ({len(regressed):,} regressed, {improved:,} improved"
+        + (f", of the first {len(report.flipped):,}" if report.flipped_count > len(report.flipped) else "")
+        + ")"
+    )
+    shown = [
+        f"• `{escape(clip(f.case, 80))}` regressed in {escape(f.to_arm)}" for f in regressed[:FLIPPED_SHOWN]
+    ]
     more = report.flipped_count - len(shown)
     lines = [head, *shown] + ([f"…{more:,} more in the report"] if shown and more > 0 else [])
     return section(fit_lines(lines, MAX_SECTION, "…{n} more in the report"))
@@ -360,7 +459,9 @@ def _flipped_section(report: EvalReport) -> dict[str, Any]:
 # ---------------------------------------------------------------- outcomes and limits
 
 
-def resolved(blocks: list[dict[str, Any]], outcome: str, *, keep_buttons: bool = False) -> list[dict[str, Any]]:
+def resolved(
+    blocks: list[dict[str, Any]], outcome: str, *, keep_buttons: bool = False
+) -> list[dict[str, Any]]:
     """The message after a click: the buttons replaced by the outcome (kept while more approvals are needed).
 
     Outcomes accumulate in one context block (newest last; the oldest drop out first if they outgrow it).
@@ -370,8 +471,11 @@ def resolved(blocks: list[dict[str, Any]], outcome: str, *, keep_buttons: bool =
     lines.append(clip(outcome, MAX_SECTION))
     while len("\n".join(lines)) > MAX_SECTION:
         lines.pop(0)
-    out = [b for b in blocks if b.get("block_id") != OUTCOME_BLOCK
-           and (keep_buttons or b.get("block_id") != DECISION_BLOCK)]
+    out = [
+        b
+        for b in blocks
+        if b.get("block_id") != OUTCOME_BLOCK and (keep_buttons or b.get("block_id") != DECISION_BLOCK)
+    ]
     while len(out) >= MAX_BLOCKS:  # room for the outcome: drop the last block that is not a button row
         del out[max(i for i, b in enumerate(out) if b.get("type") != "actions")]
     out.append(context("\n".join(lines), block_id=OUTCOME_BLOCK))
@@ -400,7 +504,9 @@ def limit_violations(message: Message) -> list[str]:
         limit = MAX_HEADER if b["type"] == "header" else MAX_SECTION
         if len(text) > limit:
             problems.append(f"block {i} ({b['type']}) text has {len(text)} chars > {limit}")
-        if len(b.get("fields", [])) > MAX_FIELDS or any(len(f["text"]) > MAX_FIELD for f in b.get("fields", [])):
+        if len(b.get("fields", [])) > MAX_FIELDS or any(
+            len(f["text"]) > MAX_FIELD for f in b.get("fields", [])
+        ):
             problems.append(f"block {i} fields exceed {MAX_FIELDS} x {MAX_FIELD} chars")
         for el in b.get("elements", []):
             if len(el.get("value", "")) > MAX_BUTTON_VALUE:

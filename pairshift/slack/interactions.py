@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -86,7 +86,9 @@ def parse_form(body: bytes) -> dict[str, Any] | None:
 
 def _decision_action(payload: dict[str, Any]) -> dict[str, Any] | None:
     actions = payload.get("actions") if payload.get("type") == "block_actions" else None
-    return next((a for a in actions or [] if isinstance(a, dict) and a.get("action_id") in bk.DECISION_ACTIONS), None)
+    return next(
+        (a for a in actions or [] if isinstance(a, dict) and a.get("action_id") in bk.DECISION_ACTIONS), None
+    )
 
 
 def claimed_decision(payload: dict[str, Any] | None) -> tuple[str | None, int | None]:
@@ -104,11 +106,16 @@ def parse_click(payload: dict[str, Any]) -> Click | None:
     if value is None or not user:
         return None
     container, message = payload.get("container") or {}, payload.get("message") or {}
-    return Click(user_id=user, action="approve" if action["action_id"] == bk.APPROVE_ACTION else "reject",
-                 migration=value.migration, stage=value.stage, response_url=payload.get("response_url"),
-                 channel_id=container.get("channel_id") or (payload.get("channel") or {}).get("id"),
-                 message_ts=container.get("message_ts") or message.get("ts"),
-                 message_blocks=message.get("blocks") or [])
+    return Click(
+        user_id=user,
+        action="approve" if action["action_id"] == bk.APPROVE_ACTION else "reject",
+        migration=value.migration,
+        stage=value.stage,
+        response_url=payload.get("response_url"),
+        channel_id=container.get("channel_id") or (payload.get("channel") or {}).get("id"),
+        message_ts=container.get("message_ts") or message.get("ts"),
+        message_blocks=message.get("blocks") or [],
+    )
 
 
 def choose_identity(user_id: str, email: str | None, approvers: list[str], requester: str) -> str:
@@ -124,8 +131,13 @@ def choose_identity(user_id: str, email: str | None, approvers: list[str], reque
     return user_id
 
 
-def stale_or_forged(verifier: SignatureVerifier, body: bytes, timestamp: str | None, signature: str | None,
-                    now: float | None = None) -> str | None:
+def stale_or_forged(
+    verifier: SignatureVerifier,
+    body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    now: float | None = None,
+) -> str | None:
     """Why the request must be refused, or None when Slack signed it within the window."""
     if not timestamp or not signature:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
@@ -176,25 +188,57 @@ class InteractionService:
         except IntegrityError:
             return True
 
-    def audit(self, migration: str | None, event: str, reason: str, *, actor: str | None = None,
-              stage: int | None = None, detail: dict[str, Any] | None = None) -> None:
+    def audit(
+        self,
+        migration: str | None,
+        event: str,
+        reason: str,
+        *,
+        actor: str | None = None,
+        stage: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         """An audit event written straight to the registry (for attempts the workflow never sees)."""
         migration = migration or AUDIT_FALLBACK
         with self.registry.session() as s:
-            run = s.exec(select(MigrationRow.run_id).where(MigrationRow.workflow_id == migration)
-                         .order_by(MigrationRow.started_at.desc())).first()
-            record_audit(s, workflow_id=migration, run_id=run or AUDIT_FALLBACK, events=[AuditIn(
-                key=f"slack-{uuid.uuid4().hex}", event=event, at=utcnow(), actor=actor, channel="slack",
-                stage=stage, accepted=False, detail={"detail": reason, **(detail or {})})])
+            run = s.exec(
+                select(MigrationRow.run_id)
+                .where(MigrationRow.workflow_id == migration)
+                .order_by(MigrationRow.started_at.desc())
+            ).first()
+            record_audit(
+                s,
+                workflow_id=migration,
+                run_id=run or AUDIT_FALLBACK,
+                events=[
+                    AuditIn(
+                        key=f"slack-{uuid.uuid4().hex}",
+                        event=event,
+                        at=utcnow(),
+                        actor=actor,
+                        channel="slack",
+                        stage=stage,
+                        accepted=False,
+                        detail={"detail": reason, **(detail or {})},
+                    )
+                ],
+            )
 
     def refuse_request(self, payload: dict[str, Any] | None, reason: str) -> None:
         migration, stage = claimed_decision(payload)
         migration = bk.clip(migration, 200) if migration else None  # unverified input: bounded before storing
         claimed_user = ((payload or {}).get("user") or {}).get("id")
         claimed_user = bk.clip(str(claimed_user), 100) if claimed_user else None
-        log.warning("slack request refused (%s) claiming %s stage %s by %s", reason, migration, stage, claimed_user)
-        self.audit(migration, "slack_request_refused", reason, stage=stage,
-                   detail={"claimed_user": claimed_user, "unverified": True})
+        log.warning(
+            "slack request refused (%s) claiming %s stage %s by %s", reason, migration, stage, claimed_user
+        )
+        self.audit(
+            migration,
+            "slack_request_refused",
+            reason,
+            stage=stage,
+            detail={"claimed_user": claimed_user, "unverified": True},
+        )
 
     # ------------------------------------------------------------ background work
 
@@ -218,8 +262,11 @@ class InteractionService:
             return await self.handle_click(click, channel)
         except Exception as exc:  # noqa: BLE001 - Slack has had its 200; tell the clicker rather than vanish
             log.exception("slack click on %s failed", click.migration)
-            await self._tell_clicker(click, f"pairshift could not process your click ({type(exc).__name__}); "
-                                            "nothing was decided, please try again")
+            await self._tell_clicker(
+                click,
+                f"pairshift could not process your click ({type(exc).__name__}); "
+                "nothing was decided, please try again",
+            )
             return None
 
     async def handle_click(self, click: Click, channel: str = "slack") -> ClickOutcome:
@@ -228,23 +275,31 @@ class InteractionService:
         handle = (await self._temporal()).get_workflow_handle(click.migration)
         try:
             result: DecideResult = await handle.execute_update(
-                "decide", DecideUpdate(by=by, decision=click.action, stage=click.stage, channel=channel),
-                result_type=DecideResult)
+                "decide",
+                DecideUpdate(by=by, decision=click.action, stage=click.stage, channel=channel),
+                result_type=DecideResult,
+            )
         except WorkflowUpdateFailedError as exc:
             reason = str(exc.cause or exc)
-            await handle.signal("note_refusal", RefusedAttempt(by=by, decision=click.action, reason=reason,
-                                                               channel=channel, stage=click.stage))
+            await handle.signal(
+                "note_refusal",
+                RefusedAttempt(
+                    by=by, decision=click.action, reason=reason, channel=channel, stage=click.stage
+                ),
+            )
             return await self._refused(click, by, reason)
         except RPCError as exc:  # no such workflow, or it already finished: nobody else will audit this
             reason = f"migration {click.migration} is not running ({exc.message})"
-            await run_in_threadpool(self.audit, click.migration, f"{click.action}_refused", reason, actor=by,
-                                    stage=click.stage)
+            await run_in_threadpool(
+                self.audit, click.migration, f"{click.action}_refused", reason, actor=by, stage=click.stage
+            )
             return await self._refused(click, by, reason)
         decided = click.action == "reject" or result.approvals >= result.required
-        at = datetime.now(timezone.utc).strftime("%H:%M UTC")
+        at = datetime.now(UTC).strftime("%H:%M UTC")
         verb = "Approved" if click.action == "approve" else "Rejected"
         text = f"{verb} by <@{click.user_id}> at {at}" + (
-            "" if decided else f" ({result.approvals} of {result.required} approvals)")
+            "" if decided else f" ({result.approvals} of {result.required} approvals)"
+        )
         await self._show_outcome(click, text, decided=decided, stage=result.stage)
         return ClickOutcome(accepted=True, by=by, text=text)
 
@@ -274,8 +329,11 @@ class InteractionService:
     def _people(self, migration: str) -> tuple[list[str], str]:
         """The approvers of the migration's policy and its requester, as the registry knows them."""
         with self.registry.session() as s:
-            row = s.exec(select(MigrationRow).where(MigrationRow.workflow_id == migration)
-                         .order_by(MigrationRow.started_at.desc())).first()
+            row = s.exec(
+                select(MigrationRow)
+                .where(MigrationRow.workflow_id == migration)
+                .order_by(MigrationRow.started_at.desc())
+            ).first()
             dep = s.get(Deployment, row.deployment) if row else None
             if row is None or dep is None:
                 return [], ""
@@ -303,13 +361,20 @@ class InteractionService:
             return False
 
     async def _tell_clicker(self, click: Click, text: str) -> None:
-        if await self._respond(click, {"response_type": "ephemeral", "replace_original": False, "text": text}):
+        if await self._respond(
+            click, {"response_type": "ephemeral", "replace_original": False, "text": text}
+        ):
             return
         notifier = self._notifier()
         if notifier and click.channel_id:
             try:
-                await run_in_threadpool(call_slack, notifier.client.chat_postEphemeral, channel=click.channel_id,
-                                        user=click.user_id, text=text)
+                await run_in_threadpool(
+                    call_slack,
+                    notifier.client.chat_postEphemeral,
+                    channel=click.channel_id,
+                    user=click.user_id,
+                    text=text,
+                )
             except (SlackRetryable, SlackRejected) as exc:
                 log.warning("could not tell %s why their click was refused: %s", click.user_id, exc)
 
@@ -322,8 +387,14 @@ class InteractionService:
         here = (click.channel_id, click.message_ts) if click.channel_id and click.message_ts else None
         if not shown and here:
             try:
-                await run_in_threadpool(call_slack, notifier.client.chat_update, channel=here[0], ts=here[1],
-                                        text=text, blocks=blocks)
+                await run_in_threadpool(
+                    call_slack,
+                    notifier.client.chat_update,
+                    channel=here[0],
+                    ts=here[1],
+                    text=text,
+                    blocks=blocks,
+                )
             except (SlackRetryable, SlackRejected) as exc:
                 log.warning("could not show the outcome on %s/%s: %s", here[0], here[1], exc)
         if decided:  # reminders of the same stage carry buttons too: they have nothing left to decide

@@ -14,7 +14,8 @@ limits, 5xx and network failures (with Slack's ``Retry-After`` when it gave one)
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.error import URLError
 
 from pydantic import BaseModel
@@ -30,8 +31,17 @@ from pairshift.slack import blocks as bk
 
 log = logging.getLogger("pairshift.slack")
 
-BROADCAST = frozenset({"eval_summary", "approval_requested", "approval_reminder", "promoted", "rolled_back",
-                       "rejected", "failed_eval"})
+BROADCAST = frozenset(
+    {
+        "eval_summary",
+        "approval_requested",
+        "approval_reminder",
+        "promoted",
+        "rolled_back",
+        "rejected",
+        "failed_eval",
+    }
+)
 TERMINAL = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
 
 
@@ -77,8 +87,9 @@ class SlackNotifier:
 
     name = "slack"
 
-    def __init__(self, client: WebClient, registry: Registry, *, report_loader: Callable[[str], Any] | None = None
-                 ) -> None:
+    def __init__(
+        self, client: WebClient, registry: Registry, *, report_loader: Callable[[str], Any] | None = None
+    ) -> None:
         self.client = client
         self.registry = registry
         self.report_loader = report_loader or self._load_report
@@ -96,21 +107,32 @@ class SlackNotifier:
         report = self._report_for(notice)
         message = bk.notice_message(notice, report)
         thread = self._thread(notice)
-        kwargs: dict[str, Any] = dict(channel=notice.channel, text=message.text, blocks=message.blocks,
-                                      unfurl_links=False, unfurl_media=False)
+        kwargs: dict[str, Any] = dict(
+            channel=notice.channel,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         if thread is not None:
             kwargs.update(thread_ts=thread.ts, reply_broadcast=notice.kind in BROADCAST)
         try:
             resp = call_slack(self.client.chat_postMessage, **kwargs)
         except SlackRejected as exc:
-            log.error("slack refused the %s notice of %s in %s: %s (not retried)", notice.kind,
-                      notice.migration or notice.deployment, notice.channel, exc)
+            log.error(
+                "slack refused the %s notice of %s in %s: %s (not retried)",
+                notice.kind,
+                notice.migration or notice.deployment,
+                notice.channel,
+                exc,
+            )
             return PostResult(skipped=str(exc))
         channel_id, ts = resp["channel"], resp["ts"]
         self._remember(notice, message, channel_id, ts, new_thread=thread is None)
         resolved = self._resolve_stale_buttons(notice)
-        return PostResult(channel_id=channel_id, ts=ts, thread_ts=thread.ts if thread else ts,
-                          buttons_resolved=resolved)
+        return PostResult(
+            channel_id=channel_id, ts=ts, thread_ts=thread.ts if thread else ts, buttons_resolved=resolved
+        )
 
     def _thread(self, notice: Notice) -> SlackThread | None:
         if not notice.migration or notice.kind == "migration_started":
@@ -118,24 +140,37 @@ class SlackNotifier:
         with self.registry.session() as s:
             return s.get(SlackThread, (notice.migration, notice.channel))
 
-    def _remember(self, notice: Notice, message: bk.Message, channel_id: str, ts: str, *, new_thread: bool) -> None:
+    def _remember(
+        self, notice: Notice, message: bk.Message, channel_id: str, ts: str, *, new_thread: bool
+    ) -> None:
         if not notice.migration:
             return
         with self.registry.session() as s:
             if new_thread:
                 row = s.get(SlackThread, (notice.migration, notice.channel))
                 if row is None:
-                    row = SlackThread(migration=notice.migration, channel=notice.channel, channel_id=channel_id, ts=ts)
+                    row = SlackThread(
+                        migration=notice.migration, channel=notice.channel, channel_id=channel_id, ts=ts
+                    )
                 row.channel_id, row.ts, row.created_at = channel_id, ts, utcnow()
                 s.add(row)
             if notice.asks_decision:
-                s.merge(SlackMessage(channel_id=channel_id, ts=ts, migration=notice.migration, stage=notice.stage,
-                                     kind=notice.kind, blocks=message.blocks))
+                s.merge(
+                    SlackMessage(
+                        channel_id=channel_id,
+                        ts=ts,
+                        migration=notice.migration,
+                        stage=notice.stage,
+                        kind=notice.kind,
+                        blocks=message.blocks,
+                    )
+                )
 
     # ------------------------------------------------------------ decision messages
 
-    def decision_messages(self, migration: str, stage: int | None = None, *, unresolved_only: bool = True
-                          ) -> list[SlackMessage]:
+    def decision_messages(
+        self, migration: str, stage: int | None = None, *, unresolved_only: bool = True
+    ) -> list[SlackMessage]:
         with self.registry.session() as s:
             q = select(SlackMessage).where(SlackMessage.migration == migration)
             if stage is not None:
@@ -144,8 +179,9 @@ class SlackNotifier:
                 q = q.where(SlackMessage.resolved == False)  # noqa: E712 - SQL comparison
             return list(s.exec(q))
 
-    def resolve_buttons(self, migration: str, stage: int | None, outcome: str, *,
-                        skip: tuple[str, str] | None = None) -> int:
+    def resolve_buttons(
+        self, migration: str, stage: int | None, outcome: str, *, skip: tuple[str, str] | None = None
+    ) -> int:
         """Replace the buttons of every stored decision message of ``stage`` (None = all) by ``outcome``.
 
         Best effort: these messages are conveniences (the workflow refuses a stale click anyway), so a failed
@@ -157,8 +193,13 @@ class SlackNotifier:
                 self.mark_resolved(msg.channel_id, msg.ts)
                 continue
             try:
-                call_slack(self.client.chat_update, channel=msg.channel_id, ts=msg.ts, text=outcome,
-                           blocks=bk.resolved(msg.blocks, outcome))
+                call_slack(
+                    self.client.chat_update,
+                    channel=msg.channel_id,
+                    ts=msg.ts,
+                    text=outcome,
+                    blocks=bk.resolved(msg.blocks, outcome),
+                )
             except (SlackRetryable, SlackRejected) as exc:
                 log.warning("could not update the decision message %s/%s: %s", msg.channel_id, msg.ts, exc)
                 continue

@@ -35,7 +35,9 @@ class SocketModeBridge:
         self.service = service
         self.loop = loop
 
-    def on_request(self, client: Acknowledger, req: SocketModeRequest) -> concurrent.futures.Future[bool] | None:
+    def on_request(
+        self, client: Acknowledger, req: SocketModeRequest
+    ) -> concurrent.futures.Future[bool] | None:
         """A slack_sdk request listener; returns the scheduled dispatch (None when nothing was dispatched)."""
         client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
         if req.type != "interactive":
@@ -51,19 +53,25 @@ class SocketModeBridge:
 
 def require_socket_settings(settings: SlackSettings) -> None:
     """Both tokens are needed: the app token opens the socket, the bot token updates messages."""
-    missing = [name for name, value in (("SLACK_APP_TOKEN", settings.app_token),
-                                        ("SLACK_BOT_TOKEN", settings.bot_token)) if value is None]
+    missing = [
+        name
+        for name, value in (("SLACK_APP_TOKEN", settings.app_token), ("SLACK_BOT_TOKEN", settings.bot_token))
+        if value is None
+    ]
     if missing:
         raise ValueError(f"Socket Mode needs {' and '.join(missing)} in the environment")
 
 
-async def run_socket_mode(stop: asyncio.Event, service: InteractionService | None = None,
-                          settings: SlackSettings | None = None) -> None:
+async def run_socket_mode(
+    stop: asyncio.Event, service: InteractionService | None = None, settings: SlackSettings | None = None
+) -> None:
     """Receive clicks until ``stop`` is set; clicks in progress finish before this returns."""
     settings = settings or slack_settings()
     require_socket_settings(settings)
     service = service or InteractionService(settings_factory=lambda: settings)
-    client = SocketModeClient(app_token=settings.app_token.get_secret_value(), web_client=web_client(settings))
+    client = SocketModeClient(
+        app_token=settings.app_token.get_secret_value(), web_client=web_client(settings)
+    )
     bridge = SocketModeBridge(service, asyncio.get_running_loop())
     client.socket_mode_request_listeners.append(bridge.on_request)
     await asyncio.to_thread(client.connect)
