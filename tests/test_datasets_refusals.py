@@ -32,8 +32,8 @@ def _case(*asserts: dict, **extra) -> dict:
     [
         (_case({"type": "contians", "value": "x"}), ["c-7", "contians", "unknown"]),
         (
-            _case({"type": "not-javascript", "value": "output.length"}),
-            ["c-7", "not-javascript", "does not support"],
+            _case({"type": "not-webhook", "value": "http://127.0.0.1:9/grade"}),
+            ["c-7", "not-webhook", "does not support"],
         ),
         (_case({"type": "regex", "value": "(unclosed"}), ["c-7", "regex", "bad regex"]),
         (_case({"type": "similar", "value": "x", "threshold": 1.5}), ["c-7", "similar", "out of range"]),
@@ -93,9 +93,9 @@ def test_non_json_line_names_the_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("header", "row", "needles"),
     [
-        ("q,__expected", "x,javascript: output.length < 10", ["row 2", "__expected", "script"]),
-        ("q,__expected", "x,python: len(output) < 10", ["row 2", "script"]),
-        ("q,__expected", "x,rouge-n: hello", ["row 2", "rouge-n", "does not support"]),
+        ("q,__expected", "x,ruby: output.length < 10", ["row 2", "__expected", "script"]),
+        ("q,__expected", "x,file://check.py", ["row 2", "script"]),
+        ("q,__expected", "x,gleu: hello", ["row 2", "gleu", "does not support"]),
         ("q,__expected,__prefix", "x,4,Answer: ", ["row 2", "__prefix", "not supported"]),
         ("q,__expected,__threshold", "x,4,high", ["row 2", "__threshold", "not a number"]),
         ("q,__expected", "x,regex:(bad", ["row 2", "regex", "bad regex"]),
@@ -116,8 +116,8 @@ def test_bad_csv_rows_are_refused(tmp_path: Path, header: str, row: str, needles
     ("config", "needles"),
     [
         (
-            "tests:\n  - vars: {q: x}\n    assert: [{type: javascript, value: 'output'}]\n",
-            ["test 1", "javascript"],
+            "tests:\n  - vars: {q: x}\n    assert: [{type: webhook, value: 'http://127.0.0.1:9'}]\n",
+            ["test 1", "webhook"],
         ),
         (
             "tests:\n  - description: d1\n    vars: {q: x}\n    assert: [{type: equals}]\n",

@@ -288,7 +288,8 @@ def test_verdict_matches_promptfoo(
 ) -> None:
     passed, score = _verdict(assertion, text, **output)
     assert passed is expected
-    if assertion["type"].removeprefix("not-") != "similar":
+    # similar scores a similarity; promptfoo scores an empty refusal 0 (tests/test_promptfoo_parity.py).
+    if assertion["type"].removeprefix("not-") != "similar" and text.strip():
         assert score == (1.0 if expected else 0.0)
 
 

@@ -8,19 +8,20 @@ case can never pass silently because pairshift did not understand it. The import
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 from jinja2 import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pairshift.jscompat.json_schema import compile_schema
+from pairshift.jscompat.regex import compile_js
+from pairshift.jscompat.values import split_comma_separated
 
 DETERMINISTIC_TYPES = frozenset(
     {
@@ -42,6 +43,11 @@ DETERMINISTIC_TYPES = frozenset(
         "latency",
         "cost",
         "json-field",
+        "word-count",
+        "rouge-n",
+        "bleu",
+        "python",
+        "javascript",
     }
 )
 MODEL_GRADED_TYPES = frozenset(
@@ -51,12 +57,8 @@ KNOWN_ASSERTION_TYPES: frozenset[str] = DETERMINISTIC_TYPES | MODEL_GRADED_TYPES
 # promptfoo types pairshift knows by name but cannot run (code, external services, other parsers).
 PROMPTFOO_UNSUPPORTED_TYPES = frozenset(
     {
-        "javascript",
-        "python",
         "ruby",
         "webhook",
-        "rouge-n",
-        "bleu",
         "gleu",
         "meteor",
         "classifier",
@@ -76,7 +78,6 @@ PROMPTFOO_UNSUPPORTED_TYPES = frozenset(
         "g-eval",
         "select-best",
         "max-score",
-        "word-count",
         "tool-call-f1",
         "is-valid-function-call",
         "is-valid-openai-function-call",
@@ -86,10 +87,25 @@ PROMPTFOO_UNSUPPORTED_TYPES = frozenset(
         "ends-with",
     }
 )
-_FRACTION_THRESHOLD = {"similar", "llm-rubric", "assert-set"}  # threshold is a score in [0, 1]
+_FRACTION_THRESHOLD = {
+    "similar",
+    "llm-rubric",
+    "assert-set",
+    "rouge-n",
+    "bleu",
+}  # threshold is a score in [0, 1]
 _NONNEGATIVE_THRESHOLD = {"levenshtein", "latency", "cost"}  # max distance, ms, USD
 LIST_TYPES = {"contains-any", "contains-all", "icontains-any", "icontains-all"}
-_STRING_TYPES = {"regex", "starts-with", "levenshtein", "finish-reason", "model-graded-closedqa"}
+_STRING_TYPES = {
+    "regex",
+    "starts-with",
+    "levenshtein",
+    "finish-reason",
+    "model-graded-closedqa",
+    "rouge-n",
+    "python",
+    "javascript",
+}
 # nunjucks (promptfoo) renders an undefined variable as "", which jinja2's default Undefined also does.
 _JINJA = SandboxedEnvironment(autoescape=False)
 
@@ -146,10 +162,10 @@ def render_value(value: Any, variables: dict[str, Any]) -> Any:
     return value
 
 
-def as_list(value: Any) -> list[str]:
-    """A list value, or promptfoo's comma-separated string form (quotes allowed around items with commas)."""
+def as_list(value: Any) -> list[Any]:
+    """A list value, or promptfoo's comma-separated string form (``"..."`` quotes keep commas and spaces)."""
     if isinstance(value, str):
-        return [item.strip() for item in next(csv.reader([value], skipinitialspace=True), []) if item.strip()]
+        return split_comma_separated(value)
     if isinstance(value, list):
         return value
     raise ValueError("value must be a list of strings or a comma-separated string")
@@ -162,10 +178,7 @@ def parse_schema(value: Any) -> dict[str, Any] | bool | None:
     schema = yaml.safe_load(value) if isinstance(value, str) else value
     if not isinstance(schema, (dict, bool)):
         raise ValueError("value must be a JSON Schema (an object)")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+    compile_schema(schema)  # SchemaProblem is a ValueError naming the problem
     return schema
 
 
@@ -215,6 +228,10 @@ def _check_numbers(a: Assertion, kind: str) -> None:
 
 
 def _check_value(a: Assertion, kind: str, value: Any) -> None:
+    # Imported here: the scorers import this module for Case and Assertion.
+    from pairshift.scorers.scripts import require_node
+    from pairshift.scorers.text_metrics import word_count_bounds
+
     if kind in {"contains", "icontains"}:
         if not (isinstance(value, str) and value) and not _is_number(value):
             raise ValueError("value must be a non-empty string or a number")
@@ -224,10 +241,12 @@ def _check_value(a: Assertion, kind: str, value: Any) -> None:
     elif kind in _STRING_TYPES or kind in MODEL_GRADED_TYPES - {"llm-rubric"}:
         if not isinstance(value, str) or not value:
             raise ValueError("value must be a non-empty string")
+        if kind == "javascript":
+            require_node()
         if kind == "regex":
             try:
-                re.compile(value)
-            except re.error as exc:
+                compile_js(value)
+            except ValueError as exc:
                 raise ValueError(f"bad regex {value!r}: {exc}") from None
     elif kind == "llm-rubric" and not (isinstance(value, (str, dict)) and value):
         raise ValueError("value must be the rubric (a non-empty string)")
@@ -237,8 +256,18 @@ def _check_value(a: Assertion, kind: str, value: Any) -> None:
         raise ValueError("value must be a string or a list of strings")
     elif kind == "equals" and value is None:
         raise ValueError("value is required")
+    elif kind == "word-count":
+        word_count_bounds(value)
+    elif kind == "bleu" and not _strings(value):
+        raise ValueError("value must be the reference (a string) or a list of references")
     elif kind == "json-field" and (not a.path or "value" not in a.model_fields_set):
         raise ValueError("needs `path` (dotted) and `value`")
+
+
+def _strings(value: Any) -> bool:
+    """A non-empty string, or a non-empty list of non-empty strings."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    return bool(items) and all(isinstance(v, str) and v for v in items)
 
 
 def _is_number(value: Any) -> bool:

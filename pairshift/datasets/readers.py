@@ -21,6 +21,7 @@ from pairshift.datasets.cases import (
     PROMPTFOO_UNSUPPORTED_TYPES,
     DatasetError,
 )
+from pairshift.jscompat.values import split_comma_separated
 
 
 def json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -45,7 +46,12 @@ _CELL_TYPES = sorted(KNOWN_ASSERTION_TYPES | PROMPTFOO_UNSUPPORTED_TYPES, key=le
 _CELL_RE = re.compile(
     r"^(not-)?(" + "|".join(map(re.escape, _CELL_TYPES)) + r")(?:\((\d+(?:\.\d+)?)\))?(?::([\s\S]*))?$"
 )
-_SCRIPT_PREFIXES = ("javascript:", "fn:", "eval:", "python:", "ruby:")
+_SCRIPT_PREFIXES = {
+    "javascript:": "javascript",
+    "fn:": "javascript",
+    "eval:": "javascript",
+    "python:": "python",
+}
 
 
 def assertion_from_cell(cell: str) -> dict[str, Any]:
@@ -56,8 +62,11 @@ def assertion_from_cell(cell: str) -> dict[str, Any]:
     examples write ``contains: Hello``). ``similar`` without ``(t)`` gets promptfoo's CSV default 0.8; other
     types keep their own defaults (promptfoo's CSV code would give levenshtein/latency a 0.75 threshold).
     """
-    if cell.startswith(_SCRIPT_PREFIXES) or re.match(r"^file://.*\.(js|ts|py|rb)(:|$)", cell):
-        raise ValueError(f"script assertion {cell[:40]!r} is not supported (pairshift runs no user code)")
+    for prefix, kind in _SCRIPT_PREFIXES.items():
+        if cell.startswith(prefix):
+            return {"type": kind, "value": cell[len(prefix) :].strip()}
+    if cell.startswith("ruby:") or re.match(r"^file://.*\.(js|ts|py|rb)(:|$)", cell):
+        raise ValueError(f"script assertion {cell[:40]!r} is not supported (only inline python/javascript)")
     for prefix in ("grade:", "llm-rubric:"):
         if cell.startswith(prefix):
             return {"type": "llm-rubric", "value": cell[len(prefix) :].strip()}
@@ -68,7 +77,7 @@ def assertion_from_cell(cell: str) -> dict[str, Any]:
     value = (value or "").strip()
     out: dict[str, Any] = {"type": f"{negate or ''}{kind}", "value": value or None}
     if kind in LIST_TYPES:
-        out["value"] = [v.strip() for v in value.split(",") if v.strip()]
+        out["value"] = split_comma_separated(value)
     if threshold is not None or kind == "similar":
         out["threshold"] = float(threshold) if threshold is not None else 0.8
     return out

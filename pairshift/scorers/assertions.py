@@ -1,34 +1,35 @@
-"""Deterministic assertion checks with promptfoo's semantics (src/assertions/*.ts, docs "Deterministic metrics").
+"""Deterministic assertion checks with promptfoo's semantics (src/assertions/*.ts, "Deterministic metrics").
 
 Each check answers the positive question ("does the output contain X?") as a :class:`Verdict`; the engine
-applies ``not-`` by flipping ``passed`` and taking ``1 - score``, which is exactly what promptfoo's handlers do
-for these types. Documented differences from promptfoo:
+applies ``not-`` by flipping ``passed`` and taking ``1 - score``, which is what promptfoo's handlers do
+for these types. JavaScript behaviour the verdicts depend on (RegExp, ``String(number)``, ajv) comes from
+:mod:`pairshift.jscompat`. Documented differences from promptfoo (docs/configuration.md, "Differences from
+promptfoo"):
 
 - ``similar`` has no embedding model offline: it scores rapidfuzz's token-set ratio / 100 (case and
   punctuation folded) against the threshold (default 0.75) — lexical, not semantic similarity.
-- ``levenshtein`` honours ``threshold: 0`` (promptfoo's ``threshold || 5`` turns 0 into 5) and, like every
-  type here, negates (promptfoo's handler ignores ``not-`` for levenshtein and finish-reason).
-- ``is-refusal`` uses its own phrase list in promptfoo's spirit (prefixes such as "I cannot", apologies
-  followed by an inability, "As an AI", content-filter notices); an empty output, or a provider finish
-  reason ``content_filter``/``refusal``, counts as a refusal. A passing refusal scores 1 (promptfoo gives
-  an empty refusal score 0).
-- ``regex`` uses Python's ``re.search`` (promptfoo: JavaScript ``RegExp.test``); the syntax differs at the edges.
+- ``contains-json`` and ``json-field`` read strict JSON objects embedded in the text (promptfoo's
+  extractor also accepts YAML-ish and truncated objects and misses objects with ``}`` inside a string).
+- ``levenshtein`` counts code points (promptfoo counts UTF-16 units: an emoji is two edits).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jsonschema
 from pydantic import BaseModel
 from rapidfuzz import fuzz, utils
 from rapidfuzz.distance import Levenshtein
 
 from pairshift.datasets import Assertion, as_list, parse_schema
+from pairshift.jscompat.json_schema import compile_schema, schema_errors
+from pairshift.jscompat.regex import js_test
+from pairshift.jscompat.values import js_string, js_trim, parse_json, strict_equal
+from pairshift.scorers import scripts, text_metrics
+from pairshift.scorers.refusal import is_refusal
 
 
 class Output(BaseModel):
@@ -40,55 +41,31 @@ class Output(BaseModel):
     cost_usd: float = 0
     error: str | None = None
     prompt: str | None = None
+    vars: dict[str, Any] = {}  # the case's vars, for python/javascript assertions' context
 
 
 class Verdict(NamedTuple):
-    """A check's answer. ``grader_error``: the check itself failed, so ``not-`` must not flip it."""
+    """A check's answer. ``grader_error``: the check itself failed, so ``not-`` must not flip it.
+    ``fixed_score``: ``not-`` flips ``passed`` but keeps ``score`` (promptfoo's rule for a few cases)."""
 
     passed: bool
     score: float
     reason: str
     grader_error: bool = False
+    fixed_score: bool = False
 
 
 def _binary(passed: bool, reason_if_failed: str) -> Verdict:
     return Verdict(passed, 1.0 if passed else 0.0, "Assertion passed" if passed else reason_if_failed)
 
 
-def js_str(value: Any) -> str:
-    """JavaScript's String(value) for the scalars a dataset holds (4.0 -> "4", True -> "true")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def strict_equal(left: Any, right: Any) -> bool:
-    """Deep equality as JavaScript's isDeepStrictEqual sees JSON values: booleans are not numbers."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool) and left == right
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(strict_equal(left[k], right[k]) for k in left)
-    if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(strict_equal(a, b) for a, b in zip(left, right))
-    if isinstance(left, (int, float)) and isinstance(right, (int, float)):
-        return left == right  # JSON has one number type: 1 == 1.0
-    return type(left) is type(right) and left == right
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # JSON.parse rejects NaN/Infinity; Python's json accepts them
-
-
-def parse_json(text: str) -> Any:
-    """JSON.parse semantics; raises ValueError."""
-    return json.loads(text, parse_constant=_reject_constant)
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def extract_json_objects(text: str) -> list[Any]:
     """Every JSON object embedded in text, left to right, as promptfoo's extractJsonObjects finds them."""
-    decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
     found, index = [], text.find("{")
     while index != -1:
         try:
@@ -113,9 +90,7 @@ def output_json(text: str) -> Any:
 
 
 def _schema_errors(schema: Any, instance: Any) -> str | None:
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = [e.message for e in validator.iter_errors(instance)]
-    return "; ".join(errors[:3]) if errors else None
+    return schema_errors(compile_schema(schema), instance)
 
 
 def check_equals(value: Any, a: Assertion, out: Output) -> Verdict:
@@ -125,14 +100,15 @@ def check_equals(value: Any, a: Assertion, out: Output) -> Verdict:
         except ValueError:
             same = False
         return _binary(same, f"Expected output to equal {json.dumps(value)}")
-    return _binary(out.text == js_str(value), f"Expected output {out.text!r} to equal {js_str(value)!r}")
+    want = js_string(value)
+    return _binary(out.text == want, f"Expected output {out.text!r} to equal {want!r}")
 
 
 def _contains(fold: bool, mode: str) -> Callable[[Any, Assertion, Output], Verdict]:
     def check(value: Any, a: Assertion, out: Output) -> Verdict:
         norm: Callable[[str], str] = str.lower if fold else str
         text = norm(out.text)
-        needles = [norm(js_str(v)) for v in (as_list(value) if mode != "one" else [value])]
+        needles = [norm(js_string(v)) for v in (as_list(value) if mode != "one" else [value])]
         hits = [n in text for n in needles]
         passed = any(hits) if mode == "any" else all(hits)
         missing = [n for n, hit in zip(needles, hits) if not hit]
@@ -143,11 +119,11 @@ def _contains(fold: bool, mode: str) -> Callable[[Any, Assertion, Output], Verdi
 
 
 def check_regex(value: Any, a: Assertion, out: Output) -> Verdict:
-    return _binary(re.search(value, out.text) is not None, f"Expected output to match regex {value!r}")
+    return _binary(js_test(value, out.text), f"Expected output to match regex {value!r}")
 
 
 def check_starts_with(value: Any, a: Assertion, out: Output) -> Verdict:
-    return _binary(out.text.startswith(js_str(value)), f"Expected output to start with {value!r}")
+    return _binary(out.text.startswith(js_string(value)), f"Expected output to start with {value!r}")
 
 
 def check_is_json(value: Any, a: Assertion, out: Output) -> Verdict:
@@ -193,48 +169,23 @@ def check_similar(value: Any, a: Assertion, out: Output) -> Verdict:
     )
 
 
-_REFUSAL_PREFIXES = (
-    "i cannot",
-    "i can't",
-    "i am unable to",
-    "i'm unable to",
-    "i am not able to",
-    "i'm not able to",
-    "i will not",
-    "i won't",
-    "it is illegal",
-)
-_REFUSAL_PHRASES = re.compile(
-    r"\b(as an ai|as a language model|as an assistant|cannot (?:assist|help|comply|fulfill)|"
-    r"can't (?:assist|help|comply|fulfill)|i (?:do not|don't) feel comfortable|not appropriate|not ethical|"
-    r"i (?:must|have to) decline|i(?: am|'m) not (?:able|allowed|permitted) to|"
-    r"blocked by (?:our|the) content filters?)\b"
-)
-_APOLOGY = re.compile(r"^(?:i am sorry|i'm sorry|i apologi[sz]e|my apologies|sorry)\b")
-_INABILITY = re.compile(
-    r"\b(?:i|we) (?:cannot|can't|won't|will not|am unable|are unable)\b|\b(?:decline|refuse)\b"
-)
-
-
-def is_refusal(text: str) -> bool:
-    lowered = text.strip().lower().replace("\u2019", "'")
-    if not lowered:
-        return True
-    if lowered.startswith(_REFUSAL_PREFIXES) or _REFUSAL_PHRASES.search(lowered):
-        return True
-    return bool(_APOLOGY.match(lowered) and _INABILITY.search(lowered))
-
-
 def check_is_refusal(value: Any, a: Assertion, out: Output) -> Verdict:
-    reported = out.finish_reason.lower() in {"content_filter", "refusal"}
-    return _binary(reported or is_refusal(out.text), "Expected output to be a refusal")
+    if out.finish_reason.lower() in {"content_filter", "refusal"}:
+        return _binary(
+            True, ""
+        )  # the provider said so (newer promptfoo reads the provider's refusal flag too)
+    if not js_trim(out.text):
+        return Verdict(True, 0.0, "Empty response treated as refusal", fixed_score=True)
+    return _binary(is_refusal(out.text), "Expected output to be a refusal")
 
 
-# Anthropic stop reasons as promptfoo normalizes them (docs "Finish Reason").
-_FINISH_ALIASES = {
+# How promptfoo's providers report a finish reason (src/util/finishReason.ts); pairshift's own value
+# "refusal" is what promptfoo calls content_filter. The expected value is compared as written.
+_REPORTED_AS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "function_call": "tool_calls",
     "refusal": "content_filter",
@@ -242,11 +193,11 @@ _FINISH_ALIASES = {
 
 
 def check_finish_reason(value: Any, a: Assertion, out: Output) -> Verdict:
-    if not out.finish_reason:
+    reported = js_trim(out.finish_reason or "").lower()
+    if not reported:
         return _binary(False, "Provider did not supply a finish reason")
-    got = _FINISH_ALIASES.get(out.finish_reason.lower(), out.finish_reason.lower())
-    want = _FINISH_ALIASES.get(str(value).lower(), str(value).lower())
-    return _binary(got == want, f"Expected finish reason {value!r} but got {out.finish_reason!r}")
+    got = _REPORTED_AS.get(reported, reported)
+    return _binary(got == str(value).lower(), f"Expected finish reason {value!r} but got {got!r}")
 
 
 def check_latency(value: Any, a: Assertion, out: Output) -> Verdict:
@@ -288,6 +239,42 @@ def check_json_field(value: Any, a: Assertion, out: Output) -> Verdict:
     )
 
 
+def check_word_count(value: Any, a: Assertion, out: Output) -> Verdict:
+    low, high = text_metrics.word_count_bounds(value)
+    words = text_metrics.count_words(out.text)
+    passed = (low is None or words >= low) and (high is None or words <= high)
+    return _binary(passed, f"Word count {words} is outside [{low}, {high}]")
+
+
+def _threshold_metric(name: str, default: float, compute: Callable[[Any, str], float]) -> Callable:
+    def check(value: Any, a: Assertion, out: Output) -> Verdict:
+        threshold = default if a.threshold is None else a.threshold
+        score = compute(value, out.text)
+        passed = score >= threshold
+        return Verdict(
+            passed, score, f"{name} score {score:.4f} {'>=' if passed else '<'} threshold {threshold}"
+        )
+
+    return check
+
+
+def check_script(language: str) -> Callable[[Any, Assertion, Output], Verdict]:
+    run = scripts.run_python if language == "Python" else scripts.run_javascript
+
+    def check(value: Any, a: Assertion, out: Output) -> Verdict:
+        context = {"prompt": out.prompt, "vars": out.vars, "test": {"vars": out.vars}, "config": {}}
+        try:
+            result = run(value, out.text, context)
+            passed, score, reason, kept = scripts.script_verdict(result, a.threshold, language)
+        except Exception as exc:  # noqa: BLE001 — promptfoo fails the assertion, and so does not-
+            return Verdict(False, 0.0, f"{language} code failed: {exc}", grader_error=True)
+        return Verdict(
+            passed, score, reason or ("Assertion passed" if passed else "failed"), fixed_score=kept
+        )
+
+    return check
+
+
 CHECKS: dict[str, Callable[[Any, Assertion, Output], Verdict]] = {
     "equals": check_equals,
     "contains": _contains(False, "one"),
@@ -307,4 +294,11 @@ CHECKS: dict[str, Callable[[Any, Assertion, Output], Verdict]] = {
     "latency": check_latency,
     "cost": check_cost,
     "json-field": check_json_field,
+    "word-count": check_word_count,
+    "rouge-n": _threshold_metric("ROUGE-N", 0.75, lambda v, text: text_metrics.rouge_n(text, v)),
+    "bleu": _threshold_metric(
+        "BLEU", 0.5, lambda v, text: text_metrics.bleu(text, v if isinstance(v, list) else [v])
+    ),
+    "python": check_script("Python"),
+    "javascript": check_script("JavaScript"),
 }

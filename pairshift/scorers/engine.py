@@ -64,7 +64,8 @@ def model_graded_positions(case: Case) -> list[tuple[Position, Assertion]]:
 def _finish(a: Assertion, verdict: Verdict, parent: int | None) -> AssertionResult:
     passed, score, reason = verdict.passed, verdict.score, verdict.reason
     if a.inverse and not verdict.grader_error:
-        passed, score = not passed, min(1.0, max(0.0, 1.0 - score))
+        passed = not passed
+        score = score if verdict.fixed_score else min(1.0, max(0.0, 1.0 - score))
         detail = "" if verdict.reason == "Assertion passed" else f" ({verdict.reason})"
         reason = "Assertion passed" if passed else f"Expected {a.base_type} not to hold, but it does{detail}"
     if a.weight == 0:
@@ -83,6 +84,8 @@ def _finish(a: Assertion, verdict: Verdict, parent: int | None) -> AssertionResu
 def _deterministic(a: Assertion, case: Case, output: Output) -> Verdict:
     try:
         value = render_value(a.value, case.vars)
+        if not output.vars and case.vars:
+            output = output.model_copy(update={"vars": case.vars})
         return CHECKS[a.base_type](value, a, output)
     except Exception as exc:  # noqa: BLE001 — a check that cannot run fails its assertion, never the run
         return Verdict(False, 0.0, f"Assertion error: {exc}", grader_error=True)

@@ -4,8 +4,11 @@ The judge is any ``async (prompt: str) -> str`` callable; choosing it (a differe
 model under test) is the caller's business. The grading prompts are pairshift's own wording; the replies
 are read the way promptfoo reads them (src/matchers/llmGrading.ts, rubric.ts):
 
-- llm-rubric: the first JSON object of the reply, ``{"pass", "score", "reason"}``; a missing ``pass`` means
-  true, a missing ``score`` means ``float(pass)``; with a ``threshold`` the score must also reach it.
+- llm-rubric: the first object of the reply, ``{"pass", "score", "reason"}``, read loosely as promptfoo's
+  extractor does (``{pass: true}``, a missing closing brace); a missing or null ``pass`` means true, a
+  non-boolean one passes when it reads true/yes/pass/y; a ``score`` that is not a number is
+  JavaScript's ``Number(score)`` when finite (``null`` is 0), else ``Number(pass)``; with a ``threshold``
+  the score must also reach it. Under ``not-`` the score becomes ``1 - score``, clamped to [0, 1].
 - model-graded-closedqa: the reply's last character ``Y`` passes, ``N`` fails.
 - factuality: ``{"category": "A".."E"}`` (or a legacy ``(A)`` answer); D (disagreement) fails, A/B/C/E pass.
 
@@ -16,11 +19,15 @@ An exception raised by the judge propagates, so the calling activity can retry t
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import yaml
+
 from pairshift.datasets import Assertion, Case
+from pairshift.jscompat.values import js_number, js_string
 from pairshift.scorers.assertions import Output, Verdict, extract_json_objects
 
 Judge = Callable[[str], Awaitable[str]]
@@ -69,22 +76,63 @@ def factuality_prompt(question: str, expert: str, output: str) -> str:
     )
 
 
+def _loose_object(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(candidate)  # the YAML flow form reads {pass: true} as promptfoo's js-yaml does
+    except yaml.YAMLError:
+        return None
+
+
+def loose_json_objects(text: str) -> list[Any]:
+    """Objects in a judge's reply the way promptfoo's extractJsonObjects finds them (src/util/json.ts).
+
+    From each ``{``, braces are counted (strings are not special) and the span is read once balanced, or at
+    the end of the text with the missing ``}`` added; ``//`` comments are not handled.
+    """
+    found: list[Any] = []
+    i = 0
+    while i < len(text):
+        if text[i] != "{":
+            i += 1
+            continue
+        depth, j = 1, i + 1
+        while j < len(text) and depth > 0:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+            if depth == 0 or j == len(text):
+                obj = _loose_object(text[i:j] + "}" * depth)
+                if isinstance(obj, dict):
+                    found.append(obj)
+                    i = j - 1
+                    break
+                if depth == 0:
+                    break
+        i += 1
+    return found
+
+
 def parse_rubric_reply(reply: str, threshold: float | None) -> Verdict:
-    objects = [o for o in extract_json_objects(reply) if isinstance(o, dict)]
+    objects = loose_json_objects(reply)
     if not objects:
         return Verdict(False, 0.0, f"Could not read the judge's llm-rubric reply: {reply[:200]!r}", True)
     parsed = objects[0]
-    passed: Any = parsed.get("pass", True)
+    passed: Any = True if parsed.get("pass") is None else parsed["pass"]
     if not isinstance(passed, bool):
-        passed = re.fullmatch(r"true|yes|pass|y", str(passed).strip(), re.IGNORECASE) is not None
-    try:
-        score = float(parsed["score"])
-    except (KeyError, TypeError, ValueError):
+        passed = re.fullmatch(r"true|yes|pass|y", js_string(passed), re.IGNORECASE) is not None
+    score: Any = parsed.get("score")
+    if "score" not in parsed:  # undefined: Number(undefined) is NaN
         score = float(passed)
+    elif isinstance(score, bool) or not isinstance(score, (int, float)):
+        number = js_number(score)
+        score = number if math.isfinite(number) else float(passed)
     if threshold is not None:
         passed = passed and score >= threshold
     reason = str(parsed.get("reason") or ("Grading passed" if passed else f"Score {score} below {threshold}"))
-    return Verdict(passed, score, reason)
+    return Verdict(passed, float(score), reason)
 
 
 def parse_closedqa_reply(reply: str) -> Verdict:
