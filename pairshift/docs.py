@@ -289,9 +289,57 @@ def policy_section() -> str:
     return "\n\n".join(parts)
 
 
+PROMPTFOO_DIFFERENCES = """\
+pairshift gives the verdicts promptfoo 0.123.1 gives on the same outputs (JavaScript `RegExp`, `String(number)`,
+ajv draft-07 with ajv-formats, promptfoo's comma-separated values, refusal phrases, finish reasons and judge
+replies; `tests/test_promptfoo_parity.py`, `bench/results/promptfoo_parity.md`), except where it departs on
+purpose:
+
+- **Import-time refusals instead of failing verdicts.** An invalid regex, an invalid JSON Schema, a schema
+  keyword or `format` ajv's strict mode refuses, an unknown assertion type, or a `javascript` assertion where
+  no Node.js is installed stop the import with a message naming case and type; promptfoo fails the assertion
+  on every output.
+- **`$schema` is honoured.** A schema declaring draft-04/06/2019-09/2020-12 is validated in that dialect;
+  promptfoo's ajv only knows draft-07 and fails it. Formats `url`, `uri-template` and
+  `json-pointer-uri-fragment` are refused (not reproduced); `uri`/`uri-reference` follow RFC 3986.
+- **`contains-json` and `json-field` read strict JSON.** promptfoo's extractor also accepts YAML-ish and
+  truncated objects (`{a: 1`) and misses objects with `}` inside a string; its docs say JSON.
+- **`levenshtein` counts code points** (promptfoo counts UTF-16 units: an emoji is two edits).
+- **Numbers keep what was written**: integers beyond 2**53 are not rounded to a double in `equals` and deep
+  equality, and `-0` equals `0` (Node's `isDeepStrictEqual` says no).
+- **`not-` works on every type**, including `model-graded-closedqa` and `factuality` (promptfoo ignores it there).
+- **`is-refusal` also trusts the provider**: a finish reason `refusal`/`content_filter` is a refusal
+  (newer promptfoo reads the provider's refusal flag the same way).
+- **`similar` is lexical** (rapidfuzz token-set ratio), since no embedding model is available offline.
+- **CSV `__expected` cells**: `levenshtein`/`latency` keep their own default thresholds (promptfoo's CSV
+  reader gives them 0.75).
+- **`rouge-n`** tokenizes with nltk's Penn Treebank tokenizer (promptfoo: js-rouge's, the same rules; quote
+  pairing can differ on unusual quoting).
+- **`python`/`javascript`** run in a fresh process with a 10 s timeout, a minimal environment and no network
+  (`unshare -rn` where allowed, else Python's socket functions are disabled); `file://` scripts, `ruby`,
+  and promptfoo's `context` fields beyond `prompt`, `vars`, `test` and `config` are not available.
+
+Not supported (refused at import, by name): `is-valid-openai-tools-call` and `is-valid-openai-function-call`
+(pairshift's providers record text, not tool calls), `ruby`, `webhook`, `gleu`, `meteor`, `classifier`,
+`moderation`, `perplexity*`, `is-xml`/`is-sql`/`is-html` families, RAG metrics, `g-eval`, `select-best`,
+`max-score`, `tool-call-f1`, `pi`, `guardrails`, `ends-with`.
+"""
+
+
+def dataset_section() -> str:
+    from pairshift.datasets import KNOWN_ASSERTION_TYPES
+
+    types = ", ".join(f"`{t}`" for t in sorted(KNOWN_ASSERTION_TYPES))
+    return (
+        "## Dataset assertions\n\nAssertion types (each negatable with `not-`): "
+        f"{types}.\n\n### Differences from promptfoo\n\n{PROMPTFOO_DIFFERENCES}"
+    ).rstrip()
+
+
 def render() -> str:
     """The whole reference as Markdown (deterministic: same code, same text)."""
-    return "\n\n".join([HEADER.rstrip(), environment_section(), config_section(), policy_section()]) + "\n"
+    parts = [HEADER.rstrip(), environment_section(), config_section(), policy_section(), dataset_section()]
+    return "\n\n".join(parts) + "\n"
 
 
 def main() -> None:
