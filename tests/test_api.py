@@ -4,6 +4,7 @@ migrations with and without live status, health, OpenAPI, and the Slack extensio
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,9 +201,9 @@ def test_an_unreachable_registry_answers_503_not_500(tmp_path):
     from pairshift.registry.store import Registry
 
     folder = tmp_path / "db"
-    gone = Registry(f"sqlite:///{folder / 'r.db'}")  # creates the folder...
-    folder.rmdir()
-    folder.write_text("")  # ...which is now a file: the database cannot be opened
+    gone = Registry(f"sqlite:///{folder / 'r.db'}")  # creates the folder and the database file...
+    shutil.rmtree(folder)
+    folder.write_text("")  # ...and the folder is now a file: the database cannot be opened
     with TestClient(create_app(gone), raise_server_exceptions=False) as c:
         r = c.get("/healthz")
         assert r.status_code == 503 and "registry unavailable" in r.json()["error"]
