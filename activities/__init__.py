@@ -1,6 +1,7 @@
 """Every side effect of the workflows: registry reads and writes, provider calls, notices."""
 
-from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
+from activities.alias_drift import ALL as ALIAS_DRIFT_ACTIVITIES
+from activities.deprecation_scan import ALL as DEPRECATION_SCAN_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.health import registry_health
 from activities.migration import ALL as MIGRATION_ACTIVITIES
@@ -11,5 +12,6 @@ ALL_ACTIVITIES: list = [
     *EVAL_ACTIVITIES,
     *MIGRATION_ACTIVITIES,
     post_slack_notice,
-    *DEPRECATION_ACTIVITIES,
+    *DEPRECATION_SCAN_ACTIVITIES,
+    *ALIAS_DRIFT_ACTIVITIES,
 ]

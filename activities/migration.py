@@ -1,7 +1,7 @@
 """Activities of MigrationWorkflow: validate, record, move traffic, read the stage gate, notify.
 
 Each is idempotent (a retry after a crash changes nothing twice) and thin: the logic lives in
-``pairshift.migration``, ``pairshift.canary``, ``pairshift.observations`` and ``pairshift.gates``.
+``pairshift.migration_records``, ``pairshift.split``, ``pairshift.observations`` and ``pairshift.gates``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pairshift import canary, notifier
+from pairshift import notices, split
 from pairshift.gates import StageCheck, stage_gate
-from pairshift.migration import (
+from pairshift.migration_records import (
     AuditIn,
     InvalidMigration,
     MigrationPlan,
@@ -106,7 +106,7 @@ class SplitInput(_TrafficInput):
 def set_canary_split(inp: SplitInput) -> datetime:
     """Route the stage's share to the candidate; returns when it took effect (the stage's metrics start then)."""
     with open_registry().session() as s:
-        return canary.set_split(s, **inp.model_dump())
+        return split.set_split(s, **inp.model_dump())
 
 
 class RestoreInput(_TrafficInput):
@@ -119,7 +119,7 @@ class RestoreInput(_TrafficInput):
 def restore_baseline(inp: RestoreInput) -> bool:
     """100% back to the active pair; when traffic had moved, the ledger says so and why."""
     with open_registry().session() as s:
-        return canary.restore_baseline(s, **inp.model_dump())
+        return split.restore_baseline(s, **inp.model_dump())
 
 
 class PromoteInput(_TrafficInput):
@@ -133,7 +133,7 @@ class PromoteInput(_TrafficInput):
 @activity.defn
 def promote_pair(inp: PromoteInput) -> bool:
     with open_registry().session() as s:
-        return canary.promote(s, **inp.model_dump())
+        return split.promote(s, **inp.model_dump())
 
 
 class StageCheckInput(BaseModel):
@@ -166,9 +166,9 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
 
 
 @activity.defn
-def send_notice(notice: notifier.Notice) -> list[str]:
+def send_notice(notice: notices.Notice) -> list[str]:
     """Send a notice through every channel; never fails (a channel that errors is logged and skipped)."""
-    return notifier.send(notice)
+    return notices.send(notice)
 
 
 ALL = [

@@ -15,10 +15,10 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pairshift.notifier import Notice
+from pairshift.notices import Notice
 from pairshift.registry import open_registry
 from pairshift.slack import slack_settings, web_client
-from pairshift.slack.notifier import SlackNotifier, SlackRetryable
+from pairshift.slack.posting import SlackNotifier, SlackRetryable
 
 log = logging.getLogger("pairshift.slack")
 

@@ -103,7 +103,7 @@ class _Sim:
 
 
 async def _via_temporal(client, queue: str, no_cache: bool) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    from workflows.eval import EvalWorkflow
+    from workflows.evals import EvalWorkflow
 
     start = time.perf_counter()
     report = await client.execute_workflow(

@@ -23,7 +23,7 @@ from pairshift.apply import apply_path
 from pairshift.gates import StageCheck
 from pairshift.registry import open_registry
 from pairshift.router import Router
-from pairshift.traffic import TrafficGenerator, profile_for
+from pairshift.sim.traffic import TrafficGenerator, profile_for
 from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
 from workflows.migration_types import MigrationRequest, MigrationStatus

@@ -18,15 +18,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
-from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
+from activities.alias_drift import ALL as ALIAS_DRIFT_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.migration import send_notice
 from pairshift.apply import apply_path
 from pairshift.evals import load_report
 from pairshift.registry import open_registry
 from pairshift.registry.models import LedgerEntry, Model
-from workflows.deprecation import AliasDriftRequest, AliasDriftResult, AliasDriftWorkflow
-from workflows.eval import EvalWorkflow
+from workflows.alias_drift import AliasDriftRequest, AliasDriftResult, AliasDriftWorkflow
+from workflows.evals import EvalWorkflow
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ async def drift_worker(time_skipping_env, drift_registry: str) -> AsyncIterator[
             task_queue=queue,
             activity_executor=pool,
             workflows=[AliasDriftWorkflow, EvalWorkflow],
-            activities=[*DEPRECATION_ACTIVITIES, *EVAL_ACTIVITIES, send_notice],
+            activities=[*ALIAS_DRIFT_ACTIVITIES, *EVAL_ACTIVITIES, send_notice],
         ):
             yield time_skipping_env.client, queue
 

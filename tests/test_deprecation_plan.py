@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from pairshift.deprecation import REMINDER_DAYS, active_snapshot, alias_targets, by_id, plan_scan
+from pairshift.deprecation_plan import REMINDER_DAYS, active_snapshot, alias_targets, by_id, plan_scan
 from pairshift.registry.models import Deployment, MigrationRow, Model, Reminder
 
 D0 = date(2026, 3, 1)

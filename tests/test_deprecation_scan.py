@@ -20,7 +20,7 @@ from sqlmodel import select
 from temporalio import workflow
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.worker import Worker
-from test_calendar import calendar_cli  # noqa: F401 - fixture
+from test_provider_calendar import calendar_cli  # noqa: F401 - fixture
 from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 from pairshift.registry import open_registry
@@ -28,7 +28,7 @@ from pairshift.registry.models import Deployment, MigrationRow, Model, PolicyRow
 from pairshift.settings import get_settings
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deprecation import ALL as DEPRECATION_ACTIVITIES
+    from activities.deprecation_scan import ALL as DEPRECATION_ACTIVITIES
     from activities.migration import (
         PhaseInput,
         PrepareInput,
@@ -36,8 +36,8 @@ with workflow.unsafe.imports_passed_through():
         record_migration_phase,
         send_notice,
     )
-    from pairshift.cli.calendar_cmd import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
-    from workflows.deprecation import DeprecationScanWorkflow, ScanRequest, ScanResult
+    from pairshift.cli.provider_calendar import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
+    from workflows.deprecation_scan import DeprecationScanWorkflow, ScanRequest, ScanResult
     from workflows.migration_types import MigrationRequest
 
 D0 = date(2026, 3, 1)

@@ -17,7 +17,7 @@ from pairshift.evals import EvalRequest
 from pairshift.registry.models import EvalRun, Model
 from pairshift.registry.store import Registry
 from pairshift.reports import EvalReport
-from workflows.eval import EvalWorkflow
+from workflows.evals import EvalWorkflow
 
 ARM_KEYS = {
     "pair",

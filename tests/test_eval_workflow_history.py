@@ -18,7 +18,7 @@ from pairshift.gates import GateDecision
 from pairshift.policy import EvalPolicy
 from pairshift.reports import ArmReport, DatasetRef, EvalReport
 from pairshift.stats import ArmSummary, Effect, Flip, TagStat
-from workflows.eval import EvalWorkflow
+from workflows.evals import EvalWorkflow
 
 N_CASES, EPOCHS = 10_000, 3
 ARMS = ("baseline", "prompt_only", "model_only", "joint")

@@ -28,7 +28,7 @@ from pairshift.apply import apply_path
 from pairshift.evals import EvalRequest, EvalTuning
 from pairshift.registry.models import EvalResult
 from pairshift.registry.store import Registry
-from workflows.eval import EvalWorkflow
+from workflows.evals import EvalWorkflow
 
 VOLATILE = {"latency_p50_ms", "latency_p95_ms"}  # wall-clock latency of real HTTP calls differs run to run
 

@@ -31,7 +31,7 @@ def worker_thread(dev_env, eval_registry, monkeypatch: pytest.MonkeyPatch) -> It
 
     async def serve() -> None:
         from activities.evals import EVAL_ACTIVITIES
-        from workflows.eval import EvalWorkflow
+        from workflows.evals import EvalWorkflow
 
         client = await connect()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

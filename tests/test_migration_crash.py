@@ -39,13 +39,13 @@ from temporalio.client import Client, WorkflowHandle
 from pairshift import ledger
 from pairshift.apply import apply_path
 from pairshift.embedded import EmbeddedStack
-from pairshift.migration import audit_log
+from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, EvalResult, EvalRun
 from pairshift.router import Router
 from pairshift.settings import TASK_QUEUE
+from pairshift.sim.traffic import TrafficGenerator, profile_for
 from pairshift.temporal_client import connect
-from pairshift.traffic import TrafficGenerator, profile_for
 from workflows.migration import MigrationWorkflow
 from workflows.migration_types import DecideUpdate, MigrationRequest, MigrationStatus, migration_id
 

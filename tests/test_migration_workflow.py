@@ -9,7 +9,7 @@ from sqlmodel import select
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from pairshift import ledger
-from pairshift.migration import audit_log
+from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, MigrationRow
 from workflows.migration import MigrationWorkflow

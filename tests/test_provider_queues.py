@@ -44,7 +44,7 @@ from pairshift.registry.models import Model
 from pairshift.registry.store import Registry, forget_registry, open_registry
 from pairshift.settings import get_settings
 from worker.main import ModelQueueWorkers, build_model_queue_worker, parse_queue_kinds
-from workflows.eval import EvalWorkflow
+from workflows.evals import EvalWorkflow
 
 MODEL = "sim-fresh-2025-09"
 RPS = 15  # the model's limit: 900 requests/min

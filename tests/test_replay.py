@@ -32,7 +32,7 @@ from temporalio.worker import Replayer
 
 from activities.migration import PhaseInput, record_migration_phase
 from workflows import ALL_WORKFLOWS
-from workflows.eval import EvalWorkflow
+from workflows.evals import EvalWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.migration_types import MigrationRequest, MigrationResult, migration_id
 

@@ -23,13 +23,13 @@ from slack_sdk.signature import SignatureVerifier
 from temporalio import workflow
 from temporalio.worker import Worker
 
-from pairshift.migration import audit_log
-from pairshift.notifier import Notice
+from pairshift.migration_records import audit_log
+from pairshift.notices import Notice
 from pairshift.policy import ApprovalPolicy
 from pairshift.registry.models import Deployment, MigrationRow, PolicyRow
 from pairshift.registry.store import Registry
 from pairshift.slack import SlackSettings, web_client
-from pairshift.slack import blocks as bk
+from pairshift.slack import messages as bk
 from pairshift.slack.interactions import InteractionService, choose_identity, interactions_router
 from workflows.migration_rules import refuse_decision, tally
 from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt

@@ -12,7 +12,7 @@ from test_slack_interactions import Rig, StandInMigration, click_payload
 from typer.testing import CliRunner
 
 from pairshift.cli.common import CLIError
-from pairshift.cli.slack_cmd import app as slack_app
+from pairshift.cli.slack import app as slack_app
 from pairshift.slack.socket_mode import SocketModeBridge
 
 

@@ -11,7 +11,7 @@ from test_router_support import DEPLOYMENT, MIGRATION, T0, apply_example, set_sp
 from pairshift.observations import variant_stats
 from pairshift.registry.models import Observation
 from pairshift.router import Router
-from pairshift.traffic import (
+from pairshift.sim.traffic import (
     Behaviour,
     TrafficGenerator,
     TrafficProfile,

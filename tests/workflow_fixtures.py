@@ -1,6 +1,6 @@
 """Fixtures for tests whose workflows run activities in this process: settings on a test registry, notices kept.
 
-Activities open the registry named by the process settings and send notices through :mod:`pairshift.notifier`,
+Activities open the registry named by the process settings and send notices through :mod:`pairshift.notices`,
 so these tests point the settings at a SQLite registry and add a channel that keeps every notice. Imported by
 tests/test_alias_drift.py and tests/test_deprecation_scan.py (no tests of its own).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pairshift import notifier
+from pairshift import notices
 from pairshift.settings import get_settings
 
 
@@ -22,9 +22,9 @@ class CapturedNotices:
     name = "test"
 
     def __init__(self) -> None:
-        self.notices: list[notifier.Notice] = []
+        self.notices: list[notices.Notice] = []
 
-    def send(self, notice: notifier.Notice) -> None:
+    def send(self, notice: notices.Notice) -> None:
         self.notices.append(notice)
 
 
@@ -32,7 +32,7 @@ class CapturedNotices:
 def captured_notices(monkeypatch: pytest.MonkeyPatch) -> CapturedNotices:
     """Every notice sent during the test, through the only extra channel (Slack and others left out)."""
     captured = CapturedNotices()
-    monkeypatch.setattr(notifier, "_extra", [captured])
+    monkeypatch.setattr(notices, "_extra", [captured])
     return captured
 
 

@@ -1,7 +1,8 @@
 """Deterministic orchestration only: no I/O, no clocks, no randomness outside the Temporal API."""
 
-from workflows.deprecation import AliasDriftWorkflow, DeprecationScanWorkflow
-from workflows.eval import EvalWorkflow
+from workflows.alias_drift import AliasDriftWorkflow
+from workflows.deprecation_scan import DeprecationScanWorkflow
+from workflows.evals import EvalWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
 

@@ -40,9 +40,9 @@ with workflow.unsafe.imports_passed_through():
         set_canary_split,
     )
     from pairshift.gates import StageCheck
-    from pairshift.migration import MigrationPlan
+    from pairshift.migration_records import MigrationPlan
     from pairshift.policy import Stage
-    from workflows.eval import EvalRequest, EvalWorkflow
+    from workflows.evals import EvalRequest, EvalWorkflow
     from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
     from workflows.migration_rules import (
         eval_evidence,

@@ -11,7 +11,7 @@ import traceback
 
 import typer
 
-from pairshift.cli import api_cmd, calendar_cmd, demo, eval_cmd, migrate, registry_cmds, slack_cmd, stack
+from pairshift.cli import api, demo, evals, migration, provider_calendar, registry, slack, stack
 from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, err_console
 
 app = typer.Typer(
@@ -21,20 +21,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command(help=registry_cmds.apply.__doc__)(registry_cmds.apply)
-app.command(help=registry_cmds.get.__doc__)(registry_cmds.get)
-app.command(help=registry_cmds.ledger.__doc__)(registry_cmds.ledger)
+app.command(help=registry.apply.__doc__)(registry.apply)
+app.command(help=registry.get.__doc__)(registry.get)
+app.command(help=registry.ledger.__doc__)(registry.ledger)
 app.command(help=stack.server.__doc__)(stack.server)
 app.command(help=stack.worker.__doc__)(stack.worker)
 app.add_typer(stack.sim_app, name="sim")
 app.command(help=demo.demo.__doc__)(demo.demo)
-app.add_typer(migrate.app, name="migrate")
-app.command(name="api", help=api_cmd.api.__doc__)(api_cmd.api)
-app.command("eval", help=eval_cmd.eval_cmd.__doc__)(eval_cmd.eval_cmd)
-app.add_typer(calendar_cmd.models_app, name="models")
-app.add_typer(calendar_cmd.deprecations_app, name="deprecations")
-app.add_typer(calendar_cmd.schedules_app, name="schedules")
-app.add_typer(slack_cmd.app, name="slack")
+app.add_typer(migration.app, name="migrate")
+app.command(name="api", help=api.api.__doc__)(api.api)
+app.command("eval", help=evals.eval_cmd.__doc__)(evals.eval_cmd)
+app.add_typer(provider_calendar.models_app, name="models")
+app.add_typer(provider_calendar.deprecations_app, name="deprecations")
+app.add_typer(provider_calendar.schedules_app, name="schedules")
+app.add_typer(slack.app, name="slack")
 
 
 @app.callback()
@@ -47,7 +47,7 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from pairshift.config import ConfigError
-    from pairshift.migration import InvalidMigration
+    from pairshift.migration_records import InvalidMigration
 
     return (ConfigError, InvalidMigration, ValidationError)
 

@@ -101,7 +101,7 @@ async def _run(scenario: Scenario, examples: Path, home: Path, ask: bool, ui_url
     if scenario is Scenario.deprecation:
         handle = await _scan_starts_migration(client)
     else:
-        from pairshift.cli.migrate import start_migration
+        from pairshift.cli.migration import start_migration
         from workflows.migration_types import MigrationRequest
 
         req = MigrationRequest(
@@ -127,7 +127,7 @@ async def _run(scenario: Scenario, examples: Path, home: Path, ask: bool, ui_url
 
 
 async def _scan_starts_migration(client):
-    from pairshift.cli.calendar_cmd import run_scan
+    from pairshift.cli.provider_calendar import run_scan
     from pairshift.registry import open_registry
     from pairshift.registry.models import Model
 
@@ -153,7 +153,7 @@ class _Traffic:
     def __init__(self, behaviours: dict) -> None:
         from pairshift.registry import open_registry
         from pairshift.router import Router
-        from pairshift.traffic import TrafficGenerator, profile_for
+        from pairshift.sim.traffic import TrafficGenerator, profile_for
 
         self.router = Router(DEPLOYMENT, registry=open_registry(), refresh_s=3600).start()
         self.gen = TrafficGenerator(self.router, profile_for(behaviours, seed=11))
@@ -175,7 +175,7 @@ async def _follow(handle, ask: bool, traffic: _Traffic):
     """Live progress from the status query until the migration ends; answers approval requests."""
     from rich.live import Live
 
-    from pairshift.cli.migrate import _render
+    from pairshift.cli.migration import _render
     from workflows.migration import MigrationWorkflow
     from workflows.migration_types import TERMINAL_PHASES, DecideUpdate
 
@@ -224,13 +224,13 @@ def _show_eval(summary: dict) -> None:
 
 
 def _show_deployment() -> None:
-    from pairshift.cli.registry_cmds import Kind, get
+    from pairshift.cli.registry import Kind, get
 
     get(Kind.deployments, None, False)
 
 
 async def _finale(handle, st, home: Path, api_port: int) -> None:
-    from pairshift.cli.registry_cmds import ledger
+    from pairshift.cli.registry import ledger
 
     console.rule(f"{handle.id}: {st.phase}")
     console.print(st.outcome or "")

@@ -1,7 +1,7 @@
 """Slack for pairshift (PRODUCT §10): notices as Block Kit messages, and approval buttons that are safe to click.
 
-- :mod:`pairshift.slack.blocks` builds the messages (pure, within Slack's limits);
-- :mod:`pairshift.slack.notifier` posts them, threaded per migration (the ``post_slack_notice`` activity);
+- :mod:`pairshift.slack.messages` builds the messages (pure, within Slack's limits);
+- :mod:`pairshift.slack.posting` posts them, threaded per migration (the ``post_slack_notice`` activity);
 - :mod:`pairshift.slack.interactions` handles button clicks (``POST /slack/interactions``);
 - :mod:`pairshift.slack.socket_mode` receives the same clicks over Socket Mode.
 

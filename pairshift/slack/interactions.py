@@ -40,12 +40,12 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from pairshift.migration import AuditIn, deployment_policy, record_audit
+from pairshift.migration_records import AuditIn, deployment_policy, record_audit
 from pairshift.registry.models import Deployment, MigrationRow, SlackSeenRequest, utcnow
 from pairshift.registry.store import Registry, open_registry
-from pairshift.slack import SlackSettings, slack_settings, web_client
-from pairshift.slack import blocks as bk
-from pairshift.slack.notifier import SlackNotifier, SlackRejected, SlackRetryable, call_slack
+from pairshift.slack import SlackSettings, block_kit, slack_settings, web_client
+from pairshift.slack import messages as bk
+from pairshift.slack.posting import SlackNotifier, SlackRejected, SlackRetryable, call_slack
 from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt
 
 log = logging.getLogger("pairshift.slack")
@@ -226,9 +226,11 @@ class InteractionService:
 
     def refuse_request(self, payload: dict[str, Any] | None, reason: str) -> None:
         migration, stage = claimed_decision(payload)
-        migration = bk.clip(migration, 200) if migration else None  # unverified input: bounded before storing
+        migration = (
+            block_kit.clip(migration, 200) if migration else None
+        )  # unverified input: bounded before storing
         claimed_user = ((payload or {}).get("user") or {}).get("id")
-        claimed_user = bk.clip(str(claimed_user), 100) if claimed_user else None
+        claimed_user = block_kit.clip(str(claimed_user), 100) if claimed_user else None
         log.warning(
             "slack request refused (%s) claiming %s stage %s by %s", reason, migration, stage, claimed_user
         )

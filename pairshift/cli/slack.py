@@ -1,5 +1,5 @@
 """`pairshift slack ...`: Slack without a public URL (Socket Mode). Register with
-``app.add_typer(slack_cmd.app, name="slack")`` in ``pairshift/cli/__init__.py``."""
+``app.add_typer(slack.app, name="slack")`` in ``pairshift/cli/__init__.py``."""
 
 from __future__ import annotations
 

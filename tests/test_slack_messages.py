@@ -7,9 +7,10 @@ import json
 import pytest
 
 from pairshift.gates import GateDecision
-from pairshift.notifier import Notice
+from pairshift.notices import Notice
 from pairshift.reports import ArmReport, DatasetRef, EvalReport
-from pairshift.slack import blocks as bk
+from pairshift.slack import block_kit
+from pairshift.slack import messages as bk
 from pairshift.stats import Effect, Flip
 
 MIG = "migration-support-triage"
@@ -93,13 +94,13 @@ def eval_notice(**kw) -> Notice:
     )
 
 
-def _all_text(msg: bk.Message) -> str:
+def _all_text(msg: block_kit.Message) -> str:
     return json.dumps(msg.blocks)
 
 
 def test_eval_summary_of_10000_cases_fits_slack_limits() -> None:
     msg = bk.notice_message(eval_notice(), big_report())
-    assert bk.limit_violations(msg) == []
+    assert block_kit.limit_violations(msg) == []
     assert len(msg.blocks) <= 20
     text = _all_text(msg)
     for needle in (
@@ -125,7 +126,7 @@ def test_a_table_too_wide_is_left_out_whole_and_linked_not_cut() -> None:
         prompt="p" * 900 + "@37"
     )  # pair names of ~900 chars make the arms table > 3,000 chars
     msg = bk.notice_message(eval_notice(), report)
-    assert bk.limit_violations(msg) == []
+    assert block_kit.limit_violations(msg) == []
     arms = next(b for b in msg.blocks if b.get("text", {}).get("text", "").startswith("*Arms*"))
     assert "```" not in arms["text"]["text"] and "Too wide" in arms["text"]["text"]
     assert "/reports/r-j" in arms["text"]["text"]
@@ -143,8 +144,8 @@ def test_long_notice_text_is_split_between_lines_and_summarised() -> None:
         text="\n".join(f"line {i} " + "y" * 90 for i in range(5000)),
     )
     msg = bk.notice_message(notice)
-    assert bk.limit_violations(msg) == []
-    assert len(msg.blocks[0]["text"]["text"]) <= bk.MAX_HEADER
+    assert block_kit.limit_violations(msg) == []
+    assert len(msg.blocks[0]["text"]["text"]) <= block_kit.MAX_HEADER
     sections = [b["text"]["text"] for b in msg.blocks if b["type"] == "section" and "text" in b]
     assert all(s.splitlines()[-1].startswith("line ") for s in sections)  # no line cut in half
     assert "left out" in _all_text(msg)
@@ -158,7 +159,7 @@ def test_an_oversized_markdown_table_in_text_is_replaced_not_cut() -> None:
 
 
 def test_button_value_limit_is_enforced() -> None:
-    assert len(bk.button_value(MIG, 3)) < bk.MAX_BUTTON_VALUE
+    assert len(bk.button_value(MIG, 3)) < block_kit.MAX_BUTTON_VALUE
     with pytest.raises(ValueError, match="exceeds Slack's 2000"):
         bk.button_value("m" * 2100, 0)
 
@@ -172,7 +173,7 @@ def test_resolved_replaces_buttons_with_outcome_or_keeps_them_while_votes_are_mi
     outcome = [b for b in final if b.get("block_id") == bk.OUTCOME_BLOCK]
     assert len(outcome) == 1
     assert "<@U1>" in outcome[0]["elements"][0]["text"] and "<@U2>" in outcome[0]["elements"][0]["text"]
-    assert bk.limit_violations(bk.Message(text="x", blocks=final)) == []
+    assert block_kit.limit_violations(block_kit.Message(text="x", blocks=final)) == []
 
 
 def test_every_notice_kind_renders_within_limits() -> None:
@@ -200,7 +201,7 @@ def test_every_notice_kind_renders_within_limits() -> None:
             channel="#c",
         )
         msg = bk.notice_message(notice)
-        assert bk.limit_violations(msg) == [], kind
+        assert block_kit.limit_violations(msg) == [], kind
         assert "*bold*" in _all_text(msg) and "<http://e|x>" in _all_text(msg)
     bar = bk.stage_progress({"percent": 20})
     assert bar is not None and bar.count("█") == 2

@@ -81,7 +81,7 @@ def start(
     """Start a migration of DEPLOYMENT to a new model (and optionally prompt)."""
     from pydantic import ValidationError
 
-    from pairshift.migration import InvalidMigration, plan_migration
+    from pairshift.migration_records import InvalidMigration, plan_migration
     from pairshift.registry import open_registry
 
     try:
@@ -309,7 +309,7 @@ def promote_now(
 @app.command("list")
 def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List migrations, live and finished."""
-    from pairshift.cli.registry_cmds import Kind, get
+    from pairshift.cli.registry import Kind, get
 
     get(Kind.migrations, None, json_out)
 
@@ -317,9 +317,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Machine-readable 
 @app.command()
 def report(
     ident: str = typer.Argument(..., metavar="ID"),
-    html: Path | None = typer.Option(
-        None, "--html", help="Also write the self-contained HTML report here."
-    ),
+    html: Path | None = typer.Option(None, "--html", help="Also write the self-contained HTML report here."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a migration's eval report (the 2x2, effects with CIs, flipped cases, gate)."""

@@ -9,11 +9,11 @@ from fake_slack import FakeSlack, fake_slack, slack_env  # noqa: F401  (fixtures
 from temporalio.exceptions import ApplicationError
 
 from activities.slack import post_slack_notice
-from pairshift.notifier import Notice
+from pairshift.notices import Notice
 from pairshift.registry.models import SlackMessage, SlackThread
 from pairshift.registry.store import Registry
 from pairshift.slack import SlackSettings, web_client
-from pairshift.slack.notifier import SlackNotifier, SlackRetryable
+from pairshift.slack.posting import SlackNotifier, SlackRetryable
 
 MIG = "migration-support-triage"
 

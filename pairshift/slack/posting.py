@@ -23,11 +23,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlmodel import select
 
-from pairshift.notifier import Notice
+from pairshift.notices import Notice
 from pairshift.registry.models import SlackMessage, SlackThread, utcnow
 from pairshift.registry.store import Registry
 from pairshift.settings import get_settings
-from pairshift.slack import blocks as bk
+from pairshift.slack import block_kit
+from pairshift.slack import messages as bk
 
 log = logging.getLogger("pairshift.slack")
 
@@ -83,7 +84,7 @@ def call_slack(method: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 class SlackNotifier:
-    """Posts notices (a ``pairshift.notifier.Notifier``) and keeps threads and decision messages in the registry."""
+    """Posts notices (a ``pairshift.notices.Notifier``) and keeps threads and decision messages in the registry."""
 
     name = "slack"
 
@@ -141,7 +142,7 @@ class SlackNotifier:
             return s.get(SlackThread, (notice.migration, notice.channel))
 
     def _remember(
-        self, notice: Notice, message: bk.Message, channel_id: str, ts: str, *, new_thread: bool
+        self, notice: Notice, message: block_kit.Message, channel_id: str, ts: str, *, new_thread: bool
     ) -> None:
         if not notice.migration:
             return
@@ -219,9 +220,9 @@ class SlackNotifier:
         if not notice.migration:
             return 0
         if notice.kind in TERMINAL:
-            return self.resolve_buttons(notice.migration, None, bk.clip(notice.title, 300))
+            return self.resolve_buttons(notice.migration, None, block_kit.clip(notice.title, 300))
         if notice.kind in ("stage_started", "stage_passed") and notice.stage is not None:
-            return self.resolve_buttons(notice.migration, notice.stage, bk.clip(notice.title, 300))
+            return self.resolve_buttons(notice.migration, notice.stage, block_kit.clip(notice.title, 300))
         return 0
 
     # ------------------------------------------------------------ helpers

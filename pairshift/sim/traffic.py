@@ -168,9 +168,7 @@ class TrafficGenerator:
         for i in range(n):
             unit, a, r = self._one()
             when = (
-                start
-                if not spread_s
-                else datetime.fromtimestamp(start.timestamp() + spread_s * i / n, UTC)
+                start if not spread_s else datetime.fromtimestamp(start.timestamp() + spread_s * i / n, UTC)
             )
             out.append(
                 ObservationIn(

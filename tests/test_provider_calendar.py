@@ -10,7 +10,7 @@ import pytest
 from conftest import dump_registry
 from sqlmodel import select
 
-from pairshift.calendar import CalendarError, load_calendar, sync
+from pairshift.provider_calendar import CalendarError, load_calendar, sync
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model, PromptVersion
 from pairshift.registry.store import Registry

@@ -2,7 +2,7 @@
 
 Two file formats are read:
 
-- the bundled ``pairshift/data/calendar.yaml`` (or any file of the same shape): ``models:`` entries with id,
+- the bundled ``pairshift/data/provider_calendar.yaml`` (or any file of the same shape): ``models:`` entries with id,
   provider, aliases, price, deprecated_on, retires_on, replacement, and where/when it was read;
 - LiteLLM's ``model_prices_and_context_window.json``: a JSON object keyed by model name whose entries carry
   ``litellm_provider``, ``input_cost_per_token``/``output_cost_per_token`` (USD per token) and
@@ -29,7 +29,7 @@ from sqlmodel import Session
 from pairshift.policy import format_validation_error
 from pairshift.registry.models import Model, utcnow
 
-BUNDLED = Path(__file__).parent / "data" / "calendar.yaml"
+BUNDLED = Path(__file__).parent / "data" / "provider_calendar.yaml"
 LITELLM_PROVIDERS = {"anthropic": "anthropic", "openai": "openai"}
 PER_MTOK = 1_000_000
 
@@ -119,7 +119,7 @@ def _is_litellm(path: Path, text: str) -> bool:
 
 
 def load_native(path: Path, text: str) -> list[CalendarEntry]:
-    """The bundled format: ``models:`` entries (see ``pairshift/data/calendar.yaml``)."""
+    """The bundled format: ``models:`` entries (see ``pairshift/data/provider_calendar.yaml``)."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -2,7 +2,7 @@
 
 ``plan_migration`` is called twice: by clients before they start a workflow (so a bad request exits 2 at
 once) and by the workflow's first activity (so a start from the Temporal UI is validated just the same).
-Nothing here moves traffic; that is ``pairshift.canary``.
+Nothing here moves traffic; that is ``pairshift.split``.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 import pytest
 from conftest import EXAMPLES
 
-from pairshift import canary, ledger
+from pairshift import ledger, split
 from pairshift.apply import apply_path
-from pairshift.migration import InvalidMigration, plan_migration
+from pairshift.migration_records import InvalidMigration, plan_migration
 from pairshift.registry.models import Deployment, Model
 
 
@@ -17,7 +17,7 @@ def applied(registry):
 
 def test_set_restore_promote(applied):
     with applied.session() as s:
-        canary.set_split(
+        split.set_split(
             s,
             deployment="support-triage",
             migration="m1",
@@ -32,8 +32,8 @@ def test_set_restore_promote(applied):
             5,
             "m1",
         )
-        with pytest.raises(canary.SplitConflict, match="being migrated by m1"):
-            canary.set_split(
+        with pytest.raises(split.SplitConflict, match="being migrated by m1"):
+            split.set_split(
                 s,
                 deployment="support-triage",
                 migration="m2",
@@ -42,8 +42,8 @@ def test_set_restore_promote(applied):
                 percent=5,
             )
     with applied.session() as s:
-        assert canary.restore_baseline(s, deployment="support-triage", migration="m1", reason="gate breach")
-        assert not canary.restore_baseline(s, deployment="support-triage", migration="m1")  # idempotent
+        assert split.restore_baseline(s, deployment="support-triage", migration="m1", reason="gate breach")
+        assert not split.restore_baseline(s, deployment="support-triage", migration="m1")  # idempotent
     with applied.session() as s:
         dep = s.get(Deployment, "support-triage")
         assert (dep.candidate_pair, dep.canary_percent, dep.migration) == (None, 0, None)
@@ -51,7 +51,7 @@ def test_set_restore_promote(applied):
         assert rows[-1].reason.startswith("rolled back from support-triage@2+sim-fresh-2025-09: gate breach")
         assert rows[-1].pair == "support-triage@1+sim-classic-2024-06"
     with applied.session() as s:
-        assert canary.promote(
+        assert split.promote(
             s,
             deployment="support-triage",
             migration="m3",
@@ -61,7 +61,7 @@ def test_set_restore_promote(applied):
             reason="manual",
             evidence={"runs": ["r1"]},
         )
-        assert not canary.promote(
+        assert not split.promote(
             s,
             deployment="support-triage",
             migration="m3",

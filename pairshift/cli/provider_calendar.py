@@ -29,9 +29,9 @@ from temporalio.client import (
 )
 from temporalio.exceptions import FailureError
 
-from pairshift.calendar import CalendarError, load_calendar, sync
 from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, table
-from pairshift.deprecation import active_snapshot, by_id, is_alias
+from pairshift.deprecation_plan import active_snapshot, by_id, is_alias
+from pairshift.provider_calendar import CalendarError, load_calendar, sync
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model
 from pairshift.settings import get_settings
@@ -164,7 +164,7 @@ def _parse_day(text: str | None) -> date | None:
 
 async def run_scan(client: Client, today: date | None = None, *, task_queue: str | None = None) -> Any:
     """Run DeprecationScanWorkflow once and wait for its result (a worker must poll ``task_queue``)."""
-    from workflows.deprecation import DeprecationScanWorkflow, ScanRequest
+    from workflows.deprecation_scan import DeprecationScanWorkflow, ScanRequest
 
     return await client.execute_workflow(
         DeprecationScanWorkflow.run,
@@ -214,7 +214,8 @@ def deprecations_scan(
 
 def schedules(task_queue: str) -> dict[str, Schedule]:
     """The two Schedules: the daily deprecation scan and the alias-drift check every six hours."""
-    from workflows.deprecation import AliasDriftRequest, ScanRequest
+    from workflows.alias_drift import AliasDriftRequest
+    from workflows.deprecation_scan import ScanRequest
 
     policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP)
     return {

@@ -136,7 +136,7 @@ async def _run(request, *, show_progress: bool):  # type: ignore[no-untyped-def]
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
 
-    from workflows.eval import EvalWorkflow
+    from workflows.evals import EvalWorkflow
 
     settings = get_settings()
     client = await connect_or_fail()

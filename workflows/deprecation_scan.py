@@ -1,0 +1,121 @@
+"""DeprecationScanWorkflow: the daily watcher of provider retirement dates (PRODUCT §8).
+
+Run daily by the Schedule ``pairshift-deprecation-scan``: plan the day's scan (an activity running the pure
+:func:`pairshift.deprecation_plan.plan_scan`), start each planned MigrationWorkflow as an abandoned child with
+the deterministic id ``migration-<deployment>`` (a live one is left alone), then record and send the due
+reminders. ``today`` may be given, so people and tests can scan as of any day.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deprecation_scan import (
+        RemindersInput,
+        ScanInput,
+        SentReminder,
+        plan_deprecation_scan,
+        record_deprecation_reminders,
+    )
+    from pairshift.deprecation_plan import PlannedStart, RetiredFlag
+    from workflows.migration_types import MigrationRequest, migration_id
+    from workflows.notices import deliver_notice
+
+SCAN_USER = "pairshift-deprecation-scan"
+REGISTRY = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+)
+
+
+class ScanRequest(BaseModel):
+    """The scan's input; the Schedule sends ``{}`` (today = the workflow's clock, UTC)."""
+
+    today: date | None = Field(None, description="Scan as of this day; None = today (workflow time, UTC).")
+    lead_days: int = Field(60, ge=1, le=366, description="Act on snapshots retiring within this many days.")
+
+
+class StartedMigration(BaseModel):
+    deployment: str
+    id: str
+    from_model: str
+    to_model: str
+
+
+class ScanResult(BaseModel):
+    today: date
+    started: list[StartedMigration] = Field(default_factory=list)
+    already_running: list[str] = Field(default_factory=list, description="Left alone: a migration is live.")
+    reminders: list[SentReminder] = Field(default_factory=list)
+    flags: list[RetiredFlag] = Field(
+        default_factory=list, description="Deployments still on a retired snapshot."
+    )
+    blocked: dict[str, str] = Field(
+        default_factory=dict, description="Deployment -> why nothing was started."
+    )
+
+
+@workflow.defn
+class DeprecationScanWorkflow:
+    """One scan: plan, start migrations (once each, by deterministic id), send the due reminders."""
+
+    @workflow.run
+    async def run(self, req: ScanRequest) -> ScanResult:
+        today = req.today or workflow.now().date()
+        plan = await workflow.execute_activity(
+            plan_deprecation_scan, ScanInput(today=today, lead_days=req.lead_days), **REGISTRY
+        )
+        result = ScanResult(
+            today=today, flags=plan.flags, blocked=plan.blocked, already_running=plan.left_alone
+        )
+        for start in plan.starts:
+            if await self._start(start):
+                result.started.append(
+                    StartedMigration(
+                        deployment=start.deployment,
+                        id=migration_id(start.deployment),
+                        from_model=start.from_model,
+                        to_model=start.to_model,
+                    )
+                )
+            else:
+                result.already_running.append(start.deployment)
+        if plan.reminders:
+            result.reminders = await workflow.execute_activity(
+                record_deprecation_reminders,
+                RemindersInput(
+                    reminders=plan.reminders,
+                    started={m.deployment: m.id for m in result.started},
+                    left_alone=result.already_running,
+                    blocked=plan.blocked,
+                ),
+                **REGISTRY,
+            )
+            for sent in result.reminders:
+                await deliver_notice(sent.notice)
+        return result
+
+    async def _start(self, start: PlannedStart) -> bool:
+        """Start the migration as a child that outlives this scan; False when one is already running."""
+        try:
+            await workflow.start_child_workflow(
+                "MigrationWorkflow",
+                MigrationRequest(
+                    deployment=start.deployment,
+                    to_model=start.to_model,
+                    reason="deprecation",
+                    requested_by=SCAN_USER,
+                ),
+                id=migration_id(start.deployment),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
