@@ -58,7 +58,7 @@ class ProbeResult(BaseModel):
 
 @activity.defn
 async def probe_alias(t: AliasTarget) -> ProbeResult:
-    """One cheap call (max_tokens=1) to the alias: the response's ``model`` is the snapshot it resolves to now."""
+    """One cheap call (max_tokens=1) to the alias: the response's ``model`` is what it resolves to now."""
     with open_registry().session() as s:
         row = s.get(Model, t.spec_from)
         if row is None:

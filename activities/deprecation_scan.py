@@ -87,8 +87,8 @@ class SentReminder(BaseModel):
 def record_deprecation_reminders(inp: RemindersInput) -> list[SentReminder]:
     """Record each due reminder once (Reminder rows) and return the notices of those recorded now.
 
-    The workflow sends them (log, and Slack when the policy names a channel); a reminder recorded by an earlier
-    attempt is not returned again, so a retry never repeats a message.
+    The workflow sends them (log, and Slack when the policy names a channel); a reminder recorded by an
+    earlier attempt is not returned again, so a retry never repeats a message.
     """
     out = []
     with open_registry().session() as s:

@@ -104,7 +104,7 @@ class SplitInput(_TrafficInput):
 
 @activity.defn
 def set_canary_split(inp: SplitInput) -> datetime:
-    """Route the stage's share to the candidate; returns when it took effect (the stage's metrics start then)."""
+    """Route the stage's share to the candidate; returns when it took effect (metrics count from then)."""
     with open_registry().session() as s:
         return split.set_split(s, **inp.model_dump())
 

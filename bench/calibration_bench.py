@@ -162,10 +162,10 @@ def run(
                     _, lo, hi = seq.share_mismatch(c.nc, c.nt, pct / 100, srm_tau(pct / 100), SRM_ALPHA)
                     srm = ((lo > 0) | (hi < 0)).any(axis=1).mean()
                     null_rows.append(
-                        f"| {pct:g}% | {min_h:g} / {max_h:g} h | {checks} | {breach.any(axis=1).mean():.4f} | "
-                        f"{nv.any(axis=1).mean():.4f} | {op['rollback']:.4f} | {op['pass']:.3f} | {_h(op['t_pass'])} | "
-                        f"{op['human']:.3f} | {cfg.min_samples[pct] if cfg.min_samples[pct] < 10**12 else 'never'} | "
-                        f"{srm:.4f} |"
+                        f"| {pct:g}% | {min_h:g} / {max_h:g} h | {checks} | {breach.any(axis=1).mean():.4f} "
+                        f"| {nv.any(axis=1).mean():.4f} | {op['rollback']:.4f} | {op['pass']:.3f} | "
+                        f"{_h(op['t_pass'])} | {op['human']:.3f} | "
+                        f"{cfg.min_samples[pct] if cfg.min_samples[pct] < 10**12 else 'never'} | {srm:.4f} |"
                     )
                 else:
                     detected = first(breach)
@@ -174,8 +174,7 @@ def run(
                     )
                     alt_rows.append(
                         f"| {pct:g}% | +{inc * 100:g} | {op['rollback']:.3f} | {_h(op['t_rollback'])} | "
-                        f"{op['pass']:.3f} | {breach.any(axis=1).mean():.3f} | "
-                        f"{_h(t_first)} | "
+                        f"{op['pass']:.3f} | {breach.any(axis=1).mean():.3f} | {_h(t_first)} | "
                         f"{nv.any(axis=1).mean():.3f} |"
                     )
         lines += _tables(cfg, null_rows, alt_rows)
@@ -197,8 +196,8 @@ def _tables(cfg: GateConfig, null_rows: list[str], alt_rows: list[str]) -> list[
         "Candidate == control (false rollbacks):",
         "",
         "| stage | min / max hours | checks | always-valid: any breach over all checks | naive z @0.05: any "
-        "rejection over all checks | gate: rolled back | gate: passed | median h to pass | to a human at max_hours "
-        "| min_samples (smaller arm) | SRM false stops |",
+        "rejection over all checks | gate: rolled back | gate: passed | median h to pass | to a human at "
+        "max_hours | min_samples (smaller arm) | SRM false stops |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *null_rows,
         "",
@@ -234,26 +233,32 @@ def _document(
                 "## Parameters",
                 "",
                 f"- {canaries:,} simulated canaries per stage and scenario, numpy seed {seed}",
-                f"- traffic {rate:g} requests/s in total, split per request by the stage percent; checks every "
-                f"{check_minutes:g} minutes ({int(round(rate * check_minutes * 60)):,} requests per check)",
-                f"- stages (the default policy's first three): {stage_text}; every check up to max_hours is simulated",
+                f"- traffic {rate:g} requests/s in total, split per request by the stage percent; checks "
+                f"every {check_minutes:g} minutes ({int(round(rate * check_minutes * 60)):,} requests per "
+                "check)",
+                f"- stages (the default policy's first three): {stage_text}; every check up to max_hours is "
+                "simulated",
                 f"- control error rate {baseline:.0%}; candidate = control, or control + 1, 2, 5 points",
-                "- the default policy gates 5 metrics (error rate, invalid rate, score, latency p95, cost per call), so the "
-                "error-rate interval gets alpha/5; min_samples is `auto` at the control rate",
+                "- the default policy gates 5 metrics (error rate, invalid rate, score, latency p95, cost "
+                "per call), so the error-rate interval gets alpha/5; min_samples is `auto` at the control "
+                "rate",
                 f"- Monte Carlo standard error of a rate near 0.05: {mc:.4f}",
                 f"- run time {elapsed:.1f} s",
                 "",
                 "## How to read it",
                 "",
-                "- *any breach / any rejection over all checks*: the chance that a test which looks at every check until "
+                "- *any breach / any rejection over all checks*: the chance that a test which looks at "
+                "every check until "
                 'max_hours ever says "worse"; for the always-valid test this must be at or under its alpha.',
-                "- *gate: rolled back / passed / to a human*: the stage as the gate runs it (breach ends it at once; pass "
-                "at the first check at or after min_hours with min_samples and a non-inferior interval; else a human at "
-                "max_hours). Under the default margin an increase of exactly +1 point is *allowed* by the policy, so "
-                "it is not meant to be rolled back; the margin-0 configuration shows detection of any increase.",
-                "- The always-valid test is conservative at 15-minute checks: its boundary holds under continuous "
-                "monitoring, and only its upper side can roll back, so its false rollback rate sits far under alpha. The "
-                "price is detection time; the naive test's higher detection comes with its inflated false rollbacks.",
+                "- *gate: rolled back / passed / to a human*: the stage as the gate runs it (breach ends it "
+                "at once; pass at the first check at or after min_hours with min_samples and a non-inferior "
+                "interval; else a human at max_hours). Under the default margin an increase of exactly +1 "
+                "point is *allowed* by the policy, so it is not meant to be rolled back; the margin-0 "
+                "configuration shows detection of any increase.",
+                "- The always-valid test is conservative at 15-minute checks: its boundary holds under "
+                "continuous monitoring, and only its upper side can roll back, so its false rollback rate "
+                "sits far under alpha. The price is detection time; the naive test's higher detection comes "
+                "with its inflated false rollbacks.",
                 "",
                 "## Results",
                 "",

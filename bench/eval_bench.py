@@ -33,7 +33,7 @@ MODEL = "sim-classic-2024-06"
 
 
 def _config(folder: Path, base_url: str, rpm: float | None) -> Path:
-    """The example config, sim-classic behind the fake server, a 1,000-case dataset (300 examples repeated)."""
+    """The example config, sim-classic behind the fake server, 1,000 cases (300 examples repeated)."""
     import yaml
     from test_evals_support import EXAMPLES
 
@@ -205,34 +205,37 @@ def _markdown(r: dict[str, dict[str, float]]) -> str:
             [
                 "# Eval throughput benchmark",
                 "",
-                f"{calls:,} calls (prompt-only eval: {CASES:,} cases x 1 epoch x 2 arms, one model) against the fake provider "
-                f"server (Anthropic wire format, {LATENCY_MS:.0f} ms per answer), {CONCURRENCY} concurrent calls per model, "
-                f"batches of {min(200, max(10, -(-CASES // 25)))} cases, 8 batch activities in flight.",
+                f"{calls:,} calls (prompt-only eval: {CASES:,} cases x 1 epoch x 2 arms, one model) against "
+                f"the fake provider server (Anthropic wire format, {LATENCY_MS:.0f} ms per answer), "
+                f"{CONCURRENCY} concurrent calls per model, batches of {min(200, max(10, -(-CASES // 25)))} "
+                "cases, 8 batch activities in flight.",
                 "",
                 "| scenario | path | seconds | calls/s | of ceiling | 429s | provider calls |",
                 "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
                 *(
-                    f"| rate limit {RATE_PER_S}/s ({int(RATE_PER_S * WINDOW_S)} per {WINDOW_S:g} s window) | {p} | "
-                    f"{lim[f'{p}_s']:.2f} | {calls / lim[f'{p}_s']:.1f} | {calls / lim[f'{p}_s'] / RATE_PER_S:.3f} | "
-                    f"{lim[f'{p}_429']:.0f} | {lim[f'{p}_ok']:.0f} |"
+                    f"| rate limit {RATE_PER_S}/s ({int(RATE_PER_S * WINDOW_S)} per {WINDOW_S:g} s window) "
+                    f"| {p} | {lim[f'{p}_s']:.2f} | {calls / lim[f'{p}_s']:.1f} | "
+                    f"{calls / lim[f'{p}_s'] / RATE_PER_S:.3f} | {lim[f'{p}_429']:.0f} | "
+                    f"{lim[f'{p}_ok']:.0f} |"
                     for p in ("temporal", "direct")
                 ),
                 *(
-                    f"| no rate limit | {p} | {free[f'{p}_s']:.2f} | {calls / free[f'{p}_s']:.1f} | - | {free[f'{p}_429']:.0f} | "
-                    f"{free[f'{p}_ok']:.0f} |"
+                    f"| no rate limit | {p} | {free[f'{p}_s']:.2f} | {calls / free[f'{p}_s']:.1f} | - | "
+                    f"{free[f'{p}_429']:.0f} | {free[f'{p}_ok']:.0f} |"
                     for p in ("temporal", "direct")
                 ),
                 "",
-                f"- Achieved / ceiling (through Temporal, rate-limited): **{calls / lim['temporal_s'] / RATE_PER_S:.3f}** "
-                f"(target >= 0.9); 429s received: **{lim['temporal_429']:.0f}**.",
+                "- Achieved / ceiling (through Temporal, rate-limited): "
+                f"**{calls / lim['temporal_s'] / RATE_PER_S:.3f}** (target >= 0.9); 429s received: "
+                f"**{lim['temporal_429']:.0f}**.",
                 f"- Temporal overhead vs direct calls: **{overhead(lim) * 100:+.1f}%** rate-limited, "
                 f"**{overhead(free) * 100:+.1f}%** unlimited (target < 15%).",
-                f"- Cached re-run: **{lim['cached_s']:.2f} s** with {lim['cached_provider_calls']:.0f} provider calls "
-                f"(baseline reused, {lim['cached_calls']:.0f} calls from the response cache).",
+                f"- Cached re-run: **{lim['cached_s']:.2f} s** with {lim['cached_provider_calls']:.0f} "
+                f"provider calls (baseline reused, {lim['cached_calls']:.0f} calls from the response cache).",
                 "",
-                "The ceiling counts the whole eval (planning, summaries and the report included) against the rate limit. The "
-                "rate limit is set below this machine's CPU-bound throughput (the unlimited rows) so that the limiter, not "
-                "the CPU, is what the first rows measure.",
+                "The ceiling counts the whole eval (planning, summaries and the report included) against "
+                "the rate limit. The rate limit is set below this machine's CPU-bound throughput (the "
+                "unlimited rows) so that the limiter, not the CPU, is what the first rows measure.",
             ]
         )
         + "\n"

@@ -1,8 +1,9 @@
 """Generate examples/datasets/support-triage.jsonl: a deterministic golden set of support tickets.
 
-Run `python examples/generate_dataset.py` to regenerate; the output is committed so the dataset hash is stable.
-Each ticket is built from a team's vocabulary and a severity cue; its expected triage is the sim world's ground
-truth (``pairshift.sim.snapshots.triage_truth``: team from the vocabulary, severity from the cue and the tier).
+Run `python examples/generate_dataset.py` to regenerate; the output is committed so the dataset hash is
+stable. Each ticket is built from a team's vocabulary and a severity cue; its expected triage is the sim
+world's ground truth (``pairshift.sim.snapshots.triage_truth``: team from the vocabulary, severity from the
+cue and the tier).
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def _routes(state: _State) -> APIRouter:
 
     @api.get("/v1/migrations/{migration_id}", response_model=MigrationOut, tags=["migrations"])
     async def migration(migration_id: str) -> MigrationOut:
-        """One migration by workflow id (its latest run) or run id; ``live`` is the workflow's status query."""
+        """One migration by workflow id (its latest run) or run id; ``live``: the status query."""
         query = (
             select(MigrationRow)
             .where((MigrationRow.workflow_id == migration_id) | (MigrationRow.run_id == migration_id))

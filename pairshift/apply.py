@@ -167,8 +167,8 @@ def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
         }
         fields = [k for k in stored if stored[k] != new[k]] or ["content"]
         raise ConfigError(
-            f"{item.where(fields[0])}: prompt versions are immutable and {cfg.id} already exists with a different "
-            f"{fields[0]}; publish it under a new version"
+            f"{item.where(fields[0])}: prompt versions are immutable and {cfg.id} already exists with a "
+            f"different {fields[0]}; publish it under a new version"
         )
     _record(result, False, "")
 
@@ -194,8 +194,8 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
     existing = s.get(DatasetVersion, version_id)
     if existing is not None and existing.content_hash != digest:
         raise ConfigError(
-            f"{item.where('version')}: dataset versions are immutable and {version_id} already holds other cases; "
-            "give the changed cases a new version"
+            f"{item.where('version')}: dataset versions are immutable and {version_id} already holds other "
+            "cases; give the changed cases a new version"
         )
     if existing is None:
         s.add(
@@ -279,8 +279,8 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
         return _record(result, True, f"created deployment {cfg.name} ({row.active_pair})")
     if (row.active_prompt, row.active_model) != (cfg.prompt, cfg.model):
         result.warnings.append(
-            f"{item.where()}: config names {cfg.prompt}+{cfg.model} but the active pair is {row.active_pair}; "
-            "left as is (pairs move through `pairshift migrate`)"
+            f"{item.where()}: config names {cfg.prompt}+{cfg.model} but the active pair is "
+            f"{row.active_pair}; left as is (pairs move through `pairshift migrate`)"
         )
     changed = [k for k, v in (("dataset", cfg.dataset), ("policy", policy_name)) if getattr(row, k) != v]
     for k in changed:

@@ -51,7 +51,8 @@ class ModelConfig(_Strict):
     id: str = Field(..., min_length=1, description="Provider model id: a snapshot, or an alias.")
     provider: Literal["anthropic", "openai", "openai-compatible", "sim"] = Field(
         ...,
-        description="Wire format: Anthropic Messages, OpenAI chat completions (also vLLM, Ollama, gateways), or sim.",
+        description="Wire format: Anthropic Messages, OpenAI chat completions (also vLLM, Ollama, gateways), "
+        "or sim.",
     )
     aliases: list[str] = Field(
         default_factory=list, description="Names the provider may point at this snapshot."

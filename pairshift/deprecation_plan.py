@@ -1,4 +1,4 @@
-"""Deprecation planning, pure: which reminders are due, which migrations to start, which deployments are broken.
+"""Deprecation planning, pure: which reminders are due, which migrations to start, which deployments broke.
 
 :func:`plan_scan` is what DeprecationScanWorkflow decides each day, as a function of plain registry rows and a
 date, so it is tested table-driven and runs the same whether the scan is the schedule's, a person's

@@ -1,7 +1,8 @@
-"""The embedded stack as child processes (PRODUCT §12): Temporal dev server, worker, and later API and sim server.
+"""The embedded stack as child processes (PRODUCT §12): Temporal dev server, worker, API and sim server.
 
 Used by `pairshift demo` and end-to-end tests. Every process is started in its own session and stopped
-(SIGINT, then SIGKILL after a grace period) when the ``EmbeddedStack`` context exits, so nothing is left running.
+(SIGINT, then SIGKILL after a grace period) when the ``EmbeddedStack`` context exits, so nothing is left
+running.
 """
 
 from __future__ import annotations

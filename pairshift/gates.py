@@ -68,7 +68,7 @@ def eval_gate(
     newly_failing_blocking: dict[str, list[str]],
     policy: EvalPolicy,
 ) -> GateDecision:
-    """Pass / fail / inconclusive for the joint arm against baseline (non-inferiority, blocking, cost, latency)."""
+    """Pass / fail / inconclusive for joint vs baseline (non-inferiority, blocking, cost, latency)."""
     verdicts: list[tuple[str, str]] = [_noninferiority(joint_effect, policy)]
     for kind in policy.blocking:
         cases = newly_failing_blocking.get(kind, [])
@@ -166,7 +166,7 @@ def metric_alpha(canary: CanaryPolicy) -> float:
 
 
 def mixture_tau(margin: float) -> float:
-    """Mixture scale of a metric's sequence: its margin, which makes the test quickest for effects that size."""
+    """Mixture scale of a metric's sequence: its margin (the test is quickest for effects of that size)."""
     return abs(margin) or 0.01
 
 
@@ -176,7 +176,7 @@ def srm_tau(share: float) -> float:
 
 
 def required_samples(canary: CanaryPolicy, baseline_error_rate: float = 0.01, percent: float = 50.0) -> int:
-    """``min_samples: auto``: calls in the smaller arm for a candidate as good as control to pass with ``power``.
+    """``min_samples: auto``: calls in the smaller arm for a candidate as good as control to pass (``power``).
 
     Uses the first gated binary metric (error rate at ``baseline_error_rate``; else score, variance <= 1/4),
     the same mixture boundary and per-metric alpha as :func:`stage_gate`, and the allocation of ``percent``.
@@ -208,7 +208,7 @@ def stage_gate(
     elapsed_hours: float,
     min_hours: float,
 ) -> StageCheck:
-    """Judge one canary check: ``breach`` (roll back now), ``pass``, ``inconclusive`` or ``srm`` (module doc)."""
+    """Judge one canary check: ``breach`` (roll back now), ``pass``, ``inconclusive`` or ``srm``."""
     samples = {"control": control.n, "candidate": candidate.n}
     if percent >= 100:
         done = elapsed_hours >= min_hours
@@ -256,8 +256,10 @@ def _srm(control: VariantStats, candidate: VariantStats, percent: float) -> str 
         what = "units" if use_units else "calls"
         observed = nt / (nc + nt)
         return (
-            f"sample ratio mismatch: candidate has {observed:.2%} of {nc + nt:,} {what}, configured {percent:g}% "
-            f"(always-valid test at alpha {SRM_ALPHA}); the split is broken, so the comparison is not trustworthy"
+            f"sample ratio mismatch: candidate has {observed:.2%} of {nc + nt:,} {what}, configured "
+            f"{percent:g}% "
+            f"(always-valid test at alpha {SRM_ALPHA}); the split is broken, so the comparison is not "
+            "trustworthy"
         )
     return None
 
@@ -308,11 +310,13 @@ def _verdict(
     verdict = "breach" if lo > margin else "ok" if hi <= margin else "inconclusive"
     if kind == "ratio":
         shown = (math.exp(est), (math.exp(lo), math.exp(hi)), math.exp(margin))
-        said = f"ratio {shown[0]:.3f}, always-valid bound [{shown[1][0]:.3f}, {shown[1][1]:.3f}], max {shown[2]:.3f}"
+        low, high = shown[1]
+        said = f"ratio {shown[0]:.3f}, always-valid bound [{low:.3f}, {high:.3f}], max {shown[2]:.3f}"
     else:
         shown = (est, (lo, hi), margin)
         said = (
-            f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], max {kind} {_pp(margin, 2)}"
+            f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], max {kind} "
+            f"{_pp(margin, 2)}"
             if kind == "increase"
             else f"{kind} {est:+.4f}, always-valid bound [{lo:+.4f}, {hi:+.4f}], max {kind} {margin:.4f}"
         )
@@ -359,7 +363,7 @@ def _log_p95_ratio(
 def _log_cost_ratio(
     control: VariantStats, candidate: VariantStats
 ) -> tuple[tuple[float, float], float, float] | str:
-    """Candidate / control mean cost per call on the log scale; delta-method variance from the sums of squares."""
+    """Candidate / control mean cost per call, log scale; delta-method variance from sums of squares."""
     if min(control.n, candidate.n) < MIN_RATIO_SAMPLES:
         return f"too few calls ({control.n} control, {candidate.n} candidate; {MIN_RATIO_SAMPLES} needed)"
     if control.cost_sumsq is None or candidate.cost_sumsq is None:

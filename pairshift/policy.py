@@ -35,7 +35,8 @@ class EvalPolicy(_Strict):
         0.02,
         ge=0.0,
         le=1.0,
-        description="Non-inferiority margin: the lower CI bound of joint - baseline pass rate must be >= -max_regression.",
+        description="Non-inferiority margin: the lower CI bound of joint - baseline pass rate must be >= "
+        "-max_regression.",
     )
     blocking: list[str] = Field(
         default_factory=lambda: ["is-json"],
@@ -133,7 +134,8 @@ class CanaryPolicy(_Strict):
         for i in range(1, len(stages)):
             if stages[i].percent <= stages[i - 1].percent:
                 raise ValueError(
-                    f"stage {i} percent {stages[i].percent:g} must be greater than stage {i - 1}'s {stages[i - 1].percent:g}"
+                    f"stage {i} percent {stages[i].percent:g} must be greater than stage {i - 1}'s "
+                    f"{stages[i - 1].percent:g}"
                 )
         return stages
 

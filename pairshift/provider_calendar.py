@@ -1,9 +1,9 @@
-"""The provider calendar: retirement dates, replacements and prices of well-known model snapshots (PRODUCT §4).
+"""The provider calendar: retirement dates, replacements and prices of well-known snapshots (PRODUCT §4).
 
 Two file formats are read:
 
-- the bundled ``pairshift/data/provider_calendar.yaml`` (or any file of the same shape): ``models:`` entries with id,
-  provider, aliases, price, deprecated_on, retires_on, replacement, and where/when it was read;
+- the bundled ``pairshift/data/provider_calendar.yaml`` (or any file of the same shape): ``models:`` entries
+  with id, provider, aliases, price, deprecated_on, retires_on, replacement, and where/when it was read;
 - LiteLLM's ``model_prices_and_context_window.json``: a JSON object keyed by model name whose entries carry
   ``litellm_provider``, ``input_cost_per_token``/``output_cost_per_token`` (USD per token) and
   ``deprecation_date`` (in practice the retirement date). Only Anthropic and OpenAI chat entries are taken:

@@ -25,15 +25,15 @@ the queue sets Temporal's task-queue rate limit to ``requests/s / calls_per_batc
 request rate stay on the main queue, as before.
 
 Why per model, not per provider: limits are configured per model (as providers publish them), and one queue
-has one rate; a name listed among a snapshot's aliases uses the snapshot's queue. Why a cap on calls per batch: Temporal limits
-activities, not calls, so the call rate holds only if each activity's call count is bounded. The size is a
-trade: bigger batches keep a 10,000-case eval's history small, smaller ones lower the burst, which is at most
-a few batches on top of the steady rate. Why a few: the server splits a queue's rate evenly among the queue's
-partitions (4 by default) and each banks one dispatch, so the fleet starts with up to one batch per
-partition and then runs at between a quarter of the limit (backlog in one partition) and the limit; a model
-queue given one partition (dynamic config ``matching.numTaskqueueReadPartitions`` and ``...Write...`` = 1)
-runs smoothly at the full rate. Limited per process only: tokens/min, and model-graded judge calls made
-inside a batch.
+has one rate; a name listed among a snapshot's aliases uses the snapshot's queue. Why a cap on calls per
+batch: Temporal limits activities, not calls, so the call rate holds only if each activity's call count is
+bounded. The size is a trade: bigger batches keep a 10,000-case eval's history small, smaller ones lower the
+burst, which is at most a few batches on top of the steady rate. Why a few: the server splits a queue's rate
+evenly among the queue's partitions (4 by default) and each banks one dispatch, so the fleet starts with up to
+one batch per partition and then runs at between a quarter of the limit (backlog in one partition) and the
+limit; a model queue given one partition (dynamic config ``matching.numTaskqueueReadPartitions`` and
+``...Write...`` = 1) runs smoothly at the full rate. Limited per process only: tokens/min, and model-graded
+judge calls made inside a batch.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def reset_limiters() -> None:
 
 
 def task_queue_activities_per_second(limits: Mapping[str, Any] | None, calls_per_batch: int) -> float | None:
-    """Temporal task-queue rate for a per-provider queue whose activities each make ``calls_per_batch`` calls."""
+    """Task-queue rate for a model's queue whose activities each make ``calls_per_batch`` calls."""
     rpm = Limits.from_mapping(limits).requests_per_minute
     if not rpm or calls_per_batch < 1:
         return None
@@ -208,14 +208,14 @@ def task_queue_activities_per_second(limits: Mapping[str, Any] | None, calls_per
 
 
 class BatchRoute(BaseModel):
-    """Where a model's eval batches go and how big they may be; crosses the workflow boundary (plan result)."""
+    """Where a model's eval batches go and how big they may be (part of the plan the workflow carries)."""
 
     model_id: str = Field(description="The registry row holding the limits (an alias's snapshot row).")
     calls_per_batch: int = Field(ge=1, description="Most provider calls one batch activity may make.")
 
 
 def model_task_queue(main_queue: str, model_id: str) -> str:
-    """The task queue of a rate-limited model's batches, named after the main queue so stacks never share it."""
+    """The task queue of a rate-limited model's batches, named after the main queue (never shared)."""
     return f"{main_queue}-model-{model_id}"
 
 
@@ -231,7 +231,7 @@ def calls_per_batch(limits: Mapping[str, Any] | None) -> int | None:
 
 
 def batch_route(model_id: str, limits: Mapping[str, Any] | None) -> BatchRoute | None:
-    """The route of a model's batches: its own queue when it has a request rate, else None (the main queue)."""
+    """The route of a model's batches: its own queue when it has a request rate, else None (main queue)."""
     per_batch = calls_per_batch(limits)
     return BatchRoute(model_id=model_id, calls_per_batch=per_batch) if per_batch else None
 

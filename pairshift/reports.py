@@ -104,7 +104,10 @@ class ArmInput(BaseModel):
 def power_note(n_cases: int, baseline_rate: float, confidence: float) -> str:
     """The smallest pass-rate drop this dataset detects with 80% power, as a sentence."""
     if baseline_rate <= 0:
-        return f"{n_cases} cases; the baseline passes no case, so no regression of its pass rate can be measured."
+        return (
+            f"{n_cases} cases; the baseline passes no case, so no regression of its pass rate can be "
+            "measured."
+        )
     mde = minimum_detectable_effect(n_cases, baseline_rate, confidence)
     return (
         f"With {n_cases} cases this eval detects a pass-rate drop of {mde * 100:.1f} points or more with 80% "

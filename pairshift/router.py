@@ -124,7 +124,7 @@ def _params(raw: Mapping[str, Any]) -> CallParams:
 
 
 class RoutedCompletion(BaseModel):
-    """What :meth:`Router.complete` returns: the output text, where the unit was routed, the provider's answer."""
+    """What :meth:`Router.complete` returns: the output, where the unit was routed, the provider's answer."""
 
     output: str
     assignment: Assignment
@@ -132,7 +132,7 @@ class RoutedCompletion(BaseModel):
 
 
 class Router:
-    """In-process router of one deployment (see the module doc). Use as a context manager or start()/close()."""
+    """In-process router of one deployment (module doc). Use as a context manager or start()/close()."""
 
     def __init__(
         self,
@@ -172,7 +172,7 @@ class Router:
             return load_split(s, self.deployment)
 
     def start(self) -> Router:
-        """Load the split synchronously (raises :class:`UnknownDeployment`), then refresh in the background."""
+        """Load the split synchronously (raises :class:`UnknownDeployment`), then refresh in background."""
         if self._split is None:
             self._split = self._loader()
             self._loaded_at = time.monotonic()
@@ -325,7 +325,7 @@ class Router:
         validate: Callable[[str], bool] | None = None,
         score: Callable[[str], float | None] | None = None,
     ) -> RoutedCompletion:
-        """Resolve, render, call the provider and record the observation; provider errors are recorded, then raised.
+        """Resolve, render, call the provider, record the observation; a provider error is recorded, raised.
 
         ``validate(output)`` False records the call as ``invalid``; ``score(output)`` attaches a 0..1 score.
         A prompt that cannot be rendered with ``variables`` is recorded as an error of its pair (a candidate

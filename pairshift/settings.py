@@ -43,5 +43,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings (cached; tests that change the environment call ``get_settings.cache_clear()``)."""
+    """The process's settings (cached; tests that change the environment call ``cache_clear()``)."""
     return Settings()

@@ -51,7 +51,8 @@ class CaseOutcome(BaseModel):
     assertion_types_failed: list[str] = Field(default_factory=list)
     assertion_types: list[str] = Field(
         default_factory=list,
-        description="Assertion types the case carries (optional): the denominator of by_assertion_type fail rates.",
+        description="Assertion types the case carries (optional): the denominator of by_assertion_type fail "
+        "rates.",
     )
     latency_ms: float = 0.0
     cost_usd: float = 0.0
@@ -317,9 +318,10 @@ def factorial(
     """The 2x2 attribution on pass rate: ``prompt``, ``model``, ``interaction`` and ``joint`` effects.
 
     prompt = P1M0 - P0M0, model = P0M1 - P0M0, interaction = P1M1 - P1M0 - P0M1 + P0M0, joint = P1M1 - P0M0,
-    each a per-case contrast (module docstring). Only what the arms define is returned, never a made-up 0:
-    a model-only migration (baseline + model_only) gives ``model`` and ``joint`` (= model, since the model-only
-    arm *is* the joint pair); a prompt-only one gives ``prompt`` and ``joint``; ``interaction`` needs all four.
+    each a per-case contrast (module docstring). Only what the arms define is returned, never a made-up 0: a
+    model-only migration (baseline + model_only) gives ``model`` and ``joint`` (= model, since the model-only
+    arm *is* the joint pair); a prompt-only one gives ``prompt`` and ``joint``; ``interaction`` needs all
+    four.
     """
     arms: dict[str, Sequence[CaseOutcome]] = {"baseline": baseline}
     for name, outcomes in (("prompt_only", prompt_only), ("model_only", model_only), ("joint", joint)):

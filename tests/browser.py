@@ -1,11 +1,12 @@
 """Driving the Temporal Web UI (2.54, as `temporal server start-dev --ui-port` serves it) from a real browser.
 
-Debian's headless Chromium through Playwright's Python API (never `playwright install`: nothing can be downloaded
-in CI). The selectors are the UI's own: ``data-testid`` attributes where the UI has them (``workflowId``,
-``taskQueue``, ``workflowType``, ``start-workflow-button``, ``confirm-modal-button``), otherwise roles and
-visible names ("More Actions", "Send a Signal"). The UI's JSON inputs are CodeMirror editors: text is inserted
-with ``keyboard.insert_text`` (typing would trigger the editor's bracket auto-closing), and the editor is
-blurred before submitting, because the form reads (and reformats) the editor's value on blur.
+Debian's headless Chromium through Playwright's Python API (never `playwright install`: nothing can be
+downloaded in CI). The selectors are the UI's own: ``data-testid`` attributes where the UI has them
+(``workflowId``, ``taskQueue``, ``workflowType``, ``start-workflow-button``, ``confirm-modal-button``),
+otherwise roles and visible names ("More Actions", "Send a Signal"). The UI's JSON inputs are CodeMirror
+editors: text is inserted with ``keyboard.insert_text`` (typing would trigger the editor's bracket
+auto-closing), and the editor is blurred before submitting, because the form reads (and reformats) the
+editor's value on blur.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def in_ci() -> bool:
 
 
 def require_chromium() -> Path:
-    """The browser, or skip (a laptop without it) — but under CI a missing browser is a failure, never a skip."""
+    """The browser, or skip (a laptop without it); under CI a missing browser is a failure, never a skip."""
     if CHROMIUM.exists():
         return CHROMIUM
     if in_ci():
@@ -147,7 +148,7 @@ async def send_signal(
 async def expect_execution_status(
     page: Any, ui_url: str, *, namespace: str, workflow_id: str, status: str
 ) -> None:
-    """Open the workflow's page and wait until its status badge reads ``status`` (the page refreshes itself)."""
+    """Open the workflow's page; wait until its status badge reads ``status`` (the page refreshes itself)."""
     from playwright.async_api import expect
 
     await page.goto(f"{ui_url}/namespaces/{namespace}/workflows/{workflow_id}")

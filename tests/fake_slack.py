@@ -1,10 +1,10 @@
 """A fake Slack Web API for tests: the WebClient's ``base_url`` points here (127.0.0.1, a free port).
 
 Speaks the few methods pairshift uses (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``users.info``, ``auth.test``) plus ``response_url`` hooks, records every call with its parameters, and can
-be told to fail the next N Web API calls with a 5xx or a 429 + ``Retry-After`` (an outage or rate limit).
-Answers follow Slack's shapes: ``{"ok": true, ...}``, or HTTP 200 ``{"ok": false, "error": "channel_not_found"}``
-for the errors Slack reports in-band.
+``users.info``, ``auth.test``) plus ``response_url`` hooks, records every call with its parameters, and can be
+told to fail the next N Web API calls with a 5xx or a 429 + ``Retry-After`` (an outage or rate limit). Answers
+follow Slack's shapes: ``{"ok": true, ...}``, or HTTP 200 ``{"ok": false, "error": "channel_not_found"}`` for
+the errors Slack reports in-band.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Runs four migrations of the small examples/ copy (20 cases, epochs 1, the harness's seconds-long TEST_POLICY)
 on the time-skipping test server, in-process, each on a fresh registry and a fresh server:
 
-- ``migration_promoted``: approved (update), paused and resumed in stage 0, stage 1 approved (signal), promoted;
+- ``migration_promoted``: approved (update), paused and resumed in stage 0, stage 1 approved (signal),
+  promoted;
 - ``migration_rolled_back``: a candidate with a 20% error rate, rolled back by the stage-0 gate;
-- ``migration_rejected``: an ignored signal from a non-approver, then rejected (update) before any traffic moved;
+- ``migration_rejected``: an ignored signal from a non-approver, then rejected (update) before any traffic
+  moved;
 - ``migration_continued_first_run`` / ``_last_run``: a canary that continues as new every two gate checks;
 
 and writes ``(await handle.fetch_history()).to_json()`` of each MigrationWorkflow, and of the promoted one's
@@ -117,7 +119,7 @@ async def rolled_back(env: WorkflowEnvironment) -> Recorded:
 
 
 async def continued(env: WorkflowEnvironment) -> Recorded:
-    """A canary that continues as new every two gate checks: the first run (ends in the handover) and the last."""
+    """A canary that continues as new every two gate checks: its first run (to the handover), its last."""
     traffic = Traffic(ALIKE)
     try:
         async with migration_worker(env.client, traffic=traffic) as tq:

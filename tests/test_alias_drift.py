@@ -1,6 +1,7 @@
-"""AliasDriftWorkflow against the fake provider server: repointing an alias at run time is detected by the next
-run, recorded (the alias's resolved snapshot, a ledger row), alerted (a notice) and evaluated (a model-only
-eval report of the new snapshot); a run without a move changes nothing; a failing probe is reported."""
+"""AliasDriftWorkflow against the fake provider server: repointing an alias at run time is detected by the
+next run, recorded (the alias's resolved snapshot, a ledger row), alerted (a notice) and evaluated (a
+model-only eval report of the new snapshot); a run without a move changes nothing; a failing probe is
+reported."""
 
 from __future__ import annotations
 

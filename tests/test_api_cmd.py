@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-# The command is not registered in pairshift.cli yet (the lead does that): mount it on a one-command Typer app.
+# The command is not registered in pairshift.cli yet (the lead does that): mount it on a one-command Typer
+# app.
 LAUNCH = (
     "import typer; from pairshift.cli.api import api; app = typer.Typer(); app.command()(api); "
     "app(standalone_mode=True)"

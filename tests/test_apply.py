@@ -1,4 +1,5 @@
-"""`pairshift apply`: idempotent, one transaction, immutable versions, references checked (SQLite and PostgreSQL)."""
+"""`pairshift apply`: idempotent, one transaction, immutable versions, references checked (SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def test_bad_csv_rows_are_refused(tmp_path: Path, header: str, row: str, needles
         ),
         ("scenarios: []\ntests: []\n", ["scenarios"]),
         (
-            "tests:\n  - vars: {q: x}\n    options: {transform: output.trim()}\n    assert: [{type: is-json}]\n",
+            "tests:\n  - vars: {q: x}\n    options: {transform: output.trim()}\n    assert: [{type: "
+            "is-json}]\n",
             ["test 1", "transform"],
         ),
         (

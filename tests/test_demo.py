@@ -1,5 +1,5 @@
-"""`pairshift demo` end to end as a user runs it (real processes, no terminal): each scenario ends as its story says,
-prints the report path, and leaves nothing running."""
+"""`pairshift demo` end to end as a user runs it (real processes, no terminal): each scenario ends as its
+story says, prints the report path, and leaves nothing running."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def env_names_read_by_code() -> set[str]:
 
 
 def subcommand_path(argv: list[str]) -> list[str]:
-    """Resolve ``pairshift ARGV`` through the CLI's click tree and parse its options; fail on anything unknown."""
+    """Resolve ``pairshift ARGV`` through the CLI's click tree, parse its options; fail on unknowns."""
     cmd = typer.main.get_command(app)
     path, rest = ["pairshift"], list(argv)
     while hasattr(cmd, "commands"):  # a group: the next word must name one of its sub-commands

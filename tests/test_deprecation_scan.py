@@ -1,5 +1,5 @@
-"""DeprecationScanWorkflow on the time-skipping server: 100 daily scans of a snapshot retiring in 45 days start
-one migration per affected deployment and send each reminder once; `schedules install` twice leaves one
+"""DeprecationScanWorkflow on the time-skipping server: 100 daily scans of a snapshot retiring in 45 days
+start one migration per affected deployment and send each reminder once; `schedules install` twice leaves one
 Schedule each (dev server).
 
 MigrationWorkflow is a stand-in registered under its name: it records the migration as the real one's first
@@ -145,7 +145,8 @@ async def scan(client: Client, queue: str, day: date) -> ScanResult:
 async def test_hundred_daily_scans_start_once_and_remind_once(
     scan_worker, scan_registry: str, time_skipping_env, captured_notices: CapturedNotices
 ) -> None:  # noqa: F811 - fixture
-    # The scan's days are its input, not the server's clock; left on, time skipping would jump the live stand-ins
+    # The scan's days are its input, not the server's clock; left on, time skipping would jump the live
+    # stand-ins
     # to their execution timeout while a scan's result is awaited.
     with time_skipping_env.auto_time_skipping_disabled():
         await _hundred_scans(*scan_worker)

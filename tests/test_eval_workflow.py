@@ -1,4 +1,5 @@
-"""EvalWorkflow end to end on the Temporal dev server with the in-process sim provider (30 cases, 2 epochs)."""
+"""EvalWorkflow end to end on the Temporal dev server with the in-process sim provider (30 cases, 2
+epochs)."""
 
 from __future__ import annotations
 

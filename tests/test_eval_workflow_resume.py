@@ -46,14 +46,12 @@ def _start_worker(queue: str, address: str) -> subprocess.Popen[bytes]:
         "import asyncio, concurrent.futures; from datetime import timedelta\n"
         "from temporalio.worker import Worker\n"
         "from activities import ALL_ACTIVITIES; from workflows import ALL_WORKFLOWS\n"
-        "from pairshift.temporal_client import connect\n"
-        "async def main():\n"
-        "    client = await connect()\n"
-        f"    async with Worker(client, task_queue={queue!r}, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES,\n"
+        "from pairshift.temporal_client import connect\nasync def main():\n    client = await connect()\n"
+        f"    async with Worker(client, task_queue={queue!r}, workflows=ALL_WORKFLOWS, "
+        "activities=ALL_ACTIVITIES,\n"
         "                      activity_executor=concurrent.futures.ThreadPoolExecutor(8),\n"
         "                      sticky_queue_schedule_to_start_timeout=timedelta(seconds=1)):\n"
-        "        await asyncio.Event().wait()\n"
-        "asyncio.run(main())\n"
+        "        await asyncio.Event().wait()\nasyncio.run(main())\n"
     )
     return subprocess.Popen(
         [sys.executable, "-c", code],

@@ -79,7 +79,8 @@ EVAL_CASES = [
         1000,
         "fail",
         [
-            "blocking assertion is-json newly fails on 7 case(s): case-0, case-1, case-2, case-3, case-4 and 2 more"
+            "blocking assertion is-json newly fails on 7 case(s): case-0, case-1, case-2, case-3, case-4 and "
+            "2 more"
         ],
     ),
     ("non-blocking type ignored", OK, {"contains": ["case-0"]}, 0.01, 1000, "pass", []),

@@ -1,5 +1,6 @@
-"""`pairshift migrate ...` as a user runs it, against real `pairshift server` and `pairshift worker` processes:
-the §11 `--json` keys, refusals with exit 2, a second start refused naming the live migration, and abort."""
+"""`pairshift migrate ...` as a user runs it, against real `pairshift server` and `pairshift worker`
+processes: the §11 `--json` keys, refusals with exit 2, a second start refused naming the live migration, and
+abort."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Who may decide what, and when: the pure rules behind `decide`, the approve/reject signals and promote_now."""
+"""Who may decide what, and when: the pure rules behind `decide`, the approve/reject signals and
+promote_now."""
 
 import pytest
 

@@ -258,8 +258,8 @@ async def test_invalid_request_fails_and_changes_nothing(env, time_skipping_env)
 
 
 async def test_a_long_canary_continues_as_new_and_loses_nothing(env, time_skipping_env):
-    """Every two gate checks the run hands over to a fresh one: the split, approvals, audit log and stage clock
-    carry over, no stage starts twice, and the migration ends as it would have in one run."""
+    """Every two gate checks the run hands over to a fresh one: the split, approvals, audit log and stage
+    clock carry over, no stage starts twice, and the migration ends as it would have in one run."""
     client = time_skipping_env.client
     traffic = Traffic(BEHAVIOURS)
     async with migration_worker(client, traffic=traffic) as tq:

@@ -1,4 +1,5 @@
-"""ObservationWriter: never blocks the caller, drops the oldest when full, flushes by size, time and on close."""
+"""ObservationWriter: never blocks the caller, drops the oldest when full, flushes by size, time and on
+close."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ async def test_model_queue_workers_follow_the_registry_limits(dev_env, served_re
 async def start_provider_process(
     client: Client, registry_url: str, queue: str, tmp: Path
 ) -> asyncio.subprocess.Process:
-    """`pairshift worker --queues providers` for the main queue ``queue``; returns once it polls MODEL's queue."""
+    """`pairshift worker --queues providers` for main queue ``queue``; returns once it polls MODEL's queue."""
     env = {
         **os.environ,
         "PAIRSHIFT_TEMPORAL_ADDRESS": client.service_client.config.target_host,
@@ -315,7 +315,8 @@ async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
         f"\n{stats['requests']} requests in {last - first:.2f}s: {observed:.1f}/s after the first burst "
         f"(limit {RPS}/s)"
     )
-    # Two processes each allowed the full rate send about twice the limit (measured: 28-35/s at a limit of 20/s,
+    # Two processes each allowed the full rate send about twice the limit (measured: 28-35/s at a limit of
+    # 20/s,
     # as fast as two shared cores go); the fleet held by the task-queue rate stays at or under it.
     assert observed <= RPS * 1.2
 

@@ -1,4 +1,5 @@
-"""The SDK error translation both backends share (pairshift.providers._sdk), on each official SDK's own errors."""
+"""The SDK error translation both backends share (pairshift.providers._sdk), on each official SDK's own
+errors."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Replay tests: today's workflow code must replay every recorded history in tests/histories/ exactly.
 
-Why: a migration lives for days (hour gates, approvals), so a worker deployed mid-migration replays the history
-that older code wrote. If the new code would issue different commands (another activity, a timer moved, a
-child started elsewhere), Temporal raises a non-determinism error and the migration is stuck.
+Why: a migration lives for days (hour gates, approvals), so a worker deployed mid-migration replays the
+history that older code wrote. If the new code would issue different commands (another activity, a timer
+moved, a child started elsewhere), Temporal raises a non-determinism error and the migration is stuck.
 
 The rule: once released, any change to workflow logic (workflows/*.py: which activities, timers, children,
 signals it waits on, and in what order) goes behind ``workflow.patched("<change-id>")`` so that histories

@@ -1,4 +1,5 @@
-"""The router: sticky buckets, the split's accuracy, serving through a registry outage, complete() and record()."""
+"""The router: sticky buckets, the split's accuracy, serving through a registry outage, complete() and
+record()."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def test_a_new_migration_reshuffles_units_and_buckets_cover_the_range():
     first = [bucket("migration-a", f"u{i}") for i in range(5_000)]
     second = [bucket("migration-b", f"u{i}") for i in range(5_000)]
     assert min(first) >= 0 and max(first) < BUCKETS
-    same = sum(a == b for a, b in zip(first, second))
+    same = sum(a == b for a, b in zip(first, second, strict=True))
     assert same < 50  # independent: ~5000/10000 = 0.5 expected collisions
 
 

@@ -16,7 +16,10 @@ from sim_fixtures import SimHandle, sim_server, sim_server_session  # noqa: F401
 from pairshift.providers import CallParams, Message, ModelSpec, ProviderName, complete
 
 V1 = "You triage support tickets. Reply with JSON only."
-V2 = "You triage support tickets. Output only a raw JSON object with severity and team, no prose, no code fences."
+V2 = (
+    "You triage support tickets. Output only a raw JSON object with severity and team, no prose, "
+    "no code fences."
+)
 TICKETS = [
     ("gold", "I was charged twice for my invoice, refund please"),
     ("free", "my package was never delivered"),

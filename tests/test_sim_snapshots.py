@@ -18,7 +18,10 @@ from pairshift.sim.snapshots import (
 )
 
 V1 = "You triage support tickets. Reply with JSON only."
-V2 = "You triage support tickets. Output only a raw JSON object with severity and team, no prose, no code fences."
+V2 = (
+    "You triage support tickets. Output only a raw JSON object with severity and team, no prose, "
+    "no code fences."
+)
 SUBJECTS = [
     "I was charged twice",
     "my package was never delivered",

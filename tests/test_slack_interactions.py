@@ -1,8 +1,8 @@
-"""`POST /slack/interactions`: only a signed, fresh, first-time click by an authorized approver decides anything.
+"""`POST /slack/interactions`: only a signed, fresh, first click by an authorized approver decides anything.
 
-The workflow here is a stand-in with MigrationWorkflow's decision surface (``decide`` update + validator built on
-``workflows.migration_rules.refuse_decision``, ``note_refusal``, ``status``), so these tests exercise the Slack
-path in isolation; tests/test_slack_migration.py drives the real MigrationWorkflow.
+The workflow here is a stand-in with MigrationWorkflow's decision surface (``decide`` update + validator built
+on ``workflows.migration_rules.refuse_decision``, ``note_refusal``, ``status``), so these tests exercise the
+Slack path in isolation; tests/test_slack_migration.py drives the real MigrationWorkflow.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class StandInMigration:
         self.inp = inp
         for stage in (0, 1):
             self.waiting = stage
-            await workflow.wait_condition(lambda: tally(self.votes.get(stage, {}), inp.required) is not None)
+            await workflow.wait_condition(
+                lambda stage=stage: tally(self.votes.get(stage, {}), inp.required) is not None
+            )
         self.waiting = None
         await workflow.wait_condition(workflow.all_handlers_finished)
         return "done"

@@ -1,5 +1,6 @@
-"""Slack with the real MigrationWorkflow (time-skipping server, sim provider): an outage delays notices but not
-the migration, the notices arrive afterwards in one thread, and the buttons drive the workflow's `decide`."""
+"""Slack with the real MigrationWorkflow (time-skipping server, sim provider): an outage delays notices but
+not the migration, the notices arrive afterwards in one thread, and the buttons drive the workflow's
+`decide`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Socket Mode shares the HTTP route's handler: acknowledged at once, redeliveries ignored, same decision rules."""
+"""Socket Mode shares the HTTP route's handler: acknowledged at once, redeliveries ignored, same decision
+rules."""
 
 from __future__ import annotations
 

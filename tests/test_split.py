@@ -1,4 +1,5 @@
-"""The split state the router reads: set, restore, promote — idempotent, owned by one migration (SQLite + PostgreSQL)."""
+"""The split state the router reads: set, restore, promote — idempotent, owned by one migration (SQLite +
+PostgreSQL)."""
 
 import pytest
 from conftest import EXAMPLES

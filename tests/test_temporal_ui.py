@@ -1,10 +1,11 @@
-"""The Temporal UI path (PRODUCT §1, §8), in a real browser: a person starts a migration from the Web UI's Start
-Workflow form, approves it from the workflow page's Send a Signal form, and the migration proceeds to promotion.
+"""The Temporal UI path (PRODUCT §1, §8), in a real browser: a person starts a migration from the Web UI's
+Start Workflow form, approves it from the workflow page's Send a Signal form, and the migration proceeds to
+promotion.
 
 Everything is real: `pairshift server` (the Temporal dev server with its Web UI) and `pairshift worker` as
-processes (EmbeddedStack), the examples/ config with its seconds-long `demo` policy, headless Chromium driving the
-UI, and simulated production traffic written to the registry while the canary runs. The test reads progress
-through the `status` query (polling, never sleeping on a guess).
+processes (EmbeddedStack), the examples/ config with its seconds-long `demo` policy, headless Chromium driving
+the UI, and simulated production traffic written to the registry while the canary runs. The test reads
+progress through the `status` query (polling, never sleeping on a guess).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fixtures for tests whose workflows run activities in this process: settings on a test registry, notices kept.
+"""Fixtures for workflows whose activities run in this process: a test registry's settings, notices kept.
 
 Activities open the registry named by the process settings and send notices through :mod:`pairshift.notices`,
 so these tests point the settings at a SQLite registry and add a channel that keeps every notice. Imported by

@@ -55,7 +55,8 @@ def build_worker(client: Client, *, task_queue: str | None = None, max_workers: 
         activities=ALL_ACTIVITIES,
         activity_executor=executor,
         max_concurrent_activities=max_workers,
-        # After a crash the server waits this long for the dead worker's sticky queue before handing the workflow
+        # After a crash the server waits this long for the dead worker's sticky queue before handing the
+        # workflow
         # to another worker; the default 10 s would stall `migrate status` for as long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )

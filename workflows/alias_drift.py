@@ -76,7 +76,7 @@ class AliasDriftWorkflow:
             await asyncio.gather(*(workflow.execute_activity(probe_alias, t, **PROBE) for t in targets))
         )
         result = AliasDriftResult(checked=[t.deployment for t in targets])
-        for target, probe in zip(targets, probes):
+        for target, probe in zip(targets, probes, strict=True):
             if probe.error or probe.resolved is None:
                 result.probe_errors[target.deployment] = probe.error or "no resolved model in the response"
             # Two witnesses: the probe's answer, else what production traffic was last answered by.

@@ -74,7 +74,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 class _ContinueAsNew(Exception):
-    """A long stage hands over to a fresh run (raised between two gate checks, never while a human decides)."""
+    """A long stage hands over to a fresh run (between two gate checks, never while a human decides)."""
 
     def __init__(self, stage_index: int, since: datetime) -> None:
         super().__init__(f"continue as new at stage {stage_index}")
@@ -248,7 +248,7 @@ class MigrationWorkflow(MigrationOutbox):
             raise _Stop("failed_eval", "eval gate failed: " + "; ".join(gate.reasons))
 
     async def _decision(self, stage: int, why: str, *, key: str) -> None:
-        """Wait for approvals of ``key`` (start-k or pass-k); reminders on the policy's cadence; timeout = reject."""
+        """Wait for approvals of ``key`` (start-k or pass-k) with reminders; a timeout rejects."""
         ap = self.plan.policy.approvals
         self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
         previous = self.phase
@@ -349,7 +349,7 @@ class MigrationWorkflow(MigrationOutbox):
         return since
 
     async def _hold(self, k: int, stage: Stage, since) -> str:
-        """Hold the stage: check every check_every_minutes; breach rolls back, pass moves on (pause stops the clock)."""
+        """Hold the stage, checking every check_every_minutes: breach rolls back, pass moves on."""
         canary_pol = self.plan.policy.canary
         every_h = canary_pol.check_every_minutes / 60
         max_h = stage.max_hours if stage.max_hours is not None else stage.min_hours

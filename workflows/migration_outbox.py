@@ -132,7 +132,8 @@ class MigrationOutbox:
                 if notice.channel:
                     await workflow.execute_activity("post_slack_notice", notice, **SLACK)
             except ActivityError:
-                pass  # a channel down for longer than SLACK's window: the worker logged it; the migration goes on
+                # a channel down for longer than SLACK's window: the worker logged it; the migration goes on
+                pass
 
     async def _close(self, outbox: list[asyncio.Task]) -> None:
         self._closing = True

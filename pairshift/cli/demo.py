@@ -1,9 +1,9 @@
-"""`pairshift demo`: a whole migration on the embedded stack, from a fresh state folder, leaving nothing running.
+"""`pairshift demo`: a whole migration on the embedded stack from a fresh state folder, leaving nothing on.
 
 Scenarios (the `demo` policy of examples/pairshift.yaml scales every gate to seconds):
-- happy: support-triage moves from prompt v1 on the retiring sim-classic snapshot to prompt v2 on sim-fresh. The
-  2x2 shows a model regression (sim-fresh wraps JSON in prose under v1) that the new prompt fixes: an interaction.
-  Approval, a canary on simulated production traffic, promotion, the ledger.
+- happy: support-triage moves from prompt v1 on the retiring sim-classic snapshot to prompt v2 on sim-fresh.
+  The 2x2 shows a model regression (sim-fresh wraps JSON in prose under v1) that the new prompt fixes: an
+  interaction. Approval, a canary on simulated production traffic, promotion, the ledger.
 - regression: the same migration, but in production the candidate fails 15% of calls: the first stage's gate
   breaches and traffic goes back to the baseline.
 - deprecation: a deprecation scan, dated 45 days before sim-classic retires, starts the migration towards its
@@ -20,7 +20,7 @@ import shutil
 import sys
 import threading
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -38,7 +38,7 @@ BEHAVIOURS = {
 EXPECTED = {"happy": "promoted", "regression": "rolled_back", "deprecation": "failed_eval"}
 
 
-class Scenario(str, Enum):
+class Scenario(StrEnum):
     happy = "happy"
     regression = "regression"
     deprecation = "deprecation"
@@ -51,7 +51,7 @@ def demo(
     ),
     examples: Path = typer.Option(EXAMPLES, help="Config folder to apply."),
 ) -> None:
-    """Run a whole migration on the embedded stack (Temporal dev server + Web UI, worker, API) and stop it all after."""
+    """Run a whole migration on the embedded stack (dev server + Web UI, worker, API), then stop it."""
     from pairshift.embedded import EmbeddedStack, free_port
 
     if not examples.exists():
@@ -237,7 +237,8 @@ async def _finale(handle, st, home: Path, api_port: int) -> None:
     if st.phase == "failed_eval":
         console.print(
             "Nothing moved. The replacement needs the new prompt; migrate the pair together:\n"
-            f"  pairshift migrate start {DEPLOYMENT} --to-model sim-fresh-2025-09 --to-prompt support-triage@2"
+            f"  pairshift migrate start {DEPLOYMENT} --to-model sim-fresh-2025-09 --to-prompt "
+            "support-triage@2"
         )
     ledger(DEPLOYMENT, False)
     report_id = (st.eval or {}).get("report_id")

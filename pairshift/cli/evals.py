@@ -1,4 +1,4 @@
-"""`pairshift eval DEPLOYMENT --to-model M [--to-prompt P@V] [--epochs K] [--json] [--html FILE] [--no-cache]`.
+"""`pairshift eval DEPLOYMENT --to-model M [--to-prompt P@V] [--epochs K] [--json] [--html F] [--no-cache]`.
 
 Runs the 2x2 eval as an EvalWorkflow on the worker (so a long eval survives a crash of this process or of
 the worker), shows a progress bar per arm from the workflow's ``progress`` query, prints the 2x2 table

@@ -1,5 +1,6 @@
 """`pairshift migrate ...`: start, watch and decide migrations. A client of Temporal only: every decision goes
-through the workflow's `decide` update or its signals, so the CLI, Slack and the Temporal UI obey one set of rules."""
+through the workflow's `decide` update or its signals, so the CLI, Slack and the Temporal UI obey one set of
+rules."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""`pairshift models sync|list`, `pairshift deprecations scan`, `pairshift schedules install` (PRODUCT §4, §8, §11).
+"""`pairshift models sync|list`, `deprecations scan` and `schedules install` (PRODUCT §4, §8, §11).
 
-`models` works on the registry only. `deprecations scan` and `schedules install` are Temporal clients: the scan
-runs DeprecationScanWorkflow once and waits for it (a worker must be polling); the install creates the two
-Schedules idempotently (a second install changes nothing). The async functions (:func:`run_scan`,
+`models` works on the registry only. `deprecations scan` and `schedules install` are Temporal clients: the
+scan runs DeprecationScanWorkflow once and waits for it (a worker must be polling); the install creates the
+two Schedules idempotently (a second install changes nothing). The async functions (:func:`run_scan`,
 :func:`install_schedules`) take a client so tests and the demo call them directly.
 """
 

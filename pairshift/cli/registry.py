@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -19,7 +19,7 @@ def apply(
     file: Path = typer.Option(..., "-f", "--file", help="A YAML file or a folder of YAML files."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Apply registry config (models, prompts, datasets, deployments, policies): idempotent, all or nothing."""
+    """Apply registry config (models, prompts, datasets, deployments, policies): idempotent, atomic."""
     result = apply_path(open_registry(), file, by=os_user())
     if json_out:
         return emit_json(
@@ -32,7 +32,7 @@ def apply(
     console.print(f"{len(result.changes)} changed, {result.unchanged} unchanged")
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     models = "models"
     prompts = "prompts"
     deployments = "deployments"

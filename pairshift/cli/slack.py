@@ -22,7 +22,7 @@ def _slack() -> None:
 
 @app.command()
 def socket() -> None:
-    """Receive Approve / Reject clicks over Socket Mode (SLACK_APP_TOKEN, SLACK_BOT_TOKEN). Ctrl-C stops it."""
+    """Receive Approve / Reject clicks over Socket Mode (SLACK_APP_TOKEN, SLACK_BOT_TOKEN); Ctrl-C stops."""
     from pairshift.slack import slack_settings
     from pairshift.slack.socket_mode import require_socket_settings, run_socket_mode
 

@@ -69,7 +69,7 @@ def server(
     port: int = typer.Option(7233, help="Temporal frontend (gRPC) port."),
     ui_port: int = typer.Option(8233, help="Temporal Web UI port."),
 ) -> None:
-    """Run the embedded Temporal dev server with its Web UI; state persists under PAIRSHIFT_HOME. Ctrl-C stops it."""
+    """Run the embedded Temporal dev server and Web UI; state persists under PAIRSHIFT_HOME; Ctrl-C stops."""
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     db_file = (settings.home / "temporal.db").resolve()
@@ -104,7 +104,7 @@ def worker(
         "at a rate the whole fleet shares).",
     ),
 ) -> None:
-    """Run the pairshift worker: task queue `pairshift` plus one queue per rate-limited model. Ctrl-C stops it."""
+    """Run the pairshift worker: task queue `pairshift` and one per rate-limited model; Ctrl-C stops."""
     from worker.main import parse_queue_kinds, run_worker
 
     try:

@@ -314,7 +314,7 @@ def unique_cases(cases: list[Case], path: Path) -> list[Case]:
 
 
 def dataset_hash(cases: list[Case]) -> str:
-    """sha256 (hex) of a canonical JSON of the cases: order-sensitive, key order and default values ignored."""
+    """sha256 (hex) of a canonical JSON of the cases: order-sensitive; key order, default values ignored."""
     payload = [case.model_dump(mode="json", by_alias=True, exclude_defaults=True) for case in cases]
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -36,10 +36,11 @@ def load_jsonl(path: Path) -> list[Case]:
 def load_openai_evals(path: Path, *, mode: str = "includes") -> list[Case]:
     """OpenAI Evals samples ``{"input", "ideal"}``, one a line.
 
-    ``input`` (a string or a list of chat messages) becomes vars ``{"input": last user text, "messages": [...]}``;
-    ``expected`` is ``ideal`` (the first one when a list). The assertion follows the openai/evals class
-    chosen by ``mode``: ``includes`` (default; ``Includes``: the output contains any ideal, case-sensitive)
-    -> ``contains-any``; ``match`` (``Match``: the output starts with any ideal) -> an anchored ``regex``.
+    ``input`` (a string or a list of chat messages) becomes vars ``{"input": last user text, "messages":
+    [...]}``; ``expected`` is ``ideal`` (the first one when a list). The assertion follows the openai/evals
+    class chosen by ``mode``: ``includes`` (default; ``Includes``: the output contains any ideal,
+    case-sensitive) -> ``contains-any``; ``match`` (``Match``: the output starts with any ideal) -> an
+    anchored ``regex``.
     """
     if mode not in {"includes", "match"}:
         raise ValueError(f"mode must be 'includes' or 'match', got {mode!r}")

@@ -1,8 +1,8 @@
 """The promptfoo importer: ``promptfooconfig.yaml`` (or a bare list of tests) into checked cases.
 
-``tests`` may be inline, ``file://`` files or globs of yaml/json/jsonl/csv; ``defaultTest`` is merged into every
-test as promptfoo does (vars and options overlaid, asserts prepended, threshold and metadata inherited), and
-string-list vars are expanded into one test per combination. What pairshift cannot honour (JavaScript or
+``tests`` may be inline, ``file://`` files or globs of yaml/json/jsonl/csv; ``defaultTest`` is merged into
+every test as promptfoo does (vars and options overlaid, asserts prepended, threshold and metadata inherited),
+and string-list vars are expanded into one test per combination. What pairshift cannot honour (JavaScript or
 Python assertions, prompt prefixes, transforms, scenarios) is refused by name; keys that only pick promptfoo's
 prompts, providers or grader are ignored because pairshift takes the pair and the judge from its registry.
 :func:`cases_from_tests` is also how a plain CSV (promptfoo's CSV test format) becomes cases.
@@ -115,7 +115,7 @@ def _expand_test_spec(spec: Any, origin: Path) -> Iterator[tuple[str, dict[str, 
 
 
 def _merge_default(test: dict[str, Any], default: dict[str, Any], where: str) -> dict[str, Any]:
-    """promptfoo's defaultTest semantics: vars/options/metadata overlaid, asserts prepended, threshold inherited."""
+    """promptfoo's defaultTest: vars/options/metadata overlaid, asserts prepended, threshold inherited."""
     for key in test:
         if key not in _PF_TEST_KEYS:
             raise DatasetError(f"{where}: unsupported promptfoo test key {key!r}")
@@ -140,7 +140,7 @@ def _var_combinations(variables: dict[str, Any]) -> list[dict[str, Any]]:
         v if isinstance(v, list) and v and all(isinstance(x, str) for x in v) else [v]
         for v in variables.values()
     ]
-    return [dict(zip(variables, combo)) for combo in itertools.product(*choices)]
+    return [dict(zip(variables, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
 def _load_value_file(value: Any, base: Path, where: str) -> Any:

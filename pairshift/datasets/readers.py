@@ -57,10 +57,11 @@ _SCRIPT_PREFIXES = {
 def assertion_from_cell(cell: str) -> dict[str, Any]:
     """promptfoo's ``__expected`` cell syntax -> an assertion dict (raises ValueError for scripts).
 
-    ``Paris`` -> equals; ``contains: Paris``; ``not-icontains:x``; ``similar(0.8):text``; ``grade:``/``llm-rubric:``
-    -> llm-rubric; ``contains-any: a, b`` -> a list. Values are stripped of surrounding spaces (promptfoo's own
-    examples write ``contains: Hello``). ``similar`` without ``(t)`` gets promptfoo's CSV default 0.8; other
-    types keep their own defaults (promptfoo's CSV code would give levenshtein/latency a 0.75 threshold).
+    ``Paris`` -> equals; ``contains: Paris``; ``not-icontains:x``; ``similar(0.8):text``;
+    ``grade:``/``llm-rubric:`` -> llm-rubric; ``contains-any: a, b`` -> a list. Values are stripped of
+    surrounding spaces (promptfoo's own examples write ``contains: Hello``). ``similar`` without ``(t)`` gets
+    promptfoo's CSV default 0.8; other types keep their own defaults (promptfoo's CSV code would give
+    levenshtein/latency a 0.75 threshold).
     """
     for prefix, kind in _SCRIPT_PREFIXES.items():
         if cell.startswith(prefix):

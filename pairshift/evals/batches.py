@@ -1,8 +1,8 @@
 """Running one batch of an eval arm: render, response cache, rate-limited provider call, score, store.
 
-:func:`run_batch` runs the (case, epoch) calls of a case index range that are not stored yet. It is safe to run
-twice (a retried or duplicated activity) because results are keyed by (run, case, epoch) and inserted with ON
-CONFLICT DO NOTHING: nothing is repeated once stored and nothing is ever counted twice.
+:func:`run_batch` runs the (case, epoch) calls of a case index range that are not stored yet. It is safe to
+run twice (a retried or duplicated activity) because results are keyed by (run, case, epoch) and inserted with
+ON CONFLICT DO NOTHING: nothing is repeated once stored and nothing is ever counted twice.
 
 Where retries live: :func:`pairshift.providers.complete` retries 5xx/529/timeouts with backoff. A 429 that
 carries ``retry-after`` is handed back here instead (``max_retry_after_s=0``) because the rate limit is
@@ -122,7 +122,7 @@ def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
 
 
 def _insert_ignore(s: Session, table: Any, values: dict[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: a duplicate (run, case, epoch) or cache key is silently kept once."""
+    """INSERT ... ON CONFLICT DO NOTHING: a duplicate (run, case, epoch) or cache key is kept once."""
     insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     s.exec(insert(table).values(**values).on_conflict_do_nothing())  # type: ignore[call-overload]
 
@@ -195,7 +195,7 @@ def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
 
 
 def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Completion]:
-    """Every cached response among ``keys``, in a few queries (one per call would dominate a cached re-run)."""
+    """Every cached response among ``keys``, in a few queries (one per call would dominate a re-run)."""
     found: dict[str, Completion] = {}
     with registry.session() as s:
         for i in range(0, len(keys), 500):

@@ -1,4 +1,4 @@
-"""Planning an eval: resolve the request against the registry, pick the arms, reuse a baseline, choose the judge.
+"""Planning an eval: resolve the request, pick the arms, reuse a baseline, choose the judge.
 
 An eval compares a deployment's active pair (baseline) with a target pair on the deployment's golden dataset,
 as the 2x2 factorial of PRODUCT §1/§6. :func:`plan_eval` validates the request, runs only the arms that differ
@@ -240,7 +240,7 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
 
 
 def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> None:
-    """Every prompt renders every case and its params are valid call params: a bad case fails now, not later."""
+    """Every prompt renders every case and has valid call params: a bad case fails now, not later."""
     for prompt in prompts:
         try:
             CallParams(**prompt.params)

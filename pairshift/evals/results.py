@@ -1,8 +1,8 @@
 """Results of an eval: stored outcomes, a run's summary, the report and the outputs of flipped cases.
 
 :func:`summarize_run` turns a run's stored results into ``EvalRun.summary``; :func:`build_report` computes
-effects, flips and the gate from every arm's results (:func:`pairshift.reports.assemble_report`) and stores the
-full report on the target arm's run, where :func:`load_report` and :func:`flipped_outputs` read it back.
+effects, flips and the gate from every arm's results (:func:`pairshift.reports.assemble_report`) and stores
+the full report on the target arm's run, where :func:`load_report` and :func:`flipped_outputs` read it back.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
 
 
 def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> RunSummary:
-    """Summarise a run's results into ``EvalRun.summary`` and mark it done (a reused run is read, not rewritten)."""
+    """Summarise a run's results into ``EvalRun.summary`` and mark it done (a reused run is only read)."""
     with registry.session() as s:
         run = s.get(EvalRun, run_id)
         if run is not None and run.status == "done" and run.summary:
@@ -151,7 +151,7 @@ def load_report(registry: Registry, report_id: str) -> EvalReport:
 
 
 def flipped_outputs(registry: Registry, report: EvalReport, limit: int = 50) -> list[FlippedOutputs]:
-    """The first epoch's outputs of up to ``limit`` flipped cases, baseline next to the arm they flipped in."""
+    """The first epoch's outputs of up to ``limit`` flipped cases, baseline beside the arm they flipped in."""
     out = []
     with registry.session() as s:
         for flip in report.flipped[:limit]:

@@ -1,8 +1,8 @@
 """Observations out: what the canary gate and dashboards read (PRODUCT §2, §9).
 
 :func:`variant_stats` sums one migration's observations per variant into :class:`pairshift.gates.VariantStats`
-(with a bounded, deterministic latency sample); :func:`window_aggregates` buckets them per time window for charts.
-Both aggregate in SQL, so a week-long stage never ships its rows to Python.
+(with a bounded, deterministic latency sample); :func:`window_aggregates` buckets them per time window for
+charts. Both aggregate in SQL, so a week-long stage never ships its rows to Python.
 """
 
 from __future__ import annotations

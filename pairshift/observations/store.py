@@ -1,10 +1,10 @@
 """Observations in: the wire model of production telemetry and all-or-nothing batch storage (PRODUCT §2, §9).
 
-:class:`ObservationIn` is the wire shape of ``POST /v1/observations`` (and what :class:`~pairshift.router.Router`
-records). Unit keys are hashed (:func:`hash_unit`) before they are stored: the registry never holds a raw key.
-:func:`store_batch` validates every item against the registry (known deployment, a pair that deployment has
-served or is canarying) and inserts the whole batch in one bulk statement, or refuses it whole naming the bad
-item indices.
+:class:`ObservationIn` is the wire shape of ``POST /v1/observations`` (and what
+:class:`~pairshift.router.Router` records). Unit keys are hashed (:func:`hash_unit`) before they are stored:
+the registry never holds a raw key. :func:`store_batch` validates every item against the registry (known
+deployment, a pair that deployment has served or is canarying) and inserts the whole batch in one bulk
+statement, or refuses it whole naming the bad item indices.
 """
 
 from __future__ import annotations

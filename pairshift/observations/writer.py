@@ -1,7 +1,8 @@
 """The non-blocking path from the hot path (router, API) to :func:`~pairshift.observations.store.store_batch`.
 
-:class:`ObservationWriter` holds a bounded in-memory queue flushed by a daemon thread by size and by time; when
-full it drops the *oldest* item and counts it, so a caller is never blocked by a slow or unreachable registry.
+:class:`ObservationWriter` holds a bounded in-memory queue flushed by a daemon thread by size and by time;
+when full it drops the *oldest* item and counts it, so a caller is never blocked by a slow or unreachable
+registry.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ class ObservationWriter:
     """A bounded, batched, non-blocking path from the hot path to the store.
 
     ``put`` appends to an in-memory deque and returns; a daemon thread flushes up to ``batch_size`` items
-    whenever that many are queued or ``flush_interval_s`` has passed. When the queue is full the oldest item is
-    dropped (``dropped`` counts them): fresh telemetry matters more to a gate than old. A failed flush puts the
-    batch back (newest first wins the space) and is retried at the next interval; a batch the store refuses
-    is split and only the refused items are discarded (``rejected``).
+    whenever that many are queued or ``flush_interval_s`` has passed. When the queue is full the oldest item
+    is dropped (``dropped`` counts them): fresh telemetry matters more to a gate than old. A failed flush puts
+    the batch back (newest first wins the space) and is retried at the next interval; a batch the store
+    refuses is split and only the refused items are discarded (``rejected``).
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class ObservationWriter:
             self._queue.extendleft(reversed(keep))
 
     def flush(self) -> int:
-        """Write everything queued now (synchronously); returns the number written. Stops at a failing store."""
+        """Write everything queued now (synchronously); returns how many. Stops at a failing store."""
         written = 0
         with self._flush_lock:
             while batch := self._take():

@@ -1,8 +1,8 @@
 """Anthropic Messages API backend: one attempt through the official ``anthropic`` SDK.
 
-Retries are not made here (the client has ``max_retries=0``); :func:`pairshift.providers.base.complete`
-owns them. The seed travels as ``metadata.user_id = "seed-<n>"`` (a valid Anthropic field) because
-the Messages API has no seed; the local fake server reads it back to seed the sim's noise. Anthropic has no plain JSON mode, so
+Retries are not made here (the client has ``max_retries=0``); :func:`pairshift.providers.base.complete` owns
+them. The seed travels as ``metadata.user_id = "seed-<n>"`` (a valid Anthropic field) because the Messages API
+has no seed; the local fake server reads it back to seed the sim's noise. Anthropic has no plain JSON mode, so
 ``CallParams.response_format`` is not sent; the prompt text has to ask for JSON.
 """
 

@@ -1,4 +1,5 @@
-"""The registry: models, prompts, datasets, deployments, policies, the pair ledger, evals, migrations, observations."""
+"""The registry: models, prompts, datasets, deployments, policies, the pair ledger, evals, migrations,
+observations."""
 
 from pairshift.registry.store import Registry, open_registry
 

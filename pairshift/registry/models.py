@@ -170,7 +170,7 @@ class EvalRun(SQLModel, table=True):
 
 
 class EvalResult(SQLModel, table=True):
-    """One call of an arm, keyed by (run, case, epoch) so a retried activity resumes without double counting."""
+    """One call of an arm, keyed by (run, case, epoch): a retried activity resumes without double counting."""
 
     __tablename__ = "eval_results"
     run_id: str = Field(primary_key=True, foreign_key="eval_runs.id")
@@ -205,7 +205,7 @@ class CachedResponse(SQLModel, table=True):
 
 
 class MigrationRow(SQLModel, table=True):
-    """One run of MigrationWorkflow. ``workflow_id`` repeats across migrations of a deployment; ``run_id`` does not."""
+    """One run of MigrationWorkflow (``workflow_id`` repeats across migrations; ``run_id`` does not)."""
 
     __tablename__ = "migrations"
     run_id: str = Field(primary_key=True)
@@ -274,8 +274,8 @@ class Reminder(SQLModel, table=True):
 class SlackThread(SQLModel, table=True):
     """The Slack thread of one migration in one channel: its first message starts it, later notices reply.
 
-    ``channel`` is the policy's spelling (``#llm-migrations``); ``channel_id`` is what Slack answered (``C0…``),
-    which ``chat.update`` needs.
+    ``channel`` is the policy's spelling (``#llm-migrations``); ``channel_id`` is what Slack answered
+    (``C0…``), which ``chat.update`` needs.
     """
 
     __tablename__ = "slack_threads"
@@ -302,7 +302,7 @@ class SlackMessage(SQLModel, table=True):
 
 
 class SlackSeenRequest(SQLModel, table=True):
-    """Signatures (HTTP) and envelope ids (Socket Mode) of Slack requests already accepted: a replay is refused.
+    """Signatures (HTTP) and envelope ids (Socket Mode) of accepted Slack requests: a replay is refused.
 
     A database table rather than process memory, so a replay sent to another API replica is refused too.
     Rows older than the verifier's window are pruned: such a request is refused as stale anyway.

@@ -111,7 +111,7 @@ def _contains(fold: bool, mode: str) -> Callable[[Any, Assertion, Output], Verdi
         needles = [norm(js_string(v)) for v in (as_list(value) if mode != "one" else [value])]
         hits = [n in text for n in needles]
         passed = any(hits) if mode == "any" else all(hits)
-        missing = [n for n, hit in zip(needles, hits) if not hit]
+        missing = [n for n, hit in zip(needles, hits, strict=True) if not hit]
         wanted = {"one": "", "any": "one of ", "all": "all of "}[mode]
         return _binary(passed, f"Expected output to contain {wanted}{needles}; missing {missing}")
 

@@ -149,7 +149,7 @@ async def score_case(case: Case, output: Output, *, judge: Judge | None = None) 
         return await grade(a, render_value(a.value, case.vars), case, output, judge)
 
     verdicts: list[Any] = await asyncio.gather(*(ask(a) for _, a in pending))
-    return _aggregate(case, output, {pos: v for (pos, _), v in zip(pending, verdicts)})
+    return _aggregate(case, output, {pos: v for (pos, _), v in zip(pending, verdicts, strict=True)})
 
 
 def score_case_sync(case: Case, output: Output) -> CaseScore:

@@ -1,5 +1,5 @@
-"""A simulated production app for demos, tests and benchmarks: resolves units through a :class:`Router`, gets an
-outcome for each request, and records observations, with a chosen per-model (or per-pair) behaviour.
+"""A simulated production app for demos, tests and benchmarks: resolves units through a :class:`Router`, gets
+an outcome for each request, and records observations, with a chosen per-model (or per-pair) behaviour.
 
 Two ways to drive it:
 
@@ -192,7 +192,7 @@ class TrafficGenerator:
         return out
 
     async def run(self, duration_s: float, *, stop: asyncio.Event | None = None) -> int:
-        """Requests at ``rate_per_s`` for ``duration_s`` (or until ``stop``), recorded through the router's writer."""
+        """Requests at ``rate_per_s`` for ``duration_s`` (or until ``stop``), recorded by the router."""
         rate = self.profile.rate_per_s
         began = time.monotonic()
         sent = 0
@@ -241,7 +241,7 @@ class TrafficGenerator:
 
 
 def judge_triage(text: str, variables: Mapping[str, Any]) -> tuple[Outcome, float | None]:
-    """(outcome, score) of a triage answer: invalid unless a JSON object; score 1 when it matches the sim's truth."""
+    """(outcome, score) of a triage answer: invalid unless a JSON object; 1 if it matches the sim's truth."""
     try:
         answer = json.loads(text)
     except ValueError:

@@ -1,12 +1,12 @@
-"""Slack for pairshift (PRODUCT §10): notices as Block Kit messages, and approval buttons that are safe to click.
+"""Slack for pairshift (PRODUCT §10): notices as Block Kit messages, approval buttons safe to click.
 
 - :mod:`pairshift.slack.messages` builds the messages (pure, within Slack's limits);
 - :mod:`pairshift.slack.posting` posts them, threaded per migration (the ``post_slack_notice`` activity);
 - :mod:`pairshift.slack.interactions` handles button clicks (``POST /slack/interactions``);
 - :mod:`pairshift.slack.socket_mode` receives the same clicks over Socket Mode.
 
-Settings follow Slack's names and come from the environment only. Tokens are ``SecretStr`` so that no log line,
-repr or settings dump can show them, and nothing here ever stores one.
+Settings follow Slack's names and come from the environment only. Tokens are ``SecretStr`` so that no log
+line, repr or settings dump can show them, and nothing here ever stores one.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class SlackSettings(BaseModel):
         return url if url.endswith("/") else url + "/"
 
     def response_url_allowed(self, url: str) -> bool:
-        """Only post to Slack's own hooks (or the configured fake): a response_url is never a free-form target."""
+        """Only post to Slack's own hooks (or the configured fake): a response_url is never a free target."""
         parts = urlsplit(url)
         if parts.scheme == "https" and parts.hostname == SLACK_HOOKS_HOST:
             return True

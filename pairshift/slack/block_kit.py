@@ -1,4 +1,4 @@
-"""Block Kit primitives: Slack's documented limits, mrkdwn escaping and the blocks every message is built from.
+"""Block Kit primitives: Slack's documented limits, mrkdwn escaping, the blocks messages are built from.
 
 Nothing here knows pairshift: data in, blocks out, no I/O. Slack's limits: <= 50 blocks, section text <= 3,000
 chars, header <= 150, button value <= 2,000, message text <= 40,000, <= 10 fields of <= 2,000 chars. What does
@@ -135,7 +135,7 @@ def context(*texts: str, block_id: str | None = None) -> dict[str, Any]:
 def code_table(rows: list[list[str]]) -> str:
     """A monospace table (Slack has no table block): columns padded to their widest cell."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)).rstrip() for r in rows]
     return "```\n" + "\n".join(lines) + "\n```"
 
 
@@ -162,7 +162,7 @@ def link_buttons(links: dict[str, str]) -> dict[str, Any] | None:
 
 
 def fit(message: Message) -> Message:
-    """The last guard: at most 50 blocks (the buttons and links are kept: they are the point of the message)."""
+    """The last guard: at most 50 blocks, keeping the buttons and links (the point of the message)."""
     blocks = message.blocks
     if len(blocks) > MAX_BLOCKS:
         keep_tail = [b for b in blocks[-4:] if b.get("type") in ("actions", "context")]

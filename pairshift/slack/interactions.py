@@ -179,7 +179,7 @@ class InteractionService:
     # ------------------------------------------------------------ replay and refusal bookkeeping
 
     def seen_before(self, key: str) -> bool:
-        """Record ``key``; True when it was recorded before (a replay). Atomic across replicas (primary key)."""
+        """Record ``key``; True when it was recorded before (a replay). Atomic across replicas."""
         try:
             with self.registry.session() as s:
                 s.exec(delete(SlackSeenRequest).where(SlackSeenRequest.seen_at < utcnow() - SEEN_TTL))
@@ -272,7 +272,7 @@ class InteractionService:
             return None
 
     async def handle_click(self, click: Click, channel: str = "slack") -> ClickOutcome:
-        """Send the decision to the workflow; show the outcome (everyone) or the refusal (the clicker only)."""
+        """Send the decision to the workflow; show the outcome (to all) or the refusal (to the clicker)."""
         by = await self._identity(click)
         handle = (await self._temporal()).get_workflow_handle(click.migration)
         try:
@@ -410,7 +410,7 @@ def interactions_router(service: InteractionService | None = None) -> APIRouter:
 
     @router.post("/slack/interactions", responses={401: {}, 403: {}, 503: {}})
     async def slack_interactions(request: Request) -> Response:
-        """Slack's interactivity endpoint: verify, refuse replays, acknowledge at once, decide in the background."""
+        """Slack's interactivity endpoint: verify, refuse replays, acknowledge, decide in background."""
         settings = service.settings_factory()
         if settings.signing_secret is None:
             return JSONResponse({"error": "slack is not configured (SLACK_SIGNING_SECRET)"}, status_code=503)

@@ -1,9 +1,9 @@
 """pairshift's Slack messages: every notice as Block Kit, the 2x2 eval summary, the decision buttons (pure).
 
-Built from :mod:`pairshift.slack.block_kit`, so every message stays within Slack's limits. What does not fit is
-summarised and linked, never cut in the middle: a table that is too wide for a section is left out whole with a
-pointer to the HTML report, and long prose is split between lines. Text from models and datasets is untrusted,
-so it is escaped before it reaches mrkdwn.
+Built from :mod:`pairshift.slack.block_kit`, so every message stays within Slack's limits. What does not fit
+is summarised and linked, never cut in the middle: a table that is too wide for a section is left out whole
+with a pointer to the HTML report, and long prose is split between lines. Text from models and datasets is
+untrusted, so it is escaped before it reaches mrkdwn.
 
 Decision buttons carry ``{"migration", "stage"}`` as JSON in their value; the click handler trusts that value
 only after the request's signature is verified, and the workflow's ``decide`` validator has the last word.
@@ -191,7 +191,7 @@ def generic_blocks(notice: Notice) -> list[dict[str, Any]]:
 
 
 def stage_progress(facts: dict[str, Any]) -> str | None:
-    """A text bar of the canary share, e.g. ``█░░░░░░░░░ 5% to the candidate``, when the notice says the percent."""
+    """A text bar of the canary share (``█░░░░░░░░░ 5% ...``) when the notice says the percent."""
     percent = facts.get("percent")
     if not isinstance(percent, (int, float)):
         return None

@@ -1,4 +1,4 @@
-"""Posting notices to Slack: one thread per migration and channel, decision messages remembered for chat.update.
+"""Posting notices to Slack: a thread per migration and channel; decision messages kept for chat.update.
 
 The first message of a migration starts its thread (``migration_started`` always starts a new one, because a
 deployment's migration id repeats across runs); later notices reply in it, and the ones people must see
@@ -47,7 +47,7 @@ TERMINAL = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
 
 
 class SlackRetryable(Exception):
-    """Slack is rate limiting, failing (5xx) or unreachable: try again later (``retry_after`` seconds if known)."""
+    """Slack is rate limiting, failing (5xx) or unreachable: retry later (``retry_after`` s if known)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -84,7 +84,7 @@ def call_slack(method: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 class SlackNotifier:
-    """Posts notices (a ``pairshift.notices.Notifier``) and keeps threads and decision messages in the registry."""
+    """Posts notices (a ``pairshift.notices.Notifier``); keeps threads and decision messages."""
 
     name = "slack"
 
@@ -253,7 +253,7 @@ class SlackNotifier:
 
 
 def default_links(notice: Notice) -> dict[str, str]:
-    """The workflow in the Temporal UI and, for eval summaries, the HTML report served by ``pairshift api``."""
+    """The workflow in the Temporal UI and, for eval summaries, the HTML report ``pairshift api`` serves."""
     settings = get_settings()
     links: dict[str, str] = {}
     if notice.facts.get("report_id"):
