@@ -1,10 +1,10 @@
-# pairshift: the two commands are `make demo` and `make test`; both build .venv from pyproject.toml first.
+# pairshift: the commands are `make demo`, `make test` and `make lint`; each builds .venv from pyproject.toml first.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench docs clean
+.PHONY: venv test lint demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,11 @@ venv: $(STAMP)
 
 test: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# ruff's rules and line length are in pyproject.toml; `ruff format` fixes what `--check` reports.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 demo: venv
 	$(VENV)/bin/pairshift demo $(DEMO_ARGS)
