@@ -30,7 +30,7 @@ from pairshift.registry.models import Deployment, MigrationRow, Model, Reminder
 
 REMINDER_DAYS: tuple[int, ...] = (60, 30, 14, 7, 3, 1)
 RETIRED = 0  # Reminder.days_before of the one notice that a deployment is still on a retired snapshot
-# Mirrors workflows.migration_types.TERMINAL_PHASES: the domain library does not import the Temporal layer.
+# Mirrors pairshift.contracts.migration.TERMINAL_PHASES (imported from there once contracts are I/O-free).
 TERMINAL_PHASES = frozenset({"promoted", "rolled_back", "rejected", "failed_eval", "dry_run"})
 
 

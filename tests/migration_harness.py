@@ -20,13 +20,13 @@ from temporalio.worker import Worker
 from activities import ALL_ACTIVITIES
 from activities.migration import StageCheckInput, check_stage
 from pairshift.apply import apply_path
+from pairshift.contracts.migration import MigrationRequest, MigrationStatus
 from pairshift.gates import StageCheck
 from pairshift.registry import open_registry
 from pairshift.router import Router
 from pairshift.sim.traffic import TrafficGenerator, profile_for
 from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
-from workflows.migration_types import MigrationRequest, MigrationStatus
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -33,10 +33,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from pairshift.registry.store import forget_registry
-from pairshift.settings import get_settings
-from workflows.migration import MigrationWorkflow
-from workflows.migration_types import (
+from pairshift.contracts.migration import (
     ApproveSignal,
     DecideUpdate,
     MigrationRequest,
@@ -44,6 +41,9 @@ from workflows.migration_types import (
     ResumeSignal,
     migration_id,
 )
+from pairshift.registry.store import forget_registry
+from pairshift.settings import get_settings
+from workflows.migration import MigrationWorkflow
 
 TESTS = Path(__file__).resolve().parent
 HISTORIES = TESTS / "histories"

@@ -37,8 +37,8 @@ with workflow.unsafe.imports_passed_through():
         send_notice,
     )
     from pairshift.cli.provider_calendar import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
+    from pairshift.contracts.migration import MigrationRequest
     from workflows.deprecation_scan import DeprecationScanWorkflow, ScanRequest, ScanResult
-    from workflows.migration_types import MigrationRequest
 
 D0 = date(2026, 3, 1)
 RETIRES = D0 + timedelta(days=45)

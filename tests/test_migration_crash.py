@@ -38,6 +38,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from pairshift import ledger
 from pairshift.apply import apply_path
+from pairshift.contracts.migration import DecideUpdate, MigrationRequest, MigrationStatus, migration_id
 from pairshift.embedded import EmbeddedStack
 from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
@@ -47,7 +48,6 @@ from pairshift.settings import TASK_QUEUE
 from pairshift.sim.traffic import TrafficGenerator, profile_for
 from pairshift.temporal_client import connect
 from workflows.migration import MigrationWorkflow
-from workflows.migration_types import DecideUpdate, MigrationRequest, MigrationStatus, migration_id
 
 DEPLOYMENT = "support-triage"
 FROM_PAIR = "support-triage@1+sim-classic-2024-06"

@@ -9,11 +9,11 @@ from sqlmodel import select
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from pairshift import ledger
+from pairshift.contracts.migration import AbortSignal, ApproveSignal, DecideUpdate, RejectSignal
 from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, MigrationRow
 from workflows.migration import MigrationWorkflow
-from workflows.migration_types import AbortSignal, ApproveSignal, DecideUpdate, RejectSignal
 
 SAME = {"error_rate": 0.005, "latency_median_ms": 400, "input_tokens": 200, "output_tokens": 60}
 WORSE = {**SAME, "error_rate": 0.20}

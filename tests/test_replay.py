@@ -31,10 +31,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from activities.migration import PhaseInput, record_migration_phase
+from pairshift.contracts.migration import MigrationRequest, MigrationResult, migration_id
 from workflows import ALL_WORKFLOWS
 from workflows.evals import EvalWorkflow
 from workflows.migration import MigrationWorkflow
-from workflows.migration_types import MigrationRequest, MigrationResult, migration_id
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # What tests/record_histories.py writes: every way a migration ends that the recorder covers, and one eval.

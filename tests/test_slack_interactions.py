@@ -23,6 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 from temporalio import workflow
 from temporalio.worker import Worker
 
+from pairshift.contracts.migration import DecideResult, DecideUpdate, RefusedAttempt
 from pairshift.migration_records import audit_log
 from pairshift.notices import Notice
 from pairshift.policy import ApprovalPolicy
@@ -32,7 +33,6 @@ from pairshift.slack import SlackSettings, web_client
 from pairshift.slack import messages as bk
 from pairshift.slack.interactions import InteractionService, choose_identity, interactions_router
 from workflows.migration_rules import refuse_decision, tally
-from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt
 
 SECRET = "test-secret"
 APPROVERS = ["U_BOB", "carol@example.com", "alice@example.com"]

@@ -14,13 +14,13 @@ from fastapi import FastAPI
 from migration_harness import TEST_POLICY, apply_small, migration_worker, start, wait_for, waiting_on
 from test_slack_interactions import SECRET, USERS, click_payload, signed
 
+from pairshift.contracts.migration import AbortSignal
 from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import SlackThread
 from pairshift.slack import SlackSettings, web_client
 from pairshift.slack import messages as bk
 from pairshift.slack.interactions import InteractionService, interactions_router
-from workflows.migration_types import AbortSignal
 
 CHANNEL = "#llm-migrations"
 POLICY = copy.deepcopy(TEST_POLICY)

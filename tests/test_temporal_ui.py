@@ -27,6 +27,7 @@ from browser import (
 
 from pairshift import ledger
 from pairshift.apply import apply_path
+from pairshift.contracts.migration import MigrationStatus, migration_id
 from pairshift.embedded import EmbeddedStack, port_open
 from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
@@ -36,7 +37,6 @@ from pairshift.settings import TASK_QUEUE
 from pairshift.sim.traffic import TrafficGenerator, profile_for
 from pairshift.temporal_client import connect
 from workflows.migration import MigrationWorkflow
-from workflows.migration_types import MigrationStatus, migration_id
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEPLOYMENT = "support-triage"

@@ -24,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
         plan_deprecation_scan,
         record_deprecation_reminders,
     )
+    from pairshift.contracts.migration import MigrationRequest, migration_id
     from pairshift.deprecation_plan import PlannedStart, RetiredFlag
-    from workflows.migration_types import MigrationRequest, migration_id
     from workflows.notices import deliver_notice
 
 SCAN_USER = "pairshift-deprecation-scan"

@@ -39,20 +39,7 @@ with workflow.unsafe.imports_passed_through():
         restore_baseline,
         set_canary_split,
     )
-    from pairshift.gates import StageCheck
-    from pairshift.migration_records import MigrationPlan
-    from pairshift.policy import Stage
-    from workflows.evals import EvalRequest, EvalWorkflow
-    from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
-    from workflows.migration_rules import (
-        eval_evidence,
-        eval_summary,
-        refuse_decision,
-        refuse_privileged,
-        root_cause,
-        tally,
-    )
-    from workflows.migration_types import (
+    from pairshift.contracts.migration import (
         AbortSignal,
         Approval,
         ApproveSignal,
@@ -70,6 +57,19 @@ with workflow.unsafe.imports_passed_through():
         ResumeSignal,
         StageStatus,
         Waiting,
+    )
+    from pairshift.gates import StageCheck
+    from pairshift.migration_records import MigrationPlan
+    from pairshift.policy import Stage
+    from workflows.evals import EvalRequest, EvalWorkflow
+    from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
+    from workflows.migration_rules import (
+        eval_evidence,
+        eval_summary,
+        refuse_decision,
+        refuse_privileged,
+        root_cause,
+        tally,
     )
 
 

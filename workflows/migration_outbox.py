@@ -17,9 +17,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.migration import AuditBatch, record_audit_events, send_notice
+    from pairshift.contracts.migration import HistoryEvent
     from pairshift.migration_records import AuditIn
     from pairshift.notices import Notice
-    from workflows.migration_types import HistoryEvent
 
 # Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
 REGISTRY = dict(

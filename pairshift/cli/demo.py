@@ -102,7 +102,7 @@ async def _run(scenario: Scenario, examples: Path, home: Path, ask: bool, ui_url
         handle = await _scan_starts_migration(client)
     else:
         from pairshift.cli.migration import start_migration
-        from workflows.migration_types import MigrationRequest
+        from pairshift.contracts.migration import MigrationRequest
 
         req = MigrationRequest(
             deployment=DEPLOYMENT,
@@ -176,8 +176,8 @@ async def _follow(handle, ask: bool, traffic: _Traffic):
     from rich.live import Live
 
     from pairshift.cli.migration import _render
+    from pairshift.contracts.migration import TERMINAL_PHASES, DecideUpdate
     from workflows.migration import MigrationWorkflow
-    from workflows.migration_types import TERMINAL_PHASES, DecideUpdate
 
     answered: set[str] = set()
     st = await handle.query(MigrationWorkflow.status)

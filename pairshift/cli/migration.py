@@ -16,8 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, os_user
-from pairshift.settings import get_settings
-from workflows.migration_types import (
+from pairshift.contracts.migration import (
     TERMINAL_PHASES,
     AbortSignal,
     DecideUpdate,
@@ -29,6 +28,7 @@ from workflows.migration_types import (
     ResumeSignal,
     migration_id,
 )
+from pairshift.settings import get_settings
 
 app = typer.Typer(help="Start, watch and decide migrations.", no_args_is_help=True)
 AS_HELP = "Who is acting (default: the operating-system user)."

@@ -40,13 +40,13 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from pairshift.contracts.migration import DecideResult, DecideUpdate, RefusedAttempt
 from pairshift.migration_records import AuditIn, deployment_policy, record_audit
 from pairshift.registry.models import Deployment, MigrationRow, SlackSeenRequest, utcnow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.slack import SlackSettings, block_kit, slack_settings, web_client
 from pairshift.slack import messages as bk
 from pairshift.slack.posting import SlackNotifier, SlackRejected, SlackRetryable, call_slack
-from workflows.migration_types import DecideResult, DecideUpdate, RefusedAttempt
 
 log = logging.getLogger("pairshift.slack")
 
