@@ -5,12 +5,13 @@ from activities.deprecation_scan import ALL as DEPRECATION_SCAN_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
 from activities.health import registry_health
 from activities.migration import ALL as MIGRATION_ACTIVITIES
-from activities.slack import post_slack_notice
+from activities.notices import post_slack_notice, send_notice
 
 ALL_ACTIVITIES: list = [
     registry_health,
     *EVAL_ACTIVITIES,
     *MIGRATION_ACTIVITIES,
+    send_notice,
     post_slack_notice,
     *DEPRECATION_SCAN_ACTIVITIES,
     *ALIAS_DRIFT_ACTIVITIES,

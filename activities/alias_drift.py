@@ -6,27 +6,22 @@ records a ledger row twice.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from pydantic import BaseModel
 from sqlmodel import Session, select
-from temporalio import activity
 
 from pairshift import ledger
-from pairshift.deprecation_plan import AliasTarget, alias_targets
-from pairshift.migration_records import deployment_policy
+from pairshift.contracts import alias_drift as contract
+from pairshift.contracts import implements
+from pairshift.contracts.alias_drift import AliasQuery, AliasTarget, Drift, DriftRecord, ProbeResult
+from pairshift.deprecation_plan import alias_targets
 from pairshift.providers import CallParams, Message, ModelSpec, ProviderError, RetryPolicy, complete
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, LedgerEntry, Model, Observation, utcnow
+from pairshift.resolver import deployment_policy
 
 PROBE_RETRY = RetryPolicy(max_attempts=3, max_retry_after_s=30.0)
 
 
-class AliasQuery(BaseModel):
-    deployment: str | None = None
-
-
-@activity.defn
+@implements(contract.find_alias_targets)
 def find_alias_targets(q: AliasQuery) -> list[AliasTarget]:
     """The deployments configured with an alias and the snapshot each was last known to resolve to."""
     with open_registry().session() as s:
@@ -49,14 +44,7 @@ def find_alias_targets(q: AliasQuery) -> list[AliasTarget]:
         return targets
 
 
-class ProbeResult(BaseModel):
-    deployment: str
-    alias: str
-    resolved: str | None = None
-    error: str | None = None
-
-
-@activity.defn
+@implements(contract.probe_alias)
 async def probe_alias(t: AliasTarget) -> ProbeResult:
     """One cheap call (max_tokens=1) to the alias: the response's ``model`` is what it resolves to now."""
     with open_registry().session() as s:
@@ -77,30 +65,7 @@ async def probe_alias(t: AliasTarget) -> ProbeResult:
     return ProbeResult(deployment=t.deployment, alias=t.alias, resolved=done.resolved_model)
 
 
-class Drift(BaseModel):
-    deployment: str
-    prompt: str
-    alias: str
-    from_snapshot: str | None
-    to_snapshot: str
-    spec_from: str
-    channel: str | None = None
-    seen_via: str = "probe"
-    detected_at: datetime
-
-    @property
-    def note(self) -> str:
-        return (
-            f"alias {self.alias} moved from {self.from_snapshot or 'an unrecorded snapshot'} to "
-            f"{self.to_snapshot} on {self.detected_at.date().isoformat()}"
-        )
-
-    @property
-    def key(self) -> str:
-        return f"{self.alias}:{self.from_snapshot}->{self.to_snapshot}"
-
-
-@activity.defn
+@implements(contract.ensure_snapshot_row)
 def ensure_snapshot_row(d: Drift) -> bool:
     """The new snapshot as a model row (provider settings of the alias's row) so it can be evaluated."""
     with open_registry().session() as s:
@@ -123,14 +88,7 @@ def ensure_snapshot_row(d: Drift) -> bool:
         return True
 
 
-class DriftRecord(BaseModel):
-    drift: Drift
-    report_id: str | None = None
-    gate: str | None = None
-    eval_error: str | None = None
-
-
-@activity.defn
+@implements(contract.record_alias_drift)
 def record_alias_drift(rec: DriftRecord) -> bool:
     """In one transaction: the alias row's resolved snapshot, and the ledger row with the eval's evidence."""
     d = rec.drift

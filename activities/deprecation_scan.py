@@ -7,15 +7,19 @@ as MigrationWorkflow (``send_notice``, then ``post_slack_notice`` when the polic
 
 from __future__ import annotations
 
-from datetime import date
-
-from pydantic import BaseModel, Field
 from sqlmodel import Session, col, or_, select
-from temporalio import activity
 
-from pairshift import notices
-from pairshift.deprecation_plan import PlannedReminder, ScanPlan, plan_scan
-from pairshift.migration_records import InvalidMigration, deployment_policy, plan_migration
+from pairshift.contracts import deprecation_scan as contract
+from pairshift.contracts import implements
+from pairshift.contracts.deprecation_scan import (
+    PlannedReminder,
+    RemindersInput,
+    ScanInput,
+    ScanPlan,
+    SentReminder,
+)
+from pairshift.contracts.notices import Notice
+from pairshift.deprecation_plan import plan_scan
 from pairshift.registry import open_registry
 from pairshift.registry.models import (
     Deployment,
@@ -23,14 +27,10 @@ from pairshift.registry.models import (
     Model,
     Reminder,
 )
+from pairshift.resolver import InvalidMigration, deployment_policy, plan_migration
 
 
-class ScanInput(BaseModel):
-    today: date
-    lead_days: int
-
-
-@activity.defn
+@implements(contract.plan_deprecation_scan)
 def plan_deprecation_scan(inp: ScanInput) -> ScanPlan:
     """Load deployments, models, sent reminders and relevant migrations; plan; validate each planned start."""
     with open_registry().session() as s:
@@ -68,22 +68,7 @@ def _drop_invalid_starts(s: Session, plan: ScanPlan) -> None:
             plan.blocked[start.deployment] = str(exc)
 
 
-class RemindersInput(BaseModel):
-    reminders: list[PlannedReminder]
-    started: dict[str, str] = Field(default_factory=dict, description="deployment -> migration workflow id")
-    left_alone: list[str] = Field(default_factory=list)
-    blocked: dict[str, str] = Field(default_factory=dict)
-
-
-class SentReminder(BaseModel):
-    deployment: str
-    model: str
-    days_before: int
-    title: str
-    notice: notices.Notice
-
-
-@activity.defn
+@implements(contract.record_deprecation_reminders)
 def record_deprecation_reminders(inp: RemindersInput) -> list[SentReminder]:
     """Record each due reminder once (Reminder rows) and return the notices of those recorded now.
 
@@ -133,7 +118,7 @@ def _record_once(s: Session, deployment: str, model: str, days_before: int) -> b
 
 def reminder_notice(
     r: PlannedReminder, channel: str | None, *, started: str | None, live: bool, blocked: str | None
-) -> notices.Notice:
+) -> Notice:
     """The deprecation reminder a team reads: what retires when, and what pairshift did about it."""
     if r.days_left <= 0:
         title = f"{r.deployment} is still on {r.model}, retired on {r.retires_on}: its calls fail"
@@ -147,7 +132,7 @@ def reminder_notice(
         action = f"A human has to act: {r.needs_human or blocked}."
     else:
         action = f"A deprecation migration towards {r.replacement} was already started earlier."
-    return notices.Notice(
+    return Notice(
         kind="deprecation_reminder",
         deployment=r.deployment,
         migration=started,

@@ -5,8 +5,8 @@ as non-retryable ``ApplicationError``s whose ``type`` names the class, so EvalWo
 one-line message (naming the model). Everything else (the registry briefly unavailable, a worker killed
 mid-batch) is retried by Temporal; a retried batch skips the (case, epoch) results already stored.
 
-The plan activity also says where each arm's batches go (:class:`RoutedEvalPlan`): a model with a request
-rate gets its own task queue so its limit holds across workers (:mod:`pairshift.ratelimit`).
+The plan says where each arm's batches go (:class:`~pairshift.contracts.evals.RoutedEvalPlan`): a model with
+a request rate gets its own task queue so its limit holds across workers (:mod:`pairshift.ratelimit`).
 """
 
 from __future__ import annotations
@@ -15,72 +15,42 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from pairshift import evals
-from pairshift.ratelimit import BatchRoute, batch_route
-from pairshift.registry import Registry, open_registry
-from pairshift.reports import EvalReport
+from pairshift.contracts import evals as contract
+from pairshift.contracts import implements
+from pairshift.contracts.evals import (
+    BatchResult,
+    BatchSpec,
+    EvalReport,
+    PlanInput,
+    ReportInput,
+    RoutedEvalPlan,
+    RunSummary,
+    SummarizeInput,
+)
+from pairshift.registry import open_registry
 
 T = TypeVar("T")
 HEARTBEAT_EVERY_S = 2.0  # heartbeats also while a batch waits on the rate limiter, not only per finished call
-
-
-class PlanInput(BaseModel):
-    request: evals.EvalRequest
-    eval_id: str
-
-
-class RoutedEvalPlan(evals.EvalPlan):
-    """The plan plus each arm's batch route; histories recorded before routes existed read as no routes."""
-
-    routes: dict[str, BatchRoute] = Field(
-        default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue."
-    )
-
-
-class SummarizeInput(BaseModel):
-    run_id: str
-    confidence: float = 0.95
-
-
-class ReportInput(BaseModel):
-    plan: evals.EvalPlan
-    summaries: list[evals.RunSummary]
-    flipped_cap: int = 50
 
 
 def _non_retryable(exc: Exception) -> ApplicationError:
     return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
 
 
-@activity.defn(name="plan_eval")
+@implements(contract.plan_eval)
 def plan_eval(data: PlanInput) -> RoutedEvalPlan:
-    """Validate the request, choose the arms and create their EvalRun rows (idempotent per eval_id)."""
-    registry = open_registry()
     try:
-        plan = evals.plan_eval(registry, data.request, data.eval_id)
+        return evals.plan_eval(open_registry(), data.request, data.eval_id)
     except evals.EvalInputError as exc:
         raise _non_retryable(exc) from None
-    return RoutedEvalPlan(**dict(plan), routes=arm_routes(registry, plan))
 
 
-def arm_routes(registry: Registry, plan: evals.EvalPlan) -> dict[str, BatchRoute]:
-    """Each fresh arm's route, from the limits of the registry row its model name resolves to."""
-    routes = {}
-    with registry.session() as s:
-        for arm in plan.arms:
-            row = None if arm.reused else evals.find_model(s, arm.model)
-            route = batch_route(row.id, row.limits) if row is not None else None
-            if route is not None:
-                routes[arm.arm] = route
-    return routes
-
-
-@activity.defn(name="run_eval_batch")
-async def run_eval_batch(batch: evals.BatchSpec) -> evals.BatchResult:
+@implements(contract.run_eval_batch)
+async def run_eval_batch(batch: BatchSpec) -> BatchResult:
     """Run the missing (case, epoch) calls of one case range; heartbeats ``{done, total}``."""
     progress = {"done": 0, "total": 0}
 
@@ -104,13 +74,13 @@ async def run_eval_batch(batch: evals.BatchSpec) -> evals.BatchResult:
         beat.cancel()
 
 
-@activity.defn(name="summarize_eval_run")
-def summarize_eval_run(data: SummarizeInput) -> evals.RunSummary:
+@implements(contract.summarize_eval_run)
+def summarize_eval_run(data: SummarizeInput) -> RunSummary:
     """Summarise one run's stored results and mark it done."""
     return evals.summarize_run(open_registry(), data.run_id, data.confidence)
 
 
-@activity.defn(name="build_eval_report")
+@implements(contract.build_eval_report)
 def build_eval_report(data: ReportInput) -> EvalReport:
     """Effects, flips and the gate; the full report is stored, a capped one is returned to the workflow."""
     return evals.build_report(open_registry(), data.plan, data.summaries).capped(data.flipped_cap)

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import select
-from temporalio import activity
 
+from pairshift.contracts import health as contract
+from pairshift.contracts import implements
+from pairshift.contracts.health import RegistryHealth
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model, PromptVersion
 
 
-class RegistryHealth(BaseModel):
-    models: int
-    prompts: int
-    deployments: int
-
-
-@activity.defn
+@implements(contract.registry_health)
 def registry_health() -> RegistryHealth:
     with open_registry().session() as s:
         count = lambda m: s.exec(select(func.count()).select_from(m)).one()  # noqa: E731

@@ -1,47 +1,40 @@
-"""Activities of MigrationWorkflow: validate, record, move traffic, read the stage gate, notify.
+"""Activities of MigrationWorkflow: resolve and record, move traffic, read the stage gate.
 
 Each is idempotent (a retry after a crash changes nothing twice) and thin: the logic lives in
-``pairshift.migration_records``, ``pairshift.split``, ``pairshift.observations`` and ``pairshift.gates``.
+:mod:`pairshift.resolver`, :mod:`pairshift.migration_records`, :mod:`pairshift.split`,
+:mod:`pairshift.observations` and :mod:`pairshift.gates`. Notices go through :mod:`activities.notices`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from pydantic import BaseModel
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pairshift import notices, split
-from pairshift.gates import StageCheck, stage_gate
-from pairshift.migration_records import (
-    AuditIn,
-    InvalidMigration,
+from pairshift import split
+from pairshift.contracts import implements
+from pairshift.contracts import migration as contract
+from pairshift.contracts.gates import StageCheck
+from pairshift.contracts.migration import (
+    AuditBatch,
     MigrationPlan,
-    plan_migration,
-    record_audit,
-    record_phase,
-    record_started,
+    PhaseInput,
+    PrepareInput,
+    PromoteInput,
+    RestoreInput,
+    SplitInput,
+    StageCheckInput,
 )
-from pairshift.policy import CanaryPolicy
+from pairshift.gates import VariantStats, stage_gate
+from pairshift.migration_records import record_audit, record_phase, record_started
+from pairshift.observations import variant_stats
 from pairshift.registry import open_registry
+from pairshift.resolver import InvalidMigration, plan_migration
 
 
-class PrepareInput(BaseModel):
-    workflow_id: str
-    run_id: str
-    deployment: str
-    to_model: str
-    to_prompt: str | None
-    policy: dict[str, Any] | None
-    reason: str
-    requested_by: str
-
-
-@activity.defn
+@implements(contract.prepare_migration)
 def prepare_migration(req: PrepareInput) -> MigrationPlan:
-    """Validate the request into a plan and record the migration; a bad request fails without retries."""
+    """Resolve the request into a plan and record the migration; a bad request fails without retries."""
     try:
         with open_registry().session() as s:
             plan = plan_migration(
@@ -64,94 +57,38 @@ def prepare_migration(req: PrepareInput) -> MigrationPlan:
         raise ApplicationError(str(exc), type="InvalidMigration", non_retryable=True) from None
 
 
-class PhaseInput(BaseModel):
-    run_id: str
-    phase: str
-    summary: dict[str, Any] | None = None
-    finished: bool = False
-
-
-@activity.defn
+@implements(contract.record_migration_phase)
 def record_migration_phase(inp: PhaseInput) -> None:
     with open_registry().session() as s:
         record_phase(s, run_id=inp.run_id, phase=inp.phase, summary=inp.summary, finished=inp.finished)
 
 
-class AuditBatch(BaseModel):
-    workflow_id: str
-    run_id: str
-    events: list[AuditIn]
-
-
-@activity.defn
+@implements(contract.record_audit_events)
 def record_audit_events(batch: AuditBatch) -> int:
     with open_registry().session() as s:
         return record_audit(s, workflow_id=batch.workflow_id, run_id=batch.run_id, events=batch.events)
 
 
-class _TrafficInput(BaseModel):
-    """A traffic move of one migration; each subclass's fields are exactly its canary function's keywords."""
-
-    deployment: str
-    migration: str
-
-
-class SplitInput(_TrafficInput):
-    prompt: str
-    model: str
-    percent: float
-
-
-@activity.defn
+@implements(contract.set_canary_split)
 def set_canary_split(inp: SplitInput) -> datetime:
-    """Route the stage's share to the candidate; returns when it took effect (metrics count from then)."""
     with open_registry().session() as s:
         return split.set_split(s, **inp.model_dump())
 
 
-class RestoreInput(_TrafficInput):
-    reason: str
-    by: str
-    evidence: dict[str, Any] = {}
-
-
-@activity.defn
+@implements(contract.restore_baseline)
 def restore_baseline(inp: RestoreInput) -> bool:
-    """100% back to the active pair; when traffic had moved, the ledger says so and why."""
     with open_registry().session() as s:
         return split.restore_baseline(s, **inp.model_dump())
 
 
-class PromoteInput(_TrafficInput):
-    prompt: str
-    model: str
-    by: str
-    reason: str
-    evidence: dict[str, Any]
-
-
-@activity.defn
+@implements(contract.promote_pair)
 def promote_pair(inp: PromoteInput) -> bool:
     with open_registry().session() as s:
         return split.promote(s, **inp.model_dump())
 
 
-class StageCheckInput(BaseModel):
-    deployment: str
-    migration: str
-    since: datetime
-    percent: float
-    canary: CanaryPolicy
-    elapsed_hours: float
-    min_hours: float
-
-
-@activity.defn
+@implements(contract.check_stage)
 def check_stage(inp: StageCheckInput) -> StageCheck:
-    """Read candidate and control aggregates since the stage started and judge them (pure gate)."""
-    from pairshift.gates import VariantStats
-    from pairshift.observations import variant_stats
-
     with open_registry().session() as s:
         stats = variant_stats(s, inp.deployment, inp.migration, inp.since)
     empty = VariantStats(n=0)
@@ -165,12 +102,6 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
     )
 
 
-@activity.defn
-def send_notice(notice: notices.Notice) -> list[str]:
-    """Send a notice through every channel; never fails (a channel that errors is logged and skipped)."""
-    return notices.send(notice)
-
-
 ALL = [
     prepare_migration,
     record_migration_phase,
@@ -179,5 +110,4 @@ ALL = [
     restore_baseline,
     promote_pair,
     check_stage,
-    send_notice,
 ]

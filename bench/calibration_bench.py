@@ -1,4 +1,4 @@
-"""Calibration study of the canary stage gate's error-rate test (issue 5 item 6).
+"""Calibration study of the canary stage gate's error-rate test.
 
 Simulates thousands of canaries per stage, checked every ``check_every_minutes``, and measures:
 

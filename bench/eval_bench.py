@@ -1,4 +1,4 @@
-"""Eval throughput benchmark (issue 4 item 8): does an eval run as fast as the provider's rate limit allows?
+"""Eval throughput benchmark: does an eval run as fast as the provider's rate limit allows?
 
 Against the fake provider server (``pairshift.sim.server``, Anthropic wire format, fixed latency, a rate
 limit on the model) it runs a prompt-only eval of 1,000 cases x 1 epoch x 2 arms = 2,000 calls, all on one
@@ -53,7 +53,7 @@ def _config(folder: Path, base_url: str, rpm: float | None) -> Path:
 
 
 def _request(no_cache: bool):  # type: ignore[no-untyped-def]
-    from pairshift.evals import EvalRequest
+    from pairshift.contracts.evals import EvalRequest
 
     return EvalRequest(
         deployment="support-triage",

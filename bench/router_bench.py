@@ -1,4 +1,4 @@
-"""Router and ingest benchmark (issue 5): ``Router.resolve`` latency in-process and observation ingest rate
+"""Router and ingest benchmark: ``Router.resolve`` latency in-process and observation ingest rate
 into SQLite and PostgreSQL (when 127.0.0.1:5432 answers). Writes ``bench/results/router.md``.
 
 Run: ``.venv/bin/python bench/router_bench.py`` (about half a minute). Targets: resolve p99 < 20 us,

@@ -46,10 +46,14 @@ class ApiError(Exception):
 
 
 class Accepted(BaseModel):
+    """The answer of ``POST /v1/observations``."""
+
     accepted: int
 
 
 class ErrorBody(BaseModel):
+    """Every 4xx answer: one line saying what is wrong."""
+
     error: str
     detail: list[dict[str, Any]] = []
 

@@ -46,6 +46,8 @@ from pairshift.registry.store import Registry
 
 @dataclass
 class ApplyResult:
+    """What an apply did: the changes written, how many objects were already so, and the warnings."""
+
     changes: list[str] = field(default_factory=list)  # "created prompt support-triage@37", ...
     unchanged: int = 0
     warnings: list[str] = field(default_factory=list)

@@ -2,7 +2,7 @@
 
 :func:`plan_scan` is what DeprecationScanWorkflow decides each day, as a function of plain registry rows and a
 date, so it is tested table-driven and runs the same whether the scan is the schedule's, a person's
-(`pairshift deprecations scan --today D`) or a test's. Rules (PRODUCT §8, issue 8):
+(`pairshift deprecations scan --today D`) or a test's. Rules (PRODUCT §8):
 
 - a deployment is affected when its *active snapshot* (its model, or for an alias the snapshot the alias was
   last seen to resolve to) retires within ``lead_days``;
@@ -24,60 +24,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 
-from pydantic import BaseModel, Field
-
+from pairshift.contracts.alias_drift import AliasTarget
+from pairshift.contracts.deprecation_scan import PlannedReminder, PlannedStart, RetiredFlag, ScanPlan
+from pairshift.contracts.migration import TERMINAL_PHASES
 from pairshift.registry.models import Deployment, MigrationRow, Model, Reminder
 
 REMINDER_DAYS: tuple[int, ...] = (60, 30, 14, 7, 3, 1)
 RETIRED = 0  # Reminder.days_before of the one notice that a deployment is still on a retired snapshot
-# Mirrors pairshift.contracts.migration.TERMINAL_PHASES (imported from there once contracts are I/O-free).
-TERMINAL_PHASES = frozenset({"promoted", "rolled_back", "rejected", "failed_eval", "dry_run"})
-
-
-class PlannedReminder(BaseModel):
-    deployment: str
-    model: str = Field(description="The retiring snapshot.")
-    days_before: int = Field(description="The threshold this reminder is for; 0 = already retired.")
-    days_left: int
-    retires_on: date
-    replacement: str | None
-    also_marks: list[int] = Field(
-        default_factory=list, description="Larger thresholds recorded as sent silently."
-    )
-    needs_human: str | None = Field(None, description="Why no migration starts by itself; None = one does.")
-
-
-class PlannedStart(BaseModel):
-    deployment: str
-    from_model: str = Field(description="The retiring snapshot.")
-    to_model: str
-
-
-class RetiredFlag(BaseModel):
-    deployment: str
-    model: str
-    retired_on: date
-    replacement: str | None
-
-
-class ScanPlan(BaseModel):
-    today: date
-    lead_days: int
-    reminders: list[PlannedReminder] = Field(default_factory=list)
-    starts: list[PlannedStart] = Field(default_factory=list)
-    flags: list[RetiredFlag] = Field(default_factory=list)
-    left_alone: list[str] = Field(
-        default_factory=list, description="Affected deployments with a live migration."
-    )
-    blocked: dict[str, str] = Field(
-        default_factory=dict, description="Deployment -> why its start was refused."
-    )
 
 
 # ----------------------------------------------------------------------------------------- resolution
 
 
 def by_id(models: Iterable[Model]) -> dict[str, Model]:
+    """Models keyed by id."""
     return {m.id: m for m in models}
 
 
@@ -108,6 +68,7 @@ def pair_model(pair: str) -> str:
 
 
 def is_live(m: MigrationRow) -> bool:
+    """Whether a migration is still running (not finished, not in a terminal phase)."""
     return m.finished_at is None and m.phase not in TERMINAL_PHASES
 
 
@@ -213,25 +174,6 @@ def replacement_problem(snap: Model, table: Mapping[str, Model], today: date) ->
 
 
 # ----------------------------------------------------------------------------------------- alias drift
-
-
-class AliasTarget(BaseModel):
-    """A deployment configured with an alias, and what the registry believes the alias resolves to."""
-
-    deployment: str
-    prompt: str
-    alias: str
-    known_snapshot: str | None = Field(
-        description="Last seen resolution (alias row), else the config's view."
-    )
-    spec_from: str = Field(description="The model row whose provider settings a probe call uses.")
-    channel: str | None = Field(
-        None, description="Slack channel of the deployment's policy (filled on load)."
-    )
-    observed_snapshot: str | None = Field(
-        None,
-        description="The snapshot the latest production call on the alias was answered by (observations).",
-    )
 
 
 def alias_targets(

@@ -36,8 +36,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pairshift import sequential as seq
+from pairshift.contracts.evals import ArmSummary, Effect
+from pairshift.contracts.gates import GateDecision, StageCheck
 from pairshift.policy import CanaryPolicy, EvalPolicy
-from pairshift.stats import ArmSummary, Effect
 
 SRM_ALPHA = 0.001  # a broken split must be unmistakable before a stage is stopped for it
 MIN_SAMPLES_FLOOR = 100  # never pass a stage on fewer calls per arm than this, whatever the power maths says
@@ -46,11 +47,6 @@ UNREACHABLE_SAMPLES = 10**12  # min_samples when non-inferiority can never be sh
 BOOTSTRAP_RESAMPLES = 500
 BOOTSTRAP_SEED = 20_241_101
 MAX_CASES_NAMED = 5
-
-
-class GateDecision(BaseModel):
-    decision: Literal["pass", "fail", "inconclusive"]
-    reasons: list[str]
 
 
 # ---------------------------------------------------------------- eval gate
@@ -140,16 +136,6 @@ class VariantStats(BaseModel):
     units: int | None = Field(
         None, ge=0, description="Distinct unit keys; preferred to calls for the SRM check."
     )
-
-
-class StageCheck(BaseModel):
-    decision: Literal["breach", "pass", "inconclusive", "srm"]
-    reasons: list[str]
-    metrics: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per metric: control, candidate, estimate, bound, limit, verdict."
-    )
-    min_samples: int
-    samples: dict[str, int]
 
 
 def gated_metrics(canary: CanaryPolicy) -> list[str]:

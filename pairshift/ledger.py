@@ -39,6 +39,7 @@ def append(
     evidence: dict[str, Any],
     at: datetime | None = None,
 ) -> LedgerEntry:
+    """Record that ``prompt`` + ``model`` serves ``deployment`` from now (or ``at``), with the evidence."""
     entry = LedgerEntry(
         deployment=deployment,
         pair=pair_id(prompt, model),
@@ -56,6 +57,7 @@ def append(
 
 
 def history(s: Session, deployment: str) -> list[LedgerRow]:
+    """Which pair served ``deployment`` when (each row replaced by the next), oldest first."""
     rows = s.exec(
         select(LedgerEntry)
         .where(LedgerEntry.deployment == deployment)

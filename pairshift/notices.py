@@ -7,44 +7,18 @@ to show it. Sending never fails a migration: a channel that errors is logged and
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel, Field
+from pairshift.contracts.notices import Notice, NoticeKind
+
+__all__ = ["Notice", "NoticeKind", "Notifier", "LogNotifier", "register", "notifiers", "send"]
 
 log = logging.getLogger("pairshift.notices")
 
-NoticeKind = Literal[
-    "migration_started",
-    "deprecation_reminder",
-    "eval_summary",
-    "approval_requested",
-    "approval_reminder",
-    "stage_started",
-    "stage_passed",
-    "decision",
-    "promoted",
-    "rolled_back",
-    "rejected",
-    "failed_eval",
-    "alias_drift",
-    "info",
-]
-
-
-class Notice(BaseModel):
-    kind: NoticeKind
-    deployment: str
-    migration: str | None = None
-    title: str
-    text: str = ""
-    facts: dict[str, Any] = Field(default_factory=dict)
-    asks_decision: bool = False
-    stage: int | None = None
-    channel: str | None = Field(None, description="Slack channel from the policy; None = log only.")
-    links: dict[str, str] = Field(default_factory=dict)
-
 
 class Notifier(Protocol):
+    """A channel notices go to (the log always; Slack when configured)."""
+
     name: str
 
     def send(self, notice: Notice) -> None: ...
@@ -68,6 +42,7 @@ def register(notifier: Notifier) -> None:
 
 
 def notifiers() -> list[Notifier]:
+    """Every channel a notice goes to: the log first, then the registered ones."""
     return [LogNotifier(), *_extra]
 
 

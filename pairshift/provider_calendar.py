@@ -39,6 +39,8 @@ class CalendarError(ValueError):
 
 
 class CalendarPrice(BaseModel):
+    """Prices per million tokens, input and output."""
+
     model_config = ConfigDict(extra="forbid")
 
     input_per_mtok: float = Field(..., ge=0, description="USD per million input tokens.")
@@ -210,6 +212,8 @@ def _check_unique(path: Path, entries: list[CalendarEntry]) -> None:
 
 
 class SyncResult(BaseModel):
+    """What ``pairshift models sync`` changed."""
+
     created: list[str] = Field(default_factory=list)
     updated: list[str] = Field(default_factory=list)
     unchanged: int = 0

@@ -48,7 +48,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pairshift.contracts.evals import BatchRoute
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_BURST_SECONDS = 0.0  # no banked burst: at most rate * T + 1 requests in any window of T seconds
@@ -207,13 +207,6 @@ def task_queue_activities_per_second(limits: Mapping[str, Any] | None, calls_per
 # ---------------------------------------------------------------- per-model task queues (across workers)
 
 
-class BatchRoute(BaseModel):
-    """Where a model's eval batches go and how big they may be (part of the plan the workflow carries)."""
-
-    model_id: str = Field(description="The registry row holding the limits (an alias's snapshot row).")
-    calls_per_batch: int = Field(ge=1, description="Most provider calls one batch activity may make.")
-
-
 def model_task_queue(main_queue: str, model_id: str) -> str:
     """The task queue of a rate-limited model's batches, named after the main queue (never shared)."""
     return f"{main_queue}-model-{model_id}"
@@ -257,3 +250,9 @@ def model_queue_rates(
         if route and rate:
             rates[model_task_queue(main_queue, route.model_id)] = rate
     return rates
+
+
+def batch_ranges(n_cases: int, batch_cases: int | None = None) -> list[tuple[int, int]]:
+    """Case index ranges of an arm's batches (automatic size: about 25 batches, 10..200 cases each)."""
+    size = batch_cases or min(200, max(10, -(-n_cases // 25)))
+    return [(start, min(start + size, n_cases)) for start in range(0, n_cases, size)]

@@ -17,77 +17,17 @@ from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-from pairshift.gates import GateDecision, eval_gate
+from pairshift.contracts.evals import ArmReport, ArmSummary, DatasetRef, Effect, EvalReport, Flip
+from pairshift.contracts.gates import GateDecision
+from pairshift.gates import eval_gate
 from pairshift.policy import EvalPolicy
-from pairshift.stats import (
-    ArmSummary,
-    CaseOutcome,
-    Effect,
-    Flip,
-    TagStat,
-    factorial,
-    flipped,
-    mcnemar,
-    minimum_detectable_effect,
-    newly_failing,
-)
+from pairshift.stats import CaseOutcome, factorial, flipped, mcnemar, minimum_detectable_effect, newly_failing
 
 TEMPLATES = Path(__file__).parent / "templates"
 ARM_ORDER = ("baseline", "prompt_only", "model_only", "joint")
 EFFECT_ORDER = ("prompt", "model", "interaction", "joint")
-FLIPPED_CAP = 50  # flipped cases carried in a workflow result; the registry keeps them all
-
-
-class DatasetRef(BaseModel):
-    name: str
-    hash: str
-    cases: int
-    version: str | None = None
-
-
-class ArmReport(BaseModel):
-    """One arm in the report (§11 keys first; the rest are additions)."""
-
-    pair: str
-    run_id: str
-    pass_rate: float
-    ci: tuple[float, float]
-    mean_score: float
-    calls: int
-    errors: int
-    cached_calls: int
-    latency_p50_ms: float
-    latency_p95_ms: float
-    cost_usd: float
-    score_ci: tuple[float, float] | None = None
-    reused: bool = Field(False, description="A recent identical run was reused instead of a new one.")
-    mcnemar_p: float | None = Field(None, description="Exact McNemar p-value against baseline.")
-    by_tag: dict[str, TagStat] = Field(default_factory=dict)
-
-
-class EvalReport(BaseModel):
-    """The 2x2 eval's evidence (PRODUCT §11 ``eval --json``, plus report_id, power_note, flipped_count...)."""
-
-    report_id: str
-    deployment: str
-    baseline_pair: str
-    target_pair: str
-    dataset: DatasetRef
-    epochs: int
-    arms: dict[str, ArmReport]
-    effects: dict[str, Effect]
-    flipped: list[Flip]
-    flipped_count: int
-    gate: GateDecision
-    power_note: str
-    judge: str | None = None
-    warnings: list[str] = Field(default_factory=list)
-
-    def capped(self, limit: int = FLIPPED_CAP) -> EvalReport:
-        """The same report with at most ``limit`` flipped cases (for workflow results)."""
-        return self.model_copy(update={"flipped": self.flipped[:limit]})
 
 
 class ArmInput(BaseModel):

@@ -16,6 +16,8 @@ TASK_QUEUE = "pairshift"
 
 
 class Settings(BaseSettings):
+    """Where state lives and how to reach Temporal and the registry (``PAIRSHIFT_*``)."""
+
     model_config = SettingsConfigDict(env_prefix="PAIRSHIFT_", extra="ignore")
 
     home: Path = Field(

@@ -36,7 +36,8 @@ from pydantic import BaseModel, Field
 from scipy import stats as sps
 from scipy.optimize import brentq
 
-ArmName = Literal["baseline", "prompt_only", "model_only", "joint"]
+from pairshift.contracts.evals import ArmName, ArmSummary, AssertionTypeStat, Effect, Flip, TagStat
+
 ARMS: tuple[ArmName, ...] = ("baseline", "prompt_only", "model_only", "joint")
 
 
@@ -61,56 +62,10 @@ class CaseOutcome(BaseModel):
     error: bool = False
 
 
-class TagStat(BaseModel):
-    pass_rate: float
-    ci: tuple[float, float]
-    n: int = Field(..., description="Cases carrying the tag.")
-
-
-class AssertionTypeStat(BaseModel):
-    fail_rate: float = Field(
-        ..., description="Failing calls / calls carrying the type (all calls if unknown)."
-    )
-    n: int = Field(..., description="Calls in which the type failed.")
-
-
-class ArmSummary(BaseModel):
-    """Everything the report and the eval gate need from one arm; small enough for workflow history."""
-
-    n_cases: int
-    epochs: int = Field(..., description="Largest number of epochs seen for a case.")
-    calls: int
-    errors: int
-    pass_rate: float
-    ci: tuple[float, float]
-    mean_score: float
-    score_ci: tuple[float, float]
-    latency_p50_ms: float
-    latency_p95_ms: float
-    cost_usd: float = Field(..., description="Total cost of the arm.")
-    cost_per_case: float = Field(..., description="Mean cost of one case run (one call).")
-    tokens_per_case: float = Field(..., description="Mean input + output tokens of one call.")
-    by_tag: dict[str, TagStat] = Field(default_factory=dict)
-    by_assertion_type: dict[str, AssertionTypeStat] = Field(default_factory=dict)
-
-
-class Effect(BaseModel):
-    estimate: float
-    ci: tuple[float, float]
-    p_value: float
-
-
 class McNemarResult(BaseModel):
     b_to_fail: int = Field(..., description="Cases passing in a and failing in b.")
     b_to_pass: int = Field(..., description="Cases failing in a and passing in b.")
     p_value: float = Field(..., description="Exact two-sided binomial test on the discordant cases.")
-
-
-class Flip(BaseModel):
-    case: str
-    from_arm: str
-    to_arm: str
-    direction: Literal["regressed", "improved"]
 
 
 # ---------------------------------------------------------------- per-case reduction

@@ -18,10 +18,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities import ALL_ACTIVITIES
-from activities.migration import StageCheckInput, check_stage
+from activities.migration import check_stage
 from pairshift.apply import apply_path
-from pairshift.contracts.migration import MigrationRequest, MigrationStatus
-from pairshift.gates import StageCheck
+from pairshift.contracts.gates import StageCheck
+from pairshift.contracts.migration import MigrationRequest, MigrationStatus, StageCheckInput
 from pairshift.registry import open_registry
 from pairshift.router import Router
 from pairshift.sim.traffic import TrafficGenerator, profile_for

@@ -21,12 +21,13 @@ from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings
 
 from activities.alias_drift import ALL as ALIAS_DRIFT_ACTIVITIES
 from activities.evals import EVAL_ACTIVITIES
-from activities.migration import send_notice
+from activities.notices import send_notice
 from pairshift.apply import apply_path
+from pairshift.contracts.alias_drift import AliasDriftRequest, AliasDriftResult
 from pairshift.evals import load_report
 from pairshift.registry import open_registry
 from pairshift.registry.models import LedgerEntry, Model
-from workflows.alias_drift import AliasDriftRequest, AliasDriftResult, AliasDriftWorkflow
+from workflows.alias_drift import AliasDriftWorkflow
 from workflows.evals import EvalWorkflow
 
 

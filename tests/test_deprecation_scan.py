@@ -24,21 +24,26 @@ from test_provider_calendar import calendar_cli  # noqa: F401 - fixture
 from workflow_fixtures import CapturedNotices, captured_notices, sqlite_settings  # noqa: F401 - fixtures
 
 from pairshift.registry import open_registry
-from pairshift.registry.models import Deployment, MigrationRow, Model, PolicyRow, PromptVersion, Reminder
+from pairshift.registry.models import (
+    Dataset,
+    DatasetVersion,
+    Deployment,
+    MigrationRow,
+    Model,
+    PolicyRow,
+    PromptVersion,
+    Reminder,
+)
 from pairshift.settings import get_settings
 
 with workflow.unsafe.imports_passed_through():
     from activities.deprecation_scan import ALL as DEPRECATION_ACTIVITIES
-    from activities.migration import (
-        PhaseInput,
-        PrepareInput,
-        prepare_migration,
-        record_migration_phase,
-        send_notice,
-    )
+    from activities.migration import prepare_migration, record_migration_phase
+    from activities.notices import send_notice
     from pairshift.cli.provider_calendar import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
-    from pairshift.contracts.migration import MigrationRequest
-    from workflows.deprecation_scan import DeprecationScanWorkflow, ScanRequest, ScanResult
+    from pairshift.contracts.deprecation_scan import ScanRequest, ScanResult
+    from pairshift.contracts.migration import MigrationRequest, PhaseInput, PrepareInput
+    from workflows.deprecation_scan import DeprecationScanWorkflow
 
 D0 = date(2026, 3, 1)
 RETIRES = D0 + timedelta(days=45)
@@ -98,6 +103,9 @@ def scan_registry(sqlite_settings: str) -> str:  # noqa: F811 - fixture
             )
         )
         s.add(Model(id="new-2025", provider="sim"))
+        # A migration is resolved against its dataset, so the golden dataset exists (its cases do not matter).
+        s.add(DatasetVersion(id="golden@1", name="golden", version="1", content_hash="g", n_cases=0))
+        s.add(Dataset(name="golden", current_version="golden@1"))
         s.add(
             PromptVersion(
                 id="p@1", name="p", version="1", template="{{ x }}", variables=["x"], content_hash="h"
@@ -146,8 +154,7 @@ async def test_hundred_daily_scans_start_once_and_remind_once(
     scan_worker, scan_registry: str, time_skipping_env, captured_notices: CapturedNotices
 ) -> None:  # noqa: F811 - fixture
     # The scan's days are its input, not the server's clock; left on, time skipping would jump the live
-    # stand-ins
-    # to their execution timeout while a scan's result is awaited.
+    # stand-ins to their execution timeout while a scan's result is awaited.
     with time_skipping_env.auto_time_skipping_disabled():
         await _hundred_scans(*scan_worker)
     _assert_once_each(scan_registry, captured_notices)

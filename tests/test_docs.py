@@ -77,8 +77,7 @@ def test_rows_show_type_default_bounds_and_description():
 
 
 def test_a_nested_default_is_the_one_its_section_applies():
-    # RatioGate.max_ratio has no default of its own; left out, the canary gates latency at 1.3x and cost at
-    # 1.5x.
+    # RatioGate.max_ratio has no default of its own; left out, the canary gates latency at 1.3x, cost at 1.5x.
     text = docs.render()
     assert row(text, "canary.metrics.latency_p95.max_ratio")[2] == "`1.3`"
     assert row(text, "canary.metrics.cost_per_call.max_ratio")[2] == "`1.5`"

@@ -12,12 +12,26 @@ import uuid
 from temporalio import activity
 from temporalio.worker import Worker
 
-from activities.evals import PlanInput, ReportInput, SummarizeInput
-from pairshift.evals import ArmPlan, BatchResult, BatchSpec, EvalPlan, EvalRequest, RunSummary
-from pairshift.gates import GateDecision
+from pairshift.contracts.evals import (
+    ArmPlan,
+    ArmReport,
+    ArmSummary,
+    BatchResult,
+    BatchSpec,
+    DatasetRef,
+    Effect,
+    EvalPlan,
+    EvalReport,
+    EvalRequest,
+    Flip,
+    PlanInput,
+    ReportInput,
+    RunSummary,
+    SummarizeInput,
+    TagStat,
+)
+from pairshift.contracts.gates import GateDecision
 from pairshift.policy import EvalPolicy
-from pairshift.reports import ArmReport, DatasetRef, EvalReport
-from pairshift.stats import ArmSummary, Effect, Flip, TagStat
 from workflows.evals import EvalWorkflow
 
 N_CASES, EPOCHS = 10_000, 3

@@ -25,7 +25,7 @@ from test_evals_support import REPO, eval_registry, write_config  # noqa: F401 -
 
 from activities.evals import EVAL_ACTIVITIES
 from pairshift.apply import apply_path
-from pairshift.evals import EvalRequest, EvalTuning
+from pairshift.contracts.evals import EvalRequest, EvalTuning
 from pairshift.registry.models import EvalResult
 from pairshift.registry.store import Registry
 from workflows.evals import EvalWorkflow

@@ -40,7 +40,7 @@ def test_arms_are_only_those_that_differ(eval_registry: Registry) -> None:  # no
     assert [a.arm for a in prompt_only.arms] == ["baseline", "prompt_only"]
     assert both.epochs == 2  # the deployment's policy (demo)
     assert evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09", epochs=3), "c").epochs == 3
-    with pytest.raises(evals.EvalInputError, match="nothing to evaluate"):
+    with pytest.raises(evals.EvalInputError, match="already the baseline pair"):
         evals.plan_eval(eval_registry, _request(to_model="sim-classic-2024-06"), "d")
 
 

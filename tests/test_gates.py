@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pairshift.contracts.evals import ArmSummary, Effect
 from pairshift.gates import UNREACHABLE_SAMPLES, VariantStats, eval_gate, required_samples, stage_gate
 from pairshift.policy import CanaryMetrics, CanaryPolicy, ErrorRateGate, EvalPolicy
-from pairshift.stats import ArmSummary, Effect
 
 # ---------------------------------------------------------------- eval gate
 

@@ -1,17 +1,43 @@
-"""The README's map of the code ("Where things are") names every module, and only modules that exist.
+"""The layout of the code: workflows import nothing that does I/O, and the README's map names every module.
 
-A reader finds a concept through that map, so a renamed, added or removed module must show up there in the
-same change.
+A workflow module is re-imported in Temporal's sandbox and replayed for days, so it takes its types from
+``pairshift/contracts`` and nothing that talks to a database, the network or a template engine. A reader finds
+a concept through the README's map ("Where things are"), so a renamed, added or removed module must show up
+there in the same change.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules a reader never looks for: package fronts, private helpers, Alembic's environment.
 UNLISTED = re.compile(r"(^|/)(__init__|_[a-z_]+)\.py$|^pairshift/registry/schema/")
+IO_MODULES = ("sqlalchemy", "sqlmodel", "httpx", "jinja2", "anthropic", "openai")
+BOUNDARY = sorted(
+    ".".join(p.relative_to(REPO).with_suffix("").parts)
+    for folder in ("workflows", "pairshift/contracts")
+    for p in (REPO / folder).glob("*.py")
+)
+
+
+@pytest.mark.parametrize("module", BOUNDARY)
+def test_workflow_and_contract_modules_import_no_io(module: str) -> None:
+    """Imported alone in a fresh interpreter (package fronts included), nothing with I/O comes along."""
+    probe = (
+        "import importlib, json, sys; "
+        f"importlib.import_module({module!r}); "
+        f"print(json.dumps(sorted(m for m in {IO_MODULES!r} if m in sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [], f"{module} imports {done.stdout.strip()}"
 
 
 def _map() -> tuple[set[str], set[str]]:

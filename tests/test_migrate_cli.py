@@ -50,7 +50,7 @@ def wait_phase(stack: EmbeddedStack, phase: str, timeout_s: float = 90) -> dict:
 
 def test_migrate_verbs(stack: EmbeddedStack) -> None:
     bad = run(stack, "migrate", "start", "support-triage", "--to-model", "gpt-nope")
-    assert bad.returncode == 2 and "unknown model gpt-nope" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "unknown model 'gpt-nope'" in bad.stderr and "Traceback" not in bad.stderr
 
     started = run_json(
         stack,

@@ -70,11 +70,9 @@ POLICY: dict[str, Any] = {
 ALIKE = {"error_rate": 0.002, "latency_median_ms": 400, "input_tokens": 200, "output_tokens": 60}
 TRAFFIC_PER_TICK = 200
 # How long the migration may take to move on after a kill. Measured: ~32 s after (a) (the in-flight eval batch
-# is
-# retried after its 30 s heartbeat timeout), ~10 s after (b) and (c) (workflow tasks wait out the dead
-# worker's
-# 10 s sticky schedule-to-start timeout). The bound also covers the rare kill that lands inside a gate check,
-# which is retried only when its 120 s start_to_close timeout expires.
+# is retried after its 30 s heartbeat timeout), ~10 s after (b) and (c) (workflow tasks wait out the dead
+# worker's 10 s sticky schedule-to-start timeout). The bound also covers the rare kill that lands inside a
+# gate check, which is retried only when its 120 s start_to_close timeout expires.
 AFTER_KILL_S = 180
 
 

@@ -251,7 +251,7 @@ async def test_invalid_request_fails_and_changes_nothing(env, time_skipping_env)
         handle = await start(client, tq, to_model="gpt-nope")
         with pytest.raises(WorkflowFailureError) as info:
             await handle.result()
-    assert "unknown model gpt-nope" in str(info.value.cause)
+    assert "unknown model 'gpt-nope'" in str(info.value.cause)
     assert_baseline_only()
     with open_registry().session() as s:
         assert s.exec(select(MigrationRow)).all() == []

@@ -28,7 +28,7 @@ from test_evals_support import write_config
 
 from activities.evals import EVAL_ACTIVITIES
 from pairshift.apply import apply_path
-from pairshift.evals import EvalRequest
+from pairshift.contracts.evals import EvalRequest
 from pairshift.ratelimit import (
     MAX_BATCH_CALLS,
     MIN_BATCH_CALLS,
@@ -316,8 +316,7 @@ async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
         f"(limit {RPS}/s)"
     )
     # Two processes each allowed the full rate send about twice the limit (measured: 28-35/s at a limit of
-    # 20/s,
-    # as fast as two shared cores go); the fleet held by the task-queue rate stays at or under it.
+    # 20/s, as fast as two shared cores go); the fleet held by the task-queue rate stays at or under it.
     assert observed <= RPS * 1.2
 
     # The routed path replays deterministically.

@@ -30,8 +30,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from activities.migration import PhaseInput, record_migration_phase
-from pairshift.contracts.migration import MigrationRequest, MigrationResult, migration_id
+from activities.migration import record_migration_phase
+from pairshift.contracts.migration import MigrationRequest, MigrationResult, PhaseInput, migration_id
 from workflows import ALL_WORKFLOWS
 from workflows.evals import EvalWorkflow
 from workflows.migration import MigrationWorkflow

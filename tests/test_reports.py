@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import re
 
+from pairshift.contracts.evals import DatasetRef
 from pairshift.policy import EvalPolicy
-from pairshift.reports import (
-    ArmInput,
-    DatasetRef,
-    FlippedOutputs,
-    assemble_report,
-    grid,
-    render_html,
-    render_markdown,
-)
+from pairshift.reports import ArmInput, FlippedOutputs, assemble_report, grid, render_html, render_markdown
 from pairshift.stats import CaseOutcome, summarize_arm
 
 

@@ -24,8 +24,8 @@ from temporalio import workflow
 from temporalio.worker import Worker
 
 from pairshift.contracts.migration import DecideResult, DecideUpdate, RefusedAttempt
+from pairshift.contracts.notices import Notice
 from pairshift.migration_records import audit_log
-from pairshift.notices import Notice
 from pairshift.policy import ApprovalPolicy
 from pairshift.registry.models import Deployment, MigrationRow, PolicyRow
 from pairshift.registry.store import Registry

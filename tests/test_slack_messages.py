@@ -6,12 +6,11 @@ import json
 
 import pytest
 
-from pairshift.gates import GateDecision
-from pairshift.notices import Notice
-from pairshift.reports import ArmReport, DatasetRef, EvalReport
+from pairshift.contracts.evals import ArmReport, DatasetRef, Effect, EvalReport, Flip
+from pairshift.contracts.gates import GateDecision
+from pairshift.contracts.notices import Notice
 from pairshift.slack import block_kit
 from pairshift.slack import messages as bk
-from pairshift.stats import Effect, Flip
 
 MIG = "migration-support-triage"
 

@@ -8,8 +8,8 @@ import pytest
 from fake_slack import FakeSlack, fake_slack, slack_env  # noqa: F401  (fixtures)
 from temporalio.exceptions import ApplicationError
 
-from activities.slack import post_slack_notice
-from pairshift.notices import Notice
+from activities.notices import post_slack_notice
+from pairshift.contracts.notices import Notice
 from pairshift.registry.models import SlackMessage, SlackThread
 from pairshift.registry.store import Registry
 from pairshift.slack import SlackSettings, web_client

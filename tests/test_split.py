@@ -6,8 +6,8 @@ from conftest import EXAMPLES
 
 from pairshift import ledger, split
 from pairshift.apply import apply_path
-from pairshift.migration_records import InvalidMigration, plan_migration
 from pairshift.registry.models import Deployment, Model
+from pairshift.resolver import InvalidMigration, plan_migration
 
 
 @pytest.fixture
@@ -82,15 +82,15 @@ def test_set_restore_promote(applied):
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(deployment="nope", to_model="sim-fresh-2025-09", to_prompt=None), "unknown deployment nope"),
-        (dict(deployment="support-triage", to_model="gpt-9", to_prompt=None), "unknown model gpt-9"),
+        (dict(deployment="nope", to_model="sim-fresh-2025-09", to_prompt=None), "unknown deployment 'nope'"),
+        (dict(deployment="support-triage", to_model="gpt-9", to_prompt=None), "unknown model 'gpt-9'"),
         (
             dict(deployment="support-triage", to_model="sim-fresh-2025-09", to_prompt="support-triage@7"),
-            "unknown prompt version support-triage@7",
+            "unknown prompt version 'support-triage@7'",
         ),
         (
             dict(deployment="support-triage", to_model="sim-classic-2024-06", to_prompt="support-triage@1"),
-            "already the active pair",
+            "already the baseline pair",
         ),
     ],
 )

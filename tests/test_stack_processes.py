@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from pairshift.contracts.health import HealthRequest
 from pairshift.temporal_client import connect
-from workflows.health import HealthRequest, HealthWorkflow
+from workflows.health import HealthWorkflow
 
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
 

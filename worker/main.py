@@ -47,6 +47,7 @@ MODEL_QUEUE_ACTIVITIES = (
 
 
 def build_worker(client: Client, *, task_queue: str | None = None, max_workers: int = 32) -> Worker:
+    """The worker of the main task queue: every workflow and activity."""
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
     return Worker(
         client,
@@ -56,8 +57,7 @@ def build_worker(client: Client, *, task_queue: str | None = None, max_workers: 
         activity_executor=executor,
         max_concurrent_activities=max_workers,
         # After a crash the server waits this long for the dead worker's sticky queue before handing the
-        # workflow
-        # to another worker; the default 10 s would stall `migrate status` for as long.
+        # workflow to another worker; the default 10 s would stall `migrate status` for as long.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
     )
 

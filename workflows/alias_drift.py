@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.alias_drift import (
+    from pairshift.contracts.alias_drift import (
+        AliasDriftRequest,
+        AliasDriftResult,
         AliasQuery,
         Drift,
+        DriftOutcome,
         DriftRecord,
         ProbeResult,
         ensure_snapshot_row,
@@ -27,9 +29,9 @@ with workflow.unsafe.imports_passed_through():
         probe_alias,
         record_alias_drift,
     )
-    from pairshift.evals import EvalRequest
-    from pairshift.notices import Notice
-    from pairshift.reports import EvalReport
+    from pairshift.contracts.evals import EvalRequest
+    from pairshift.contracts.notices import Notice
+    from workflows.evals import EvalWorkflow
     from workflows.notices import deliver_notice
 
 DRIFT_USER = "pairshift-alias-drift"
@@ -38,29 +40,6 @@ REGISTRY = dict(
     retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
 )
 PROBE = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=RetryPolicy(maximum_attempts=3))
-
-
-class AliasDriftRequest(BaseModel):
-    deployment: str | None = Field(
-        None, description="Only this deployment; None = every deployment on an alias."
-    )
-
-
-class DriftOutcome(BaseModel):
-    deployment: str
-    alias: str
-    from_snapshot: str | None
-    to_snapshot: str
-    note: str
-    report_id: str | None = None
-    gate: str | None = None
-    eval_error: str | None = None
-
-
-class AliasDriftResult(BaseModel):
-    checked: list[str] = Field(default_factory=list, description="Deployments on an alias that were probed.")
-    drifted: list[DriftOutcome] = Field(default_factory=list)
-    probe_errors: dict[str, str] = Field(default_factory=dict)
 
 
 @workflow.defn
@@ -110,8 +89,8 @@ class AliasDriftWorkflow:
         )
         record = DriftRecord(drift=drift)
         try:
-            report: EvalReport = await workflow.execute_child_workflow(
-                "EvalWorkflow",
+            report = await workflow.execute_child_workflow(
+                EvalWorkflow.run,
                 # the new snapshot against the one the alias served before (when the registry knows it)
                 EvalRequest(
                     deployment=drift.deployment,
@@ -120,7 +99,6 @@ class AliasDriftWorkflow:
                     requested_by=DRIFT_USER,
                 ),
                 id=f"{workflow.info().workflow_id}-eval-{drift.deployment}",
-                result_type=EvalReport,
             )
             record.report_id, record.gate = report.report_id, report.gate.decision
         except ChildWorkflowError as exc:  # the drift is recorded whatever the eval's fate

@@ -8,24 +8,26 @@ reminders. ``today`` may be given, so people and tests can scan as of any day.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deprecation_scan import (
+    from pairshift.contracts.deprecation_scan import (
+        PlannedStart,
         RemindersInput,
         ScanInput,
-        SentReminder,
+        ScanRequest,
+        ScanResult,
+        StartedMigration,
         plan_deprecation_scan,
         record_deprecation_reminders,
     )
     from pairshift.contracts.migration import MigrationRequest, migration_id
-    from pairshift.deprecation_plan import PlannedStart, RetiredFlag
+    from workflows.migration import MigrationWorkflow
     from workflows.notices import deliver_notice
 
 SCAN_USER = "pairshift-deprecation-scan"
@@ -33,33 +35,6 @@ REGISTRY = dict(
     start_to_close_timeout=timedelta(seconds=60),
     retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
 )
-
-
-class ScanRequest(BaseModel):
-    """The scan's input; the Schedule sends ``{}`` (today = the workflow's clock, UTC)."""
-
-    today: date | None = Field(None, description="Scan as of this day; None = today (workflow time, UTC).")
-    lead_days: int = Field(60, ge=1, le=366, description="Act on snapshots retiring within this many days.")
-
-
-class StartedMigration(BaseModel):
-    deployment: str
-    id: str
-    from_model: str
-    to_model: str
-
-
-class ScanResult(BaseModel):
-    today: date
-    started: list[StartedMigration] = Field(default_factory=list)
-    already_running: list[str] = Field(default_factory=list, description="Left alone: a migration is live.")
-    reminders: list[SentReminder] = Field(default_factory=list)
-    flags: list[RetiredFlag] = Field(
-        default_factory=list, description="Deployments still on a retired snapshot."
-    )
-    blocked: dict[str, str] = Field(
-        default_factory=dict, description="Deployment -> why nothing was started."
-    )
 
 
 @workflow.defn
@@ -106,7 +81,7 @@ class DeprecationScanWorkflow:
         """Start the migration as a child that outlives this scan; False when one is already running."""
         try:
             await workflow.start_child_workflow(
-                "MigrationWorkflow",
+                MigrationWorkflow.run,
                 MigrationRequest(
                     deployment=start.deployment,
                     to_model=start.to_model,

@@ -25,13 +25,19 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.evals import (
+    from pairshift.contracts.evals import (
+        FLIPPED_CAP,
+        ArmProgress,
+        BatchResult,
+        BatchSpec,
+        EvalProgress,
+        EvalReport,
+        EvalRequest,
         PlanInput,
         ReportInput,
         RoutedEvalPlan,
@@ -41,9 +47,7 @@ with workflow.unsafe.imports_passed_through():
         run_eval_batch,
         summarize_eval_run,
     )
-    from pairshift.evals import BatchResult, BatchSpec, EvalRequest, batch_ranges
-    from pairshift.ratelimit import model_task_queue, route_batch_cases
-    from pairshift.reports import FLIPPED_CAP, EvalReport
+    from pairshift.ratelimit import batch_ranges, model_task_queue, route_batch_cases
 
 NON_RETRYABLE = ["EvalInputError", "ArmFailed"]
 PROVIDER_QUEUES_PATCH = "provider-task-queues"
@@ -53,16 +57,6 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE,
 )
-
-
-class ArmProgress(BaseModel):
-    done: int = 0
-    total: int = 0
-
-
-class EvalProgress(BaseModel):
-    phase: str = Field(description="planning | running | summarising | reporting | done | failed")
-    arms: dict[str, ArmProgress] = Field(default_factory=dict)
 
 
 def _failure_message(err: BaseException) -> tuple[str, str | None]:

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.health import RegistryHealth, registry_health
-
-
-class HealthRequest(BaseModel):
-    note: str = "ping"
-
-
-class HealthReport(BaseModel):
-    note: str
-    registry: RegistryHealth
+    from pairshift.contracts.health import HealthReport, HealthRequest, registry_health
 
 
 @workflow.defn

@@ -4,11 +4,12 @@ Contract (PRODUCT §8): notice -> evaluating (the 2x2, as the child EvalWorkflow
 canary (stage by stage, each held for min_hours with durable timers and checked every
 check_every_minutes against concurrent control) -> promoted | rolled_back | rejected | failed_eval.
 
-Messages: signals ``approve``, ``reject``, ``pause``, ``resume``, ``abort``, ``promote_now`` (the Temporal UI
-path: never refused, but a signal that breaks the policy is ignored and audited); update ``decide`` (the
-CLI and Slack path: its validator refuses an unknown approver, the requester, a stage not waiting, a
-second vote); ``note_refusal`` (clients report a refused update so the audit log has it); queries
-``status`` and ``report``.
+Messages (:mod:`workflows.migration_messages`): signals ``approve``, ``reject``, ``pause``, ``resume``,
+``abort``, ``promote_now`` (the Temporal UI path: never refused, but a signal that breaks the policy is
+ignored and audited); update ``decide`` (the CLI and Slack path: its validator refuses an unknown approver,
+the requester, a stage not waiting, a second vote); ``note_refusal`` (clients report a refused update so the
+audit log has it); queries ``status`` and ``report``. Its types are in :mod:`pairshift.contracts.migration`,
+its decisions in :mod:`workflows.migration_rules`.
 
 Compensation always: once traffic has moved, every way out — gate breach, rejection, abort, cancellation,
 an activity failing for good — restores 100% baseline before the workflow completes, and says why.
@@ -25,13 +26,27 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.migration import (
+    from pairshift.contracts.evals import EvalReport, EvalRequest
+    from pairshift.contracts.gates import StageCheck
+    from pairshift.contracts.migration import (
+        AbortSignal,
+        Approval,
+        Decision,
+        HistoryEvent,
+        MigrationCarry,
+        MigrationPlan,
+        MigrationRequest,
+        MigrationResult,
+        Phase,
         PhaseInput,
         PrepareInput,
         PromoteInput,
         RestoreInput,
         SplitInput,
         StageCheckInput,
+        StageOutcome,
+        StageStatus,
+        Waiting,
         check_stage,
         prepare_migration,
         promote_pair,
@@ -39,38 +54,11 @@ with workflow.unsafe.imports_passed_through():
         restore_baseline,
         set_canary_split,
     )
-    from pairshift.contracts.migration import (
-        AbortSignal,
-        Approval,
-        ApproveSignal,
-        DecideResult,
-        DecideUpdate,
-        HistoryEvent,
-        MigrationCarry,
-        MigrationRequest,
-        MigrationResult,
-        MigrationStatus,
-        PauseSignal,
-        PromoteNowSignal,
-        RefusedAttempt,
-        RejectSignal,
-        ResumeSignal,
-        StageStatus,
-        Waiting,
-    )
-    from pairshift.gates import StageCheck
-    from pairshift.migration_records import MigrationPlan
     from pairshift.policy import Stage
-    from workflows.evals import EvalRequest, EvalWorkflow
+    from workflows import migration_rules as rules
+    from workflows.evals import EvalWorkflow
+    from workflows.migration_messages import MigrationMessages
     from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
-    from workflows.migration_rules import (
-        eval_evidence,
-        eval_summary,
-        refuse_decision,
-        refuse_privileged,
-        root_cause,
-        tally,
-    )
 
 
 class _ContinueAsNew(Exception):
@@ -84,29 +72,38 @@ class _ContinueAsNew(Exception):
 class _Stop(Exception):
     """Ends the migration early: rejected, aborted, breached, timed out."""
 
-    def __init__(self, phase: str, why: str) -> None:
+    def __init__(self, phase: Phase, why: str) -> None:
         super().__init__(why)
         self.phase, self.why = phase, why
 
 
 @workflow.defn
-class MigrationWorkflow(MigrationOutbox):
+class MigrationWorkflow(MigrationMessages, MigrationOutbox):
+    """One migration of a deployment to a target pair: notice, eval, approval, staged canary, promotion.
+
+    Takes a :class:`MigrationRequest`; returns a :class:`MigrationResult` whose phase is promoted,
+    rolled_back, rejected, failed_eval or dry_run. Waits on approvals (``decide`` update, ``approve`` and
+    ``reject`` signals) and on durable stage timers; ``pause``, ``resume``, ``abort`` and ``promote_now``
+    steer the canary. The module docstring states the contract; :mod:`workflows.migration_rules` decides.
+    """
+
     def __init__(self) -> None:
         self.req: MigrationRequest | None = None
         self.plan: MigrationPlan | None = None
-        self.phase = "notice"
+        self.phase: Phase = "notice"
         self.outcome: str | None = None
         self.stage: StageStatus | None = None
         self.waiting: Waiting | None = None
-        self.votes: dict[str, dict[str, str]] = {}  # decision key (start-k / pass-k) -> voter -> decision
+        # decision key (start-k to start stage k, pass-k to pass it) -> voter -> decision
+        self.votes: dict[str, dict[str, Decision]] = {}
         self.approvals: list[Approval] = []
         self.history: list[HistoryEvent] = []
-        self.eval_report: dict[str, Any] | None = None
+        self.eval_report: EvalReport | None = None
         self.paused = False
         self.abort_req: AbortSignal | None = None
         self.promote_now_by: str | None = None
         self.traffic_moved = False
-        self.stage_log: list[dict[str, Any]] = []
+        self.stage_log: list[StageOutcome] = []
         self._init_outbox()
         self._origin_run_id: str | None = None  # the first run's id, kept across continue-as-new
         self._checks = 0  # gate checks in this run
@@ -128,20 +125,16 @@ class MigrationWorkflow(MigrationOutbox):
             await self._close(outbox)  # the audit log and notices are flushed before the handover
             workflow.continue_as_new(req.model_copy(update={"resume": self._carry(handover)}))
         except asyncio.CancelledError:
-            await self._finish(
-                "rolled_back" if self.traffic_moved else "rejected", "the workflow was cancelled"
-            )
+            await self._finish(rules.stopped_phase(self.traffic_moved), "the workflow was cancelled")
             await self._close(outbox)
             raise
         except (ActivityError, ChildWorkflowError) as exc:
             if self.plan is None:  # invalid request: nothing was recorded or moved
-                raise ApplicationError(root_cause(exc), type="InvalidMigration", non_retryable=True) from None
-            phase = (
-                "rolled_back"
-                if self.traffic_moved
-                else ("failed_eval" if self.phase == "evaluating" else "rejected")
-            )
-            await self._finish(phase, f"{root_cause(exc)} (failed for good)")
+                raise ApplicationError(
+                    rules.root_cause(exc), type="InvalidMigration", non_retryable=True
+                ) from None
+            phase = rules.failed_phase(self.phase, self.traffic_moved)
+            await self._finish(phase, f"{rules.root_cause(exc)} (failed for good)")
         await self._close(outbox)
         return MigrationResult(
             id=workflow.info().workflow_id,
@@ -153,28 +146,30 @@ class MigrationWorkflow(MigrationOutbox):
         )
 
     async def _migrate(self) -> None:
-        if self.req.resume is not None:
-            try:
-                await self._canary(
-                    start=self.req.resume.stage_index, resumed_since=self.req.resume.stage_since
-                )
-                await self._promote()
-            except _Stop as stop:
-                await self._finish(stop.phase, stop.why)
-            return
+        """The process: prepare, evaluate, approve, canary stage by stage, promote; any stop ends it."""
+        resume = self.req.resume
+        try:
+            if resume is None:
+                await self._prepare()
+                await self._evaluate()
+                if self.req.dry_run:
+                    return await self._finish("dry_run", "dry run: evaluated, nothing moved")
+                await self._decision(0, "approve the canary", key="start-0")
+                await self._canary()
+            else:  # a continued run holds the stage its predecessor was in
+                await self._canary(start=resume.stage_index, resumed_since=resume.stage_since)
+            await self._promote()
+        except _Stop as stop:
+            await self._finish(stop.phase, stop.why)
+
+    # ------------------------------------------------------------------ phases
+
+    async def _prepare(self) -> None:
+        """Resolve the request into the plan (an invalid one fails here, before anything is recorded)."""
         req, info = self.req, workflow.info()
         self.plan = await workflow.execute_activity(
             prepare_migration,
-            PrepareInput(
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                deployment=req.deployment,
-                to_model=req.to_model,
-                to_prompt=req.to_prompt,
-                policy=req.policy,
-                reason=req.reason,
-                requested_by=req.requested_by,
-            ),
+            PrepareInput.of(req, workflow_id=info.workflow_id, run_id=info.run_id),
             **REGISTRY,
         )
         self._event(
@@ -187,19 +182,8 @@ class MigrationWorkflow(MigrationOutbox):
             f"Migration of {req.deployment} started: {self.plan.from_pair} -> "
             f"{self.plan.to_pair} ({req.reason}, requested by {req.requested_by})",
         )
-        try:
-            await self._evaluate()
-            if req.dry_run:
-                return await self._finish("dry_run", "dry run: evaluated, nothing moved")
-            await self._decision(0, "approve the canary", key="start-0")
-            await self._canary()
-            await self._promote()
-        except _Stop as stop:
-            await self._finish(stop.phase, stop.why)
 
-    # ------------------------------------------------------------------ phases
-
-    async def _set_phase(self, phase: str, **summary: Any) -> None:
+    async def _set_phase(self, phase: Phase, **summary: Any) -> None:
         self.phase = phase
         self._event(phase, "phase changed")
         await workflow.execute_activity(
@@ -213,10 +197,12 @@ class MigrationWorkflow(MigrationOutbox):
         pol = self.plan.policy
         report = await workflow.execute_child_workflow(
             EvalWorkflow.run,
-            EvalRequest(
-                deployment=self.req.deployment,
+            EvalRequest(  # the plan flows on: the eval runs the pairs and dataset resolved at the start
+                deployment=self.plan.deployment,
+                from_model=self.plan.from_model,
                 to_model=self.plan.to_model,
                 to_prompt=self.plan.to_prompt,
+                dataset=self.plan.dataset,
                 epochs=pol.eval.epochs,
                 migration=workflow.info().workflow_id,
                 requested_by=self.req.requested_by,
@@ -224,14 +210,14 @@ class MigrationWorkflow(MigrationOutbox):
             ),
             id=f"{workflow.info().workflow_id}-eval-{workflow.info().run_id[:8]}",
         )
-        self.eval_report = report.model_dump(mode="json")
+        self.eval_report = report
         gate = report.gate
         self._event("eval", f"gate {gate.decision}: " + "; ".join(gate.reasons[:3]))
         self._notify(
             "eval_summary",
             f"Eval of {self.plan.to_pair}: gate {gate.decision}",
             text="\n".join(gate.reasons),
-            facts={"gate": gate.decision, "report_id": getattr(report, "report_id", None)},
+            facts={"gate": gate.decision, "report_id": report.report_id},
             asks=gate.decision != "fail" and not self.req.dry_run,
             stage=0,
         )
@@ -240,7 +226,7 @@ class MigrationWorkflow(MigrationOutbox):
             PhaseInput(
                 run_id=self._origin_run_id,
                 phase=self.phase,
-                summary={"gate": gate.decision, "report_id": getattr(report, "report_id", None)},
+                summary={"gate": gate.decision, "report_id": report.report_id},
             ),
             **REGISTRY,
         )
@@ -257,15 +243,15 @@ class MigrationWorkflow(MigrationOutbox):
         )
         await self._set_phase("awaiting_approval")
         deadline = workflow.now() + timedelta(hours=ap.timeout_hours)
-        while (verdict := tally(self.votes.get(key, {}), ap.required)) is None:
+        while (verdict := rules.tally(self.votes.get(key, {}), ap.required)) is None:
             left = (deadline - workflow.now()).total_seconds() / 3600
             if left <= 0:
                 raise _Stop(
-                    "rolled_back" if self.traffic_moved else "rejected",
+                    rules.stopped_phase(self.traffic_moved),
                     f"no decision within {ap.timeout_hours:g} hours: rejected by timeout",
                 )
             if await self._wait(
-                lambda: tally(self.votes.get(key, {}), ap.required) is not None or self._aborting(),
+                lambda: rules.tally(self.votes.get(key, {}), ap.required) is not None or self._aborting(),
                 hours=min(ap.remind_every_hours, left),
             ):
                 self._check_abort()
@@ -279,10 +265,8 @@ class MigrationWorkflow(MigrationOutbox):
                 )
         self.waiting = None
         if verdict == "rejected":
-            by = next(b for b, v in self.votes[key].items() if v == "reject")
-            raise _Stop(
-                "rolled_back" if self.traffic_moved else "rejected", f"rejected by {by} at stage {stage}"
-            )
+            by = rules.rejecter(self.votes[key])
+            raise _Stop(rules.stopped_phase(self.traffic_moved), f"rejected by {by} at stage {stage}")
         if previous == "canary":
             await self._set_phase("canary")
 
@@ -300,13 +284,13 @@ class MigrationWorkflow(MigrationOutbox):
                 since = await self._start_stage(k, stage)
             decision = await self._hold(k, stage, since)
             self.stage_log.append(
-                {
-                    "stage": k,
-                    "percent": stage.percent,
-                    "decision": decision,
-                    "elapsed_hours": round(self.stage.elapsed_hours, 4),
-                    "samples": self.stage.samples,
-                }
+                StageOutcome(
+                    stage=k,
+                    percent=stage.percent,
+                    decision=decision,
+                    elapsed_hours=round(self.stage.elapsed_hours, 4),
+                    samples=self.stage.samples,
+                )
             )
             self._notify(
                 "stage_passed",
@@ -348,11 +332,11 @@ class MigrationWorkflow(MigrationOutbox):
         )
         return since
 
-    async def _hold(self, k: int, stage: Stage, since) -> str:
+    async def _hold(self, k: int, stage: Stage, since: datetime) -> str:
         """Hold the stage, checking every check_every_minutes: breach rolls back, pass moves on."""
         canary_pol = self.plan.policy.canary
         every_h = canary_pol.check_every_minutes / 60
-        max_h = stage.max_hours if stage.max_hours is not None else stage.min_hours
+        max_h = rules.stage_max_hours(stage)
         while True:
             t0 = workflow.now()
             await self._wait(
@@ -382,32 +366,22 @@ class MigrationWorkflow(MigrationOutbox):
                 **GATE,
             )
             self._record_check(check, max_h)
-            if check.decision in ("breach", "srm"):
-                what = (
-                    "gate breach"
-                    if check.decision == "breach"
-                    else "sample ratio mismatch (untrustworthy split)"
-                )
-                raise _Stop(
-                    "rolled_back", f"stage {k} ({stage.percent:g}%): {what}: " + "; ".join(check.reasons)
-                )
-            if check.decision == "pass":
+            step = rules.after_check(check, index=k, stage=stage, elapsed_hours=self.stage.elapsed_hours)
+            if step.action == "roll_back":
+                raise _Stop("rolled_back", step.why)
+            if step.action == "pass":
                 return "passed"
-            if self.stage.elapsed_hours >= max_h and stage.percent < 100:
-                await self._decision(
-                    k, f"stage {k} is inconclusive after {max_h:g} hours: pass it?", key=f"pass-{k}"
-                )
+            if step.action == "ask":
+                await self._decision(k, step.why, key=f"pass-{k}")
                 return "passed by a human decision"
             self._checks += 1
-            handover = (
-                self._checks >= self.req.checks_per_run or workflow.info().is_continue_as_new_suggested()
-            )
             # patched: a run recorded before continue-as-new existed keeps scheduling timers where it did
-            if (
-                handover
-                and not (self._aborting() or self.promote_now_by or self.paused)
-                and workflow.patched("continue-as-new")
-            ):
+            if rules.hands_over(
+                checks=self._checks,
+                checks_per_run=self.req.checks_per_run,
+                suggested=workflow.info().is_continue_as_new_suggested(),
+                busy=self._aborting() or bool(self.promote_now_by) or self.paused,
+            ) and workflow.patched("continue-as-new"):
                 raise _ContinueAsNew(k, since)
 
     def _record_check(self, check: StageCheck, max_h: float) -> None:
@@ -418,13 +392,13 @@ class MigrationWorkflow(MigrationOutbox):
             "reasons": check.reasons,
             "min_samples": check.min_samples,
         }
-        self.stage.time_left_hours = max(0.0, max(self.stage.min_hours, max_h) - self.stage.elapsed_hours)
+        self.stage.time_left_hours = rules.time_left(self.stage.min_hours, max_h, self.stage.elapsed_hours)
 
     async def _promote(self) -> None:
         evidence = {
             "run_id": self._origin_run_id,
-            "eval": eval_evidence(self.eval_report),
-            "stages": self.stage_log,
+            "eval": rules.eval_evidence(self.eval_report),
+            "stages": [s.model_dump(mode="json") for s in self.stage_log],
             "approvals": [a.model_dump(mode="json") for a in self.approvals],
         }
         await workflow.execute_activity(
@@ -443,7 +417,7 @@ class MigrationWorkflow(MigrationOutbox):
         self.traffic_moved = False  # the new pair is the baseline now: nothing to compensate
         await self._finish("promoted", f"{self.plan.to_pair} is the active pair of {self.req.deployment}")
 
-    async def _finish(self, phase: str, why: str) -> None:
+    async def _finish(self, phase: Phase, why: str) -> None:
         """The one way out: compensate if traffic moved, then record, audit and notify the outcome."""
         if self.traffic_moved:
             await workflow.execute_activity(
@@ -453,7 +427,10 @@ class MigrationWorkflow(MigrationOutbox):
                     migration=self._split_key(),
                     reason=why,
                     by=self.req.requested_by,
-                    evidence={"run_id": self._origin_run_id, "stages": self.stage_log},
+                    evidence={
+                        "run_id": self._origin_run_id,
+                        "stages": [s.model_dump(mode="json") for s in self.stage_log],
+                    },
                 ),
                 **COMPENSATE,
             )
@@ -467,15 +444,14 @@ class MigrationWorkflow(MigrationOutbox):
                 PhaseInput(run_id=self._origin_run_id, phase=phase, summary={"outcome": why}, finished=True),
                 **REGISTRY,
             )
-            kind = phase if phase in ("promoted", "rolled_back", "rejected", "failed_eval") else "info"
-            self._notify(kind, f"{self.req.deployment}: {phase.replace('_', ' ')}: {why}")
+            self._notify(rules.notice_kind(phase), f"{self.req.deployment}: {phase.replace('_', ' ')}: {why}")
 
     # ------------------------------------------------------------------ helpers
 
     def _carry(self, handover: _ContinueAsNew) -> MigrationCarry:
         return MigrationCarry(
             origin_run_id=self._origin_run_id,
-            plan=self.plan.model_dump(mode="json"),
+            plan=self.plan,
             eval_report=self.eval_report,
             stage_index=handover.stage_index,
             stage_since=handover.since,
@@ -492,7 +468,7 @@ class MigrationWorkflow(MigrationOutbox):
         )  # signals that arrived during the handover travel with it
 
     def _restore(self, c: MigrationCarry) -> None:
-        self.plan = MigrationPlan.model_validate(c.plan)
+        self.plan = c.plan
         self.eval_report, self.votes, self.approvals = c.eval_report, c.votes, c.approvals
         self.history, self.stage_log, self._seq, self.paused, self._runs = (
             c.history,
@@ -533,137 +509,6 @@ class MigrationWorkflow(MigrationOutbox):
     def _check_abort(self) -> None:
         if self.abort_req is not None:
             raise _Stop(
-                "rolled_back" if self.traffic_moved else "rejected",
+                rules.stopped_phase(self.traffic_moved),
                 f"aborted by {self.abort_req.by}: {self.abort_req.reason}",
             )
-
-    # ------------------------------------------------------------------ messages
-
-    def _decide(self, by: str, decision: str, channel: str, stage: int | None, comment: str | None) -> None:
-        k, key = self.waiting.stage, self.waiting.key
-        self.votes.setdefault(key, {})[by] = decision
-        self.approvals.append(
-            Approval(by=by, decision=decision, at=workflow.now(), channel=channel, stage=k, comment=comment)
-        )
-        self._event(decision, comment or "", actor=by, channel=channel, stage=k)
-        done = {"approve": "approved", "reject": "rejected"}[decision]
-        self._notify("decision", f"{self.req.deployment}: {done} by {by} (stage {k}, via {channel})", stage=k)
-
-    def _refusal(self, by: str, decision: str, channel: str, stage: int | None) -> str | None:
-        if self.plan is None:
-            return "the migration is not ready for decisions yet"
-        return refuse_decision(
-            by=by,
-            decision=decision,
-            stage=stage,
-            waiting_stage=self.waiting.stage if self.waiting else None,
-            policy=self.plan.policy.approvals,
-            requester=self.req.requested_by,
-            voted=set(self.votes.get(self.waiting.key, {})) if self.waiting else set(),
-        )
-
-    def _signal_decision(self, sig: ApproveSignal | RejectSignal, decision: str) -> None:
-        why = self._refusal(sig.by, decision, sig.channel, None)
-        if why:
-            self._event(f"{decision}_ignored", why, actor=sig.by, channel=sig.channel, accepted=False)
-        else:
-            self._decide(sig.by, decision, sig.channel, None, sig.comment)
-
-    @workflow.signal
-    def approve(self, sig: ApproveSignal) -> None:
-        self._signal_decision(sig, "approve")
-
-    @workflow.signal
-    def reject(self, sig: RejectSignal) -> None:
-        self._signal_decision(sig, "reject")
-
-    @workflow.signal
-    def pause(self, sig: PauseSignal) -> None:
-        self.paused = True
-        self._event("pause", "", actor=sig.by, channel=sig.channel)
-
-    @workflow.signal
-    def resume(self, sig: ResumeSignal) -> None:
-        self.paused = False
-        self._event("resume", "", actor=sig.by, channel=sig.channel)
-
-    @workflow.signal
-    def abort(self, sig: AbortSignal) -> None:
-        self.abort_req = self.abort_req or sig
-        self._event("abort", sig.reason, actor=sig.by, channel=sig.channel)
-
-    @workflow.signal
-    def promote_now(self, sig: PromoteNowSignal) -> None:
-        why = (
-            refuse_privileged(by=sig.by, policy=self.plan.policy.approvals, requester=self.req.requested_by)
-            if self.plan
-            else "the migration is not ready"
-        )
-        if why or self.phase != "canary":
-            self._event(
-                "promote_now_ignored",
-                why or f"not in canary (phase {self.phase})",
-                actor=sig.by,
-                channel=sig.channel,
-                accepted=False,
-            )
-            return
-        self.promote_now_by = sig.by
-        self._event("promote_now", "", actor=sig.by, channel=sig.channel)
-
-    @workflow.signal
-    def note_refusal(self, attempt: RefusedAttempt) -> None:
-        self._event(
-            f"{attempt.decision}_refused",
-            attempt.reason,
-            actor=attempt.by,
-            channel=attempt.channel,
-            stage=attempt.stage,
-            accepted=False,
-        )
-
-    @workflow.update
-    def decide(self, d: DecideUpdate) -> DecideResult:
-        stage, key = self.waiting.stage, self.waiting.key
-        self._decide(d.by, d.decision, d.channel, d.stage, d.comment)
-        required = self.plan.policy.approvals.required
-        verdict = tally(self.votes.get(key, {}), required)
-        rejected = "rolled_back" if self.traffic_moved else "rejected"
-        phase = (
-            {"approved": "canary", "rejected": rejected}.get(verdict, self.phase) if verdict else self.phase
-        )
-        return DecideResult(
-            phase=phase,
-            stage=stage,
-            required=required,
-            approvals=sum(1 for v in self.votes.get(key, {}).values() if v == "approve"),
-        )
-
-    @decide.validator
-    def _validate_decide(self, d: DecideUpdate) -> None:
-        why = self._refusal(d.by, d.decision, d.channel, d.stage)
-        if why:
-            raise ValueError(why)
-
-    @workflow.query
-    def status(self) -> MigrationStatus:
-        req = self.req
-        return MigrationStatus(
-            id=workflow.info().workflow_id,
-            deployment=req.deployment if req else "",
-            phase=self.phase,
-            reason=req.reason if req else "",
-            requested_by=req.requested_by if req else "",
-            from_pair=self.plan.from_pair if self.plan else None,
-            to_pair=self.plan.to_pair if self.plan else None,
-            eval=eval_summary(self.eval_report),
-            stage=self.stage,
-            waiting=self.waiting,
-            approvals=self.approvals,
-            history=self.history,
-            outcome=self.outcome,
-        )
-
-    @workflow.query
-    def report(self) -> dict[str, Any] | None:
-        return self.eval_report

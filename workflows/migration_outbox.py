@@ -16,10 +16,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.migration import AuditBatch, record_audit_events, send_notice
-    from pairshift.contracts.migration import HistoryEvent
-    from pairshift.migration_records import AuditIn
-    from pairshift.notices import Notice
+    from pairshift.contracts.migration import AuditBatch, AuditIn, HistoryEvent, record_audit_events
+    from pairshift.contracts.notices import Notice, post_slack_notice, send_notice
+    from workflows.notices import NOTICE, SLACK
 
 # Registry writes take milliseconds: a short start-to-close means a worker killed mid-activity costs seconds.
 REGISTRY = dict(
@@ -34,13 +33,6 @@ COMPENSATE = dict(
 GATE = dict(
     start_to_close_timeout=timedelta(seconds=60),
     retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)),
-)
-NOTICE = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
-# Slack may be down or rate limiting: keep retrying (honouring its retry-after) for up to an hour.
-SLACK = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    schedule_to_close_timeout=timedelta(hours=1),
-    retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=2)),
 )
 
 
@@ -130,7 +122,7 @@ class MigrationOutbox:
             try:
                 await workflow.execute_activity(send_notice, notice, **NOTICE)
                 if notice.channel:
-                    await workflow.execute_activity("post_slack_notice", notice, **SLACK)
+                    await workflow.execute_activity(post_slack_notice, notice, **SLACK)
             except ActivityError:
                 # a channel down for longer than SLACK's window: the worker logged it; the migration goes on
                 pass

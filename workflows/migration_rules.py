@@ -1,14 +1,25 @@
-"""Pure decision rules of MigrationWorkflow (no I/O, no clock): who may decide what, and when.
+"""Pure decision rules of MigrationWorkflow (no I/O, no clock): who may decide what, where each step leads.
 
-Kept apart from the workflow so they are table-tested directly, and so the update validator, the signal
-handlers and the tests share one definition.
+Kept apart from the workflow so they are table-tested directly, and so the run method, the update validator,
+the signal handlers and the tests share one definition: who may decide (:func:`refuse_decision`,
+:func:`refuse_privileged`, :func:`tally`), how a migration that stops ends (:func:`stopped_phase`,
+:func:`failed_phase`), what a stage check leads to (:func:`after_check`), which phase ``decide`` answers
+(:func:`phase_after_decision`), when a run hands over (:func:`hands_over`), and what the status query and the
+ledger keep of an eval (:func:`eval_summary`, :func:`eval_evidence`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pairshift.policy import ApprovalPolicy
+from pairshift.contracts.evals import EvalReport
+from pairshift.contracts.gates import StageCheck
+from pairshift.contracts.migration import Decision, Phase
+from pairshift.contracts.notices import NoticeKind
+from pairshift.policy import ApprovalPolicy, Stage
+
+OUTCOME_NOTICES: frozenset[Phase] = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
 
 
 def refuse_decision(
@@ -44,7 +55,7 @@ def refuse_privileged(*, by: str, policy: ApprovalPolicy, requester: str) -> str
     return None
 
 
-def tally(votes: dict[str, str], required: int) -> str | None:
+def tally(votes: dict[str, Decision], required: int) -> Literal["approved", "rejected"] | None:
     """'approved' with enough distinct approvals, 'rejected' on any rejection, else None (still waiting)."""
     if any(v == "reject" for v in votes.values()):
         return "rejected"
@@ -60,10 +71,92 @@ def root_cause(exc: BaseException) -> str:
     return str(exc)
 
 
-def eval_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+def stopped_phase(traffic_moved: bool) -> Phase:
+    """How a migration stopped by a person, a timeout, an abort or a cancellation ends.
+
+    Once traffic moved, the baseline is restored: ``rolled_back``; before, nothing happened: ``rejected``.
+    """
+    return "rolled_back" if traffic_moved else "rejected"
+
+
+def failed_phase(phase: Phase, traffic_moved: bool) -> Phase:
+    """How a migration ends when an activity or the eval fails for good while in ``phase``."""
+    if traffic_moved:
+        return "rolled_back"
+    return "failed_eval" if phase == "evaluating" else "rejected"
+
+
+def phase_after_decision(
+    verdict: Literal["approved", "rejected"] | None, phase: Phase, traffic_moved: bool
+) -> Phase:
+    """The phase ``decide`` answers with: canary once approved, the stop phase once rejected, else as is."""
+    if verdict == "approved":
+        return "canary"
+    if verdict == "rejected":
+        return stopped_phase(traffic_moved)
+    return phase
+
+
+def notice_kind(phase: Phase) -> NoticeKind:
+    """The notice an ended migration sends: its outcome's own kind, or ``info`` (a dry run)."""
+    return phase if phase in OUTCOME_NOTICES else "info"  # type: ignore[return-value]
+
+
+def stage_max_hours(stage: Stage) -> float:
+    """When an inconclusive stage goes to a human: its ``max_hours``, or ``min_hours`` when it has none."""
+    return stage.max_hours if stage.max_hours is not None else stage.min_hours
+
+
+def time_left(min_hours: float, max_hours: float, elapsed_hours: float) -> float:
+    """Hours until the stage's gate is due (the later of min and max hours), never negative."""
+    return max(0.0, max(min_hours, max_hours) - elapsed_hours)
+
+
+@dataclass(frozen=True)
+class StageStep:
+    """What a stage check leads to: ``roll_back`` (with why), ``pass``, ``ask`` a human, or ``soak`` on."""
+
+    action: Literal["roll_back", "pass", "ask", "soak"]
+    why: str = ""
+
+
+def after_check(check: StageCheck, *, index: int, stage: Stage, elapsed_hours: float) -> StageStep:
+    """The next step of stage ``index`` after a gate check, ``elapsed_hours`` into the stage."""
+    if check.decision in ("breach", "srm"):
+        what = "gate breach" if check.decision == "breach" else "sample ratio mismatch (untrustworthy split)"
+        return StageStep(
+            "roll_back", f"stage {index} ({stage.percent:g}%): {what}: " + "; ".join(check.reasons)
+        )
+    if check.decision == "pass":
+        return StageStep("pass")
+    if elapsed_hours >= stage_max_hours(stage) and stage.percent < 100:
+        return StageStep(
+            "ask", f"stage {index} is inconclusive after {stage_max_hours(stage):g} hours: pass it?"
+        )
+    return StageStep("soak")
+
+
+def hands_over(*, checks: int, checks_per_run: int, suggested: bool, busy: bool) -> bool:
+    """Whether a long stage continues as new now: enough checks in this run (or Temporal suggests it), and
+    no abort, promote_now or pause pending (those are handled in this run)."""
+    return (checks >= checks_per_run or suggested) and not busy
+
+
+def approvals_of(votes: dict[str, Decision]) -> int:
+    """How many distinct people approved."""
+    return sum(1 for v in votes.values() if v == "approve")
+
+
+def rejecter(votes: dict[str, Decision]) -> str:
+    """Who rejected (the first of them); only called once :func:`tally` said ``rejected``."""
+    return next(by for by, v in votes.items() if v == "reject")
+
+
+def eval_summary(report: EvalReport | None) -> dict[str, Any] | None:
     """The eval keys the `status` query carries (the full report is the `report` query and the registry)."""
     if report is None:
         return None
+    dumped = report.model_dump(mode="json")
     keep = (
         "deployment",
         "baseline_pair",
@@ -77,15 +170,15 @@ def eval_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
         "report_id",
         "power_note",
     )
-    return {k: report[k] for k in keep if k in report}
+    return {k: dumped[k] for k in keep if k in dumped}
 
 
-def eval_evidence(report: dict[str, Any] | None) -> dict[str, Any]:
+def eval_evidence(report: EvalReport | None) -> dict[str, Any]:
     """What the ledger keeps of an eval: the run of every arm, the gate and the report id."""
-    if not report:
+    if report is None:
         return {}
     return {
-        "runs": {arm: a.get("run_id") for arm, a in report.get("arms", {}).items()},
-        "gate": report.get("gate", {}).get("decision"),
-        "report_id": report.get("report_id"),
+        "runs": {arm: a.run_id for arm, a in report.arms.items()},
+        "gate": report.gate.decision,
+        "report_id": report.report_id,
     }

@@ -13,8 +13,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.migration import send_notice
-    from pairshift.notices import Notice
+    from pairshift.contracts.notices import Notice, post_slack_notice, send_notice
 
 NOTICE = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=3))
 # Slack may be down or rate limiting: keep retrying (honouring its retry-after) for up to an hour.
@@ -30,6 +29,6 @@ async def deliver_notice(notice: Notice) -> None:
     try:
         await workflow.execute_activity(send_notice, notice, **NOTICE)
         if notice.channel:
-            await workflow.execute_activity("post_slack_notice", notice, **SLACK)
+            await workflow.execute_activity(post_slack_notice, notice, **SLACK)
     except ActivityError:
         workflow.logger.warning("notice %s for %s could not be delivered", notice.kind, notice.deployment)

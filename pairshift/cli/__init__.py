@@ -47,9 +47,9 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from pairshift.config import ConfigError
-    from pairshift.migration_records import InvalidMigration
+    from pairshift.resolver import InvalidRequest
 
-    return (ConfigError, InvalidMigration, ValidationError)
+    return (ConfigError, InvalidRequest, ValidationError)
 
 
 def run(argv: list[str] | None = None) -> int:

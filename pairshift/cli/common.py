@@ -35,10 +35,12 @@ def os_user() -> str:
 
 
 def emit_json(value: Any) -> None:
+    """Print ``value`` as JSON on stdout (the ``--json`` output of every command)."""
     print(json.dumps(value, indent=2, default=str, sort_keys=False))
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print rows as a rich table for people."""
     t = Table(title=title, title_justify="left")
     for c in columns:
         t.add_column(c)

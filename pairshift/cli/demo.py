@@ -39,6 +39,8 @@ EXPECTED = {"happy": "promoted", "regression": "rolled_back", "deprecation": "fa
 
 
 class Scenario(StrEnum):
+    """The story a demo tells: a promotion, a rollback on regression, a failed eval on retirement."""
+
     happy = "happy"
     regression = "regression"
     deprecation = "deprecation"

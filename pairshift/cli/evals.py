@@ -26,7 +26,7 @@ from pairshift.cli.common import (
     os_user,
     table,
 )
-from pairshift.reports import EvalReport
+from pairshift.contracts.evals import EvalReport
 from pairshift.settings import get_settings
 
 POLL_S = 0.5

@@ -50,6 +50,7 @@ async def _status(handle: WorkflowHandle) -> MigrationStatus:
 
 
 def status_json(st: MigrationStatus) -> dict:
+    """The ``status`` query as ``migrate status --json`` prints it (PRODUCT §11)."""
     out = st.model_dump(mode="json")
     if out.get("stage"):
         keep = (
@@ -82,8 +83,8 @@ def start(
     """Start a migration of DEPLOYMENT to a new model (and optionally prompt)."""
     from pydantic import ValidationError
 
-    from pairshift.migration_records import InvalidMigration, plan_migration
     from pairshift.registry import open_registry
+    from pairshift.resolver import InvalidMigration, plan_migration
 
     try:
         req = MigrationRequest(
@@ -333,9 +334,10 @@ def report(
     data = asyncio.run(go())
     if data is None:
         raise CLIError("this migration has no eval report yet", code=EXIT_FAILED)
+    from pairshift.contracts.evals import EvalReport
     from pairshift.evals import EvalInputError, flipped_outputs, load_report
     from pairshift.registry import open_registry
-    from pairshift.reports import EvalReport, render_html, render_markdown
+    from pairshift.reports import render_html, render_markdown
 
     report = EvalReport.model_validate(data)
     registry = open_registry()

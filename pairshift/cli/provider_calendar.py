@@ -164,7 +164,8 @@ def _parse_day(text: str | None) -> date | None:
 
 async def run_scan(client: Client, today: date | None = None, *, task_queue: str | None = None) -> Any:
     """Run DeprecationScanWorkflow once and wait for its result (a worker must poll ``task_queue``)."""
-    from workflows.deprecation_scan import DeprecationScanWorkflow, ScanRequest
+    from pairshift.contracts.deprecation_scan import ScanRequest
+    from workflows.deprecation_scan import DeprecationScanWorkflow
 
     return await client.execute_workflow(
         DeprecationScanWorkflow.run,
@@ -214,8 +215,8 @@ def deprecations_scan(
 
 def schedules(task_queue: str) -> dict[str, Schedule]:
     """The two Schedules: the daily deprecation scan and the alias-drift check every six hours."""
-    from workflows.alias_drift import AliasDriftRequest
-    from workflows.deprecation_scan import ScanRequest
+    from pairshift.contracts.alias_drift import AliasDriftRequest
+    from pairshift.contracts.deprecation_scan import ScanRequest
 
     policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP)
     return {

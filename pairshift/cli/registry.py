@@ -33,6 +33,8 @@ def apply(
 
 
 class Kind(StrEnum):
+    """What ``pairshift get`` lists."""
+
     models = "models"
     prompts = "prompts"
     deployments = "deployments"
@@ -41,6 +43,7 @@ class Kind(StrEnum):
 
 
 def deployment_json(d: Deployment) -> dict:
+    """A deployment as ``get deployments --json`` prints it (PRODUCT §11)."""
     return {
         "name": d.name,
         "active_pair": d.active_pair,
@@ -53,6 +56,7 @@ def deployment_json(d: Deployment) -> dict:
 
 
 def migration_json(m: MigrationRow) -> dict:
+    """A migration as ``get migrations --json`` prints it (PRODUCT §11)."""
     return {
         "id": m.workflow_id,
         "run_id": m.run_id,

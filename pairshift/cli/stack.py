@@ -37,6 +37,7 @@ def time_skipping_server_binary() -> str:
 
 
 def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:
+    """The ``temporal server start-dev`` command line of the embedded server."""
     return [
         temporal_binary(),
         "server",

@@ -1,4 +1,4 @@
-"""Every type that crosses the MigrationWorkflow boundary: its input, signals, update, queries and results.
+"""MigrationWorkflow's boundary: its input, signals, update, queries and results, its plan and its activities.
 
 One pydantic model per argument, so the Temporal UI's Start Workflow and Signal forms can send plain JSON
 (PRODUCT §8). Imported by the workflow, the activities and the clients (CLI, API, Slack).
@@ -10,6 +10,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio import activity
+
+from pairshift.contracts.evals import EvalReport
+from pairshift.contracts.gates import StageCheck
+from pairshift.policy import CanaryPolicy, Policy
 
 Phase = Literal[
     "notice",
@@ -22,7 +27,15 @@ Phase = Literal[
     "failed_eval",
     "dry_run",
 ]
-TERMINAL_PHASES: frozenset[str] = frozenset({"promoted", "rolled_back", "rejected", "failed_eval", "dry_run"})
+TERMINAL_PHASES: frozenset[Phase] = frozenset(
+    {"promoted", "rolled_back", "rejected", "failed_eval", "dry_run"}
+)
+Decision = Literal["approve", "reject"]
+
+
+def pair_id(prompt: str, model: str) -> str:
+    """``support-triage@37+claude-sonnet-4-20250514`` (PRODUCT §2)."""
+    return f"{prompt}+{model}"
 
 
 def migration_id(deployment: str) -> str:
@@ -51,32 +64,40 @@ class MigrationRequest(BaseModel):
 
 
 class Actor(BaseModel):
+    """Who sent a message, and through which channel (``temporal-ui``, ``cli``, ``slack``)."""
+
     by: str = Field(..., min_length=1)
     channel: str = "temporal-ui"
 
 
 class ApproveSignal(Actor):
+    """Approve the decision that is waiting (the Temporal UI's path; the policy may ignore it)."""
+
     comment: str | None = None
 
 
 class RejectSignal(Actor):
+    """Reject the decision that is waiting: the migration stops (rolled back once traffic moved)."""
+
     comment: str | None = None
 
 
 class PauseSignal(Actor):
-    pass
+    """Stop the stage clock: no gate checks, no stage passes, until ``resume``."""
 
 
 class ResumeSignal(Actor):
-    pass
+    """Start the stage clock again after ``pause``."""
 
 
 class AbortSignal(Actor):
+    """End the migration now; traffic goes back to the baseline pair."""
+
     reason: str = "aborted"
 
 
 class PromoteNowSignal(Actor):
-    pass
+    """Skip the remaining stages and promote (an approver only, not the requester)."""
 
 
 class DecideUpdate(BaseModel):
@@ -102,13 +123,17 @@ class RefusedAttempt(BaseModel):
 
 
 class DecideResult(BaseModel):
-    phase: str
+    """What ``decide`` answers: the phase the decision leads to, and the approvals the stage has so far."""
+
+    phase: Phase
     stage: int | None
     approvals: int
     required: int
 
 
 class Approval(BaseModel):
+    """One decision as recorded: who, what, when, through which channel, on which stage."""
+
     by: str
     decision: Literal["approve", "reject"]
     at: datetime
@@ -118,12 +143,16 @@ class Approval(BaseModel):
 
 
 class HistoryEvent(BaseModel):
+    """One line of the migration's history in the ``status`` query (the audit log keeps all)."""
+
     at: datetime
     event: str
     detail: str = ""
 
 
 class StageStatus(BaseModel):
+    """The canary stage in progress: its share, its clock, its samples and its last gate check."""
+
     index: int
     percent: float
     started_at: datetime | None
@@ -151,7 +180,7 @@ class MigrationStatus(BaseModel):
 
     id: str
     deployment: str
-    phase: str
+    phase: Phase
     reason: str
     requested_by: str
     from_pair: str | None = None
@@ -165,12 +194,46 @@ class MigrationStatus(BaseModel):
 
 
 class MigrationResult(BaseModel):
+    """How a migration ended (the workflow's result)."""
+
     id: str
     deployment: str
-    phase: str
+    phase: Phase
     from_pair: str | None
     to_pair: str | None
     outcome: str
+
+
+class MigrationPlan(BaseModel):
+    """A request resolved against the registry: the deployment, both pairs, the dataset and the policy."""
+
+    deployment: str
+    from_prompt: str
+    from_model: str
+    to_prompt: str
+    to_model: str
+    dataset: str | None
+    policy: Policy
+
+    @property
+    def from_pair(self) -> str:
+        """The pair serving the deployment when the migration started (the baseline)."""
+        return pair_id(self.from_prompt, self.from_model)
+
+    @property
+    def to_pair(self) -> str:
+        """The target pair."""
+        return pair_id(self.to_prompt, self.to_model)
+
+
+class StageOutcome(BaseModel):
+    """How one canary stage ended, for the ledger's evidence."""
+
+    stage: int
+    percent: float
+    decision: str
+    elapsed_hours: float
+    samples: dict[str, int]
 
 
 class MigrationCarry(BaseModel):
@@ -179,15 +242,15 @@ class MigrationCarry(BaseModel):
     origin_run_id: str = Field(
         ..., description="The first run's id: owns the split, the migrations row, the audit log."
     )
-    plan: dict[str, Any]
-    eval_report: dict[str, Any] | None = None
+    plan: MigrationPlan
+    eval_report: EvalReport | None = None
     stage_index: int
     stage_since: datetime
     stage_elapsed_hours: float
-    votes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    votes: dict[str, dict[str, Decision]] = Field(default_factory=dict)
     approvals: list[Approval] = Field(default_factory=list)
     history: list[HistoryEvent] = Field(default_factory=list)
-    stage_log: list[dict[str, Any]] = Field(default_factory=list)
+    stage_log: list[StageOutcome] = Field(default_factory=list)
     seq: int = 0
     paused: bool = False
     abort: AbortSignal | None = None
@@ -196,3 +259,147 @@ class MigrationCarry(BaseModel):
 
 
 MigrationRequest.model_rebuild()
+
+
+# ---------------------------------------------------------------- activity inputs
+
+
+class AuditIn(BaseModel):
+    """An audit event as the workflow hands it over; ``key`` makes a retried write idempotent."""
+
+    key: str
+    event: str
+    at: datetime
+    actor: str | None = None
+    channel: str | None = None
+    stage: int | None = None
+    accepted: bool = True
+    detail: dict[str, Any] = {}
+
+
+class PrepareInput(BaseModel):
+    """``prepare_migration``'s input: the request and the ids of the run that records it."""
+
+    workflow_id: str
+    run_id: str
+    deployment: str
+    to_model: str
+    to_prompt: str | None
+    policy: dict[str, Any] | None
+    reason: str
+    requested_by: str
+
+    @classmethod
+    def of(cls, req: MigrationRequest, *, workflow_id: str, run_id: str) -> PrepareInput:
+        """The input for ``req`` started as run ``run_id`` of ``workflow_id``."""
+        fields = req.model_dump(
+            include={"deployment", "to_model", "to_prompt", "policy", "reason", "requested_by"}
+        )
+        return cls(workflow_id=workflow_id, run_id=run_id, **fields)
+
+
+class PhaseInput(BaseModel):
+    """``record_migration_phase``'s input: the phase the migrations row moves to."""
+
+    run_id: str
+    phase: Phase
+    summary: dict[str, Any] | None = None
+    finished: bool = False
+
+
+class AuditBatch(BaseModel):
+    """``record_audit_events``'s input: events of one run, each written once."""
+
+    workflow_id: str
+    run_id: str
+    events: list[AuditIn]
+
+
+class _TrafficInput(BaseModel):
+    """A traffic move of one migration; each subclass's fields are exactly its split function's keywords."""
+
+    deployment: str
+    migration: str
+
+
+class SplitInput(_TrafficInput):
+    """``set_canary_split``'s input: the stage's share of traffic for the target pair."""
+
+    prompt: str
+    model: str
+    percent: float
+
+
+class RestoreInput(_TrafficInput):
+    """``restore_baseline``'s input: why traffic goes back, and the evidence for the ledger."""
+
+    reason: str
+    by: str
+    evidence: dict[str, Any] = {}
+
+
+class PromoteInput(_TrafficInput):
+    """``promote_pair``'s input: the new active pair and the evidence that ships it."""
+
+    prompt: str
+    model: str
+    by: str
+    reason: str
+    evidence: dict[str, Any]
+
+
+class StageCheckInput(BaseModel):
+    """``check_stage``'s input: which stage of which split to judge, and how long it has run."""
+
+    deployment: str
+    migration: str
+    since: datetime
+    percent: float
+    canary: CanaryPolicy
+    elapsed_hours: float
+    min_hours: float
+
+
+# ---------------------------------------------------------------- activities
+
+
+@activity.defn
+def prepare_migration(req: PrepareInput) -> MigrationPlan:
+    """Resolve the request into a plan and record the migration; a bad request fails without retries."""
+    raise NotImplementedError
+
+
+@activity.defn
+def record_migration_phase(inp: PhaseInput) -> None:
+    """Move the migrations row to a phase (and mark it finished)."""
+    raise NotImplementedError
+
+
+@activity.defn
+def record_audit_events(batch: AuditBatch) -> int:
+    """Append the events not stored yet; returns how many were new."""
+    raise NotImplementedError
+
+
+@activity.defn
+def set_canary_split(inp: SplitInput) -> datetime:
+    """Route the stage's share to the candidate; returns when it took effect (metrics count from then)."""
+    raise NotImplementedError
+
+
+@activity.defn
+def restore_baseline(inp: RestoreInput) -> bool:
+    """100% back to the active pair; when traffic had moved, the ledger says so and why."""
+    raise NotImplementedError
+
+
+@activity.defn
+def promote_pair(inp: PromoteInput) -> bool:
+    """Make the target pair active and write it to the ledger with its evidence."""
+    raise NotImplementedError
+
+
+@activity.defn
+def check_stage(inp: StageCheckInput) -> StageCheck:
+    """Read candidate and control aggregates since the stage started and judge them (the pure stage gate)."""
+    raise NotImplementedError

@@ -18,11 +18,18 @@ module constant (``CALL_RETRY``) on its own module, :mod:`pairshift.evals.batche
 so a patch on the package fails instead of silently changing nothing.
 """
 
+from pairshift.contracts.evals import (
+    ArmPlan,
+    BatchResult,
+    BatchSpec,
+    EvalPlan,
+    EvalRequest,
+    EvalTuning,
+    RunSummary,
+)
 from pairshift.evals.batches import (
     FATAL_ERRORS,
     RATE_LIMIT_RETRIES,
-    BatchResult,
-    BatchSpec,
     cache_key,
     call_limited,
     mark_failed,
@@ -31,14 +38,8 @@ from pairshift.evals.batches import (
 from pairshift.evals.planning import (
     BASELINE_MAX_AGE,
     ArmFailed,
-    ArmPlan,
     EvalInputError,
-    EvalPlan,
-    EvalRequest,
-    EvalTuning,
-    batch_ranges,
     choose_judge,
-    find_model,
     load_cases,
     model_family,
     model_spec,
@@ -49,7 +50,6 @@ from pairshift.evals.planning import (
 )
 from pairshift.evals.results import (
     REPORT_KEY,
-    RunSummary,
     build_report,
     flipped_outputs,
     load_outcomes,
@@ -59,6 +59,7 @@ from pairshift.evals.results import (
 
 # Callers (tests, benchmarks) build an eval's retry policy through this namespace.
 from pairshift.providers import RetryPolicy
+from pairshift.ratelimit import batch_ranges
 
 __all__ = [
     "BASELINE_MAX_AGE",
@@ -80,7 +81,6 @@ __all__ = [
     "cache_key",
     "call_limited",
     "choose_judge",
-    "find_model",
     "flipped_outputs",
     "load_cases",
     "load_outcomes",

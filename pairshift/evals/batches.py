@@ -20,13 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
-from pairshift.evals.planning import ArmFailed, find_model, load_cases, model_spec
+from pairshift.evals.planning import ArmFailed, load_cases, model_spec
 from pairshift.prompts import render
 from pairshift.providers import (
     AuthError,
@@ -42,6 +42,7 @@ from pairshift.providers import (
     complete,
 )
 from pairshift.ratelimit import limiter_for
+from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     CachedResponse,
     EvalResult,
@@ -56,25 +57,6 @@ from pairshift.scorers import Output, score_case
 FATAL_ERRORS = (ModelNotFound, BadRequest, AuthError)
 RATE_LIMIT_RETRIES = 8
 CALL_RETRY = RetryPolicy(max_retry_after_s=0.0)  # see the module docstring: 429 + retry-after come back here
-
-
-class BatchSpec(BaseModel):
-    """One batch activity's input: a case index range of one arm run."""
-
-    run_id: str
-    start: int = Field(ge=0, description="First case index (DatasetCase.idx), inclusive.")
-    stop: int = Field(description="Last case index, exclusive.")
-    no_cache: bool = False
-    judge: str | None = None
-
-
-class BatchResult(BaseModel):
-    """What a batch activity did (counts only: the results themselves are stored)."""
-
-    calls: int = Field(description="(case, epoch) pairs of the batch, stored before or now.")
-    made: int = Field(0, description="Provider calls made by this execution.")
-    cached: int = 0
-    errors: int = 0
 
 
 def cache_key(
@@ -349,6 +331,7 @@ async def _run_one(
 
 
 def mark_failed(registry: Registry, run_id: str, message: str) -> None:
+    """Mark an arm's run failed, with why (the arm cannot go on)."""
     with registry.session() as s:
         run = s.get(EvalRun, run_id)
         if run is not None:

@@ -4,8 +4,8 @@ An eval compares a deployment's active pair (baseline) with a target pair on the
 as the 2x2 factorial of PRODUCT §1/§6. :func:`plan_eval` validates the request, runs only the arms that differ
 from baseline, reuses a recent identical baseline run, chooses a judge of another model family when the
 dataset has model-graded assertions, and creates the ``EvalRun`` rows (idempotently: run ids are derived from
-the eval id). The registry lookups here (:func:`model_spec`, :func:`load_cases`, and :func:`find_model` from
-:mod:`pairshift.registry.lookup`) are shared with :mod:`pairshift.evals.batches`.
+the eval id). The request itself is resolved by :func:`pairshift.resolver.resolve`, like a migration's; the
+registry lookups here (:func:`model_spec`, :func:`load_cases`) are shared with :mod:`pairshift.evals.batches`.
 """
 
 from __future__ import annotations
@@ -15,102 +15,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
+from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest, RoutedEvalPlan
 from pairshift.datasets import MODEL_GRADED_TYPES, Case
-from pairshift.policy import EvalPolicy, Policy
+from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import CallParams, ModelSpec
-from pairshift.registry.lookup import find_model
+from pairshift.ratelimit import batch_route
 from pairshift.registry.models import (
-    Dataset,
     DatasetCase,
-    DatasetVersion,
-    Deployment,
     EvalRun,
     Model,
-    PolicyRow,
     PromptVersion,
     utcnow,
 )
 from pairshift.registry.store import Registry
-from pairshift.stats import ArmName
+from pairshift.resolver import InvalidRequest, resolve
 
 BASELINE_MAX_AGE = timedelta(days=7)  # older baselines may predate provider-side changes to a snapshot
 
 
-class EvalInputError(ValueError):
-    """A request that names something the registry does not hold, or that cannot run (exit code 2)."""
+class EvalInputError(InvalidRequest):
+    """An eval request that cannot run (exit code 2); EvalWorkflow's failure carries this type's name."""
 
 
 class ArmFailed(RuntimeError):
     """An arm cannot go on (model not found/retired, bad request, bad credentials); never retried."""
-
-
-class EvalTuning(BaseModel):
-    """Knobs of how an eval is executed (not what it measures); the defaults suit the embedded setup."""
-
-    batch_cases: int | None = Field(None, ge=1, description="Cases per batch activity; None = automatic.")
-    parallel_batches: int = Field(8, ge=1, le=64, description="Batch activities in flight across all arms.")
-    heartbeat_timeout_s: float = Field(
-        30.0, gt=0, description="A batch silent this long is retried elsewhere."
-    )
-    batch_timeout_s: float = Field(4 * 3600.0, gt=0, description="start_to_close of one batch activity.")
-
-
-class EvalRequest(BaseModel):
-    """EvalWorkflow's input: evaluate ``deployment``'s active pair against (to_prompt or active, to_model)."""
-
-    deployment: str
-    to_model: str
-    to_prompt: str | None = None
-    epochs: int | None = Field(None, ge=1, le=20, description="None = the deployment's policy.")
-    dataset: str | None = Field(None, description="None = the deployment's dataset.")
-    no_cache: bool = Field(False, description="Bypass the response cache and baseline reuse.")
-    migration: str | None = None
-    requested_by: str = "unknown"
-    from_model: str | None = Field(
-        None,
-        description="Baseline model; None = the active model (alias drift compares the previous snapshot).",
-    )
-    eval_policy: EvalPolicy | None = Field(
-        None, description="None = the deployment's policy (a migration passes its own)."
-    )
-    tuning: EvalTuning = Field(default_factory=EvalTuning)
-
-
-class ArmPlan(BaseModel):
-    """One arm of the factorial: its pair and the run that holds (or will hold) its results."""
-
-    arm: ArmName
-    pair: str
-    prompt: str
-    model: str
-    run_id: str
-    reused: bool = False
-
-
-class EvalPlan(BaseModel):
-    """What an eval will run; small, carried by the workflow."""
-
-    eval_id: str
-    deployment: str
-    baseline_pair: str
-    target_pair: str
-    dataset_name: str
-    dataset_version: str
-    dataset_hash: str
-    n_cases: int
-    epochs: int
-    policy: EvalPolicy
-    arms: list[ArmPlan]
-    judge: str | None = None
-    no_cache: bool = False
-    warnings: list[str] = Field(default_factory=list)
-
-    def arm(self, name: str) -> ArmPlan | None:
-        return next((a for a in self.arms if a.arm == name), None)
 
 
 # ---------------------------------------------------------------- registry lookups
@@ -167,6 +98,7 @@ def choose_judge(s: Session, under_test: Sequence[Model], today: date) -> tuple[
 
 
 def load_cases(s: Session, dataset_version: str, start: int = 0, stop: int | None = None) -> list[Case]:
+    """The cases of a dataset version with index in [start, stop), in order."""
     query = select(DatasetCase).where(
         DatasetCase.dataset_version == dataset_version, DatasetCase.idx >= start
     )
@@ -197,44 +129,31 @@ class _Resolved:
 
 
 def _resolve(s: Session, req: EvalRequest) -> _Resolved:
-    dep = s.get(Deployment, req.deployment)
-    if dep is None:
-        raise EvalInputError(f"unknown deployment {req.deployment!r} (see `pairshift get deployments`)")
-    new_prompt_id = req.to_prompt or dep.active_prompt
-    prompts = {"old": s.get(PromptVersion, dep.active_prompt), "new": s.get(PromptVersion, new_prompt_id)}
-    if prompts["new"] is None:
-        raise EvalInputError(f"unknown prompt version {new_prompt_id!r} (expected name@version)")
-    old_model = req.from_model or dep.active_model
-    models = {"old": find_model(s, old_model), "new": find_model(s, req.to_model)}
-    if models["new"] is None:
-        raise EvalInputError(f"unknown model {req.to_model!r} (see `pairshift get models`)")
-    if prompts["old"] is None or models["old"] is None:
-        raise EvalInputError(f"deployment {dep.name}'s active pair {dep.active_pair} is not in the registry")
-    if (new_prompt_id, req.to_model) == (dep.active_prompt, old_model):
-        raise EvalInputError(f"nothing to evaluate: {dep.active_prompt}+{old_model} is the baseline pair")
-    ds_name = req.dataset or dep.dataset
-    head = s.get(Dataset, ds_name) if ds_name else None
-    if head is None:
-        raise EvalInputError(
-            f"deployment {dep.name} has no dataset" if not ds_name else f"unknown dataset {ds_name!r}"
+    """The request through :func:`pairshift.resolver.resolve`, plus the eval's own policy overrides."""
+    try:
+        r = resolve(
+            s,
+            deployment=req.deployment,
+            to_model=req.to_model,
+            to_prompt=req.to_prompt,
+            from_model=req.from_model,
+            dataset=req.dataset,
         )
-    version = s.get(DatasetVersion, head.current_version)
-    assert version is not None  # apply writes the version before the head
-    policy_row = s.get(PolicyRow, dep.policy)
-    policy = Policy.model_validate(policy_row.spec).eval if policy_row else EvalPolicy()
-    if req.eval_policy is not None:
-        policy = req.eval_policy
+    except InvalidRequest as exc:
+        raise EvalInputError(str(exc)) from None
+    plan = r.plan
+    policy = req.eval_policy if req.eval_policy is not None else plan.policy.eval
     if req.epochs is not None:
         policy = policy.model_copy(update={"epochs": req.epochs})
     return _Resolved(
-        dep.name,
-        prompts,
-        models,
-        {"old": old_model, "new": req.to_model},  # type: ignore[arg-type]
-        ds_name,
-        version.id,
-        version.content_hash,
-        version.n_cases,
+        plan.deployment,
+        {"old": r.from_prompt, "new": r.to_prompt},
+        {"old": r.from_model, "new": r.to_model},
+        {"old": plan.from_model, "new": plan.to_model},
+        plan.dataset,
+        r.dataset.id,
+        r.dataset.content_hash,
+        r.dataset.n_cases,
         policy,
     )
 
@@ -292,8 +211,13 @@ def reusable_baseline(s: Session, pair: str, dataset_hash: str, epochs: int) -> 
     return None
 
 
-def plan_eval(registry: Registry, req: EvalRequest, eval_id: str, *, today: date | None = None) -> EvalPlan:
-    """Validate, choose arms, reuse a baseline, choose the judge and create the EvalRun rows (idempotent)."""
+def plan_eval(
+    registry: Registry, req: EvalRequest, eval_id: str, *, today: date | None = None
+) -> RoutedEvalPlan:
+    """Validate, choose arms, reuse a baseline, choose the judge and create the EvalRun rows (idempotent).
+
+    Each fresh arm whose model has a request rate gets a route to that model's own task queue.
+    """
     with registry.session() as s:
         r = _resolve(s, req)
         cases = load_cases(s, r.dataset_version)
@@ -308,7 +232,7 @@ def plan_eval(registry: Registry, req: EvalRequest, eval_id: str, *, today: date
             judge, warnings = choose_judge(s, [r.models["old"], r.models["new"]], today or date.today())
         arms = [_plan_arm(s, r, req, eval_id, arm, prompt, model) for arm, prompt, model in _arm_pairs(r)]
         p1, m1 = r.prompts["new"].id, r.names["new"]
-        return EvalPlan(
+        return RoutedEvalPlan(
             eval_id=eval_id,
             deployment=r.deployment,
             baseline_pair=arms[0].pair,
@@ -323,7 +247,19 @@ def plan_eval(registry: Registry, req: EvalRequest, eval_id: str, *, today: date
             judge=judge,
             no_cache=req.no_cache,
             warnings=warnings,
+            routes=_routes(r, arms),
         )
+
+
+def _routes(r: _Resolved, arms: Sequence[ArmPlan]) -> dict[str, BatchRoute]:
+    """Each fresh arm's batch route, from the limits of the row its model name resolved to."""
+    rows = {r.names[k]: r.models[k] for k in ("old", "new")}
+    routes = {}
+    for arm in arms:
+        route = None if arm.reused else batch_route(rows[arm.model].id, rows[arm.model].limits)
+        if route is not None:
+            routes[arm.arm] = route
+    return routes
 
 
 def _plan_arm(
@@ -350,9 +286,3 @@ def _plan_arm(
             )
         )
     return ArmPlan(arm=arm, pair=pair, prompt=prompt, model=model, run_id=run_id)
-
-
-def batch_ranges(n_cases: int, batch_cases: int | None = None) -> list[tuple[int, int]]:
-    """Case index ranges of an arm's batches (automatic size: about 25 batches, 10..200 cases each)."""
-    size = batch_cases or min(200, max(10, -(-n_cases // 25)))
-    return [(start, min(start + size, n_cases)) for start in range(0, n_cases, size)]

@@ -9,28 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel
 from sqlmodel import col, select
 
-from pairshift.evals.planning import ArmFailed, EvalInputError, EvalPlan
+from pairshift.contracts.evals import ArmSummary, DatasetRef, EvalPlan, EvalReport, RunSummary
+from pairshift.evals.planning import ArmFailed, EvalInputError
 from pairshift.registry.models import DatasetCase, EvalResult, EvalRun, utcnow
 from pairshift.registry.store import Registry
-from pairshift.reports import (
-    ArmInput,
-    DatasetRef,
-    EvalReport,
-    FlippedOutputs,
-    assemble_report,
-)
-from pairshift.stats import ArmSummary, CaseOutcome, summarize_arm
-
-
-class RunSummary(BaseModel):
-    """One arm run's statistics, as the summarise activity hands them to the report."""
-
-    run_id: str
-    summary: ArmSummary
-    cached_calls: int
+from pairshift.reports import ArmInput, FlippedOutputs, assemble_report
+from pairshift.stats import CaseOutcome, summarize_arm
 
 
 def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:

@@ -13,18 +13,16 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from pairshift.contracts.migration import pair_id
+
 
 def utcnow() -> datetime:
+    """Now, timezone-aware UTC (every stored time is UTC)."""
     return datetime.now(UTC)
 
 
 def _json(**kw: Any) -> Any:
     return Field(sa_column=Column(JSON, nullable=kw.pop("nullable", False)), **kw)
-
-
-def pair_id(prompt: str, model: str) -> str:
-    """``support-triage@37+claude-sonnet-4-20250514`` (PRODUCT §2)."""
-    return f"{prompt}+{model}"
 
 
 class Model(SQLModel, table=True):
@@ -74,6 +72,8 @@ class Dataset(SQLModel, table=True):
 
 
 class DatasetVersion(SQLModel, table=True):
+    """One immutable version of a golden dataset: its content hash and size."""
+
     __tablename__ = "dataset_versions"
     id: str = Field(primary_key=True)  # name@version (version defaults to the hash prefix)
     name: str = Field(index=True)
@@ -85,6 +85,8 @@ class DatasetVersion(SQLModel, table=True):
 
 
 class DatasetCase(SQLModel, table=True):
+    """One case of a dataset version, in order (``idx``), as :class:`pairshift.datasets.Case` dumps it."""
+
     __tablename__ = "dataset_cases"
     dataset_version: str = Field(primary_key=True, foreign_key="dataset_versions.id")
     idx: int = Field(primary_key=True)
@@ -93,6 +95,8 @@ class DatasetCase(SQLModel, table=True):
 
 
 class PolicyRow(SQLModel, table=True):
+    """A named migration policy as applied (its spec validates as :class:`pairshift.policy.Policy`)."""
+
     __tablename__ = "policies"
     name: str = Field(primary_key=True)
     spec: dict[str, Any] = _json()  # pairshift.policy.Policy, dumped

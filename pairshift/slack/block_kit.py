@@ -101,10 +101,12 @@ def fit_lines(lines: list[str], limit: int, more: str = "…and {n} more") -> st
 
 
 def header(text: str) -> dict[str, Any]:
+    """A header block (plain text, clipped to Slack's limit)."""
     return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER), "emoji": True}}
 
 
 def section(text: str, *, block_id: str | None = None) -> dict[str, Any]:
+    """A mrkdwn section; refuses text over Slack's limit (split it with :func:`chunks` first)."""
     if len(text) > MAX_SECTION:
         raise ValueError(f"section text of {len(text)} chars exceeds Slack's {MAX_SECTION}")
     block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
@@ -125,6 +127,7 @@ def fields(pairs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def context(*texts: str, block_id: str | None = None) -> dict[str, Any]:
+    """A context block of up to 10 mrkdwn elements, each clipped."""
     elements = [{"type": "mrkdwn", "text": clip(t, MAX_SECTION)} for t in texts if t][:MAX_CONTEXT_ELEMENTS]
     block: dict[str, Any] = {"type": "context", "elements": elements}
     if block_id:
@@ -140,6 +143,7 @@ def code_table(rows: list[list[str]]) -> str:
 
 
 def link_buttons(links: dict[str, str]) -> dict[str, Any] | None:
+    """Up to 5 link buttons for the http(s) links; None when there is none."""
     usable = [(label, url) for label, url in links.items() if url.startswith(("http://", "https://"))][:5]
     if not usable:
         return None

@@ -40,10 +40,11 @@ from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from pairshift.contracts.migration import DecideResult, DecideUpdate, RefusedAttempt
-from pairshift.migration_records import AuditIn, deployment_policy, record_audit
+from pairshift.contracts.migration import AuditIn, DecideResult, DecideUpdate, RefusedAttempt
+from pairshift.migration_records import record_audit
 from pairshift.registry.models import Deployment, MigrationRow, SlackSeenRequest, utcnow
 from pairshift.registry.store import Registry, open_registry
+from pairshift.resolver import deployment_policy
 from pairshift.slack import SlackSettings, block_kit, slack_settings, web_client
 from pairshift.slack import messages as bk
 from pairshift.slack.posting import SlackNotifier, SlackRejected, SlackRetryable, call_slack
@@ -69,6 +70,8 @@ class Click(BaseModel):
 
 
 class ClickOutcome(BaseModel):
+    """What a click led to: whether the workflow took the decision, whose it was, and the text shown."""
+
     accepted: bool
     by: str
     text: str
@@ -225,6 +228,7 @@ class InteractionService:
             )
 
     def refuse_request(self, payload: dict[str, Any] | None, reason: str) -> None:
+        """Audit a request refused before it reached a workflow (forged, stale, replayed)."""
         migration, stage = claimed_decision(payload)
         migration = (
             block_kit.clip(migration, 200) if migration else None

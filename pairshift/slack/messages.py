@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from pairshift.notices import Notice
+from pairshift.contracts.notices import Notice
 from pairshift.slack.block_kit import (
     MAX_BLOCKS,
     MAX_BUTTON_VALUE,
@@ -37,7 +37,7 @@ from pairshift.slack.block_kit import (
 )
 
 if TYPE_CHECKING:  # the report type only; blocks stay importable without the eval engine
-    from pairshift.reports import EvalReport
+    from pairshift.contracts.evals import EvalReport
 
 APPROVE_ACTION = "pairshift_approve"
 REJECT_ACTION = "pairshift_reject"
@@ -90,6 +90,7 @@ def table_section(title: str, rows: list[list[str]], fallback_link: str | None) 
 
 
 def button_value(migration: str, stage: int | None) -> str:
+    """The JSON value of a decision button (within Slack's button value limit)."""
     value = ButtonValue(migration=migration, stage=stage).model_dump_json()
     if len(value) > MAX_BUTTON_VALUE:
         raise ValueError(f"button value of {len(value)} chars exceeds Slack's {MAX_BUTTON_VALUE}")
@@ -136,10 +137,12 @@ def decision_buttons(
 
 
 def workflow_url(ui_url: str, namespace: str, migration: str) -> str:
+    """The migration's page in the Temporal UI."""
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{migration}"
 
 
 def report_url(api_url: str, report_id: str) -> str:
+    """The HTML report as ``pairshift api`` serves it."""
     return f"{api_url.rstrip('/')}/reports/{report_id}"
 
 

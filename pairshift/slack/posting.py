@@ -23,7 +23,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlmodel import select
 
-from pairshift.notices import Notice
+from pairshift.contracts.notices import Notice
 from pairshift.registry.models import SlackMessage, SlackThread, utcnow
 from pairshift.registry.store import Registry
 from pairshift.settings import get_settings
@@ -59,6 +59,8 @@ class SlackRejected(Exception):
 
 
 class PostResult(BaseModel):
+    """What posting a notice did: channel, message ts and thread, buttons resolved, or why it was skipped."""
+
     channel_id: str | None = None
     ts: str | None = None
     thread_ts: str | None = None
@@ -96,6 +98,7 @@ class SlackNotifier:
         self.report_loader = report_loader or self._load_report
 
     def send(self, notice: Notice) -> None:
+        """Post ``notice`` (the :class:`pairshift.notices.Notifier` interface)."""
         self.post(notice)
 
     # ------------------------------------------------------------ posting
@@ -172,6 +175,7 @@ class SlackNotifier:
     def decision_messages(
         self, migration: str, stage: int | None = None, *, unresolved_only: bool = True
     ) -> list[SlackMessage]:
+        """A migration's messages with decision buttons (of one stage, or all; unresolved ones by default)."""
         with self.registry.session() as s:
             q = select(SlackMessage).where(SlackMessage.migration == migration)
             if stage is not None:
@@ -209,6 +213,7 @@ class SlackNotifier:
         return done
 
     def mark_resolved(self, channel_id: str, ts: str) -> None:
+        """Remember that a decision message's buttons were replaced by the outcome."""
         with self.registry.session() as s:
             row = s.get(SlackMessage, (channel_id, ts))
             if row is not None:

@@ -25,6 +25,8 @@ log = logging.getLogger("pairshift.slack")
 
 
 class Acknowledger(Protocol):
+    """The one call of a Socket Mode client the bridge needs (tests pass a fake)."""
+
     def send_socket_mode_response(self, response: SocketModeResponse) -> None: ...
 
 

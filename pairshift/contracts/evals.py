@@ -1,0 +1,313 @@
+"""EvalWorkflow's boundary: its request, plan, batches, summaries, report and progress, and its activities.
+
+The 2x2 eval of PRODUCT §1/§6: ``plan_eval`` turns an :class:`EvalRequest` into an :class:`EvalPlan` (with
+each arm's :class:`BatchRoute`), ``run_eval_batch`` runs a :class:`BatchSpec` case range,
+``summarize_eval_run`` summarises one arm run, ``build_eval_report`` assembles the :class:`EvalReport`. Only
+ids, counts and summaries cross the boundary; outputs stay in the registry. The statistics types
+(:class:`ArmSummary`, :class:`Effect`, :class:`Flip`) are computed by :mod:`pairshift.stats`, the gate's
+verdict by :mod:`pairshift.gates`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from pairshift.contracts.gates import GateDecision
+from pairshift.policy import EvalPolicy
+
+# ---------------------------------------------------------------- statistics
+
+
+ArmName = Literal["baseline", "prompt_only", "model_only", "joint"]
+
+
+class TagStat(BaseModel):
+    """Pass rate of the cases carrying one tag."""
+
+    pass_rate: float
+    ci: tuple[float, float]
+    n: int = Field(..., description="Cases carrying the tag.")
+
+
+class AssertionTypeStat(BaseModel):
+    """How often one assertion type failed in an arm."""
+
+    fail_rate: float = Field(
+        ..., description="Failing calls / calls carrying the type (all calls if unknown)."
+    )
+    n: int = Field(..., description="Calls in which the type failed.")
+
+
+class ArmSummary(BaseModel):
+    """Everything the report and the eval gate need from one arm; small enough for workflow history."""
+
+    n_cases: int
+    epochs: int = Field(..., description="Largest number of epochs seen for a case.")
+    calls: int
+    errors: int
+    pass_rate: float
+    ci: tuple[float, float]
+    mean_score: float
+    score_ci: tuple[float, float]
+    latency_p50_ms: float
+    latency_p95_ms: float
+    cost_usd: float = Field(..., description="Total cost of the arm.")
+    cost_per_case: float = Field(..., description="Mean cost of one case run (one call).")
+    tokens_per_case: float = Field(..., description="Mean input + output tokens of one call.")
+    by_tag: dict[str, TagStat] = Field(default_factory=dict)
+    by_assertion_type: dict[str, AssertionTypeStat] = Field(default_factory=dict)
+
+
+class Effect(BaseModel):
+    """One effect of the 2x2 (prompt, model, interaction, joint): estimate, CI and p-value."""
+
+    estimate: float
+    ci: tuple[float, float]
+    p_value: float
+
+
+class Flip(BaseModel):
+    """A case whose verdict changed between two arms."""
+
+    case: str
+    from_arm: str
+    to_arm: str
+    direction: Literal["regressed", "improved"]
+
+
+# ---------------------------------------------------------------- request and plan
+
+
+class EvalTuning(BaseModel):
+    """Knobs of how an eval is executed (not what it measures); the defaults suit the embedded setup."""
+
+    batch_cases: int | None = Field(None, ge=1, description="Cases per batch activity; None = automatic.")
+    parallel_batches: int = Field(8, ge=1, le=64, description="Batch activities in flight across all arms.")
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="A batch silent this long is retried elsewhere."
+    )
+    batch_timeout_s: float = Field(4 * 3600.0, gt=0, description="start_to_close of one batch activity.")
+
+
+class EvalRequest(BaseModel):
+    """EvalWorkflow's input: evaluate ``deployment``'s active pair against (to_prompt or active, to_model)."""
+
+    deployment: str
+    to_model: str
+    to_prompt: str | None = None
+    epochs: int | None = Field(None, ge=1, le=20, description="None = the deployment's policy.")
+    dataset: str | None = Field(None, description="None = the deployment's dataset.")
+    no_cache: bool = Field(False, description="Bypass the response cache and baseline reuse.")
+    migration: str | None = None
+    requested_by: str = "unknown"
+    from_model: str | None = Field(
+        None,
+        description="Baseline model; None = the active model (alias drift compares the previous snapshot).",
+    )
+    eval_policy: EvalPolicy | None = Field(
+        None, description="None = the deployment's policy (a migration passes its own)."
+    )
+    tuning: EvalTuning = Field(default_factory=EvalTuning)
+
+
+class ArmPlan(BaseModel):
+    """One arm of the factorial: its pair and the run that holds (or will hold) its results."""
+
+    arm: ArmName
+    pair: str
+    prompt: str
+    model: str
+    run_id: str
+    reused: bool = False
+
+
+class EvalPlan(BaseModel):
+    """What an eval will run; small, carried by the workflow."""
+
+    eval_id: str
+    deployment: str
+    baseline_pair: str
+    target_pair: str
+    dataset_name: str
+    dataset_version: str
+    dataset_hash: str
+    n_cases: int
+    epochs: int
+    policy: EvalPolicy
+    arms: list[ArmPlan]
+    judge: str | None = None
+    no_cache: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+    def arm(self, name: str) -> ArmPlan | None:
+        """The plan of arm ``name``, or None when the eval does not run it."""
+        return next((a for a in self.arms if a.arm == name), None)
+
+
+class BatchRoute(BaseModel):
+    """Where a model's eval batches go and how big they may be (part of the plan the workflow carries)."""
+
+    model_id: str = Field(description="The registry row holding the limits (an alias's snapshot row).")
+    calls_per_batch: int = Field(ge=1, description="Most provider calls one batch activity may make.")
+
+
+class PlanInput(BaseModel):
+    """The ``plan_eval`` activity's input: the request, and the eval id its run ids derive from."""
+
+    request: EvalRequest
+    eval_id: str
+
+
+class RoutedEvalPlan(EvalPlan):
+    """The plan plus each arm's batch route; histories recorded before routes existed read as no routes."""
+
+    routes: dict[str, BatchRoute] = Field(
+        default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue."
+    )
+
+
+# ---------------------------------------------------------------- batches and summaries
+
+
+class BatchSpec(BaseModel):
+    """One batch activity's input: a case index range of one arm run."""
+
+    run_id: str
+    start: int = Field(ge=0, description="First case index (DatasetCase.idx), inclusive.")
+    stop: int = Field(description="Last case index, exclusive.")
+    no_cache: bool = False
+    judge: str | None = None
+
+
+class BatchResult(BaseModel):
+    """What a batch activity did (counts only: the results themselves are stored)."""
+
+    calls: int = Field(description="(case, epoch) pairs of the batch, stored before or now.")
+    made: int = Field(0, description="Provider calls made by this execution.")
+    cached: int = 0
+    errors: int = 0
+
+
+class RunSummary(BaseModel):
+    """One arm run's statistics, as the summarise activity hands them to the report."""
+
+    run_id: str
+    summary: ArmSummary
+    cached_calls: int
+
+
+class SummarizeInput(BaseModel):
+    """The ``summarize_eval_run`` activity's input."""
+
+    run_id: str
+    confidence: float = 0.95
+
+
+class ReportInput(BaseModel):
+    """The ``build_eval_report`` activity's input: the plan and every arm's summary."""
+
+    plan: EvalPlan
+    summaries: list[RunSummary]
+    flipped_cap: int = 50
+
+
+# ---------------------------------------------------------------- report and progress
+
+
+FLIPPED_CAP = 50  # flipped cases carried in a workflow result; the registry keeps them all
+
+
+class DatasetRef(BaseModel):
+    """The golden dataset version an eval ran on."""
+
+    name: str
+    hash: str
+    cases: int
+    version: str | None = None
+
+
+class ArmReport(BaseModel):
+    """One arm in the report (§11 keys first; the rest are additions)."""
+
+    pair: str
+    run_id: str
+    pass_rate: float
+    ci: tuple[float, float]
+    mean_score: float
+    calls: int
+    errors: int
+    cached_calls: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    cost_usd: float
+    score_ci: tuple[float, float] | None = None
+    reused: bool = Field(False, description="A recent identical run was reused instead of a new one.")
+    mcnemar_p: float | None = Field(None, description="Exact McNemar p-value against baseline.")
+    by_tag: dict[str, TagStat] = Field(default_factory=dict)
+
+
+class EvalReport(BaseModel):
+    """The 2x2 eval's evidence (PRODUCT §11 ``eval --json``, plus report_id, power_note, flipped_count...)."""
+
+    report_id: str
+    deployment: str
+    baseline_pair: str
+    target_pair: str
+    dataset: DatasetRef
+    epochs: int
+    arms: dict[str, ArmReport]
+    effects: dict[str, Effect]
+    flipped: list[Flip]
+    flipped_count: int
+    gate: GateDecision
+    power_note: str
+    judge: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    def capped(self, limit: int = FLIPPED_CAP) -> EvalReport:
+        """The same report with at most ``limit`` flipped cases (for workflow results)."""
+        return self.model_copy(update={"flipped": self.flipped[:limit]})
+
+
+class ArmProgress(BaseModel):
+    """Calls of one arm done so far, of its total."""
+
+    done: int = 0
+    total: int = 0
+
+
+class EvalProgress(BaseModel):
+    """The ``progress`` query of EvalWorkflow."""
+
+    phase: str = Field(description="planning | running | summarising | reporting | done | failed")
+    arms: dict[str, ArmProgress] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- activities
+
+
+@activity.defn
+def plan_eval(data: PlanInput) -> RoutedEvalPlan:
+    """Validate the request, choose the arms and create their EvalRun rows (idempotent per eval_id)."""
+    raise NotImplementedError
+
+
+@activity.defn
+async def run_eval_batch(batch: BatchSpec) -> BatchResult:
+    """Run the missing (case, epoch) calls of one case range; heartbeats ``{done, total}``."""
+    raise NotImplementedError
+
+
+@activity.defn
+def summarize_eval_run(data: SummarizeInput) -> RunSummary:
+    """Summarise one run's stored results and mark it done."""
+    raise NotImplementedError
+
+
+@activity.defn
+def build_eval_report(data: ReportInput) -> EvalReport:
+    """Effects, flips and the gate; the full report is stored, a capped one is returned to the workflow."""
+    raise NotImplementedError
