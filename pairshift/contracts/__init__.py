@@ -2,9 +2,10 @@
 
 One module per workflow (``migration``, ``evals``, ``deprecation_scan``, ``alias_drift``, ``health``) plus the
 ones they share (``notices``, ``gates``): the inputs and results of the workflow, its signals, updates and
-queries, and its activities' inputs, outputs and declarations. Workflows import these modules and temporalio,
-nothing else, so no workflow pulls the registry, a provider SDK, httpx or Jinja2 into its sandbox (a test
-imports each workflow module in a clean interpreter to prove it).
+queries, and its activities' inputs, outputs and declarations. Workflows import these modules, temporalio
+and pure code (the policy schema, the queue routing of :mod:`pairshift.ratelimit`), so no workflow pulls the
+registry, a provider SDK, httpx or Jinja2 into its sandbox (a test imports each workflow module in a clean
+interpreter to prove it).
 
 These modules are pydantic models and function signatures only: no I/O, no clock, nothing imported that does
 I/O. A field here is a wire format recorded in workflow histories that live for days: add fields with
