@@ -294,10 +294,10 @@ def policy_section() -> str:
 
 
 PROMPTFOO_DIFFERENCES = """\
-pairshift gives the verdicts promptfoo 0.123.1 gives on the same outputs (JavaScript `RegExp`, `String(number)`,
-ajv draft-07 with ajv-formats, promptfoo's comma-separated values, refusal phrases, finish reasons and judge
-replies; `tests/test_promptfoo_parity.py`, `bench/results/promptfoo_parity.md`), except where it departs on
-purpose:
+pairshift gives the verdicts promptfoo 0.123.1 gives on the same outputs (JavaScript `RegExp`,
+`String(number)`, ajv draft-07 with ajv-formats, promptfoo's comma-separated values, refusal phrases, finish
+reasons and judge replies; `tests/test_promptfoo_parity.py`, `bench/results/promptfoo_parity.md`), except
+where it departs on purpose:
 
 - **Import-time refusals instead of failing verdicts.** An invalid regex, an invalid JSON Schema, a schema
   keyword or `format` ajv's strict mode refuses, an unknown assertion type, or a `javascript` assertion where
@@ -311,7 +311,8 @@ purpose:
 - **`levenshtein` counts code points** (promptfoo counts UTF-16 units: an emoji is two edits).
 - **Numbers keep what was written**: integers beyond 2**53 are not rounded to a double in `equals` and deep
   equality, and `-0` equals `0` (Node's `isDeepStrictEqual` says no).
-- **`not-` works on every type**, including `model-graded-closedqa` and `factuality` (promptfoo ignores it there).
+- **`not-` works on every type**, including `model-graded-closedqa` and `factuality` (promptfoo ignores it
+  there).
 - **`is-refusal` also trusts the provider**: a finish reason `refusal`/`content_filter` is a refusal
   (newer promptfoo reads the provider's refusal flag the same way).
 - **`similar` is lexical** (rapidfuzz token-set ratio), since no embedding model is available offline.
