@@ -1,10 +1,11 @@
 # pairshift: the commands are `make demo`, `make test` and `make lint`; each builds .venv from pyproject.toml first.
+# `make test-fast` is the quick lane while working: every test but the end-to-end ones (marker `e2e`).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint demo bench docs clean
+.PHONY: venv test test-fast test-e2e lint demo bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +17,12 @@ venv: $(STAMP)
 
 test: venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: venv
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
 
 # ruff's rules and line length are in pyproject.toml; `ruff format` fixes what `--check` reports.
 lint: venv

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import uuid
@@ -165,6 +166,49 @@ async def dev_env():
     )
     yield env
     await env.shutdown()
+
+
+# --- lanes: `make test-fast` runs everything but the end-to-end tests ------------------------------------
+
+# The processes that make a test end to end: pairshift's own (the CLI, server, worker, api, demo, or Python
+# code importing it), Temporal's servers and the browser. Helper tools (a scorer's sandboxed python or node,
+# docker-compose) are not.
+E2E_PROGRAMS = {"pairshift", "temporal", "temporal-test-server", "chromium"}
+E2E_CODE = re.compile(r"\b(?:from|import)\s+(?:pairshift|activities|workflows|worker)\b")
+
+
+class StartsProcesses(Exception):
+    """A test outside the e2e lane started an end-to-end process (the ``e2e`` marker in pyproject.toml)."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_starts_no_stack(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts pairshift's processes, Temporal, a browser or worker processes of its own must be
+    marked ``e2e``, so the fast lane stays fast without anyone keeping a list: such a start fails here."""
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+    import multiprocessing.process
+    import subprocess
+
+    popen_init = subprocess.Popen.__init__
+
+    def guarded_popen(self, args, *a, **kw):
+        argv = (
+            [os.fsdecode(args)]
+            if isinstance(args, str | bytes | os.PathLike)
+            else [os.fsdecode(x) for x in args]
+        )
+        if Path(argv[0]).name in E2E_PROGRAMS or E2E_CODE.search(" ".join(argv)):
+            raise StartsProcesses(f"{request.node.nodeid} starts {argv[:2]}: mark it @pytest.mark.e2e")
+        popen_init(self, args, *a, **kw)
+
+    def guarded_start(self):
+        raise StartsProcesses(
+            f"{request.node.nodeid} starts a {type(self).__name__}: mark it @pytest.mark.e2e"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded_popen)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", guarded_start)
 
 
 # --- interpreter exit -------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e  # pairshift api as a process
 
 # The command alone, mounted on a one-command Typer app: the test needs no other part of the CLI.
 LAUNCH = (

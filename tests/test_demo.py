@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # the demo: the whole embedded stack as processes
+
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
 
 

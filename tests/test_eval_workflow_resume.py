@@ -17,6 +17,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sim_fixtures import sim_server, sim_server_session  # noqa: F401 - fixtures
 from sqlalchemy import func
 from sqlmodel import select
@@ -29,6 +30,8 @@ from pairshift.contracts.evals import EvalRequest, EvalTuning
 from pairshift.registry.models import EvalResult
 from pairshift.registry.store import Registry
 from workflows.evals import EvalWorkflow
+
+pytestmark = pytest.mark.e2e  # a worker process, SIGKILLed mid-arm
 
 VOLATILE = {"latency_p50_ms", "latency_p95_ms"}  # wall-clock latency of real HTTP calls differs run to run
 

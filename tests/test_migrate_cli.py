@@ -16,6 +16,8 @@ from migration_harness import small_examples
 
 from pairshift.embedded import EmbeddedStack
 
+pytestmark = pytest.mark.e2e  # the pairshift CLI as processes against the embedded stack
+
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
 
 

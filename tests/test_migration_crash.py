@@ -49,6 +49,8 @@ from pairshift.sim.traffic import TrafficGenerator, profile_for
 from pairshift.temporal_client import connect
 from workflows.migration import MigrationWorkflow
 
+pytestmark = pytest.mark.e2e  # pairshift server and workers as processes, SIGKILLed
+
 DEPLOYMENT = "support-triage"
 FROM_PAIR = "support-triage@1+sim-classic-2024-06"
 TO_PAIR = "support-triage@2+sim-fresh-2025-09"

@@ -272,6 +272,7 @@ async def sample_requests(sim: SimHandle, into: list[tuple[float, int]], done: a
         await asyncio.sleep(0.05)  # a sampling period, not a wait for a condition
 
 
+@pytest.mark.e2e
 async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
     main_worker, served_registry: Registry, sim_server: SimHandle, tmp_path: Path
 ) -> None:

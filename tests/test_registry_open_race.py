@@ -43,6 +43,7 @@ def _race(target, *args) -> list[str]:
     return outcomes
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_sixteen_processes_open_one_fresh_registry(kind: str, request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("sqlite_url" if kind == "sqlite" else "postgres_url")
@@ -76,6 +77,7 @@ def _engine(url: str, barrier, results) -> None:
         results.put(f"{type(exc).__name__}: {exc}"[:400])
 
 
+@pytest.mark.e2e
 def test_fresh_sqlite_files_enter_wal_mode_under_a_race(tmp_path: Path) -> None:
     """Switching a fresh file to WAL from many processes at once deadlocks inside SQLite ("database is
     locked" at once, whatever the busy timeout): seen here in 8 of 30 trials before the switch was locked."""

@@ -189,6 +189,7 @@ def test_not_json_body_is_a_400(sim_server: SimHandle) -> None:
     assert reply.status_code == 400 and reply.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.e2e
 def test_serve_runs_in_the_foreground_with_settings() -> None:
     # What `pairshift sim serve --port P` runs: a blocking serve() in its own process.
     with socket.socket() as probe:

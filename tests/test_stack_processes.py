@@ -11,9 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pairshift.contracts.health import HealthRequest
 from pairshift.temporal_client import connect
 from workflows.health import HealthWorkflow
+
+pytestmark = pytest.mark.e2e  # pairshift server and worker as processes
 
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
 

@@ -122,6 +122,7 @@ async def poll_status(
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(240)
 async def test_start_and_approve_a_migration_from_the_temporal_ui(stack: EmbeddedStack, tmp_path: Path):
     await wait_for_ui(stack)
