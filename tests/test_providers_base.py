@@ -108,16 +108,20 @@ class FakeBackend:
         )
 
 
+class Slept(list[float]):
+    """The retry loop's sleeps, recorded instead of slept: pass ``sleep=slept.sleep`` to ``complete``.
+
+    Handed to the call, never patched over ``asyncio.sleep``: that is global, and the sim server's uvicorn
+    loop (another thread, ticking every 0.1 s) would spin through the fake and fill the list.
+    """
+
+    async def sleep(self, seconds: float) -> None:
+        self.append(seconds)
+
+
 @pytest.fixture
-def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Records the retry loop's sleeps instead of sleeping."""
-    delays: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        delays.append(seconds)
-
-    monkeypatch.setattr(base.asyncio, "sleep", fake_sleep)
-    return delays
+def slept() -> Slept:
+    return Slept()
 
 
 def use(monkeypatch: pytest.MonkeyPatch, backend: FakeBackend) -> FakeBackend:
@@ -125,16 +129,16 @@ def use(monkeypatch: pytest.MonkeyPatch, backend: FakeBackend) -> FakeBackend:
     return backend
 
 
-async def test_retry_loop_honours_retry_after(monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
+async def test_retry_loop_honours_retry_after(monkeypatch: pytest.MonkeyPatch, slept: Slept) -> None:
     backend = use(monkeypatch, FakeBackend(RateLimited("429", model="m", retry_after=7.0)))
-    result = await complete(SPEC, None, HI, CallParams())
+    result = await complete(SPEC, None, HI, CallParams(), sleep=slept.sleep)
     assert (result.attempts, backend.calls) == (2, 2) and 7.0 <= slept[0] <= 7.7
 
 
-async def test_retry_loop_is_bounded(monkeypatch: pytest.MonkeyPatch, slept: list[float]) -> None:
+async def test_retry_loop_is_bounded(monkeypatch: pytest.MonkeyPatch, slept: Slept) -> None:
     backend = use(monkeypatch, FakeBackend(*[ProviderUnavailable("503", model="m") for _ in range(9)]))
     with pytest.raises(ProviderUnavailable) as info:
-        await complete(SPEC, None, HI, CallParams(), retry=RetryPolicy(max_attempts=4))
+        await complete(SPEC, None, HI, CallParams(), retry=RetryPolicy(max_attempts=4), sleep=slept.sleep)
     assert backend.calls == 4 and info.value.attempts == 4 and len(slept) == 3
 
 
@@ -148,11 +152,11 @@ async def test_retry_loop_is_bounded(monkeypatch: pytest.MonkeyPatch, slept: lis
     ],
 )
 async def test_non_retryable_and_quota_errors_fail_at_once(
-    monkeypatch: pytest.MonkeyPatch, slept: list[float], error: ProviderError
+    monkeypatch: pytest.MonkeyPatch, slept: Slept, error: ProviderError
 ) -> None:
     backend = use(monkeypatch, FakeBackend(error))
     with pytest.raises(type(error)):
-        await complete(SPEC, None, HI, CallParams())
+        await complete(SPEC, None, HI, CallParams(), sleep=slept.sleep)
     assert backend.calls == 1 and slept == []
 
 

@@ -232,11 +232,14 @@ async def complete(
     params: CallParams,
     *,
     retry: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> Completion:
     """Call ``model`` once logically: retried here (and only here) on transient failures.
 
     Raises the last :class:`ProviderError` when attempts are exhausted or the error is not
-    retryable; ``error.attempts`` says how many were made.
+    retryable; ``error.attempts`` says how many were made. ``sleep`` waits between attempts (tests
+    pass a recorder: patching ``asyncio.sleep`` itself would also catch every other event loop's
+    sleeps, such as a uvicorn server ticking on another thread).
     """
     policy = retry or RetryPolicy()
     backend = _backend(model.provider)
@@ -253,7 +256,7 @@ async def complete(
                 raise
             delay = policy.delay_s(attempt, err, _jitter)
             log.info("retrying %s in %.2fs after attempt %d: %s", model.id, delay, attempt, err.message)
-            await asyncio.sleep(delay)
+            await sleep(delay)
 
 
 # ---- helpers shared by the SDK backends -------------------------------------------------------
