@@ -161,3 +161,15 @@ async def wait_for(
 
 def waiting_on(stage: int) -> Callable[[MigrationStatus], bool]:
     return lambda st: st.phase == "awaiting_approval" and st.waiting is not None and st.waiting.stage == stage
+
+
+async def until_idle(handle: WorkflowHandle, timeout_s: float = 30) -> None:
+    """Poll ``describe()`` until no activity and no workflow task of the migration is in flight."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        raw = (await handle.describe()).raw_description
+        if not raw.pending_activities and not raw.HasField("pending_workflow_task"):
+            return
+        assert loop.time() < deadline, f"the migration never went idle: {raw.pending_activities}"
+        await asyncio.sleep(0.05)

@@ -4,7 +4,17 @@ migration can end, and the rule that traffic is never left half-moved."""
 from __future__ import annotations
 
 import pytest
-from migration_harness import Traffic, apply_small, migration_worker, start, status, wait_for, waiting_on
+from migration_harness import (
+    TEST_POLICY,
+    Traffic,
+    apply_small,
+    migration_worker,
+    start,
+    status,
+    until_idle,
+    wait_for,
+    waiting_on,
+)
 from sqlmodel import select
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
@@ -109,7 +119,18 @@ async def test_higher_error_candidate_is_rolled_back_in_the_first_stage(env, tim
     assert "baseline_restored" in audit_events(handle)
 
 
-async def test_cancelling_during_the_canary_restores_the_baseline(env, time_skipping_env):
+async def test_cancelling_during_the_canary_restores_the_baseline(pairshift_env, tmp_path, time_skipping_env):
+    # The cancel reaches the workflow between two gate checks, never while an activity of its main task
+    # runs: the time-skipping server wedges a workflow whose cancel crosses the completion of the activity
+    # it cancels (FailedPrecondition "ACTIVITY_UNKNOWN", temporalio/sdk-java#2391; the real server carries
+    # on), which hung this test until its timeout when a 3-second check met the cancel. Checks an hour
+    # apart (time skips only while the test awaits the result) and a cancel sent once nothing is in flight
+    # leave no such crossing.
+    hourly = {**TEST_POLICY["canary"], "check_every_minutes": 60}
+    hourly["stages"] = [
+        {**s, "min_hours": 2, "max_hours": 4} if "min_hours" in s else s for s in hourly["stages"]
+    ]
+    apply_small(tmp_path, policy={**TEST_POLICY, "canary": hourly})
     client = time_skipping_env.client
     async with migration_worker(client, traffic=None) as tq:  # no traffic: the stage soaks
         handle = await start(client, tq)
@@ -117,6 +138,7 @@ async def test_cancelling_during_the_canary_restores_the_baseline(env, time_skip
         await approve(handle, "alice")
         await wait_for(handle, lambda st: st.phase == "canary")
         assert deployment().canary_percent == 20
+        await until_idle(handle)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
