@@ -56,6 +56,11 @@ class SimHandle:
         data: dict[str, Any] = self.http.get("/_admin/stats").json()
         return data["models"].get(model, {}) if model else data
 
+    def answers(self) -> dict[str, int]:
+        """How often each distinct request was answered, by ``pairshift.sim.server.request_fingerprint``."""
+        data: dict[str, dict[str, int]] = self.http.get("/_admin/answers").json()
+        return data["answers"]
+
     def reset(self) -> None:
         self._post("/_admin/reset", {})
 

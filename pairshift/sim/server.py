@@ -9,6 +9,7 @@ unchanged against 127.0.0.1. Routes:
 - OpenAI: ``POST /v1/chat/completions``.
 - Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
   ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
+  ``GET /_admin/answers`` (how often each distinct request was answered, by :func:`request_fingerprint`),
   ``POST /_admin/reset`` (back to the start settings, empty stats and windows).
 
 A requested id resolves through ``aliases`` to a sim snapshot or a ``mirror`` (a real-looking id,
@@ -16,17 +17,24 @@ e.g. ``claude-sonnet-4-20250514``, answered with a sim snapshot's behaviour); th
 ``model`` is the resolved id. Checks run in this order: API key (only if ``require_api_key``),
 model (404 unknown/retired), rate limit (429), injected faults (500 / 529 or 503 / timeout), then
 ``latency_ms`` is slept and the sim answers. Batches skip rate limits and faults.
+
+Stats count, per resolved model, ``requests``, ``ok``, each refusal and fault, and ``repeated``: answers to a
+request identical to one already answered (same model, system, messages and seed): the calls a client made
+again, which is how tests and benchmarks see an eval that asks for a stored result twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import random
 import socket
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -112,6 +120,7 @@ class SimState:
     windows: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     scripted: defaultdict[str, deque[FaultKind]] = field(default_factory=lambda: defaultdict(deque))
     batches: dict[str, _Batch] = field(default_factory=dict)
+    answered: Counter[str] = field(default_factory=Counter)  # request_fingerprint -> answers
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -120,7 +129,7 @@ class SimState:
     def reset(self) -> None:
         self.settings = self.initial.model_copy(deep=True)
         self.rng = random.Random(self.settings.fault_seed)  # own instance: global state stays untouched
-        for table in (self.stats, self.windows, self.scripted, self.batches):
+        for table in (self.stats, self.windows, self.scripted, self.batches, self.answered):
             table.clear()
 
     def resolve(self, requested: str) -> tuple[str, str]:
@@ -174,6 +183,14 @@ class SimState:
         return None, 0.0
 
 
+def request_fingerprint(
+    model: str, system: str | None, messages: Iterable[tuple[str, str]], seed: int | None
+) -> str:
+    """What makes two requests the same call: resolved model, system text, (role, content) turns and seed."""
+    blob = json.dumps([model, system or None, [list(m) for m in messages], seed], separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 async def answer(
     state: SimState, wire_name: wire.WireName, request: wire.SimRequest, headers: dict[str, str]
 ) -> tuple[str, SimOutput, dict[str, str]]:
@@ -206,6 +223,12 @@ async def answer(
     if delay_ms > 0:
         await asyncio.sleep(delay_ms / 1000.0)
     stats["ok"] += 1
+    key = request_fingerprint(
+        resolved, request.system, [(m.role, m.content) for m in request.messages], request.params.seed
+    )
+    if state.answered[key]:
+        stats["repeated"] += 1
+    state.answered[key] += 1
     stats["input_tokens"] += out.input_tokens
     stats["output_tokens"] += out.output_tokens
     return resolved, out, extra
@@ -354,6 +377,10 @@ def _add_admin_routes(app: FastAPI, state: SimState) -> None:
     async def get_stats() -> dict[str, Any]:
         total: Counter[str] = sum(state.stats.values(), Counter())
         return {"models": {m: dict(c) for m, c in state.stats.items()}, "total": dict(total)}
+
+    @app.get("/_admin/answers")
+    async def get_answers() -> dict[str, dict[str, int]]:
+        return {"answers": dict(state.answered)}
 
     @app.post("/_admin/reset")
     async def reset() -> dict[str, str]:
