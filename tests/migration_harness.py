@@ -84,10 +84,13 @@ class Traffic:
         self.router.close()
 
 
-def check_with_traffic(traffic: Traffic | None, fail: bool = False) -> Callable:
+def check_with_traffic(traffic: Traffic | None, fail: bool = False, fail_first: int = 0) -> Callable:
+    failures = [fail_first]
+
     @activity.defn(name="check_stage")
     def _check(inp: StageCheckInput) -> StageCheck:
-        if fail:
+        if fail or failures[0] > 0:
+            failures[0] -= 1
             raise RuntimeError("metrics store unreachable")
         if traffic is not None:
             traffic.gen.generate(traffic.per_check)
@@ -97,11 +100,13 @@ def check_with_traffic(traffic: Traffic | None, fail: bool = False) -> Callable:
 
 
 @asynccontextmanager
-async def migration_worker(client: Client, *, traffic: Traffic | None = None, fail_checks: bool = False):
+async def migration_worker(
+    client: Client, *, traffic: Traffic | None = None, fail_checks: bool = False, fail_first_checks: int = 0
+):
     activities = [
         a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
     ]
-    activities.append(check_with_traffic(traffic, fail_checks))
+    activities.append(check_with_traffic(traffic, fail_checks, fail_first_checks))
     task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         async with Worker(

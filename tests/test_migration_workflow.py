@@ -204,6 +204,22 @@ async def test_a_permanently_failing_activity_rolls_back(env, time_skipping_env)
     assert "baseline_restored" in audit_events(handle)
 
 
+async def test_gate_checks_outlast_a_registry_outage_of_minutes(env, time_skipping_env):
+    """Twelve failed checks in a row (about five minutes of retries): the stage holds, then passes."""
+    client = time_skipping_env.client
+    traffic = Traffic(BEHAVIOURS)
+    async with migration_worker(client, traffic=traffic, fail_first_checks=12) as tq:
+        handle = await start(client, tq)
+        await wait_for(handle, waiting_on(0))
+        await approve(handle, "alice")
+        await time_skipping_env.sleep(600)  # the retries' backoff and stage 0 run on skipped time
+        await wait_for(handle, waiting_on(1))
+        await approve(handle, "bob", stage=1)
+        result = await handle.result()
+    traffic.close()
+    assert result.phase == "promoted", result.outcome
+
+
 async def test_decide_refuses_with_the_reason(env, time_skipping_env):
     client = time_skipping_env.client
     async with migration_worker(client, traffic=None) as tq:

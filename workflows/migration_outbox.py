@@ -30,9 +30,12 @@ COMPENSATE = dict(
     start_to_close_timeout=timedelta(seconds=20),
     retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)),
 )
+# A gate check reads the registry: it outlasts an outage of minutes while the stage holds its split (missing
+# data is neither a breach nor a pass); a check that cannot work for longer ends the canary: it rolls back.
 GATE = dict(
     start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30)),
+    schedule_to_close_timeout=timedelta(minutes=15),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
 )
 
 
