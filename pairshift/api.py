@@ -5,6 +5,11 @@ and the registry; they hold no business logic. Every error answers JSON ``{"erro
 naming the bad field or item index: malformed JSON 400, a batch over 10,000 items 413, invalid values 422,
 unknown names 404, an unreachable registry 503. OpenAPI is served at ``/openapi.json`` and ``/docs``.
 
+Every route but ``/healthz`` (and the signature-authenticated ``/slack/interactions``) needs a bearer token
+with its scope (:mod:`pairshift.api_guard`): ``resolve`` to resolve, ``observe`` to send observations,
+``read`` for migrations and reports; 401 without a live token, 403 without the scope. Bodies are capped
+(1 MB by default, ``PAIRSHIFT_API_MAX_BODY_BYTES``; Slack's 64 KB) before they are read in full.
+
 ``POST /slack/interactions`` belongs to the Slack module: pass its router as ``extra_routers`` (or call
 ``app.include_router`` on the returned app); this module defines no Slack route.
 """
@@ -18,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
@@ -27,10 +32,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pairshift.api_guard import (
+    SLACK_MAX_BODY,
+    AuthConfig,
+    AuthError,
+    BodyLimit,
+    RowRateLimit,
+    TokenCache,
+    require,
+)
 from pairshift.observations import MAX_BATCH, BatchRejected, ObservationBatch, ObservationWriter, store_batch
+from pairshift.observations.split_check import check_against_split
 from pairshift.registry.models import MigrationRow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.router import Assignment, Router, UnknownDeployment
+from pairshift.settings import get_settings
+from pairshift.tokens import TokenInfo
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +57,15 @@ TemporalClientFactory = Callable[[], Awaitable[Any]]  # async () -> temporalio.c
 class ApiError(Exception):
     """An error with an HTTP status, answered as ``{"error", "detail"}``."""
 
-    def __init__(self, status: int, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        detail: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.detail = status, message, detail or []
+        self.status, self.message, self.detail, self.headers = status, message, detail or [], headers
 
 
 class Accepted(BaseModel):
@@ -76,17 +99,26 @@ class MigrationOut(BaseModel):
     live_error: str | None = None
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
+}
 
 
 class _State:
     """Per-app state: the registry and one router per deployment, made on first use."""
 
     def __init__(
-        self, registry: Registry | None, temporal_client_factory: TemporalClientFactory | None
+        self,
+        registry: Registry | None,
+        temporal_client_factory: TemporalClientFactory | None,
+        auth: AuthConfig,
+        observe_rows_per_minute: float,
     ) -> None:
         self._registry = registry
         self.temporal_client_factory = temporal_client_factory
+        self.auth = auth
+        self.token_cache = TokenCache()
+        self.observe_limit = RowRateLimit(observe_rows_per_minute)
         self.routers: dict[str, Router] = {}
         self._writer: ObservationWriter | None = (
             None  # one writer shared by the routers (none record here today)
@@ -147,7 +179,12 @@ def _routes(state: _State) -> APIRouter:
             raise ApiError(503, f"registry unavailable: {type(exc).__name__}") from exc
         return {"ok": True, "registry": "ok"}
 
-    @api.get("/v1/deployments/{name}/resolve", response_model=Assignment, tags=["router"])
+    @api.get(
+        "/v1/deployments/{name}/resolve",
+        response_model=Assignment,
+        tags=["router"],
+        dependencies=[Depends(require("resolve"))],
+    )
     def resolve(
         name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")
     ) -> Assignment:
@@ -160,16 +197,32 @@ def _routes(state: _State) -> APIRouter:
             ) from exc
 
     @api.post("/v1/observations", response_model=Accepted, tags=["observations"])
-    def observations(batch: ObservationBatch) -> Accepted:
-        """Store a batch of at most 10,000 observations: all of them, or none with the bad items named."""
+    def observations(batch: ObservationBatch, token: TokenInfo = Depends(require("observe"))) -> Accepted:
+        """Store a batch of at most 10,000 observations: all of them, or none with the bad items named.
+
+        Each row must agree with the live split (its unit's variant and pair, the live migration) and carry
+        an ``at`` within [now - 15 min, now + 1 min]; each token may send a bounded number per minute."""
+        wait = state.observe_limit.take(token.name, len(batch.observations))
+        if wait:
+            raise ApiError(
+                429,
+                f"token {token.name!r} is over its observation rate limit; retry in {wait:.1f} s",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
         try:
             with state.registry.session() as s:
+                check_against_split(s, batch.observations)
                 return Accepted(accepted=store_batch(s, batch.observations))
         except BatchRejected as exc:
             detail = [{"index": e.index, "field": e.field, "msg": e.msg} for e in exc.errors]
             raise ApiError(422, str(exc), detail) from exc
 
-    @api.get("/v1/migrations", response_model=list[MigrationOut], tags=["migrations"])
+    @api.get(
+        "/v1/migrations",
+        response_model=list[MigrationOut],
+        tags=["migrations"],
+        dependencies=[Depends(require("read"))],
+    )
     def migrations(
         deployment: str | None = None, limit: int = Query(100, ge=1, le=1000)
     ) -> list[MigrationOut]:
@@ -180,7 +233,12 @@ def _routes(state: _State) -> APIRouter:
         with state.registry.session() as s:
             return [_migration_out(m) for m in s.scalars(query)]
 
-    @api.get("/v1/migrations/{migration_id}", response_model=MigrationOut, tags=["migrations"])
+    @api.get(
+        "/v1/migrations/{migration_id}",
+        response_model=MigrationOut,
+        tags=["migrations"],
+        dependencies=[Depends(require("read"))],
+    )
     async def migration(migration_id: str) -> MigrationOut:
         """One migration by workflow id (its latest run) or run id; ``live``: the status query."""
         query = (
@@ -206,7 +264,12 @@ def _routes(state: _State) -> APIRouter:
             await _add_live_status(state.temporal_client_factory, out)
         return out
 
-    @api.get("/reports/{report_id}", response_class=HTMLResponse, tags=["reports"])
+    @api.get(
+        "/reports/{report_id}",
+        response_class=HTMLResponse,
+        tags=["reports"],
+        dependencies=[Depends(require("read"))],
+    )
     async def report_html(report_id: str) -> HTMLResponse:
         """An eval report as a self-contained HTML page (the link in Slack notices)."""
         from pairshift.evals import EvalInputError, flipped_outputs, load_report
@@ -265,14 +328,26 @@ def _validation_error(exc: RequestValidationError) -> JSONResponse:
     return _json(422, f"{where}: {first['msg']}{more}; nothing was stored", detail)
 
 
-def _json(status: int, message: str, detail: list[dict[str, Any]] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message, "detail": detail or []})
+def _json(
+    status: int,
+    message: str,
+    detail: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content={"error": message, "detail": detail or []}, headers=headers
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _json(exc.status, exc.message, exc.detail)
+        return _json(exc.status, exc.message, exc.detail, exc.headers)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return _json(exc.status, exc.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -292,11 +367,22 @@ def create_app(
     registry: Registry | None = None,
     temporal_client_factory: TemporalClientFactory | None = None,
     extra_routers: Sequence[APIRouter] = (),
+    *,
+    auth: bool = True,
+    max_body_bytes: int | None = None,
+    observe_rows_per_minute: float | None = None,
 ) -> FastAPI:
     """The API app. ``registry`` defaults to the settings' registry (opened on first use);
     ``temporal_client_factory`` (e.g. ``pairshift.temporal_client.connect``) enables live migration status;
-    ``extra_routers`` are mounted as they are (the Slack interactions route)."""
-    state = _State(registry, temporal_client_factory)
+    ``extra_routers`` are mounted as they are (the Slack interactions route). ``auth=False`` serves every
+    route without a token (``pairshift api --no-auth``, loopback only); limits default to the settings'."""
+    settings = get_settings()
+    state = _State(
+        registry,
+        temporal_client_factory,
+        AuthConfig(enabled=auth),
+        settings.api_observe_rows_per_minute if observe_rows_per_minute is None else observe_rows_per_minute,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -310,6 +396,11 @@ def create_app(
         description="Router, observations and migration status of pairshift (PRODUCT §9).",
     )
     app.state.pairshift = state
+    app.add_middleware(
+        BodyLimit,
+        default=max_body_bytes or settings.api_max_body_bytes,
+        limits={"/slack/": SLACK_MAX_BODY},
+    )
     _install_error_handlers(app)
     app.include_router(_routes(state))
     for extra in extra_routers:

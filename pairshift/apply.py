@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from pairshift import ledger
 from pairshift.config import (
@@ -28,6 +29,8 @@ from pairshift.config import (
     PromptConfig,
     load_config,
 )
+from pairshift.config_files import UnsafeFile, confined
+from pairshift.people import IDENTITY_FIELDS, Person
 from pairshift.policy import Policy
 from pairshift.prompts import TemplateProblem, check_template, content_hash
 from pairshift.registry.lookup import find_model
@@ -37,6 +40,7 @@ from pairshift.registry.models import (
     DatasetVersion,
     Deployment,
     Model,
+    PersonRow,
     PolicyRow,
     PromptVersion,
     utcnow,
@@ -65,6 +69,9 @@ def _apply(s: Session, items: list[Located], *, by: str) -> ApplyResult:
     by_kind: dict[str, list[Located]] = {}
     for item in items:
         by_kind.setdefault(item.kind, []).append(item)
+    for item in by_kind.get("people", []):
+        _apply_person(s, item, result)
+    s.flush()
     for item in by_kind.get("models", []):
         _apply_model(s, item, result)
     for item in by_kind.get("policies", []):
@@ -114,11 +121,41 @@ def _apply_model(s: Session, item: Located, result: ApplyResult) -> None:
     _record(result, bool(changed), f"updated model {cfg.id} ({', '.join(sorted(changed))})")
 
 
+def _apply_person(s: Session, item: Located, result: ApplyResult) -> None:
+    person: Person = item.obj
+    values = {k: getattr(person, k) for k in IDENTITY_FIELDS}
+    for k, v in values.items():  # an identity is one person's: refused here rather than as a DB error
+        other = s.scalars(select(PersonRow).where(getattr(PersonRow, k) == v)).first() if v else None
+        if other is not None and other.name != person.name:
+            raise ConfigError(f"{item.where(k)}: {v} is already {other.name}'s {k} identity")
+    row = s.get(PersonRow, person.name)
+    if row is None:
+        s.add(PersonRow(name=person.name, **values))
+        return _record(result, True, f"created person {person.name}")
+    changed = sorted(k for k, v in values.items() if getattr(row, k) != v)
+    for k in changed:
+        setattr(row, k, values[k])
+    if changed:
+        row.updated_at = utcnow()
+        s.add(row)
+    _record(result, bool(changed), f"updated person {person.name} ({', '.join(changed)})")
+
+
+def _check_approvers(s: Session, item: Located, policy: Policy) -> None:
+    unknown = [name for name in policy.approvals.named if s.get(PersonRow, name) is None]
+    if unknown:
+        raise ConfigError(
+            f"{item.where('approvals.approvers')}: {', '.join(unknown)} not in `people:` (approvers name "
+            "people; add them there, or write `approvers: anyone`)"
+        )
+
+
 def _policy_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def _apply_policy(s: Session, item: Located, policy: Policy, result: ApplyResult) -> None:
+    _check_approvers(s, item, policy)
     spec = policy.model_dump(mode="json")
     digest = _policy_hash(spec)
     row = s.get(PolicyRow, policy.name)
@@ -175,13 +212,30 @@ def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
     _record(result, False, "")
 
 
+def _relative_to_root(item: Located, ref: str | None) -> str:
+    """A path written relative to the YAML file, re-expressed relative to the apply root (for confined)."""
+    ref = ref or ""
+    if not ref or ref.startswith(("/", "~")) or item.root is None:
+        return ref
+    try:
+        return os.path.relpath(item.file.parent.resolve() / ref, item.root.resolve())
+    except ValueError:
+        return ref
+
+
 def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
     from pairshift.datasets import DatasetError, dataset_hash, load_dataset, load_promptfoo
 
     cfg: DatasetConfig = item.obj
     if bool(cfg.path) == bool(cfg.promptfoo):
         raise ConfigError(f"{item.where('path')}: give exactly one of path or promptfoo")
-    source = (item.file.parent / (cfg.path or cfg.promptfoo)).resolve()
+    field_name = "path" if cfg.path else "promptfoo"
+    try:
+        source = confined(
+            item.root or item.file.parent, str(_relative_to_root(item, cfg.path or cfg.promptfoo))
+        )
+    except UnsafeFile as exc:
+        raise ConfigError(f"{item.where(field_name)}: {exc}") from None
     if not source.exists():
         raise ConfigError(f"{item.where('path')}: {source} does not exist")
     try:

@@ -6,6 +6,7 @@ line names the file, the object and the field, so a user can fix it without read
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,23 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pairshift.config_files import UnsafeFile, load_yaml, read_capped
+from pairshift.people import Person
 from pairshift.policy import Policy, format_validation_error
+
+# Variables a model's key may never be read from: pairshift's own, Slack's and the databases'. A config that
+# could name them would send, say, the Slack bot token to whatever base_url it also names.
+FORBIDDEN_KEY_ENV = re.compile(r"^(PAIRSHIFT_|SLACK_|PG|POSTGRES|MYSQL|TEMPORAL_|DB_)|DATABASE|_DSN$")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def key_env_problem(name: str) -> str | None:
+    """Why ``name`` may not hold a model's API key, or None."""
+    if not SECRET_NAME.match(name):
+        return "must be the NAME of an environment variable (e.g. VLLM_API_KEY), never the key itself"
+    if FORBIDDEN_KEY_ENV.search(name.upper()):
+        return f"{name} is pairshift's, Slack's or a database's variable, never a model's key"
+    return None
 
 
 class ConfigError(ValueError):
@@ -66,16 +83,19 @@ class ModelConfig(_Strict):
     base_url: str | None = Field(
         None, description="API base URL; None = the provider's (or ANTHROPIC_/OPENAI_BASE_URL)."
     )
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
+    api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the key: one matching *_API_KEY or listed "
+        "under `secrets:`; never a PAIRSHIFT_*, SLACK_* or database variable.",
+    )
     limits: Limits = Field(default_factory=Limits, description="Rate limits of this model at the provider.")
 
     @field_validator("api_key_env")
     @classmethod
     def _a_name_not_a_secret(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("_", "").isalnum():
-            raise ValueError(
-                "must be the NAME of an environment variable (e.g. VLLM_API_KEY), never the key itself"
-            )
+        problem = key_env_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
         return v
 
 
@@ -131,6 +151,13 @@ class DeploymentConfig(_Strict):
 
 
 class ConfigDoc(_Strict):
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Environment variables models may read their key from (besides any *_API_KEY).",
+    )
+    people: list[Person] = Field(
+        default_factory=list, description="The humans approvals name, with their identities."
+    )
     models: list[ModelConfig] = Field(default_factory=list)
     prompts: list[PromptConfig] = Field(default_factory=list)
     datasets: list[DatasetConfig] = Field(default_factory=list)
@@ -145,6 +172,7 @@ class Located(BaseModel):
     file: Path
     kind: str
     obj: Any
+    root: Path | None = None  # the folder given to apply (or the file's): relative paths stay inside it
 
     @property
     def name(self) -> str:
@@ -169,7 +197,9 @@ def config_files(path: Path) -> list[Path]:
 
 def _parse_file(file: Path) -> ConfigDoc:
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = load_yaml(read_capped(file))
+    except UnsafeFile as exc:
+        raise ConfigError(str(exc) if str(file) in str(exc) else f"{file}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
@@ -187,18 +217,35 @@ def _parse_file(file: Path) -> ConfigDoc:
         raise ConfigError(format_validation_error(exc, str(file))) from None
 
 
+KINDS = ("people", "models", "policies", "prompts", "datasets", "deployments")
+
+
 def load_config(path: Path) -> list[Located]:
     """Every object of every file under ``path``, validated; duplicates across files refused."""
     located: list[Located] = []
     seen: dict[tuple[str, str], Path] = {}
+    secrets: set[str] = set()
+    root = path if path.is_dir() else path.parent
     for file in config_files(path):
         doc = _parse_file(file)
-        for kind in ("models", "policies", "prompts", "datasets", "deployments"):
+        for name in doc.secrets:
+            problem = key_env_problem(name)
+            if problem:
+                raise ConfigError(f"{file}: secrets: {problem}")
+            secrets.add(name)
+        for kind in KINDS:
             for obj in getattr(doc, kind):
-                item = Located(file=file, kind=kind, obj=obj)
+                item = Located(file=file, kind=kind, obj=obj, root=root)
                 key = (kind, item.name)
                 if key in seen:
                     raise ConfigError(f"{item.where()}: defined twice (also in {seen[key]})")
                 seen[key] = file
                 located.append(item)
+    for item in located:
+        env = getattr(item.obj, "api_key_env", None) if item.kind == "models" else None
+        if env and env not in secrets and not env.endswith("_API_KEY"):
+            raise ConfigError(
+                f"{item.where('api_key_env')}: {env} is neither a *_API_KEY variable nor listed under "
+                "`secrets:`; list it there to let models read it"
+            )
     return located

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pairshift.people import CHANNELS, Channel
+
 
 class _Strict(BaseModel):
     """Unknown keys are refused everywhere: a typo in a policy must not silently relax a gate."""
@@ -148,22 +150,44 @@ class CanaryPolicy(_Strict):
 
 
 class ApprovalPolicy(_Strict):
-    """Who may let traffic move, and what happens when nobody answers."""
+    """Who may let traffic move, through which channels, and what happens when nobody answers."""
 
-    approvers: list[str] = Field(
-        default_factory=list, description="Slack user ids or emails; empty = anyone."
+    approvers: list[str] | Literal["anyone"] = Field(
+        default_factory=list,
+        description="Names of people (the `people:` section) who may approve; `anyone` lets anybody "
+        "approve. Empty: nobody is named, so no approval can move traffic.",
+    )
+    channels: list[Channel] = Field(
+        default_factory=lambda: list(CHANNELS),
+        min_length=1,
+        description="Where decisions may come from: slack (a verified Slack user), cli (self-asserted "
+        "--as), temporal-ui (what the Temporal namespace's authorization lets through).",
     )
     required: int = Field(1, ge=1, description="Distinct approvals needed.")
-    separation_of_duties: bool = Field(True, description="The requester of a migration cannot approve it.")
+    separation_of_duties: bool = Field(
+        True, description="The requester of a migration cannot approve it (compared as persons)."
+    )
     timeout_hours: float = Field(72, gt=0, description="No decision by then = reject (nothing moved).")
     remind_every_hours: float = Field(24, gt=0, description="Reminder cadence while waiting.")
 
+    @property
+    def anyone(self) -> bool:
+        """Whether anybody may approve (``approvers: anyone``)."""
+        return self.approvers == "anyone"
+
+    @property
+    def named(self) -> list[str]:
+        """The approvers by name (empty for ``anyone``)."""
+        return [] if isinstance(self.approvers, str) else list(self.approvers)
+
     @model_validator(mode="after")
     def _enough_approvers(self) -> ApprovalPolicy:
-        if self.approvers and self.required > len(self.approvers):
+        if self.named and self.required > len(self.named):
             raise ValueError(
-                f"required ({self.required}) exceeds the number of approvers ({len(self.approvers)})"
+                f"required ({self.required}) exceeds the number of approvers ({len(self.named)})"
             )
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels lists a channel twice")
         return self
 
 

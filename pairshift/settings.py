@@ -36,11 +36,29 @@ class Settings(BaseSettings):
         "http://localhost:8080", description="Base URL of `pairshift api`, for links in notices."
     )
 
+    api_max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body `pairshift api` reads on JSON routes (413 above)."
+    )
+    api_observe_rows_per_minute: float = Field(
+        600_000, ge=0, description="Observations one API token may send per minute (429 above; 0 = no limit)."
+    )
+
     @property
     def registry_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password as ``***``: the only form of a database URL that is printed or logged."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable database URL>"
 
 
 @lru_cache(maxsize=1)

@@ -1,8 +1,10 @@
 """The canary split as the router reads it: set a stage's share, restore the baseline, promote.
 
 The split lives on the deployment row (candidate pair, percent, owning migration); the router refreshes
-from it. Each function is idempotent, so a retried activity or a replayed compensation is harmless, and
-refuses to touch a deployment whose split another migration owns.
+from it. Each change also keeps the split it replaced (``previous_split``, ``split_changed_at``), so that
+observations routed just before a change can still be checked against the split that routed them. Each
+function is idempotent, so a retried activity or a replayed compensation is harmless, and refuses to touch a
+deployment whose split another migration owns.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ def _deployment(s: Session, name: str, migration: str) -> Deployment:
     return dep
 
 
+def split_snapshot(dep: Deployment) -> dict[str, Any]:
+    """The routing-relevant part of a deployment's split, as ``previous_split`` keeps it."""
+    return {
+        "migration": dep.migration,
+        "active_pair": dep.active_pair,
+        "candidate_pair": dep.candidate_pair,
+        "percent": dep.canary_percent,
+    }
+
+
+def _remember(dep: Deployment) -> None:
+    dep.previous_split = split_snapshot(dep)
+    dep.split_changed_at = dep.updated_at = utcnow()
+
+
 def set_split(
     s: Session, *, deployment: str, migration: str, prompt: str, model: str, percent: float
 ) -> datetime:
@@ -41,9 +58,9 @@ def set_split(
         percent,
     )
     if not unchanged:
+        _remember(dep)
         dep.migration, dep.candidate_prompt, dep.candidate_model = migration, prompt, model
         dep.canary_percent = percent
-        dep.updated_at = utcnow()
         s.add(dep)
     return dep.updated_at
 
@@ -72,9 +89,9 @@ def restore_baseline(
         migration=migration,
         evidence=evidence or {},
     )
+    _remember(dep)
     dep.migration = dep.candidate_prompt = dep.candidate_model = None
     dep.canary_percent = 0.0
-    dep.updated_at = utcnow()
     s.add(dep)
     return True
 
@@ -94,10 +111,10 @@ def promote(
     dep = _deployment(s, deployment, migration)
     if (dep.active_prompt, dep.active_model) == (prompt, model) and dep.migration is None:
         return False
+    _remember(dep)
     dep.active_prompt, dep.active_model = prompt, model
     dep.migration = dep.candidate_prompt = dep.candidate_model = None
     dep.canary_percent = 0.0
-    dep.updated_at = utcnow()
     s.add(dep)
     ledger.append(
         s,

@@ -128,6 +128,18 @@ def dump_registry(reg: Registry) -> str:
     return json.dumps(out, sort_keys=True)
 
 
+def api_token(reg: Registry, *scopes: str, name: str | None = None) -> str:
+    """A fresh API bearer token with ``scopes`` (as `pairshift tokens create` makes one)."""
+    from pairshift.tokens import create_token
+
+    with reg.session() as s:
+        return create_token(s, name or f"test-{uuid.uuid4().hex[:8]}", scopes, by="test").token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
 # --- Temporal ---------------------------------------------------------------------------------------
 
 

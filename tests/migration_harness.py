@@ -58,6 +58,13 @@ TEST_POLICY: dict[str, Any] = {
 }
 
 
+PEOPLE: list[dict[str, str]] = [
+    {"name": "alice", "slack": "U_ALICE", "email": "alice@example.com"},
+    {"name": "bob", "slack": "U_BOB", "email": "bob@example.com"},
+    {"name": "carol", "email": "carol@example.com"},
+]
+
+
 def small_examples(dst: Path, cases: int = 30, policy: dict[str, Any] | None = None) -> Path:
     """examples/ with the first ``cases`` cases, and the deployment on ``policy`` (default TEST_POLICY)."""
     import yaml
@@ -66,6 +73,7 @@ def small_examples(dst: Path, cases: int = 30, policy: dict[str, Any] | None = N
     data = dst / "datasets" / "support-triage.jsonl"
     data.write_text("".join(data.read_text().splitlines(keepends=True)[:cases]))
     cfg = yaml.safe_load((dst / "pairshift.yaml").read_text())
+    cfg["people"] = cfg.get("people", []) + PEOPLE
     cfg["policies"].append({"name": "test", **(policy or TEST_POLICY)})
     cfg["deployments"][0]["policy"] = "test"
     (dst / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -12,17 +12,37 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from test_router_support import CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, apply_example, obs, set_split
+from conftest import api_token, bearer
+from test_router_support import (
+    ACTIVE_PAIR,
+    CANDIDATE_PAIR,
+    DEPLOYMENT,
+    MIGRATION,
+    apply_example,
+    obs,
+    set_split,
+)
 
 from pairshift.api import create_app
 from pairshift.registry.models import MigrationRow, Observation
+from pairshift.router import bucket
+
+
+def routed(unit: str = "u1", **kw: Any) -> dict[str, Any]:
+    """An observation of ``unit`` on the variant and pair the live 50% split gives it, stamped now."""
+    variant = "candidate" if bucket(MIGRATION, unit) < 5_000 else "control"
+    pair = CANDIDATE_PAIR if variant == "candidate" else ACTIVE_PAIR
+    return obs(unit=unit, variant=variant, pair=pair, at=datetime.now(UTC).isoformat()) | kw
 
 
 @pytest.fixture
 def client(sqlite_registry):
     apply_example(sqlite_registry)
     set_split(sqlite_registry, 50)
-    with TestClient(create_app(sqlite_registry), raise_server_exceptions=False) as c:
+    token = api_token(sqlite_registry, "admin")
+    # 10,001 observations are about 3 MB: over the default 1 MB body limit, which a test below checks.
+    app = create_app(sqlite_registry, max_body_bytes=8_000_000)
+    with TestClient(app, raise_server_exceptions=False, headers=bearer(token)) as c:
         yield c
 
 
@@ -53,19 +73,21 @@ def test_resolve_errors_name_the_problem(client):
 
 
 def test_a_good_batch_is_accepted(client):
-    batch = {"observations": [obs(), obs(pair=CANDIDATE_PAIR, variant="candidate", score=1.0)]}
+    units = [f"u{i}" for i in range(20)]
+    both = [next(u for u in units if routed(u)["variant"] == v) for v in ("control", "candidate")]
+    batch = {"observations": [routed(both[0]), routed(both[1], score=1.0)]}
     r = client.post("/v1/observations", json=batch)
     assert r.status_code == 200 and r.json() == {"accepted": 2}
     assert stored(client) == 2
 
 
 def _many(n: int) -> dict[str, Any]:
-    return {"observations": [obs(unit=f"u{i}") for i in range(n)]}
+    return {"observations": [routed(f"u{i}") for i in range(n)]}
 
 
 def _with_bad(index: int, **bad: Any) -> dict[str, Any]:
-    items = [obs(unit=f"u{i}") for i in range(4)]
-    items[index] = obs(**bad)
+    items = [routed(f"u{i}") for i in range(4)]
+    items[index] = routed(f"u{index}", **bad)
     return {"observations": items}
 
 
@@ -85,7 +107,10 @@ GARBAGE: list[tuple[str, Any, int, str]] = [
     ("negative tokens", _with_bad(1, input_tokens=-3), 422, "observation 1 field input_tokens"),
     ("unknown deployment", _with_bad(2, deployment="nope"), 422, "observation 2 field deployment"),
     ("unknown pair", _with_bad(1, pair="support-triage@9+x"), 422, "observation 1 field pair"),
-    ("over 10,000", _many(10_001), 413, "at most 10,000"),
+    ("a year-9999 time", _with_bad(2, at="9999-01-01T00:00:00Z"), 422, "observation 2 field at"),
+    ("a stale time", _with_bad(3, at="2020-01-01T00:00:00Z"), 422, "observation 3 field at"),
+    ("another migration", _with_bad(0, migration="migration-other"), 422, "observation 0 field migration"),
+    ("over 10,000", _many(10_001), 413, "at most 10,000"),  # (with the body limit raised, see fixture)
 ]
 
 
@@ -168,9 +193,10 @@ def test_live_status_comes_from_the_temporal_client_factory(sqlite_registry):
     async def broken() -> _Client:
         raise ConnectionError("temporal down")
 
-    with TestClient(create_app(sqlite_registry, temporal_client_factory=factory)) as c:
+    auth = bearer(api_token(sqlite_registry, "read"))
+    with TestClient(create_app(sqlite_registry, temporal_client_factory=factory), headers=auth) as c:
         assert c.get(f"/v1/migrations/{MIGRATION}").json()["live"]["stage"]["percent"] == 5
-    with TestClient(create_app(sqlite_registry, temporal_client_factory=broken)) as c:
+    with TestClient(create_app(sqlite_registry, temporal_client_factory=broken), headers=auth) as c:
         r = c.get(f"/v1/migrations/{MIGRATION}")
         assert r.status_code == 200 and "temporal down" in r.json()["live_error"]
 
@@ -204,7 +230,7 @@ def test_an_unreachable_registry_answers_503_not_500(tmp_path):
     gone = Registry(f"sqlite:///{folder / 'r.db'}")  # creates the folder and the database file...
     shutil.rmtree(folder)
     folder.write_text("")  # ...and the folder is now a file: the database cannot be opened
-    with TestClient(create_app(gone), raise_server_exceptions=False) as c:
+    with TestClient(create_app(gone), raise_server_exceptions=False, headers=bearer("ps_" + "x" * 43)) as c:
         r = c.get("/healthz")
         assert r.status_code == 503 and "registry unavailable" in r.json()["error"]
         r = c.post("/v1/observations", json={"observations": [obs()]})

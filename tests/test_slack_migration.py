@@ -24,7 +24,7 @@ from pairshift.slack.interactions import InteractionService, interactions_router
 
 CHANNEL = "#llm-migrations"
 POLICY = copy.deepcopy(TEST_POLICY)
-POLICY["approvals"]["approvers"] = ["U_BOB", "carol@example.com"]
+POLICY["approvals"]["approvers"] = ["bob", "carol"]  # bob by his Slack id, carol by her email
 POLICY["notice"] = {"slack_channel": CHANNEL}
 
 
@@ -104,7 +104,7 @@ async def test_outage_delays_notices_not_the_migration_and_buttons_decide(env: F
     with open_registry().session() as s:
         events = [(e.event, e.actor, e.channel, e.accepted) for e in audit_log(s, handle.id)]
         thread = s.get(SlackThread, (handle.id, CHANNEL))
-    assert ("approve", "U_BOB", "slack", True) in events
+    assert ("approve", "bob", "slack", True) in events
     assert ("approve_refused", "carol@example.com", "slack", False) in events
     replies = posted(env)[1:]
     assert len(replies) >= 3 and {p["thread_ts"] for p in replies} == {thread.ts}, "one thread per migration"

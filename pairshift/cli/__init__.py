@@ -11,7 +11,7 @@ import traceback
 
 import typer
 
-from pairshift.cli import api, demo, evals, migration, provider_calendar, registry, slack, stack
+from pairshift.cli import api, demo, evals, migration, provider_calendar, registry, slack, stack, tokens
 from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, err_console
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.add_typer(provider_calendar.models_app, name="models")
 app.add_typer(provider_calendar.deprecations_app, name="deprecations")
 app.add_typer(provider_calendar.schedules_app, name="schedules")
 app.add_typer(slack.app, name="slack")
+app.add_typer(tokens.app, name="tokens")
 
 
 @app.callback()

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import typer
 
-from pairshift.cli.common import console
+from pairshift.cli.common import CLIError, console
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a bind address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def api(
@@ -15,20 +27,35 @@ def api(
         "--live-status/--no-live-status",
         help="Answer GET /v1/migrations/{id} with the workflow's live status from Temporal when it answers.",
     ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Serve every route without a token (only on a loopback address)."
+    ),
 ) -> None:
-    """Serve the router/observations/migrations HTTP API (OpenAPI at /docs). Ctrl-C stops it."""
+    """Serve the router/observations/migrations HTTP API (OpenAPI at /docs). Ctrl-C stops it.
+
+    Every route but /healthz and /slack/interactions needs a bearer token (`pairshift tokens create`)."""
     import uvicorn
 
     from pairshift.api import create_app
-    from pairshift.settings import get_settings
+    from pairshift.settings import get_settings, masked_url
     from pairshift.slack.interactions import interactions_router
     from pairshift.temporal_client import connect
 
+    if no_auth and not is_loopback(host):
+        raise CLIError(f"--no-auth serves anyone who can reach {host}: allowed on a loopback address only")
     app = create_app(
-        temporal_client_factory=connect if live_status else None, extra_routers=[interactions_router()]
+        temporal_client_factory=connect if live_status else None,
+        extra_routers=[interactions_router()],
+        auth=not no_auth,
     )
+    registry = masked_url(get_settings().registry_url)
     console.print(
-        f"pairshift api on http://{host}:{port} (docs /docs, registry {get_settings().registry_url})",
+        f"pairshift api on http://{host}:{port} (docs /docs, registry {registry})",
         soft_wrap=True,
     )
+    if no_auth:
+        console.print(
+            f"[bold red]authentication OFF[/] (--no-auth): every route answers anyone on {host}",
+            soft_wrap=True,
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning")

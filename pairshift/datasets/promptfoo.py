@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from pairshift.config_files import UnsafeFile, confined, load_yaml, read_capped
 from pairshift.datasets.cases import Case, DatasetError, build_case, unique_cases
 from pairshift.datasets.readers import csv_tests, json_lines
 
@@ -72,17 +73,30 @@ def load_promptfoo(path: Path) -> list[Case]:
 
 def _read_structured(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        text = read_capped(path)
+        return json.loads(text) if path.suffix == ".json" else load_yaml(text)
+    except (OSError, UnsafeFile, yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
         raise DatasetError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+
+
+def _inside(base: Path, ref: str, origin: Path | str) -> Path:
+    """A ``file://`` reference as a path inside the promptfoo config's folder, or a DatasetError."""
+    try:
+        return confined(base, ref)
+    except UnsafeFile as exc:
+        raise DatasetError(f"{origin}: {exc}") from None
 
 
 def _resolve_ref(ref: str, base: Path, origin: Path) -> list[Path]:
     if not ref.startswith("file://"):
         raise DatasetError(f"{origin}: unsupported test source {ref!r} (only file:// paths and globs)")
-    pattern = str(base / ref[len("file://") :])
+    pattern = str(_inside(base, ref, origin))
     found = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
+    root = base.resolve()
+    if any(not p.resolve().is_relative_to(root) for p in found):  # a symlink out of the folder
+        raise DatasetError(
+            f"{origin}: {ref} points outside {base}: references stay inside the config's folder"
+        )
     if not found or not all(p.is_file() for p in found):
         raise DatasetError(f"{origin}: {ref} matches no file")
     return found
@@ -147,12 +161,17 @@ def _load_value_file(value: Any, base: Path, where: str) -> Any:
     """Inline a ``file://`` assertion value as promptfoo does (JSON/YAML parsed, other files as text)."""
     if not (isinstance(value, str) and value.startswith("file://")):
         return value
-    file = base / value[len("file://") :]
+    file = _inside(base, value, where)
     if file.suffix in {".js", ".ts", ".mjs", ".cjs", ".py", ".rb"} or ":" in file.name:
         raise DatasetError(f"{where}: script value {value!r} is not supported (pairshift runs no user code)")
     if not file.is_file():
         raise DatasetError(f"{where}: value file {value!r} not found")
-    return _read_structured(file) if file.suffix in {".json", ".yaml", ".yml"} else file.read_text("utf-8")
+    if file.suffix in {".json", ".yaml", ".yml"}:
+        return _read_structured(file)
+    try:
+        return read_capped(file)
+    except UnsafeFile as exc:
+        raise DatasetError(f"{where}: {exc}") from None
 
 
 def _clean_assertion(raw: Any, base: Path, where: str) -> Any:

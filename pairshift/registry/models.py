@@ -115,6 +115,10 @@ class Deployment(SQLModel, table=True):
     candidate_model: str | None = None
     canary_percent: float = 0.0
     migration: str | None = None  # workflow id of the migration that owns the split, if any
+    # The split before the last change and when that change happened: observations routed just before a
+    # change still reach the store afterwards, and are checked against the split they were routed by.
+    previous_split: dict[str, Any] | None = _json(default=None, nullable=True)
+    split_changed_at: datetime | None = None
     dataset: str | None = None
     policy: str = "default"
     created_at: datetime = Field(default_factory=utcnow)
@@ -315,3 +319,26 @@ class SlackSeenRequest(SQLModel, table=True):
     __tablename__ = "slack_seen_requests"
     key: str = Field(primary_key=True)
     seen_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class PersonRow(SQLModel, table=True):
+    """A person of the ``people:`` config section (:class:`pairshift.people.Person`)."""
+
+    __tablename__ = "people"
+    name: str = Field(primary_key=True)
+    slack: str | None = Field(default=None, unique=True)
+    email: str | None = Field(default=None, unique=True)
+    temporal: str | None = Field(default=None, unique=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of ``pairshift api``: only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+    name: str = Field(primary_key=True)
+    token_hash: str = Field(unique=True)
+    scopes: list[str] = _json(default_factory=list)
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

@@ -27,7 +27,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from pairshift.settings import get_settings
+from pairshift.settings import get_settings, masked_url
 
 _SCHEMA_DIR = Path(__file__).parent / "schema"
 _lock = threading.Lock()
@@ -107,6 +107,9 @@ class Registry:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
+
+    def __repr__(self) -> str:
+        return f"Registry({masked_url(self.url)!r})"
 
     def at_head(self) -> bool:
         """True when the database's schema revision is the newest one this code knows (no lock taken)."""
