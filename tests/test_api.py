@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from conftest import api_token, bearer
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from conftest import api_token, bearer
 from test_router_support import (
     ACTIVE_PAIR,
     CANDIDATE_PAIR,
