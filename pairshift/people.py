@@ -33,7 +33,7 @@ class Person(BaseModel):
         ..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", description="Named by policies."
     )
     slack: str | None = Field(
-        None, pattern=r"^[UW][A-Z0-9]{2,30}$", description="Slack user id (what a verified click carries)."
+        None, pattern=r"^[UW][A-Z0-9_]{2,30}$", description="Slack user id (what a verified click carries)."
     )
     email: str | None = Field(
         None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$", description="Email address (stored lower-case)."

@@ -8,11 +8,13 @@ Slack path in isolation; tests/test_slack_migration.py drives the real Migration
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 import uuid
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -109,7 +111,9 @@ class StandInMigration:
         return StandInStatus(waiting=self.waiting, votes=self.votes, refusals=self.refusals)
 
 
-def seed_registry(registry: Registry, migration: str, approvers: list[str], requester: str) -> None:
+def seed_registry(
+    registry: Registry, migration: str, approvers: list[str], requester: str, run_id: str | None = None
+) -> None:
     """The rows the handler reads to map a Slack user to an identity: migration, deployment, policy."""
     with registry.session() as s:
         s.merge(
@@ -122,7 +126,7 @@ def seed_registry(registry: Registry, migration: str, approvers: list[str], requ
         s.merge(Deployment(name="support-triage", active_prompt="p@1", active_model="m", policy="slack-test"))
         s.add(
             MigrationRow(
-                run_id=uuid.uuid4().hex,
+                run_id=run_id or uuid.uuid4().hex,
                 workflow_id=migration,
                 deployment="support-triage",
                 from_pair="p@1+m",
@@ -141,6 +145,7 @@ def click_payload(
     action: str = bk.APPROVE_ACTION,
     stage: int = 0,
     key: str | None = None,
+    run: str | None = None,
 ) -> dict[str, Any]:
     message = bk.notice_message(
         Notice(
@@ -157,7 +162,11 @@ def click_payload(
         "type": "block_actions",
         "user": {"id": user, "username": user.lower()},
         "actions": [
-            {"action_id": action, "block_id": bk.DECISION_BLOCK, "value": bk.button_value(migration, stage)}
+            {
+                "action_id": action,
+                "block_id": bk.DECISION_BLOCK,
+                "value": bk.button_value(migration, stage, run),
+            }
         ],
         "response_url": fake.response_url(key or user),
         "container": {"channel_id": "C1", "message_ts": "1.1"},
@@ -200,13 +209,14 @@ class Rig:
         fake.users.update(USERS)
 
     async def start(self, approvers: list[str] = APPROVERS, requester: str = REQUESTER, required: int = 1):
-        seed_registry(self.registry, self.migration, approvers, requester)
         self.handle = await self.env.client.start_workflow(
             StandInMigration.run,
             StandInInput(approvers=approvers, requester=requester, required=required),
             id=self.migration,
             task_queue=self.task_queue,
         )
+        self.run_id = self.handle.first_execution_run_id
+        seed_registry(self.registry, self.migration, approvers, requester, self.run_id)
 
     async def post(self, body: bytes, headers: dict[str, str]) -> httpx.Response:
         response = await self.http.post("/slack/interactions", content=body, headers=headers)
@@ -214,6 +224,7 @@ class Rig:
         return response
 
     async def click(self, user: str, **kw: Any) -> httpx.Response:
+        kw.setdefault("run", self.run_id)
         return await self.post(*signed(click_payload(self.fake, self.migration, user, **kw)))
 
     async def status(self) -> StandInStatus:
@@ -265,8 +276,10 @@ async def _assert_untouched(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("case", ["forged", "stale", "unsigned"])
-async def test_forged_stale_or_unsigned_requests_change_nothing_and_are_audited(rig: Rig, case: str) -> None:
-    payload = click_payload(rig.fake, rig.migration, "U_BOB")
+async def test_forged_stale_or_unsigned_requests_change_nothing_and_are_only_logged(
+    rig: Rig, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = click_payload(rig.fake, rig.migration, "U_BOB", run=rig.run_id)
     body, headers = signed(
         payload,
         secret="not-the-secret" if case == "forged" else SECRET,
@@ -280,27 +293,73 @@ async def test_forged_stale_or_unsigned_requests_change_nothing_and_are_audited(
     assert rig.fake.calls == [], (
         "nothing is sent anywhere for an unverified request (not even its response_url)"
     )
-    [event] = rig.audit()
-    assert (event.event, event.accepted, event.stage, event.detail["claimed_user"]) == (
-        "slack_request_refused",
-        False,
-        0,
-        "U_BOB",
-    )
-    assert {"forged": "bad signature", "stale": "stale request", "unsigned": "missing"}[case] in event.detail[
-        "detail"
-    ]
+    assert rig.audit() == [], "an unsigned request writes nothing under the migration it names"
+    why = {"forged": "bad signature", "stale": "stale request", "unsigned": "missing"}[case]
+    assert any("slack request refused" in r.getMessage() and why in r.getMessage() for r in caplog.records)
 
 
 async def test_a_replayed_request_is_refused_even_after_it_was_accepted(rig: Rig) -> None:
-    body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB", stage=0))
+    body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB", stage=0, run=rig.run_id))
     assert (await rig.post(body, headers)).status_code == 200
     before = await rig.status()
     replay = await rig.post(body, headers)
-    assert replay.status_code == 403
+    assert replay.status_code == 403 and "replayed" in replay.json()["error"]
     assert (await rig.status()) == before
-    assert [e.event for e in rig.audit()] == ["slack_request_refused"]
-    assert "replayed" in rig.audit()[0].detail["detail"]
+    assert rig.audit() == []
+
+
+async def test_a_button_of_another_run_is_refused_and_answered_in_slack(rig: Rig) -> None:
+    """A leftover button of an earlier migration of the same deployment cannot decide this one."""
+    for run, key in (("an-earlier-run", "old"), (None, "no-run")):
+        response = await rig.click("U_BOB", run=run, key=key)
+        assert response.status_code == 200
+        await _assert_untouched(rig)
+        [told] = rig.responses(key)
+        assert told["response_type"] == "ephemeral" and "not for its live run" in told["text"]
+    assert [(e.event, e.accepted) for e in rig.audit()] == [("approve_refused", False)] * 2
+    await rig.click("U_BOB")  # the button of this run still works
+    assert (await rig.status()).votes == {0: {"U_BOB": "approve"}}
+
+
+MALFORMED = [
+    ("user a string", lambda p: p | {"user": "U_BOB"}),
+    ("actions a number", lambda p: p | {"actions": 5}),
+    ("action not an object", lambda p: p | {"actions": ["approve"]}),
+    ("container a list", lambda p: p | {"container": [1]}),
+    ("type missing", lambda p: {k: v for k, v in p.items() if k != "type"}),
+]
+
+
+@pytest.mark.parametrize("name, mutate", MALFORMED, ids=[m[0] for m in MALFORMED])
+async def test_a_malformed_signed_payload_answers_400_never_500(rig: Rig, name, mutate) -> None:
+    response = await rig.post(
+        *signed(mutate(click_payload(rig.fake, rig.migration, "U_BOB", run=rig.run_id)))
+    )
+    assert response.status_code == 400, response.text
+    await _assert_untouched(rig)
+
+
+DEEP = '{"type": "block_actions", "actions": ' + "[" * 3000 + "]" * 3000 + "}"
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b"payload=%7B%22a%22", 400),
+        (b"payload=" + quote(DEEP).encode(), 400),
+        (b"payload=5", 400),
+        (b"nothing=here", 400),
+        (b"\xff\xfe\x00payload", 401),  # not UTF-8: Slack signs UTF-8 form bodies, so it is not Slack's
+    ],
+    ids=["truncated JSON", "deep nesting", "a number", "no payload field", "not UTF-8"],
+)
+async def test_signed_bodies_that_are_not_payloads_answer_4xx(rig: Rig, body: bytes, status: int) -> None:
+    ts = str(int(time.time()))
+    # Slack's scheme over raw bytes (slack_sdk's generate_signature only takes UTF-8 text)
+    sig = "v0=" + hmac.new(SECRET.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    response = await rig.post(body, {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig})
+    assert response.status_code == status, response.text
+    await _assert_untouched(rig)
 
 
 @pytest.mark.parametrize("user,why", [("U_EVE", "not an approver"), ("U_ALICE", "separation of duties")])
@@ -358,7 +417,7 @@ async def test_slack_is_answered_before_the_workflow_is(rig: Rig) -> None:
         return await original()
 
     rig.service._temporal_factory, rig.service._client = slow_client, None
-    body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB"))
+    body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB", run=rig.run_id))
     response = await rig.http.post("/slack/interactions", content=body, headers=headers)
     assert response.status_code == 200
     await _assert_untouched(rig)  # answered while the decision is still pending
@@ -402,7 +461,7 @@ async def test_the_route_mounts_in_pairshift_api(rig: Rig) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
         body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB"), secret="wrong")
         assert (await http.post("/slack/interactions", content=body, headers=headers)).status_code == 401
-        body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB"))
+        body, headers = signed(click_payload(rig.fake, rig.migration, "U_BOB", run=rig.run_id))
         assert (await http.post("/slack/interactions", content=body, headers=headers)).status_code == 200
         await rig.service.drain()
     assert (await rig.status()).votes == {0: {"U_BOB": "approve"}}

@@ -43,13 +43,17 @@ async def test_socket_mode_click_decides_and_a_redelivery_is_ignored(
         await rig.start()
         bridge, acks = SocketModeBridge(rig.service, asyncio.get_running_loop()), Acks()
         req = SocketModeRequest(
-            type="interactive", envelope_id="env-1", payload=click_payload(fake_slack, rig.migration, "U_EVE")
+            type="interactive",
+            envelope_id="env-1",
+            payload=click_payload(fake_slack, rig.migration, "U_EVE", run=rig.run_id),
         )
         assert await deliver(bridge, acks, req) is True
         st = await rig.status()
         assert st.votes == {} and "not an approver" in st.refusals[0].reason  # same rules as HTTP
         ok = SocketModeRequest(
-            type="interactive", envelope_id="env-2", payload=click_payload(fake_slack, rig.migration, "U_BOB")
+            type="interactive",
+            envelope_id="env-2",
+            payload=click_payload(fake_slack, rig.migration, "U_BOB", run=rig.run_id),
         )
         assert await deliver(bridge, acks, ok) is True
         assert await deliver(bridge, acks, ok) is False, "a redelivered envelope is not decided twice"

@@ -35,6 +35,9 @@ class Notice(BaseModel):
     kind: NoticeKind
     deployment: str
     migration: str | None = None
+    run_id: str | None = Field(
+        None, description="The migration's run (first execution) its decision buttons are for."
+    )
     title: str
     text: str = ""
     facts: dict[str, Any] = Field(default_factory=dict)

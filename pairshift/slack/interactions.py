@@ -2,17 +2,20 @@
 
 A click moves production traffic, so it gets the CLI's guarantees and more:
 
-1. the request is verified with slack_sdk's ``SignatureVerifier`` (signing secret, 5-minute window) and a
-   signature seen before is refused as a replay (kept in the registry, so every API replica knows it);
-   forged, stale and replayed requests answer 401/403, reach no workflow, and are written to the audit log
-   directly (the workflow never hears of them);
-2. the Slack user becomes an approver identity: the user id, or the email from ``users.info`` when the
-   policy names people by email (and always when the requester is an email, so that separation of duties
-   cannot be side-stepped by clicking under a second identity);
-3. the decision goes through the workflow's ``decide`` update, whose validator is the one authority (unknown
+1. the request is verified with slack_sdk's ``SignatureVerifier`` (signing secret, 5-minute window) on the
+   raw body (at most 64 KB), before anything of it is parsed, and a signature seen before is refused as a
+   replay (kept in the registry, so every API replica knows it); forged, stale and replayed requests answer
+   401/403, reach no workflow and are logged, never written to a migration's audit log (an unsigned request
+   could otherwise write rows under any migration it names); a signed payload of the wrong shape answers 400;
+2. the button names the migration *run* it was posted for: a click on a leftover button of an earlier run
+   is refused and the clicker told so (the update also carries the run as Temporal's first execution run id);
+3. the Slack user becomes a person (``people:``): the one whose ``slack`` id it is, or whose email
+   ``users.info`` gives; the decision is sent as that person's name (as the requester's identity when it is
+   the requester, so separation of duties holds whichever identity either used);
+4. the decision goes through the workflow's ``decide`` update, whose validator is the one authority (unknown
    approver, requester, stage not waiting, second vote); a refusal is reported back with ``note_refusal``
    like the CLI does, so the workflow's audit log records the attempt;
-4. Slack gets its 200 at once (it gives up after 3 s); the update and the message change run afterwards:
+5. Slack gets its 200 at once (it gives up after 3 s); the update and the message change run afterwards:
    the buttons are replaced by the outcome, or the refusal is shown to the clicker only (ephemeral).
 """
 
@@ -31,7 +34,7 @@ from urllib.parse import parse_qs
 import httpx
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.exc import IntegrityError
@@ -42,10 +45,11 @@ from temporalio.service import RPCError
 
 from pairshift.contracts.migration import AuditIn, DecideResult, DecideUpdate, RefusedAttempt
 from pairshift.migration_records import record_audit
+from pairshift.people import People, load_people
 from pairshift.registry.models import Deployment, MigrationRow, SlackSeenRequest, utcnow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.resolver import deployment_policy
-from pairshift.slack import SlackSettings, block_kit, slack_settings, web_client
+from pairshift.slack import SlackSettings, slack_settings, web_client
 from pairshift.slack import messages as bk
 from pairshift.slack.posting import SlackNotifier, SlackRejected, SlackRetryable, call_slack
 
@@ -62,6 +66,7 @@ class Click(BaseModel):
     user_id: str
     action: Literal["approve", "reject"]
     migration: str
+    run_id: str | None = None
     stage: int | None
     response_url: str | None = None
     channel_id: str | None = None
@@ -77,47 +82,79 @@ class ClickOutcome(BaseModel):
     text: str
 
 
+class _Id(BaseModel):
+    id: str = Field(..., max_length=200)
+
+
+class _Container(BaseModel):
+    channel_id: str | None = Field(None, max_length=200)
+    message_ts: str | None = Field(None, max_length=200)
+
+
+class _Message(BaseModel):
+    ts: str | None = Field(None, max_length=200)
+    blocks: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+
+
+class _Action(BaseModel):
+    action_id: str | None = Field(None, max_length=255)
+    value: str | None = Field(None, max_length=2_000)
+
+
+class Interaction(BaseModel):
+    """The parts of a Slack interaction payload pairshift reads, typed: any other shape is a 400."""
+
+    type: str = Field(..., max_length=100)
+    user: _Id | None = None
+    actions: list[_Action] = Field(default_factory=list, max_length=25)
+    container: _Container | None = None
+    channel: _Id | None = None
+    message: _Message | None = None
+    response_url: str | None = Field(None, max_length=2_000)
+
+
 def parse_form(body: bytes) -> dict[str, Any] | None:
     """Slack posts ``payload=<json>`` form-encoded; None when the body is not that."""
     try:
-        raw = parse_qs(body.decode("utf-8")).get("payload", [None])[0]
+        raw = parse_qs(body.decode("utf-8"), max_num_fields=20).get("payload", [None])[0]
         payload = json.loads(raw) if raw else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 
 
-def _decision_action(payload: dict[str, Any]) -> dict[str, Any] | None:
-    actions = payload.get("actions") if payload.get("type") == "block_actions" else None
-    return next(
-        (a for a in actions or [] if isinstance(a, dict) and a.get("action_id") in bk.DECISION_ACTIONS), None
-    )
-
-
-def claimed_decision(payload: dict[str, Any] | None) -> tuple[str | None, int | None]:
-    """(migration, stage) a payload claims to decide, verified or not (for the audit log of a refusal)."""
-    action = _decision_action(payload or {})
-    value = bk.parse_button_value(str(action.get("value", ""))) if action else None
-    return (value.migration, value.stage) if value else (None, None)
-
-
-def parse_click(payload: dict[str, Any]) -> Click | None:
-    """The click, or None when the payload is not one of our decision buttons (then it is ignored)."""
-    action = _decision_action(payload)
-    value = bk.parse_button_value(str(action.get("value", ""))) if action else None
-    user = (payload.get("user") or {}).get("id")
-    if value is None or not user:
+def parse_interaction(payload: dict[str, Any]) -> Interaction | None:
+    """The payload typed, or None when its shape is not Slack's (``user`` a string, ``actions: 5``...)."""
+    try:
+        return Interaction.model_validate(payload)
+    except (ValidationError, RecursionError):
         return None
-    container, message = payload.get("container") or {}, payload.get("message") or {}
+
+
+def _decision_action(payload: Interaction) -> _Action | None:
+    if payload.type != "block_actions":
+        return None
+    return next((a for a in payload.actions if a.action_id in bk.DECISION_ACTIONS), None)
+
+
+def parse_click(payload: dict[str, Any] | Interaction) -> Click | None:
+    """The click, or None when the payload is not one of our decision buttons (then it is ignored)."""
+    typed = payload if isinstance(payload, Interaction) else parse_interaction(payload)
+    action = _decision_action(typed) if typed else None
+    value = bk.parse_button_value(action.value or "") if action else None
+    if typed is None or action is None or value is None or typed.user is None:
+        return None
+    container, message = typed.container or _Container(), typed.message or _Message()
     return Click(
-        user_id=user,
-        action="approve" if action["action_id"] == bk.APPROVE_ACTION else "reject",
+        user_id=typed.user.id,
+        action="approve" if action.action_id == bk.APPROVE_ACTION else "reject",
         migration=value.migration,
+        run_id=value.run,
         stage=value.stage,
-        response_url=payload.get("response_url"),
-        channel_id=container.get("channel_id") or (payload.get("channel") or {}).get("id"),
-        message_ts=container.get("message_ts") or message.get("ts"),
-        message_blocks=message.get("blocks") or [],
+        response_url=typed.response_url,
+        channel_id=container.channel_id or (typed.channel.id if typed.channel else None),
+        message_ts=container.message_ts or message.ts,
+        message_blocks=message.blocks,
     )
 
 
@@ -150,7 +187,11 @@ def stale_or_forged(
         return "malformed X-Slack-Request-Timestamp"
     if abs(age) > WINDOW_S:
         return f"stale request: timestamp {int(age)} s away from now (window {WINDOW_S} s)"
-    if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+    try:
+        valid = verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+    except UnicodeDecodeError:  # Slack signs UTF-8 form bodies; slack_sdk decodes before hashing
+        return "body is not UTF-8"
+    if not valid:
         return "bad signature"
     return None
 
@@ -227,24 +268,13 @@ class InteractionService:
                 ],
             )
 
-    def refuse_request(self, payload: dict[str, Any] | None, reason: str) -> None:
-        """Audit a request refused before it reached a workflow (forged, stale, replayed)."""
-        migration, stage = claimed_decision(payload)
-        migration = (
-            block_kit.clip(migration, 200) if migration else None
-        )  # unverified input: bounded before storing
-        claimed_user = ((payload or {}).get("user") or {}).get("id")
-        claimed_user = block_kit.clip(str(claimed_user), 100) if claimed_user else None
-        log.warning(
-            "slack request refused (%s) claiming %s stage %s by %s", reason, migration, stage, claimed_user
-        )
-        self.audit(
-            migration,
-            "slack_request_refused",
-            reason,
-            stage=stage,
-            detail={"claimed_user": claimed_user, "unverified": True},
-        )
+    def refuse_request(self, reason: str, *, size: int, client: str | None) -> None:
+        """Log a request refused before it reached a workflow (forged, stale, replayed).
+
+        Nothing of it is parsed and nothing is written: an unsigned request must not be able to put rows in
+        any migration's audit log.
+        """
+        log.warning("slack request refused (%s): %d bytes from %s", reason, size, client or "?")
 
     # ------------------------------------------------------------ background work
 
@@ -278,7 +308,19 @@ class InteractionService:
     async def handle_click(self, click: Click, channel: str = "slack") -> ClickOutcome:
         """Send the decision to the workflow; show the outcome (to all) or the refusal (to the clicker)."""
         by = await self._identity(click)
-        handle = (await self._temporal()).get_workflow_handle(click.migration)
+        live_run = await run_in_threadpool(self._live_run, click.migration)
+        if click.run_id is None or click.run_id != live_run:
+            reason = (
+                f"this button was posted for run {click.run_id or '(unknown)'} of {click.migration}, "
+                f"not for its live run {live_run or '(none)'}"
+            )
+            await run_in_threadpool(
+                self.audit, click.migration, f"{click.action}_refused", reason, actor=by, stage=click.stage
+            )
+            return await self._refused(click, by, reason)
+        handle = (await self._temporal()).get_workflow_handle(
+            click.migration, first_execution_run_id=click.run_id
+        )
         try:
             result: DecideResult = await handle.execute_update(
                 "decide",
@@ -332,9 +374,19 @@ class InteractionService:
         client = self._web_client_factory() if self._web_client_factory else web_client(settings)
         return SlackNotifier(client, self.registry)
 
-    def _people(self, migration: str) -> tuple[list[str], str]:
-        """The approvers of the migration's policy and its requester, as the registry knows them."""
+    def _live_run(self, migration: str) -> str | None:
+        """The run id the registry records for the migration's latest run (its first execution's)."""
         with self.registry.session() as s:
+            return s.exec(
+                select(MigrationRow.run_id)
+                .where(MigrationRow.workflow_id == migration)
+                .order_by(MigrationRow.started_at.desc())
+            ).first()
+
+    def _people(self, migration: str) -> tuple[list[str], str, People]:
+        """The approvers of the migration's policy, its requester, and the registry's people."""
+        with self.registry.session() as s:
+            people = load_people(s)
             row = s.exec(
                 select(MigrationRow)
                 .where(MigrationRow.workflow_id == migration)
@@ -342,15 +394,21 @@ class InteractionService:
             ).first()
             dep = s.get(Deployment, row.deployment) if row else None
             if row is None or dep is None:
-                return [], ""
-            return list(deployment_policy(s, dep).approvals.approvers), row.requested_by
+                return [], "", people
+            return deployment_policy(s, dep).approvals.named, row.requested_by, people
 
     async def _identity(self, click: Click) -> str:
-        approvers, requester = await run_in_threadpool(self._people, click.migration)
+        approvers, requester, people = await run_in_threadpool(self._people, click.migration)
+        person = next((p for p in people.people if p.slack == click.user_id), None)
         email = None
-        if any("@" in a for a in approvers) or "@" in requester:
+        if person is None and (
+            any(p.email for p in people.people) or any("@" in a for a in approvers) or "@" in requester
+        ):
             notifier = self._notifier()
             email = await run_in_threadpool(notifier.user_email, click.user_id) if notifier else None
+            person = next((p for p in people.people if email and p.email == email.lower()), None)
+        if person is not None:
+            return requester if requester and people.same(person.name, requester) else person.name
         return choose_identity(click.user_id, email, approvers, requester)
 
     async def _respond(self, click: Click, body: dict[str, Any]) -> bool:
@@ -412,24 +470,27 @@ def interactions_router(service: InteractionService | None = None) -> APIRouter:
     service = service or InteractionService()
     router = APIRouter(tags=["slack"])
 
-    @router.post("/slack/interactions", responses={401: {}, 403: {}, 503: {}})
+    @router.post("/slack/interactions", responses={400: {}, 401: {}, 403: {}, 413: {}, 503: {}})
     async def slack_interactions(request: Request) -> Response:
         """Slack's interactivity endpoint: verify, refuse replays, acknowledge, decide in background."""
         settings = service.settings_factory()
         if settings.signing_secret is None:
             return JSONResponse({"error": "slack is not configured (SLACK_SIGNING_SECRET)"}, status_code=503)
-        body = await request.body()
-        payload = parse_form(body)
+        body = await request.body()  # at most 64 KB: pairshift.api_guard.BodyLimit stops bigger ones
         signature = request.headers.get("x-slack-signature")
         verifier = SignatureVerifier(settings.signing_secret.get_secret_value())
         why = stale_or_forged(verifier, body, request.headers.get("x-slack-request-timestamp"), signature)
         if why is None and await run_in_threadpool(service.seen_before, f"sig:{signature}"):
             why = "replayed request (signature seen before)"
         if why is not None:
-            await run_in_threadpool(service.refuse_request, payload, why)
+            client = request.client.host if request.client else None
+            service.refuse_request(why, size=len(body), client=client)
             return JSONResponse({"error": why}, status_code=403 if why.startswith("replayed") else 401)
+        payload = parse_form(body)
         if payload is None:
             return JSONResponse({"error": "expected a form field 'payload' holding JSON"}, status_code=400)
+        if parse_interaction(payload) is None:
+            return JSONResponse({"error": "not a Slack interaction payload"}, status_code=400)
         service.dispatch(payload, channel="slack")
         return Response(status_code=200)
 

@@ -67,10 +67,11 @@ GATE_ICONS = {"pass": ":white_check_mark:", "fail": ":x:", "inconclusive": ":gre
 
 
 class ButtonValue(BaseModel):
-    """The value of an Approve / Reject button: which migration and which stage it decides."""
+    """The value of an Approve / Reject button: which migration run and which stage it decides."""
 
     migration: str = Field(..., min_length=1)
     stage: int | None = None
+    run: str | None = Field(None, description="The run the button was posted for; a later run refuses it.")
 
 
 # ---------------------------------------------------------------- pairshift's blocks
@@ -89,19 +90,19 @@ def table_section(title: str, rows: list[list[str]], fallback_link: str | None) 
     return section(f"*{title}*\n_Too wide for a Slack message: see {where}._")
 
 
-def button_value(migration: str, stage: int | None) -> str:
+def button_value(migration: str, stage: int | None, run: str | None = None) -> str:
     """The JSON value of a decision button (within Slack's button value limit)."""
-    value = ButtonValue(migration=migration, stage=stage).model_dump_json()
+    value = ButtonValue(migration=migration, stage=stage, run=run).model_dump_json(exclude_none=True)
     if len(value) > MAX_BUTTON_VALUE:
         raise ValueError(f"button value of {len(value)} chars exceeds Slack's {MAX_BUTTON_VALUE}")
     return value
 
 
 def decision_buttons(
-    migration: str, stage: int | None, *, approve_label: str = "Approve canary"
+    migration: str, stage: int | None, *, approve_label: str = "Approve canary", run: str | None = None
 ) -> dict[str, Any]:
     """Approve / Reject; approving asks for confirmation because it moves production traffic."""
-    value = button_value(migration, stage)
+    value = button_value(migration, stage, run)
     confirm = {
         "title": {"type": "plain_text", "text": "Approve?"},
         "text": {
@@ -210,6 +211,7 @@ def _tail(notice: Notice) -> list[dict[str, Any]]:
                 notice.migration,
                 notice.stage,
                 approve_label="Approve canary" if not notice.stage else "Approve stage",
+                run=notice.run_id,
             )
         )
     if notice.migration:
@@ -362,5 +364,5 @@ def parse_button_value(value: str) -> ButtonValue | None:
     """The decision a button claims, or None when the value is not ours (then nothing is sent anywhere)."""
     try:
         return ButtonValue.model_validate(json.loads(value))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from sqlmodel import select
 
 from pairshift.contracts.notices import Notice
-from pairshift.registry.models import SlackMessage, SlackThread, utcnow
+from pairshift.registry.models import MigrationRow, SlackMessage, SlackThread, utcnow
 from pairshift.registry.store import Registry
 from pairshift.settings import get_settings
 from pairshift.slack import block_kit
@@ -108,6 +108,8 @@ class SlackNotifier:
         if not notice.channel:
             return PostResult(skipped="no slack channel in the policy")
         notice = notice.model_copy(update={"links": {**default_links(notice), **notice.links}})
+        if notice.asks_decision and notice.migration and notice.run_id is None:
+            notice = notice.model_copy(update={"run_id": self._live_run(notice.migration)})
         report = self._report_for(notice)
         message = bk.notice_message(notice, report)
         thread = self._thread(notice)
@@ -137,6 +139,15 @@ class SlackNotifier:
         return PostResult(
             channel_id=channel_id, ts=ts, thread_ts=thread.ts if thread else ts, buttons_resolved=resolved
         )
+
+    def _live_run(self, migration: str) -> str | None:
+        """The run a decision button is for when the notice does not say: the migration's latest run."""
+        with self.registry.session() as s:
+            return s.exec(
+                select(MigrationRow.run_id)
+                .where(MigrationRow.workflow_id == migration)
+                .order_by(MigrationRow.started_at.desc())
+            ).first()
 
     def _thread(self, notice: Notice) -> SlackThread | None:
         if not notice.migration or notice.kind == "migration_started":
