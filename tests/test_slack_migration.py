@@ -75,7 +75,7 @@ async def test_outage_delays_notices_not_the_migration_and_buttons_decide(env: F
         migration_worker(client) as tq,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
     ):
-        handle = await start(client, tq, requested_by="carol@example.com")
+        handle = await start(client, tq, requested_by="carol")
         st = await wait_for(handle, waiting_on(0), timeout_s=120)
         assert st.eval is not None and posted(env) == [], "the migration went on while no notice got through"
         await until(lambda: env.attempts("chat.postMessage") >= 2, "a 503 and then a 429 answered")
@@ -86,13 +86,19 @@ async def test_outage_delays_notices_not_the_migration_and_buttons_decide(env: F
         assert "thread_ts" not in root and "started" in root["text"]
         assert "old prompt" in str(ask["blocks"]), "the eval summary carries the 2x2 table"
 
+        actions = next(b for b in ask["blocks"] if b.get("block_id") == bk.DECISION_BLOCK)
+        run = bk.parse_button_value(actions["elements"][0]["value"]).run
+        assert run == handle.first_execution_run_id, "the posted button names this migration's run"
+
         async def click(user: str, key: str) -> int:
-            body, headers = signed(click_payload(env, handle.id, user, stage=0, key=key))
+            body, headers = signed(click_payload(env, handle.id, user, stage=0, key=key, run=run))
             response = await http.post("/slack/interactions", content=body, headers=headers)
             await service.drain()
             return response.status_code
 
-        assert await click("U_CAROL", "carol") == 200  # the requester, by email: separation of duties
+        assert (
+            await click("U_CAROL", "carol") == 200
+        )  # the requester, found by her email: separation of duties
         assert await click("U_BOB", "bob") == 200
         await wait_for(handle, lambda s: s.phase == "canary")
         assert "Approved by <@U_BOB>" in env.calls_to("response_url:bob")[0]["text"]
@@ -105,6 +111,6 @@ async def test_outage_delays_notices_not_the_migration_and_buttons_decide(env: F
         events = [(e.event, e.actor, e.channel, e.accepted) for e in audit_log(s, handle.id)]
         thread = s.get(SlackThread, (handle.id, CHANNEL))
     assert ("approve", "bob", "slack", True) in events
-    assert ("approve_refused", "carol@example.com", "slack", False) in events
+    assert ("approve_refused", "carol", "slack", False) in events
     replies = posted(env)[1:]
     assert len(replies) >= 3 and {p["thread_ts"] for p in replies} == {thread.ts}, "one thread per migration"
