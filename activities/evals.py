@@ -26,11 +26,14 @@ from pairshift.contracts.evals import (
     BatchSpec,
     EvalReport,
     PlanInput,
+    PreflightInput,
+    PreflightResult,
     ReportInput,
     RoutedEvalPlan,
     RunSummary,
     SummarizeInput,
 )
+from pairshift.evals.preflight import PreflightRefused, preflight
 from pairshift.registry import open_registry
 
 T = TypeVar("T")
@@ -46,6 +49,15 @@ def plan_eval(data: PlanInput) -> RoutedEvalPlan:
     try:
         return evals.plan_eval(open_registry(), data.request, data.eval_id)
     except evals.EvalInputError as exc:
+        raise _non_retryable(exc) from None
+
+
+@implements(contract.preflight_eval)
+async def preflight_eval(data: PreflightInput) -> PreflightResult:
+    """One call per distinct (prompt, model) of the plan before any batch (a refusal is not retried)."""
+    try:
+        return await preflight(open_registry(), data.plan)
+    except PreflightRefused as exc:
         raise _non_retryable(exc) from None
 
 
@@ -88,6 +100,7 @@ def build_eval_report(data: ReportInput) -> EvalReport:
 
 EVAL_ACTIVITIES: list[Callable[..., object] | Callable[..., Awaitable[object]]] = [
     plan_eval,
+    preflight_eval,
     run_eval_batch,
     summarize_eval_run,
     build_eval_report,

@@ -31,8 +31,9 @@ from pairshift.config import (
 )
 from pairshift.config_files import UnsafeFile, confined
 from pairshift.people import IDENTITY_FIELDS, Person
-from pairshift.policy import Policy
+from pairshift.policy import Policy, format_validation_error
 from pairshift.prompts import TemplateProblem, check_template, content_hash
+from pairshift.providers import CallParams, ModelSpec, provider_problems
 from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
@@ -100,6 +101,10 @@ def _apply_model(s: Session, item: Located, result: ApplyResult) -> None:
         aliases=list(cfg.aliases),
         input_per_mtok=cfg.price.input_per_mtok,
         output_per_mtok=cfg.price.output_per_mtok,
+        cached_input_per_mtok=cfg.price.cached_input_per_mtok,
+        batch_input_per_mtok=cfg.price.batch_input_per_mtok,
+        batch_output_per_mtok=cfg.price.batch_output_per_mtok,
+        request_rules=cfg.request_rules(),
         deprecated_on=cfg.deprecated_on,
         retires_on=cfg.retires_on,
         replacement=cfg.replacement,
@@ -175,6 +180,10 @@ def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
         check_template(cfg.system, cfg.template, cfg.variables)
     except TemplateProblem as exc:
         raise ConfigError(f"{item.where('template')}: {exc}") from None
+    try:
+        CallParams.model_validate(cfg.params)
+    except ValueError as exc:
+        raise ConfigError(format_validation_error(exc, item.where("params"))) from None
     digest = content_hash(cfg.system, cfg.template, cfg.variables, cfg.params)
     row = s.get(PromptVersion, cfg.id)
     if row is None:
@@ -285,16 +294,35 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
     _record(result, False, "")
 
 
+def _check_pair_params(item: Located, prompt: PromptVersion, model: Model, name: str) -> None:
+    """The prompt's params against what the model's provider accepts (Anthropic's temperature is 0..1)."""
+    try:
+        params = CallParams.model_validate(prompt.params)
+    except ValueError as exc:
+        raise ConfigError(
+            format_validation_error(exc, f"{item.where('prompt')}: {prompt.id} params")
+        ) from None
+    spec = ModelSpec.from_model(model, id=name)
+    for field_name, problem in provider_problems(spec.provider, params, spec.api):
+        raise ConfigError(
+            f"{item.where('prompt')}: {prompt.id} params.{field_name} {problem} "
+            f"(model {name} is {spec.provider})"
+        )
+
+
 def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str) -> None:
     cfg: DeploymentConfig = item.obj
     policy_name = cfg.policy if isinstance(cfg.policy, str) else f"{cfg.name}-inline"
     if isinstance(cfg.policy, Policy):
         _apply_policy(s, item, cfg.policy.model_copy(update={"name": policy_name}), result)
         s.flush()
-    if s.get(PromptVersion, cfg.prompt) is None:
+    prompt = s.get(PromptVersion, cfg.prompt)
+    if prompt is None:
         raise ConfigError(f"{item.where('prompt')}: unknown prompt version {cfg.prompt}")
-    if find_model(s, cfg.model) is None:
+    model = find_model(s, cfg.model)
+    if model is None:
         raise ConfigError(f"{item.where('model')}: unknown model {cfg.model}")
+    _check_pair_params(item, prompt, model, cfg.model)
     if cfg.dataset and s.get(Dataset, cfg.dataset) is None:
         raise ConfigError(f"{item.where('dataset')}: unknown dataset {cfg.dataset}")
     if s.get(PolicyRow, policy_name) is None and policy_name != "default":

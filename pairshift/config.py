@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pairshift.config_files import UnsafeFile, load_yaml, read_capped
 from pairshift.people import Person
 from pairshift.policy import Policy, format_validation_error
+from pairshift.providers.base import ApiName, DroppableParam, MaxTokensParam, is_local_url
 
 # Variables a model's key may never be read from: pairshift's own, Slack's and the databases'. A config that
 # could name them would send, say, the Slack bot token to whatever base_url it also names.
@@ -44,6 +45,22 @@ class _Strict(BaseModel):
 class Price(_Strict):
     input_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens.")
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens.")
+    cached_input_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million input tokens read from the provider's prompt cache; None = 0.1x input "
+        "for anthropic (Anthropic's rule), the input price otherwise.",
+    )
+    batch_input_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million input tokens through a batch API; None = half the input price.",
+    )
+    batch_output_per_mtok: float | None = Field(
+        None,
+        ge=0,
+        description="USD per million output tokens through a batch API; None = half the output price.",
+    )
 
 
 class Limits(_Strict):
@@ -89,6 +106,52 @@ class ModelConfig(_Strict):
         "under `secrets:`; never a PAIRSHIFT_*, SLACK_* or database variable.",
     )
     limits: Limits = Field(default_factory=Limits, description="Rate limits of this model at the provider.")
+    drop_params: list[DroppableParam] | None = Field(
+        None,
+        description="Request rule: parameters this model refuses, never sent to it (LiteLLM's word); the "
+        "eval "
+        "report and the ledger say which were dropped. None = the calendar's rules for the model's family; "
+        "[] = send everything.",
+    )
+    max_tokens_param: MaxTokensParam | None = Field(
+        None,
+        description="Request rule: the field that carries the token limit; None = the family's, else "
+        "max_completion_tokens for openai and max_tokens for openai-compatible (gateways in front of "
+        "reasoning models want max_completion_tokens).",
+    )
+    api: ApiName | None = Field(
+        None, description="openai / openai-compatible: `responses` calls the Responses API; None = chat."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="Seconds one attempt may take; None = 60."
+    )
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        le=10,
+        description="Attempts per call, the first included (the retry budget; a timed-out call is sent at "
+        "most "
+        "twice); None = 4.",
+    )
+
+    @model_validator(mode="after")
+    def _rules_fit_the_provider(self) -> ModelConfig:
+        if self.api == "responses" and self.provider not in ("openai", "openai-compatible"):
+            raise ValueError(f"api: the Responses API is OpenAI's; provider {self.provider} has none")
+        if self.max_tokens_param is not None and self.provider == "anthropic":
+            raise ValueError("max_tokens_param: Anthropic's Messages API always takes max_tokens")
+        if self.provider == "openai-compatible" and self.base_url and not is_local_url(self.base_url):
+            if not self.api_key_env:
+                raise ValueError(
+                    f"api_key_env: an openai-compatible model at {self.base_url} must name the environment "
+                    "variable holding its key (otherwise OPENAI_API_KEY would be sent to that host)"
+                )
+        return self
+
+    def request_rules(self) -> dict[str, Any]:
+        """The request rules this entry states (unset ones left out: the calendar's family fills them)."""
+        fields = ("drop_params", "max_tokens_param", "api", "timeout_s", "max_attempts")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
     @field_validator("api_key_env")
     @classmethod

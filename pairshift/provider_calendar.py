@@ -3,9 +3,12 @@
 Two file formats are read:
 
 - the bundled ``pairshift/data/provider_calendar.yaml`` (or any file of the same shape): ``models:`` entries
-  with id, provider, aliases, price, deprecated_on, retires_on, replacement, and where/when it was read;
+  with id, provider, aliases, price (input, output, cached input, batch), deprecated_on, retires_on,
+  replacement, and where/when it was read; and ``families:``, the request rules of model families
+  (:func:`family_rules`: OpenAI's reasoning models refuse temperature and max_tokens, ...);
 - LiteLLM's ``model_prices_and_context_window.json``: a JSON object keyed by model name whose entries carry
-  ``litellm_provider``, ``input_cost_per_token``/``output_cost_per_token`` (USD per token) and
+  ``litellm_provider``, ``input_cost_per_token``/``output_cost_per_token`` (USD per token),
+  ``cache_read_input_token_cost``, ``input_cost_per_token_batches``/``output_cost_per_token_batches`` and
   ``deprecation_date`` (in practice the retirement date). Only Anthropic and OpenAI chat entries are taken:
   those are the providers pairshift calls by their own ids.
 
@@ -17,6 +20,8 @@ writes ``source='calendar'`` model rows in the caller's transaction; a row that 
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import json
 from datetime import date
 from pathlib import Path
@@ -27,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlmodel import Session
 
 from pairshift.policy import format_validation_error
+from pairshift.providers.rules import RequestRules
 from pairshift.registry.models import Model, utcnow
 
 BUNDLED = Path(__file__).parent / "data" / "provider_calendar.yaml"
@@ -45,6 +51,11 @@ class CalendarPrice(BaseModel):
 
     input_per_mtok: float = Field(..., ge=0, description="USD per million input tokens.")
     output_per_mtok: float = Field(..., ge=0, description="USD per million output tokens.")
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="USD per million cache-read tokens.")
+    batch_input_per_mtok: float | None = Field(None, ge=0, description="USD per million batch input tokens.")
+    batch_output_per_mtok: float | None = Field(
+        None, ge=0, description="USD per million batch output tokens."
+    )
 
 
 class CalendarEntry(BaseModel):
@@ -86,8 +97,7 @@ class CalendarEntry(BaseModel):
         if "aliases" in given:
             values["aliases"] = list(self.aliases)
         if "price" in given and self.price is not None:
-            values["input_per_mtok"] = self.price.input_per_mtok
-            values["output_per_mtok"] = self.price.output_per_mtok
+            values.update(self.price.model_dump(exclude_none=True))
         for name in ("deprecated_on", "retires_on", "replacement"):
             if name in given:
                 values[name] = getattr(self, name)
@@ -167,6 +177,10 @@ def load_litellm(path: Path, text: str, *, read_on: date) -> list[CalendarEntry]
             fields["price"] = {
                 "input_per_mtok": _per_mtok(raw.get("input_cost_per_token", 0)),
                 "output_per_mtok": _per_mtok(raw.get("output_cost_per_token", 0)),
+            } | {
+                ours: _per_mtok(raw[theirs])
+                for ours, theirs in _LITELLM_EXTRA_PRICES.items()
+                if raw.get(theirs) is not None
             }
         if raw.get("deprecation_date") is not None:
             fields["retires_on"] = raw["deprecation_date"]
@@ -176,6 +190,13 @@ def load_litellm(path: Path, text: str, *, read_on: date) -> list[CalendarEntry]
             raise CalendarError(_litellm_error(exc, path, key)) from None
     _check_unique(path, entries)
     return entries
+
+
+_LITELLM_EXTRA_PRICES = {
+    "cached_input_per_mtok": "cache_read_input_token_cost",
+    "batch_input_per_mtok": "input_cost_per_token_batches",
+    "batch_output_per_mtok": "output_cost_per_token_batches",
+}
 
 
 def _per_mtok(per_token: Any) -> Any:
@@ -191,6 +212,7 @@ def _litellm_error(exc: ValidationError, path: Path, key: str) -> str:
         "retires_on": "deprecation_date",
         "price.input_per_mtok": "input_cost_per_token",
         "price.output_per_mtok": "output_cost_per_token",
+        **{f"price.{ours}": t for ours, t in _LITELLM_EXTRA_PRICES.items()},
     }
     parts = []
     for err in exc.errors():
@@ -206,6 +228,64 @@ def _check_unique(path: Path, entries: list[CalendarEntry]) -> None:
             if name in seen:
                 raise CalendarError(f"{path}: {e.id}: {name} is already listed by {seen[name]}")
             seen[name] = e.id
+
+
+# ----------------------------------------------------------------------------------------- families
+
+
+class ModelFamily(RequestRules):
+    """The request rules of a family of models, matched by id (shell-style patterns), with their source."""
+
+    name: str = Field(..., min_length=1)
+    providers: list[Literal["anthropic", "openai", "openai-compatible"]] = Field(..., min_length=1)
+    match: list[str] = Field(..., min_length=1, description="Model id patterns (fnmatch), e.g. o3-*.")
+    exclude: list[str] = Field(
+        default_factory=list, description="Ids the patterns catch that are not members."
+    )
+    source: str = Field(..., min_length=1)
+    read_on: date
+
+    def covers(self, model_id: str, provider: str) -> bool:
+        """Whether ``model_id`` at ``provider`` belongs to this family."""
+        if provider not in self.providers or any(fnmatch.fnmatchcase(model_id, x) for x in self.exclude):
+            return False
+        return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in self.match)
+
+    def rules(self) -> RequestRules:
+        """The family's rules alone (without its name, patterns and source)."""
+        return RequestRules.model_validate(self.model_dump(include=set(RequestRules.model_fields)))
+
+
+def load_families(path: Path | None = None) -> list[ModelFamily]:
+    """The ``families:`` of a calendar file (default: the bundled one); a malformed one names its entry."""
+    path = path or BUNDLED
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    families = []
+    for i, raw in enumerate(doc.get("families") or []):
+        try:
+            families.append(ModelFamily.model_validate(raw))
+        except ValidationError as exc:
+            name = raw.get("name", "?") if isinstance(raw, dict) else "?"
+            raise CalendarError(format_validation_error(exc, f"{path}: families[{i}] ({name})")) from None
+    return families
+
+
+@functools.cache
+def _bundled_families() -> tuple[ModelFamily, ...]:
+    return tuple(load_families())
+
+
+def family_rules(model_id: str, provider: str) -> RequestRules:
+    """The bundled calendar's request rules for ``model_id`` (the first family that covers it), or none."""
+    for family in _bundled_families():
+        if family.covers(model_id, provider):
+            return family.rules()
+    return RequestRules()
+
+
+def newest_read_on(entries: list[CalendarEntry]) -> date | None:
+    """The most recent ``read_on`` of the entries: how fresh the calendar is."""
+    return max((e.read_on for e in entries), default=None)
 
 
 # ----------------------------------------------------------------------------------------- syncing

@@ -30,6 +30,20 @@ ARM_ORDER = ("baseline", "prompt_only", "model_only", "joint")
 EFFECT_ORDER = ("prompt", "model", "interaction", "joint")
 
 
+class ArmFacts(BaseModel):
+    """The provider side of one arm: cache use, errors by kind, truncated cases, dropped params."""
+
+    cached_input_tokens: int = 0
+    error_kinds: dict[str, int] = {}
+    truncated_cases: list[str] = []
+    dropped_params: list[str] = []
+
+
+# Errors that belong to the pair, not to the day the eval ran: re-running does not change them, so they count
+# as the arm's failed cases without making a passing gate inconclusive.
+PAIR_ERROR_KINDS = frozenset({"context_length"})
+
+
 class ArmInput(BaseModel):
     """What :func:`assemble_report` needs of one arm that ran (or was reused)."""
 
@@ -39,6 +53,7 @@ class ArmInput(BaseModel):
     reused: bool = False
     summary: ArmSummary
     cached_calls: int = 0
+    facts: ArmFacts = ArmFacts()
 
 
 def power_note(n_cases: int, baseline_rate: float, confidence: float) -> str:
@@ -73,7 +88,8 @@ def assemble_report(
 
     When only one factor changes, its arm *is* the joint pair: ``arms["joint"]`` repeats it (PRODUCT §11).
     A gate that would pass while calls errored is downgraded to inconclusive: errors are counted as failed
-    cases, so an outage in the baseline arm could otherwise make the target look better than it is.
+    cases, so an outage in the baseline arm could otherwise make the target look better than it is. Errors of
+    the pair itself (an input longer than the model's context window) are failed cases and nothing more.
     """
     by_name = {a.arm: a for a in arms}
     joint_name = (
@@ -110,6 +126,7 @@ def assemble_report(
             reused=a.reused,
             mcnemar_p=p,
             by_tag=s.by_tag,
+            **a.facts.model_dump(),
         )
     rows["joint"] = rows[joint_name]
     gate = eval_gate(
@@ -119,7 +136,10 @@ def assemble_report(
         newly_failing(outcomes["baseline"], outcomes[joint_name], policy.blocking),
         policy,
     )
-    errored = sum(a.summary.errors for a in arms)
+    errored = sum(
+        a.summary.errors - sum(n for kind, n in a.facts.error_kinds.items() if kind in PAIR_ERROR_KINDS)
+        for a in arms
+    )
     if errored and gate.decision == "pass":
         gate = GateDecision(
             decision="inconclusive",

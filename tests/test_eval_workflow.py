@@ -118,8 +118,8 @@ async def test_retired_model_fails_the_eval_at_once_naming_it(worker, eval_regis
         s.add(Model(id="sim-gone-2023-01", provider="sim"))
     with pytest.raises(WorkflowFailureError) as failure:
         await run_eval(client, queue, to_model="sim-gone-2023-01")
-    cause = failure.value.cause
-    assert cause.type == "ArmFailed" and "sim-gone-2023-01" in cause.message
+    cause = failure.value.cause  # refused in the preflight, before any batch
+    assert cause.type == "PreflightRefused" and "sim-gone-2023-01" in cause.message
     assert "not found" in cause.message
     with eval_registry.session() as s:
         failed = s.exec(select(EvalRun).where(EvalRun.model == "sim-gone-2023-01")).one()

@@ -25,6 +25,8 @@ from pairshift.contracts.evals import (
     EvalRequest,
     Flip,
     PlanInput,
+    PreflightInput,
+    PreflightResult,
     ReportInput,
     RunSummary,
     SummarizeInput,
@@ -74,6 +76,11 @@ def fake_plan(data: PlanInput) -> EvalPlan:
         policy=EvalPolicy(epochs=EPOCHS),
         arms=arms,
     )
+
+
+@activity.defn(name="preflight_eval")
+def fake_preflight(data: PreflightInput) -> PreflightResult:
+    return PreflightResult(calls=len(data.plan.arms))
 
 
 @activity.defn(name="run_eval_batch")
@@ -134,7 +141,7 @@ async def test_large_eval_history_is_small(dev_env) -> None:
             task_queue=queue,
             workflows=[EvalWorkflow],
             activity_executor=pool,
-            activities=[fake_plan, fake_batch, fake_summary, fake_report],
+            activities=[fake_plan, fake_preflight, fake_batch, fake_summary, fake_report],
         ):
             handle = await dev_env.client.start_workflow(
                 EvalWorkflow.run,

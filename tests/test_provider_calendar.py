@@ -46,7 +46,25 @@ def test_litellm_format_gives_prices_per_mtok_and_retirement_dates() -> None:
     gpt = entries["gpt-4o-2024-08-06"]
     assert (gpt.provider, gpt.retires_on, gpt.read_on) == ("openai", date(2027, 1, 14), date(2026, 11, 2))
     assert (gpt.price.input_per_mtok, gpt.price.output_per_mtok) == (2.5, 10.0)
-    assert gpt.row_values().keys() == {"provider", "input_per_mtok", "output_per_mtok", "retires_on"}
+    # LiteLLM's cached and batch prices come along (cache_read_input_token_cost, *_cost_per_token_batches).
+    assert (
+        gpt.price.cached_input_per_mtok,
+        gpt.price.batch_input_per_mtok,
+        gpt.price.batch_output_per_mtok,
+    ) == (
+        1.25,
+        1.25,
+        5.0,
+    )
+    assert gpt.row_values().keys() == {
+        "provider",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cached_input_per_mtok",
+        "batch_input_per_mtok",
+        "batch_output_per_mtok",
+        "retires_on",
+    }
 
 
 @pytest.mark.parametrize(

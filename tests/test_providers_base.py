@@ -18,6 +18,7 @@ from pairshift.providers import (
     Message,
     ModelNotFound,
     ModelSpec,
+    PermissionDenied,
     ProviderError,
     ProviderUnavailable,
     RateLimited,
@@ -25,6 +26,7 @@ from pairshift.providers import (
     base,
     complete,
     cost_usd,
+    errors,
 )
 
 SPEC = ModelSpec(id="m-1", provider="sim", input_per_mtok=3.0, output_per_mtok=15.0)
@@ -44,17 +46,17 @@ HI = [Message(role="user", content="hi")]
         (400, BadRequest, False),
         (422, BadRequest, False),
         (401, AuthError, False),
-        (403, AuthError, False),
+        (403, PermissionDenied, False),
     ],
 )
 def test_statuses_map_to_typed_errors(status: int, kind: type[ProviderError], retryable: bool) -> None:
-    error = base.error_for_status("openai", "gpt-x", status, {"retry-after": "3"}, "boom")
+    error = errors.error_for_status("openai", "gpt-x", status, {"retry-after": "3"}, "boom")
     assert type(error) is kind and error.retryable is retryable and error.status == status
     assert "gpt-x" in str(error) and "boom" in str(error)
 
 
 def test_not_found_says_the_model_may_be_retired() -> None:
-    error = base.error_for_status("anthropic", "claude-3-7-sonnet-20250219", 404, {}, None)
+    error = errors.error_for_status("anthropic", "claude-3-7-sonnet-20250219", 404, {}, None)
     assert "claude-3-7-sonnet-20250219" in str(error) and "retired" in str(error)
 
 
@@ -68,12 +70,12 @@ def test_not_found_says_the_model_may_be_retired() -> None:
     ],
 )
 def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
-    assert base.parse_retry_after(headers) == expected
+    assert errors.parse_retry_after(headers) == expected
 
 
 def test_retry_after_as_http_date() -> None:
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= (base.parse_retry_after({"retry-after": later}) or 0) <= 31
+    assert 25 <= (errors.parse_retry_after({"retry-after": later}) or 0) <= 31
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:

@@ -72,7 +72,12 @@ def test_anthropic_message_shape(sim_server: SimHandle) -> None:
     assert reply.status_code == 200 and data["type"] == "message" and data["id"].startswith("msg_")
     assert data["model"] == "sim-fresh-2025-09" and data["role"] == "assistant"
     assert data["content"][0]["type"] == "text" and data["stop_reason"] == "end_turn"
-    assert set(data["usage"]) == {"input_tokens", "output_tokens"}
+    assert set(data["usage"]) == {
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    }
 
 
 def test_openai_completion_and_refusal_shape(sim_server: SimHandle) -> None:

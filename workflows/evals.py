@@ -5,7 +5,10 @@ Contract: takes one :class:`EvalRequest`, returns a small :class:`EvalReport` (i
 answers per-arm ``{done, total}`` calls. MigrationWorkflow runs it as a child and reads
 ``report.gate.decision`` and ``report.arms[arm].run_id``.
 
-Steps: plan (validate, choose arms, reuse a baseline) -> every arm's case ranges as batch activities, at
+Steps: plan (validate, choose arms, reuse a baseline) -> preflight (one call per distinct (prompt, model) and
+the judge's: a request the provider refuses fails the eval here, naming the parameter and the config key that
+fixes it, before any batch; versioned by ``workflow.patched(PREFLIGHT_PATCH)``) -> every arm's case ranges as
+batch activities, at
 most ``tuning.parallel_batches`` in flight across arms, interleaved so arms advance together -> summarise
 each arm -> build the report. Only run ids and case index ranges cross the workflow boundary, never
 outputs, so a 10,000-case, 3-epoch, 4-arm eval is a few hundred activities and well under a megabyte of
@@ -39,18 +42,21 @@ with workflow.unsafe.imports_passed_through():
         EvalReport,
         EvalRequest,
         PlanInput,
+        PreflightInput,
         ReportInput,
         RoutedEvalPlan,
         SummarizeInput,
         build_eval_report,
         plan_eval,
+        preflight_eval,
         run_eval_batch,
         summarize_eval_run,
     )
     from pairshift.ratelimit import batch_ranges, model_task_queue, route_batch_cases
 
-NON_RETRYABLE = ["EvalInputError", "ArmFailed"]
+NON_RETRYABLE = ["EvalInputError", "ArmFailed", "PreflightRefused"]
 PROVIDER_QUEUES_PATCH = "provider-task-queues"
+PREFLIGHT_PATCH = "eval-preflight"
 SHORT = timedelta(minutes=10)
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -89,6 +95,15 @@ class EvalWorkflow:
                 start_to_close_timeout=SHORT,
                 retry_policy=RETRY,
             )
+            if workflow.patched(PREFLIGHT_PATCH):
+                self._progress = EvalProgress(phase="preflight")
+                checked = await workflow.execute_activity(
+                    preflight_eval,
+                    PreflightInput(plan=plan),
+                    start_to_close_timeout=SHORT,
+                    retry_policy=RETRY,
+                )
+                plan = plan.model_copy(update={"warnings": [*plan.warnings, *checked.warnings]})
             self._progress = EvalProgress(
                 phase="running",
                 arms={

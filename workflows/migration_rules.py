@@ -177,8 +177,13 @@ def eval_evidence(report: EvalReport | None) -> dict[str, Any]:
     """What the ledger keeps of an eval: the run of every arm, the gate and the report id."""
     if report is None:
         return {}
-    return {
+    evidence: dict[str, Any] = {
         "runs": {arm: a.run_id for arm, a in report.arms.items()},
         "gate": report.gate.decision,
         "report_id": report.report_id,
     }
+    # Only when some were dropped, so the evidence of reports without request rules is unchanged.
+    dropped = {arm: a.dropped_params for arm, a in report.arms.items() if a.dropped_params}
+    if dropped:
+        evidence["dropped_params"] = dropped
+    return evidence

@@ -1,7 +1,8 @@
 """EvalWorkflow's boundary: its request, plan, batches, summaries, report and progress, and its activities.
 
 The 2x2 eval of PRODUCT §1/§6: ``plan_eval`` turns an :class:`EvalRequest` into an :class:`EvalPlan` (with
-each arm's :class:`BatchRoute`), ``run_eval_batch`` runs a :class:`BatchSpec` case range,
+each arm's :class:`BatchRoute`), ``preflight_eval`` sends each distinct request once (a refused one fails
+the eval before any batch), ``run_eval_batch`` runs a :class:`BatchSpec` case range,
 ``summarize_eval_run`` summarises one arm run, ``build_eval_report`` assembles the :class:`EvalReport`. Only
 ids, counts and summaries cross the boundary; outputs stay in the registry. The statistics types
 (:class:`ArmSummary`, :class:`Effect`, :class:`Flip`) are computed by :mod:`pairshift.stats`, the gate's
@@ -214,6 +215,20 @@ class ReportInput(BaseModel):
     flipped_cap: int = 50
 
 
+class PreflightInput(BaseModel):
+    """The ``preflight_eval`` activity's input: the plan whose requests are tried once each."""
+
+    plan: RoutedEvalPlan
+
+
+class PreflightResult(BaseModel):
+    """What the preflight sent: one call per distinct (prompt, model) of the fresh arms, and the judge's."""
+
+    calls: int = Field(description="Targets tried (a context-length error on a first case tries the next).")
+    checked: list[str] = Field(default_factory=list, description="'prompt P on model M', 'the judge on M'.")
+    warnings: list[str] = Field(default_factory=list, description="Dropped params, truncation seen.")
+
+
 # ---------------------------------------------------------------- report and progress
 
 
@@ -247,6 +262,17 @@ class ArmReport(BaseModel):
     reused: bool = Field(False, description="A recent identical run was reused instead of a new one.")
     mcnemar_p: float | None = Field(None, description="Exact McNemar p-value against baseline.")
     by_tag: dict[str, TagStat] = Field(default_factory=dict)
+    cached_input_tokens: int = Field(0, description="Input tokens the provider read from its prompt cache.")
+    error_kinds: dict[str, int] = Field(
+        default_factory=dict,
+        description="Errored calls by kind (context_length, truncated, unavailable, ...).",
+    )
+    truncated_cases: list[str] = Field(
+        default_factory=list, description="Cases whose token limit ran out before any text (reasoning)."
+    )
+    dropped_params: list[str] = Field(
+        default_factory=list, description="Prompt parameters the model's request rules kept from being sent."
+    )
 
 
 class EvalReport(BaseModel):
@@ -282,7 +308,7 @@ class ArmProgress(BaseModel):
 class EvalProgress(BaseModel):
     """The ``progress`` query of EvalWorkflow."""
 
-    phase: str = Field(description="planning | running | summarising | reporting | done | failed")
+    phase: str = Field(description="planning | preflight | running | summarising | reporting | done | failed")
     arms: dict[str, ArmProgress] = Field(default_factory=dict)
 
 
@@ -292,6 +318,12 @@ class EvalProgress(BaseModel):
 @activity.defn
 def plan_eval(data: PlanInput) -> RoutedEvalPlan:
     """Validate the request, choose the arms and create their EvalRun rows (idempotent per eval_id)."""
+    raise NotImplementedError
+
+
+@activity.defn
+async def preflight_eval(data: PreflightInput) -> PreflightResult:
+    """One call per distinct (prompt, model) of the plan; a refusal fails with one line naming the fix."""
     raise NotImplementedError
 
 

@@ -8,7 +8,10 @@ Where retries live: :func:`pairshift.providers.complete` retries 5xx/529/timeout
 carries ``retry-after`` is handed back here instead (``max_retry_after_s=0``) because the rate limit is
 shared state: :mod:`pairshift.ratelimit` blocks every caller of the model until then, and the call is
 queued again (at most ``RATE_LIMIT_RETRIES`` times). A call that still fails is stored as an error result
-(it counts as a failed case); a model that is not found, a bad request or bad credentials fail the arm.
+(it counts as a failed case); a model that is not found, a bad request, bad credentials, a forbidden model or
+an account out of quota fail the arm. Two errors belong to one case and the arm goes on: the case's input is
+longer than the model's context window (kind ``context_length``), and a response whose token limit ran out
+before any text (kind ``truncated``: reasoning used the budget up). Each result stores its error kind.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from pairshift.providers import (
     BadRequest,
     CallParams,
     Completion,
+    ContextLengthExceeded,
     Message,
     ModelNotFound,
     ModelSpec,
+    PermissionDenied,
     ProviderError,
+    QuotaExceeded,
     RateLimited,
     RetryPolicy,
     complete,
@@ -54,7 +60,7 @@ from pairshift.registry.models import (
 from pairshift.registry.store import Registry
 from pairshift.scorers import Output, score_case
 
-FATAL_ERRORS = (ModelNotFound, BadRequest, AuthError)
+FATAL_ERRORS = (ModelNotFound, BadRequest, AuthError, PermissionDenied, QuotaExceeded)
 RATE_LIMIT_RETRIES = 8
 CALL_RETRY = RetryPolicy(max_retry_after_s=0.0)  # see the module docstring: 429 + retry-after come back here
 
@@ -276,16 +282,21 @@ async def _run_one(
 ) -> None:
     """Send one call unless ``done`` (a cache hit) is given, score it, store it."""
     case, epoch, messages, params_dict = call.case, call.epoch, call.messages, call.params_dict
-    cached, error = done is not None, None
+    cached, error, error_kind = done is not None, None, None
     if done is None:
         try:
             done = await call_limited(work.spec, work.model.limits, call.system, call.user, call.params)
             counters.made += 1
+        except ContextLengthExceeded as err:  # this case's input is too long: its error, the arm goes on
+            counters.made += err.attempts
+            error, error_kind = err.message, err.kind
         except FATAL_ERRORS:
             raise
         except ProviderError as err:  # retries exhausted: the case fails, the arm goes on
             counters.made += err.attempts
-            error = err.message
+            error, error_kind = err.message, err.kind
+    if done is not None and done.truncated:
+        error, error_kind = truncation_message(done, call.params), "truncated"
     counters.cached += cached
     counters.errors += error is not None
     output = Output(
@@ -311,6 +322,9 @@ async def _run_one(
         "output_tokens": done.output_tokens if done else 0,
         "cost_usd": output.cost_usd,
         "error": error,
+        "error_kind": error_kind,
+        "cached_input_tokens": done.cached_input_tokens if done else 0,
+        "dropped_params": (done.dropped_params or None) if done else None,
         "cached": cached,
         "passed": scored.passed,
         "score": scored.score,
@@ -328,6 +342,15 @@ async def _run_one(
             "created_at": utcnow(),
         }
     await asyncio.to_thread(_store, registry, row, cache_row)
+
+
+def truncation_message(done: Completion, params: CallParams) -> str:
+    """Why a response with no text is a configuration error rather than a wrong answer."""
+    spent = f" ({done.reasoning_tokens} reasoning tokens)" if done.reasoning_tokens else ""
+    return (
+        f"truncated: model {done.resolved_model} used its whole token limit (max_tokens {params.max_tokens})"
+        f"{spent} before writing any text; raise the prompt's max_tokens or lower its reasoning_effort"
+    )
 
 
 def mark_failed(registry: Registry, run_id: str, message: str) -> None:

@@ -15,7 +15,7 @@ from pairshift.contracts.evals import ArmSummary, DatasetRef, EvalPlan, EvalRepo
 from pairshift.evals.planning import ArmFailed, EvalInputError
 from pairshift.registry.models import DatasetCase, EvalResult, EvalRun, utcnow
 from pairshift.registry.store import Registry
-from pairshift.reports import ArmInput, FlippedOutputs, assemble_report
+from pairshift.reports import ArmFacts, ArmInput, FlippedOutputs, assemble_report
 from pairshift.stats import CaseOutcome, summarize_arm
 
 
@@ -83,6 +83,34 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
     return RunSummary(run_id=run_id, summary=summary, cached_calls=cached)
 
 
+def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
+    """The provider side of a run: cached input tokens, errors by kind, truncated cases, dropped params."""
+    with registry.session() as s:
+        rows = s.exec(
+            select(
+                EvalResult.case_id,
+                EvalResult.error_kind,
+                EvalResult.cached_input_tokens,
+                EvalResult.dropped_params,
+            ).where(EvalResult.run_id == run_id)
+        ).all()
+    kinds: dict[str, int] = {}
+    truncated: set[str] = set()
+    dropped: set[str] = set()
+    for case_id, kind, _, params in rows:
+        if kind:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "truncated":
+            truncated.add(case_id)
+        dropped.update(params or [])
+    return ArmFacts(
+        cached_input_tokens=sum(row[2] or 0 for row in rows),
+        error_kinds=kinds,
+        truncated_cases=sorted(truncated),
+        dropped_params=sorted(dropped),
+    )
+
+
 # ---------------------------------------------------------------- the report
 
 REPORT_KEY = "report"  # the full report lives in the target arm run's summary (no report table yet)
@@ -99,6 +127,7 @@ def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSumm
             reused=a.reused,
             summary=by_run[a.run_id].summary,
             cached_calls=by_run[a.run_id].cached_calls,
+            facts=arm_facts(registry, a.run_id),
         )
         for a in plan.arms
     ]

@@ -1,38 +1,54 @@
 """Model calls for pairshift: one async :func:`complete` over Anthropic, OpenAI(-compatible) and sim.
 
-See :mod:`pairshift.providers.base` for where retries live and how errors are typed.
+See :mod:`pairshift.providers.base` for where retries live, :mod:`pairshift.providers.errors` for how errors
+are typed, :mod:`pairshift.providers.rules` for the request rules and :mod:`pairshift.providers.cost` for what
+a call costs.
 """
 
 from pairshift.providers.base import (
-    AuthError,
-    BadRequest,
     CallParams,
     Completion,
     Message,
-    ModelNotFound,
     ModelSpec,
-    ProviderError,
     ProviderName,
-    ProviderUnavailable,
-    RateLimited,
     RetryPolicy,
     complete,
-    cost_usd,
 )
+from pairshift.providers.cost import cost_usd
+from pairshift.providers.errors import (
+    AuthError,
+    BadRequest,
+    ContextLengthExceeded,
+    ModelNotFound,
+    PermissionDenied,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+)
+from pairshift.providers.rules import RequestRules, outgoing, provider_problems
 
 __all__ = [
     "AuthError",
     "BadRequest",
     "CallParams",
     "Completion",
+    "ContextLengthExceeded",
     "Message",
     "ModelNotFound",
     "ModelSpec",
+    "PermissionDenied",
     "ProviderError",
     "ProviderName",
+    "ProviderTimeout",
     "ProviderUnavailable",
+    "QuotaExceeded",
     "RateLimited",
+    "RequestRules",
     "RetryPolicy",
     "complete",
     "cost_usd",
+    "outgoing",
+    "provider_problems",
 ]

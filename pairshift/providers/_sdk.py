@@ -11,16 +11,8 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import TypeVar
 
-from pairshift.providers.base import (
-    ModelSpec,
-    ProviderError,
-    ProviderUnavailable,
-    cached_client,
-    error_for_status,
-    key_fingerprint,
-    resolve_api_key,
-    timed,
-)
+from pairshift.providers.base import ModelSpec, cached_client, key_fingerprint, resolve_api_key, timed
+from pairshift.providers.errors import ProviderError, ProviderTimeout, ProviderUnavailable, error_for_status
 
 ClientT = TypeVar("ClientT")
 ResponseT = TypeVar("ResponseT")
@@ -46,11 +38,9 @@ def translate_error(sdk: ModuleType, spec: ModelSpec, exc: Exception) -> Provide
         body = exc.body if isinstance(exc.body, dict) else {}
         # Anthropic's SDK hands over the whole body; OpenAI's either the whole body or its "error" member.
         error = body.get("error") if isinstance(body.get("error"), dict) else body
-        return error_for_status(
-            provider, spec.id, exc.status_code, exc.response.headers, error.get("message")
-        )
+        return error_for_status(provider, spec.id, exc.status_code, exc.response.headers, error)
     if isinstance(exc, sdk.APITimeoutError):
-        return ProviderUnavailable(
+        return ProviderTimeout(
             f"{provider} timed out after {spec.timeout_s}s for model {spec.id}", model=spec.id
         )
     return ProviderUnavailable(

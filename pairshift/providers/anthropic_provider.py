@@ -4,6 +4,13 @@ Retries are not made here (the client has ``max_retries=0``); :func:`pairshift.p
 them. The seed travels as ``metadata.user_id = "seed-<n>"`` (a valid Anthropic field) because the Messages API
 has no seed; the local fake server reads it back to seed the sim's noise. Anthropic has no plain JSON mode, so
 ``CallParams.response_format`` is not sent; the prompt text has to ask for JSON.
+
+Reasoning: ``thinking_budget`` sends extended thinking (``thinking: {type: enabled, budget_tokens}``; thinking
+counts toward ``max_tokens``), ``effort`` sends ``output_config.effort``. ``cache_system`` marks the system
+text as a prompt-cache breakpoint. Usage: ``input_tokens`` excludes cache reads and writes, which Anthropic
+reports apart (``cache_read_input_tokens``, ``cache_creation_input_tokens`` split by TTL in
+``cache_creation``); :class:`~pairshift.providers.base.Completion` counts them all as input and prices each
+at its rate.
 """
 
 from __future__ import annotations
@@ -14,14 +21,9 @@ from typing import Any
 import anthropic
 
 from pairshift.providers._sdk import attempt, sdk_client
-from pairshift.providers.base import (
-    CallParams,
-    Completion,
-    FinishReason,
-    Message,
-    ModelSpec,
-    cost_usd,
-)
+from pairshift.providers.base import CallParams, Completion, FinishReason, Message, ModelSpec
+from pairshift.providers.cost import cost_usd
+from pairshift.providers.rules import outgoing
 
 _STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -42,19 +44,34 @@ def _client(spec: ModelSpec) -> anthropic.AsyncAnthropic:
 def request_kwargs(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> dict[str, Any]:
-    """The keyword arguments of ``messages.create`` for this call (also used for batch requests)."""
+    """The keyword arguments of ``messages.create`` for this call (also used for batch requests).
+
+    ``params`` are sent as they are: drop the model's refused ones first
+    (:func:`~pairshift.providers.rules.outgoing`).
+    """
     kwargs: dict[str, Any] = {
         "model": spec.id,
         "max_tokens": params.max_tokens,
         "messages": [{"role": m.role, "content": m.content} for m in messages],
     }
     if system:
-        kwargs["system"] = system
-    if params.temperature is not None:
-        # This SDK generation dropped `temperature` from its typed arguments (newer Claude models
-        # reject sampling knobs), but older snapshots, which are what migrations start from,
-        # still read it from the body.
-        kwargs["extra_body"] = {"temperature": params.temperature}
+        kwargs["system"] = (
+            [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+            if params.cache_system
+            else system
+        )
+    extra: dict[str, Any] = {}
+    # This SDK generation dropped the sampling knobs from its typed arguments (newer Claude models refuse
+    # them), but older snapshots, which are what migrations start from, still read them from the body.
+    for name in ("temperature", "top_p"):
+        if getattr(params, name) is not None:
+            extra[name] = getattr(params, name)
+    if params.thinking_budget is not None:
+        extra["thinking"] = {"type": "enabled", "budget_tokens": params.thinking_budget}
+    if params.effort is not None:
+        extra["output_config"] = {"effort": params.effort}
+    if extra:
+        kwargs["extra_body"] = extra
     if params.stop:
         kwargs["stop_sequences"] = params.stop
     if params.seed is not None:
@@ -62,22 +79,49 @@ def request_kwargs(
     return kwargs
 
 
+def _cache_writes(usage: Any) -> tuple[int, int]:
+    """(5-minute, 1-hour) cache writes; without the TTL split every write is a 5-minute one."""
+    total = getattr(usage, "cache_creation_input_tokens", None) or 0
+    split = getattr(usage, "cache_creation", None)
+    one_hour = (getattr(split, "ephemeral_1h_input_tokens", None) or 0) if split is not None else 0
+    return max(0, total - one_hour), one_hour
+
+
+def completion_from(spec: ModelSpec, response: Any, latency_ms: float, dropped: list[str]) -> Completion:
+    """A Messages API response (an SDK object) as a Completion, priced."""
+    text = "".join(block.text for block in response.content if block.type == "text")
+    usage = response.usage
+    read = getattr(usage, "cache_read_input_tokens", None) or 0
+    write_5m, write_1h = _cache_writes(usage)
+    total_input = usage.input_tokens + read + write_5m + write_1h
+    return Completion(
+        text=text,
+        resolved_model=response.model,
+        input_tokens=total_input,
+        output_tokens=usage.output_tokens,
+        latency_ms=latency_ms,
+        cost_usd=cost_usd(
+            spec,
+            total_input,
+            usage.output_tokens,
+            cached_input_tokens=read,
+            cache_write_5m_tokens=write_5m,
+            cache_write_1h_tokens=write_1h,
+        ),
+        finish_reason=_STOP_REASONS.get(response.stop_reason or "end_turn", "stop"),
+        cached_input_tokens=read,
+        cache_write_tokens=write_5m + write_1h,
+        dropped_params=dropped,
+    )
+
+
 async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One Messages API call, normalised; raises a typed :class:`ProviderError`."""
+    sent, dropped = outgoing(spec, params)
     request = _client(spec).messages.create(
-        **request_kwargs(spec, system, messages, params), timeout=spec.timeout_s
+        **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
     response, latency_ms = await attempt(anthropic, spec, request)
-    text = "".join(block.text for block in response.content if block.type == "text")
-    usage = response.usage
-    return Completion(
-        text=text,
-        resolved_model=response.model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        latency_ms=latency_ms,
-        cost_usd=cost_usd(spec, usage.input_tokens, usage.output_tokens),
-        finish_reason=_STOP_REASONS.get(response.stop_reason or "end_turn", "stop"),
-    )
+    return completion_from(spec, response, latency_ms, dropped)

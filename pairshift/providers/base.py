@@ -1,27 +1,31 @@
-"""One async way to call any model: the types, the typed errors, the retry loop and the cost.
+"""One async way to call any model: the types, the retry loop and the request rules a call obeys.
 
 Everything in pairshift that calls a model (eval activities, the router, the demo) calls
-:func:`complete`. It dispatches on ``ModelSpec.provider`` to a backend module
-(``anthropic_provider``, ``openai_provider`` or ``sim_provider``); each backend makes exactly one
-attempt and translates its SDK's failures into the typed errors below.
+:func:`complete`. It dispatches on ``ModelSpec.provider`` (and ``ModelSpec.api``) to a backend module
+(``anthropic_provider``, ``openai_provider``, ``openai_responses`` or ``sim_provider``); each backend makes
+exactly one attempt and translates its SDK's failures into the typed errors of
+:mod:`pairshift.providers.errors`.
 
 Where retries live (decided once, here):
-    :func:`complete` runs the ONLY retry loop: a bounded number of attempts
-    (``RetryPolicy.max_attempts``) that honours ``retry-after`` on 429 and backs off exponentially
-    with jitter on 5xx / 529 / timeouts / connection errors. The SDK clients are built with
-    ``max_retries=0`` so they never retry underneath, and the Temporal activities that call
-    :func:`complete` do not retry a call on top: an exhausted call is recorded as an error of that
-    case (not a failed activity). Otherwise one slow provider would see 3 x 3 x N attempts.
+    :func:`complete` runs the ONLY retry loop: a bounded number of attempts (the model's ``max_attempts``,
+    else ``RetryPolicy.max_attempts``) that honours ``retry-after`` on 429 and backs off exponentially with
+    jitter on 5xx / 529 / connection errors; a timeout is sent again at most ``max_timeout_attempts`` times in
+    all, because the provider may bill a call it did not answer in time. The SDK clients are built with
+    ``max_retries=0`` so they never retry underneath, and the Temporal activities that call :func:`complete`
+    do not retry a call on top. Otherwise one slow provider would see 3 x 3 x N attempts.
 
-Errors that must not be retried (:class:`ModelNotFound`, :class:`BadRequest`, :class:`AuthError`)
-fail at once. Messages never contain API keys: keys are read from the environment by name
-(``ModelSpec.api_key_env``) at call time and never stored on a spec, an error or a log line.
+Request rules (:mod:`pairshift.providers.rules`): a spec says which parameters its model refuses
+(``drop_params``: not sent, and the completion says which were dropped), which field carries the token limit
+(``max_tokens_param``), which OpenAI API serves it (``api``), its ``timeout_s`` and its ``max_attempts``.
+
+Errors that must not be retried fail at once. Messages never contain API keys: keys are read from the
+environment by name (``ModelSpec.api_key_env``) at call time and never stored on a spec, an error or a log
+line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import importlib
 import logging
@@ -29,19 +33,27 @@ import os
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pairshift.providers.errors import AuthError, ProviderError, ProviderTimeout
+
 log = logging.getLogger(__name__)
 
 ProviderName = Literal["anthropic", "openai", "openai-compatible", "sim"]
+ApiName = Literal["chat", "responses"]
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
+# The call parameters a model may refuse; `drop_params` names them (LiteLLM's word for not sending them).
+DroppableParam = Literal[
+    "temperature", "top_p", "stop", "seed", "response_format", "reasoning_effort", "thinking_budget", "effort"
+]
 
 
 class ModelSpec(BaseModel):
-    """What a call needs to know about a model; built from the registry row."""
+    """What a call needs to know about a model: where it is, its prices and its request rules."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,20 +69,47 @@ class ModelSpec(BaseModel):
     )
     input_per_mtok: float = Field(default=0.0, ge=0)
     output_per_mtok: float = Field(default=0.0, ge=0)
+    cached_input_per_mtok: float | None = Field(
+        default=None, ge=0, description="cache reads; None = 0.1x input (Anthropic) or the input price"
+    )
+    batch_input_per_mtok: float | None = Field(default=None, ge=0, description="None = half the input price")
+    batch_output_per_mtok: float | None = Field(
+        default=None, ge=0, description="None = half the output price"
+    )
     timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int | None = Field(default=None, ge=1, description="None = the caller's RetryPolicy")
+    drop_params: tuple[DroppableParam, ...] = Field(default=(), description="parameters never sent")
+    max_tokens_param: MaxTokensParam | None = Field(
+        default=None, description="None: max_completion_tokens for openai, max_tokens for openai-compatible"
+    )
+    api: ApiName = Field(default="chat", description="openai only: chat completions or the Responses API")
 
     @classmethod
     def from_model(cls, row: Any, *, id: str | None = None, **overrides: Any) -> ModelSpec:
-        """The spec of a registry model row; ``id`` is the name to call (an alias the row lists, say)."""
-        return cls(
+        """The spec of a registry model row; ``id`` is the name to call (an alias the row lists, say).
+
+        Request rules the row leaves unset come from the calendar's rules for the model's family
+        (:func:`pairshift.providers.rules.effective_rules`), so naming a known model needs no extra config.
+        """
+        from pairshift.providers.rules import effective_rules
+
+        prices = {
+            name: getattr(row, name, None)
+            for name in ("cached_input_per_mtok", "batch_input_per_mtok", "batch_output_per_mtok")
+        }
+        rules = effective_rules(row.id, row.provider, getattr(row, "request_rules", None) or {})
+        fields: dict[str, Any] = dict(
             id=id or row.id,
             provider=row.provider,
             base_url=row.base_url,
             api_key_env=row.api_key_env,
             input_per_mtok=row.input_per_mtok,
             output_per_mtok=row.output_per_mtok,
-            **overrides,
+            **{k: v for k, v in prices.items() if v is not None},
+            **rules.spec_fields(),
         )
+        fields.update(overrides)
+        return cls(**fields)
 
 
 class Message(BaseModel):
@@ -83,17 +122,32 @@ class Message(BaseModel):
 
 
 class CallParams(BaseModel):
-    """Sampling parameters of a call, as a prompt version stores them."""
+    """Parameters of a call, as a prompt version stores them (``params:``); checked per provider at apply."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int = Field(default=1024, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2, description="Anthropic: 0..1")
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int = Field(
+        default=1024, gt=0, description="output limit; on reasoning models it includes the reasoning tokens"
+    )
     response_format: Literal["json"] | None = Field(
         default=None, description="'json' -> OpenAI JSON mode; Anthropic has no JSON mode, not sent"
     )
     seed: int | None = Field(default=None, description="the eval engine passes seed=epoch")
     stop: list[str] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
+        default=None, description="OpenAI reasoning models (o-series, gpt-5 family)"
+    )
+    thinking_budget: int | None = Field(
+        default=None, ge=1024, description="Anthropic extended thinking: budget_tokens, below max_tokens"
+    )
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = Field(
+        default=None, description="Anthropic output_config.effort"
+    )
+    cache_system: bool = Field(
+        default=False, description="Anthropic: mark the system text as a prompt-cache breakpoint"
+    )
 
 
 FinishReason = Literal["stop", "length", "refusal", "content_filter", "tool_calls", "error"]
@@ -104,73 +158,21 @@ class Completion(BaseModel):
 
     text: str
     resolved_model: str = Field(description="the response's `model`: how alias drift is seen")
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int = Field(description="every input token, cached or not")
+    output_tokens: int = Field(description="every output token, reasoning tokens included")
     latency_ms: float = Field(description="wall time of the successful attempt")
     cost_usd: float
     finish_reason: FinishReason
     attempts: int = Field(default=1, description="attempts made, including the successful one")
+    cached_input_tokens: int = Field(default=0, description="input tokens read from the provider's cache")
+    cache_write_tokens: int = Field(default=0, description="input tokens written to the cache (Anthropic)")
+    reasoning_tokens: int = Field(default=0, description="output tokens spent on reasoning, not on text")
+    dropped_params: list[str] = Field(default_factory=list, description="set by the prompt, not sent")
 
-
-class ProviderError(Exception):
-    """A failed call. ``retryable`` says whether trying the same request again can help."""
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, model: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.model = model
-        self.status = status
-        self.attempts = 1
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only constructors do not pickle by default; Temporal and process pools pickle.
-        return _rebuild_error, (type(self), self.message, self.model, self.status, self.__dict__)
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(model={self.model!r}, status={self.status!r}, message={self.message!r})"
-        )
-
-
-def _rebuild_error(
-    cls: type[ProviderError], message: str, model: str, status: int | None, state: dict[str, Any]
-) -> ProviderError:
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    err.__dict__.update(state)
-    return err
-
-
-class RateLimited(ProviderError):
-    """429: the provider's rate limit was hit; ``retry_after`` seconds is when to try again."""
-
-    retryable = True
-
-    def __init__(
-        self, message: str, *, model: str, status: int | None = 429, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, model=model, status=status)
-        self.retry_after = retry_after
-
-
-class ProviderUnavailable(ProviderError):
-    """5xx, 529 overloaded, 408/409, timeouts and connection errors: transient, retryable."""
-
-    retryable = True
-
-
-class ModelNotFound(ProviderError):
-    """404/410: the model does not exist here or was retired. Never retried."""
-
-
-class BadRequest(ProviderError):
-    """400/413/422 and other 4xx: the request itself is wrong. Never retried."""
-
-
-class AuthError(ProviderError):
-    """401/403 or a missing API key. Never retried."""
+    @property
+    def truncated(self) -> bool:
+        """The token limit ran out before any text came (reasoning used it up): a config error."""
+        return self.finish_reason == "length" and not self.text.strip()
 
 
 class RetryPolicy(BaseModel):
@@ -179,6 +181,9 @@ class RetryPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_attempts: int = Field(default=4, ge=1)
+    max_timeout_attempts: int = Field(
+        default=2, ge=1, description="a call that timed out is sent at most this often (it may be billed)"
+    )
     initial_backoff_s: float = Field(default=0.5, ge=0)
     max_backoff_s: float = Field(default=20.0, ge=0)
     honour_retry_after: bool = True
@@ -196,11 +201,14 @@ class RetryPolicy(BaseModel):
         base = min(self.max_backoff_s, self.initial_backoff_s * (2 ** (attempt - 1)))
         return base / 2 + rng.random() * base / 2  # "equal jitter": never zero, never above base
 
-
-def cost_usd(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
-    """Price of one call from the spec's price per million tokens."""
-    cost = input_tokens * spec.input_per_mtok / 1e6 + output_tokens * spec.output_per_mtok / 1e6
-    return round(cost, 12)  # drop float dust so sums and equality in reports stay readable
+    def gives_up(self, attempt: int, error: ProviderError, model_attempts: int | None) -> bool:
+        """Whether failed attempt ``attempt`` is the last: not retryable, budget spent, or a long wait."""
+        budget = model_attempts or self.max_attempts
+        if not error.retryable or attempt >= budget:
+            return True
+        if isinstance(error, ProviderTimeout) and attempt >= self.max_timeout_attempts:
+            return True
+        return (getattr(error, "retry_after", None) or 0.0) > self.max_retry_after_s
 
 
 class Backend(Protocol):
@@ -215,14 +223,22 @@ _BACKEND_MODULES: dict[str, str] = {
     "openai-compatible": "pairshift.providers.openai_provider",
     "sim": "pairshift.providers.sim_provider",
 }
+_RESPONSES_MODULE = "pairshift.providers.openai_responses"
 _jitter = random.Random()  # jitter only; the sim never uses this
 
 
 def _backend(provider: str) -> Backend:
     # Imported lazily: the backend modules import this one for their types.
-    module = importlib.import_module(_BACKEND_MODULES[provider])
-    backend: Backend = module.call
+    backend: Backend = importlib.import_module(_BACKEND_MODULES[provider]).call
     return backend
+
+
+def _backend_for(model: ModelSpec) -> Backend:
+    """The backend of ``model``: its provider's, or the Responses API's for ``api: responses``."""
+    if model.api == "responses" and model.provider in ("openai", "openai-compatible"):
+        responses: Backend = importlib.import_module(_RESPONSES_MODULE).call
+        return responses
+    return _backend(model.provider)
 
 
 async def complete(
@@ -242,7 +258,7 @@ async def complete(
     sleeps, such as a uvicorn server ticking on another thread).
     """
     policy = retry or RetryPolicy()
-    backend = _backend(model.provider)
+    backend = _backend_for(model)
     attempt = 0
     while True:
         attempt += 1
@@ -251,8 +267,7 @@ async def complete(
             return result.model_copy(update={"attempts": attempt})
         except ProviderError as err:
             err.attempts = attempt
-            too_long = getattr(err, "retry_after", None) or 0.0
-            if not err.retryable or attempt >= policy.max_attempts or too_long > policy.max_retry_after_s:
+            if policy.gives_up(attempt, err, model.max_attempts):
                 raise
             delay = policy.delay_s(attempt, err, _jitter)
             log.info("retrying %s in %.2fs after attempt %d: %s", model.id, delay, attempt, err.message)
@@ -260,63 +275,6 @@ async def complete(
 
 
 # ---- helpers shared by the SDK backends -------------------------------------------------------
-
-
-def error_for_status(
-    provider: str, model: str, status: int, headers: Mapping[str, str], api_message: str | None
-) -> ProviderError:
-    """Translate an HTTP error status into the typed error the rest of pairshift acts on."""
-    detail = f": {api_message}" if api_message else ""
-    if status == 429:
-        return RateLimited(
-            f"{provider} rate limit hit for model {model}{detail}",
-            model=model,
-            retry_after=parse_retry_after(headers),
-        )
-    if status in (404, 410):
-        return ModelNotFound(
-            f"model {model} was not found at {provider} (HTTP {status}); it may be retired - "
-            f"check its retirement date and replacement{detail}",
-            model=model,
-            status=status,
-        )
-    if status in (401, 403):
-        return AuthError(
-            f"{provider} refused the credentials for model {model} (HTTP {status}){detail}",
-            model=model,
-            status=status,
-        )
-    if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(
-            f"{provider} unavailable for model {model} (HTTP {status}){detail}", model=model, status=status
-        )
-    return BadRequest(
-        f"{provider} rejected the request for model {model} (HTTP {status}){detail}",
-        model=model,
-        status=status,
-    )
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` (OpenAI, the sim) or ``retry-after`` (seconds or HTTP date)."""
-    value_ms = headers.get("retry-after-ms")
-    if value_ms:
-        try:
-            return max(0.0, float(value_ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None  # an unreadable header: fall back to exponential backoff
-    return max(0.0, when.timestamp() - time.time())
 
 
 def resolve_api_key(spec: ModelSpec, default_env: str, base_url: str | None) -> str:

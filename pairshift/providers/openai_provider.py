@@ -1,9 +1,13 @@
 """OpenAI chat completions backend (``openai`` and ``openai-compatible``) via the official SDK.
 
-``openai-compatible`` covers vLLM, Ollama and LLM gateways: the same wire format at another
-``base_url``. One attempt per call (``max_retries=0``); :func:`pairshift.providers.base.complete`
-owns retries. ``openai`` sends ``max_completion_tokens`` (required by OpenAI's reasoning models);
-``openai-compatible`` sends the older ``max_tokens``, which every compatible server understands.
+``openai-compatible`` covers vLLM, Ollama, Azure-style and LLM gateways: the same wire format at another
+``base_url``. One attempt per call (``max_retries=0``); :func:`pairshift.providers.base.complete` owns
+retries. The token limit goes in the model's ``max_tokens_param``: by default ``max_completion_tokens`` for
+``openai`` (OpenAI's reasoning models refuse ``max_tokens``) and ``max_tokens`` for ``openai-compatible``
+(what every compatible server understands; gateways in front of reasoning models want
+``max_completion_tokens``, which the model's config says). Parameters the model refuses (``drop_params``) are
+not sent. ``prompt_tokens`` counts every input token; ``prompt_tokens_details.cached_tokens`` the cached ones,
+priced at the model's cached-input price. ``completion_tokens`` includes reasoning tokens.
 """
 
 from __future__ import annotations
@@ -14,15 +18,10 @@ from typing import Any
 import openai
 
 from pairshift.providers._sdk import attempt, sdk_client
-from pairshift.providers.base import (
-    BadRequest,
-    CallParams,
-    Completion,
-    FinishReason,
-    Message,
-    ModelSpec,
-    cost_usd,
-)
+from pairshift.providers.base import CallParams, Completion, FinishReason, Message, ModelSpec
+from pairshift.providers.cost import cost_usd
+from pairshift.providers.errors import BadRequest
+from pairshift.providers.rules import outgoing
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -33,7 +32,8 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 }
 
 
-def _client(spec: ModelSpec) -> openai.AsyncOpenAI:
+def client_for(spec: ModelSpec) -> openai.AsyncOpenAI:
+    """The SDK client of an ``openai`` / ``openai-compatible`` spec (one per loop, key and base URL)."""
     base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL")
     if spec.provider == "openai-compatible" and not base_url:
         raise BadRequest(
@@ -43,32 +43,41 @@ def _client(spec: ModelSpec) -> openai.AsyncOpenAI:
     return sdk_client(openai, openai.AsyncOpenAI, spec, base_url, "OPENAI_API_KEY")
 
 
+def token_field(spec: ModelSpec) -> str:
+    """The request field that carries the token limit for this model."""
+    if spec.max_tokens_param is not None:
+        return spec.max_tokens_param
+    return "max_completion_tokens" if spec.provider == "openai" else "max_tokens"
+
+
 def request_kwargs(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> dict[str, Any]:
-    """The keyword arguments of ``chat.completions.create`` for this call."""
+    """The keyword arguments of ``chat.completions.create`` for this call (``params`` already filtered)."""
     wire_messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     wire_messages += [{"role": m.role, "content": m.content} for m in messages]
     kwargs: dict[str, Any] = {"model": spec.id, "messages": wire_messages}
-    token_field = "max_completion_tokens" if spec.provider == "openai" else "max_tokens"
-    kwargs[token_field] = params.max_tokens
-    if params.temperature is not None:
-        kwargs["temperature"] = params.temperature
-    if params.stop:
-        kwargs["stop"] = params.stop
-    if params.seed is not None:
-        kwargs["seed"] = params.seed
+    kwargs[token_field(spec)] = params.max_tokens
+    for name in ("temperature", "top_p", "stop", "seed", "reasoning_effort"):
+        if getattr(params, name) is not None:
+            kwargs[name] = getattr(params, name)
     if params.response_format == "json":
         kwargs["response_format"] = {"type": "json_object"}
     return kwargs
+
+
+def _detail(usage: Any, group: str, name: str) -> int:
+    details = getattr(usage, group, None) if usage is not None else None
+    return (getattr(details, name, None) or 0) if details is not None else 0
 
 
 async def call(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> Completion:
     """One chat completion, normalised; raises a typed :class:`ProviderError`."""
-    request = _client(spec).chat.completions.create(
-        **request_kwargs(spec, system, messages, params), timeout=spec.timeout_s
+    sent, dropped = outgoing(spec, params)
+    request = client_for(spec).chat.completions.create(
+        **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
     response, latency_ms = await attempt(openai, spec, request)
     choice = response.choices[0]
@@ -76,14 +85,19 @@ async def call(
     finish: FinishReason = (
         "refusal" if refusal else _FINISH_REASONS.get(choice.finish_reason or "stop", "stop")
     )
-    input_tokens = response.usage.prompt_tokens if response.usage else 0
-    output_tokens = response.usage.completion_tokens if response.usage else 0
+    usage = response.usage
+    input_tokens = usage.prompt_tokens if usage else 0
+    output_tokens = usage.completion_tokens if usage else 0
+    cached = _detail(usage, "prompt_tokens_details", "cached_tokens")
     return Completion(
         text=choice.message.content or refusal or "",
         resolved_model=response.model,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         latency_ms=latency_ms,
-        cost_usd=cost_usd(spec, input_tokens, output_tokens),
+        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached),
         finish_reason=finish,
+        cached_input_tokens=cached,
+        reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        dropped_params=dropped,
     )

@@ -36,12 +36,18 @@ class Model(SQLModel, table=True):
     resolved_snapshot: str | None = None  # last snapshot an alias was seen to resolve to
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
+    cached_input_per_mtok: float | None = None  # None: 0.1x input (Anthropic) or the input price
+    batch_input_per_mtok: float | None = None  # None: half the input price
+    batch_output_per_mtok: float | None = None  # None: half the output price
     deprecated_on: date | None = None
     retires_on: date | None = None
     replacement: str | None = None
     base_url: str | None = None
     api_key_env: str | None = None  # the secret's NAME, never the secret
     limits: dict[str, Any] = _json(default_factory=dict)
+    # What config said of the model's request rules (pairshift.providers.rules.RequestRules, unset fields left
+    # out); the calendar's family rules fill the rest when a call is made.
+    request_rules: dict[str, Any] | None = _json(default_factory=dict, nullable=True)
     source: str = "config"  # config | calendar
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -194,6 +200,9 @@ class EvalResult(SQLModel, table=True):
     output_tokens: int = 0
     cost_usd: float = 0.0
     error: str | None = None
+    error_kind: str | None = None  # truncated | context_length | unavailable | rate_limited | ...
+    cached_input_tokens: int = 0  # input tokens the provider read from its prompt cache
+    dropped_params: list[str] | None = _json(default=None, nullable=True)  # set by the prompt, not sent
     cached: bool = False
     passed: bool = False
     score: float = 0.0

@@ -6,7 +6,7 @@ unchanged against 127.0.0.1. Routes:
 - Anthropic: ``POST /v1/messages``, ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
   ``GET /v1/messages/batches/{id}/results`` (JSONL). ``GET /v1/models`` answers in Anthropic's shape
   when the request carries ``anthropic-version``, otherwise in OpenAI's (with ``shutdown_date``).
-- OpenAI: ``POST /v1/chat/completions``.
+- OpenAI: ``POST /v1/chat/completions`` and ``POST /v1/responses`` (the Responses API).
 - Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
   ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
   ``GET /_admin/answers`` (how often each distinct request was answered, by :func:`request_fingerprint`),
@@ -15,8 +15,15 @@ unchanged against 127.0.0.1. Routes:
 A requested id resolves through ``aliases`` to a sim snapshot or a ``mirror`` (a real-looking id,
 e.g. ``claude-sonnet-4-20250514``, answered with a sim snapshot's behaviour); the response's
 ``model`` is the resolved id. Checks run in this order: API key (only if ``require_api_key``),
-model (404 unknown/retired), rate limit (429), injected faults (500 / 529 or 503 / timeout), then
-``latency_ms`` is slept and the sim answers. Batches skip rate limits and faults.
+model (404 unknown/retired), quota (``out_of_quota``: OpenAI's 429 ``insufficient_quota``, Anthropic's 400
+credit balance), permission (``forbidden``: 403), the behaving snapshot's request rules (400 with the
+provider's own wording, :mod:`pairshift.sim.rules`), rate limit (429), injected faults (500 / 529 or 503 /
+timeout), then ``latency_ms`` is slept and the sim answers. Batches skip rate limits and faults.
+
+Prompt caching is simulated the way each provider bills it: on the OpenAI wires a system text of 1024 tokens
+or more is cached automatically after its first use (``cached_tokens`` in 128-token steps); on the Anthropic
+wire only a system block marked ``cache_control`` is, written once (``cache_creation_input_tokens``) and read
+after (``cache_read_input_tokens``).
 
 Stats count, per resolved model, ``requests``, ``ok``, each refusal and fault, and ``repeated``: answers to a
 request identical to one already answered (same model, system, messages and seed): the calls a client made
@@ -32,11 +39,10 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any, Literal
 
 import uvicorn
@@ -44,9 +50,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from pairshift.sim import wire
-from pairshift.sim.snapshots import ALIASES, SNAPSHOTS, SimOutput, simulate
+from pairshift.sim import refusals, wire, wire_responses
+from pairshift.sim.batches import Batch, add_batch_routes
+from pairshift.sim.rules import check_request, rules_for
+from pairshift.sim.snapshots import ALIASES, SNAPSHOTS, SimOutput, count_tokens, simulate
 from pairshift.sim.wire import Failure
+
+CACHE_MIN_TOKENS = 1024  # both providers' minimum cacheable prefix (Sonnet/Opus; OpenAI's automatic caching)
+OPENAI_CACHE_STEP = 128  # OpenAI reports cache hits in 128-token increments
 
 FaultKind = Literal["500", "529", "timeout"]
 
@@ -90,6 +101,8 @@ class SimSettings(BaseModel):
             "claude-sonnet-4-6": "sim-fresh-2025-09",
             "gpt-4o-2024-08-06": "sim-classic-2024-06",
             "gpt-5-2025-08-07": "sim-literal-2025-11",
+            "o3-2025-04-16": "sim-reason-2026-03",
+            "claude-opus-4-8": "sim-strict-2026-05",
         },
         description="served id -> sim snapshot whose behaviour answers it",
     )
@@ -99,15 +112,14 @@ class SimSettings(BaseModel):
         description="shown in /v1/models; sim snapshots default to their catalogue retires_on",
     )
     require_api_key: str | None = Field(default=None, description="if set, other keys get 401")
+    out_of_quota: list[str] = Field(
+        default_factory=list, description="resolved ids ('*' = all) out of credit"
+    )
+    forbidden: list[str] = Field(default_factory=list, description="resolved ids this key may not use (403)")
+    context_windows: dict[str, int] = Field(
+        default_factory=dict, description="snapshot -> context window in tokens, over its rules' default"
+    )
     batch_delay_ms: float = Field(default=0.0, ge=0, description="a batch reports in_progress this long")
-
-
-@dataclass
-class _Batch:
-    id: str
-    created: datetime
-    ends: datetime
-    lines: list[dict[str, Any]]
 
 
 @dataclass
@@ -119,8 +131,9 @@ class SimState:
     stats: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     windows: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     scripted: defaultdict[str, deque[FaultKind]] = field(default_factory=lambda: defaultdict(deque))
-    batches: dict[str, _Batch] = field(default_factory=dict)
+    batches: dict[str, Batch] = field(default_factory=dict)
     answered: Counter[str] = field(default_factory=Counter)  # request_fingerprint -> answers
+    prompt_cache: set[tuple[str, str]] = field(default_factory=set)
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +142,14 @@ class SimState:
     def reset(self) -> None:
         self.settings = self.initial.model_copy(deep=True)
         self.rng = random.Random(self.settings.fault_seed)  # own instance: global state stays untouched
-        for table in (self.stats, self.windows, self.scripted, self.batches, self.answered):
+        for table in (
+            self.stats,
+            self.windows,
+            self.scripted,
+            self.batches,
+            self.answered,
+            self.prompt_cache,
+        ):
             table.clear()
 
     def resolve(self, requested: str) -> tuple[str, str]:
@@ -191,10 +211,42 @@ def request_fingerprint(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _account_checks(state: SimState, wire_name: wire.WireName, resolved: str) -> None:
+    """Quota and permission of the key for this model, as the providers answer them."""
+    s = state.settings
+    if resolved in s.out_of_quota or "*" in s.out_of_quota:
+        raise refusals.quota_failure(wire_name)
+    if resolved in s.forbidden or "*" in s.forbidden:
+        raise refusals.permission_failure(wire_name, resolved)
+
+
+def _check_rules(state: SimState, wire_name: wire.WireName, behaviour: str, request: wire.SimRequest) -> None:
+    """The behaving snapshot's request rules (a context window from the settings wins over its default)."""
+    window = state.settings.context_windows.get(behaviour)
+    refusal = check_request(behaviour, request.sent, window or rules_for(behaviour).context_window)
+    if refusal is not None:
+        raise refusals.refusal_failure(wire_name, refusal)
+
+
+def _cache_usage(
+    state: SimState, wire_name: wire.WireName, resolved: str, request: wire.SimRequest
+) -> tuple[int, int]:
+    """(cache read tokens, cache write tokens) of this request's system text, remembering it for the next."""
+    system_tokens = count_tokens(request.system) + 4 if request.system else 0
+    if system_tokens < CACHE_MIN_TOKENS or (wire_name == "anthropic" and not request.cache_system):
+        return 0, 0
+    key = (resolved, request.system or "")
+    seen = key in state.prompt_cache
+    state.prompt_cache.add(key)
+    if wire_name == "anthropic":
+        return (system_tokens, 0) if seen else (0, system_tokens)
+    return (system_tokens // OPENAI_CACHE_STEP * OPENAI_CACHE_STEP if seen else 0), 0
+
+
 async def answer(
     state: SimState, wire_name: wire.WireName, request: wire.SimRequest, headers: dict[str, str]
-) -> tuple[str, SimOutput, dict[str, str]]:
-    """Run one live request through every check; returns (resolved id, output, extra headers)."""
+) -> tuple[str, SimOutput, dict[str, str], tuple[int, int]]:
+    """Run one live request through every check: (resolved id, output, extra headers, cache read/write)."""
     key = state.settings.require_api_key
     if key is not None and wire.api_key(headers) != key:
         state.stats[request.model]["auth_errors"] += 1
@@ -206,6 +258,12 @@ async def answer(
         raise
     stats = state.stats[resolved]
     stats["requests"] += 1
+    try:
+        _account_checks(state, wire_name, resolved)
+        _check_rules(state, wire_name, behaviour, request)
+    except Failure:
+        stats["refused"] += 1
+        raise
     try:
         extra = state.check_rate(resolved, wire_name)
     except Failure:
@@ -222,6 +280,7 @@ async def answer(
     delay_ms = state.settings.latency_ms + state.settings.latency_scale * out.latency_ms
     if delay_ms > 0:
         await asyncio.sleep(delay_ms / 1000.0)
+    cache = _cache_usage(state, wire_name, resolved, request)
     stats["ok"] += 1
     key = request_fingerprint(
         resolved, request.system, [(m.role, m.content) for m in request.messages], request.params.seed
@@ -231,12 +290,13 @@ async def answer(
     state.answered[key] += 1
     stats["input_tokens"] += out.input_tokens
     stats["output_tokens"] += out.output_tokens
-    return resolved, out, extra
+    stats["cached_input_tokens"] += cache[0]
+    return resolved, out, extra, cache
 
 
 def _error_response(wire_name: wire.WireName, failure: Failure) -> JSONResponse:
-    status, body = wire.error_body(wire_name, failure.kind, failure.message)
-    return JSONResponse(body, status_code=status, headers=failure.headers)
+    status, body = wire.error_body(wire_name, failure.kind, failure.message, failure.body)
+    return JSONResponse(body, status_code=failure.status or status, headers=failure.headers)
 
 
 async def _json_body(request: Request) -> Any:
@@ -251,19 +311,34 @@ def _add_provider_routes(app: FastAPI, state: SimState) -> None:
     async def anthropic_messages(request: Request) -> Response:
         try:
             sim_request = wire.parse_anthropic(await _json_body(request))
-            resolved, out, extra = await answer(state, "anthropic", sim_request, dict(request.headers))
+            resolved, out, extra, (read, write) = await answer(
+                state, "anthropic", sim_request, dict(request.headers)
+            )
         except Failure as failure:
             return _error_response("anthropic", failure)
-        return JSONResponse(wire.anthropic_message(resolved, out), headers=extra)
+        return JSONResponse(wire.anthropic_message(resolved, out, read, write), headers=extra)
 
     @app.post("/v1/chat/completions")
     async def openai_chat(request: Request) -> Response:
         try:
             sim_request = wire.parse_openai(await _json_body(request))
-            resolved, out, extra = await answer(state, "openai", sim_request, dict(request.headers))
+            resolved, out, extra, (read, _) = await answer(
+                state, "openai", sim_request, dict(request.headers)
+            )
         except Failure as failure:
             return _error_response("openai", failure)
-        return JSONResponse(wire.openai_completion(resolved, out), headers=extra)
+        return JSONResponse(wire.openai_completion(resolved, out, read), headers=extra)
+
+    @app.post("/v1/responses")
+    async def openai_responses(request: Request) -> Response:
+        try:
+            sim_request = wire_responses.parse_responses(await _json_body(request))
+            resolved, out, extra, (read, _) = await answer(
+                state, "responses", sim_request, dict(request.headers)
+            )
+        except Failure as failure:
+            return _error_response("responses", failure)
+        return JSONResponse(wire_responses.responses_object(resolved, out, read), headers=extra)
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -272,64 +347,6 @@ def _add_provider_routes(app: FastAPI, state: SimState) -> None:
         dates = {m: info.retires_on for m, info in SNAPSHOTS.items() if info.retires_on} | s.shutdown_dates
         shape: wire.WireName = "anthropic" if "anthropic-version" in request.headers else "openai"
         return JSONResponse(wire.model_list(shape, list(dict.fromkeys(ids)), dates))
-
-
-def _add_batch_routes(app: FastAPI, state: SimState) -> None:
-    def batch_json(batch: _Batch, request: Request) -> dict[str, Any]:
-        ended = datetime.now(UTC) >= batch.ends
-        url = str(request.url_for("batch_results", batch_id=batch.id)) if ended else None
-        return wire.batch_object(batch.id, batch.lines, batch.created, batch.ends, ended, url)
-
-    def one_line(item: Any) -> dict[str, Any]:
-        custom_id = item.get("custom_id", "") if isinstance(item, dict) else ""
-        try:
-            req = wire.parse_anthropic(item.get("params") if isinstance(item, dict) else None)
-            resolved, behaviour = state.resolve(req.model)
-        except Failure as failure:
-            return wire.batch_line(custom_id, None, None, failure.kind, failure.message)
-        state.stats[resolved]["batch_requests"] += 1
-        return wire.batch_line(custom_id, resolved, simulate(behaviour, req.system, req.messages, req.params))
-
-    @app.post("/v1/messages/batches")
-    async def create_batch(request: Request) -> Response:
-        try:
-            body = await _json_body(request)
-            items = body.get("requests") if isinstance(body, dict) else None
-            if not isinstance(items, list) or not items:
-                raise Failure("invalid_request", "requests: a non-empty list is required")
-        except Failure as failure:
-            return _error_response("anthropic", failure)
-        now = datetime.now(UTC)
-        batch = _Batch(
-            f"msgbatch_{uuid.uuid4().hex[:24]}",
-            now,
-            now + timedelta(milliseconds=state.settings.batch_delay_ms),
-            [one_line(i) for i in items],
-        )
-        state.batches[batch.id] = batch
-        return JSONResponse(batch_json(batch, request))
-
-    def find(batch_id: str) -> _Batch:
-        if batch_id not in state.batches:
-            raise Failure("not_found", f"message batch {batch_id} not found")
-        return state.batches[batch_id]
-
-    @app.get("/v1/messages/batches/{batch_id}")
-    async def get_batch(batch_id: str, request: Request) -> Response:
-        try:
-            return JSONResponse(batch_json(find(batch_id), request))
-        except Failure as failure:
-            return _error_response("anthropic", failure)
-
-    @app.get("/v1/messages/batches/{batch_id}/results", name="batch_results")
-    async def batch_results(batch_id: str) -> Response:
-        try:
-            batch = find(batch_id)
-            if datetime.now(UTC) < batch.ends:
-                raise Failure("invalid_request", f"message batch {batch_id} has not ended yet")
-        except Failure as failure:
-            return _error_response("anthropic", failure)
-        return Response(wire.jsonl(batch.lines), media_type="application/x-jsonl")
 
 
 _ALIAS_MAP = TypeAdapter(dict[str, str])
@@ -394,7 +411,7 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
     state = SimState(initial=settings or SimSettings())
     app.state.sim = state
     _add_provider_routes(app, state)
-    _add_batch_routes(app, state)
+    add_batch_routes(app, state)
     _add_admin_routes(app, state)
     return app
 

@@ -52,6 +52,11 @@ class SnapshotInfo(BaseModel):
     ms_per_output_token: float
     input_per_mtok: float = Field(description="suggested list price for configs and the demo")
     output_per_mtok: float
+    reasoning_tokens: dict[str, int] | None = Field(
+        default=None,
+        description="a reasoning snapshot: tokens it thinks per reasoning_effort ('' = not given) before "
+        "any text, out of the same max_tokens",
+    )
 
 
 SNAPSHOTS: dict[str, SnapshotInfo] = {
@@ -105,6 +110,41 @@ SNAPSHOTS: dict[str, SnapshotInfo] = {
             input_per_mtok=1.0,
             output_per_mtok=5.0,
         ),
+        SnapshotInfo(
+            id="sim-reason-2026-03",
+            description="a reasoning snapshot: refuses temperature other than 1, stop and max_tokens (as "
+            "OpenAI's o-series do); thinks before it answers, out of the same token limit",
+            released=date(2026, 3, 10),
+            noise_rate=0.02,
+            plain_template="Severity: {severity}. Team: {team}.",
+            generic_template="Answer: {topic}",
+            base_latency_ms=1500.0,
+            ms_per_output_token=8.0,
+            input_per_mtok=2.0,
+            output_per_mtok=8.0,
+            reasoning_tokens={
+                "": 192,
+                "none": 0,
+                "minimal": 16,
+                "low": 64,
+                "medium": 192,
+                "high": 768,
+                "xhigh": 1536,
+            },
+        ),
+        SnapshotInfo(
+            id="sim-strict-2026-05",
+            description="an Anthropic-style snapshot without sampling parameters: refuses temperature, top_p "
+            "and top_k (as Claude Opus 4.7 and later do)",
+            released=date(2026, 5, 20),
+            noise_rate=0.03,
+            plain_template="Severity: {severity}. Team: {team}.",
+            generic_template="Response: {topic}",
+            base_latency_ms=700.0,
+            ms_per_output_token=15.0,
+            input_per_mtok=5.0,
+            output_per_mtok=25.0,
+        ),
     )
 }
 ALIASES: dict[str, str] = {"sim-latest": "sim-fresh-2025-09"}
@@ -130,6 +170,7 @@ class SimOutput(BaseModel):
     output_tokens: int
     finish_reason: str = Field(description="'stop' | 'length' | 'refusal'")
     latency_ms: float = Field(description="simulated provider latency (reported, not slept)")
+    reasoning_tokens: int = Field(default=0, description="part of output_tokens spent thinking")
 
 
 def resolve(model_id: str, aliases: dict[str, str] | None = None) -> str:
@@ -284,15 +325,23 @@ def _generic_text(snap: SnapshotInfo, messages: list[Message], how: _Instruction
     return json.dumps({"answer": text}) if how.asks_json else text
 
 
-def _clip(text: str, params: CallParams) -> tuple[str, str]:
-    """Apply stop sequences and max_tokens; returns (text, finish_reason)."""
+def _clip(text: str, params: CallParams, reasoning: int = 0) -> tuple[str, str]:
+    """Apply stop sequences and what max_tokens leaves after ``reasoning``; returns (text, finish_reason)."""
     for stop in params.stop or []:
         if stop and stop in text:
             text = text[: text.index(stop)]
-    limit = params.max_tokens * CHARS_PER_TOKEN
+    limit = max(0, params.max_tokens - reasoning) * CHARS_PER_TOKEN
     if len(text) > limit:
         return text[:limit], "length"
     return text, "stop"
+
+
+def _reasoning(snap: SnapshotInfo, params: CallParams) -> int:
+    """Tokens a reasoning snapshot thinks before answering (at most the whole max_tokens)."""
+    if not snap.reasoning_tokens:
+        return 0
+    wanted = snap.reasoning_tokens.get(params.reasoning_effort or "", snap.reasoning_tokens[""])
+    return min(wanted, params.max_tokens)
 
 
 def simulate(snapshot_id: str, system: str | None, messages: list[Message], params: CallParams) -> SimOutput:
@@ -307,11 +356,12 @@ def simulate(snapshot_id: str, system: str | None, messages: list[Message], para
         if refused
         else (_triage_text(snap, *ticket, how, key, params) if ticket else _generic_text(snap, messages, how))
     )
+    reasoning = _reasoning(snap, params)
     if text is None:
         text, finish = REFUSAL_TEXT, "refusal"
     else:
-        text, finish = _clip(text, params)
-    output_tokens = count_tokens(text)
+        text, finish = _clip(text, params, reasoning)
+    output_tokens = count_tokens(text) + reasoning
     jitter = 0.9 + 0.2 * _unit(snap.id, "latency", key, params.seed)
     return SimOutput(
         text=text,
@@ -319,4 +369,5 @@ def simulate(snapshot_id: str, system: str | None, messages: list[Message], para
         output_tokens=output_tokens,
         finish_reason=finish,
         latency_ms=round((snap.base_latency_ms + snap.ms_per_output_token * output_tokens) * jitter, 3),
+        reasoning_tokens=reasoning,
     )

@@ -19,17 +19,26 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pairshift.providers.base import CallParams, Message
-from pairshift.sim.snapshots import SimOutput
+from pairshift.sim.rules import Sent
+from pairshift.sim.snapshots import SimOutput, count_input_tokens
 
-WireName = Literal["anthropic", "openai"]
+WireName = Literal["anthropic", "openai", "responses"]
 ErrorKind = Literal[
-    "invalid_request", "authentication", "not_found", "rate_limit", "api_error", "overloaded", "timeout"
+    "invalid_request",
+    "authentication",
+    "permission",
+    "not_found",
+    "rate_limit",
+    "api_error",
+    "overloaded",
+    "timeout",
 ]
 
 # kind -> (HTTP status, Anthropic error.type)
 _ANTHROPIC_ERRORS: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request_error"),
     "authentication": (401, "authentication_error"),
+    "permission": (403, "permission_error"),
     "not_found": (404, "not_found_error"),
     "rate_limit": (429, "rate_limit_error"),
     "api_error": (500, "api_error"),
@@ -40,6 +49,7 @@ _ANTHROPIC_ERRORS: dict[str, tuple[int, str]] = {
 _OPENAI_ERRORS: dict[str, tuple[int, str, str | None]] = {
     "invalid_request": (400, "invalid_request_error", None),
     "authentication": (401, "invalid_request_error", "invalid_api_key"),
+    "permission": (403, "invalid_request_error", "model_not_found"),
     "not_found": (404, "invalid_request_error", "model_not_found"),
     "rate_limit": (429, "requests", "rate_limit_exceeded"),
     "api_error": (500, "server_error", None),
@@ -49,29 +59,46 @@ _OPENAI_ERRORS: dict[str, tuple[int, str, str | None]] = {
 
 
 class Failure(Exception):
-    """A provider error, sent in the wire format of the route that raised it."""
+    """A provider error, sent in the wire format of the route that raised it.
 
-    def __init__(self, kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> None:
+    ``body`` overrides the generic error object (``{"message", "type", "code", "param"}`` for OpenAI,
+    ``{"type", "message"}`` for Anthropic) where a provider words a refusal its own way; ``status`` overrides
+    the kind's.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        status: int | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind, self.message, self.headers = kind, message, headers or {}
+        self.status, self.body = status, body
 
 
 class SimRequest(BaseModel):
-    """A request of either wire format, reduced to what the sim reads."""
+    """A request of any wire format, reduced to what the sim reads and what the rules check."""
 
     model: str
     system: str | None
     messages: list[Message]
     params: CallParams
+    sent: Sent = Field(default_factory=Sent)
+    cache_system: bool = Field(False, description="Anthropic: the system text carries cache_control")
 
 
-class _TextBlock(BaseModel):
+class TextBlock(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str = "text"
     text: str = ""
 
 
-def _text(content: str | list[_TextBlock] | None) -> str:
+def text_of(content: str | list[TextBlock] | None) -> str:
+    """The text of a content string or list of blocks."""
     if content is None or isinstance(content, str):
         return content or ""
     return "".join(block.text for block in content if block.type == "text")
@@ -79,7 +106,7 @@ def _text(content: str | list[_TextBlock] | None) -> str:
 
 class _AnthropicMessage(BaseModel):
     role: Literal["user", "assistant"]
-    content: str | list[_TextBlock]
+    content: str | list[TextBlock]
 
 
 class _AnthropicRequest(BaseModel):
@@ -87,36 +114,55 @@ class _AnthropicRequest(BaseModel):
     model: str
     max_tokens: int = Field(gt=0)
     messages: list[_AnthropicMessage] = Field(min_length=1)
-    system: str | list[_TextBlock] | None = None
+    system: str | list[TextBlock] | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
     stop_sequences: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
     stream: bool = False
 
 
-class _OpenAIMessage(BaseModel):
+class OpenAIMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[_TextBlock] | None = None
+    content: str | list[TextBlock] | None = None
 
 
 class _OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str
-    messages: list[_OpenAIMessage] = Field(min_length=1)
+    messages: list[OpenAIMessage] = Field(min_length=1)
     temperature: float | None = None
+    top_p: float | None = None
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     seed: int | None = None
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
     stream: bool = False
 
 
-_SEED = re.compile(r"^seed-(-?\d+)$")
+_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def effort(value: Any) -> Any:
+    """A reasoning effort the sim knows, else None."""
+    return value if value in _EFFORTS else None
+
+
+def sampling(**values: float | None) -> dict[str, float | bool]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+SEED = re.compile(r"^seed-(-?\d+)$")
 _T = TypeVar("_T", bound=BaseModel)
 
 
-def _validate(model: type[_T], body: Any) -> _T:
+def validate(model: type[_T], body: Any) -> _T:
+    """A request body as ``model``, or a 400 naming the first bad field."""
     try:
         parsed = model.model_validate(body)
     except ValidationError as exc:
@@ -130,36 +176,52 @@ def _validate(model: type[_T], body: Any) -> _T:
 
 def parse_anthropic(body: Any) -> SimRequest:
     """A Messages API request body as a :class:`SimRequest` (the seed rides in metadata.user_id)."""
-    req = _validate(_AnthropicRequest, body)
-    seed_match = _SEED.match(str((req.metadata or {}).get("user_id", "")))
+    req = validate(_AnthropicRequest, body)
+    seed_match = SEED.match(str((req.metadata or {}).get("user_id", "")))
     params = CallParams(
-        temperature=req.temperature,
+        temperature=min(req.temperature, 2.0) if req.temperature is not None else None,
         max_tokens=req.max_tokens,
         stop=req.stop_sequences,
         seed=int(seed_match.group(1)) if seed_match else None,
     )
-    messages = [Message(role=m.role, content=_text(m.content)) for m in req.messages]
-    return SimRequest(model=req.model, system=_text(req.system) or None, messages=messages, params=params)
+    messages = [Message(role=m.role, content=text_of(m.content)) for m in req.messages]
+    system = text_of(req.system) or None
+    cached = isinstance(req.system, list) and any(getattr(b, "cache_control", None) for b in req.system)
+    sent = Sent(
+        params=sampling(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k),
+        input_tokens=count_input_tokens(system, messages),
+    )
+    return SimRequest(
+        model=req.model, system=system, messages=messages, params=params, sent=sent, cache_system=cached
+    )
 
 
 def parse_openai(body: Any) -> SimRequest:
     """A chat completions request body as a :class:`SimRequest`; system/developer turns join."""
-    req = _validate(_OpenAIRequest, body)
-    system = "\n".join(_text(m.content) for m in req.messages if m.role in ("system", "developer"))
+    req = validate(_OpenAIRequest, body)
+    system = "\n".join(text_of(m.content) for m in req.messages if m.role in ("system", "developer"))
     messages = [
-        Message(role=m.role, content=_text(m.content))
+        Message(role=m.role, content=text_of(m.content))
         for m in req.messages
         if m.role in ("user", "assistant")
     ]
     json_mode = (req.response_format or {}).get("type") in ("json_object", "json_schema")
     params = CallParams(
-        temperature=req.temperature,
+        temperature=min(req.temperature, 2.0) if req.temperature is not None else None,
         max_tokens=req.max_completion_tokens or req.max_tokens or 4096,
         stop=[req.stop] if isinstance(req.stop, str) else req.stop,
         seed=req.seed,
         response_format="json" if json_mode else None,
+        reasoning_effort=effort(req.reasoning_effort),
     )
-    return SimRequest(model=req.model, system=system or None, messages=messages, params=params)
+    knobs = sampling(temperature=req.temperature, top_p=req.top_p)
+    if req.stop:
+        knobs["stop"] = True
+    token_field = "max_tokens" if req.max_tokens is not None else None
+    sent = Sent(
+        params=knobs, token_field=token_field, input_tokens=count_input_tokens(system or None, messages)
+    )
+    return SimRequest(model=req.model, system=system or None, messages=messages, params=params, sent=sent)
 
 
 def api_key(headers: Mapping[str, str]) -> str | None:
@@ -205,21 +267,25 @@ def rate_headers(
     return headers
 
 
-def error_body(wire: WireName, kind: ErrorKind, message: str) -> tuple[int, dict[str, Any]]:
-    """(status, body) of an error in the wire's shape."""
+def error_body(
+    wire: WireName, kind: ErrorKind, message: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """(status, body) of an error in the wire's shape; ``body`` replaces the generic error object."""
     if wire == "anthropic":
         status, type_ = _ANTHROPIC_ERRORS[kind]
         return status, {
             "type": "error",
-            "error": {"type": type_, "message": message},
+            "error": body or {"type": type_, "message": message},
             "request_id": f"req_{uuid.uuid4().hex[:24]}",
         }
     status, type_, code = _OPENAI_ERRORS[kind]
-    return status, {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return status, {"error": body or {"message": message, "type": type_, "param": None, "code": code}}
 
 
-def anthropic_message(resolved: str, out: SimOutput) -> dict[str, Any]:
-    """A Messages API response; ``model`` is the resolved snapshot."""
+def anthropic_message(
+    resolved: str, out: SimOutput, cache_read: int = 0, cache_write: int = 0
+) -> dict[str, Any]:
+    """A Messages API response; ``model`` is the resolved snapshot. ``input_tokens`` excludes cached ones."""
     stop = {"length": "max_tokens", "refusal": "refusal"}.get(out.finish_reason, "end_turn")
     return {
         "id": f"msg_{uuid.uuid4().hex[:24]}",
@@ -229,11 +295,16 @@ def anthropic_message(resolved: str, out: SimOutput) -> dict[str, Any]:
         "content": [{"type": "text", "text": out.text}],
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {"input_tokens": out.input_tokens, "output_tokens": out.output_tokens},
+        "usage": {
+            "input_tokens": out.input_tokens - cache_read - cache_write,
+            "output_tokens": out.output_tokens,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+        },
     }
 
 
-def openai_completion(resolved: str, out: SimOutput) -> dict[str, Any]:
+def openai_completion(resolved: str, out: SimOutput, cached_tokens: int = 0) -> dict[str, Any]:
     """A chat completion; a refusal comes as ``message.refusal`` with null content, as OpenAI does."""
     refused = out.finish_reason == "refusal"
     message = {
@@ -259,6 +330,8 @@ def openai_completion(resolved: str, out: SimOutput) -> dict[str, Any]:
             "prompt_tokens": out.input_tokens,
             "completion_tokens": out.output_tokens,
             "total_tokens": out.input_tokens + out.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": out.reasoning_tokens, "audio_tokens": 0},
         },
     }
 
