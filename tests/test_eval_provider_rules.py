@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sim_fixtures import SimHandle, sim_server, sim_server_session  # noqa: F401
 from sqlmodel import col, func, select
 from temporalio.client import Client, WorkflowFailureError
@@ -141,3 +142,21 @@ async def test_context_length_on_3_of_200_cases_leaves_the_arm_complete_with_3_c
             )
         ).all()
     assert len(failed) == 3
+
+
+def test_eval_planning_refuses_a_pair_whose_params_the_provider_refuses(
+    eval_registry: Registry,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from pairshift.evals import EvalInputError, validate_request
+
+    config = write_config(tmp_path / "c", extra_models=[{"id": "claude-x", "provider": "anthropic"}])
+    doc = yaml.safe_load(config.read_text())
+    hot = {**doc["prompts"][0], "version": "9", "params": {"temperature": 1.5, "max_tokens": 400}}
+    doc["prompts"].append(hot)
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    apply_path(eval_registry, config, by="t")  # a prompt version alone is not checked against any provider
+    request = EvalRequest(deployment="support-triage", to_model="claude-x", to_prompt="support-triage@9")
+    with pytest.raises(EvalInputError) as info:
+        validate_request(eval_registry, request)
+    assert "params.temperature Anthropic accepts 0..1, not 1.5" in str(info.value)

@@ -21,7 +21,7 @@ from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest,
 from pairshift.datasets import MODEL_GRADED_TYPES, Case
 from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem, render
-from pairshift.providers import CallParams, ModelSpec
+from pairshift.providers import CallParams, ModelSpec, provider_problems
 from pairshift.ratelimit import batch_route
 from pairshift.registry.models import (
     DatasetCase,
@@ -172,11 +172,22 @@ def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> N
                 raise EvalInputError(f"prompt {prompt.id} cannot render case {case.id!r}: {exc}") from None
 
 
+def _check_pairs(r: _Resolved) -> None:
+    """Each arm's prompt params against its model's provider (Anthropic's temperature is 0..1, ...)."""
+    for _, prompt_id, name in _arm_pairs(r):
+        prompt = next(p for p in r.prompts.values() if p.id == prompt_id)
+        row = next(m for k, m in r.models.items() if r.names[k] == name)
+        spec = model_spec(row, name)
+        for field, problem in provider_problems(spec.provider, CallParams(**prompt.params), spec.api):
+            raise EvalInputError(f"prompt {prompt.id} on model {name}: params.{field} {problem}")
+
+
 def validate_request(registry: Registry, req: EvalRequest) -> None:
     """Refuse a request that cannot run (the CLI calls this before starting a workflow)."""
     with registry.session() as s:
         r = _resolve(s, req)
         _check_renders(list({p.id: p for p in r.prompts.values()}.values()), load_cases(s, r.dataset_version))
+        _check_pairs(r)
 
 
 def _arm_pairs(r: _Resolved) -> list[tuple[ArmName, str, str]]:
@@ -222,6 +233,7 @@ def plan_eval(
         r = _resolve(s, req)
         cases = load_cases(s, r.dataset_version)
         _check_renders(list({p.id: p for p in r.prompts.values()}.values()), cases)
+        _check_pairs(r)
         judge, warnings = None, []
         if any(
             a.base_type in MODEL_GRADED_TYPES
