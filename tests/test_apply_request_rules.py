@@ -1,5 +1,5 @@
-"""`pairshift apply` and request rules: what a model entry may say, what a pair's params may be per provider,
-what is refused (one line, nothing written), and where a model's rules come from (config over the calendar)."""
+"""`pairshift apply` and request rules: what a model entry may say, what a pair's params may be per
+provider, what is refused (one line, nothing written), and where a model's rules come from (config first)."""
 
 from __future__ import annotations
 
