@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +74,10 @@ class CalendarEntry(BaseModel):
     replacement: str | None = Field(None, description="The provider's recommended replacement.")
     source: str = Field(..., min_length=1, description="Where it was published (URL or file).")
     read_on: date = Field(..., description="When it was read: providers rewrite their pages.")
+    read_from: str | None = Field(
+        None, description="The page actually read when the provider's own could not be (a copy, or a quote)."
+    )
+    note: str | None = Field(None, description="What is and is not verified, in a sentence.")
 
     @field_validator("aliases")
     @classmethod
@@ -281,6 +285,32 @@ def family_rules(model_id: str, provider: str) -> RequestRules:
         if family.covers(model_id, provider):
             return family.rules()
     return RequestRules()
+
+
+REPLACEMENT_MARGIN_DAYS = 90
+
+
+def replacement_problems(entries: list[CalendarEntry]) -> list[str]:
+    """Replacements a migration must not be sent to: not a row of the calendar, or retiring before (or within
+    90 days after) the model they replace. One line each; empty when the calendar keeps the rule."""
+    by_name = {name: e for e in entries for name in (e.id, *e.aliases)}
+    problems = []
+    for entry in entries:
+        if entry.replacement is None:
+            continue
+        replacement = by_name.get(entry.replacement)
+        if replacement is None:
+            problems.append(f"{entry.id}: replacement {entry.replacement} is not in the calendar")
+        elif replacement.retires_on is not None and (
+            entry.retires_on is None
+            or replacement.retires_on <= entry.retires_on + timedelta(days=REPLACEMENT_MARGIN_DAYS)
+        ):
+            problems.append(
+                f"{entry.id} (retires {entry.retires_on or 'on no known date'}): its replacement "
+                f"{replacement.id} retires {replacement.retires_on}, "
+                f"less than {REPLACEMENT_MARGIN_DAYS} days after"
+            )
+    return problems
 
 
 def newest_read_on(entries: list[CalendarEntry]) -> date | None:

@@ -7,10 +7,18 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import dump_registry
 from sqlmodel import select
 
-from pairshift.provider_calendar import CalendarError, load_calendar, sync
+from pairshift.provider_calendar import (
+    CalendarError,
+    family_rules,
+    load_calendar,
+    load_families,
+    replacement_problems,
+    sync,
+)
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model, PromptVersion
 from pairshift.registry.store import Registry
@@ -170,3 +178,65 @@ def test_cli_sync_bundled_then_list_shows_retirement_pins_and_aliases(
     assert table.code == 0 and "RETIRED pinned" in table.out and "unpinned (gpt-5, unpinned)" in table.out
     with open_registry(use_registry).session() as s:
         assert all(m.source == "calendar" for m in s.exec(select(Model)).all())
+
+
+PROVIDER_PAGES = (
+    "https://platform.claude.com/",
+    "https://docs.anthropic.com/",
+    "https://developers.openai.com/",
+)
+
+
+def test_every_bundled_row_cites_the_provider_s_own_page_and_a_read_date() -> None:
+    for entry in load_calendar():
+        assert entry.source.startswith(PROVIDER_PAGES), (entry.id, entry.source)
+        assert entry.read_on <= date(2026, 11, 30), entry.id
+        # Read elsewhere than the provider's page: the row says where, and what is verified.
+        assert entry.read_from is None or entry.note, entry.id
+
+
+def test_no_bundled_replacement_retires_before_or_within_90_days_after_what_it_replaces() -> None:
+    assert replacement_problems(load_calendar()) == []
+
+
+def test_the_replacement_rule_catches_what_it_is_for(tmp_path: Path) -> None:
+    page = {"source": "https://developers.openai.com/x", "read_on": "2026-11-30", "provider": "openai"}
+    rows = [
+        {"id": "a", "retires_on": "2026-10-23", "replacement": "b", **page},
+        {"id": "b", "retires_on": "2027-01-14", **page},  # 83 days after a
+        {"id": "c", "retires_on": "2026-01-01", "replacement": "nowhere", **page},
+        {"id": "d", "retires_on": "2026-01-01", "replacement": "e", **page},
+        {"id": "e", "retires_on": "2026-04-02", **page},  # 91 days after d: fine
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"models": rows}))
+    problems = replacement_problems(load_calendar(bad))
+    assert problems == [
+        "a (retires 2026-10-23): its replacement b retires 2027-01-14, less than 90 days after",
+        "c: replacement nowhere is not in the calendar",
+    ]
+
+
+def test_bundled_families_carry_request_rules_with_their_sources() -> None:
+    families = {f.name: f for f in load_families()}
+    assert families and all(f.source.startswith("https://") and f.read_on for f in families.values())
+    assert family_rules("o3-2025-04-16", "openai").drop_params == ["temperature", "top_p", "stop"]
+    assert (
+        family_rules("gpt-5-mini-2025-08-07", "openai-compatible").max_tokens_param == "max_completion_tokens"
+    )
+    assert family_rules("gpt-5-chat-latest", "openai").drop_params is None
+    assert family_rules("claude-opus-4-8", "anthropic").drop_params == ["temperature", "top_p"]
+    assert family_rules("claude-sonnet-4-6", "anthropic").drop_params is None
+
+
+def test_models_list_warns_when_the_calendar_s_newest_read_date_is_over_90_days_old(
+    use_registry: str, calendar_cli
+) -> None:
+    cli = calendar_cli
+    fresh = cli("models", "list", "--today", "2026-11-30")
+    assert fresh.code == 0 and "warning" not in fresh.err
+    at_90 = cli("models", "list", "--today", "2027-02-28")  # 90 days after 2026-11-30
+    assert "warning" not in at_90.err
+    stale = cli("models", "list", "--today", "2027-03-01", "--json")
+    assert stale.code == 0 and isinstance(stale.json(), list)  # the warning goes to stderr, JSON stays clean
+    assert "warning: the bundled provider calendar was last read on 2026-11-30 (91 days ago)" in stale.err

@@ -29,9 +29,17 @@ from temporalio.client import (
 )
 from temporalio.exceptions import FailureError
 
-from pairshift.cli.common import EXIT_FAILED, CLIError, connect_or_fail, console, emit_json, table
+from pairshift.cli.common import (
+    EXIT_FAILED,
+    CLIError,
+    connect_or_fail,
+    console,
+    emit_json,
+    err_console,
+    table,
+)
 from pairshift.deprecation_plan import active_snapshot, by_id, is_alias
-from pairshift.provider_calendar import CalendarError, load_calendar, sync
+from pairshift.provider_calendar import CalendarError, load_calendar, newest_read_on, sync
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Model
 from pairshift.settings import get_settings
@@ -44,6 +52,7 @@ schedules_app = typer.Typer(help="The Temporal Schedules that run the scans.", n
 
 SCAN_SCHEDULE, DRIFT_SCHEDULE = "pairshift-deprecation-scan", "pairshift-alias-drift"
 SCAN_EVERY, DRIFT_EVERY = timedelta(days=1), timedelta(hours=6)
+CALENDAR_STALE_AFTER = timedelta(days=90)  # providers rewrite their pages; a quarter-old calendar misleads
 CATCHUP = timedelta(days=1)  # a server down overnight still runs the missed scan once, not a backlog
 SCAN_TIMEOUT = timedelta(minutes=10)  # without a polling worker the CLI would otherwise wait forever
 
@@ -128,7 +137,11 @@ def models_list(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Models with days to retirement, pinned deployments, deployments on unpinned aliases, RETIRED flags."""
-    rows = model_rows(_parse_day(today) or date.today())
+    day = _parse_day(today) or date.today()
+    stale = calendar_staleness(day)
+    if stale:
+        err_console.print(f"warning: {stale}")
+    rows = model_rows(day)
     if json_out:
         return emit_json(rows)
     table(
@@ -147,6 +160,18 @@ def models_list(
             ]
             for r in rows
         ],
+    )
+
+
+def calendar_staleness(today: date) -> str | None:
+    """A warning when the bundled calendar's newest read date is over 90 days before ``today``, else None."""
+    newest = newest_read_on(load_calendar())
+    if newest is None or today - newest <= CALENDAR_STALE_AFTER:
+        return None
+    return (
+        f"the bundled provider calendar was last read on {newest} ({(today - newest).days} days ago): "
+        "providers move retirement dates and replacements; check the models you depend on against their "
+        "pages, or refresh (`pairshift models sync --from model_prices_and_context_window.json`)"
     )
 
 
