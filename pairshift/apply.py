@@ -15,11 +15,12 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from pairshift import ledger
+from pairshift import judges, ledger
 from pairshift.config import (
     ConfigError,
     DatasetConfig,
@@ -159,8 +160,33 @@ def _policy_hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+def _check_judge(s: Session, item: Located, policy: Policy) -> None:
+    """A policy's judge must be a known model that outlives any migration under the policy."""
+    if policy.eval.judge is None:
+        return
+    row = find_model(s, policy.eval.judge)
+    problem = judges.judge_problem(row, policy.eval.judge, date.today(), judges.policy_horizon(policy))
+    if problem is not None:
+        raise ConfigError(f"{item.where(judges.JUDGE_KEY)}: {problem}")
+
+
+def _check_dataset_judge(s: Session, item: Located, dataset: str | None, policy_name: str) -> None:
+    """A dataset with model-graded assertions needs a policy that names its judge."""
+    head = s.get(Dataset, dataset) if dataset else None
+    if head is None:
+        return
+    rows = s.exec(select(DatasetCase.data).where(DatasetCase.dataset_version == head.current_version)).all()
+    graded = judges.first_model_graded_in(rows)
+    policy_row = s.get(PolicyRow, policy_name)
+    policy = Policy.model_validate(policy_row.spec) if policy_row else Policy()
+    if graded is not None and policy.eval.judge is None:
+        where = f"{item.where('policy')}: dataset {dataset}"
+        raise ConfigError(judges.missing_judge_message(where, graded) + f" of policy {policy_name}")
+
+
 def _apply_policy(s: Session, item: Located, policy: Policy, result: ApplyResult) -> None:
     _check_approvers(s, item, policy)
+    _check_judge(s, item, policy)
     spec = policy.model_dump(mode="json")
     digest = _policy_hash(spec)
     row = s.get(PolicyRow, policy.name)
@@ -335,6 +361,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
                 content_hash=_policy_hash(Policy().model_dump(mode="json")),
             )
         )
+    _check_dataset_judge(s, item, cfg.dataset, policy_name)
     if s.get(Model, cfg.model) is None:
         result.warnings.append(
             f"{item.where('model')}: {cfg.model} is an alias (unpinned): the provider may repoint it"

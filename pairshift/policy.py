@@ -50,6 +50,13 @@ class EvalPolicy(_Strict):
     max_latency_p95_ratio: float = Field(
         1.5, gt=0, description="Joint latency p95 / baseline latency p95, at most."
     )
+    judge: str | None = Field(
+        None,
+        min_length=1,
+        description="The model that grades model-graded assertions (llm-rubric, model-graded-closedqa, "
+        "factuality) and online samples: a model id of the registry. Required when the golden dataset has "
+        "model-graded assertions; refused when unknown or retiring within a migration's horizon.",
+    )
 
 
 class Stage(_Strict):

@@ -5,8 +5,8 @@ dataset, as the 2x2 factorial of PRODUCT §1/§6. The activities in ``activities
 around the functions here, in three modules:
 
 - :mod:`~pairshift.evals.planning`: :func:`plan_eval` validates the request, picks the arms (only those that
-  differ from baseline), reuses a recent identical baseline run, chooses the judge and creates the ``EvalRun``
-  rows;
+  differ from baseline), reuses a recent identical baseline run, takes the policy's judge and creates the
+  ``EvalRun`` rows;
 - :mod:`~pairshift.evals.batches`: :func:`run_batch` runs the (case, epoch) calls of a case index range that
   are not stored yet (render, response cache, rate-limited provider call, score, insert-if-absent), and says
   where retries live;
@@ -39,7 +39,6 @@ from pairshift.evals.planning import (
     BASELINE_MAX_AGE,
     ArmFailed,
     EvalInputError,
-    choose_judge,
     load_cases,
     model_family,
     model_spec,
@@ -80,7 +79,6 @@ __all__ = [
     "build_report",
     "cache_key",
     "call_limited",
-    "choose_judge",
     "flipped_outputs",
     "load_cases",
     "load_outcomes",

@@ -1,11 +1,12 @@
-"""Planning an eval: resolve the request, pick the arms, reuse a baseline, choose the judge.
+"""Planning an eval: resolve the request, pick the arms, reuse a baseline, take the policy's judge.
 
 An eval compares a deployment's active pair (baseline) with a target pair on the deployment's golden dataset,
 as the 2x2 factorial of PRODUCT §1/§6. :func:`plan_eval` validates the request, runs only the arms that differ
-from baseline, reuses a recent identical baseline run, chooses a judge of another model family when the
-dataset has model-graded assertions, and creates the ``EvalRun`` rows (idempotently: run ids are derived from
-the eval id). The request itself is resolved by :func:`pairshift.resolver.resolve`, like a migration's; the
-registry lookups here (:func:`model_spec`, :func:`load_cases`) are shared with :mod:`pairshift.evals.batches`.
+from baseline, reuses a recent identical baseline run, takes the policy's judge when the dataset has
+model-graded assertions (:mod:`pairshift.judges`: refused when missing, unknown or retired), and creates the
+``EvalRun`` rows (idempotently: run ids are derived from the eval id). The request itself is resolved by
+:func:`pairshift.resolver.resolve`, like a migration's; the registry lookups here (:func:`model_spec`,
+:func:`load_cases`) are shared with :mod:`pairshift.evals.batches`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from datetime import date, timedelta
 
 from sqlmodel import Session, col, select
 
+from pairshift import judges
 from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest, RoutedEvalPlan
-from pairshift.datasets import MODEL_GRADED_TYPES, Case
+from pairshift.datasets import Case
 from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import CallParams, ModelSpec, provider_problems
 from pairshift.ratelimit import batch_route
+from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     DatasetCase,
     EvalRun,
@@ -75,26 +78,6 @@ def model_family(model_id: str, provider: str) -> str:
     if provider == "sim":  # sim snapshots stand in for distinct vendors: sim-classic, sim-fresh, ...
         return "-".join(lowered.split("-")[:2])
     return provider
-
-
-def choose_judge(s: Session, under_test: Sequence[Model], today: date) -> tuple[str | None, list[str]]:
-    """A live registry model of another family than every model under test; a warning when none exists."""
-    families = {model_family(m.id, m.provider) for m in under_test}
-    live = [
-        m
-        for m in s.exec(select(Model).order_by(col(Model.id))).all()
-        if not m.is_alias and (m.retires_on is None or m.retires_on > today)
-    ]
-    other = [m for m in live if model_family(m.id, m.provider) not in families]
-    if other:
-        return other[0].id, []
-    fallback = under_test[-1].id if under_test else None
-    return fallback, [
-        (
-            f"judge {fallback} is of the same family as a model under test ({', '.join(sorted(families))}); "
-            "add a model of another family to the registry for unbiased model-graded assertions"
-        )
-    ]
 
 
 def load_cases(s: Session, dataset_version: str, start: int = 0, stop: int | None = None) -> list[Case]:
@@ -234,14 +217,7 @@ def plan_eval(
         cases = load_cases(s, r.dataset_version)
         _check_renders(list({p.id: p for p in r.prompts.values()}.values()), cases)
         _check_pairs(r)
-        judge, warnings = None, []
-        if any(
-            a.base_type in MODEL_GRADED_TYPES
-            or any(c.base_type in MODEL_GRADED_TYPES for c in a.assert_ or [])
-            for case in cases
-            for a in case.assert_
-        ):
-            judge, warnings = choose_judge(s, [r.models["old"], r.models["new"]], today or date.today())
+        judge, warnings = _judge(s, r, cases, today or date.today())
         arms = [_plan_arm(s, r, req, eval_id, arm, prompt, model) for arm, prompt, model in _arm_pairs(r)]
         p1, m1 = r.prompts["new"].id, r.names["new"]
         return RoutedEvalPlan(
@@ -261,6 +237,21 @@ def plan_eval(
             warnings=warnings,
             routes=_routes(r, arms),
         )
+
+
+def _judge(s: Session, r: _Resolved, cases: Sequence[Case], today: date) -> tuple[str | None, list[str]]:
+    """The policy's judge when the dataset needs one (refused when missing, unknown or retired)."""
+    graded = judges.first_model_graded(cases)
+    if graded is None:
+        return None, []
+    if r.policy.judge is None:
+        raise EvalInputError(judges.missing_judge_message(f"dataset {r.dataset_name}", graded))
+    row = find_model(s, r.policy.judge)
+    problem = judges.judge_problem(row, r.policy.judge, today)
+    if problem is not None or row is None:
+        raise EvalInputError(f"{problem} ({judges.JUDGE_KEY})")
+    warning = judges.same_family_warning(row, [r.models["old"], r.models["new"]])
+    return r.policy.judge, [warning] if warning else []
 
 
 def _routes(r: _Resolved, arms: Sequence[ArmPlan]) -> dict[str, BatchRoute]:
