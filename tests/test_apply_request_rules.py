@@ -100,7 +100,7 @@ def test_loopback_gateway_and_named_key_are_accepted(use_registry, cli, tmp_path
         "id": "vllm",
         "provider": "openai-compatible",
         "base_url": "https://gateway.example.com/v1",
-        "api_key_env": "GATEWAY_KEY",
+        "api_key_env": "GATEWAY_API_KEY",
         "max_tokens_param": "max_completion_tokens",
     }
     assert cli("apply", "-f", str(config(tmp_path, model=remote, name="b.yaml"))).code == 0
