@@ -25,9 +25,9 @@ from pairshift.contracts.migration import (
     SplitInput,
     StageCheckInput,
 )
-from pairshift.gates import VariantStats, stage_gate
+from pairshift.gates import latency_ranks, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
-from pairshift.observations import variant_stats
+from pairshift.observations import stage_stats
 from pairshift.registry import open_registry
 from pairshift.resolver import InvalidMigration, plan_migration
 
@@ -89,12 +89,14 @@ def promote_pair(inp: PromoteInput) -> bool:
 
 @implements(contract.check_stage)
 def check_stage(inp: StageCheckInput) -> StageCheck:
+    # A stage is (migration, percent): its per-unit aggregates are kept at ingest since the split took effect.
     with open_registry().session() as s:
-        stats = variant_stats(s, inp.deployment, inp.migration, inp.since)
-    empty = VariantStats(n=0)
+        stats = stage_stats(
+            s, inp.migration, inp.percent, ranks_for=lambda size: latency_ranks(inp.canary, size)
+        )
     return stage_gate(
-        stats.get("control", empty),
-        stats.get("candidate", empty),
+        stats["control"],
+        stats["candidate"],
         inp.percent,
         inp.canary,
         elapsed_hours=inp.elapsed_hours,

@@ -1,296 +1,551 @@
-"""Calibration study of the canary stage gate's error-rate test.
+"""Calibration of the canary stage gates on production-like traffic (``make bench``).
 
-Simulates thousands of canaries per stage, checked every ``check_every_minutes``, and measures:
+Traffic comes from :mod:`pairshift.sim.population`: heavy-tailed calls per unit, heavy-tailed per-unit error
+and invalid-output propensities (1% of units fail half their calls), sticky units, a daily cycle with a
+random phase. Every stage is checked every ``check_every_minutes`` up to ``max_hours``, with the gate's own
+functions (pairshift.unit_stats, pairshift.sequential, pairshift.gates), vectorised over the checks:
 
-- the false rollback rate when the candidate equals control, for the always-valid test the gate uses
-  (pairshift.sequential + the gate's tau/alpha rules) and for a naive two-proportion z-test at 0.05 repeated
-  at every check, both over every check up to the stage's ``max_hours`` (the worst case of peeking);
-- the stage's operating outcome under the gate's rules (breach at any check; pass at the first check at or
-  after ``min_hours`` with ``min_samples`` and a non-inferior interval; else a human at ``max_hours``);
-- detection rate and median time to detect for error-rate increases, at each stage's traffic share;
-- false stops of the sample-ratio-mismatch check.
+- **exact margin** (the real check): the candidate is worse than control by exactly each metric's allowed
+  margin, all at once (error and invalid rate +1 point, score -0.02, cost x1.5, latency p95 x1.3); any
+  breach is a false rollback, which must stay under the metric's alpha, and the whole canary's under
+  ``canary.alpha``;
+- **identical candidate**, to compare with the gate these tables replaced (calls treated as independent);
+- **detection**: a +2-point error-rate rise at the 5% stage (1 point beyond the margin).
 
-Vectorised over canaries x checks with numpy, seeded. Run: ``python bench/calibration_bench.py`` (writes
-``bench/results/calibration.md``; ``--canaries`` / ``--seed`` / ``--rate`` / ``--baseline`` to vary).
+Canaries share a realisation of the population's traffic in blocks (each canary draws its own sticky
+assignment); Monte Carlo standard errors come from the spread between blocks. Latency is simulated apart
+(one latency per unit, the gate's sample), one realisation per canary.
+
+Run: ``python bench/calibration_bench.py [--quick] [--out bench/results/calibration.md]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
-from pairshift import sequential as seq
-from pairshift.gates import SRM_ALPHA, metric_alpha, mixture_tau, required_samples, srm_tau
-from pairshift.policy import CanaryPolicy
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-Bool2D = NDArray[np.bool_]
-NAIVE_Z = 1.959963984540054  # two-sided 0.05, rolled back only when the candidate is the worse arm
+from pairshift import sequential as seq  # noqa: E402
+from pairshift.gates import (  # noqa: E402
+    MIN_RATIO_SAMPLES,
+    MIN_SAMPLES_FLOOR,
+    gated_metrics,
+    live_stages,
+    metric_alpha,
+    mixture_tau,
+    srm_alpha,
+    srm_tau,
+    stage_alpha,
+)
+from pairshift.policy import CanaryPolicy  # noqa: E402
+from pairshift.sim.population import Population, S, Shift, first_latencies, stage_traffic  # noqa: E402
+from pairshift.unit_stats import ratio_variance  # noqa: E402
 
-
-@dataclass(frozen=True)
-class GateConfig:
-    label: str
-    margin: float  # allowed error-rate increase
-    alpha: float  # the error-rate interval's share of canary.alpha
-    min_samples: dict[float, int]  # per stage percent
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Cumulative counts at each check, shape (canaries, checks)."""
-
-    nc: NDArray[np.int64]
-    nt: NDArray[np.int64]
-    xc: NDArray[np.int64]
-    xt: NDArray[np.int64]
-
-
-def simulate(
-    rng: np.random.Generator,
-    canaries: int,
-    checks: int,
-    share: float,
-    per_check: int,
-    p_control: float,
-    p_candidate: float,
-) -> Counts:
-    """Each check interval: requests split Binomial(per_check, share); errors Binomial per arm."""
-    nt_step = rng.binomial(per_check, share, size=(canaries, checks))
-    nc_step = per_check - nt_step
-    xt_step = rng.binomial(nt_step, p_candidate)
-    xc_step = rng.binomial(nc_step, p_control)
-    return Counts(*(np.cumsum(a, axis=1) for a in (nc_step, nt_step, xc_step, xt_step)))
-
-
-def always_valid(c: Counts, margin: float, alpha: float) -> tuple[Bool2D, Bool2D]:
-    """(breach, non-inferior) at every check, exactly as gates.stage_gate judges the error rate."""
-    est, var = seq.proportion_difference(c.xc, c.nc, c.xt, c.nt)
-    lo, hi = seq.confidence_sequence(est, var, mixture_tau(margin), alpha)
-    return lo > margin, hi <= margin
+METRICS = ("error_rate", "invalid_rate", "score", "cost_per_call")
+HEAVY_SIGMA = 2.5  # a harsher population: calls per unit far more concentrated on a few units
+_FIELDS = {  # metric -> (kind, y, n, yy, nn, yn, units, call_sq) in population.SUMS names
+    "error_rate": ("binary", "err", "calls", "err_sq", "calls_sq", "err_x_calls", "units", "err"),
+    "invalid_rate": ("binary", "inv", "calls", "inv_sq", "calls_sq", "inv_x_calls", "units", "inv"),
+    "score": (
+        "bounded",
+        "score",
+        "score_n",
+        "score_sq",
+        "score_n_sq",
+        "score_x_n",
+        "score_units",
+        "score_call_sq",
+    ),
+    "cost_per_call": (
+        "positive",
+        "cost",
+        "calls",
+        "cost_sq",
+        "calls_sq",
+        "cost_x_calls",
+        "units",
+        "cost_call_sq",
+    ),
+}
 
 
-def naive(c: Counts, margin: float) -> Bool2D:
-    """A fixed-sample z-test repeated at every check: pooled for margin 0, unpooled against a margin."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pc, pt = c.xc / c.nc, c.xt / c.nt
-        if margin == 0:
-            pool = (c.xc + c.xt) / (c.nc + c.nt)
-            se = np.sqrt(pool * (1 - pool) * (1 / c.nc + 1 / c.nt))
-        else:
-            se = np.sqrt(pc * (1 - pc) / c.nc + pt * (1 - pt) / c.nt)
-        z = (pt - pc - margin) / se
-    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0) > NAIVE_Z
+def estimate(arm: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The gate's ratio and variance for one arm's cumulative sums (shape (len(SUMS), checks))."""
+    kind, *names = _FIELDS[metric]
+    return ratio_variance(kind, *(arm[S[n]] for n in names))  # type: ignore[arg-type]
 
 
-def first(mask: Bool2D) -> NDArray[np.int64]:
-    """Index of the first True per row, -1 when none."""
-    idx = mask.argmax(axis=1)
-    return np.where(mask.any(axis=1), idx, -1)
+@dataclass
+class Gate:
+    """The stage gate's per-check verdicts, vectorised (mirrors pairshift.gates.stage_gate)."""
 
+    policy: CanaryPolicy
+    share: float
 
-def operate(
-    breach: Bool2D, ok: Bool2D, enough: Bool2D, hours: NDArray[np.float64], min_hours: float
-) -> dict[str, float]:
-    """The stage's outcome per canary under the gate's rules; rates and median times in hours."""
-    eligible = ok & enough & (hours >= min_hours - 1e-9)[None, :]
-    end = first(breach | eligible)
-    ended = end >= 0
-    rows = np.arange(len(end))
-    rolled = ended & breach[rows, np.maximum(end, 0)]
-    passed = ended & ~rolled
-    t = hours[np.maximum(end, 0)]
-    return {
-        "rollback": float(rolled.mean()),
-        "pass": float(passed.mean()),
-        "human": float((~ended).mean()),
-        "t_rollback": float(np.median(t[rolled])) if rolled.any() else float("nan"),
-        "t_pass": float(np.median(t[passed])) if passed.any() else float("nan"),
-    }
+    def margins(self) -> dict[str, float]:
+        m = self.policy.metrics
+        assert m.error_rate and m.score and m.cost_per_call
+        return {
+            "error_rate": m.error_rate.max_increase,
+            "invalid_rate": m.error_rate.max_increase,
+            "score": m.score.max_decrease,
+            "cost_per_call": math.log(m.cost_per_call.max_ratio),
+        }
 
+    def metric(self, arms: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(breach, non-inferior) per check."""
+        (rc, vc), (rt, vt) = estimate(arms[0], metric), estimate(arms[1], metric)
+        margin, alpha = self.margins()[metric], metric_alpha(self.policy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if metric == "score":
+                est, var = rc - rt, vc + vt
+                measured = (arms[0][S["score_n"]] > 0) & (arms[1][S["score_n"]] > 0)
+            elif metric == "cost_per_call":
+                est, var = np.log(rt / rc), vc / (rc * rc) + vt / (rt * rt)
+                measured = np.minimum(arms[0][S["calls"]], arms[1][S["calls"]]) >= MIN_RATIO_SAMPLES
+            else:
+                est, var = rt - rc, vc + vt
+                measured = np.ones_like(est, dtype=bool)
+        lo, hi = seq.confidence_sequence(est, var, mixture_tau(margin), alpha)
+        return measured & (lo > margin), (~measured & (metric == "score")) | (measured & (hi <= margin))
 
-def configs(baseline: float, stages: list[tuple[float, float, float]]) -> list[GateConfig]:
-    default = CanaryPolicy()
-    assert default.metrics.error_rate is not None
-    auto = {pct: required_samples(default, baseline, pct) for pct, _, _ in stages}
-    return [
-        GateConfig(
-            f"default policy (max_increase {default.metrics.error_rate.max_increase:g}, alpha "
-            f"{default.alpha:g} split over 5 metrics)",
-            default.metrics.error_rate.max_increase,
-            metric_alpha(default),
-            auto,
-        ),
-        GateConfig(
-            "one metric, any increase (margin 0, alpha 0.05)",
-            0.0,
-            0.05,
-            {pct: 10**12 for pct, _, _ in stages},
-        ),
-    ]
-
-
-def run(
-    canaries: int,
-    seed: int,
-    rate: float,
-    baseline: float,
-    check_minutes: float,
-    stages: list[tuple[float, float, float]],
-    increases: list[float],
-) -> str:
-    rng = np.random.default_rng(seed)
-    per_check = int(round(rate * check_minutes * 60))
-    lines: list[str] = []
-    started = time.perf_counter()
-    for cfg in configs(baseline, stages):
-        null_rows, alt_rows = [], []
-        for pct, min_h, max_h in stages:
-            checks = int(round(max_h * 60 / check_minutes))
-            hours = np.arange(1, checks + 1) * check_minutes / 60
-            for inc in [0.0, *increases]:
-                c = simulate(rng, canaries, checks, pct / 100, per_check, baseline, baseline + inc)
-                breach, ok = always_valid(c, cfg.margin, cfg.alpha)
-                enough = np.minimum(c.nc, c.nt) >= cfg.min_samples[pct]
-                op = operate(breach, ok, enough, hours, min_h)
-                nv = naive(c, cfg.margin)
-                if inc == 0.0:
-                    _, lo, hi = seq.share_mismatch(c.nc, c.nt, pct / 100, srm_tau(pct / 100), SRM_ALPHA)
-                    srm = ((lo > 0) | (hi < 0)).any(axis=1).mean()
-                    null_rows.append(
-                        f"| {pct:g}% | {min_h:g} / {max_h:g} h | {checks} | {breach.any(axis=1).mean():.4f} "
-                        f"| {nv.any(axis=1).mean():.4f} | {op['rollback']:.4f} | {op['pass']:.3f} | "
-                        f"{_h(op['t_pass'])} | {op['human']:.3f} | "
-                        f"{cfg.min_samples[pct] if cfg.min_samples[pct] < 10**12 else 'never'} | {srm:.4f} |"
-                    )
-                else:
-                    detected = first(breach)
-                    t_first = (
-                        float(np.median(hours[detected[detected >= 0]])) if (detected >= 0).any() else np.nan
-                    )
-                    alt_rows.append(
-                        f"| {pct:g}% | +{inc * 100:g} | {op['rollback']:.3f} | {_h(op['t_rollback'])} | "
-                        f"{op['pass']:.3f} | {breach.any(axis=1).mean():.3f} | {_h(t_first)} | "
-                        f"{nv.any(axis=1).mean():.3f} |"
-                    )
-        lines += _tables(cfg, null_rows, alt_rows)
-    elapsed = time.perf_counter() - started
-    return _document(canaries, seed, rate, baseline, check_minutes, stages, lines, elapsed)
-
-
-def _h(hours: float) -> str:
-    return "-" if np.isnan(hours) else f"{hours:.2f}"
-
-
-def _tables(cfg: GateConfig, null_rows: list[str], alt_rows: list[str]) -> list[str]:
-    return [
-        f"### {cfg.label}",
-        "",
-        f"Per-check error-rate interval at alpha {cfg.alpha:g} (two-sided), allowed increase "
-        f"{cfg.margin * 100:g} points; the naive test is a z-test at 0.05 against the same margin.",
-        "",
-        "Candidate == control (false rollbacks):",
-        "",
-        "| stage | min / max hours | checks | always-valid: any breach over all checks | naive z @0.05: any "
-        "rejection over all checks | gate: rolled back | gate: passed | median h to pass | to a human at "
-        "max_hours | min_samples (smaller arm) | SRM false stops |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *null_rows,
-        "",
-        "Error-rate increases (detection):",
-        "",
-        "| stage | increase (points) | gate: rolled back | median h to rollback | gate: passed (missed) | "
-        "always-valid: any breach to max_hours | median h to first breach | naive z: any rejection |",
-        "|---|---|---|---|---|---|---|---|",
-        *alt_rows,
-        "",
-    ]
-
-
-def _document(
-    canaries: int,
-    seed: int,
-    rate: float,
-    baseline: float,
-    check_minutes: float,
-    stages: list[tuple[float, float, float]],
-    tables: list[str],
-    elapsed: float,
-) -> str:
-    stage_text = ", ".join(f"{p:g}% (min {a:g} h, max {b:g} h)" for p, a, b in stages)
-    mc = np.sqrt(0.05 * 0.95 / canaries)
-    return (
-        "\n".join(
-            [
-                "# Canary gate calibration (error rate)",
-                "",
-                "Generated by `python bench/calibration_bench.py`; do not edit by hand.",
-                "",
-                "## Parameters",
-                "",
-                f"- {canaries:,} simulated canaries per stage and scenario, numpy seed {seed}",
-                f"- traffic {rate:g} requests/s in total, split per request by the stage percent; checks "
-                f"every {check_minutes:g} minutes ({int(round(rate * check_minutes * 60)):,} requests per "
-                "check)",
-                f"- stages (the default policy's first three): {stage_text}; every check up to max_hours is "
-                "simulated",
-                f"- control error rate {baseline:.0%}; candidate = control, or control + 1, 2, 5 points",
-                "- the default policy gates 5 metrics (error rate, invalid rate, score, latency p95, cost "
-                "per call), so the error-rate interval gets alpha/5; min_samples is `auto` at the control "
-                "rate",
-                f"- Monte Carlo standard error of a rate near 0.05: {mc:.4f}",
-                f"- run time {elapsed:.1f} s",
-                "",
-                "## How to read it",
-                "",
-                "- *any breach / any rejection over all checks*: the chance that a test which looks at "
-                "every check until "
-                'max_hours ever says "worse"; for the always-valid test this must be at or under its alpha.',
-                "- *gate: rolled back / passed / to a human*: the stage as the gate runs it (breach ends it "
-                "at once; pass at the first check at or after min_hours with min_samples and a non-inferior "
-                "interval; else a human at max_hours). Under the default margin an increase of exactly +1 "
-                "point is *allowed* by the policy, so it is not meant to be rolled back; the margin-0 "
-                "configuration shows detection of any increase.",
-                "- The always-valid test is conservative at 15-minute checks: its boundary holds under "
-                "continuous monitoring, and only its upper side can roll back, so its false rollback rate "
-                "sits far under alpha. The price is detection time; the naive test's higher detection comes "
-                "with its inflated false rollbacks.",
-                "",
-                "## Results",
-                "",
-                *tables,
-            ]
+    def srm(self, arms: np.ndarray) -> np.ndarray:
+        _, lo, hi = seq.share_mismatch(
+            arms[0][S["units"]], arms[1][S["units"]], self.share, srm_tau(self.share), srm_alpha(self.policy)
         )
-        + "\n"
+        return (lo > 0) | (hi < 0)
+
+    def min_samples(self, arms: np.ndarray) -> np.ndarray:
+        """``min_samples: auto`` per check, with the design effect seen in control."""
+        m = self.policy.metrics.error_rate
+        assert m is not None
+        control = arms[0]
+        rate = (control[S["err"]] + 1) / (control[S["calls"]] + 2)
+        _, clustered = estimate(control, "error_rate")
+        _, per_call = seq.bounded_mean(control[S["err"]], control[S["err"]], control[S["calls"]])
+        deff = np.clip(np.nan_to_num(clustered / per_call, nan=1.0, posinf=1.0), 1.0, 50.0)
+        v = seq.required_variance(m.max_increase, mixture_tau(m.max_increase), metric_alpha(self.policy), 0.8)
+        p = np.clip(rate, 1e-4, 0.5)
+        q = self.share
+        total = deff * p * (1 - p) * (1 / q + 1 / (1 - q)) / v
+        return np.maximum(MIN_SAMPLES_FLOOR, np.ceil(total * min(q, 1 - q)))
+
+
+def old_iid_breach(arms: np.ndarray, margin: float, alpha: float) -> np.ndarray:
+    """The gate these tables replaced: error rate with calls treated as independent."""
+    c, t = arms[0], arms[1]
+    est, var = seq.proportion_difference(c[S["err"]], c[S["calls"]], t[S["err"]], t[S["calls"]])
+    lo, _ = seq.confidence_sequence(est, var, mixture_tau(margin), alpha)
+    return lo > margin
+
+
+def new_breach_at(arms: np.ndarray, margin: float, alpha: float) -> np.ndarray:
+    """The clustered error-rate test at a given margin and alpha (for the comparison rows)."""
+    (rc, vc), (rt, vt) = estimate(arms[0], "error_rate"), estimate(arms[1], "error_rate")
+    lo, _ = seq.confidence_sequence(rt - rc, vc + vt, mixture_tau(margin), alpha)
+    return lo > margin
+
+
+# ---------------------------------------------------------------- latency (one latency per unit)
+
+
+def latency_breach(
+    samples: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    checks: int,
+    max_ratio: float,
+    alpha: float,
+) -> np.ndarray:
+    """Per check: does candidate p95's lower end over control p95's upper end exceed ``max_ratio``?"""
+    bounds = []
+    for (values, check), ends in zip(samples, ((0, 2), (0, 2)), strict=True):
+        counts = np.bincount(check, minlength=checks).cumsum()
+        ranks = seq.quantile_rank_table(counts, 0.95, alpha / 2)
+        ordered = np.empty(0)
+        lo_v, hi_v = np.zeros(checks), np.full(checks, np.inf)
+        starts = np.r_[0, counts[:-1]]
+        for k in range(checks):
+            new = np.sort(values[starts[k] : counts[k]])
+            if new.size:
+                ordered = np.insert(ordered, np.searchsorted(ordered, new), new)
+            size = ordered.size
+            lo_r, hi_r = ranks[k, ends[0]], ranks[k, ends[1]]
+            lo_v[k] = ordered[lo_r - 1] if 1 <= lo_r <= size else 0.0
+            hi_v[k] = ordered[hi_r - 1] if 1 <= hi_r <= size else np.inf
+        bounds.append((lo_v, hi_v, counts))
+    (c_lo, c_hi, c_n), (t_lo, t_hi, t_n) = bounds
+    enough = np.minimum(c_n, t_n) >= MIN_RATIO_SAMPLES
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return enough & (t_lo / c_hi > max_ratio)
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Result:
+    rates: dict[str, float]
+    se: dict[str, float]
+    events: dict[str, int]
+    n: int
+    extra: dict[str, float]
+
+
+def _summarise(flags: dict[str, list[np.ndarray]], n: int, extra: dict[str, float] | None = None) -> Result:
+    """flags: name -> per block, a boolean array over that block's canaries."""
+    rates, se, events = {}, {}, {}
+    for name, blocks in flags.items():
+        per_block = np.array([b.mean() for b in blocks])
+        allv = np.concatenate(blocks)
+        rates[name] = float(allv.mean())
+        events[name] = int(allv.sum())
+        se[name] = float(per_block.std(ddof=1) / math.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
+    return Result(rates, se, events, n, extra or {})
+
+
+def run_margin(
+    rng: np.random.Generator,
+    policy: CanaryPolicy,
+    stage: tuple[float, float, float],
+    blocks: int,
+    per_block: int,
+    rate: float,
+    shift: Shift,
+    pop: Population | None = None,
+) -> Result:
+    pct, min_h, max_h = stage
+    gate = Gate(policy, pct / 100)
+    flags: dict[str, list[np.ndarray]] = {k: [] for k in (*METRICS, "srm", "any")}
+    pop = pop or Population()
+    for _ in range(blocks):
+        traffic = stage_traffic(
+            rng, pop, shift, rate_per_s=rate, hours=max_h, check_minutes=policy.check_every_minutes
+        )
+        block: dict[str, list[bool]] = {k: [] for k in flags}
+        for _ in range(per_block):
+            arms = traffic.canary(rng, pct / 100)
+            anyb = gate.srm(arms)
+            block["srm"].append(bool(anyb.any()))
+            for metric in METRICS:
+                breach, _ = gate.metric(arms, metric)
+                block[metric].append(bool(breach.any()))
+                anyb = anyb | breach
+            block["any"].append(bool(anyb.any()))
+        for k, v in block.items():
+            flags[k].append(np.array(v))
+    return _summarise(flags, blocks * per_block)
+
+
+def run_identical(
+    rng: np.random.Generator,
+    policy: CanaryPolicy,
+    stage: tuple[float, float, float],
+    blocks: int,
+    per_block: int,
+    rate: float,
+    pop: Population | None = None,
+) -> Result:
+    pct, _, max_h = stage
+    gate = Gate(policy, pct / 100)
+    names = ("new default", "old default", "new margin 0", "old margin 0")
+    flags: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    pop = pop or Population()
+    old_alpha = 0.05 / len(gated_metrics(policy))  # the replaced gate: all of alpha in every stage
+    for _ in range(blocks):
+        traffic = stage_traffic(
+            rng, pop, Shift(), rate_per_s=rate, hours=max_h, check_minutes=policy.check_every_minutes
+        )
+        block: dict[str, list[bool]] = {k: [] for k in names}
+        for _ in range(per_block):
+            arms = traffic.canary(rng, pct / 100)
+            block["new default"].append(bool(gate.metric(arms, "error_rate")[0].any()))
+            block["old default"].append(bool(old_iid_breach(arms, 0.01, old_alpha).any()))
+            block["new margin 0"].append(bool(new_breach_at(arms, 0.0, 0.05).any()))
+            block["old margin 0"].append(bool(old_iid_breach(arms, 0.0, 0.05).any()))
+        for k, v in block.items():
+            flags[k].append(np.array(v))
+    return _summarise(flags, blocks * per_block)
+
+
+def run_detection(
+    rng: np.random.Generator,
+    policy: CanaryPolicy,
+    stage: tuple[float, float, float],
+    blocks: int,
+    per_block: int,
+    rate: float,
+    rise: float,
+) -> Result:
+    pct, min_h, max_h = stage
+    gate = Gate(policy, pct / 100)
+    hours = (
+        np.arange(1, int(round(max_h * 60 / policy.check_every_minutes)) + 1)
+        * policy.check_every_minutes
+        / 60
     )
+    caught: list[np.ndarray] = []
+    times: list[float] = []
+    pop = Population()
+    for _ in range(blocks):
+        traffic = stage_traffic(
+            rng,
+            pop,
+            Shift(error=rise),
+            rate_per_s=rate,
+            hours=max_h,
+            check_minutes=policy.check_every_minutes,
+        )
+        block = []
+        for _ in range(per_block):
+            arms = traffic.canary(rng, pct / 100)
+            breach, _ = gate.metric(arms, "error_rate")
+            block.append(bool(breach.any()))
+            if breach.any():
+                times.append(float(hours[int(breach.argmax())]))
+        caught.append(np.array(block))
+    extra = {
+        "median_hours": float(np.median(times)) if times else float("nan"),
+        "p90_hours": float(np.quantile(times, 0.9)) if times else float("nan"),
+    }
+    return _summarise({"caught": caught}, blocks * per_block, extra)
+
+
+def run_latency(
+    rng: np.random.Generator,
+    policy: CanaryPolicy,
+    stage: tuple[float, float, float],
+    canaries: int,
+    rate: float,
+    ratio: float,
+) -> Result:
+    pct, _, max_h = stage
+    assert policy.metrics.latency_p95 is not None
+    checks = int(round(max_h * 60 / policy.check_every_minutes))
+    pop = Population()
+    out = []
+    for _ in range(canaries):
+        samples = first_latencies(
+            rng,
+            pop,
+            Shift(latency_ratio=ratio),
+            pct / 100,
+            rate_per_s=rate,
+            hours=max_h,
+            check_minutes=policy.check_every_minutes,
+        )
+        out.append(
+            bool(
+                latency_breach(
+                    samples, checks, policy.metrics.latency_p95.max_ratio, metric_alpha(policy)
+                ).any()
+            )
+        )
+    blocks = [np.array(out[i : i + 50]) for i in range(0, len(out), 50)]
+    return _summarise({"latency_p95": blocks}, canaries)
+
+
+def srm_power(policy: CanaryPolicy, pct: float, relative: float = 0.1, power: float = 0.8) -> int:
+    """Units after which a ``relative`` mismatch of the candidate share is flagged with ``power``.
+
+    Normal approximation of the observed share; the always-valid half-width is the gate's.
+    """
+    share = pct / 100
+    observed = share * (1 + relative)
+    z = float(seq.sps.norm.ppf(power))
+    lo, hi = 100, 10**9
+    while lo < hi:  # smallest N with P(share estimate - width > share) >= power
+        n = (lo + hi) // 2
+        sd = math.sqrt(share * (1 - share) / n)
+        width = float(seq.half_width(share * (1 - share) / n, srm_tau(share), srm_alpha(policy)))
+        lo, hi = (lo, n) if abs(observed - share) - width >= z * sd else (n + 1, hi)
+    return lo
+
+
+# ---------------------------------------------------------------- report
+
+
+def _cp_upper(events: int, n: int, level: float = 0.95) -> float:
+    return float(seq.sps.beta.ppf(level, events + 1, n - events)) if events < n else 1.0
+
+
+def _rate(r: Result, name: str) -> str:
+    return f"{r.rates[name]:.4f} ({r.events[name]}/{r.n}; 95% upper {_cp_upper(r.events[name], r.n):.4f})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--canaries", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="few canaries (smoke test)")
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--rate", type=float, default=10.0, help="total requests per second")
-    parser.add_argument("--baseline", type=float, default=0.01, help="control error rate")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration.md")
+    parser.add_argument("--rate", type=float, default=10.0, help="mean requests per second, all units")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "calibration.md")
     args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
     policy = CanaryPolicy()
     stages = [(s.percent, s.min_hours, s.max_hours or s.min_hours) for s in policy.stages[:3]]
-    text = run(
-        args.canaries,
-        args.seed,
-        args.rate,
-        args.baseline,
-        policy.check_every_minutes,
+    m = policy.metrics
+    assert m.error_rate and m.score and m.cost_per_call and m.latency_p95
+    at_margin = Shift(
+        error=m.error_rate.max_increase,
+        invalid=m.error_rate.max_increase,
+        score=m.score.max_decrease,
+        cost_ratio=m.cost_per_call.max_ratio,
+    )
+    size = (
+        {1.0: (40, 50), 5.0: (25, 40), 20.0: (20, 20)}
+        if not args.quick
+        else {p: (2, 5) for p, _, _ in stages}
+    )
+    lat_size = {1.0: 1000, 5.0: 500, 20.0: 200} if not args.quick else {p: 20 for p, _, _ in stages}
+    started = time.perf_counter()
+    margin_rows, lat_rows = [], []
+    total_bound = 0.0
+    for stage in stages:
+        b, k = size[stage[0]]
+        r = run_margin(rng, policy, stage, b, k, args.rate, at_margin)
+        lat = run_latency(rng, policy, stage, lat_size[stage[0]], args.rate, m.latency_p95.max_ratio)
+        margin_rows.append((stage, r))
+        lat_rows.append(lat)
+        total_bound += r.rates["any"] + lat.rates["latency_p95"]
+    ident = run_identical(rng, policy, stages[0], *(size[1.0] if not args.quick else (2, 5)), args.rate)
+    heavy = Population(activity_sigma=HEAVY_SIGMA)
+    heavy_size = (20, 50) if not args.quick else (2, 5)
+    ident_heavy = run_identical(rng, policy, stages[0], *heavy_size, args.rate, heavy)
+    margin_heavy = run_margin(rng, policy, stages[0], *heavy_size, args.rate, at_margin, heavy)
+    det = run_detection(rng, policy, stages[1], *((20, 25) if not args.quick else (2, 5)), args.rate, 0.02)
+    elapsed = time.perf_counter() - started
+    text = _document(
+        args,
+        policy,
         stages,
-        [0.01, 0.02, 0.05],
+        margin_rows,
+        lat_rows,
+        (ident, ident_heavy, margin_heavy),
+        det,
+        total_bound,
+        elapsed,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
+
+
+def _document(args, policy, stages, margin_rows, lat_rows, idents, det, total_bound, elapsed) -> str:  # type: ignore[no-untyped-def]
+    ident, heavy, heavy_margin = idents
+    alpha_m = metric_alpha(policy)
+    lines = [
+        "# Canary gate calibration on production-like traffic",
+        "",
+        "Generated by `python bench/calibration_bench.py` (`make bench`); do not edit by hand.",
+        "",
+        "## Traffic and gate",
+        "",
+        f"- {args.rate:g} requests/s on average over a population of {Population().units:,} units: "
+        "log-normal calls per "
+        "unit (sigma 1.5), a daily cycle (amplitude 0.6, random phase per stage), sticky assignment per "
+        "unit;",
+        "- per-unit error propensity: 1% of units fail 50% of their calls, the rest Beta (mean 0.5%, "
+        "concentration 20): "
+        "1% overall; invalid outputs 2% overall (0.5% of units at 60%); score on 30% of calls (per-unit "
+        "Beta mean "
+        "0.8); cost and latency log-normal per unit and per call, latency +-15% with the daily load;",
+        f"- default policy: canary.alpha {policy.alpha:g} over {live_stages(policy)} stages with a control "
+        f"(alpha_scope canary) = {stage_alpha(policy):.4g} a stage: SRM check {srm_alpha(policy):.4g}, "
+        "each of "
+        f"{len(gated_metrics(policy))} metrics {alpha_m:.5f}; checks every {policy.check_every_minutes:g} "
+        "minutes "
+        "up to max_hours;",
+        "- Monte Carlo: each row gives the rate, the events out of the canaries, and the 95% "
+        "Clopper-Pearson upper "
+        "bound; canaries share a traffic realisation in blocks, and +- is the standard error between blocks. "
+        f"Seed {args.seed}; run time {elapsed:.0f} s on this machine.",
+        "",
+        "## False rollbacks with every metric exactly at its margin",
+        "",
+        "The candidate is worse than control by exactly what the policy allows, on every metric at once "
+        "(error and "
+        f"invalid rate +{policy.metrics.error_rate.max_increase * 100:g} point, score "
+        f"-{policy.metrics.score.max_decrease:g}, "
+        f"cost x{policy.metrics.cost_per_call.max_ratio:g}, latency p95 "
+        f"x{policy.metrics.latency_p95.max_ratio:g}). "
+        f"Each metric's false-breach rate must stay under its alpha {alpha_m:.5f}.",
+        "",
+        "| stage | canaries | error_rate | invalid_rate | score | cost_per_call | latency_p95 (canaries) "
+        "| SRM | any (ratio metrics + SRM) +- se |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ((pct, min_h, max_h), r), lat in zip(margin_rows, lat_rows, strict=True):
+        lines.append(
+            f"| {pct:g}% ({min_h:g}-{max_h:g} h) | {r.n:,} | {_rate(r, 'error_rate')} | "
+            f"{_rate(r, 'invalid_rate')} | "
+            f"{_rate(r, 'score')} | {_rate(r, 'cost_per_call')} | {_rate(lat, 'latency_p95')} | "
+            f"{_rate(r, 'srm')} | "
+            f"{r.rates['any']:.4f} +- {r.se['any']:.4f} |"
+        )
+    fifty = stage_alpha(policy)
+    lines += [
+        "",
+        f"Whole canary (union bound over stages): the measured rates of the 1%, 5% and 20% stages (ratio "
+        "metrics, SRM "
+        f"and latency) sum to {total_bound:.4f}; the 50% stage is not simulated (its traffic is 4x the "
+        "20% stage's) "
+        f"and counts with its whole budget {fifty:.4f}: {total_bound + fifty:.4f} <= canary.alpha "
+        f"{policy.alpha:g}.",
+        "",
+        "## An identical candidate at the 1% stage: the gate these tables replaced",
+        "",
+        "Error rate only, on the traffic above and on a harsher population whose calls per unit are "
+        "log-normal "
+        f"with sigma {HEAVY_SIGMA:g} (a few units make most calls). *old*: calls treated as independent, "
+        "alpha "
+        "0.01 for the metric in every stage (the replaced default); *new*: ratio estimator over units "
+        "with the "
+        "cluster-robust variance.",
+        "",
+        f"| test | false rollbacks, sigma 1.5 | false rollbacks, sigma {HEAVY_SIGMA:g} |",
+        "|---|---|---|",
+        f"| new, default policy (margin 1 point, alpha {alpha_m:.5f}) | {_rate(ident, 'new default')} | "
+        f"{_rate(heavy, 'new default')} |",
+        f"| old, default policy (margin 1 point, alpha {0.05 / 5:g}) | {_rate(ident, 'old default')} | "
+        f"{_rate(heavy, 'old default')} |",
+        f"| new, margin 0, alpha 0.05 | {_rate(ident, 'new margin 0')} | {_rate(heavy, 'new margin 0')} |",
+        f"| old, margin 0, alpha 0.05 | {_rate(ident, 'old margin 0')} | {_rate(heavy, 'old margin 0')} |",
+        "",
+        f"Every metric exactly at its margin on the sigma {HEAVY_SIGMA:g} population, 1% stage: any false "
+        "rollback "
+        f"(ratio metrics and SRM) {_rate(heavy_margin, 'any')}; error rate "
+        f"{_rate(heavy_margin, 'error_rate')}, "
+        f"invalid rate {_rate(heavy_margin, 'invalid_rate')}, score {_rate(heavy_margin, 'score')}, cost "
+        f"{_rate(heavy_margin, 'cost_per_call')}.",
+        "",
+        "## Detection: +2 points of error rate at the 5% stage",
+        "",
+        "| canaries | caught within the stage (24 h) | median hours to the breach | 90th percentile |",
+        "|---|---|---|---|",
+        f"| {det.n:,} | {det.rates['caught']:.3f} +- {det.se['caught']:.3f} "
+        f"({det.events['caught']}/{det.n}) | "
+        f"{det.extra['median_hours']:.2f} | {det.extra['p90_hours']:.2f} |",
+        "",
+        "## Power of the SRM check",
+        "",
+        "Units a stage needs before a 10% relative mismatch of the candidate share is flagged with 80% power "
+        f"(always-valid test at alpha {srm_alpha(policy):.4g}, normal approximation):",
+        "",
+        "| stage | units | a broken split (half the share) |",
+        "|---|---|---|",
+        *[
+            f"| {pct:g}% | {srm_power(policy, pct):,} | {srm_power(policy, pct, -0.5):,} |"
+            for pct, _, _ in stages
+        ],
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,22 @@ Stage gate, in order:
 
 1. ``percent >= 100``: there is no concurrent control left to compare with; the stage passes once
    ``min_hours`` have elapsed.
-2. Sample-ratio mismatch: an always-valid test (alpha ``SRM_ALPHA``) of the observed candidate share against
-   the configured percent -> ``srm``: the split is broken, so no comparison is trustworthy. Distinct units are
-   compared when the store supplies them (calls of one unit are correlated), else calls.
-3. Every configured metric gets an always-valid interval (pairshift.sequential) for "how much worse is the
-   candidate": error rate and invalid-output rate increase, mean score decrease, log latency-p95 ratio, log
-   cost-per-call ratio. ``canary.alpha`` is split equally over the configured metrics (Bonferroni), so the
-   chance of *any* false rollback over the stage stays <= alpha however often the stage is checked.
+2. Sample-ratio mismatch: an always-valid test of the observed candidate share of *units* against the
+   configured percent -> ``srm``: the split is broken, so no comparison is trustworthy. Its power (80%, at
+   the default alpha share 0.001): a 10% relative mismatch (1.1% of units instead of 1%) is flagged once the
+   stage has seen about 253,000 units at 1%, 49,000 at 5% and 10,000 at 20%; half the configured share
+   within about 14,000, 2,600 and 550 units (bench/results/calibration.md).
+3. Every configured metric gets an always-valid interval for "how much worse is the candidate": error rate
+   and invalid-output rate increase, mean score decrease, log cost-per-call ratio (normal-mixture confidence
+   sequences, pairshift.sequential, on ratio estimators over *units* with cluster-robust variances,
+   pairshift.unit_stats), and the latency-p95 ratio (each arm's beta-binomial quantile confidence sequence
+   over one latency per unit, exact for independent units).
+   **Error spending**: ``canary.alpha`` is split equally over the stages that have a control (``alpha_scope:
+   canary``, the default; ``stage`` gives every stage the whole alpha), then a tenth of a stage's share (at
+   most ``SRM_ALPHA``) to the SRM check and the rest equally over the gated metrics (Bonferroni). By the
+   union bound the chance of *any* false rollback over the whole canary stays <= alpha however often stages
+   are checked; the normal-mixture sequences are asymptotic (estimated variances, clustered data), and
+   bench/results/calibration.md measures them on heavy-tailed, sticky, daily-cycled traffic.
 4. A metric **breaches** when its interval lies wholly above the allowed margin (``max_increase``,
    ``max_decrease``, ``log(max_ratio)``): a rollback means "clearly worse than the policy allows", and the
    false-rollback guarantee holds for every candidate whose true degradation is within the margin, not only
@@ -33,19 +42,19 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from pairshift import sequential as seq
-from pairshift.contracts.evals import ArmSummary, Effect
+from pairshift.contracts.evals import Effect
 from pairshift.contracts.gates import GateDecision, StageCheck
+from pairshift.paired import BlockingChange, RatioEstimate
 from pairshift.policy import CanaryPolicy, EvalPolicy
+from pairshift.unit_stats import VariantStats
 
-SRM_ALPHA = 0.001  # a broken split must be unmistakable before a stage is stopped for it
+SRM_ALPHA = 0.001  # at most this share of a stage's alpha goes to the SRM check (a broken split is blatant)
 MIN_SAMPLES_FLOOR = 100  # never pass a stage on fewer calls per arm than this, whatever the power maths says
-MIN_RATIO_SAMPLES = 50  # a p95 or a mean cost from fewer calls is noise
+MIN_RATIO_SAMPLES = 50  # a p95 from fewer units, or a mean cost from fewer calls, is noise
 UNREACHABLE_SAMPLES = 10**12  # min_samples when non-inferiority can never be shown (a margin of 0)
-BOOTSTRAP_RESAMPLES = 500
-BOOTSTRAP_SEED = 20_241_101
+MAX_DESIGN_EFFECT = 50.0  # min_samples: auto never asks for more than this many times the iid sample
 MAX_CASES_NAMED = 5
 
 
@@ -58,30 +67,27 @@ def _pp(x: float, digits: int = 1) -> str:
 
 
 def eval_gate(
-    baseline: ArmSummary,
-    joint: ArmSummary,
     joint_effect: Effect,
-    newly_failing_blocking: dict[str, list[str]],
+    blocking: dict[str, BlockingChange],
+    cost: RatioEstimate | None,
+    latency: RatioEstimate | None,
     policy: EvalPolicy,
 ) -> GateDecision:
-    """Pass / fail / inconclusive for joint vs baseline (non-inferiority, blocking, cost, latency)."""
+    """Pass / fail / inconclusive for the joint arm against baseline: pass rate, blocking, cost, latency.
+
+    Every check reads the two-sided ``policy.confidence`` interval of its paired comparison: it passes when
+    the interval lies within the allowed bound, fails only when the interval lies wholly beyond it (the
+    candidate is *shown* worse than the policy allows), and is inconclusive otherwise. Each end errs with
+    probability (1 - confidence) / 2, so a candidate exactly at a bound passes (or one within it fails) at
+    most that often.
+    """
     verdicts: list[tuple[str, str]] = [_noninferiority(joint_effect, policy)]
     for kind in policy.blocking:
-        cases = newly_failing_blocking.get(kind, [])
-        if cases:
-            named = ", ".join(cases[:MAX_CASES_NAMED])
-            more = f" and {len(cases) - MAX_CASES_NAMED} more" if len(cases) > MAX_CASES_NAMED else ""
-            verdicts.append(
-                ("fail", f"blocking assertion {kind} newly fails on {len(cases)} case(s): {named}{more}")
-            )
-    verdicts.append(
-        _ratio("cost per case", baseline.cost_per_case, joint.cost_per_case, policy.max_cost_ratio, "$")
-    )
-    verdicts.append(
-        _ratio(
-            "latency p95", baseline.latency_p95_ms, joint.latency_p95_ms, policy.max_latency_p95_ratio, "ms"
-        )
-    )
+        change = blocking.get(kind)
+        if change is not None:
+            verdicts += _blocking(kind, change, policy)
+    verdicts.append(_ratio("cost per call", cost, policy.max_cost_ratio, "$", policy.confidence))
+    verdicts.append(_ratio("latency p95", latency, policy.max_latency_p95_ratio, "ms", policy.confidence))
     decisions = {v for v, _ in verdicts}
     decision: Literal["pass", "fail", "inconclusive"] = (
         "fail" if "fail" in decisions else "inconclusive" if "inconclusive" in decisions else "pass"
@@ -89,66 +95,101 @@ def eval_gate(
     return GateDecision(decision=decision, reasons=[reason for _, reason in verdicts])
 
 
+def _interval(ci: tuple[float, float], confidence: float, fmt: Any = _pp) -> str:
+    return f"{confidence:.0%} interval [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
 def _noninferiority(effect: Effect, policy: EvalPolicy) -> tuple[str, str]:
     lo, hi = effect.ci
     margin = -policy.max_regression
-    level = f"{policy.confidence:.0%} CI [{_pp(lo)}, {_pp(hi)}]"
-    said = f"joint - baseline pass rate {_pp(effect.estimate)} ({level})"
-    if effect.estimate < margin or hi < margin:
-        return "fail", f"{said} is worse than the allowed {_pp(margin)}"
+    said = f"joint - baseline pass rate {_pp(effect.estimate)} ({_interval(effect.ci, policy.confidence)})"
+    if hi < margin:
+        return "fail", f"{said}: shown worse than the allowed {_pp(margin)} (the upper end is below it)"
     if lo >= margin:
-        return "pass", f"{said}: non-inferior, the lower bound is within the allowed {_pp(margin)}"
+        return "pass", f"{said}: non-inferior, the lower end is within the allowed {_pp(margin)}"
     return (
         "inconclusive",
-        f"{said}: the lower bound is below the allowed {_pp(margin)}; more cases or epochs needed",
+        f"{said}: the lower end is below the allowed {_pp(margin)}; more cases or epochs needed",
     )
 
 
-def _ratio(what: str, base: float, new: float, max_ratio: float, unit: str) -> tuple[str, str]:
-    if base <= 0:
-        if new <= 0:
+def _named(cases: list[str]) -> str:
+    named = ", ".join(cases[:MAX_CASES_NAMED])
+    return named + (f" and {len(cases) - MAX_CASES_NAMED} more" if len(cases) > MAX_CASES_NAMED else "")
+
+
+def _blocking(kind: str, change: BlockingChange, policy: EvalPolicy) -> list[tuple[str, str]]:
+    """A blocking type fails the gate only when its failure rate is shown to rise beyond the tolerance."""
+    if not change.newly_failing:
+        return []
+    e, tolerance = change.rate_change, policy.max_new_failure_rate
+    said = (
+        f"blocking assertion {kind} newly fails on {len(change.newly_failing)} case(s): "
+        f"{_named(change.newly_failing)}; newly passes on {len(change.newly_passing)}; its failure rate "
+        f"changed {_pp(e.estimate, 2)} ({_interval(e.ci, policy.confidence, lambda x: _pp(x, 2))})"
+    )
+    if e.ci[0] > tolerance:
+        return [("fail", f"{said}: shown to rise more than the allowed {_pp(tolerance, 2)}")]
+    return [("pass", f"{said}: not shown to rise more than the allowed {_pp(tolerance, 2)}")]
+
+
+def _ratio(
+    what: str, est: RatioEstimate | None, max_ratio: float, unit: str, confidence: float
+) -> tuple[str, str]:
+    if est is None:
+        return "inconclusive", f"{what}: an arm has no call to measure; not judged"
+    if est.baseline <= 0:
+        if est.joint <= 0:
             return "pass", f"{what}: 0 in both arms"
-        return "fail", f"{what}: {new:.4g} {unit} in joint against 0 in baseline exceeds any ratio"
-    ratio = new / base
-    said = f"{what} ratio {ratio:.2f} (joint {new:.4g} {unit} / baseline {base:.4g} {unit})"
-    if ratio > max_ratio:
-        return "fail", f"{said} exceeds the allowed {max_ratio:g}"
-    return "pass", f"{said} is within the allowed {max_ratio:g}"
+        return "fail", f"{what}: {est.joint:.4g} {unit} in joint against 0 in baseline exceeds any ratio"
+    lo, hi = est.ci
+    said = (
+        f"{what} ratio {est.ratio:.2f} ({_interval(est.ci, confidence, lambda x: f'{x:.2f}')}; "
+        f"joint {est.joint:.4g} {unit} / baseline {est.baseline:.4g} {unit})"
+    )
+    if lo > max_ratio:
+        return "fail", f"{said}: shown to exceed the allowed {max_ratio:g}"
+    if hi <= max_ratio:
+        return "pass", f"{said}: within the allowed {max_ratio:g}"
+    return "inconclusive", f"{said}: the upper end exceeds the allowed {max_ratio:g}; more cases needed"
 
 
 # ---------------------------------------------------------------- stage gate
 
 
-class VariantStats(BaseModel):
-    """Aggregates of one variant's observations in the current stage so far (the store computes them)."""
-
-    n: int = Field(..., ge=0, description="Calls observed.")
-    errors: int = Field(0, ge=0)
-    invalid: int = Field(0, ge=0, description="Calls whose output was invalid.")
-    score_n: int = Field(0, ge=0, description="Calls carrying a 0..1 score.")
-    score_sum: float = 0.0
-    score_sumsq: float = 0.0
-    latency_ms: list[float] = Field(
-        default_factory=list, description="A bounded sample (<= ~2000, reservoir)."
-    )
-    cost_sum: float = 0.0
-    cost_sumsq: float | None = Field(None, description="Sum of squared per-call costs; needed to gate cost.")
-    units: int | None = Field(
-        None, ge=0, description="Distinct unit keys; preferred to calls for the SRM check."
-    )
-
-
 def gated_metrics(canary: CanaryPolicy) -> list[str]:
-    """The metric names the stage gate judges under this policy (alpha is split over them)."""
+    """The metric names the stage gate judges under this policy (a stage's alpha is split over them)."""
     m = canary.metrics
     names = ["error_rate", "invalid_rate"] if m.error_rate else []
     names += [name for name in ("score", "latency_p95", "cost_per_call") if getattr(m, name) is not None]
     return names
 
 
+def live_stages(canary: CanaryPolicy) -> int:
+    """Stages with a concurrent control (percent < 100): the only ones that can roll back on a metric."""
+    return max(1, sum(1 for s in canary.stages if s.percent < 100))
+
+
+def stage_alpha(canary: CanaryPolicy) -> float:
+    """The false-rollback rate one stage may spend: ``canary.alpha`` split equally over the live stages
+    (``alpha_scope: canary``, the default), or all of it in every stage (``alpha_scope: stage``)."""
+    return canary.alpha if canary.alpha_scope == "stage" else canary.alpha / live_stages(canary)
+
+
+def srm_alpha(canary: CanaryPolicy) -> float:
+    """The SRM check's share of a stage's alpha: a tenth, at most ``SRM_ALPHA``."""
+    return min(SRM_ALPHA, stage_alpha(canary) / 10)
+
+
 def metric_alpha(canary: CanaryPolicy) -> float:
-    """The share of ``canary.alpha`` each gated metric's interval gets (Bonferroni)."""
-    return canary.alpha / max(1, len(gated_metrics(canary)))
+    """Each gated metric's share of a stage's alpha, after the SRM check's (Bonferroni)."""
+    return (stage_alpha(canary) - srm_alpha(canary)) / max(1, len(gated_metrics(canary)))
+
+
+def latency_ranks(canary: CanaryPolicy, size: int) -> tuple[int, int, int]:
+    """The order statistics (1-based ranks) the latency gate reads from a sample of ``size`` units: the ends
+    of the p95's confidence sequence at half the metric's alpha (one per arm) and the estimate."""
+    return seq.quantile_ranks(size, 0.95, metric_alpha(canary) / 2)
 
 
 def mixture_tau(margin: float) -> float:
@@ -161,11 +202,17 @@ def srm_tau(share: float) -> float:
     return 0.1 * min(share, 1.0 - share)
 
 
-def required_samples(canary: CanaryPolicy, baseline_error_rate: float = 0.01, percent: float = 50.0) -> int:
+def required_samples(
+    canary: CanaryPolicy,
+    baseline_error_rate: float = 0.01,
+    percent: float = 50.0,
+    design_effect: float = 1.0,
+) -> int:
     """``min_samples: auto``: calls in the smaller arm for a candidate as good as control to pass (``power``).
 
     Uses the first gated binary metric (error rate at ``baseline_error_rate``; else score, variance <= 1/4),
-    the same mixture boundary and per-metric alpha as :func:`stage_gate`, and the allocation of ``percent``.
+    the same mixture boundary and per-metric alpha as :func:`stage_gate`, the allocation of ``percent``, and
+    the design effect of unit clustering (the cluster-robust over the per-call variance seen in control).
     """
     q = percent / 100.0
     if canary.metrics.error_rate is not None:
@@ -181,8 +228,16 @@ def required_samples(canary: CanaryPolicy, baseline_error_rate: float = 0.01, pe
     v_needed = seq.required_variance(margin, mixture_tau(margin), metric_alpha(canary), canary.power)
     if v_needed <= 0:
         return UNREACHABLE_SAMPLES
-    total = per_call_var * (1 / q + 1 / (1 - q)) / v_needed
+    total = max(design_effect, 1.0) * per_call_var * (1 / q + 1 / (1 - q)) / v_needed
     return max(MIN_SAMPLES_FLOOR, math.ceil(total * min(q, 1 - q)))
+
+
+def _design_effect(control: VariantStats) -> float:
+    """Cluster-robust / per-call variance of control's error rate (1 when it cannot be told)."""
+    _, clustered = control.errors.estimate("binary")
+    _, per_call = seq.bounded_mean(control.errors.y, control.errors.y, control.errors.n)
+    ratio = clustered / float(per_call) if math.isfinite(clustered) and float(per_call) > 0 else 1.0
+    return min(max(ratio, 1.0), MAX_DESIGN_EFFECT)
 
 
 def stage_gate(
@@ -202,12 +257,12 @@ def stage_gate(
         return StageCheck(
             decision="pass" if done else "inconclusive", reasons=[reason], min_samples=0, samples=samples
         )
-    srm = _srm(control, candidate, percent)
+    srm = _srm(control, candidate, percent, srm_alpha(canary))
     if srm is not None:
         return StageCheck(decision="srm", reasons=[srm], min_samples=0, samples=samples)
     if canary.min_samples == "auto":
-        ctrl_rate = (control.errors + 1) / (control.n + 2)
-        min_samples = required_samples(canary, ctrl_rate, percent)
+        ctrl_rate = (control.errors.y + 1) / (control.n + 2)
+        min_samples = required_samples(canary, ctrl_rate, percent, _design_effect(control))
     else:
         min_samples = canary.min_samples
     alpha = metric_alpha(canary)
@@ -232,20 +287,17 @@ def stage_gate(
     )
 
 
-def _srm(control: VariantStats, candidate: VariantStats, percent: float) -> str | None:
-    use_units = control.units is not None and candidate.units is not None
-    nc = control.units if use_units and control.units is not None else control.n
-    nt = candidate.units if use_units and candidate.units is not None else candidate.n
+def _srm(control: VariantStats, candidate: VariantStats, percent: float, alpha: float) -> str | None:
+    """Units, not calls: a unit is assigned once, so units split Binomial(N, share) exactly."""
+    nc, nt = control.units, candidate.units
     share = percent / 100.0
-    diff, lo, hi = seq.share_mismatch(nc, nt, share, srm_tau(share), SRM_ALPHA)
+    diff, lo, hi = seq.share_mismatch(nc, nt, share, srm_tau(share), alpha)
     if float(lo) > 0 or float(hi) < 0:
-        what = "units" if use_units else "calls"
         observed = nt / (nc + nt)
         return (
-            f"sample ratio mismatch: candidate has {observed:.2%} of {nc + nt:,} {what}, configured "
-            f"{percent:g}% "
-            f"(always-valid test at alpha {SRM_ALPHA}); the split is broken, so the comparison is not "
-            "trustworthy"
+            f"sample ratio mismatch: candidate has {observed:.2%} of {nc + nt:,} units, configured "
+            f"{percent:g}% (always-valid test at alpha {alpha:.2g}); the split is broken, so the comparison "
+            "is not trustworthy"
         )
     return None
 
@@ -258,61 +310,70 @@ def _judge_metric(
     if name in ("error_rate", "invalid_rate"):
         assert m.error_rate is not None
         attr = "errors" if name == "error_rate" else "invalid"
-        xc, xt = getattr(control, attr), getattr(candidate, attr)
-        est, var = seq.proportion_difference(xc, control.n, xt, candidate.n)
-        margin = m.error_rate.max_increase
-        values = (xc / control.n if control.n else 0.0, xt / candidate.n if candidate.n else 0.0)
-        return _verdict(name, values, float(est), float(var), margin, alpha, "increase")
+        rc, vc = getattr(control, attr).estimate("binary")
+        rt, vt = getattr(candidate, attr).estimate("binary")
+        bounds = _cs(rt - rc, vc + vt, m.error_rate.max_increase, alpha)
+        return _verdict(name, (rc, rt), rt - rc, bounds, m.error_rate.max_increase, alpha, "increase")
     if name == "score":
         assert m.score is not None
-        if control.score_n == 0 or candidate.score_n == 0:
+        if control.score.n == 0 or candidate.score.n == 0:
             return {"verdict": "not_measured", "reason": "score: not measured (an arm has no scored calls)"}
-        mc, vc = seq.bounded_mean(control.score_sum, control.score_sumsq, control.score_n)
-        mt, vt = seq.bounded_mean(candidate.score_sum, candidate.score_sumsq, candidate.score_n)
+        mc, vc = control.score.estimate("bounded")
+        mt, vt = candidate.score.estimate("bounded")
+        margin = m.score.max_decrease
         return _verdict(
-            name,
-            (float(mc), float(mt)),
-            float(mc - mt),
-            float(vc + vt),
-            m.score.max_decrease,
-            alpha,
-            "decrease",
+            name, (mc, mt), mc - mt, _cs(mc - mt, vc + vt, margin, alpha), margin, alpha, "decrease"
         )
-    gate = m.latency_p95 if name == "latency_p95" else m.cost_per_call
-    assert gate is not None
-    measured = (
-        _log_p95_ratio(control, candidate) if name == "latency_p95" else _log_cost_ratio(control, candidate)
-    )
+    if name == "latency_p95":
+        assert m.latency_p95 is not None
+        return _latency(control, candidate, canary, m.latency_p95.max_ratio, alpha)
+    assert m.cost_per_call is not None
+    margin = math.log(m.cost_per_call.max_ratio)
+    measured = _log_cost_ratio(control, candidate)
     if isinstance(measured, str):
-        return {"verdict": "inconclusive", "reason": f"{name}: {measured}"}
+        return {"verdict": "inconclusive", "reason": f"{name}: {measured}", "alpha": alpha}
     values, est, var = measured
-    return _verdict(name, values, est, var, math.log(gate.max_ratio), alpha, "ratio")
+    return _verdict(name, values, est, _cs(est, var, margin, alpha), margin, alpha, "ratio")
+
+
+def _cs(est: float, var: float, margin: float, alpha: float) -> tuple[float, float]:
+    lo, hi = seq.confidence_sequence(est, var, mixture_tau(margin), alpha)
+    return float(lo), float(hi)
 
 
 def _verdict(
-    name: str, values: tuple[float, float], est: float, var: float, margin: float, alpha: float, kind: str
+    name: str,
+    values: tuple[float, float],
+    est: float,
+    bounds: tuple[float, float],
+    margin: float,
+    alpha: float,
+    kind: str,
 ) -> dict[str, Any]:
-    lo, hi = (float(b) for b in seq.confidence_sequence(est, var, mixture_tau(margin), alpha))
+    lo, hi = bounds
     verdict = "breach" if lo > margin else "ok" if hi <= margin else "inconclusive"
     if kind == "ratio":
         shown = (math.exp(est), (math.exp(lo), math.exp(hi)), math.exp(margin))
-        low, high = shown[1]
-        said = f"ratio {shown[0]:.3f}, always-valid bound [{low:.3f}, {high:.3f}], max {shown[2]:.3f}"
-    else:
+        said = (
+            f"ratio {shown[0]:.3f}, always-valid bound [{shown[1][0]:.3f}, {shown[1][1]:.3f}], "
+            f"max {shown[2]:.3f}"
+        )
+    elif kind == "increase":
         shown = (est, (lo, hi), margin)
         said = (
-            f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], max {kind} "
-            f"{_pp(margin, 2)}"
-            if kind == "increase"
-            else f"{kind} {est:+.4f}, always-valid bound [{lo:+.4f}, {hi:+.4f}], max {kind} {margin:.4f}"
+            f"{kind} {_pp(est, 2)}, always-valid bound [{_pp(lo, 2)}, {_pp(hi, 2)}], "
+            f"max {kind} {_pp(margin, 2)}"
         )
+    else:
+        shown = (est, (lo, hi), margin)
+        said = f"{kind} {est:+.4f}, always-valid bound [{lo:+.4f}, {hi:+.4f}], max {kind} {margin:.4f}"
     sentence = {
         "breach": "candidate clearly worse than allowed",
         "ok": "non-inferior",
         "inconclusive": "not decided yet",
     }[verdict]
     reason = (
-        f"{name}: {sentence}: control {values[0]:.4g}, candidate {values[1]:.4g}, {said} ({1 - alpha:.1%})"
+        f"{name}: {sentence}: control {values[0]:.4g}, candidate {values[1]:.4g}, {said} ({1 - alpha:.2%})"
     )
     key = "ratio" if kind == "ratio" else "difference"
     return {
@@ -321,48 +382,60 @@ def _verdict(
         key: shown[0],
         "bound": list(shown[1]),
         "limit": shown[2],
+        "alpha": alpha,
         "verdict": verdict,
         "reason": reason,
     }
 
 
-def _log_p95_ratio(
-    control: VariantStats, candidate: VariantStats
-) -> tuple[tuple[float, float], float, float] | str:
-    """Candidate / control latency p95 on the log scale, its variance from a seeded paired-arm bootstrap."""
-    c = np.asarray(control.latency_ms, dtype=float)
-    t = np.asarray(candidate.latency_ms, dtype=float)
+def _latency(
+    control: VariantStats, candidate: VariantStats, canary: CanaryPolicy, max_ratio: float, alpha: float
+) -> dict[str, Any]:
+    """Candidate / control p95 from each arm's quantile confidence sequence at alpha / 2 (exact).
+
+    Breach when even the candidate's lowest plausible p95 over control's highest exceeds ``max_ratio``; ok
+    when the candidate's highest over control's lowest is within it.
+    """
+    c, t = control.latency, candidate.latency
     if min(c.size, t.size) < MIN_RATIO_SAMPLES:
-        return f"too few latency samples ({c.size} control, {t.size} candidate; {MIN_RATIO_SAMPLES} needed)"
-    pc, pt = float(np.quantile(c, 0.95)), float(np.quantile(t, 0.95))
-    if pc <= 0 or pt <= 0:
-        return "latency p95 is 0 in an arm; no ratio"
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    bc = np.quantile(c[rng.integers(0, c.size, (BOOTSTRAP_RESAMPLES, c.size))], 0.95, axis=1)
-    bt = np.quantile(t[rng.integers(0, t.size, (BOOTSTRAP_RESAMPLES, t.size))], 0.95, axis=1)
+        why = (
+            f"too few units with a latency ({c.size} control, {t.size} candidate; {MIN_RATIO_SAMPLES} needed)"
+        )
+        return {"verdict": "inconclusive", "reason": f"latency_p95: {why}", "alpha": alpha}
+    (clo, cest, chi), (tlo, test, thi) = latency_ranks(canary, c.size), latency_ranks(canary, t.size)
+    pc, pt = c.at(cest), t.at(test)
+    if pc <= 0:
+        return {
+            "verdict": "inconclusive",
+            "reason": "latency_p95: p95 is 0 in control; no ratio",
+            "alpha": alpha,
+        }
     with np.errstate(divide="ignore"):
-        log_ratios = np.log(bt) - np.log(bc)
-    var = float(np.var(log_ratios[np.isfinite(log_ratios)], ddof=1))
-    return (pc, pt), math.log(pt / pc), var
+        lo = t.at(tlo) / c.at(chi) if c.at(chi) < math.inf else 0.0
+        hi = t.at(thi) / c.at(clo) if c.at(clo) > 0 else math.inf
+    log = lambda x: math.log(x) if x > 0 else -math.inf  # noqa: E731
+    return _verdict(
+        "latency_p95",
+        (pc, pt),
+        math.log(pt / pc) if pt > 0 else -math.inf,
+        (log(lo), log(hi)),
+        math.log(max_ratio),
+        alpha,
+        "ratio",
+    )
 
 
 def _log_cost_ratio(
     control: VariantStats, candidate: VariantStats
 ) -> tuple[tuple[float, float], float, float] | str:
-    """Candidate / control mean cost per call, log scale; delta-method variance from sums of squares."""
+    """Candidate / control mean cost per call on the log scale; delta-method variance over units."""
     if min(control.n, candidate.n) < MIN_RATIO_SAMPLES:
         return f"too few calls ({control.n} control, {candidate.n} candidate; {MIN_RATIO_SAMPLES} needed)"
-    if control.cost_sumsq is None or candidate.cost_sumsq is None:
-        return "cost_sumsq not supplied by the store; cost cannot be gated"
-    mc, mt = control.cost_sum / control.n, candidate.cost_sum / candidate.n
+    mc, vc = control.cost.estimate("positive")
+    mt, vt = candidate.cost.estimate("positive")
     if mc <= 0 or mt <= 0:
         if mc <= 0 and mt <= 0:
             return (0.0, 0.0), 0.0, 0.0
         # One free arm: the ratio is 0 or infinite, exactly (variance 0), so the verdict is immediate.
         return (mc, mt), (math.inf if mc <= 0 else -math.inf), 0.0
-
-    def rel_var(s: VariantStats, mean: float) -> float:
-        assert s.cost_sumsq is not None
-        return max(s.cost_sumsq / s.n - mean * mean, 0.0) / (s.n * mean * mean)
-
-    return (mc, mt), math.log(mt / mc), rel_var(control, mc) + rel_var(candidate, mt)
+    return (mc, mt), math.log(mt / mc), vc / (mc * mc) + vt / (mt * mt)

@@ -25,30 +25,64 @@ class _Strict(BaseModel):
 
 
 class EvalPolicy(_Strict):
-    """How the 2x2 regression eval is run and judged (PRODUCT §6)."""
+    """How the 2x2 regression eval is run and judged (PRODUCT §6).
+
+    Every check of the eval gate reads a two-sided interval at ``confidence`` of a comparison paired by case:
+    it passes when the interval lies within the allowed bound, fails only when the interval lies wholly beyond
+    it (shown worse than allowed), and is inconclusive otherwise (a person decides). Each end of the interval
+    errs with probability (1 - confidence) / 2: at the default 0.95, a candidate exactly at a bound passes at
+    most 2.5% of the time, and one within its bounds fails at most 2.5% of the time.
+    """
 
     epochs: int = Field(
         3, ge=1, le=20, description="Repeats of every case per arm; > 1 measures nondeterminism."
     )
     confidence: float = Field(
-        0.95, gt=0.5, lt=1.0, description="Confidence level of every interval in the report."
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Two-sided confidence level of every interval in the report and the gate.",
     )
     max_regression: float = Field(
         0.02,
         ge=0.0,
         le=1.0,
-        description="Non-inferiority margin: the lower CI bound of joint - baseline pass rate must be >= "
-        "-max_regression.",
+        description=(
+            "Non-inferiority margin on the pass rate: the gate passes when the lower end of the paired score "
+            "interval of joint - baseline is >= -max_regression, fails when its upper end is below it."
+        ),
     )
     blocking: list[str] = Field(
         default_factory=lambda: ["is-json"],
-        description="Assertion types that may not newly fail on any case (pass in baseline, fail in joint).",
+        description=(
+            "Assertion types whose failure rate may not rise: the gate fails when the paired interval of the "
+            "type's per-case failure rate (joint - baseline) lies wholly above max_new_failure_rate."
+        ),
+    )
+    max_new_failure_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Tolerated rise of a blocking type's failure rate (share of calls, paired by case). 0: a "
+            "blocking type fails the gate when its new failures significantly outnumber its new passes."
+        ),
     )
     max_cost_ratio: float = Field(
-        1.5, gt=0, description="Joint cost per case / baseline cost per case, at most."
+        1.5,
+        gt=0,
+        description=(
+            "Joint / baseline cost per call: fails when the paired bootstrap interval's lower end exceeds "
+            "it, passes when its upper end is within it."
+        ),
     )
     max_latency_p95_ratio: float = Field(
-        1.5, gt=0, description="Joint latency p95 / baseline latency p95, at most."
+        1.5,
+        gt=0,
+        description=(
+            "Joint / baseline latency p95 (calls that did not error): fails when the paired bootstrap "
+            "interval's lower end exceeds it, passes when its upper end is within it."
+        ),
     )
     judge: str | None = Field(
         None,
@@ -133,7 +167,18 @@ class CanaryPolicy(_Strict):
         0.05,
         gt=0,
         lt=0.5,
-        description="False rollback rate the always-valid gate test allows over a whole stage.",
+        description=(
+            "False-rollback rate the stage gates may spend when the candidate is within every margin: over "
+            "the whole canary (split equally over the stages with a control, then over the SRM check and "
+            "the gated metrics), or per stage with alpha_scope: stage. Checks may look as often as they like."
+        ),
+    )
+    alpha_scope: Literal["canary", "stage"] = Field(
+        "canary",
+        description=(
+            "canary: alpha bounds the whole canary's false-rollback rate. stage: every stage spends alpha "
+            "afresh, so a canary of k stages with a control may falsely roll back up to k * alpha."
+        ),
     )
     power: float = Field(0.8, gt=0.5, lt=1, description="Power used by min_samples: auto.")
 

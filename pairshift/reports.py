@@ -22,8 +22,9 @@ from pydantic import BaseModel
 from pairshift.contracts.evals import ArmReport, ArmSummary, DatasetRef, Effect, EvalReport, Flip
 from pairshift.contracts.gates import GateDecision
 from pairshift.gates import eval_gate
+from pairshift.paired import blocking_change, paired_ratio, per_case_discordance, power_note
 from pairshift.policy import EvalPolicy
-from pairshift.stats import CaseOutcome, factorial, flipped, mcnemar, minimum_detectable_effect, newly_failing
+from pairshift.stats import CaseOutcome, factorial, flipped, mcnemar
 
 TEMPLATES = Path(__file__).parent / "templates"
 ARM_ORDER = ("baseline", "prompt_only", "model_only", "joint")
@@ -54,20 +55,6 @@ class ArmInput(BaseModel):
     summary: ArmSummary
     cached_calls: int = 0
     facts: ArmFacts = ArmFacts()
-
-
-def power_note(n_cases: int, baseline_rate: float, confidence: float) -> str:
-    """The smallest pass-rate drop this dataset detects with 80% power, as a sentence."""
-    if baseline_rate <= 0:
-        return (
-            f"{n_cases} cases; the baseline passes no case, so no regression of its pass rate can be "
-            "measured."
-        )
-    mde = minimum_detectable_effect(n_cases, baseline_rate, confidence)
-    return (
-        f"With {n_cases} cases this eval detects a pass-rate drop of {mde * 100:.1f} points or more with 80% "
-        f"power at {confidence:.0%} confidence; smaller regressions can go unseen."
-    )
 
 
 def assemble_report(
@@ -129,11 +116,12 @@ def assemble_report(
             **a.facts.model_dump(),
         )
     rows["joint"] = rows[joint_name]
+    base, joint = outcomes["baseline"], outcomes[joint_name]
     gate = eval_gate(
-        by_name["baseline"].summary,
-        by_name[joint_name].summary,
         effects["joint"],
-        newly_failing(outcomes["baseline"], outcomes[joint_name], policy.blocking),
+        {kind: blocking_change(base, joint, kind, policy.confidence) for kind in policy.blocking},
+        paired_ratio(base, joint, "cost", policy.confidence),
+        paired_ratio(base, joint, "latency_p95", policy.confidence),
         policy,
     )
     errored = sum(
@@ -163,7 +151,10 @@ def assemble_report(
         gate=gate,
         judge=judge,
         warnings=warnings or [],
-        power_note=power_note(dataset.cases, by_name["baseline"].summary.pass_rate, policy.confidence),
+        power_note=power_note(
+            dataset.cases, per_case_discordance(base, joint), policy.max_regression, policy.confidence
+        ),
+        confidence=policy.confidence,
     )
 
 
@@ -188,6 +179,7 @@ def _env() -> SandboxedEnvironment:
     env.filters["pct"] = lambda x: f"{x * 100:.1f}%"
     env.filters["pp"] = lambda x: f"{x * 100:+.1f}"
     env.filters["p"] = lambda x: "<0.001" if x < 0.001 else f"{x:.3f}"
+    env.filters["level"] = lambda x: f"{x * 100:g}%"
     return env
 
 

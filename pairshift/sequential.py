@@ -34,6 +34,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 from scipy.optimize import brentq
+from scipy.special import betaln
 
 FloatArray = NDArray[np.float64]
 
@@ -125,3 +126,79 @@ def share_mismatch(
         var = np.where(total > 0, share * (1.0 - share) / total, np.inf)
     lo, hi = confidence_sequence(diff, var, tau, alpha)
     return diff, lo, hi
+
+
+def cluster_ratio(
+    y: ArrayLike, n: ArrayLike, yy: ArrayLike, nn: ArrayLike, yn: ArrayLike, units: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """A ratio ``sum(y) / sum(n)`` over units and its cluster-robust (CR1) variance.
+
+    ``y``, ``n`` are the sums over units of each unit's numerator and denominator, ``yy``, ``nn``, ``yn`` the
+    sums of their squares and products. The variance is the delta-method (linearisation) variance of a ratio
+    estimator with units as clusters, ``m / (m - 1) * sum_i (y_i - R n_i)^2 / (sum n)^2``: calls of one unit
+    share that unit's propensities, so they are not independent draws. Infinite below two units.
+    """
+    y_, n_, yy_, nn_, yn_, m = (np.asarray(a, dtype=float) for a in (y, n, yy, nn, yn, units))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(n_ > 0, y_ / n_, 0.0)
+        resid = np.maximum(yy_ - 2.0 * r * yn_ + r * r * nn_, 0.0)
+        var = np.where((m >= 2) & (n_ > 0), m / (m - 1.0) * resid / (n_ * n_), np.inf)
+    return r, var
+
+
+def _beta_binomial_log_martingale(t: FloatArray, b: FloatArray, q: float, concentration: float) -> FloatArray:
+    """log of the beta-binomial mixture likelihood ratio of "P(X <= quantile) = q", ``b`` of ``t`` below."""
+    a0, b0 = q * concentration, (1.0 - q) * concentration
+    return betaln(a0 + b, b0 + t - b) - betaln(a0, b0) - b * math.log(q) - (t - b) * math.log1p(-q)
+
+
+QUANTILE_CONCENTRATION = 200.0  # prior weight of the mixture: tightest for samples of a few hundred to 10^5
+
+
+def quantile_rank_table(sizes: ArrayLike, q: float, alpha: float) -> NDArray[np.int64]:
+    """:func:`quantile_ranks` for many sample sizes at once: an array of shape (len(sizes), 3)."""
+    t = np.asarray(sizes, dtype=float)
+    log_bound = math.log(1.0 / alpha)
+
+    def excess(b: FloatArray) -> FloatArray:
+        return _beta_binomial_log_martingale(t, b, q, QUANTILE_CONCENTRATION) - log_bound
+
+    centre = q * t
+
+    def root(lo: FloatArray, hi: FloatArray, rising: bool) -> FloatArray:
+        # bisection on the count; excess is convex in b with its minimum near q * t
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            above = excess(mid) >= 0
+            lo, hi = (
+                (np.where(above, lo, mid), np.where(above, mid, hi))
+                if rising
+                else (np.where(above, mid, lo), np.where(above, hi, mid))
+            )
+        return (lo + hi) / 2
+
+    lower_b = np.where(excess(np.zeros_like(t)) < 0, 0.0, root(np.zeros_like(t), centre, rising=False))
+    upper_b = np.where(excess(t) < 0, t, root(centre, t.copy(), rising=True))
+    # Accepted counts are ceil(lower_b) .. floor(upper_b); X_(b) <= Q* < X_(b+1) for an accepted count b.
+    lo_rank = np.maximum(0, np.ceil(lower_b - 1e-9))
+    hi_rank = np.minimum(t + 1, np.floor(upper_b + 1e-9) + 1)
+    est = np.maximum(1, np.ceil(q * t))
+    out = np.stack([lo_rank, est, hi_rank], axis=-1).astype(np.int64)
+    out[t <= 0] = (0, 1, 1)
+    return out
+
+
+def quantile_ranks(size: int, q: float, alpha: float) -> tuple[int, int, int]:
+    """Ranks (1-based) of the order statistics that bound an always-valid confidence sequence for the
+    ``q``-quantile after ``size`` independent draws, and the rank of the point estimate.
+
+    The ``q``-quantile's count ``B`` = #{draws <= quantile} is Binomial(size, q) however the draws are
+    distributed (continuous), so a beta-binomial mixture of its likelihood ratio is a nonnegative martingale
+    and, by Ville's inequality, ``B`` stays in the accepted set ``{b : mixture < 1/alpha}`` at every size at
+    once with probability ``1 - alpha`` (Howard & Ramdas 2022, "Sequential estimation of quantiles with
+    applications to A/B-testing and best-arm identification"). The quantile then lies in
+    ``[X_(lo), X_(hi)]``; ``lo = 0`` means no lower end yet (0), ``hi = size + 1`` no upper end (infinity).
+    The guarantee is exact, not asymptotic, for independent draws from one distribution.
+    """
+    lo, est, hi = (int(x) for x in quantile_rank_table([size], q, alpha)[0])
+    return lo, est, hi

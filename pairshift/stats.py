@@ -9,24 +9,26 @@ Conventions, chosen once and used everywhere in this module:
   epochs; rates are means of those per-case means (each case weighs the same, even if an epoch is missing).
   The standard error is ``sd(per-case values, ddof=1) / sqrt(n_cases)``: the cluster-robust standard error
   with clusters = cases and the usual ``n/(n-1)`` small-sample factor. With one epoch it is the ordinary SE.
-- **Intervals** are Student-t intervals with ``n_cases - 1`` degrees of freedom (scipy's ``ttest_1samp``),
-  a little wider than the normal interval for small datasets. When every per-case value is identical the
-  sample SD is 0 and a t interval would claim certainty (20/20 passing -> [1, 1]); then the half-width is
-  the Wilson upper bound for "0 of n cases differ", ``z^2 / (n + z^2)`` (0.16 for 20 cases, 0.0077 for 500).
+- **Intervals** are score intervals on the per-case values (pairshift.intervals): the set of means a score
+  test with the restricted maximum-likelihood variance does not reject, two-sided at ``confidence`` (each end
+  errs with probability (1 - confidence) / 2). With one epoch a pass rate's interval is Wilson's and a paired
+  difference's is Tango's; with more epochs the same construction runs on the per-case means. They need no
+  fallback when every case agrees (20/20 passing -> [0.84, 1]) and they move monotonically with the data: one
+  improved case among 100 identical ones raises the lower end (a t interval with a zero-SD fallback did not).
 - **Paired effects** (``b - a``) are means of per-case contrasts of per-case pass rates, over the cases both
-  arms share; their p-value is the two-sided one-sample t-test of the same contrasts, so "CI excludes 0"
-  and "p < 1 - confidence" always agree. (With a zero SD: p = 1 when the contrast is 0, else the sign-test
-  p-value ``2 * 0.5**n``.) The exact McNemar test is reported separately by :func:`mcnemar`.
+  arms share, with the score interval on the contrast's range; their p-value is the two-sided score test of
+  "no difference", so "CI excludes 0" and "p < 1 - confidence" agree. The exact McNemar test is reported
+  separately by :func:`mcnemar`.
 - **Per-case verdicts** (McNemar, flipped cases): a case passes an arm when it passed in a strict majority
   of its epochs; a tie (e.g. 1 of 2) counts as a fail, because a case that passes only half the time is
   not a case users can rely on.
-- An errored call is a failed call (the caller sets ``passed=False``); latency percentiles leave errored
-  calls out, because an error's latency (instant refusal or a timeout) says nothing about the pair's speed.
+- An errored call is a failed call (the caller sets ``passed=False``). **Latency** is the latency of calls
+  that did not error, in evals and in the canary alike: an error's latency (an instant refusal or a timeout)
+  says nothing about the pair's speed, and the error is counted as an error instead.
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
@@ -34,9 +36,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 from scipy import stats as sps
-from scipy.optimize import brentq
 
 from pairshift.contracts.evals import ArmName, ArmSummary, AssertionTypeStat, Effect, Flip, TagStat
+from pairshift.intervals import score_interval
 
 ARMS: tuple[ArmName, ...] = ("baseline", "prompt_only", "model_only", "joint")
 
@@ -86,27 +88,11 @@ def _majority_pass(outcomes: Iterable[CaseOutcome]) -> dict[str, bool]:
     return {case: rate > 0.5 for case, rate in _per_case(outcomes, "pass").items()}
 
 
-def _zero_sd_half_width(n: int, confidence: float) -> float:
-    """Wilson upper bound of "0 of n differ": the honest width when every per-case value is the same."""
-    z = float(sps.norm.ppf(0.5 + confidence / 2))
-    return z * z / (n + z * z)
-
-
 def _mean_interval(
     values: np.ndarray, confidence: float, lo: float, hi: float
 ) -> tuple[float, tuple[float, float], float]:
-    """Mean, case-clustered t interval (clipped to [lo, hi]) and two-sided p-value against 0."""
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, (lo, hi), 1.0
-    if float(values.std(ddof=1)) == 0.0:
-        half = _zero_sd_half_width(n, confidence)
-        p = 1.0 if mean == 0.0 else min(1.0, 2.0 * 0.5**n)
-        return mean, (max(lo, mean - half), min(hi, mean + half)), p
-    res = sps.ttest_1samp(values, 0.0)
-    ci = res.confidence_interval(confidence_level=confidence)
-    return mean, (max(lo, float(ci.low)), min(hi, float(ci.high))), float(res.pvalue)
+    """Mean, score interval within [lo, hi] and two-sided p-value against 0 (module docstring)."""
+    return score_interval(values, confidence, lo, hi)
 
 
 # ---------------------------------------------------------------- one arm
@@ -196,7 +182,7 @@ def paired_effect(
     confidence: float = 0.95,
     metric: Literal["pass", "score"] = "pass",
 ) -> Effect:
-    """``b - a`` on the per-case pass rate (or score), paired by case, with a case-clustered t interval."""
+    """``b - a`` on the per-case pass rate (or score), paired by case, with the score interval on [-1, 1]."""
     pa, pb = _paired_values(a, b, metric)
     diffs = np.array([pb[c] - pa[c] for c in sorted(pa)], dtype=float)
     est, ci, p = _mean_interval(diffs, confidence, -1.0, 1.0)
@@ -227,30 +213,10 @@ def flipped(a: Sequence[CaseOutcome], b: Sequence[CaseOutcome], from_arm: str, t
     return flips
 
 
-def newly_failing(
-    a: Sequence[CaseOutcome], b: Sequence[CaseOutcome], types: Iterable[str]
-) -> dict[str, list[str]]:
-    """For each assertion type, the cases where it failed in some epoch of ``b`` and in no epoch of ``a``.
-
-    Strict on purpose (any epoch): a blocking type that fails one time in three still breaks production.
-    """
-    wanted = set(types)
-
-    def failing(outcomes: Sequence[CaseOutcome]) -> dict[str, set[str]]:
-        seen: dict[str, set[str]] = defaultdict(set)
-        for o in outcomes:
-            for t in set(o.assertion_types_failed) & wanted:
-                seen[t].add(o.case_id)
-        return seen
-
-    fa, fb = failing(a), failing(b)
-    return {t: sorted(fb[t] - fa[t]) for t in sorted(wanted) if fb[t] - fa[t]}
-
-
 def _contrast(
     arms: Mapping[str, Sequence[CaseOutcome]], weights: Mapping[str, float], confidence: float
 ) -> Effect:
-    """A per-case linear contrast of arm pass rates (weights sum to 0), with its clustered t interval."""
+    """A per-case linear contrast of arm pass rates (weights sum to 0), with its score interval."""
     per_arm = {name: _per_case(arms[name], "pass") for name in weights}
     keys = [set(v) for v in per_arm.values()]
     if any(k != keys[0] for k in keys):
@@ -297,32 +263,3 @@ def factorial(
         effects["interaction"] = _contrast(arms, weights, confidence)
     effects["joint"] = _contrast(arms, {"joint": 1, "baseline": -1}, confidence)
     return effects
-
-
-# ---------------------------------------------------------------- power note
-
-
-def minimum_detectable_effect(
-    n_cases: int, baseline_rate: float, confidence: float = 0.95, power: float = 0.8
-) -> float:
-    """The smallest drop in pass rate a dataset of ``n_cases`` detects with the given power (two-sided test).
-
-    Normal approximation for two independent proportions, ``(z_a + z_b) * sqrt((p(1-p) + q(1-q)) / n)`` with
-    q = p - d, solved for d. Pairing by case only shrinks the variance, so this is an upper bound (a
-    conservative note). Returns ``baseline_rate`` when even a complete collapse to 0 is not detectable.
-    """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be at least 1, got {n_cases}")
-    if not 0.0 < baseline_rate <= 1.0:
-        raise ValueError(f"baseline_rate must be in (0, 1], got {baseline_rate}")
-    z = float(sps.norm.ppf(0.5 + confidence / 2) + sps.norm.ppf(power))
-    p = baseline_rate
-
-    def shortfall(d: float) -> float:
-        q = p - d
-        return d - z * math.sqrt((p * (1 - p) + q * (1 - q)) / n_cases)
-
-    if shortfall(p) < 0:
-        return p
-    # Start just above 0: with p = 1 the variance, and so the shortfall, vanishes at d = 0 itself.
-    return float(brentq(shortfall, 1e-12, p, xtol=1e-10))

@@ -168,4 +168,10 @@ async def test_killed_worker_resumes_without_repeats(
             exclude=VOLATILE | {"run_id", "cached_calls"}
         ), arm
     assert resumed.effects == uninterrupted.effects
-    assert resumed.gate.decision == uninterrupted.gate.decision
+    # Latency is volatile (the second run has no sim delay), so its ratio's interval, and with it the gate's
+    # latency verdict, may differ; every other verdict is a function of the stored results.
+    assert _verdicts(resumed) == _verdicts(uninterrupted)
+
+
+def _verdicts(report) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r for r in report.gate.reasons if not r.startswith("latency p95")]

@@ -22,6 +22,7 @@ from pairshift.observations import (
     BatchRejected,
     ObservationIn,
     hash_unit,
+    stage_stats,
     store_batch,
     variant_stats,
     window_aggregates,
@@ -129,33 +130,74 @@ def _stats_batch() -> list[ObservationIn]:
     return [ObservationIn.model_validate(r) for r in rows]
 
 
-def test_variant_stats_sums_one_migration_in_its_window(canary):
+def test_variant_stats_sums_one_migration_in_its_window_by_unit(canary):
     with canary.session() as s:
         store_batch(s, _stats_batch())
     with canary.session() as s:
-        stats = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, until=T0 + timedelta(minutes=1))
+        stats = variant_stats(
+            s, DEPLOYMENT, MIGRATION, since=T0, until=T0 + timedelta(minutes=1), ranks_for=lambda n: (1, n)
+        )
     c, t = stats["control"], stats["candidate"]
-    assert (c.n, c.errors, c.invalid, c.units, c.score_n) == (100, 2, 1, 40, 100)
-    assert c.score_sum == pytest.approx(80.0) and c.score_sumsq == pytest.approx(64.0)
-    assert c.cost_sum == pytest.approx(0.2) and c.cost_sumsq == pytest.approx(100 * 0.002**2)
-    assert sorted(c.latency_ms) == [100.0 + i for i in range(100)]
-    assert (t.n, t.errors, t.units, t.score_n, t.cost_sum) == (50, 5, 10, 0, pytest.approx(0.05))
+    assert (c.n, c.units, c.errors.y, c.invalid.y, c.score.n) == (100, 40, 2, 1, 100)
+    # errored calls carry no latency: c0 and c1 errored first (100, 101 ms), so their latency is from calls 40, 41
+    assert c.latency.order == {1: 102.0, 40: 141.0}
+    # control: units c0..c39, unit i has calls i, i+40, i+80 (3 calls for i < 20, else 2)
+    calls = [3] * 20 + [2] * 20
+    assert c.errors.nn == sum(n * n for n in calls)
+    assert c.errors.yy == 2 and c.errors.yn == 3 + 3  # errors on calls 0 and 1: units c0 and c1, 3 calls each
+    assert c.score.y == pytest.approx(80.0) and c.score.call_sq == pytest.approx(64.0)
+    assert c.score.yy == pytest.approx(sum((0.8 * n) ** 2 for n in calls))
+    assert c.cost.y == pytest.approx(0.2) and c.cost.call_sq == pytest.approx(100 * 0.002**2)
+    # one latency per unit: its first call that did not error (c0 and c1 errored first, then 140 and 141)
+    assert c.latency.size == 40 and t.latency.size == 10
+    assert (t.n, t.errors.y, t.units, t.score.n, t.cost.y) == (50, 5, 10, 0, pytest.approx(0.05))
     with canary.session() as s:
         empty = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0 + timedelta(minutes=1))
     assert empty["control"].n == 0 and empty["candidate"].n == 0
 
 
-def test_the_latency_sample_is_bounded_and_repeatable(sqlite_registry):
-    apply_example(sqlite_registry)
-    set_split(sqlite_registry, 20)
-    with sqlite_registry.session() as s:
-        store_batch(s, [obs(unit=f"u{i}", latency_ms=float(i)) for i in range(3_000)])
-    with sqlite_registry.session() as s:
-        first = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, latency_sample=500)["control"]
-        again = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, latency_sample=500)["control"]
-    assert first.n == 3_000 and len(first.latency_ms) == 500 and first.latency_ms == again.latency_ms
-    # drawn from the whole range, not the first rows
-    assert min(first.latency_ms) < 300 and max(first.latency_ms) > 2_700
+def test_latency_order_statistics_are_read_by_rank(canary):
+    with canary.session() as s:
+        store_batch(s, [obs(unit=f"u{i}", latency_ms=float(3_000 - i)) for i in range(3_000)])
+        store_batch(s, [obs(unit=f"u{i}", latency_ms=99_999.0) for i in range(10)])  # later calls: not first
+    with canary.session() as s:
+        stats = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0, ranks_for=lambda n: (1, 2_850, n, n + 1))
+        again = stage_stats(s, MIGRATION, 20.0, ranks_for=lambda n: (1, 2_850, n, n + 1))
+    lat = stats["control"].latency
+    assert lat.size == 3_000 and lat.order == {1: 1.0, 2_850: 2_850.0, 3_000: 3_000.0}
+    assert again["control"].latency == lat
+
+
+def flat(d: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def test_unit_aggregates_kept_at_ingest_equal_a_recount_of_the_stage(canary):
+    rows = _stats_batch()
+    with canary.session() as s:
+        store_batch(s, rows[:70])
+    with canary.session() as s:
+        store_batch(s, rows[70:])  # the same units again: their rows are updated, not duplicated
+    set_split(canary, 50)  # the next stage starts afresh
+    late = T0 + timedelta(minutes=5)
+    with canary.session() as s:
+        store_batch(s, [obs(unit="late", at=late.isoformat())])
+    ranks = lambda n: range(1, n + 1)  # noqa: E731
+    with canary.session() as s:
+        kept = stage_stats(s, MIGRATION, 20.0, ranks_for=ranks)
+        recount = variant_stats(
+            s, DEPLOYMENT, MIGRATION, since=T0 - timedelta(hours=2), until=late, ranks_for=ranks
+        )
+        later = stage_stats(s, MIGRATION, 50.0)
+    for v in ("control", "candidate"):
+        assert flat(kept[v].model_dump()) == pytest.approx(flat(recount[v].model_dump()), rel=1e-12)
+    assert later["control"].n == 1 and later["candidate"].n == 0
+    assert (
+        kept["control"].units == 41 and kept["control"].n == 101
+    )  # with the batch's row before T0 (unit u1)
 
 
 def test_window_aggregates_bucket_by_time_and_variant(canary):

@@ -1,5 +1,6 @@
-"""pairshift.stats against values computed by hand or by a different route (stdlib statistics, scipy.stats.t,
-Miller's cluster-robust sandwich written out), never by calling the code under test twice."""
+"""pairshift.stats against values computed by hand or by a different route (Wilson's and Tango's closed
+forms, a constrained maximum likelihood solved by scipy.optimize, Miller's cluster-robust sandwich written
+out), never by calling the code under test twice."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import statistics
 
 import pytest
 from scipy import stats as sps
-from scipy.special import betainc
+from scipy.optimize import brentq, minimize
 
 from pairshift.stats import (
     CaseOutcome,
     factorial,
     flipped,
     mcnemar,
-    minimum_detectable_effect,
-    newly_failing,
     paired_effect,
     summarize_arm,
 )
@@ -47,14 +46,55 @@ def arm_epochs(per_case: list[list[int]]) -> list[CaseOutcome]:
     ]
 
 
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean, half-width and two-sided p of a one-sample t, via stdlib statistics and scipy.stats.t."""
+Z975 = float(sps.norm.ppf(0.975))
+
+
+def wilson(k: int, n: int, z: float = Z975) -> tuple[float, float]:
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def tango_z(improved: int, regressed: int, n: int, delta: float) -> float:
+    """Tango (1998) score statistic for paired proportions, closed form."""
+    a, b = 2 * n, -improved - regressed + (2 * n - improved + regressed) * delta
+    c = -regressed * delta * (1 - delta)
+    q21 = (math.sqrt(b * b - 4 * a * c) - b) / (2 * a)
+    return (improved - regressed - n * delta) / math.sqrt(n * (2 * q21 + delta * (1 - delta)))
+
+
+def reference_z(values: list[float], lo: float, hi: float, delta: float) -> float:
+    """The score statistic by brute force: the multinomial on the observed values and the range's ends that
+    maximises the likelihood subject to mean = delta, solved numerically (SLSQP)."""
+    support = sorted(set(values) | {lo, hi})
+    counts = [values.count(v) for v in support]
     n = len(values)
-    mean = statistics.fmean(values)
-    se = statistics.stdev(values) / math.sqrt(n)
-    half = sps.t.ppf(0.5 + confidence / 2, n - 1) * se
-    p = 2 * sps.t.sf(abs(mean / se), n - 1)
-    return mean, half, p
+
+    def nll(p: list[float]) -> float:
+        return -sum(c * math.log(max(q, 1e-300)) for c, q in zip(counts, p, strict=True) if c)
+
+    cons = [
+        {"type": "eq", "fun": lambda p: sum(p) - 1},
+        {"type": "eq", "fun": lambda p: sum(q * v for q, v in zip(p, support, strict=True)) - delta},
+    ]
+    start = [(c + 0.5) / (n + 0.5 * len(support)) for c in counts]
+    fit = minimize(nll, start, constraints=cons, bounds=[(0, 1)] * len(support), method="SLSQP", tol=1e-14)
+    var = sum(q * (v - delta) ** 2 for q, v in zip(fit.x, support, strict=True))
+    return (sum(values) / n - delta) * math.sqrt(n) / math.sqrt(var)
+
+
+def reference_interval(values: list[float], lo: float, hi: float) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    lower = brentq(lambda d: reference_z(values, lo, hi, d) - Z975, lo + 1e-6, mean - 1e-9)
+    upper = brentq(lambda d: reference_z(values, lo, hi, d) + Z975, mean + 1e-9, hi - 1e-6)
+    return lower, upper
+
+
+def tango_interval(improved: int, regressed: int, n: int) -> tuple[float, float]:
+    mean = (improved - regressed) / n
+    lower = brentq(lambda d: tango_z(improved, regressed, n, d) - Z975, -1 + 1e-12, mean)
+    upper = brentq(lambda d: tango_z(improved, regressed, n, d) + Z975, mean, 1 - 1e-12)
+    return lower, upper
 
 
 def contrast(weights: dict[str, int]) -> list[float]:
@@ -82,30 +122,28 @@ def test_factorial_effects_match_hand_values(
 ) -> None:
     effects = factorial(ARMS["baseline"], ARMS["prompt_only"], ARMS["model_only"], ARMS["joint"], 0.95)
     effect = effects[name]
-    mean, half, p = t_interval(contrast(weights))
+    values = contrast(weights)
+    bound = sum(abs(w) for w in weights.values()) / 2
     assert effect.estimate == pytest.approx(hand_estimate)
-    assert mean == pytest.approx(hand_estimate)
-    assert effect.ci == pytest.approx((mean - half, mean + half))
+    assert effect.ci == pytest.approx(reference_interval(values, -bound, bound), abs=1e-5)
     assert effect.ci[0] <= hand_estimate <= effect.ci[1]
-    assert effect.p_value == pytest.approx(p)
+    z0 = reference_z(values, -bound, bound, 0.0)
+    assert effect.p_value == pytest.approx(2 * sps.norm.sf(abs(z0)), abs=1e-5)
 
 
-def test_joint_effect_literal_numbers() -> None:
-    # joint - baseline per case: [0,-1,-1,0,1,0,0,-1]; mean -0.25, sd sqrt(3.5/7), SE 0.25, t = -1 on 7 df.
+def test_joint_effect_is_tangos_interval() -> None:
+    # joint - baseline per case: [0,-1,-1,0,1,0,0,-1]: 1 improved, 3 regressed of 8.
     effect = factorial(ARMS["baseline"], ARMS["prompt_only"], ARMS["model_only"], ARMS["joint"])["joint"]
     assert effect.estimate == pytest.approx(-0.25)
-    assert effect.ci == pytest.approx((-0.25 - 2.364624 * 0.25, -0.25 + 2.364624 * 0.25), abs=1e-6)
-    # Two-sided t p-value through the regularised incomplete beta: I_{v/(v+t^2)}(v/2, 1/2) with v = 7, t = 1.
-    assert effect.p_value == pytest.approx(betainc(3.5, 0.5, 7 / 8))
+    assert effect.ci == pytest.approx(tango_interval(1, 3, 8), abs=1e-9)
+    assert effect.p_value == pytest.approx(2 * sps.norm.sf(abs(tango_z(1, 3, 8, 0.0))))
 
 
-def test_pass_rates_match_hand_values_and_cis_contain_them() -> None:
+def test_pass_rates_are_wilson_intervals_with_one_epoch() -> None:
     for name, rate in {"baseline": 0.75, "prompt_only": 0.75, "model_only": 0.625, "joint": 0.5}.items():
         summary = summarize_arm(ARMS[name])
-        mean, half, _ = t_interval([float(p) for p in PATTERNS[name]])
         assert summary.pass_rate == pytest.approx(rate)
-        assert summary.ci == pytest.approx((max(0.0, mean - half), min(1.0, mean + half)))
-        assert summary.ci[0] <= rate <= summary.ci[1]
+        assert summary.ci == pytest.approx(wilson(int(rate * 8), 8), abs=1e-9)
 
 
 def test_mcnemar_equals_exact_binomial_on_discordant_pairs() -> None:
@@ -136,8 +174,9 @@ def test_flipped_cases_listed_with_direction() -> None:
     assert all(f.from_arm == "baseline" and f.to_arm == "joint" for f in flips)
 
 
-def test_clustered_se_with_epochs_equals_millers_sandwich() -> None:
-    # Cases are consistent across epochs, so the clustered SE must exceed the naive iid SE over calls.
+def test_epochs_are_clustered_by_case() -> None:
+    # Cases are consistent across epochs, so the interval on per-case means must be wider than one that
+    # treats the 30 calls as independent (Wilson on calls), by about the ratio of Miller's clustered SE.
     per_case = [
         [1, 1, 1],
         [0, 0, 0],
@@ -151,18 +190,17 @@ def test_clustered_se_with_epochs_equals_millers_sandwich() -> None:
         [0, 0, 0],
     ]
     calls = [float(v) for epochs in per_case for v in epochs]
-    n, total = len(per_case), len(calls)
+    total = len(calls)
     mean = sum(calls) / total
-    # Miller (2024) cluster-robust variance: (1/N^2) sum over clusters of (sum of residuals in the cluster)^2,
-    # with the n/(n-1) small-sample factor.
-    sandwich = sum(sum(v - mean for v in epochs) ** 2 for epochs in per_case) / total**2 * n / (n - 1)
-    clustered_se = math.sqrt(sandwich)
-    naive_se = statistics.stdev(calls) / math.sqrt(total)
-    assert clustered_se > naive_se * 1.3
+    sandwich = sum(sum(v - mean for v in epochs) ** 2 for epochs in per_case) / total**2
+    naive_se = statistics.pstdev(calls) / math.sqrt(total)
+    assert math.sqrt(sandwich) > naive_se * 1.3
     summary = summarize_arm(arm_epochs(per_case))
-    half = (summary.ci[1] - summary.ci[0]) / 2
+    means = [sum(e) / 3 for e in per_case]
     assert summary.pass_rate == pytest.approx(mean)
-    assert half == pytest.approx(sps.t.ppf(0.975, n - 1) * clustered_se)
+    assert summary.ci == pytest.approx(reference_interval(means, 0.0, 1.0), abs=1e-5)
+    naive = wilson(int(sum(calls)), total)
+    assert summary.ci[1] - summary.ci[0] > 1.25 * (naive[1] - naive[0])
     assert summary.epochs == 3
 
 
@@ -170,20 +208,33 @@ def test_paired_effect_with_epochs_uses_per_case_means() -> None:
     a = arm_epochs([[1, 1, 1], [1, 0, 1], [0, 0, 0], [1, 1, 0], [1, 1, 1]])
     b = arm_epochs([[1, 0, 1], [0, 0, 1], [0, 0, 1], [1, 0, 0], [0, 1, 1]])
     diffs = [(2 - 3) / 3, (1 - 2) / 3, (1 - 0) / 3, (1 - 2) / 3, (2 - 3) / 3]
-    mean, half, p = t_interval(diffs, 0.9)
-    effect = paired_effect(a, b, 0.9)
-    assert effect.estimate == pytest.approx(mean)
-    assert effect.ci == pytest.approx((mean - half, mean + half))
-    assert effect.p_value == pytest.approx(p)
+    effect = paired_effect(a, b, 0.95)
+    assert effect.estimate == pytest.approx(sum(diffs) / 5)
+    assert effect.ci == pytest.approx(reference_interval(diffs, -1.0, 1.0), abs=1e-5)
 
 
-def test_zero_variance_falls_back_to_wilson_width() -> None:
+def test_zero_discordance_gives_the_wilson_width() -> None:
     all_pass = arm([1] * 8)
-    z2 = sps.norm.ppf(0.975) ** 2
+    z2 = Z975**2
     assert summarize_arm(all_pass).ci == pytest.approx((8 / (8 + z2), 1.0))
     same = paired_effect(all_pass, all_pass)
     assert same.ci == pytest.approx((-z2 / (8 + z2), z2 / (8 + z2)))
     assert same.p_value == 1.0
+
+
+def test_one_improved_case_raises_the_lower_end() -> None:
+    # 100 identical cases gave [-3.7, +3.7] points and 99 identical + 1 improved [-0.98, +2.98] before: adding
+    # an improvement made the candidate look *safer* than no difference, and flipped inconclusive to pass.
+    same = [CaseOutcome(case_id=f"c{i}", epoch=0, passed=True, score=1.0) for i in range(100)]
+    better_base = [o.model_copy(update={"passed": i != 0}) for i, o in enumerate(same)]
+    worse = [o.model_copy(update={"passed": i != 0}) for i, o in enumerate(same)]
+    identical = paired_effect(same, same)
+    improved = paired_effect(better_base, same)
+    regressed = paired_effect(same, worse)
+    assert identical.ci[0] == pytest.approx(-(Z975**2) / (100 + Z975**2))
+    assert regressed.ci[0] < identical.ci[0] < improved.ci[0] < 0
+    assert improved.ci == pytest.approx(tango_interval(1, 0, 100), abs=1e-9)
+    assert improved.ci[0] < -0.02 < identical.ci[1]  # still inconclusive at a 2-point margin
 
 
 def test_summary_latency_cost_tokens_and_breakdowns() -> None:
@@ -232,26 +283,3 @@ def test_unpaired_arms_are_refused() -> None:
         paired_effect(ARMS["baseline"], ARMS["joint"][:-1])
     with pytest.raises(ValueError, match="no outcomes"):
         summarize_arm([])
-
-
-def test_newly_failing_is_strict_per_epoch() -> None:
-    a = [
-        CaseOutcome(case_id="x", epoch=0, passed=True, score=1),
-        CaseOutcome(case_id="y", epoch=0, passed=False, score=0, assertion_types_failed=["is-json"]),
-    ]
-    b = [
-        CaseOutcome(case_id="x", epoch=0, passed=True, score=1),
-        CaseOutcome(case_id="x", epoch=1, passed=False, score=0, assertion_types_failed=["is-json", "regex"]),
-        CaseOutcome(case_id="y", epoch=0, passed=False, score=0, assertion_types_failed=["is-json"]),
-    ]
-    assert newly_failing(a, b, ["is-json"]) == {"is-json": ["x"]}
-    assert newly_failing(a, b, ["equals"]) == {}
-
-
-@pytest.mark.parametrize(("n", "p"), [(50, 0.9), (200, 0.8), (1000, 0.95)])
-def test_minimum_detectable_effect_has_the_stated_power(n: int, p: float) -> None:
-    d = minimum_detectable_effect(n, p, 0.95, 0.8)
-    se = math.sqrt((p * (1 - p) + (p - d) * (1 - p + d)) / n)
-    power = sps.norm.cdf(d / se - sps.norm.ppf(0.975))
-    assert power == pytest.approx(0.8, abs=1e-6)
-    assert minimum_detectable_effect(4 * n, p) < d

@@ -290,6 +290,7 @@ class EvalReport(BaseModel):
     flipped_count: int
     gate: GateDecision
     power_note: str
+    confidence: float = Field(0.95, description="Two-sided level of every interval in the report.")
     judge: str | None = None
     warnings: list[str] = Field(default_factory=list)
 

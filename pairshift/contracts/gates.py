@@ -24,7 +24,8 @@ class StageCheck(BaseModel):
     decision: Literal["breach", "pass", "inconclusive", "srm"]
     reasons: list[str]
     metrics: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per metric: control, candidate, estimate, bound, limit, verdict."
+        default_factory=dict,
+        description="Per metric: control, candidate, estimate, bound, limit, alpha, verdict.",
     )
     min_samples: int
     samples: dict[str, int]

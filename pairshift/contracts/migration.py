@@ -401,5 +401,5 @@ def promote_pair(inp: PromoteInput) -> bool:
 
 @activity.defn
 def check_stage(inp: StageCheckInput) -> StageCheck:
-    """Read candidate and control aggregates since the stage started and judge them (the pure stage gate)."""
+    """Read the stage's per-unit aggregates of candidate and control and judge them (the pure stage gate)."""
     raise NotImplementedError

@@ -4,16 +4,17 @@
   :func:`hash_unit` and :func:`store_batch`, which stores a whole batch or refuses it whole;
 - :mod:`~pairshift.observations.writer`: :class:`ObservationWriter`, the bounded, batched, non-blocking path
   from the hot path to the store;
-- :mod:`~pairshift.observations.aggregates`: :func:`variant_stats` for the canary gate and
+- :mod:`~pairshift.observations.aggregates`: :func:`stage_stats` (a canary stage's per-unit aggregates) for
+  the canary gate, :func:`variant_stats` (the same from raw observations in a window) and
   :func:`window_aggregates` for charts.
 
 Everything public is re-exported here: ``from pairshift.observations import X`` is the import to use.
 """
 
 from pairshift.observations.aggregates import (
-    LATENCY_SAMPLE,
     VARIANTS,
     WindowAggregate,
+    stage_stats,
     variant_stats,
     window_aggregates,
 )
@@ -24,13 +25,13 @@ from pairshift.observations.store import (
     ItemError,
     ObservationBatch,
     ObservationIn,
+    add_to_unit_aggregates,
     hash_unit,
     store_batch,
 )
 from pairshift.observations.writer import ObservationWriter
 
 __all__ = [
-    "LATENCY_SAMPLE",
     "MAX_BATCH",
     "MAX_ERRORS_REPORTED",
     "VARIANTS",
@@ -40,7 +41,9 @@ __all__ = [
     "ObservationIn",
     "ObservationWriter",
     "WindowAggregate",
+    "add_to_unit_aggregates",
     "hash_unit",
+    "stage_stats",
     "store_batch",
     "variant_stats",
     "window_aggregates",

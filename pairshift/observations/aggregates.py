@@ -1,30 +1,42 @@
 """Observations out: what the canary gate and dashboards read (PRODUCT §2, §9).
 
-:func:`variant_stats` sums one migration's observations per variant into :class:`pairshift.gates.VariantStats`
-(with a bounded, deterministic latency sample); :func:`window_aggregates` buckets them per time window for
-charts. Both aggregate in SQL, so a week-long stage never ships its rows to Python.
+:func:`stage_stats` reads one canary stage's per-unit aggregates (the ``unit_aggregates`` table, kept at
+ingest by :func:`add_to_unit_aggregates`) into :class:`pairshift.unit_stats.VariantStats`: the sums over units
+the gate's ratio estimators need, and the few latency order statistics its quantile test asks for.
+:func:`variant_stats` computes the same from raw observations in a time window (one migration's calls
+grouped by unit in SQL), and :func:`window_aggregates` buckets observations per time window for charts.
+All of them aggregate in SQL, so a week-long stage never ships its rows to Python.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, Integer, and_, case, cast, distinct, func, select
+from sqlalchemy import Float, Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from pairshift.gates import VariantStats
-from pairshift.registry.models import Observation
+from pairshift.registry.models import Observation, UnitAggregate
+from pairshift.unit_stats import QuantileSample, RatioSums, VariantStats
 
-LATENCY_SAMPLE = 2_000  # VariantStats.latency_ms is a bounded sample (gates bootstrap it)
 VARIANTS = ("control", "candidate")
-_SAMPLE_PRIME = (
-    1_000_003  # id * _SAMPLE_MULT mod prime: a cheap, deterministic pseudo-random row filter in SQL
-)
-_SAMPLE_MULT = 2_654_435_761
 _table = Observation.__table__  # type: ignore[attr-defined]
+_units = UnitAggregate.__table__  # type: ignore[attr-defined]
+_UNIT_COLUMNS = (
+    "calls",
+    "errors",
+    "invalid",
+    "score_n",
+    "score_sum",
+    "score_sumsq",
+    "cost_sum",
+    "cost_sumsq",
+    "first_latency_ms",
+)
+
+RanksFor = Callable[[int], Iterable[int]]
 
 
 def _filters(deployment: str, migration: str | None, since: datetime, until: datetime | None) -> Any:
@@ -40,6 +52,98 @@ def _count_if(outcome: str) -> Any:
     return func.sum(case((_table.c.outcome == outcome, 1), else_=0))
 
 
+def _stats(session: Session, units: Any, ranks_for: RanksFor | None) -> dict[str, VariantStats]:
+    """Sum a per-unit selectable (variant, unit and the _UNIT_COLUMNS) into VariantStats per variant."""
+    u = units.c
+    f = lambda col: cast(col, Float)  # noqa: E731  (squares of big counts overflow 32-bit integers)
+    sq = lambda a, b=None: func.sum(f(a) * f(a if b is None else b))  # noqa: E731
+    query = select(
+        u.variant,
+        func.count(),
+        func.sum(u.calls),
+        sq(u.calls),
+        func.sum(u.errors),
+        sq(u.errors),
+        sq(u.errors, u.calls),
+        func.sum(u.invalid),
+        sq(u.invalid),
+        sq(u.invalid, u.calls),
+        func.sum(case((u.score_n > 0, 1), else_=0)),
+        func.sum(u.score_sum),
+        func.sum(u.score_n),
+        sq(u.score_sum),
+        sq(u.score_n),
+        sq(u.score_sum, u.score_n),
+        func.sum(u.score_sumsq),
+        func.sum(u.cost_sum),
+        sq(u.cost_sum),
+        sq(u.cost_sum, u.calls),
+        func.sum(u.cost_sumsq),
+        func.count(u.first_latency_ms),
+    ).group_by(u.variant)
+    out = {v: VariantStats() for v in VARIANTS}
+    for row in session.execute(query):
+        variant, m, calls, calls_sq = row[0], row[1], row[2] or 0, float(row[3] or 0)
+        if variant not in out:
+            continue
+        v = [float(x or 0) for x in row[4:]]
+        ratio = lambda y, yy, yn, n=calls, nn=calls_sq, units=m, call_sq=None: RatioSums(  # noqa: E731
+            units=units, y=y, n=n, yy=yy, nn=nn, yn=yn, call_sq=y if call_sq is None else call_sq
+        )
+        size = int(v[17])
+        ranks = sorted(set(ranks_for(size))) if ranks_for is not None else []
+        out[variant] = VariantStats(
+            n=int(calls),
+            units=int(m),
+            errors=ratio(v[0], v[1], v[2]),
+            invalid=ratio(v[3], v[4], v[5]),
+            score=RatioSums(units=int(v[6]), y=v[7], n=v[8], yy=v[9], nn=v[10], yn=v[11], call_sq=v[12]),
+            cost=ratio(v[13], v[14], v[15], call_sq=v[16]),
+            latency=QuantileSample(size=size, order=_order_stats(session, units, variant, size, ranks)),
+        )
+    return out
+
+
+def _order_stats(
+    session: Session, units: Any, variant: str, size: int, ranks: Sequence[int]
+) -> dict[int, float]:
+    """The requested order statistics of the per-unit latencies, each read through the index by rank."""
+    u = units.c
+    out: dict[int, float] = {}
+    for rank in ranks:
+        if not 1 <= rank <= size:
+            continue
+        # Walk the index from the nearer end: the p95's ranks sit near the top.
+        ascending = rank <= size - rank + 1
+        order = u.first_latency_ms.asc() if ascending else u.first_latency_ms.desc()
+        offset = rank - 1 if ascending else size - rank
+        query = (
+            select(u.first_latency_ms)
+            .where(u.variant == variant, u.first_latency_ms.is_not(None))
+            .order_by(order)
+            .limit(1)
+            .offset(offset)
+        )
+        out[rank] = float(session.execute(query).scalar_one())
+    return out
+
+
+def stage_stats(
+    session: Session, migration: str, percent: float, *, ranks_for: RanksFor | None = None
+) -> dict[str, VariantStats]:
+    """Per variant ("control", "candidate", both always present) of one canary stage, from unit_aggregates.
+
+    ``ranks_for(size)`` names the latency order statistics to fetch for a sample of ``size`` units (the gate's
+    :func:`pairshift.gates.latency_ranks`); None fetches none.
+    """
+    units = (
+        select(_units.c.variant, _units.c.unit, *(getattr(_units.c, col) for col in _UNIT_COLUMNS))
+        .where(_units.c.migration == migration, _units.c.percent == percent)
+        .subquery()
+    )
+    return _stats(session, units, ranks_for)
+
+
 def variant_stats(
     session: Session,
     deployment: str,
@@ -47,63 +151,46 @@ def variant_stats(
     since: datetime,
     until: datetime | None = None,
     *,
-    latency_sample: int = LATENCY_SAMPLE,
+    ranks_for: RanksFor | None = None,
 ) -> dict[str, VariantStats]:
-    """Per variant ("control", "candidate", both always present) of one migration in [since, until).
+    """Per variant of one migration's observations in [since, until), grouped by unit in SQL.
 
     ``migration`` is the id observations carry (the deployment's ``migration`` column while it canaried);
-    ``None`` takes every observation of the deployment in the window.
+    ``None`` takes every observation of the deployment in the window. ``ranks_for`` as in :func:`stage_stats`.
     """
     c = _table.c
-    where = _filters(deployment, migration, since, until)
-    query = (
+    first_ok = func.min(case((c.outcome != "error", c.id)))
+    grouped = (
         select(
             c.variant,
-            func.count(),
-            _count_if("error"),
-            _count_if("invalid"),
-            func.count(c.score),
-            func.sum(c.score),
-            func.sum(c.score * c.score),
-            func.sum(c.cost_usd),
-            func.sum(c.cost_usd * c.cost_usd),
-            func.count(distinct(c.unit)),
+            c.unit,
+            func.count().label("calls"),
+            _count_if("error").label("errors"),
+            _count_if("invalid").label("invalid"),
+            func.count(c.score).label("score_n"),
+            func.coalesce(func.sum(c.score), 0.0).label("score_sum"),
+            func.coalesce(func.sum(c.score * c.score), 0.0).label("score_sumsq"),
+            func.sum(c.cost_usd).label("cost_sum"),
+            func.sum(c.cost_usd * c.cost_usd).label("cost_sumsq"),
+            first_ok.label("first_ok"),
         )
-        .where(where)
-        .group_by(c.variant)
+        .where(_filters(deployment, migration, since, until))
+        .group_by(c.variant, c.unit)
+        .subquery()
     )
-    out = {v: VariantStats(n=0, cost_sumsq=0.0, units=0) for v in VARIANTS}
-    for variant, n, errors, invalid, score_n, s_sum, s_sq, cost, cost_sq, units in session.execute(query):
-        if variant not in out:
-            continue
-        out[variant] = VariantStats(
-            n=n,
-            errors=errors or 0,
-            invalid=invalid or 0,
-            score_n=score_n,
-            score_sum=s_sum or 0.0,
-            score_sumsq=s_sq or 0.0,
-            cost_sum=cost or 0.0,
-            cost_sumsq=cost_sq or 0.0,
-            units=units,
-            latency_ms=_latency_sample(session, and_(where, c.variant == variant), n, latency_sample),
+    first = _table.alias("first")
+    g = grouped.c
+    units = (
+        select(
+            g.variant,
+            g.unit,
+            *(getattr(g, col) for col in _UNIT_COLUMNS[:-1]),
+            first.c.latency_ms.label("first_latency_ms"),
         )
-    return out
-
-
-def _latency_sample(session: Session, where: Any, n: int, cap: int) -> list[float]:
-    """At most ``cap`` latencies, deterministic for the same rows (the gate's bootstrap must replay)."""
-    c = _table.c
-    query = select(c.latency_ms).where(where)
-    if n > cap:
-        # Pre-filter in SQL (2x oversampled) so a week-long stage never ships millions of rows to Python.
-        keep = min(_SAMPLE_PRIME, int(_SAMPLE_PRIME * 2 * cap / n) + 1)
-        mixed = (cast(c.id, BigInteger) * _SAMPLE_MULT) % _SAMPLE_PRIME
-        query = query.where(mixed < keep)
-    values = np.fromiter((row[0] for row in session.execute(query.order_by(c.id))), dtype=float)
-    if values.size > cap:
-        values = np.random.default_rng(values.size).choice(values, size=cap, replace=False)
-    return values.tolist()
+        .select_from(grouped.outerjoin(first, first.c.id == g.first_ok))
+        .subquery()
+    )
+    return _stats(session, units, ranks_for)
 
 
 class WindowAggregate(BaseModel):

@@ -148,6 +148,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
     for d in deployments.values():
         known[d.name].update(p for p in (d.active_pair, d.candidate_pair) if p)
     splits = {d.name: (d.active_pair, d.candidate_pair, d.migration) for d in deployments.values()}
+    stages = {d.name: (d.migration, d.canary_percent) for d in deployments.values() if d.migration}
     errors: list[ItemError] = []
     now = utcnow()
     rows: list[tuple[Any, ...]] = []
@@ -184,6 +185,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
     if errors:
         raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
     _bulk_insert(session, rows)
+    add_to_unit_aggregates(session, rows, stages)
     return len(rows)
 
 
@@ -202,6 +204,63 @@ _COLUMNS = (
     "resolved_model",
     "at",
 )
+
+
+_AGG_COLUMNS = (
+    "calls",
+    "errors",
+    "invalid",
+    "score_n",
+    "score_sum",
+    "score_sumsq",
+    "cost_sum",
+    "cost_sumsq",
+    "first_latency_ms",
+)
+_AGG_SQL = (
+    "INSERT INTO unit_aggregates (migration, percent, variant, unit, {cols}) VALUES ({marks}) "
+    "ON CONFLICT (migration, percent, variant, unit) DO UPDATE SET {sums}, "
+    "first_latency_ms = COALESCE(unit_aggregates.first_latency_ms, excluded.first_latency_ms)"
+)
+
+
+def add_to_unit_aggregates(
+    session: Session, rows: Sequence[tuple[Any, ...]], stages: Mapping[str, tuple[str, float]]
+) -> int:
+    """Add stored rows (in ``_COLUMNS`` order) to their unit's row of the current canary stage.
+
+    ``stages`` maps a deployment to its live (migration, percent); rows of another migration (late telemetry
+    of a finished one) or of a deployment not canarying have no stage and are left out. One upsert per
+    (stage, variant, unit) touched, in key order, so concurrent batches on PostgreSQL never deadlock.
+    """
+    sums: dict[tuple[str, float, str, str], list[Any]] = {}
+    for deployment, migration, _pair, variant, unit, latency, _i, _o, cost, outcome, score, _m, _at in rows:
+        stage = stages.get(deployment)
+        if stage is None or migration != stage[0] or stage[1] <= 0:
+            continue
+        acc = sums.setdefault((migration, stage[1], variant, unit), [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, None])
+        acc[0] += 1
+        acc[1] += outcome == "error"
+        acc[2] += outcome == "invalid"
+        if score is not None:
+            acc[3] += 1
+            acc[4] += score
+            acc[5] += score * score
+        acc[6] += cost
+        acc[7] += cost * cost
+        if acc[8] is None and outcome != "error":
+            acc[8] = latency  # the unit's first recorded call that did not error
+    if not sums:
+        return 0
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = _AGG_SQL.format(
+        cols=", ".join(_AGG_COLUMNS),
+        marks=", ".join([mark] * (4 + len(_AGG_COLUMNS))),
+        sums=", ".join(f"{c} = unit_aggregates.{c} + excluded.{c}" for c in _AGG_COLUMNS[:-1]),
+    )
+    conn.exec_driver_sql(sql, [(*key, *acc) for key, acc in sorted(sums.items())])
+    return len(sums)
 
 
 def _bulk_insert(session: Session, rows: list[tuple[Any, ...]]) -> None:

@@ -276,6 +276,32 @@ class Observation(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class UnitAggregate(SQLModel, table=True):
+    """One unit's observations in one canary stage of one migration, kept up to date at ingest.
+
+    A stage is (migration, percent): percents strictly increase within a migration, and the unit's variant is
+    fixed for the stage. The stage gate sums these rows (and their squares) in SQL instead of reading calls
+    (pairshift.unit_stats says why units, not calls). ``first_latency_ms`` is the latency of the unit's first
+    recorded call in the stage that did not error: the latency gate's one draw per unit.
+    """
+
+    __tablename__ = "unit_aggregates"
+    __table_args__ = (Index("ix_unit_agg_latency", "migration", "percent", "variant", "first_latency_ms"),)
+    migration: str = Field(primary_key=True)
+    percent: float = Field(primary_key=True)
+    variant: str = Field(primary_key=True)
+    unit: str = Field(primary_key=True)
+    calls: int = 0
+    errors: int = 0
+    invalid: int = 0
+    score_n: int = 0
+    score_sum: float = 0.0
+    score_sumsq: float = 0.0
+    cost_sum: float = 0.0
+    cost_sumsq: float = 0.0
+    first_latency_ms: float | None = None
+
+
 class Reminder(SQLModel, table=True):
     """A deprecation reminder already sent (so each is sent once, whatever the number of scans)."""
 

@@ -1,0 +1,169 @@
+"""The eval gate's paired evidence beyond the pass rate (PRODUCT §6): blocking-assertion changes, cost and
+latency ratios, and the power of the non-inferiority test, all paired by case.
+
+Pure functions of per-call outcomes; the one resampling (the bootstrap of the ratios) uses a numpy Generator
+with a fixed seed, so the same outcomes always give the same interval and the gate replays.
+
+- **Blocking assertions.** For each blocking type, a case's failure rate is the share of its epochs in which
+  the type failed. The change joint - baseline, paired by case, gets the same score interval as the pass rate
+  (pairshift.intervals); the gate fails only when the interval's lower end exceeds ``max_new_failure_rate``,
+  i.e. when new failures are *shown* to outnumber new passes by more than the tolerance. An identical
+  candidate whose JSON breaks at random 0.5% of the time newly fails on a few cases and newly passes on
+  about as many; counting only the first would fail most such evals.
+- **Cost and latency ratios** (joint / baseline, cost per call and latency p95) get a percentile bootstrap
+  interval over cases: every resample draws cases with replacement and keeps all epochs of both arms of each
+  drawn case together, so the case-level pairing and the epochs' correlation are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from pairshift.contracts.evals import Effect
+from pairshift.intervals import noninferiority_cases, score_interval
+from pairshift.stats import CaseOutcome
+
+BOOTSTRAP_RESAMPLES = 2_000
+BOOTSTRAP_SEED = 20_241_101
+_CHUNK = 200  # resamples computed at once (bounded memory for 10,000-case evals)
+
+
+class BlockingChange(BaseModel):
+    """How one blocking assertion type changed from baseline to joint, paired by case."""
+
+    newly_failing: list[str] = Field(
+        ..., description="Cases failing in some joint epoch and no baseline one."
+    )
+    newly_passing: list[str] = Field(
+        ..., description="Cases failing in some baseline epoch and no joint one."
+    )
+    rate_change: Effect = Field(..., description="Joint - baseline per-case failure rate, with its interval.")
+
+
+class RatioEstimate(BaseModel):
+    """Joint / baseline of a per-call statistic, with a paired bootstrap interval over cases."""
+
+    baseline: float
+    joint: float
+    ratio: float = Field(..., description="joint / baseline (inf when only the baseline is 0).")
+    ci: tuple[float, float]
+
+
+def _failure_rates(outcomes: Sequence[CaseOutcome], kind: str) -> dict[str, float]:
+    fails: dict[str, int] = defaultdict(int)
+    calls: dict[str, int] = defaultdict(int)
+    for o in outcomes:
+        calls[o.case_id] += 1
+        fails[o.case_id] += kind in o.assertion_types_failed
+    return {case: fails[case] / calls[case] for case in calls}
+
+
+def blocking_change(
+    baseline: Sequence[CaseOutcome], joint: Sequence[CaseOutcome], kind: str, confidence: float
+) -> BlockingChange:
+    """The blocking type ``kind``'s new failures and passes and the paired change of its failure rate."""
+    rb, rj = _failure_rates(baseline, kind), _failure_rates(joint, kind)
+    cases = sorted(rb.keys() & rj.keys())
+    diffs = np.array([rj[c] - rb[c] for c in cases], dtype=float)
+    est, ci, p = score_interval(diffs, confidence, -1.0, 1.0)
+    return BlockingChange(
+        newly_failing=[c for c in cases if rj[c] > 0 and rb[c] == 0],
+        newly_passing=[c for c in cases if rb[c] > 0 and rj[c] == 0],
+        rate_change=Effect(estimate=est, ci=ci, p_value=p),
+    )
+
+
+def _by_case(outcomes: Sequence[CaseOutcome], stat: str) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = defaultdict(list)
+    for o in outcomes:
+        if stat == "cost":
+            values[o.case_id].append(o.cost_usd)
+        elif not o.error:  # latency of calls that did not error (pairshift.stats)
+            values[o.case_id].append(o.latency_ms)
+    return values
+
+
+def _statistic(values: np.ndarray, weights: np.ndarray, stat: str) -> np.ndarray:
+    """Per resample (rows of ``weights``, one weight per call): the weighted mean or 95th percentile."""
+    total = weights.sum(axis=1)
+    if stat == "cost":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (weights * values).sum(axis=1) / total
+    cum = np.cumsum(weights, axis=1)  # values are sorted ascending
+    idx = (cum < 0.95 * total[:, None]).sum(axis=1)
+    return values[np.minimum(idx, values.size - 1)]
+
+
+def paired_ratio(
+    baseline: Sequence[CaseOutcome],
+    joint: Sequence[CaseOutcome],
+    stat: Literal["cost", "latency_p95"],
+    confidence: float,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> RatioEstimate | None:
+    """Joint / baseline cost per call or latency p95, percentile bootstrap over cases; None without data."""
+    vb, vj = _by_case(baseline, stat), _by_case(joint, stat)
+    cases = sorted(set(vb) | set(vj))
+    if not any(vb.values()) or not any(vj.values()):
+        return None
+    index = {c: i for i, c in enumerate(cases)}
+
+    def flat(values: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = sorted((v, index[c]) for c, vs in values.items() for v in vs)
+        return np.array([v for v, _ in pairs]), np.array([i for _, i in pairs], dtype=np.int64)
+
+    (xb, cb), (xj, cj) = flat(vb), flat(vj)
+    point_b = float(np.mean(xb) if stat == "cost" else np.percentile(xb, 95))
+    point_j = float(np.mean(xj) if stat == "cost" else np.percentile(xj, 95))
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for start in range(0, resamples, _CHUNK):
+        k = min(_CHUNK, resamples - start)
+        draws = rng.multinomial(len(cases), np.full(len(cases), 1 / len(cases)), size=k).astype(float)
+        sb, sj = _statistic(xb, draws[:, cb], stat), _statistic(xj, draws[:, cj], stat)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios.append(np.where(sb > 0, sj / sb, np.where(sj > 0, np.inf, 1.0)))
+    r = np.concatenate(ratios)
+    r = r[~np.isnan(r)]
+    tail = (1 - confidence) / 2
+    lo, hi = (float(q) for q in np.quantile(r, [tail, 1 - tail])) if r.size else (0.0, math.inf)
+    ratio = point_j / point_b if point_b > 0 else (math.inf if point_j > 0 else 1.0)
+    return RatioEstimate(baseline=point_b, joint=point_j, ratio=ratio, ci=(lo, hi))
+
+
+def per_case_discordance(baseline: Sequence[CaseOutcome], joint: Sequence[CaseOutcome]) -> float:
+    """Mean squared per-case pass-rate difference: the share of cases that flip, with one epoch."""
+
+    def rates(outcomes: Sequence[CaseOutcome]) -> dict[str, float]:
+        passed: dict[str, list[bool]] = defaultdict(list)
+        for o in outcomes:
+            passed[o.case_id].append(o.passed)
+        return {c: sum(v) / len(v) for c, v in passed.items()}
+
+    pb, pj = rates(baseline), rates(joint)
+    cases = pb.keys() & pj.keys()
+    return float(np.mean([(pj[c] - pb[c]) ** 2 for c in cases])) if cases else 0.0
+
+
+def power_note(n_cases: int, discordance: float, margin: float, confidence: float, power: float = 0.8) -> str:
+    """The power of the test the gate runs, as a sentence: cases needed to show non-inferiority."""
+    if margin <= 0:
+        return (
+            "max_regression is 0: non-inferiority at a margin of 0 can never be shown, so the "
+            "pass-rate check is never better than inconclusive."
+        )
+    needed = noninferiority_cases(discordance, margin, confidence, power)
+    level = f"the lower end of the {confidence:.0%} interval"
+    return (
+        f"Power: a candidate with no true difference passes the pass-rate check ({level} within "
+        f"-{margin * 100:g} points) with {power:.0%} power from about {needed:,} cases at the discordance "
+        f"seen here ({discordance:.1%} of per-case results differ); this eval has {n_cases:,}."
+    )
