@@ -139,7 +139,7 @@ def test_variant_stats_sums_one_migration_in_its_window_by_unit(canary):
         )
     c, t = stats["control"], stats["candidate"]
     assert (c.n, c.units, c.errors.y, c.invalid.y, c.score.n) == (100, 40, 2, 1, 100)
-    # errored calls carry no latency: c0 and c1 errored first (100, 101 ms), so their latency is from calls 40, 41
+    # errored calls carry no latency: c0 and c1 errored first (100, 101 ms); their latency is calls 40, 41
     assert c.latency.order == {1: 102.0, 40: 141.0}
     # control: units c0..c39, unit i has calls i, i+40, i+80 (3 calls for i < 20, else 2)
     calls = [3] * 20 + [2] * 20
