@@ -105,6 +105,8 @@ class QuantileSample(BaseModel):
             return 0.0
         if rank > self.size:
             return math.inf
+        if rank not in self.order:
+            raise LookupError(f"latency order statistic {rank} of {self.size} was not fetched from the store")
         return self.order[rank]
 
     @classmethod

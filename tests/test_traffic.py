@@ -8,7 +8,9 @@ import pytest
 from sqlalchemy import func, select
 from test_router_support import DEPLOYMENT, MIGRATION, T0, apply_example, set_split
 
+from pairshift.gates import latency_ranks, stage_gate
 from pairshift.observations import variant_stats
+from pairshift.policy import CanaryPolicy
 from pairshift.registry.models import Observation
 from pairshift.router import Router
 from pairshift.sim.traffic import (
@@ -116,3 +118,27 @@ def test_use_sim_needs_a_vars_pool(canary):
     with Router(DEPLOYMENT, canary, refresh_s=0) as router:
         with pytest.raises(ValueError, match="vars_pool"):
             TrafficGenerator(router, TrafficProfile(use_sim=True))
+
+
+def test_sticky_heterogeneous_units_cluster_errors(canary):
+    # A few busy units, 2% of units failing half their calls, candidate identical to control: errors cluster
+    # by unit (the cluster-robust variance far above the per-call one), and the unit-level gate stays calm.
+    profile = TrafficProfile(seed=5, units=3_000, activity_sigma=1.5, error_prone_units=0.02)
+    policy = CanaryPolicy()
+    with Router(DEPLOYMENT, canary, refresh_s=0) as router:
+        TrafficGenerator(router, profile).generate(20_000, at=T0, spread_s=600)
+    with canary.session() as s:
+        stats = variant_stats(
+            s, DEPLOYMENT, MIGRATION, since=T0, ranks_for=lambda n: latency_ranks(policy, n)
+        )
+    c, t = stats["control"], stats["candidate"]
+    assert c.n + t.n == 20_000 and c.units + t.units < 3_000
+    _, clustered = c.errors.estimate("binary")
+    per_call = c.errors.ratio * (1 - c.errors.ratio) / c.n
+    assert clustered > 3 * per_call
+    check = stage_gate(c, t, 50, policy, elapsed_hours=1, min_hours=2)
+    assert check.metrics["error_rate"]["verdict"] != "breach"
+    uniform = TrafficProfile(seed=5, units=3_000)
+    with Router(DEPLOYMENT, canary, refresh_s=0) as router:
+        units = {o.unit for o in TrafficGenerator(router, uniform).generate(3_000, at=T0)}
+    assert len(units) > 1_500  # uniform drawing is unchanged: most units appear

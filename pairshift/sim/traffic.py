@@ -9,6 +9,10 @@ Two ways to drive it:
 - :meth:`TrafficGenerator.run` (async, paced): requests at ``rate_per_s`` for a duration, through
   :meth:`Router.complete` (the in-process sim provider) or :meth:`Router.record`, as a real app would.
 
+Units are drawn uniformly by default; ``activity_sigma`` makes a few units make most of the calls, and
+``error_prone_units`` gives a share of units a high error rate whatever the pair: the sticky heterogeneity
+of real traffic (pairshift.sim.population models it for the calibration bench).
+
 Outcomes are either synthesised from :class:`Behaviour` (error rate, invalid rate, a Beta score distribution,
 log-normal latency, token counts) or, with ``use_sim``, produced by the sim snapshot answering the rendered
 prompt (invalid = not a JSON object, score = triage correct), with the behaviour's error rate on top. Every
@@ -70,6 +74,17 @@ class TrafficProfile(BaseModel):
         False, description="answer with the sim snapshot (sim models only) instead of synthesis"
     )
     vars_pool: list[dict[str, Any]] = Field(default_factory=list, description="prompt variables for use_sim")
+    activity_sigma: float = Field(
+        0.0,
+        ge=0,
+        le=4,
+        description="log-normal sigma of the units' call rates: 0 = every unit equally active, 1.5 = a few "
+        "units make most of the calls (as in pairshift.sim.population)",
+    )
+    error_prone_units: float = Field(
+        0.0, ge=0, le=1, description="share of units whose calls fail at error_prone_rate, whatever the pair"
+    )
+    error_prone_rate: float = Field(0.5, ge=0, le=1)
 
     def behaviour(self, assignment: Assignment) -> Behaviour:
         return self.behaviours.get(assignment.pair) or self.behaviours.get(assignment.model) or self.default
@@ -107,17 +122,34 @@ class TrafficGenerator:
         self.errors = 0
         if self.profile.use_sim and not self.profile.vars_pool:
             raise ValueError("use_sim needs vars_pool (e.g. vars_from_dataset(path))")
+        # Sticky unit traits come from their own stream, so the default (iid) traffic's draws are unchanged.
+        traits = np.random.default_rng([self.profile.seed, 1])
+        n = self.profile.units
+        weights = (
+            traits.lognormal(0.0, self.profile.activity_sigma, n) if self.profile.activity_sigma else None
+        )
+        self._activity_cdf = None if weights is None else np.cumsum(weights) / weights.sum()
+        self._error_prone = traits.random(n) < self.profile.error_prone_units
+
+    def _unit_index(self) -> int:
+        if self._activity_cdf is None:
+            return int(self.rng.integers(self.profile.units))
+        return min(int(np.searchsorted(self._activity_cdf, self.rng.random())), self.profile.units - 1)
 
     def _unit(self) -> str:
-        return f"unit-{int(self.rng.integers(self.profile.units))}"
+        return f"unit-{self._unit_index()}"
+
+    def _error_rate(self, unit: str, b: Behaviour) -> float:
+        prone = self.profile.error_prone_units and self._error_prone[int(unit.removeprefix("unit-"))]
+        return self.profile.error_prone_rate if prone else b.error_rate
 
     def _vars(self) -> Mapping[str, Any]:
         pool = self.profile.vars_pool
         return pool[int(self.rng.integers(len(pool)))] if pool else {}
 
-    def _synthesise(self, a: Assignment, b: Behaviour) -> _Result:
+    def _synthesise(self, a: Assignment, b: Behaviour, error_rate: float | None = None) -> _Result:
         latency = float(b.latency_median_ms * np.exp(b.latency_sigma * self.rng.standard_normal()))
-        if self.rng.random() < b.error_rate:
+        if self.rng.random() < (b.error_rate if error_rate is None else error_rate):
             return _Result("error", latency, b.input_tokens, 0, 0.0, None)
         spec = self.router.split.models.get(a.model)
         cost = cost_usd(spec, b.input_tokens, b.output_tokens) if spec else 0.0
@@ -149,7 +181,10 @@ class TrafficGenerator:
         unit = self._unit()
         a = self.router.resolve(unit)
         b = self.profile.behaviour(a)
-        result = self._simulate(a, b, self._vars()) if self.profile.use_sim else self._synthesise(a, b)
+        if self.profile.use_sim:
+            result = self._simulate(a, b, self._vars())
+        else:
+            result = self._synthesise(a, b, self._error_rate(unit, b))
         self.sent += 1
         self.errors += result.outcome == "error"
         return unit, a, result
