@@ -1,7 +1,7 @@
 """unit_aggregates: per-(migration, stage percent, variant, unit) sums kept at ingest for the stage gate
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 
 A canary running while this upgrade happens keeps its stage's evidence: the rows of every deployment's live
 split are built from its observations since the split last changed.
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
