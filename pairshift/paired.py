@@ -82,10 +82,9 @@ def blocking_change(
 def _by_case(outcomes: Sequence[CaseOutcome], stat: str) -> dict[str, list[float]]:
     values: dict[str, list[float]] = defaultdict(list)
     for o in outcomes:
-        if stat == "cost":
-            values[o.case_id].append(o.cost_usd)
-        elif not o.error:  # latency of calls that did not error (pairshift.stats)
-            values[o.case_id].append(o.latency_ms)
+        if o.error:  # cost and latency of calls that answered (pairshift.stats): an error costs 0 here
+            continue
+        values[o.case_id].append(o.cost_usd if stat == "cost" else o.latency_ms)
     return values
 
 

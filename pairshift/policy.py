@@ -105,6 +105,18 @@ class Stage(_Strict):
     )
     approval: bool = Field(False, description="Wait for a human decision before this stage starts.")
 
+    @field_validator("percent")
+    @classmethod
+    def _at_least_one_bucket(cls, percent: float) -> float:
+        # The router routes whole buckets of 10,000 (pairshift.router): a share below half a bucket would
+        # run a stage that routes nobody and a gate with no candidate data.
+        if round(percent * 100) < 1:
+            raise ValueError(
+                f"percent {percent:g} routes no unit: the router splits units into 10,000 buckets, so the "
+                "smallest share is 0.01"
+            )
+        return percent
+
     @model_validator(mode="after")
     def _hours_ordered(self) -> Stage:
         if self.max_hours is not None and self.max_hours < self.min_hours:

@@ -112,6 +112,9 @@ def summarize_arm(outcomes: Sequence[CaseOutcome], confidence: float = 0.95) -> 
     for o in outcomes:
         epochs_by_case[o.case_id] += 1
     cost = float(sum(o.cost_usd for o in outcomes))
+    # An errored call is billed nothing here: counting it at 0 would make the arm with more errors look
+    # cheaper, so cost per call is over the calls that answered.
+    answered = sum(not o.error for o in outcomes)
     tokens = float(sum(o.input_tokens + o.output_tokens for o in outcomes))
     return ArmSummary(
         n_cases=len(pass_by_case),
@@ -125,7 +128,7 @@ def summarize_arm(outcomes: Sequence[CaseOutcome], confidence: float = 0.95) -> 
         latency_p50_ms=float(p50),
         latency_p95_ms=float(p95),
         cost_usd=cost,
-        cost_per_case=cost / len(outcomes),
+        cost_per_case=cost / answered if answered else 0.0,
         tokens_per_case=tokens / len(outcomes),
         by_tag=_by_tag(outcomes, confidence),
         by_assertion_type=_by_assertion_type(outcomes),

@@ -259,7 +259,7 @@ def test_summary_latency_cost_tokens_and_breakdowns() -> None:
     assert s.latency_p50_ms == pytest.approx(50.5)  # 1..100 ms, errored call left out
     assert s.latency_p95_ms == pytest.approx(95.05)
     assert s.cost_usd == pytest.approx(1.0)
-    assert s.cost_per_case == pytest.approx(1.0 / 101)
+    assert s.cost_per_case == pytest.approx(1.0 / 100)  # the errored call is left out
     assert s.tokens_per_case == pytest.approx(12000 / 101)
     assert s.by_tag["billing"].pass_rate == pytest.approx(30 / 40)
     assert s.by_tag["billing"].n == 40

@@ -56,7 +56,9 @@ class ArmSummary(BaseModel):
     latency_p50_ms: float
     latency_p95_ms: float
     cost_usd: float = Field(..., description="Total cost of the arm.")
-    cost_per_case: float = Field(..., description="Mean cost of one case run (one call).")
+    cost_per_case: float = Field(
+        ..., description="Mean cost of one call that answered (errored calls left out)."
+    )
     tokens_per_case: float = Field(..., description="Mean input + output tokens of one call.")
     by_tag: dict[str, TagStat] = Field(default_factory=dict)
     by_assertion_type: dict[str, AssertionTypeStat] = Field(default_factory=dict)

@@ -10,7 +10,9 @@ are read the way promptfoo reads them (src/matchers/llmGrading.ts, rubric.ts):
   JavaScript's ``Number(score)`` when finite (``null`` is 0), else ``Number(pass)``; with a ``threshold``
   the score must also reach it. Under ``not-`` the score becomes ``1 - score``, clamped to [0, 1].
 - model-graded-closedqa: the reply's last character ``Y`` passes, ``N`` fails.
-- factuality: ``{"category": "A".."E"}`` (or a legacy ``(A)`` answer); D (disagreement) fails, A/B/C/E pass.
+- factuality: ``{"category": "A".."E"}``, or the legacy answer line promptfoo's format prescribes: the reply's
+  first or last line opens with the option, ``(B)`` / ``B)`` / ``Answer: B`` (a letter in parentheses
+  anywhere else, like ``(see above)``, is not an answer); D (disagreement) fails, A/B/C/E pass.
 
 A reply that cannot be read is a grader error: the assertion fails and ``not-`` does not turn it into a pass.
 An exception raised by the judge propagates, so the calling activity can retry the call.
@@ -144,6 +146,19 @@ def parse_closedqa_reply(reply: str) -> Verdict:
     return Verdict(False, 0.0, f"The judge's closedqa reply ends in neither Y nor N: {reply[:200]!r}", True)
 
 
+_ANSWER_LINE = re.compile(r"(?:answer\s*:\s*)?\(?([A-E])(?:\)|\s*$|[.:]\s)", re.IGNORECASE)
+
+
+def factuality_answer_line(reply: str) -> str | None:
+    """The option of a legacy factuality reply: its first or last non-empty line opens with it, else None."""
+    lines = [line.strip() for line in reply.splitlines() if line.strip()]
+    for line in dict.fromkeys(lines[:1] + lines[-1:]):
+        found = _ANSWER_LINE.match(line)  # options are capitals: "a) first, ..." opens a list, not an answer
+        if found and (found.group(1).isupper() or found.group(0).lower().startswith("answer")):
+            return found.group(1).upper()
+    return None
+
+
 def parse_factuality_reply(reply: str) -> Verdict:
     category, reason = None, ""
     for obj in extract_json_objects(reply):
@@ -151,8 +166,7 @@ def parse_factuality_reply(reply: str) -> Verdict:
             category, reason = obj["category"].strip().upper(), str(obj.get("reason") or "")
             break
     if category is None:
-        legacy = re.search(r"\s*\(?([a-eA-E])\)", reply)
-        category = legacy.group(1).upper() if legacy else None
+        category = factuality_answer_line(reply)
     if category not in _FACTUALITY_SCORES:
         return Verdict(False, 0.0, f"The judge's factuality reply has no category A-E: {reply[:200]!r}", True)
     score = _FACTUALITY_SCORES[category]
