@@ -3,12 +3,15 @@
 A thin layer: routes validate with pydantic and call :mod:`pairshift.router`, :mod:`pairshift.observations`
 and the registry; they hold no business logic. Every error answers JSON ``{"error": "...", "detail": [...]}``
 naming the bad field or item index: malformed JSON 400, a batch over 10,000 items 413, invalid values 422,
-unknown names 404, an unreachable registry 503. OpenAPI is served at ``/openapi.json`` and ``/docs``.
+unknown names 404, an unreachable registry 503. ``POST /v1/deployments/{name}/complete`` serves a completion
+the way ``Router.complete`` does (:mod:`pairshift.completion`): a provider failure answers 502/503/504 naming
+the pair. OpenAPI is served at ``/openapi.json`` and ``/docs``.
 
 Every route but ``/healthz`` (and the signature-authenticated ``/slack/interactions``) needs a bearer token
-with its scope (:mod:`pairshift.api_guard`): ``resolve`` to resolve, ``observe`` to send observations,
-``read`` for migrations and reports; 401 without a live token, 403 without the scope. Bodies are capped
-(1 MB by default, ``PAIRSHIFT_API_MAX_BODY_BYTES``; Slack's 64 KB) before they are read in full.
+with its scope (:mod:`pairshift.api_guard`): ``resolve`` to resolve, ``complete`` for completions,
+``observe`` to send observations, ``read`` for migrations and reports; 401 without a live token, 403 without
+the scope. Bodies are capped (1 MB by default, ``PAIRSHIFT_API_MAX_BODY_BYTES``; Slack's 64 KB) before they
+are read in full.
 
 ``POST /slack/interactions`` belongs to the Slack module: pass its router as ``extra_routers`` (or call
 ``app.include_router`` on the returned app); this module defines no Slack route.
@@ -26,7 +29,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +44,7 @@ from pairshift.api_guard import (
     TokenCache,
     require,
 )
+from pairshift.completion import Served, ServeError, serve
 from pairshift.observations import MAX_BATCH, BatchRejected, ObservationBatch, ObservationWriter, store_batch
 from pairshift.observations.split_check import check_against_split
 from pairshift.registry.models import MigrationRow
@@ -74,6 +78,38 @@ class Accepted(BaseModel):
     accepted: int
 
 
+class CompleteIn(BaseModel):
+    """The body of ``POST /v1/deployments/{name}/complete``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(min_length=1, max_length=512, description="the unit key (sticky assignment)")
+    variables: dict[str, Any] = Field(default_factory=dict, description="the prompt's variables")
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+
+
+class CompleteOut(BaseModel):
+    """The answer of ``POST /v1/deployments/{name}/complete``: the output and where it came from."""
+
+    output: str
+    deployment: str
+    pair: str = Field(description="the pair that served (a fallback's pair when the assigned one failed)")
+    variant: str
+    model: str
+    resolved_model: str = Field(description="the response's model: what an alias resolved to")
+    usage: Usage
+    cost_usd: float
+    latency_ms: float
+    fallback_from: str | None = Field(
+        None, description="the assigned pair that failed, when a fallback served"
+    )
+
+
 class ErrorBody(BaseModel):
     """Every 4xx answer: one line saying what is wrong."""
 
@@ -100,7 +136,7 @@ class MigrationOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 502, 503, 504)
 }
 
 
@@ -121,7 +157,7 @@ class _State:
         self.observe_limit = RowRateLimit(observe_rows_per_minute)
         self.routers: dict[str, Router] = {}
         self._writer: ObservationWriter | None = (
-            None  # one writer shared by the routers (none record here today)
+            None  # one writer shared by the routers: /complete and the gateway record through it
         )
         self._lock = threading.Lock()
 
@@ -141,6 +177,10 @@ class _State:
                     self._writer = ObservationWriter(self.registry)
                 self.routers[deployment] = Router(deployment, self.registry, writer=self._writer).start()
             return self.routers[deployment]
+
+    def flush_observations(self) -> int:
+        """Write the queued observations now (tests, shutdown); returns how many."""
+        return self._writer.flush() if self._writer is not None else 0
 
     def close(self) -> None:
         for router in self.routers.values():
@@ -189,12 +229,24 @@ def _routes(state: _State) -> APIRouter:
         name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")
     ) -> Assignment:
         """The pair serving ``unit`` now (sticky): for apps that cannot embed the Python router."""
+        return _router_or_404(state, name).resolve(unit)
+
+    @api.post(
+        "/v1/deployments/{name}/complete",
+        response_model=CompleteOut,
+        tags=["router"],
+        dependencies=[Depends(require("complete"))],
+    )
+    async def complete(name: str, body: CompleteIn) -> CompleteOut:
+        """Resolve the unit, render its pair's prompt, call the provider, check and record (as
+        ``Router.complete`` does). A provider failure answers 502 (refused), 503 (unavailable or rate limited
+        after retries) or 504 (timeout) naming the pair; the observation is recorded either way."""
+        router = await run_in_threadpool(_router_or_404, state, name)
         try:
-            return state.router(name).resolve(unit)
-        except UnknownDeployment as exc:
-            raise ApiError(
-                404, str(exc), [{"loc": ["path", "name"], "field": "name", "msg": str(exc)}]
-            ) from exc
+            served = await serve(router, body.unit, router.call_for(body.variables))
+        except ServeError as exc:
+            raise ApiError(exc.status, exc.message, [exc.detail()]) from None
+        return complete_out(served)
 
     @api.post("/v1/observations", response_model=Accepted, tags=["observations"])
     def observations(batch: ObservationBatch, token: TokenInfo = Depends(require("observe"))) -> Accepted:
@@ -289,6 +341,34 @@ def _routes(state: _State) -> APIRouter:
         return HTMLResponse(await run_in_threadpool(read))
 
     return api
+
+
+def _router_or_404(state: _State, name: str) -> Router:
+    try:
+        return state.router(name)
+    except UnknownDeployment as exc:
+        raise ApiError(404, str(exc), [{"loc": ["path", "name"], "field": "name", "msg": str(exc)}]) from exc
+
+
+def complete_out(served: Served) -> CompleteOut:
+    """The wire answer of a served completion."""
+    a, c = served.assignment, served.completion
+    return CompleteOut(
+        output=served.output,
+        deployment=a.deployment,
+        pair=a.pair,
+        variant=a.variant,
+        model=a.model,
+        resolved_model=c.resolved_model,
+        usage=Usage(
+            input_tokens=c.input_tokens,
+            output_tokens=c.output_tokens,
+            cached_input_tokens=c.cached_input_tokens,
+        ),
+        cost_usd=c.cost_usd,
+        latency_ms=served.latency_ms,
+        fallback_from=None,
+    )
 
 
 async def _add_live_status(factory: TemporalClientFactory, out: MigrationOut) -> None:

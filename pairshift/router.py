@@ -27,10 +27,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, select
 
-from pairshift import providers
+from pairshift.completion import Call, ServeError, serve
 from pairshift.observations import ObservationIn, ObservationWriter
-from pairshift.prompts import TemplateProblem, render
-from pairshift.providers import CallParams, Completion, Message, ModelSpec, ProviderError
+from pairshift.prompts import render
+from pairshift.providers import CallParams, Completion, Message, ModelSpec
 from pairshift.registry.models import Deployment, Model, PromptVersion, pair_id
 from pairshift.registry.store import Registry, open_registry
 
@@ -317,6 +317,14 @@ class Router:
         system, user = render(prompt.system, prompt.template, dict(variables))
         return spec, system, [Message(role="user", content=user)], split.params[prompt.id]
 
+    def call_for(self, variables: Mapping[str, Any]) -> Callable[[Assignment], Call]:
+        """The request builder of :func:`pairshift.completion.serve` that renders a pair's prompt."""
+
+        def build(assignment: Assignment) -> Call:
+            return Call(*self.request(assignment, variables))
+
+        return build
+
     async def complete(
         self,
         unit_key: str,
@@ -327,30 +335,16 @@ class Router:
     ) -> RoutedCompletion:
         """Resolve, render, call the provider, record the observation; a provider error is recorded, raised.
 
-        ``validate(output)`` False records the call as ``invalid``; ``score(output)`` attaches a 0..1 score.
-        A prompt that cannot be rendered with ``variables`` is recorded as an error of its pair (a candidate
-        prompt that needs a variable the app does not send is exactly what a canary must catch).
+        ``validate(output)`` False records the call as ``invalid``; ``score(output)`` attaches a 0..1 score
+        (a callback that raises records the call as ``invalid``). A prompt that cannot be rendered with
+        ``variables`` is recorded as an error of its pair (a candidate prompt that needs a variable the app
+        does not send is exactly what a canary must catch). The same implementation serves
+        ``POST /v1/deployments/{name}/complete`` and the gateway (:mod:`pairshift.completion`).
         """
-        assignment = self.resolve(unit_key)
-        started = time.perf_counter()
         try:
-            spec, system, messages, params = self.request(assignment, variables)
-            completion = await providers.complete(spec, system, messages, params)
-        except (ProviderError, TemplateProblem):
-            self.record(
-                unit_key, assignment, latency_ms=(time.perf_counter() - started) * 1000, outcome="error"
-            )
-            raise
-        ok = validate is None or validate(completion.text)
-        self.record(
-            unit_key,
-            assignment,
-            latency_ms=completion.latency_ms,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=completion.cost_usd,
-            outcome="ok" if ok else "invalid",
-            score=score(completion.text) if score else None,
-            resolved_model=completion.resolved_model,
+            served = await serve(self, unit_key, self.call_for(variables), validate=validate, score=score)
+        except ServeError as exc:
+            raise exc.cause from None
+        return RoutedCompletion(
+            output=served.output, assignment=served.assignment, completion=served.completion
         )
-        return RoutedCompletion(output=completion.text, assignment=assignment, completion=completion)

@@ -31,6 +31,7 @@ from pairshift.router import bucket
 ROUTES = [  # (method, path, scope)
     ("GET", f"/v1/deployments/{DEPLOYMENT}/resolve?unit=u1", "resolve"),
     ("POST", "/v1/observations", "observe"),
+    ("POST", f"/v1/deployments/{DEPLOYMENT}/complete", "complete"),
     ("GET", "/v1/migrations", "read"),
     ("GET", f"/v1/migrations/{MIGRATION}", "read"),
     ("GET", "/reports/nope", "read"),
@@ -76,6 +77,8 @@ def stored(registry) -> int:
 
 def call(c: TestClient, method: str, path: str, **kw: Any) -> httpx.Response:
     body = {"observations": [routed("u1")]} if method == "POST" else None
+    if path.endswith("/complete"):  # each allowed completion records its observation
+        body = {"unit": "u1", "variables": {"customer_tier": "gold", "ticket_body": "refund please"}}
     return c.request(method, path, json=body, **kw)
 
 
@@ -94,6 +97,7 @@ def test_every_route_needs_a_token_with_its_scope(app, canary, method, path, sco
     for allowed in (scope, "admin"):
         r = call(c, method, path, headers=bearer(api_token(canary, allowed)))
         assert r.status_code not in (401, 403), r.text
+    app.state.pairshift.flush_observations()  # /complete records through the writer
     assert stored(canary) == (2 if method == "POST" else 0)  # the two allowed POSTs only
 
 
