@@ -34,7 +34,7 @@ from pairshift.config_files import UnsafeFile, confined
 from pairshift.people import IDENTITY_FIELDS, Person
 from pairshift.policy import Policy, format_validation_error
 from pairshift.prompts import TemplateProblem, check_template, content_hash
-from pairshift.providers import CallParams, ModelSpec, provider_problems
+from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
 from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
@@ -206,6 +206,8 @@ def _apply_prompt(s: Session, item: Located, result: ApplyResult) -> None:
         check_template(cfg.system, cfg.template, cfg.variables)
     except TemplateProblem as exc:
         raise ConfigError(f"{item.where('template')}: {exc}") from None
+    for key, why in reserved_param_problems(cfg.params):
+        raise ConfigError(f"{item.where(f'params.{key}')}: reserved, a prompt cannot set it ({why})")
     try:
         CallParams.model_validate(cfg.params)
     except ValueError as exc:

@@ -58,7 +58,7 @@ def _calls(cost: float, errors: int, ok: int) -> list[CaseOutcome]:
 
 
 def test_errored_calls_do_not_make_an_arm_cheaper() -> None:
-    """Old code: cost per call over every call with an errored call at 0: the arm with errors looked cheaper."""
+    """Old code: cost per call over every call, an errored one at 0: the arm with errors looked cheaper."""
     clean, flaky = summarize_arm(_calls(0.01, 0, 10)), summarize_arm(_calls(0.01, 5, 5))
     assert clean.cost_per_case == pytest.approx(0.01)
     assert flaky.cost_per_case == pytest.approx(0.01)
@@ -77,7 +77,5 @@ def test_a_share_that_rounds_to_no_bucket_is_refused(percent: float) -> None:
 
 
 def test_the_smallest_routable_share_is_kept() -> None:
-    policy = Policy.model_validate(
-        {"name": "p", "canary": {"stages": [{"percent": 0.01}, {"percent": 100}]}}
-    )
+    policy = Policy.model_validate({"name": "p", "canary": {"stages": [{"percent": 0.01}, {"percent": 100}]}})
     assert policy.canary.stages[0].percent == 0.01

@@ -63,6 +63,16 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=NON_RETRYABLE,
 )
+# Every activity has an attempt limit (about 15 minutes of backoff at the 30 s cap), so no input can hang an
+# eval and the migration waiting on it: an error that slips past the non-retryable types still ends the eval,
+# named. TypeError and ValueError are bugs or bad input, never transient. Versioned: BOUNDED_RETRY_PATCH.
+BOUNDED_RETRY_PATCH = "eval-bounded-retries"
+BOUNDED_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=30,
+    non_retryable_error_types=[*NON_RETRYABLE, "TypeError", "ValueError", "KeyError", "AttributeError"],
+)
 
 
 def _failure_message(err: BaseException) -> tuple[str, str | None]:
@@ -81,6 +91,7 @@ class EvalWorkflow:
 
     def __init__(self) -> None:
         self._progress = EvalProgress(phase="planning")
+        self._retry = RETRY
 
     @workflow.query
     def progress(self) -> EvalProgress:
@@ -88,12 +99,13 @@ class EvalWorkflow:
 
     @workflow.run
     async def run(self, request: EvalRequest) -> EvalReport:
+        self._retry = BOUNDED_RETRY if workflow.patched(BOUNDED_RETRY_PATCH) else RETRY
         try:
             plan = await workflow.execute_activity(
                 plan_eval,
                 PlanInput(request=request, eval_id=workflow.info().run_id),
                 start_to_close_timeout=SHORT,
-                retry_policy=RETRY,
+                retry_policy=self._retry,
             )
             if workflow.patched(PREFLIGHT_PATCH):
                 self._progress = EvalProgress(phase="preflight")
@@ -101,7 +113,7 @@ class EvalWorkflow:
                     preflight_eval,
                     PreflightInput(plan=plan),
                     start_to_close_timeout=SHORT,
-                    retry_policy=RETRY,
+                    retry_policy=self._retry,
                 )
                 plan = plan.model_copy(update={"warnings": [*plan.warnings, *checked.warnings]})
             self._progress = EvalProgress(
@@ -121,7 +133,7 @@ class EvalWorkflow:
                         summarize_eval_run,
                         SummarizeInput(run_id=a.run_id, confidence=plan.policy.confidence),
                         start_to_close_timeout=SHORT,
-                        retry_policy=RETRY,
+                        retry_policy=self._retry,
                     )
                     for a in plan.arms
                 )
@@ -131,7 +143,7 @@ class EvalWorkflow:
                 build_eval_report,
                 ReportInput(plan=plan, summaries=list(summaries), flipped_cap=FLIPPED_CAP),
                 start_to_close_timeout=SHORT,
-                retry_policy=RETRY,
+                retry_policy=self._retry,
             )
         except ActivityError as err:
             self._progress.phase = "failed"
@@ -181,7 +193,7 @@ class EvalWorkflow:
                     run_eval_batch,
                     spec,
                     task_queue=queue,
-                    retry_policy=RETRY,
+                    retry_policy=self._retry,
                     start_to_close_timeout=timedelta(seconds=tuning.batch_timeout_s),
                     heartbeat_timeout=timedelta(seconds=tuning.heartbeat_timeout_s),
                 )

@@ -30,7 +30,7 @@ from sqlmodel import Session, col, select
 from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
 from pairshift.evals.planning import ArmFailed, load_cases, model_spec
-from pairshift.prompts import render
+from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import (
     AuthError,
     BadRequest,
@@ -173,7 +173,7 @@ class _Call:
 
 def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
     system, user = render(work.prompt.system, work.prompt.template, case.vars)
-    params = CallParams(**work.prompt.params, seed=epoch)
+    params = CallParams(**{**work.prompt.params, "seed": epoch})  # the epoch's seed (planning refuses one set)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}
     ]
@@ -203,7 +203,12 @@ async def run_batch(
     """Run every (case, epoch) of the batch not stored yet; see the module docstring for the guarantees."""
     work = await asyncio.to_thread(_load_work, registry, batch)
     epochs = range(1, work.run.epochs + 1)
-    todo = [_prepare(work, case, e) for case in work.cases for e in epochs if (case.id, e) not in work.done]
+    try:
+        todo = [_prepare(work, case, e) for case in work.cases for e in epochs if (case.id, e) not in work.done]
+    except (TemplateProblem, ValueError, TypeError) as exc:  # bad input: retrying cannot fix it
+        message = f"arm {work.run.arm} ({work.run.pair}) cannot prepare its requests: {exc}"
+        await asyncio.to_thread(mark_failed, registry, work.run.id, message)
+        raise ArmFailed(message) from None
     counters = _Counters(len(work.cases) * len(epochs), len(work.cases) * len(epochs) - len(todo))
     judge = _make_judge(registry, work, batch.no_cache)
     hits = (

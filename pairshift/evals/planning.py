@@ -23,7 +23,7 @@ from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest,
 from pairshift.datasets import Case
 from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem, render
-from pairshift.providers import CallParams, ModelSpec, provider_problems
+from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
 from pairshift.ratelimit import batch_route
 from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
@@ -144,6 +144,8 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
 def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> None:
     """Every prompt renders every case and has valid call params: a bad case fails now, not later."""
     for prompt in prompts:
+        for key, why in reserved_param_problems(prompt.params):
+            raise EvalInputError(f"prompt {prompt.id}: params.{key} is reserved, a prompt cannot set it ({why})")
         try:
             CallParams(**prompt.params)
         except ValueError as exc:

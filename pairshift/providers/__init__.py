@@ -13,6 +13,7 @@ from pairshift.providers.base import (
     ProviderName,
     RetryPolicy,
     complete,
+    reserved_param_problems,
 )
 from pairshift.providers.cost import cost_usd
 from pairshift.providers.errors import (
@@ -30,6 +31,7 @@ from pairshift.providers.errors import (
 from pairshift.providers.rules import RequestRules, outgoing, provider_problems
 
 __all__ = [
+    "reserved_param_problems",
     "AuthError",
     "BadRequest",
     "CallParams",

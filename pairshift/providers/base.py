@@ -150,6 +150,26 @@ class CallParams(BaseModel):
     )
 
 
+# Keys a prompt's params may not set: the eval engine and the router own them. `seed` is the epoch (a prompt's
+# own seed would collide with it and make every epoch the same call); the others are the request itself.
+RESERVED_PARAMS: dict[str, str] = {
+    "seed": "the eval engine sets it to the epoch number",
+    "model": "the pair names the model",
+    "messages": "they are rendered from the prompt's template",
+    "system": "it is the prompt's `system` text",
+    "prompt": "it is rendered from the prompt's template",
+    "stream": "pairshift reads whole responses",
+    "n": "pairshift makes one completion per call",
+}
+
+
+def reserved_param_problems(params: Any) -> list[tuple[str, str]]:
+    """(key, why) of every reserved key among a prompt's params (:data:`RESERVED_PARAMS`)."""
+    if not isinstance(params, dict):
+        return []
+    return [(key, RESERVED_PARAMS[key]) for key in params if key in RESERVED_PARAMS]
+
+
 FinishReason = Literal["stop", "length", "refusal", "content_filter", "tool_calls", "error"]
 
 
