@@ -173,7 +173,9 @@ class _Call:
 
 def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
     system, user = render(work.prompt.system, work.prompt.template, case.vars)
-    params = CallParams(**{**work.prompt.params, "seed": epoch})  # the epoch's seed (planning refuses one set)
+    params = CallParams(
+        **{**work.prompt.params, "seed": epoch}
+    )  # the epoch's seed (planning refuses one set)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}
     ]
@@ -204,7 +206,9 @@ async def run_batch(
     work = await asyncio.to_thread(_load_work, registry, batch)
     epochs = range(1, work.run.epochs + 1)
     try:
-        todo = [_prepare(work, case, e) for case in work.cases for e in epochs if (case.id, e) not in work.done]
+        todo = [
+            _prepare(work, case, e) for case in work.cases for e in epochs if (case.id, e) not in work.done
+        ]
     except (TemplateProblem, ValueError, TypeError) as exc:  # bad input: retrying cannot fix it
         message = f"arm {work.run.arm} ({work.run.pair}) cannot prepare its requests: {exc}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)

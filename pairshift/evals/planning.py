@@ -145,7 +145,9 @@ def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> N
     """Every prompt renders every case and has valid call params: a bad case fails now, not later."""
     for prompt in prompts:
         for key, why in reserved_param_problems(prompt.params):
-            raise EvalInputError(f"prompt {prompt.id}: params.{key} is reserved, a prompt cannot set it ({why})")
+            raise EvalInputError(
+                f"prompt {prompt.id}: params.{key} is reserved, a prompt cannot set it ({why})"
+            )
         try:
             CallParams(**prompt.params)
         except ValueError as exc:

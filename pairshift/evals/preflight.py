@@ -105,7 +105,10 @@ def _targets(registry: Registry, plan: EvalPlan) -> list[_Target]:
             if prompt is None or row is None:
                 raise PreflightRefused(f"preflight: {arm.prompt} or {arm.model} left the registry")
             requests = [
-                (*render(prompt.system, prompt.template, case.vars), CallParams(**{**prompt.params, "seed": 0}))
+                (
+                    *render(prompt.system, prompt.template, case.vars),
+                    CallParams(**{**prompt.params, "seed": 0}),
+                )
                 for case in cases
             ]
             targets.append(
