@@ -35,6 +35,7 @@ from pairshift.contracts.evals import (
 )
 from pairshift.evals.preflight import PreflightRefused, preflight
 from pairshift.registry import open_registry
+from pairshift.telemetry import metrics
 
 T = TypeVar("T")
 HEARTBEAT_EVERY_S = 2.0  # heartbeats also while a batch waits on the rate limiter, not only per finished call
@@ -79,11 +80,15 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
 
     beat = asyncio.create_task(ticker())
     try:
-        return await evals.run_batch(open_registry(), batch, on_progress)
+        result = await evals.run_batch(open_registry(), batch, on_progress)
     except evals.ArmFailed as exc:
         raise _non_retryable(exc) from None
     finally:
         beat.cancel()
+    metrics.EVAL_CALLS.labels("made").inc(result.made)
+    metrics.EVAL_CALLS.labels("cached").inc(result.cached)
+    metrics.EVAL_CALLS.labels("error").inc(result.errors)
+    return result
 
 
 @implements(contract.summarize_eval_run)

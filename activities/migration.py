@@ -30,6 +30,7 @@ from pairshift.migration_records import record_audit, record_phase, record_start
 from pairshift.observations import stage_stats
 from pairshift.registry import open_registry
 from pairshift.resolver import InvalidMigration, plan_migration
+from pairshift.telemetry import metrics
 
 
 @implements(contract.prepare_migration)
@@ -61,6 +62,7 @@ def prepare_migration(req: PrepareInput) -> MigrationPlan:
 def record_migration_phase(inp: PhaseInput) -> None:
     with open_registry().session() as s:
         record_phase(s, run_id=inp.run_id, phase=inp.phase, summary=inp.summary, finished=inp.finished)
+    metrics.MIGRATION_PHASES.labels(inp.phase).inc()
 
 
 @implements(contract.record_audit_events)
@@ -94,7 +96,7 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         stats = stage_stats(
             s, inp.migration, inp.percent, ranks_for=lambda size: latency_ranks(inp.canary, size)
         )
-    return stage_gate(
+    check = stage_gate(
         stats["control"],
         stats["candidate"],
         inp.percent,
@@ -102,6 +104,8 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         elapsed_hours=inp.elapsed_hours,
         min_hours=inp.min_hours,
     )
+    metrics.GATE_CHECKS.labels(check.decision).inc()
+    return check
 
 
 ALL = [

@@ -28,7 +28,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +52,7 @@ from pairshift.registry.models import MigrationRow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.router import Assignment, Router, UnknownDeployment
 from pairshift.settings import get_settings
+from pairshift.telemetry import metrics
 from pairshift.tokens import TokenInfo
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,11 @@ class _State:
             None  # one writer shared by the routers: /complete and the gateway record through it
         )
         self._lock = threading.Lock()
+        self.metrics_registry = CollectorRegistry(auto_describe=False)  # the registry's view, per app
+        self.metrics_registry.register(metrics.RegistryCollector(self))
+
+    def session(self) -> Any:  # what RegistryCollector reads through (the registry is opened lazily)
+        return self.registry.session()
 
     @property
     def registry(self) -> Registry:
@@ -229,7 +236,9 @@ def _routes(state: _State) -> APIRouter:
         name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")
     ) -> Assignment:
         """The pair serving ``unit`` now (sticky): for apps that cannot embed the Python router."""
-        return _router_or_404(state, name).resolve(unit)
+        assignment = _router_or_404(state, name).resolve(unit)
+        metrics.ROUTER_ASSIGNMENTS.labels(assignment.deployment, assignment.variant).inc()
+        return assignment
 
     @api.post(
         "/v1/deployments/{name}/complete",
@@ -246,6 +255,7 @@ def _routes(state: _State) -> APIRouter:
             served = await serve(router, body.unit, router.call_for(body.variables))
         except ServeError as exc:
             raise ApiError(exc.status, exc.message, [exc.detail()]) from None
+        metrics.ROUTER_ASSIGNMENTS.labels(served.assignment.deployment, served.assignment.variant).inc()
         return complete_out(served)
 
     @api.post("/v1/observations", response_model=Accepted, tags=["observations"])
@@ -256,6 +266,7 @@ def _routes(state: _State) -> APIRouter:
         an ``at`` within [now - 15 min, now + 1 min]; each token may send a bounded number per minute."""
         wait = state.observe_limit.take(token.name, len(batch.observations))
         if wait:
+            metrics.OBSERVATIONS.labels("api", "refused").inc(len(batch.observations))
             raise ApiError(
                 429,
                 f"token {token.name!r} is over its observation rate limit; retry in {wait:.1f} s",
@@ -264,10 +275,19 @@ def _routes(state: _State) -> APIRouter:
         try:
             with state.registry.session() as s:
                 check_against_split(s, batch.observations)
-                return Accepted(accepted=store_batch(s, batch.observations))
+                accepted = store_batch(s, batch.observations)
         except BatchRejected as exc:
+            metrics.OBSERVATIONS.labels("api", "refused").inc(len(batch.observations))
             detail = [{"index": e.index, "field": e.field, "msg": e.msg} for e in exc.errors]
             raise ApiError(422, str(exc), detail) from exc
+        metrics.observe_stored("api", batch.observations)
+        return Accepted(accepted=accepted)
+
+    @api.get("/metrics", tags=["ops"], dependencies=[Depends(require("read"))])
+    def prometheus_metrics() -> Response:
+        """Prometheus text exposition: this process's counters plus the registry's migrations and splits."""
+        body, content_type = metrics.exposition(state.metrics_registry)
+        return Response(body, media_type=content_type)
 
     @api.get(
         "/v1/migrations",

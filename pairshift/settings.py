@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TASK_QUEUE = "pairshift"
+ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"  # host:port to bind a metrics endpoint on
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,19 @@ class Settings(BaseSettings):
     )
     api_observe_rows_per_minute: float = Field(
         600_000, ge=0, description="Observations one API token may send per minute (429 above; 0 = no limit)."
+    )
+
+    worker_metrics_address: str | None = Field(
+        None,
+        pattern=ADDRESS,
+        description="host:port where `pairshift worker` serves Prometheus /metrics (e.g. 127.0.0.1:9464); "
+        "unset = not served.",
+    )
+    temporal_metrics_address: str | None = Field(
+        None,
+        pattern=ADDRESS,
+        description="host:port where the worker's Temporal SDK runtime serves its own Prometheus metrics "
+        "(e.g. 127.0.0.1:9465); unset = not served.",
     )
 
     @property

@@ -22,6 +22,7 @@ import logging
 import signal
 from collections.abc import Collection
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
@@ -34,6 +35,8 @@ from pairshift.ratelimit import model_queue_rates
 from pairshift.registry import open_registry
 from pairshift.registry.models import Model
 from pairshift.settings import get_settings
+from pairshift.telemetry.metrics import serve_metrics
+from pairshift.telemetry.tracing import setup_tracing, shutdown_tracing
 from pairshift.temporal_client import connect
 from workflows import ALL_WORKFLOWS
 
@@ -126,6 +129,13 @@ class ModelQueueWorkers:
             await self._stop(queue)
 
 
+def temporal_runtime(address: str) -> Any:
+    """A Temporal runtime whose SDK metrics (task latencies, slots, polls) are served at ``address``."""
+    from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
 def parse_queue_kinds(value: str) -> tuple[str, ...]:
     """``main,providers`` -> ("main", "providers"); an unknown or empty list is a ValueError."""
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
@@ -142,9 +152,21 @@ async def run_worker(
     queues: Collection[str] = QUEUE_KINDS,
     refresh_s: float = REFRESH_S,
 ) -> None:
-    """Run until SIGINT/SIGTERM, then shut down gracefully (in-flight activities finish or are retried)."""
-    client = await connect(address, namespace)
+    """Run until SIGINT/SIGTERM, then shut down gracefully (in-flight activities finish or are retried).
+
+    Observability (issue 19): traces export over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; Prometheus
+    ``/metrics`` is served on ``PAIRSHIFT_WORKER_METRICS_ADDRESS`` and the Temporal SDK's own metrics on
+    ``PAIRSHIFT_TEMPORAL_METRICS_ADDRESS`` when they are set."""
     settings = get_settings()
+    setup_tracing("pairshift-worker")
+    metrics_server = None
+    if settings.worker_metrics_address:
+        metrics_server = serve_metrics(settings.worker_metrics_address)
+        print(f"worker metrics on http://{settings.worker_metrics_address}/metrics", flush=True)
+    runtime = (
+        temporal_runtime(settings.temporal_metrics_address) if settings.temporal_metrics_address else None
+    )
+    client = await connect(address, namespace, runtime=runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -169,6 +191,9 @@ async def run_worker(
         if main is not None:
             await main.shutdown()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        shutdown_tracing()
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is not None:
         raise failure

@@ -15,6 +15,7 @@ from typing import Any
 
 from pairshift.observations.store import BatchRejected, ObservationIn, store_batch
 from pairshift.registry.store import Registry
+from pairshift.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class ObservationWriter:
         with self._lock:
             if len(self._queue) == self.max_queue:
                 self.dropped += 1
+                metrics.OBSERVATIONS.labels("writer", "dropped").inc()
             self._queue.append(item)  # a full deque with maxlen drops its left (oldest) end
             size = len(self._queue)
         if size >= self.batch_size:
@@ -89,6 +91,7 @@ class ObservationWriter:
             room = self.max_queue - len(self._queue)
             keep = batch[-room:] if room > 0 else []
             self.dropped += len(batch) - len(keep)
+            metrics.OBSERVATIONS.labels("writer", "dropped").inc(len(batch) - len(keep))
             self._queue.extendleft(reversed(keep))
 
     def flush(self) -> int:
@@ -117,6 +120,7 @@ class ObservationWriter:
             log.info("observation store reachable again")
             self._failing = False
         self.written += len(batch)
+        metrics.observe_stored("writer", batch)
         return True
 
     def _write_accepted_part(self, batch: list[ObservationIn], exc: BatchRejected) -> bool:
@@ -126,6 +130,7 @@ class ObservationWriter:
             bad = set(range(len(batch)))
         log.warning("observation store refused %d item(s): %s", len(bad), exc)
         self.rejected += len(bad)
+        metrics.OBSERVATIONS.labels("writer", "refused").inc(len(bad))
         rest = [o for i, o in enumerate(batch) if i not in bad]
         return self._write(rest) if rest else True
 

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pairshift.providers.errors import AuthError, ProviderError, ProviderTimeout
+from pairshift.telemetry import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -280,18 +281,36 @@ async def complete(
     policy = retry or RetryPolicy()
     backend = _backend_for(model)
     attempt = 0
-    while True:
-        attempt += 1
-        try:
-            result = await backend(model, system, messages, params)
-            return result.model_copy(update={"attempts": attempt})
-        except ProviderError as err:
-            err.attempts = attempt
-            if policy.gives_up(attempt, err, model.max_attempts):
-                raise
-            delay = policy.delay_s(attempt, err, _jitter)
-            log.info("retrying %s in %.2fs after attempt %d: %s", model.id, delay, attempt, err.message)
-            await sleep(delay)
+    with tracing.genai_span(model.id, model.provider) as span:  # one GenAI span for all the attempts
+        while True:
+            attempt += 1
+            try:
+                result = await backend(model, system, messages, params)
+            except ProviderError as err:
+                err.attempts = attempt
+                if err.status == 429:
+                    metrics.PROVIDER_RATE_LIMITED.labels(model.id).inc()
+                if policy.gives_up(attempt, err, model.max_attempts):
+                    metrics.PROVIDER_CALLS.labels(model.id, err.kind).inc()
+                    tracing.record_error(span, err)
+                    raise
+                metrics.PROVIDER_RETRIES.labels(model.id).inc()
+                delay = policy.delay_s(attempt, err, _jitter)
+                log.info("retrying %s in %.2fs after attempt %d: %s", model.id, delay, attempt, err.message)
+                await sleep(delay)
+                continue
+            done = result.model_copy(update={"attempts": attempt})
+            _count_success(model.id, done)
+            tracing.record_completion(span, done)
+            return done
+
+
+def _count_success(model_id: str, done: Completion) -> None:
+    metrics.PROVIDER_CALLS.labels(model_id, "ok").inc()
+    metrics.PROVIDER_COST.labels(model_id).inc(done.cost_usd)
+    metrics.PROVIDER_TOKENS.labels(model_id, "input").inc(done.input_tokens)
+    metrics.PROVIDER_TOKENS.labels(model_id, "output").inc(done.output_tokens)
+    metrics.PROVIDER_LATENCY.labels(model_id).observe(done.latency_ms / 1000.0)
 
 
 # ---- helpers shared by the SDK backends -------------------------------------------------------
