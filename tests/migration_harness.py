@@ -73,7 +73,8 @@ def small_examples(dst: Path, cases: int = 30, policy: dict[str, Any] | None = N
     data = dst / "datasets" / "support-triage.jsonl"
     data.write_text("".join(data.read_text().splitlines(keepends=True)[:cases]))
     cfg = yaml.safe_load((dst / "pairshift.yaml").read_text())
-    cfg["people"] = cfg.get("people", []) + PEOPLE
+    ours = {p["name"] for p in PEOPLE}  # the example names alice too: ours (with Slack and email) wins
+    cfg["people"] = [p for p in cfg.get("people", []) if p["name"] not in ours] + PEOPLE
     cfg["policies"].append({"name": "test", **(policy or TEST_POLICY)})
     cfg["deployments"][0]["policy"] = "test"
     (dst / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
