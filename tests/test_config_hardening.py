@@ -176,19 +176,19 @@ def test_people_join_identities_and_approvers_name_them(applied, cli, tmp_path):
         "p.yaml",
         "people:\n"
         "  - {name: bob, slack: UBOB, email: Bob@Example.com, temporal: bob@corp}\n"
-        "  - {name: alice, email: alice@example.com}\n"
-        "policies:\n  - name: strict\n    approvals: {approvers: [alice, bob], channels: [slack, cli]}\n"
+        "  - {name: carmen, email: carmen@example.com}\n"
+        "policies:\n  - name: strict\n    approvals: {approvers: [carmen, bob], channels: [slack, cli]}\n"
         "  - name: open\n    approvals: {approvers: anyone}\n",
     )
     r = cli("apply", "-f", str(folder), "--json")
     assert r.code == 0, r.err
-    assert {"created person bob", "created person alice", "created policy strict"} <= set(r.json()["changes"])
+    assert {"created person bob", "created person carmen", "created policy strict"} <= set(r.json()["changes"])
     from pairshift.people import load_people
 
     with open_registry().session() as s:
         people = load_people(s)
     assert people.find("UBOB").name == "bob" and people.find("bob@example.com").name == "bob"
-    assert people.same("bob", "UBOB") and not people.same("alice", "UBOB")
+    assert people.same("bob", "UBOB") and not people.same("carmen", "UBOB")
     before = dump_registry(open_registry())
     unknown = write(
         tmp_path / "p2", "p.yaml", "policies:\n  - name: x\n    approvals: {approvers: [mallory]}\n"
