@@ -182,7 +182,9 @@ def test_people_join_identities_and_approvers_name_them(applied, cli, tmp_path):
     )
     r = cli("apply", "-f", str(folder), "--json")
     assert r.code == 0, r.err
-    assert {"created person bob", "created person carmen", "created policy strict"} <= set(r.json()["changes"])
+    assert {"created person bob", "created person carmen", "created policy strict"} <= set(
+        r.json()["changes"]
+    )
     from pairshift.people import load_people
 
     with open_registry().session() as s:
