@@ -35,7 +35,16 @@ from pairshift.telemetry import metrics
 
 @implements(contract.prepare_migration)
 def prepare_migration(req: PrepareInput) -> MigrationPlan:
-    """Resolve the request into a plan and record the migration; a bad request fails without retries."""
+    """Resolve the request into a plan and record the migration; a bad request fails without retries.
+
+    An inline policy is refused here too (the workflow refuses it first): the plan's policy is always the
+    registry's policy of the deployment."""
+    if req.policy is not None:
+        raise ApplicationError(
+            "policy: an inline policy is refused: a deployment names its policy",
+            type="InvalidMigration",
+            non_retryable=True,
+        )
     try:
         with open_registry().session() as s:
             plan = plan_migration(
@@ -43,7 +52,7 @@ def prepare_migration(req: PrepareInput) -> MigrationPlan:
                 deployment=req.deployment,
                 to_model=req.to_model,
                 to_prompt=req.to_prompt,
-                policy=req.policy,
+                policy=None,
             )
             record_started(
                 s,

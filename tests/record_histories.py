@@ -1,6 +1,6 @@
 """Record the workflow histories that tests/test_replay.py replays: `python tests/record_histories.py`.
 
-Runs four migrations of the small examples/ copy (20 cases, epochs 1, the harness's seconds-long TEST_POLICY)
+Runs five migrations of the small examples/ copy (20 cases, epochs 1, the harness's seconds-long TEST_POLICY)
 on the time-skipping test server, in-process, each on a fresh registry and a fresh server:
 
 - ``migration_promoted``: approved (update), paused and resumed in stage 0, stage 1 approved (signal),
@@ -9,6 +9,7 @@ on the time-skipping test server, in-process, each on a fresh registry and a fre
 - ``migration_rejected``: an ignored signal from a non-approver, then rejected (update) before any traffic
   moved;
 - ``migration_continued_first_run`` / ``_last_run``: a canary that continues as new every two gate checks;
+- ``migration_refused_start``: a start carrying an inline policy, refused before anything runs;
 
 and writes ``(await handle.fetch_history()).to_json()`` of each MigrationWorkflow, and of the promoted one's
 EvalWorkflow child (``eval_promoted``), to ``tests/histories/<name>.json``. Each scenario asserts the outcome
@@ -29,7 +30,7 @@ from pathlib import Path
 
 # Run as a script, so its folder is on sys.path and the test harness beside it imports.
 from migration_harness import Traffic, apply_small, migration_worker, wait_for, waiting_on
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -159,6 +160,28 @@ async def rejected(env: WorkflowEnvironment) -> Recorded:
     return {"migration_rejected": handle}
 
 
+async def refused(env: WorkflowEnvironment) -> Recorded:
+    """A start from the Web UI with an inline policy: refused before anything runs."""
+    async with migration_worker(env.client, traffic=None) as tq:
+        start = {
+            "deployment": DEPLOYMENT,
+            "to_model": "sim-fresh-2025-09",
+            "requested_by": "mallory",
+            "policy": {"approvals": {"approvers": [], "separation_of_duties": False}},
+        }
+        handle = await env.client.start_workflow(
+            "MigrationWorkflow", start, id=migration_id(DEPLOYMENT), task_queue=tq
+        )
+        try:
+            await handle.result()
+        except WorkflowFailureError as exc:
+            if not str(exc.cause).startswith("InvalidMigration: policy:"):
+                raise SystemExit(f"{handle.id}: refused for another reason: {exc.cause}") from None
+        else:
+            raise SystemExit(f"{handle.id}: an inline policy was not refused")
+    return {"migration_refused_start": handle}
+
+
 async def record(scenario: Callable[[WorkflowEnvironment], Awaitable[Recorded]], out: Path) -> list[Path]:
     """Run one scenario on its own registry and its own time-skipping server; write its histories."""
     with tempfile.TemporaryDirectory(prefix="pairshift-record-") as tmp:
@@ -192,9 +215,18 @@ def _test_server() -> str:
     return time_skipping_server_binary()
 
 
-async def main() -> int:
+SCENARIOS = (promoted, rolled_back, rejected, continued, refused)
+
+
+async def main(names: list[str]) -> int:
+    """Record every scenario, or only those named (``python tests/record_histories.py refused``)."""
     HISTORIES.mkdir(exist_ok=True)
-    for scenario in (promoted, rolled_back, rejected, continued):
+    unknown = set(names) - {s.__name__ for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(
+            f"unknown scenario(s) {sorted(unknown)}: choose from {[s.__name__ for s in SCENARIOS]}"
+        )
+    for scenario in (s for s in SCENARIOS if not names or s.__name__ in names):
         began = time.monotonic()
         for path in await record(scenario, HISTORIES):
             print(
@@ -206,7 +238,7 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    code = asyncio.run(main())
+    code = asyncio.run(main(sys.argv[1:]))
     sys.stdout.flush()
     sys.stderr.flush()
     # The Temporal core runtime can abort in PyGILState_Release at interpreter teardown (sdk-python#300) after

@@ -38,7 +38,13 @@ from workflows.migration import MigrationWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # What tests/record_histories.py writes: every way a migration ends that the recorder covers, and one eval.
-EXPECTED = {"migration_promoted", "migration_rolled_back", "migration_rejected", "eval_promoted"}
+EXPECTED = {
+    "migration_promoted",
+    "migration_rolled_back",
+    "migration_rejected",
+    "migration_refused_start",
+    "eval_promoted",
+}
 
 
 def load_history(path: Path) -> WorkflowHistory:

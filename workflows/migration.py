@@ -114,6 +114,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
     @workflow.run
     async def run(self, req: MigrationRequest) -> MigrationResult:
         self.req = req
+        self._refuse_forged_start(req)
         self._origin_run_id = req.resume.origin_run_id if req.resume else workflow.info().run_id
         if req.resume:
             self._restore(req.resume)
@@ -447,6 +448,18 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             self._notify(rules.notice_kind(phase), f"{self.req.deployment}: {phase.replace('_', ' ')}: {why}")
 
     # ------------------------------------------------------------------ helpers
+
+    def _refuse_forged_start(self, req: MigrationRequest) -> None:
+        """A start carrying ``resume`` or an inline ``policy`` fails at once: nothing recorded or moved.
+
+        The patch is asked only when the input is refused, so other histories carry no marker; histories
+        recorded before it (none of which was refused) replay through the old path."""
+        info = workflow.info()
+        why = rules.refuse_start(
+            req, continued_run_id=info.continued_run_id, first_run_id=info.first_execution_run_id
+        )
+        if why and workflow.patched("refuse-forged-start"):
+            raise ApplicationError(why, type="InvalidMigration", non_retryable=True)
 
     def _carry(self, handover: _ContinueAsNew) -> MigrationCarry:
         return MigrationCarry(

@@ -15,11 +15,42 @@ from typing import Any, Literal
 
 from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
-from pairshift.contracts.migration import Decision, Phase
+from pairshift.contracts.migration import Decision, MigrationRequest, Phase
 from pairshift.contracts.notices import NoticeKind
 from pairshift.policy import ApprovalPolicy, Stage
 
 OUTCOME_NOTICES: frozenset[Phase] = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
+
+
+def refuse_start(
+    req: MigrationRequest, *, continued_run_id: str | None, first_run_id: str | None
+) -> str | None:
+    """Why a run must refuse its input before it does anything, or None.
+
+    ``resume`` (the continue-as-new carry) is accepted only by a run that Temporal started as the
+    continuation of another (``continued_run_id`` set, which no client can set) and whose carry names the
+    first run of this very chain as its origin: a start from the Web UI or any client that carries one is
+    refused. ``policy`` (an inline policy) is refused on a fresh start: policies are registry objects that
+    a deployment names, so the policy that gated a migration is the one the registry and ledger show.
+    """
+    if req.resume is not None:
+        if continued_run_id is None:
+            return (
+                "resume: refused: the continue-as-new carry is internal; only a run's own continuation "
+                "carries it (leave resume out of a start; nothing was recorded or moved)"
+            )
+        if req.resume.origin_run_id != first_run_id:
+            return (
+                f"resume: refused: the carry names run {req.resume.origin_run_id!r} as its origin, "
+                f"but this chain of runs began with {first_run_id!r}"
+            )
+        return None
+    if req.policy is not None:
+        return (
+            "policy: an inline policy is refused: policies are registry objects (pairshift apply) that a "
+            "deployment names, so the policy that gates a migration is on record (leave policy out)"
+        )
+    return None
 
 
 def refuse_decision(

@@ -51,7 +51,10 @@ class MigrationRequest(BaseModel):
     to_prompt: str | None = Field(None, description="name@version; None keeps the active prompt.")
     reason: Literal["manual", "deprecation", "alias-drift"] = "manual"
     requested_by: str = "unknown"
-    policy: dict[str, Any] | None = Field(None, description="An inline policy overriding the deployment's.")
+    policy: dict[str, Any] | None = Field(
+        None,
+        description="Refused when set: policies are registry objects the deployment names (pairshift apply).",
+    )
     dry_run: bool = Field(False, description="Notice and evals only; no approval, no traffic moves.")
     checks_per_run: int = Field(
         400,
@@ -59,7 +62,9 @@ class MigrationRequest(BaseModel):
         description="Gate checks per workflow run before it continues as new (keeps each history small).",
     )
     resume: MigrationCarry | None = Field(
-        None, description="Internal: the state a continued-as-new run resumes from. Leave null."
+        None,
+        description="Internal: the state a continued-as-new run resumes from; a start that carries it is "
+        "refused. Leave null.",
     )
 
 
