@@ -25,7 +25,9 @@ class Settings(BaseSettings):
         Path(".pairshift"), description="State folder: registry SQLite file, Temporal state, reports."
     )
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the registry; default sqlite:///$PAIRSHIFT_HOME/registry.db."
+        None,
+        repr=False,  # it carries the password: never in a repr, a log line or a traceback's locals
+        description="SQLAlchemy URL of the registry; default sqlite:///$PAIRSHIFT_HOME/registry.db.",
     )
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
     namespace: str = Field("default", description="Temporal namespace.")

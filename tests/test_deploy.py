@@ -228,3 +228,42 @@ def test_docker_compose_config_refuses_to_run_without_the_database_password(tmp_
     env_file.write_text("")
     done = run_config(env_file)
     assert done.returncode != 0 and "POSTGRES_PASSWORD" in done.stderr, done.stderr
+
+
+def test_the_api_holds_no_provider_key_and_the_workers_do():
+    services = pairshift_services()
+    keys = {"ANTHROPIC_API_KEY", "OPENAI_API_KEY"}
+    assert not [v for v in environment(services["api"]) if v.endswith("_API_KEY")], (
+        "the API calls no provider"
+    )
+    assert keys <= set(environment(services["worker"]))
+    for name, svc in services.items():
+        if name != "worker":
+            assert not keys & set(environment(svc)), f"{name} gets provider keys"
+
+
+def test_the_registry_and_temporal_have_postgres_roles_of_their_own():
+    services = compose()["services"]
+    pg, temporal = environment(services["postgres"]), environment(services["temporal"])
+    url = environment(pairshift_services()["api"])["PAIRSHIFT_DATABASE_URL"]
+    registry_user = re.match(r"postgresql://([^:]+):", url).group(1)
+    superuser = pg["POSTGRES_USER"]
+    assert len({registry_user, temporal["POSTGRES_USER"], superuser}) == 3, (
+        registry_user,
+        temporal,
+        superuser,
+    )
+    secrets = [
+        REFERENCE.search(url.split("@")[0]).group(1),
+        REFERENCE.search(temporal["POSTGRES_PWD"]).group(1),
+        REFERENCE.search(pg["POSTGRES_PASSWORD"]).group(1),
+    ]
+    assert len(set(secrets)) == 3, f"one password shared between roles: {secrets}"
+    assert temporal.get("SKIP_DB_CREATE") == "true", "the Temporal role may not create databases"
+    init = "./deploy/postgres-init.sh:/docker-entrypoint-initdb.d/10-roles.sh:ro"
+    assert init in services["postgres"]["volumes"]
+    script = (REPO / "deploy" / "postgres-init.sh").read_text()
+    for role in (registry_user, temporal["POSTGRES_USER"]):
+        assert re.search(rf"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'", script)
+    assert "REVOKE ALL ON DATABASE pairshift FROM PUBLIC" in script
+    assert {"REGISTRY_DB_PASSWORD", "TEMPORAL_DB_PASSWORD"} <= set(environment(services["postgres"]))
