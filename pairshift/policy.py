@@ -193,6 +193,13 @@ class CanaryPolicy(_Strict):
         ),
     )
     power: float = Field(0.8, gt=0.5, lt=1, description="Power used by min_samples: auto.")
+    max_pause_hours: float | None = Field(
+        24,
+        gt=0,
+        description="A pause holds the candidate's share with gate checks suspended; after this long it ends "
+        "by asking for a decision (approve: the stage carries on; reject or no answer: rolled back). "
+        "None: a pause lasts until resumed.",
+    )
 
     @field_validator("stages")
     @classmethod

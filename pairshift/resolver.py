@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from pairshift.contracts.migration import MigrationPlan, pair_id
+from pairshift.people import load_people
 from pairshift.policy import Policy, format_validation_error
 from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
@@ -122,6 +123,7 @@ def resolve(
         to_model=to_model,
         dataset=dataset_name,
         policy=deployment_policy(s, dep, policy),
+        people=load_people(s),
     )
     return Resolution(plan, dep, baseline_prompt, target_prompt, baseline_model, target_model, version)
 

@@ -348,10 +348,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             if self.promote_now_by:
                 return f"promoted now by {self.promote_now_by}"
             if self.paused:
-                self.stage.paused = True
-                await workflow.wait_condition(lambda: not self.paused or self._aborting())
-                self.stage.paused = False
-                self._check_abort()
+                await self._hold_paused(k, canary_pol.max_pause_hours)
                 continue
             check = await workflow.execute_activity(
                 check_stage,
@@ -384,6 +381,27 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 busy=self._aborting() or bool(self.promote_now_by) or self.paused,
             ) and workflow.patched("continue-as-new"):
                 raise _ContinueAsNew(k, since)
+
+    async def _hold_paused(self, k: int, limit: float | None) -> None:
+        """Wait out a pause; one that lasts ``limit`` hours (canary.max_pause_hours) ends by asking a person
+        whether the stage carries on (a rejection, or no answer in time, rolls back)."""
+        self.stage.paused = True
+        patched = limit is not None and workflow.patched("pause-limit")  # asked only where it can matter
+        if patched:
+            resumed = await self._wait(lambda: not self.paused or self._aborting(), hours=limit)
+        else:
+            await workflow.wait_condition(lambda: not self.paused or self._aborting())
+            resumed = True
+        self.stage.paused = False
+        self._check_abort()
+        if not resumed:
+            self.paused = False
+            self._event("pause_expired", f"stage {k} paused for {limit:g} hours: a person decides")
+            await self._decision(
+                k,
+                f"stage {k} was paused for {limit:g} hours: carry on with it?",
+                key=f"pause-{k}-{workflow.now().isoformat()}",
+            )
 
     def _record_check(self, check: StageCheck, max_h: float) -> None:
         self.stage.samples = dict(check.samples)

@@ -33,17 +33,30 @@ class MigrationMessages:
     """Handlers of MigrationWorkflow's messages; expects the workflow's state (``plan``, ``waiting``,
     ``votes``, ``approvals``, ``phase``...) and its outbox (``_event``, ``_notify``)."""
 
+    def _people(self):
+        return self.plan.people if self.plan is not None else None
+
     def _decide(self, by: str, decision: Decision, channel: str, comment: str | None) -> None:
         k, key = self.waiting.stage, self.waiting.key
-        self.votes.setdefault(key, {})[by] = decision
+        people = self._people()
+        self.votes.setdefault(key, {})[rules.voter(by, people)] = decision
+        person = people.find(by) if people is not None else None
         self.approvals.append(
-            Approval(by=by, decision=decision, at=workflow.now(), channel=channel, stage=k, comment=comment)
+            Approval(
+                by=by,
+                decision=decision,
+                at=workflow.now(),
+                channel=channel,
+                stage=k,
+                comment=comment,
+                person=person.name if person else None,
+            )
         )
         self._event(decision, comment or "", actor=by, channel=channel, stage=k)
         done = {"approve": "approved", "reject": "rejected"}[decision]
         self._notify("decision", f"{self.req.deployment}: {done} by {by} (stage {k}, via {channel})", stage=k)
 
-    def _refusal(self, by: str, decision: Decision, stage: int | None) -> str | None:
+    def _refusal(self, by: str, decision: Decision, stage: int | None, channel: str | None) -> str | None:
         if self.plan is None:
             return "the migration is not ready for decisions yet"
         return rules.refuse_decision(
@@ -54,14 +67,17 @@ class MigrationMessages:
             policy=self.plan.policy.approvals,
             requester=self.req.requested_by,
             voted=set(self.votes.get(self.waiting.key, {})) if self.waiting else set(),
+            people=self._people(),
+            channel=channel,
         )
 
     def _signal_decision(self, sig: ApproveSignal | RejectSignal, decision: Decision) -> None:
-        why = self._refusal(sig.by, decision, None)
+        channel = rules.signal_channel(sig.channel) if self._people() is not None else sig.channel
+        why = self._refusal(sig.by, decision, None, channel)
         if why:
-            self._event(f"{decision}_ignored", why, actor=sig.by, channel=sig.channel, accepted=False)
+            self._event(f"{decision}_ignored", why, actor=sig.by, channel=channel, accepted=False)
         else:
-            self._decide(sig.by, decision, sig.channel, sig.comment)
+            self._decide(sig.by, decision, channel, sig.comment)
 
     @workflow.signal
     def approve(self, sig: ApproveSignal) -> None:
@@ -92,9 +108,14 @@ class MigrationMessages:
     @workflow.signal
     def promote_now(self, sig: PromoteNowSignal) -> None:
         """Skip the remaining stages (an approver, during the canary); else ignored."""
+        channel = rules.signal_channel(sig.channel) if self._people() is not None else sig.channel
         why = (
             rules.refuse_privileged(
-                by=sig.by, policy=self.plan.policy.approvals, requester=self.req.requested_by
+                by=sig.by,
+                policy=self.plan.policy.approvals,
+                requester=self.req.requested_by,
+                people=self._people(),
+                channel=channel,
             )
             if self.plan
             else "the migration is not ready"
@@ -139,7 +160,7 @@ class MigrationMessages:
 
     @decide.validator
     def _validate_decide(self, d: DecideUpdate) -> None:
-        why = self._refusal(d.by, d.decision, d.stage)
+        why = self._refusal(d.by, d.decision, d.stage, d.channel)
         if why:
             raise ValueError(why)
 

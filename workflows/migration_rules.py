@@ -17,6 +17,7 @@ from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
 from pairshift.contracts.migration import Decision, MigrationRequest, Phase
 from pairshift.contracts.notices import NoticeKind
+from pairshift.people import People
 from pairshift.policy import ApprovalPolicy, Stage
 
 OUTCOME_NOTICES: frozenset[Phase] = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
@@ -62,27 +63,107 @@ def refuse_decision(
     policy: ApprovalPolicy,
     requester: str,
     voted: set[str],
+    people: People | None = None,
+    channel: str | None = None,
 ) -> str | None:
-    """Why a decision must be refused, or None when it counts."""
+    """Why a decision must be refused, or None when it counts.
+
+    ``voted`` holds who decided already, as :func:`voter` names them. With ``people`` (every plan since
+    people joined identities), identities are compared as persons, whatever channel each came through, and an
+    approval must come through one of the policy's ``channels``; without (a plan recorded before), names are
+    compared as sent and an empty approver list lets anyone decide, as they were then."""
     if waiting_stage is None:
         return "no stage is waiting for a decision"
     if stage is not None and stage != waiting_stage:
         return f"stage {stage} is not waiting for a decision (stage {waiting_stage} is)"
-    if policy.approvers and by not in policy.approvers:
-        return f"{by} is not an approver in this deployment's policy"
-    if decision == "approve" and policy.separation_of_duties and by == requester:
-        return f"{by} requested this migration and cannot approve it (separation of duties)"
-    if by in voted:
-        return f"{by} already decided on stage {waiting_stage}"
+    why = _refuse_person(
+        by=by,
+        approving=decision == "approve",
+        policy=policy,
+        requester=requester,
+        people=people,
+        channel=channel,
+        what="approve",
+    )
+    if why:
+        return why
+    if voter(by, people) in voted:
+        return f"{by} already decided on stage {waiting_stage}" + _as_person(by, people)
     return None
 
 
-def refuse_privileged(*, by: str, policy: ApprovalPolicy, requester: str) -> str | None:
+def refuse_privileged(
+    *,
+    by: str,
+    policy: ApprovalPolicy,
+    requester: str,
+    people: People | None = None,
+    channel: str | None = None,
+) -> str | None:
     """promote_now moves traffic like an approval does, so it follows the approval rules."""
-    if policy.approvers and by not in policy.approvers:
-        return f"{by} is not an approver in this deployment's policy"
-    if policy.separation_of_duties and by == requester:
-        return f"{by} requested this migration and cannot promote it (separation of duties)"
+    return _refuse_person(
+        by=by,
+        approving=True,
+        policy=policy,
+        requester=requester,
+        people=people,
+        channel=channel,
+        what="promote",
+    )
+
+
+def voter(by: str, people: People | None) -> str:
+    """Who a vote counts for: the person behind ``by`` (plans with people), else ``by`` as sent."""
+    return people.key(by) if people is not None else by
+
+
+def signal_channel(claimed: str) -> str:
+    """The channel a *signal* counts as. Slack's path is the ``decide`` update, sent by ``pairshift api``
+    once Slack's signature is verified: a signal claiming ``slack`` came from a Temporal client or the Web
+    UI, and counts as ``temporal-ui``."""
+    return "temporal-ui" if claimed == "slack" else claimed
+
+
+def _as_person(by: str, people: People | None) -> str:
+    key = voter(by, people)
+    return f" (as {key})" if people is not None and people.find(by) is not None and key != by else ""
+
+
+def _refuse_person(
+    *,
+    by: str,
+    approving: bool,
+    policy: ApprovalPolicy,
+    requester: str,
+    people: People | None,
+    channel: str | None,
+    what: str,
+) -> str | None:
+    if people is None:  # a plan recorded before people: names as sent; no approvers listed = anyone
+        if policy.named and by not in policy.named:
+            return f"{by} is not an approver in this deployment's policy"
+        if approving and policy.separation_of_duties and by == requester:
+            return f"{by} requested this migration and cannot {what} it (separation of duties)"
+        return None
+    if approving and channel is not None and channel not in policy.channels:
+        return (
+            f"approvals through {channel} are not accepted by this deployment's policy "
+            f"(approvals.channels: {', '.join(policy.channels)})"
+        )
+    if not policy.anyone:
+        if not policy.named:
+            return (
+                "this deployment's policy names no approvers, so nobody may let traffic move "
+                "(name people in approvals.approvers, or write approvers: anyone)"
+            )
+        if voter(by, people) not in policy.named:
+            return f"{by} is not an approver in this deployment's policy"
+    if approving and policy.separation_of_duties and people.same(by, requester):
+        return (
+            f"{by} requested this migration and cannot {what} it (separation of duties"
+            + (f": {by} and {requester} are both {people.key(by)}" if by != requester else "")
+            + ")"
+        )
     return None
 
 

@@ -14,6 +14,7 @@ from temporalio import activity
 
 from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
+from pairshift.people import People
 from pairshift.policy import CanaryPolicy, Policy
 
 Phase = Literal[
@@ -145,6 +146,9 @@ class Approval(BaseModel):
     channel: str
     stage: int | None
     comment: str | None = None
+    person: str | None = Field(
+        None, description="The person behind ``by`` (the `people:` section), if known."
+    )
 
 
 class HistoryEvent(BaseModel):
@@ -219,6 +223,11 @@ class MigrationPlan(BaseModel):
     to_model: str
     dataset: str | None
     policy: Policy
+    people: People | None = Field(
+        None,
+        description="The registry's people when the migration was planned: approvals and separation of "
+        "duties compare persons. None in plans recorded before people existed (names compared as sent).",
+    )
 
     @property
     def from_pair(self) -> str:
