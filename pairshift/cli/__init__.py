@@ -11,7 +11,18 @@ import traceback
 
 import typer
 
-from pairshift.cli import api, demo, evals, migration, provider_calendar, registry, slack, stack, tokens
+from pairshift.cli import (
+    api,
+    demo,
+    doctor,
+    evals,
+    migration,
+    provider_calendar,
+    registry,
+    slack,
+    stack,
+    tokens,
+)
 from pairshift.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, CLIError, err_console
 
 app = typer.Typer(
@@ -28,6 +39,7 @@ app.command(help=stack.server.__doc__)(stack.server)
 app.command(help=stack.worker.__doc__)(stack.worker)
 app.add_typer(stack.sim_app, name="sim")
 app.command(help=demo.demo.__doc__)(demo.demo)
+app.command(help=doctor.doctor.__doc__)(doctor.doctor)
 app.add_typer(migration.app, name="migrate")
 app.command(name="api", help=api.api.__doc__)(api.api)
 app.command("eval", help=evals.eval_cmd.__doc__)(evals.eval_cmd)
