@@ -1,5 +1,6 @@
 """`pairshift demo` end to end as a user runs it (real processes, no terminal): each scenario ends as its
-story says, prints the report path, and leaves nothing running."""
+story says, prints the report path, reads the report over the API with a `read` token, and leaves nothing
+running."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import pytest
 pytestmark = pytest.mark.e2e  # the demo: the whole embedded stack as processes
 
 PAIRSHIFT = str(Path(sys.executable).parent / "pairshift")
+# The demo reads its report from `pairshift api` as production clients do: with a bearer token, not without.
+TOKEN_READ = "the API serves it to a `read` token (HTTP 200; without a token: HTTP 401)"
 
 
 @pytest.mark.parametrize(
     "scenario, words",
     [
-        ("happy", ["migration-support-triage: promoted", "interaction", "HTML report:"]),
-        ("regression", ["migration-support-triage: rolled_back", "gate breach", "HTML report:"]),
+        ("happy", ["migration-support-triage: promoted", "interaction", "HTML report:", TOKEN_READ]),
+        ("regression", ["migration-support-triage: rolled_back", "gate breach", "HTML report:", TOKEN_READ]),
         (
             "deprecation",
             ["the scan started migration-support-triage", "failed_eval", "--to-prompt support-triage@2"],

@@ -254,4 +254,23 @@ async def _finale(handle, st, home: Path, api_port: int) -> None:
         path = home / "report.html"
         path.write_text(render_html(report, flipped_outputs(reg, report)))
         console.print(f"HTML report: {path}")
-        console.print(f"(served while the demo runs at http://127.0.0.1:{api_port}/reports/{report_id})")
+        _report_over_the_api(reg, api_port, report_id)
+
+
+def _report_over_the_api(reg, api_port: int, report_id: str) -> None:
+    """Read the report from `pairshift api` as a client in production would: with a `read` bearer token."""
+    import httpx
+
+    from pairshift.cli.common import os_user
+    from pairshift.tokens import create_token
+
+    with reg.session() as s:
+        token = create_token(s, "demo-reader", "read", by=os_user()).token
+    url = f"http://127.0.0.1:{api_port}/reports/{report_id}"
+    unauthenticated = httpx.get(url, timeout=10).status_code
+    served = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+    console.print(
+        f"the API serves it to a `read` token (HTTP {served}; without a token: HTTP {unauthenticated}): "
+        f"`pairshift tokens create NAME --scopes read`, then curl -H 'Authorization: Bearer <token>' {url}",
+        soft_wrap=True,
+    )
