@@ -372,7 +372,7 @@ def _router_or_404(state: _State, name: str) -> Router:
 
 def complete_out(served: Served) -> CompleteOut:
     """The wire answer of a served completion."""
-    a, c = served.assignment, served.completion
+    a, c = served.served, served.completion
     return CompleteOut(
         output=served.output,
         deployment=a.deployment,
@@ -387,7 +387,7 @@ def complete_out(served: Served) -> CompleteOut:
         ),
         cost_usd=c.cost_usd,
         latency_ms=served.latency_ms,
-        fallback_from=None,
+        fallback_from=served.fallback_from,
     )
 
 

@@ -322,6 +322,37 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
     _record(result, False, "")
 
 
+def _check_fallback(s: Session, item: Located, cfg: DeploymentConfig) -> None:
+    """A fallback chain may not repeat the primary model or a model, nor name an unknown or retired model."""
+    seen: set[str] = {cfg.model}
+    today = date.today()
+    for i, entry in enumerate(cfg.fallback):
+        where = item.where(f"fallback[{i}]")
+        prompt_id, _, model_id = entry.rpartition("+") if "+" in entry else ("", "", entry)
+        if model_id in seen:
+            what = "the primary model" if model_id == cfg.model else "a model named earlier in the chain"
+            raise ConfigError(
+                f"{where}: {entry} repeats {what} ({model_id}): a fallback must be another model"
+            )
+        seen.add(model_id)
+        model = find_model(s, model_id)
+        if model is None:
+            raise ConfigError(f"{where}: unknown model {model_id}")
+        if model.retires_on is not None and model.retires_on <= today:
+            raise ConfigError(
+                f"{where}: model {model_id} retired on {model.retires_on}: it cannot serve a fallback"
+            )
+        if prompt_id:
+            if cfg.external:
+                raise ConfigError(
+                    f"{where}: a `prompt: external` deployment's fallback names models, not pairs"
+                )
+            prompt = s.get(PromptVersion, prompt_id)
+            if prompt is None:
+                raise ConfigError(f"{where}: unknown prompt version {prompt_id}")
+            _check_pair_params(item, prompt, model, model_id)
+
+
 def _check_pair_params(item: Located, prompt: PromptVersion, model: Model, name: str) -> None:
     """The prompt's params against what the model's provider accepts (Anthropic's temperature is 0..1)."""
     try:
@@ -344,13 +375,15 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
     if isinstance(cfg.policy, Policy):
         _apply_policy(s, item, cfg.policy.model_copy(update={"name": policy_name}), result)
         s.flush()
-    prompt = s.get(PromptVersion, cfg.prompt)
-    if prompt is None:
+    prompt = None if cfg.external else s.get(PromptVersion, cfg.prompt)
+    if prompt is None and not cfg.external:
         raise ConfigError(f"{item.where('prompt')}: unknown prompt version {cfg.prompt}")
     model = find_model(s, cfg.model)
     if model is None:
         raise ConfigError(f"{item.where('model')}: unknown model {cfg.model}")
-    _check_pair_params(item, prompt, model, cfg.model)
+    if prompt is not None:
+        _check_pair_params(item, prompt, model, cfg.model)
+    _check_fallback(s, item, cfg)
     if cfg.dataset and s.get(Dataset, cfg.dataset) is None:
         raise ConfigError(f"{item.where('dataset')}: unknown dataset {cfg.dataset}")
     if s.get(PolicyRow, policy_name) is None and policy_name != "default":
@@ -376,6 +409,8 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             active_model=cfg.model,
             dataset=cfg.dataset,
             policy=policy_name,
+            fallback=list(cfg.fallback) or None,
+            prompt_external=cfg.external,
         )
         s.add(row)
         s.flush()
@@ -395,9 +430,10 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             f"{item.where()}: config names {cfg.prompt}+{cfg.model} but the active pair is "
             f"{row.active_pair}; left as is (pairs move through `pairshift migrate`)"
         )
-    changed = [k for k, v in (("dataset", cfg.dataset), ("policy", policy_name)) if getattr(row, k) != v]
+    wanted = {"dataset": cfg.dataset, "policy": policy_name, "fallback": list(cfg.fallback) or None}
+    changed = [k for k, v in wanted.items() if getattr(row, k) != v]
     for k in changed:
-        setattr(row, k, cfg.dataset if k == "dataset" else policy_name)
+        setattr(row, k, wanted[k])
     if changed:
         row.updated_at = utcnow()
         s.add(row)

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pairshift import providers
+from pairshift import notices, providers
+from pairshift.contracts.migration import pair_id
+from pairshift.contracts.notices import Notice
 from pairshift.prompts import TemplateProblem
 from pairshift.providers import (
     CallParams,
     Completion,
     Message,
+    ModelNotFound,
     ModelSpec,
     ProviderError,
     ProviderTimeout,
@@ -36,11 +40,11 @@ from pairshift.providers import (
 )
 
 if TYPE_CHECKING:
-    from pairshift.router import Assignment, Router
+    from pairshift.router import Assignment, Router, Split
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "error", "invalid"]
+Outcome = Literal["ok", "error", "invalid", "fallback"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,12 @@ class Served:
     """A served completion: where the unit was routed, the provider's answer and what was recorded."""
 
     output: str
-    assignment: Assignment
+    assignment: Assignment  # where the unit was routed
+    served: Assignment  # the pair that answered: the assigned one, or a pair of the fallback chain
     completion: Completion
     outcome: Outcome
     latency_ms: float
+    fallback_from: str | None = None  # the assigned pair, when a fallback served
 
 
 class ServeError(Exception):
@@ -146,6 +152,98 @@ def _checked(
     return ("ok" if ok else "invalid"), value
 
 
+# ---- the fallback rate notice
+
+NOTICE_MIN_CALLS = 20  # fewer calls in the hour say nothing about a rate (1 fallback in 3 calls is noise)
+
+
+def fallback_notice_due(
+    calls: int, fallbacks: int, rate: float, last_sent_s: float | None, now_s: float, min_calls: int = 20
+) -> bool:
+    """Whether a fallback-rate notice goes out now: over ``rate`` of at least ``min_calls`` calls in the hour,
+    and none sent in the last hour (one notice an hour while the rate stays high)."""
+    if calls < min_calls or fallbacks <= rate * calls:
+        return False
+    return last_sent_s is None or now_s - last_sent_s >= 3600.0
+
+
+class FallbackWindow:
+    """Calls and fallbacks of one deployment over the last hour, in one-minute buckets (no per-call list)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[int, list[int]] = {}  # minute -> [calls, fallbacks]
+        self._lock = threading.Lock()
+        self.last_sent_s: float | None = None
+
+    def add(self, fallback: bool) -> tuple[int, int]:
+        """Count one call; returns (calls, fallbacks) over the last 60 minutes."""
+        now = self._clock()
+        minute = int(now // 60)
+        with self._lock:
+            bucket = self._buckets.setdefault(minute, [0, 0])
+            bucket[0] += 1
+            bucket[1] += fallback
+            for old in [m for m in self._buckets if m <= minute - 60]:
+                del self._buckets[old]
+            calls = sum(b[0] for b in self._buckets.values())
+            fallbacks = sum(b[1] for b in self._buckets.values())
+        return calls, fallbacks
+
+    def due(self, calls: int, fallbacks: int, rate: float) -> bool:
+        """Whether to send the notice now; marks it sent when so."""
+        now = self._clock()
+        with self._lock:
+            if not fallback_notice_due(calls, fallbacks, rate, self.last_sent_s, now, NOTICE_MIN_CALLS):
+                return False
+            self.last_sent_s = now
+            return True
+
+
+def _count(router: Router, *, fallback: bool) -> None:
+    calls, fallbacks = router.fallbacks.add(fallback)
+    if not fallback:
+        return
+    split = router.split
+    if router.fallbacks.due(calls, fallbacks, split.fallback_notice_rate):
+        notice = Notice(
+            kind="fallback_rate",
+            deployment=split.deployment,
+            migration=split.migration,
+            title=f"{split.deployment}: {fallbacks / calls:.1%} of calls in the last hour were served by the "
+            f"fallback chain (notice above {split.fallback_notice_rate:.1%})",
+            text="The assigned pair is failing (a retired or unavailable model?); the chain serves users.",
+            facts={"calls": calls, "fallbacks": fallbacks, "threshold": split.fallback_notice_rate},
+            channel=split.notice_channel,
+        )
+        # Off the hot path: a channel (Slack) may be slow; sending never raises.
+        threading.Thread(
+            target=notices.send, args=(notice,), name="pairshift-fallback-notice", daemon=True
+        ).start()
+
+
+# Failures a fallback chain answers: the model is gone (404/410), or unavailable, rate limited or out of quota
+# after the retry budget, or timed out. A request the model refused (400, 401, 403, context length) is not
+# the model's outage: another model would refuse it too, or it needs fixing, so it is not retried elsewhere.
+FALLBACK_ERRORS = (ModelNotFound, RateLimited, ProviderUnavailable, QuotaExceeded)
+
+
+def chain_for(split: Split, assignment: Assignment) -> list[Assignment]:
+    """The pairs tried after ``assignment`` fails: the deployment's chain, minus its own model."""
+    out = []
+    for prompt, model in split.fallback:
+        if model == assignment.model:
+            continue
+        p = prompt or assignment.prompt
+        out.append(assignment.model_copy(update={"pair": pair_id(p, model), "prompt": p, "model": model}))
+    return out
+
+
+async def _call(request_for: RequestFor, assignment: Assignment) -> tuple[Call, Completion]:
+    call = request_for(assignment)
+    return call, await providers.complete(call.spec, call.system, call.messages, call.params)
+
+
 async def serve(
     router: Router,
     unit_key: str,
@@ -153,33 +251,77 @@ async def serve(
     *,
     validate: Callable[[str], bool] | None = None,
     score: Callable[[str], float | None] | None = None,
+    prompt_version: str | None = None,
 ) -> Served:
-    """Resolve ``unit_key``, call its pair, check, record; a failure is recorded and raised as ServeError."""
+    """Resolve ``unit_key``, call its pair (then its chain), check, record; a failure is recorded and raised.
+
+    When the assigned pair fails with one of :data:`FALLBACK_ERRORS` the deployment's chain is tried in
+    order; the first pair that answers serves, and the observation says ``fallback`` (an error of the
+    assigned pair for the canary gate) and which pair served. When every pair fails, the assigned pair's
+    error is recorded and raised.
+    """
     assignment = router.resolve(unit_key)
     started = time.perf_counter()
+    served_by = assignment
     try:
-        call = request_for(assignment)
-        completion = await providers.complete(call.spec, call.system, call.messages, call.params)
+        call, completion = await _call(request_for, assignment)
     except (ProviderError, TemplateProblem, LookupError) as exc:
-        latency_ms = (time.perf_counter() - started) * 1000
-        router.record(unit_key, assignment, latency_ms=latency_ms, outcome="error")
-        raise ServeError(assignment, exc) from None
-    outcome, value = _checked(completion.text, call.params, completion, validate, score)
+        rescued = None
+        if isinstance(exc, FALLBACK_ERRORS):
+            rescued = await _fallback(router, request_for, assignment, exc)
+        if rescued is None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            router.record(
+                unit_key, assignment, latency_ms=latency_ms, outcome="error", prompt_version=prompt_version
+            )
+            _count(router, fallback=False)
+            raise ServeError(assignment, exc) from None
+        served_by, call, completion = rescued
+    fallback = served_by is not assignment
+    if fallback:
+        outcome: Outcome = "fallback"
+        value = None
+        latency_ms = (
+            time.perf_counter() - started
+        ) * 1000  # what the user waited, the failed attempts included
+    else:
+        outcome, value = _checked(completion.text, call.params, completion, validate, score)
+        latency_ms = completion.latency_ms
     router.record(
         unit_key,
         assignment,
-        latency_ms=completion.latency_ms,
+        latency_ms=latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
         cost_usd=completion.cost_usd,
         outcome=outcome,
         score=value,
         resolved_model=completion.resolved_model,
+        served_pair=served_by.pair if fallback else None,
+        prompt_version=prompt_version,
     )
+    _count(router, fallback=fallback)
     return Served(
         output=completion.text,
         assignment=assignment,
+        served=served_by,
         completion=completion,
         outcome=outcome,
-        latency_ms=completion.latency_ms,
+        latency_ms=latency_ms,
+        fallback_from=assignment.pair if fallback else None,
     )
+
+
+async def _fallback(
+    router: Router, request_for: RequestFor, assignment: Assignment, error: Exception
+) -> tuple[Assignment, Call, Completion] | None:
+    """The first pair of the chain that answers, or None when the chain is empty or every pair fails."""
+    for alt in chain_for(router.split, assignment):
+        try:
+            call, completion = await _call(request_for, alt)
+        except (ProviderError, TemplateProblem, LookupError) as exc:
+            log.warning("fallback %s of %s failed too: %s", alt.pair, assignment.deployment, exc)
+            continue
+        log.info("%s failed (%s); served by fallback %s", assignment.pair, type(error).__name__, alt.pair)
+        return alt, call, completion
+    return None

@@ -201,16 +201,34 @@ class DatasetConfig(_Strict):
         return str(v) if isinstance(v, int) else v
 
 
+EXTERNAL_PROMPT = "external"  # `prompt: external`: the deployment's prompt lives in the app
+
+
 class DeploymentConfig(_Strict):
     name: str = Field(
         ..., min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="The feature production code calls."
     )
     prompt: str = Field(
-        ..., pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+$", description="Initial prompt version, name@version."
+        ...,
+        pattern=r"^([A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+|external)$",
+        description="Initial prompt version, name@version; `external` when the prompt lives in the app and "
+        "the app calls through the gateway (/v1/chat/completions, /v1/messages) with its own messages.",
     )
     model: str = Field(..., description="Initial model: a snapshot id, or an alias (flagged unpinned).")
     dataset: str | None = Field(None, description="Golden dataset for migrations' evals.")
     policy: str | Policy = Field("default", description="A policy name, or an inline policy.")
+    fallback: list[str] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Pairs (prompt@version+model) or model ids tried in order when the assigned pair's call "
+        "fails with 404/410, 429 or 5xx after retries, or a timeout; the call is recorded as outcome "
+        "`fallback`, an error of the pair that failed. Refused at apply: the primary model, a model twice, "
+        "an unknown or retired model.",
+    )
+
+    @property
+    def external(self) -> bool:
+        return self.prompt == EXTERNAL_PROMPT
 
 
 class ConfigDoc(_Strict):

@@ -266,6 +266,13 @@ class NoticePolicy(_Strict):
     slack_channel: str | None = Field(
         None, description="Channel for notices and buttons; None = log and CLI only."
     )
+    fallback_rate: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="A notice goes out when more than this share of a deployment's calls over an hour were "
+        "served by its fallback chain.",
+    )
 
 
 class Policy(_Strict):

@@ -27,11 +27,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, select
 
-from pairshift.completion import Call, ServeError, serve
+from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.observations import ObservationIn, ObservationWriter
+from pairshift.policy import Policy
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
-from pairshift.registry.models import Deployment, Model, PromptVersion, pair_id
+from pairshift.registry.lookup import find_model
+from pairshift.registry.models import Deployment, Model, PolicyRow, PromptVersion, pair_id
 from pairshift.registry.store import Registry, open_registry
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,11 @@ class Split:
     prompts: Mapping[str, PromptVersion] = field(default_factory=dict)
     models: Mapping[str, ModelSpec] = field(default_factory=dict)
     params: Mapping[str, CallParams] = field(default_factory=dict)
+    # The fallback chain: (prompt version or None for the assigned pair's prompt, model), tried in order.
+    fallback: tuple[tuple[str | None, str], ...] = ()
+    external: bool = False  # `prompt: external`: the app sends its own messages (the gateway)
+    fallback_notice_rate: float = 0.01  # the policy's notice.fallback_rate
+    notice_channel: str | None = None
 
     @property
     def percent(self) -> float:
@@ -90,9 +97,17 @@ def load_split(session: Session, deployment: str) -> Split:
     has_candidate = bool(dep.candidate_prompt and dep.candidate_model)
     if has_candidate:
         pairs.append((dep.candidate_prompt, dep.candidate_model))  # type: ignore[arg-type]
-    prompt_ids = {p for p, _ in pairs}
+    chain = tuple(_chain_entry(entry) for entry in dep.fallback or ())
+    prompt_ids = {p for p, _ in pairs} | {p for p, _ in chain if p}
     prompts = {p.id: p for p in session.exec(select(PromptVersion).where(PromptVersion.id.in_(prompt_ids)))}
-    models = {m.id: m for m in session.exec(select(Model).where(Model.id.in_({m for _, m in pairs})))}
+    model_ids = {m for _, m in pairs} | {m for _, m in chain}
+    models = {m.id: m for m in session.exec(select(Model).where(Model.id.in_(model_ids)))}
+    for alias in model_ids - set(models):  # an alias: the snapshot row listing it, called by the alias
+        row = find_model(session, alias)
+        if row is not None:
+            models[alias] = row
+    policy_row = session.get(PolicyRow, dep.policy)
+    policy = Policy.model_validate(policy_row.spec) if policy_row else Policy()
 
     def assignment(prompt: str, model: str, variant: Variant) -> Assignment:
         return Assignment(
@@ -113,9 +128,19 @@ def load_split(session: Session, deployment: str) -> Split:
         control=assignment(*pairs[0], "control"),
         candidate=candidate,
         prompts=prompts,
-        models={mid: ModelSpec.from_model(m) for mid, m in models.items()},
+        models={mid: ModelSpec.from_model(m, id=mid) for mid, m in models.items()},
         params={pid: _params(p.params) for pid, p in prompts.items()},
+        fallback=chain,
+        external=dep.prompt_external,
+        fallback_notice_rate=policy.notice.fallback_rate,
+        notice_channel=policy.notice.slack_channel,
     )
+
+
+def _chain_entry(entry: str) -> tuple[str | None, str]:
+    """A ``fallback:`` item as (prompt version or None, model): ``p@v+model`` or a bare model id."""
+    prompt, sep, model = entry.rpartition("+")
+    return (prompt, model) if sep and "@" in prompt else (None, entry)
 
 
 def _params(raw: Mapping[str, Any]) -> CallParams:
@@ -157,6 +182,7 @@ class Router:
         self.last_error: str | None = None
         self._loaded_at = 0.0  # monotonic time of the last successful load
         self._in_outage = False
+        self.fallbacks = FallbackWindow()  # the last hour's calls and fallbacks (the fallback-rate notice)
 
     # ---- lifecycle
 
@@ -277,10 +303,13 @@ class Router:
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: float = 0.0,
-        outcome: Literal["ok", "error", "invalid"] = "ok",
+        outcome: Literal["ok", "error", "invalid", "fallback"] = "ok",
         score: float | None = None,
         at: datetime | None = None,
         resolved_model: str | None = None,
+        served_pair: str | None = None,
+        prompt_version: str | None = None,
+        ttft_ms: float | None = None,
     ) -> None:
         """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed).
 
@@ -301,6 +330,9 @@ class Router:
                 at=at,
                 migration=assignment.migration,
                 resolved_model=resolved_model,
+                served_pair=served_pair,
+                prompt_version=prompt_version,
+                ttft_ms=ttft_ms,
             )
         )
 

@@ -25,6 +25,7 @@ NoticeKind = Literal[
     "rejected",
     "failed_eval",
     "alias_drift",
+    "fallback_rate",
     "info",
 ]
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import Float, Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
+from pairshift.observations.store import ERROR_OUTCOMES
 from pairshift.registry.models import Observation, UnitAggregate
 from pairshift.unit_stats import QuantileSample, RatioSums, VariantStats
 
@@ -49,6 +50,9 @@ def _filters(deployment: str, migration: str | None, since: datetime, until: dat
 
 
 def _count_if(outcome: str) -> Any:
+    """Calls with ``outcome``; "error" counts fallbacks too (the assigned pair failed; a chain served)."""
+    if outcome == "error":
+        return func.sum(case((_table.c.outcome.in_(ERROR_OUTCOMES), 1), else_=0))
     return func.sum(case((_table.c.outcome == outcome, 1), else_=0))
 
 
@@ -159,7 +163,7 @@ def variant_stats(
     ``None`` takes every observation of the deployment in the window. ``ranks_for`` as in :func:`stage_stats`.
     """
     c = _table.c
-    first_ok = func.min(case((c.outcome != "error", c.id)))
+    first_ok = func.min(case((c.outcome.notin_(ERROR_OUTCOMES), c.id)))
     grouped = (
         select(
             c.variant,

@@ -25,6 +25,9 @@ from pairshift.registry.models import Deployment, LedgerEntry, Observation, utcn
 MAX_BATCH = 10_000  # PRODUCT §9: at most 10,000 observations a request
 MAX_ERRORS_REPORTED = 20  # a refused batch names at most this many bad items
 _table = Observation.__table__  # type: ignore[attr-defined]
+# Outcomes the gates count as an error of the observation's pair: a `fallback` is a call the assigned pair
+# failed and a pair of the deployment's chain served (users were answered, the pair still failed).
+ERROR_OUTCOMES = ("error", "fallback")
 
 
 UNIT_HASH_KEY_ENV = "PAIRSHIFT_UNIT_HASH_KEY"
@@ -56,7 +59,7 @@ class ObservationIn(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float = Field(ge=0)
-    outcome: Literal["ok", "error", "invalid"]
+    outcome: Literal["ok", "error", "invalid", "fallback"]
     score: float | None = Field(default=None, ge=0, le=1)
     at: datetime | None = Field(default=None, description="ISO-8601; default the time received; naive = UTC")
     migration: str | None = Field(
@@ -69,6 +72,13 @@ class ObservationIn(BaseModel):
         max_length=200,
         description="the snapshot the provider answered as (the response's `model`); how alias drift is seen",
     )
+    served_pair: str | None = Field(
+        default=None, max_length=400, description="outcome fallback: the pair of the chain that served"
+    )
+    prompt_version: str | None = Field(
+        default=None, max_length=200, description="the app's own prompt version (gateway, X-Pairshift-Prompt)"
+    )
+    ttft_ms: float | None = Field(default=None, ge=0, description="streamed calls: time to the first token")
 
     @field_validator("at")
     @classmethod
@@ -179,6 +189,9 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
                 o.outcome,
                 o.score,
                 o.resolved_model,
+                o.served_pair,
+                o.prompt_version,
+                o.ttft_ms,
                 o.at or now,
             )
         )
@@ -202,6 +215,9 @@ _COLUMNS = (
     "outcome",
     "score",
     "resolved_model",
+    "served_pair",
+    "prompt_version",
+    "ttft_ms",
     "at",
 )
 
@@ -234,13 +250,13 @@ def add_to_unit_aggregates(
     (stage, variant, unit) touched, in key order, so concurrent batches on PostgreSQL never deadlock.
     """
     sums: dict[tuple[str, float, str, str], list[Any]] = {}
-    for deployment, migration, _pair, variant, unit, latency, _i, _o, cost, outcome, score, _m, _at in rows:
+    for deployment, migration, _pair, variant, unit, latency, _i, _o, cost, outcome, score, *_rest in rows:
         stage = stages.get(deployment)
         if stage is None or migration != stage[0] or stage[1] <= 0:
             continue
         acc = sums.setdefault((migration, stage[1], variant, unit), [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, None])
         acc[0] += 1
-        acc[1] += outcome == "error"
+        acc[1] += outcome in ERROR_OUTCOMES
         acc[2] += outcome == "invalid"
         if score is not None:
             acc[3] += 1
@@ -248,7 +264,7 @@ def add_to_unit_aggregates(
             acc[5] += score * score
         acc[6] += cost
         acc[7] += cost * cost
-        if acc[8] is None and outcome != "error":
+        if acc[8] is None and outcome not in ERROR_OUTCOMES:
             acc[8] = latency  # the unit's first recorded call that did not error
     if not sums:
         return 0

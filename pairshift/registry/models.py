@@ -127,6 +127,9 @@ class Deployment(SQLModel, table=True):
     split_changed_at: datetime | None = None
     dataset: str | None = None
     policy: str = "default"
+    # Pairs (prompt@version+model) or model ids tried in order when the assigned pair's call fails.
+    fallback: list[str] | None = _json(default=None, nullable=True)
+    prompt_external: bool = False  # `prompt: external`: the app sends its own messages (the gateway)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -270,9 +273,12 @@ class Observation(SQLModel, table=True):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    outcome: str = "ok"  # ok | error | invalid
+    outcome: str = "ok"  # ok | error | invalid | fallback (the pair failed, a pair of the chain served)
     score: float | None = None
     resolved_model: str | None = None  # the response's `model`: what an alias resolved to
+    served_pair: str | None = None  # outcome fallback: the pair of the chain that served
+    prompt_version: str | None = None  # the gateway: the app's prompt version (X-Pairshift-Prompt)
+    ttft_ms: float | None = None  # streamed calls: time to the first token
     at: datetime = Field(default_factory=utcnow)
 
 

@@ -61,6 +61,7 @@ ICONS = {
     "rejected": ":no_entry:",
     "failed_eval": ":x:",
     "alias_drift": ":twisted_rightwards_arrows:",
+    "fallback_rate": ":leftwards_arrow_with_hook:",
     "info": ":information_source:",
 }
 GATE_ICONS = {"pass": ":white_check_mark:", "fail": ":x:", "inconclusive": ":grey_question:"}
