@@ -46,6 +46,7 @@ from pairshift.api_guard import (
     require,
 )
 from pairshift.completion import Served, ServeError, serve
+from pairshift.gateway import gateway_routes
 from pairshift.observations import MAX_BATCH, BatchRejected, ObservationBatch, ObservationWriter, store_batch
 from pairshift.observations.split_check import check_against_split
 from pairshift.registry.models import MigrationRow
@@ -503,6 +504,7 @@ def create_app(
     )
     _install_error_handlers(app)
     app.include_router(_routes(state))
+    app.include_router(gateway_routes(state))
     for extra in extra_routers:
         app.include_router(extra)
     return app

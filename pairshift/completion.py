@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +37,7 @@ from pairshift.providers import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    StreamEvent,
 )
 
 if TYPE_CHECKING:
@@ -325,3 +326,118 @@ async def _fallback(
         log.info("%s failed (%s); served by fallback %s", assignment.pair, type(error).__name__, alt.pair)
         return alt, call, completion
     return None
+
+
+# ---- streaming
+
+
+async def _open_stream(
+    request_for: RequestFor, assignment: Assignment
+) -> tuple[Call, AsyncIterator[StreamEvent], StreamEvent]:
+    call = request_for(assignment)
+    events = providers.stream(call.spec, call.system, call.messages, call.params)
+    return call, events, await anext(events)
+
+
+async def open_stream(
+    router: Router, unit_key: str, request_for: RequestFor, *, prompt_version: str | None = None
+) -> Streaming:
+    """The streaming twin of :func:`serve`: resolve, open the pair's stream (or its chain's, when the pair
+    fails before its first event), and hand back a :class:`Streaming` whose :meth:`Streaming.texts` yields the
+    text and records the observation (time to first token included) when the stream ends.
+
+    A failure before the first event is recorded and raised as :class:`ServeError`, so an API can still answer
+    with a status; a failure after it is recorded as an error of the pair and raised from ``texts()``.
+    """
+    assignment = router.resolve(unit_key)
+    started = time.perf_counter()
+    try:
+        call, events, first = await _open_stream(request_for, assignment)
+        served_by = assignment
+    except (ProviderError, TemplateProblem, LookupError) as exc:
+        opened = None
+        if isinstance(exc, FALLBACK_ERRORS):
+            for alt in chain_for(router.split, assignment):
+                try:
+                    opened = (alt, *await _open_stream(request_for, alt))
+                    break
+                except (ProviderError, TemplateProblem, LookupError) as chained:
+                    log.warning("fallback %s of %s failed too: %s", alt.pair, assignment.deployment, chained)
+        if opened is None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            router.record(
+                unit_key, assignment, latency_ms=latency_ms, outcome="error", prompt_version=prompt_version
+            )
+            _count(router, fallback=False)
+            raise ServeError(assignment, exc) from None
+        served_by, call, events, first = opened
+    return Streaming(router, unit_key, assignment, served_by, call, events, first, started, prompt_version)
+
+
+class Streaming:
+    """An opened stream: where the unit was routed, who serves it, and the text to come (:meth:`texts`)."""
+
+    def __init__(
+        self,
+        router: Router,
+        unit_key: str,
+        assignment: Assignment,
+        served: Assignment,
+        call: Call,
+        events: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+        started: float,
+        prompt_version: str | None,
+    ) -> None:
+        self.router, self.unit_key, self.assignment, self.served = router, unit_key, assignment, served
+        self.call, self._events, self._first, self._started = call, events, first, started
+        self.prompt_version = prompt_version
+        self.fallback_from = assignment.pair if served is not assignment else None
+        self.completion: Completion | None = None  # set when the stream ended
+        self.ttft_ms: float | None = None
+
+    async def texts(self) -> AsyncIterator[str]:
+        """The text deltas; at the end the observation is recorded and :attr:`completion` is set.
+
+        A stream the client abandons (it stops reading) is not recorded: its tokens and cost are unknown."""
+        event = self._first
+        try:
+            while not isinstance(event, Completion):
+                if self.ttft_ms is None:
+                    self.ttft_ms = (time.perf_counter() - self._started) * 1000
+                yield event
+                event = await anext(self._events)
+        except ProviderError:
+            latency_ms = (time.perf_counter() - self._started) * 1000
+            self.router.record(
+                self.unit_key,
+                self.assignment,
+                latency_ms=latency_ms,
+                outcome="error",
+                prompt_version=self.prompt_version,
+                ttft_ms=self.ttft_ms,
+            )
+            _count(self.router, fallback=False)
+            raise
+        self.completion = event
+        self._record(event)
+
+    def _record(self, completion: Completion) -> None:
+        fallback = self.fallback_from is not None
+        outcome: Outcome = "fallback"
+        if not fallback:
+            outcome, _ = _checked(completion.text, self.call.params, completion, None, None)
+        self.router.record(
+            self.unit_key,
+            self.assignment,
+            latency_ms=(time.perf_counter() - self._started) * 1000,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=completion.cost_usd,
+            outcome=outcome,
+            resolved_model=completion.resolved_model,
+            served_pair=self.served.pair if fallback else None,
+            prompt_version=self.prompt_version,
+            ttft_ms=self.ttft_ms,
+        )
+        _count(self.router, fallback=fallback)

@@ -94,7 +94,9 @@ async def test_a_snapshot_retired_mid_canary_is_served_by_the_chain_and_rolled_b
             handle = await start(client, task_queue, to_model=GPT)
             await wait_for(handle, waiting_on(0), timeout_s=120)
             sim_server.retire(GPT)  # the provider retires the candidate's snapshot while it canaries
-            await handle.execute_update(MigrationWorkflow.decide, DecideUpdate(decision="approve", by="alice"))
+            await handle.execute_update(
+                MigrationWorkflow.decide, DecideUpdate(decision="approve", by="alice")
+            )
             result = await handle.result()
     production.router.close()
     assert result.phase == "rolled_back" and "breach" in result.outcome, result.outcome

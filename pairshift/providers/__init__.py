@@ -1,4 +1,5 @@
-"""Model calls for pairshift: one async :func:`complete` over Anthropic, OpenAI(-compatible) and sim.
+"""Model calls for pairshift: one async :func:`complete` over Anthropic, OpenAI(-compatible) and sim, and its
+streaming twin :func:`stream` (:mod:`pairshift.providers.streaming`).
 
 See :mod:`pairshift.providers.base` for where retries live, :mod:`pairshift.providers.errors` for how errors
 are typed, :mod:`pairshift.providers.rules` for the request rules and :mod:`pairshift.providers.cost` for what
@@ -29,6 +30,7 @@ from pairshift.providers.errors import (
     RateLimited,
 )
 from pairshift.providers.rules import RequestRules, outgoing, provider_problems
+from pairshift.providers.streaming import StreamEvent, stream
 
 __all__ = [
     "reserved_param_problems",
@@ -49,8 +51,10 @@ __all__ = [
     "RateLimited",
     "RequestRules",
     "RetryPolicy",
+    "StreamEvent",
     "complete",
     "cost_usd",
     "outgoing",
     "provider_problems",
+    "stream",
 ]

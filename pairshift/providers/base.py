@@ -189,6 +189,7 @@ class Completion(BaseModel):
     cache_write_tokens: int = Field(default=0, description="input tokens written to the cache (Anthropic)")
     reasoning_tokens: int = Field(default=0, description="output tokens spent on reasoning, not on text")
     dropped_params: list[str] = Field(default_factory=list, description="set by the prompt, not sent")
+    ttft_ms: float | None = Field(default=None, description="streamed calls: time to the first text delta")
 
     @property
     def truncated(self) -> bool:

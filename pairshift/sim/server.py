@@ -7,6 +7,10 @@ unchanged against 127.0.0.1. Routes:
   ``GET /v1/messages/batches/{id}/results`` (JSONL). ``GET /v1/models`` answers in Anthropic's shape
   when the request carries ``anthropic-version``, otherwise in OpenAI's (with ``shutdown_date``).
 - OpenAI: ``POST /v1/chat/completions`` and ``POST /v1/responses`` (the Responses API).
+- Streaming (``stream: true``) on ``/v1/messages`` and ``/v1/chat/completions``, as server-sent events in each
+  provider's shape (:mod:`pairshift.wire_stream`); every check runs before the first byte, so a refusal is
+  still a JSON error with its status. OpenAI's ``stream_options`` without ``stream`` is refused as OpenAI
+  refuses it; the Responses API does not stream here.
 - Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
   ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
   ``GET /_admin/answers`` (how often each distinct request was answered, by :func:`request_fingerprint`),
@@ -40,16 +44,17 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from pairshift import wire_stream
 from pairshift.sim import refusals, wire, wire_responses
 from pairshift.sim.batches import Batch, add_batch_routes
 from pairshift.sim.rules import check_request, rules_for
@@ -316,6 +321,8 @@ def _add_provider_routes(app: FastAPI, state: SimState) -> None:
             )
         except Failure as failure:
             return _error_response("anthropic", failure)
+        if sim_request.stream:
+            return _stream(_anthropic_events(resolved, out, read, write), extra)
         return JSONResponse(wire.anthropic_message(resolved, out, read, write), headers=extra)
 
     @app.post("/v1/chat/completions")
@@ -327,6 +334,8 @@ def _add_provider_routes(app: FastAPI, state: SimState) -> None:
             )
         except Failure as failure:
             return _error_response("openai", failure)
+        if sim_request.stream:
+            return _stream(_openai_chunks(resolved, out, read, sim_request.include_usage), extra)
         return JSONResponse(wire.openai_completion(resolved, out, read), headers=extra)
 
     @app.post("/v1/responses")
@@ -347,6 +356,31 @@ def _add_provider_routes(app: FastAPI, state: SimState) -> None:
         dates = {m: info.retires_on for m, info in SNAPSHOTS.items() if info.retires_on} | s.shutdown_dates
         shape: wire.WireName = "anthropic" if "anthropic-version" in request.headers else "openai"
         return JSONResponse(wire.model_list(shape, list(dict.fromkeys(ids)), dates))
+
+
+def _stream(events: Iterator[bytes], headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        events, media_type=wire_stream.MEDIA_TYPE, headers={**wire_stream.SSE_HEADERS, **headers}
+    )
+
+
+def _anthropic_events(resolved: str, out: SimOutput, read: int, write: int) -> Iterator[bytes]:
+    stop = {"length": "max_tokens", "refusal": "refusal"}.get(out.finish_reason, "end_turn")
+    yield from wire_stream.anthropic_start(resolved, out.input_tokens - read - write, read, write)
+    for piece in wire_stream.pieces(out.text):
+        yield wire_stream.anthropic_delta(piece)
+    yield from wire_stream.anthropic_finish(stop, out.output_tokens)
+
+
+def _openai_chunks(resolved: str, out: SimOutput, read: int, include_usage: bool) -> Iterator[bytes]:
+    chunks = wire_stream.OpenAIChunks(resolved)
+    refusal = out.text if out.finish_reason == "refusal" else None
+    if refusal is None:
+        for piece in wire_stream.pieces(out.text):
+            yield chunks.delta(piece)
+    usage = wire_stream.openai_usage(out.input_tokens, out.output_tokens, read, out.reasoning_tokens)
+    finish = "length" if out.finish_reason == "length" else "stop"
+    yield from chunks.finish(finish, usage, include_usage, refusal)
 
 
 _ALIAS_MAP = TypeAdapter(dict[str, str])
@@ -442,19 +476,36 @@ def start_in_thread(
     startup_timeout_s: float = 10.0,
 ) -> RunningServer:
     """Start the fake server on a background thread (port 0: a free port) and wait until it serves."""
+    app = create_app(settings)
+    server, thread, bound = serve_in_thread(app, host=host, port=port, startup_timeout_s=startup_timeout_s)
+    return RunningServer(server, thread, bound, app.state.sim)
+
+
+def serve_in_thread(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 10.0,
+    lifespan: str = "off",
+) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """Any ASGI app on a background uvicorn thread (port 0: a free port): (server, thread, port) once serving.
+
+    Stop it with ``server.should_exit = True`` and ``thread.join()``."""
     # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets that say so; without it every
     # response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, lifespan=lifespan)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="sim-server", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="uvicorn-thread", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"sim server did not start on {host}:{sock.getsockname()[1]}")
+            raise RuntimeError(f"server did not start on {host}:{sock.getsockname()[1]}")
         time.sleep(0.01)  # polling a flag set by another thread's event loop
-    return RunningServer(server, thread, sock.getsockname()[1], app.state.sim)
+    return server, thread, sock.getsockname()[1]

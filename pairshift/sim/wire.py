@@ -89,6 +89,8 @@ class SimRequest(BaseModel):
     params: CallParams
     sent: Sent = Field(default_factory=Sent)
     cache_system: bool = Field(False, description="Anthropic: the system text carries cache_control")
+    stream: bool = Field(False, description="answer as server-sent events")
+    include_usage: bool = Field(False, description="OpenAI stream_options.include_usage")
 
 
 class TextBlock(BaseModel):
@@ -143,6 +145,7 @@ class _OpenAIRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
 
 
 _EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -161,22 +164,22 @@ SEED = re.compile(r"^seed-(-?\d+)$")
 _T = TypeVar("_T", bound=BaseModel)
 
 
-def validate(model: type[_T], body: Any) -> _T:
-    """A request body as ``model``, or a 400 naming the first bad field."""
+def validate(model: type[_T], body: Any, *, streams: bool = False) -> _T:
+    """A request body as ``model``, or a 400 naming the first bad field; ``stream`` only where ``streams``."""
     try:
         parsed = model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"])) or "body"
         raise Failure("invalid_request", f"{where}: {first['msg']}") from None
-    if getattr(parsed, "stream", False):
+    if getattr(parsed, "stream", False) and not streams:
         raise Failure("invalid_request", "stream: streaming is not supported by the sim server")
     return parsed
 
 
 def parse_anthropic(body: Any) -> SimRequest:
     """A Messages API request body as a :class:`SimRequest` (the seed rides in metadata.user_id)."""
-    req = validate(_AnthropicRequest, body)
+    req = validate(_AnthropicRequest, body, streams=True)
     seed_match = SEED.match(str((req.metadata or {}).get("user_id", "")))
     params = CallParams(
         temperature=min(req.temperature, 2.0) if req.temperature is not None else None,
@@ -192,13 +195,30 @@ def parse_anthropic(body: Any) -> SimRequest:
         input_tokens=count_input_tokens(system, messages),
     )
     return SimRequest(
-        model=req.model, system=system, messages=messages, params=params, sent=sent, cache_system=cached
+        model=req.model,
+        system=system,
+        messages=messages,
+        params=params,
+        sent=sent,
+        cache_system=cached,
+        stream=req.stream,
     )
 
 
 def parse_openai(body: Any) -> SimRequest:
     """A chat completions request body as a :class:`SimRequest`; system/developer turns join."""
-    req = validate(_OpenAIRequest, body)
+    req = validate(_OpenAIRequest, body, streams=True)
+    if req.stream_options is not None and not req.stream:
+        raise Failure(
+            "invalid_request",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            body={
+                "message": "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "type": "invalid_request_error",
+                "param": "stream_options",
+                "code": None,
+            },
+        )
     system = "\n".join(text_of(m.content) for m in req.messages if m.role in ("system", "developer"))
     messages = [
         Message(role=m.role, content=text_of(m.content))
@@ -221,7 +241,15 @@ def parse_openai(body: Any) -> SimRequest:
     sent = Sent(
         params=knobs, token_field=token_field, input_tokens=count_input_tokens(system or None, messages)
     )
-    return SimRequest(model=req.model, system=system or None, messages=messages, params=params, sent=sent)
+    return SimRequest(
+        model=req.model,
+        system=system or None,
+        messages=messages,
+        params=params,
+        sent=sent,
+        stream=req.stream,
+        include_usage=bool((req.stream_options or {}).get("include_usage")),
+    )
 
 
 def api_key(headers: Mapping[str, str]) -> str | None:

@@ -1,0 +1,219 @@
+"""The gateway: the official openai and anthropic SDKs, pointed at `pairshift api` with a pairshift token as
+the key, talk to a `prompt: external` deployment in the HTTP sim, plain and streaming, unchanged. Sticky
+assignment per unit during a canary, observations with time to first token, the resolved model and the app's
+prompt version; errors in each wire's shape; the fallback chain streaming too."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+import yaml
+from conftest import EXAMPLES, api_token
+from sqlalchemy import select
+
+from pairshift.api import create_app
+from pairshift.apply import apply_path
+from pairshift.observations import hash_unit
+from pairshift.registry.models import Deployment, Observation
+from pairshift.router import bucket
+from pairshift.sim.server import serve_in_thread
+
+DEPLOYMENT = "chat-app"
+GPT = "gpt-4o-2024-08-06"  # control: the HTTP sim's OpenAI mirror of sim-classic
+CLAUDE = "claude-sonnet-4-20250514"  # candidate: the HTTP sim's Anthropic mirror of sim-classic
+MIGRATION = "migration-chat-app"
+CONTROL_PAIR, CANDIDATE_PAIR = f"external+{GPT}", f"external+{CLAUDE}"
+MESSAGES = [{"role": "user", "content": "Tier: gold\nTicket: I was charged twice, refund please"}]
+
+
+def _config(dst: Path, sim) -> Path:
+    shutil.copytree(EXAMPLES, dst, ignore=shutil.ignore_patterns("*.py"))
+    cfg = yaml.safe_load((dst / "pairshift.yaml").read_text())
+    cfg["models"] += [
+        {"id": GPT, "provider": "openai", "base_url": sim.openai_base_url, "max_attempts": 1},
+        {"id": CLAUDE, "provider": "anthropic", "base_url": sim.base_url, "max_attempts": 1},
+    ]
+    cfg["deployments"].append(
+        {"name": DEPLOYMENT, "prompt": "external", "model": GPT, "fallback": ["sim-fresh-2025-09"]}
+    )
+    (dst / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dst
+
+
+@pytest.fixture
+def gateway(sqlite_registry, sim_server, tmp_path) -> Iterator[tuple[str, str]]:
+    """(base URL, token): the API serving on a free port, the deployment canarying Claude to 50% of units."""
+    apply_path(sqlite_registry, _config(tmp_path / "config", sim_server), by="test")
+    with sqlite_registry.session() as s:
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.candidate_prompt, dep.candidate_model = "external", CLAUDE
+        dep.canary_percent, dep.migration = 50, MIGRATION
+        s.add(dep)
+    app = create_app(sqlite_registry)
+    server, thread, port = serve_in_thread(app, lifespan="on")
+    try:
+        global _flush
+        _flush = app.state.pairshift.flush_observations
+        yield f"http://127.0.0.1:{port}", api_token(sqlite_registry, "complete")
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+_flush = None  # the serving app's writer flush: observations are written off the request path
+
+
+def rows(registry) -> list[Observation]:
+    _flush()
+    with registry.session() as s:
+        return list(s.scalars(select(Observation).where(Observation.deployment == DEPLOYMENT)))
+
+
+def expected_variant(unit: str) -> str:
+    return "candidate" if bucket(MIGRATION, unit) < 5_000 else "control"
+
+
+def _oai(gateway, **kw) -> openai.OpenAI:
+    base, token = gateway
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=token, max_retries=0, **kw)
+
+
+def _claude(gateway, **kw) -> anthropic.Anthropic:
+    base, token = gateway
+    return anthropic.Anthropic(base_url=base, api_key=token, max_retries=0, **kw)
+
+
+def test_openai_sdk_plain_and_streaming_with_sticky_units(gateway, sqlite_registry):
+    client = _oai(gateway)
+    units = [f"user-{i}" for i in range(12)]
+    for unit in units:
+        for _ in range(2):  # the same unit twice: the same pair
+            raw = client.chat.completions.with_raw_response.create(
+                model=DEPLOYMENT, messages=MESSAGES, user=unit, extra_headers={"X-Pairshift-Prompt": "app@7"}
+            )
+            answer = raw.parse()
+            assert raw.headers["x-pairshift-variant"] == expected_variant(unit)
+            assert answer.model == (CLAUDE if expected_variant(unit) == "candidate" else GPT)
+            assert "team" in answer.choices[0].message.content.lower()
+    stream = client.chat.completions.create(
+        model=DEPLOYMENT,
+        messages=MESSAGES,
+        user=units[0],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer.choices[0].message.content or "team" in text.lower()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    client.close()
+    got = rows(sqlite_registry)
+    assert len(got) == 2 * len(units) + 1
+    by_unit = {hash_unit(u): expected_variant(u) for u in units}
+    assert {(o.unit, o.variant) for o in got} == set(by_unit.items()), "every unit stayed on its pair"
+    assert {o.pair for o in got} == {CONTROL_PAIR, CANDIDATE_PAIR}
+    assert all(o.resolved_model in (GPT, CLAUDE) and o.output_tokens > 0 and o.outcome == "ok" for o in got)
+    assert {o.prompt_version for o in got} == {"app@7", None}
+    streamed = [o for o in got if o.ttft_ms is not None]
+    assert len(streamed) == 1 and 0 < streamed[0].ttft_ms <= streamed[0].latency_ms
+
+
+def test_anthropic_sdk_plain_and_streaming(gateway, sqlite_registry):
+    client = _claude(gateway)
+    unit = next(u for u in (f"a-{i}" for i in range(100)) if expected_variant(u) == "candidate")
+    answer = client.messages.create(
+        model=DEPLOYMENT, max_tokens=200, messages=MESSAGES, metadata={"user_id": unit}
+    )
+    assert answer.model == CLAUDE and answer.usage.output_tokens > 0
+    with client.messages.stream(
+        model=DEPLOYMENT, max_tokens=200, messages=MESSAGES, metadata={"user_id": unit}
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == answer.content[0].text
+    assert final.usage.output_tokens == answer.usage.output_tokens
+    assert final.usage.input_tokens == answer.usage.input_tokens > 0
+    client.close()
+    got = rows(sqlite_registry)
+    assert {(o.unit, o.pair, o.resolved_model) for o in got} == {(hash_unit(unit), CANDIDATE_PAIR, CLAUDE)}
+    assert sorted(o.ttft_ms is not None for o in got) == [False, True]
+
+
+def test_the_unit_header_wins_and_a_request_without_a_unit_is_its_own(gateway, sqlite_registry):
+    client = _oai(gateway)
+    client.chat.completions.create(
+        model=DEPLOYMENT, messages=MESSAGES, user="body", extra_headers={"X-Pairshift-Unit": "header"}
+    )
+    client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)
+    client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES)
+    client.close()
+    units = [o.unit for o in rows(sqlite_registry)]
+    assert units[0] == hash_unit("header") and len(set(units)) == 3
+
+
+def test_errors_come_in_each_wires_shape(gateway, sqlite_registry):
+    base, _ = gateway
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{base}/v1", api_key="ps_nope", max_retries=0).chat.completions.create(
+            model=DEPLOYMENT, messages=MESSAGES
+        )
+    wrong_scope = api_token(sqlite_registry, "resolve")
+    with pytest.raises(anthropic.PermissionDeniedError, match="complete"):
+        anthropic.Anthropic(base_url=base, api_key=wrong_scope, max_retries=0).messages.create(
+            model=DEPLOYMENT, max_tokens=10, messages=MESSAGES
+        )
+    client = _oai(gateway)
+    with pytest.raises(openai.NotFoundError, match="no deployment"):
+        client.chat.completions.create(model="nope", messages=MESSAGES)
+    with pytest.raises(openai.BadRequestError, match="renders its own prompt"):
+        client.chat.completions.create(model="support-triage", messages=MESSAGES)
+    with pytest.raises(openai.BadRequestError, match="tools"):
+        client.chat.completions.create(
+            model=DEPLOYMENT,
+            messages=MESSAGES,
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        )
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.chat.completions.create(
+            model=DEPLOYMENT, messages=MESSAGES, stream_options={"include_usage": True}
+        )
+    client.close()
+    assert rows(sqlite_registry) == []
+
+
+def test_a_retired_candidate_is_served_by_the_chain_while_streaming(gateway, sqlite_registry, sim_server):
+    sim_server.retire(CLAUDE)
+    unit = next(u for u in (f"r-{i}" for i in range(100)) if expected_variant(u) == "candidate")
+    client = _oai(gateway)
+    raw = client.chat.completions.with_raw_response.create(
+        model=DEPLOYMENT, messages=MESSAGES, user=unit, stream=True
+    )
+    assert raw.headers["x-pairshift-fallback-from"] == CANDIDATE_PAIR
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert "team" in text.lower()
+    client.close()
+    (row,) = rows(sqlite_registry)
+    assert (row.pair, row.outcome, row.served_pair) == (
+        CANDIDATE_PAIR,
+        "fallback",
+        "external+sim-fresh-2025-09",
+    )
+
+
+def test_a_provider_failure_without_a_chain_is_a_5xx_naming_the_pair(gateway, sqlite_registry, sim_server):
+    with sqlite_registry.session() as s:
+        s.get(Deployment, DEPLOYMENT).fallback = None
+    sim_server.retire(GPT)
+    unit = next(u for u in (f"c-{i}" for i in range(100)) if expected_variant(u) == "control")
+    client = _oai(gateway)
+    with pytest.raises(openai.InternalServerError, match=re.escape(CONTROL_PAIR)) as err:
+        client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES, user=unit, stream=True)
+    assert err.value.status_code == 502
+    client.close()
+    assert [o.outcome for o in rows(sqlite_registry)] == ["error"]
