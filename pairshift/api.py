@@ -253,7 +253,9 @@ def _routes(state: _State) -> APIRouter:
         after retries) or 504 (timeout) naming the pair; the observation is recorded either way."""
         router = await run_in_threadpool(_router_or_404, state, name)
         try:
-            served = await serve(router, body.unit, router.call_for(body.variables))
+            served = await serve(
+                router, body.unit, router.call_for(body.variables), capture_request={"vars": body.variables}
+            )
         except ServeError as exc:
             raise ApiError(exc.status, exc.message, [exc.detail()]) from None
         metrics.ROUTER_ASSIGNMENTS.labels(served.assignment.deployment, served.assignment.variant).inc()

@@ -411,6 +411,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             policy=policy_name,
             fallback=list(cfg.fallback) or None,
             prompt_external=cfg.external,
+            redact=list(cfg.redact) or None,
         )
         s.add(row)
         s.flush()
@@ -430,7 +431,12 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             f"{item.where()}: config names {cfg.prompt}+{cfg.model} but the active pair is "
             f"{row.active_pair}; left as is (pairs move through `pairshift migrate`)"
         )
-    wanted = {"dataset": cfg.dataset, "policy": policy_name, "fallback": list(cfg.fallback) or None}
+    wanted = {
+        "dataset": cfg.dataset,
+        "policy": policy_name,
+        "fallback": list(cfg.fallback) or None,
+        "redact": list(cfg.redact) or None,
+    }
     changed = [k for k, v in wanted.items() if getattr(row, k) != v]
     for k in changed:
         setattr(row, k, wanted[k])

@@ -18,9 +18,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pairshift import notices, providers
 from pairshift.contracts.migration import pair_id
@@ -253,6 +253,7 @@ async def serve(
     validate: Callable[[str], bool] | None = None,
     score: Callable[[str], float | None] | None = None,
     prompt_version: str | None = None,
+    capture_request: Mapping[str, Any] | None = None,
 ) -> Served:
     """Resolve ``unit_key``, call its pair (then its chain), check, record; a failure is recorded and raised.
 
@@ -302,6 +303,8 @@ async def serve(
         prompt_version=prompt_version,
     )
     _count(router, fallback=fallback)
+    if outcome == "ok":
+        router.sample(assignment, capture_request, completion.text)
     return Served(
         output=completion.text,
         assignment=assignment,
@@ -340,7 +343,12 @@ async def _open_stream(
 
 
 async def open_stream(
-    router: Router, unit_key: str, request_for: RequestFor, *, prompt_version: str | None = None
+    router: Router,
+    unit_key: str,
+    request_for: RequestFor,
+    *,
+    prompt_version: str | None = None,
+    capture_request: Mapping[str, Any] | None = None,
 ) -> Streaming:
     """The streaming twin of :func:`serve`: resolve, open the pair's stream (or its chain's, when the pair
     fails before its first event), and hand back a :class:`Streaming` whose :meth:`Streaming.texts` yields the
@@ -371,7 +379,11 @@ async def open_stream(
             _count(router, fallback=False)
             raise ServeError(assignment, exc) from None
         served_by, call, events, first = opened
-    return Streaming(router, unit_key, assignment, served_by, call, events, first, started, prompt_version)
+    streaming = Streaming(
+        router, unit_key, assignment, served_by, call, events, first, started, prompt_version
+    )
+    streaming.capture_request = capture_request
+    return streaming
 
 
 class Streaming:
@@ -394,6 +406,7 @@ class Streaming:
         self.prompt_version = prompt_version
         self.fallback_from = assignment.pair if served is not assignment else None
         self.completion: Completion | None = None  # set when the stream ended
+        self.capture_request: Mapping[str, Any] | None = None
         self.ttft_ms: float | None = None
 
     async def texts(self) -> AsyncIterator[str]:
@@ -441,3 +454,5 @@ class Streaming:
             ttft_ms=self.ttft_ms,
         )
         _count(self.router, fallback=fallback)
+        if outcome == "ok":
+            self.router.sample(self.assignment, self.capture_request, completion.text)

@@ -226,6 +226,24 @@ class DeploymentConfig(_Strict):
         "an unknown or retired model.",
     )
 
+    redact: list[str] = Field(
+        default_factory=list,
+        description="Regexes whose matches `pairshift datasets capture` replaces with [REDACTED] before a "
+        "sampled request or output is stored (keys, bearer tokens and emails are always redacted).",
+    )
+
+    @field_validator("redact")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        import re
+
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from None
+        return v
+
     @property
     def external(self) -> bool:
         return self.prompt == EXTERNAL_PROMPT

@@ -340,7 +340,13 @@ def gateway_routes(state: Any) -> APIRouter:
             router = await run_in_threadpool(_router, state, req.deployment)
             if req.stream:
                 return await _stream(router, req, wire)
-            served = await serve(router, req.unit, _call_for(router, req), prompt_version=req.prompt_version)
+            served = await serve(
+                router,
+                req.unit,
+                _call_for(router, req),
+                prompt_version=req.prompt_version,
+                capture_request=_capture_request(req),
+            )
         except GatewayError as err:
             return error_response(wire, err)
         except ServeError as exc:
@@ -398,6 +404,12 @@ def _router(state: Any, deployment: str) -> Router:
     return router
 
 
+def _capture_request(req: GatewayRequest) -> dict[str, Any]:
+    """What a capture keeps of a gateway request: the app's own turns (redacted before storage)."""
+    turns = [{"role": m.role, "content": m.content} for m in req.messages]
+    return {"messages": turns, **({"system": req.system} if req.system else {})}
+
+
 def _call_for(router: Router, req: GatewayRequest) -> Any:
     def build(assignment: Assignment) -> Call:
         spec = router.split.models.get(assignment.model)
@@ -412,7 +424,11 @@ def _call_for(router: Router, req: GatewayRequest) -> Any:
 
 async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
     opened = await open_completion_stream(
-        router, req.unit, _call_for(router, req), prompt_version=req.prompt_version
+        router,
+        req.unit,
+        _call_for(router, req),
+        prompt_version=req.prompt_version,
+        capture_request=_capture_request(req),
     )
     headers = {**wire_stream.SSE_HEADERS, **_headers(opened.assignment, opened.served, opened.fallback_from)}
     model = opened.served.model

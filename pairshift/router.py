@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, select
 
+from pairshift.capture import LiveCapture, live_capture, store_samples
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.observations import ObservationIn, ObservationWriter
 from pairshift.policy import Policy
@@ -76,6 +79,7 @@ class Split:
     external: bool = False  # `prompt: external`: the app sends its own messages (the gateway)
     fallback_notice_rate: float = 0.01  # the policy's notice.fallback_rate
     notice_channel: str | None = None
+    capture: LiveCapture | None = None  # a running `pairshift datasets capture` of the deployment
 
     @property
     def percent(self) -> float:
@@ -134,6 +138,7 @@ def load_split(session: Session, deployment: str) -> Split:
         external=dep.prompt_external,
         fallback_notice_rate=policy.notice.fallback_rate,
         notice_channel=policy.notice.slack_channel,
+        capture=live_capture(session, dep),
     )
 
 
@@ -183,6 +188,8 @@ class Router:
         self._loaded_at = 0.0  # monotonic time of the last successful load
         self._in_outage = False
         self.fallbacks = FallbackWindow()  # the last hour's calls and fallbacks (the fallback-rate notice)
+        self._samples: deque[tuple[str, dict[str, Any]]] = deque(maxlen=10_000)  # redacted, to be stored
+        self._sample_rng = random.Random()
 
     # ---- lifecycle
 
@@ -219,6 +226,7 @@ class Router:
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, self.refresh_s))
             self._thread = None
+        self.flush_samples()
         if self._writer is not None and self._owns_writer:
             self._writer.close()
 
@@ -230,7 +238,34 @@ class Router:
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.refresh_s):
+            self.flush_samples()
             self.refresh()
+
+    # ---- captures (pairshift datasets capture)
+
+    def sample(self, assignment: Assignment, request: Mapping[str, Any] | None, output: str) -> None:
+        """Maybe keep this call for a running capture: control calls only, redacted before it is queued."""
+        capture = self.split.capture
+        if capture is None or request is None or assignment.variant != "control":
+            return
+        if capture.sample(self._sample_rng):
+            self._samples.append((capture.id, capture.case(request, output)))
+
+    def flush_samples(self) -> int:
+        """Store the queued capture samples (the refresh thread does, and close()); returns how many."""
+        taken: list[tuple[str, dict[str, Any]]] = []
+        while self._samples:
+            taken.append(self._samples.popleft())
+        if not taken:
+            return 0
+        try:
+            with self.registry.session() as s:
+                for capture_id in {c for c, _ in taken}:
+                    store_samples(s, capture_id, [d for c, d in taken if c == capture_id])
+        except Exception as exc:  # noqa: BLE001 - a capture is best effort; serving goes on
+            log.warning("router %s: %d capture samples not stored: %s", self.deployment, len(taken), exc)
+            return 0
+        return len(taken)
 
     def refresh(self) -> bool:
         """Reload the split now; on failure keep the last one. Returns whether the load succeeded."""
@@ -374,7 +409,14 @@ class Router:
         ``POST /v1/deployments/{name}/complete`` and the gateway (:mod:`pairshift.completion`).
         """
         try:
-            served = await serve(self, unit_key, self.call_for(variables), validate=validate, score=score)
+            served = await serve(
+                self,
+                unit_key,
+                self.call_for(variables),
+                validate=validate,
+                score=score,
+                capture_request={"vars": dict(variables)},
+            )
         except ServeError as exc:
             raise exc.cause from None
         return RoutedCompletion(

@@ -13,6 +13,7 @@ import typer
 
 from pairshift.cli import (
     api,
+    datasets,
     demo,
     doctor,
     evals,
@@ -48,6 +49,7 @@ app.add_typer(provider_calendar.deprecations_app, name="deprecations")
 app.add_typer(provider_calendar.schedules_app, name="schedules")
 app.add_typer(slack.app, name="slack")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(datasets.app, name="datasets")
 
 
 @app.callback()

@@ -130,6 +130,9 @@ class Deployment(SQLModel, table=True):
     # Pairs (prompt@version+model) or model ids tried in order when the assigned pair's call fails.
     fallback: list[str] | None = _json(default=None, nullable=True)
     prompt_external: bool = False  # `prompt: external`: the app sends its own messages (the gateway)
+    redact: list[str] | None = _json(
+        default=None, nullable=True
+    )  # regexes applied before a capture is stored
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -306,6 +309,32 @@ class UnitAggregate(SQLModel, table=True):
     cost_sum: float = 0.0
     cost_sumsq: float = 0.0
     first_latency_ms: float | None = None
+
+
+class Capture(SQLModel, table=True):
+    """A `pairshift datasets capture` of a deployment: while ``capturing``, its routers sample requests."""
+
+    __tablename__ = "captures"
+    id: str = Field(primary_key=True)
+    deployment: str = Field(index=True)
+    sample_rate: float
+    max_cases: int
+    status: str = "capturing"  # capturing | done | stopped
+    redact: list[str] | None = _json(default=None, nullable=True)  # the patterns, fixed at the start
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    dataset_version: str | None = None
+
+
+class CapturedCase(SQLModel, table=True):
+    """One sampled request of a capture, already redacted: a golden case in the making."""
+
+    __tablename__ = "captured_cases"
+    id: int | None = Field(default=None, primary_key=True)
+    capture: str = Field(index=True)
+    data: dict[str, Any] = _json()
+    at: datetime = Field(default_factory=utcnow)
 
 
 class Reminder(SQLModel, table=True):
