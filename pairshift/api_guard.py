@@ -88,6 +88,14 @@ class TokenCache:
         self._entries: dict[str, tuple[float, TokenInfo | None]] = {}
         self._lock = threading.Lock()
 
+    def fresh(self, token: str) -> tuple[bool, TokenInfo | None]:
+        """(hit, info) from the cache alone, no I/O: what the hot routes try before :meth:`lookup`."""
+        with self._lock:
+            hit = self._entries.get(token)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return True, hit[1]
+        return False, None
+
     def lookup(self, registry: Any, token: str) -> TokenInfo | None:
         now = time.monotonic()
         with self._lock:

@@ -337,7 +337,8 @@ def gateway_routes(state: Any) -> APIRouter:
             except ValueError:
                 raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
             req = parse_openai(request, body) if wire == "openai" else parse_anthropic(request, body)
-            router = await run_in_threadpool(_router, state, req.deployment)
+            router = state.routers.get(req.deployment)  # started: no thread hop
+            router = _external(router) if router else await run_in_threadpool(_router, state, req.deployment)
             if req.stream:
                 return await _stream(router, req, wire)
             served = await serve(
@@ -376,7 +377,9 @@ async def _authorize(request: Request, state: Any) -> None:
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key")
     if not token:
         raise GatewayError(401, "authentication", "authentication required: a pairshift token as the API key")
-    info = await run_in_threadpool(state.token_cache.lookup, state.registry, token)
+    hit, info = state.token_cache.fresh(token)  # the hot path: no thread hop while the cache is fresh
+    if not hit:
+        info = await run_in_threadpool(state.token_cache.lookup, state.registry, token)
     if info is None:
         raise GatewayError(401, "authentication", "invalid or revoked token")
     if not info.allows("complete"):
@@ -393,6 +396,11 @@ def _router(state: Any, deployment: str) -> Router:
             f"model {deployment!r}: no deployment of that name (the model names a deployment)",
             "model",
         ) from None
+    return _external(router)
+
+
+def _external(router: Router) -> Router:
+    deployment = router.deployment
     if not router.split.external:
         raise GatewayError(
             400,
