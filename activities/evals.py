@@ -81,7 +81,7 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
     beat = asyncio.create_task(ticker())
     try:
         result = await evals.run_batch(open_registry(), batch, on_progress)
-    except evals.ArmFailed as exc:
+    except (evals.ArmFailed, evals.JudgeRefused) as exc:
         raise _non_retryable(exc) from None
     finally:
         beat.cancel()

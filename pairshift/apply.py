@@ -35,7 +35,6 @@ from pairshift.people import IDENTITY_FIELDS, Person
 from pairshift.policy import Policy, format_validation_error
 from pairshift.prompts import TemplateProblem, check_template, content_hash
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
-from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
     DatasetCase,
@@ -48,6 +47,7 @@ from pairshift.registry.models import (
     utcnow,
 )
 from pairshift.registry.store import Registry
+from pairshift.resolver import resolve_model
 
 
 @dataclass
@@ -164,7 +164,8 @@ def _check_judge(s: Session, item: Located, policy: Policy) -> None:
     """A policy's judge must be a known model that outlives any migration under the policy."""
     if policy.eval.judge is None:
         return
-    row = find_model(s, policy.eval.judge)
+    resolved = resolve_model(s, policy.eval.judge)
+    row = resolved.row if resolved else None
     problem = judges.judge_problem(row, policy.eval.judge, date.today(), judges.policy_horizon(policy))
     if problem is not None:
         raise ConfigError(f"{item.where(judges.JUDGE_KEY)}: {problem}")
@@ -378,9 +379,10 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
     prompt = None if cfg.external else s.get(PromptVersion, cfg.prompt)
     if prompt is None and not cfg.external:
         raise ConfigError(f"{item.where('prompt')}: unknown prompt version {cfg.prompt}")
-    model = find_model(s, cfg.model)
-    if model is None:
+    resolved = resolve_model(s, cfg.model)  # the one resolution the eval and the router use too
+    if resolved is None:
         raise ConfigError(f"{item.where('model')}: unknown model {cfg.model}")
+    model = resolved.row
     if prompt is not None:
         _check_pair_params(item, prompt, model, cfg.model)
     _check_fallback(s, item, cfg)
@@ -397,7 +399,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             )
         )
     _check_dataset_judge(s, item, cfg.dataset, policy_name)
-    if s.get(Model, cfg.model) is None:
+    if resolved.name != resolved.row.id:
         result.warnings.append(
             f"{item.where('model')}: {cfg.model} is an alias (unpinned): the provider may repoint it"
         )

@@ -6,6 +6,14 @@ through :func:`resolve`: the CLI before it starts a workflow (so a bad request e
 scan before it starts a migration, and eval planning. They differ only in what they add on top:
 :func:`plan_migration` refuses a retired target; :func:`pairshift.evals.plan_eval` renders every case and
 picks the arms. The result's :class:`~pairshift.contracts.migration.MigrationPlan` is what flows on.
+
+One model resolution (:func:`resolve_model`) serves every place that turns a model name into a call: apply,
+eval planning and batches, the preflight, the router's split, the limiter and the per-model task queue. A
+name is an id of the registry or an alias a snapshot row lists (the bundled calendar ships
+``claude-sonnet-4-0`` that way); either way it resolves to ONE row, whose provider settings, limits and
+request rules every caller uses, so the router serves what the eval evaluated and an alias and its snapshot
+share one rate-limit bucket. The name as asked is what is sent to the provider (an alias stays an alias:
+its response's ``model`` is how drift is seen).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from sqlmodel import Session
 from pairshift.contracts.migration import MigrationPlan, pair_id
 from pairshift.people import load_people
 from pairshift.policy import Policy, format_validation_error
+from pairshift.providers.base import ModelSpec
 from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     Dataset,
@@ -30,6 +39,41 @@ from pairshift.registry.models import (
     PromptVersion,
     utcnow,
 )
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model name as asked and the one registry row it resolves to (module docstring)."""
+
+    name: str
+    row: Model
+
+    @property
+    def unpinned(self) -> bool:
+        """The provider may repoint the name: an alias row, or a name a snapshot row lists as an alias."""
+        return self.row.is_alias or self.name != self.row.id
+
+    @property
+    def snapshot(self) -> str | None:
+        """The snapshot the name is known to serve; for an alias the last one seen (None: never seen)."""
+        if self.row.is_alias:
+            return self.row.resolved_snapshot
+        return self.row.id
+
+    @property
+    def bucket(self) -> str:
+        """The name's provider-limit key (limiter, task queue): the row, shared by the aliases it lists."""
+        return self.row.id
+
+    def spec(self, **overrides: Any) -> ModelSpec:
+        """The call spec: the row's provider, prices and request rules, calling the name as asked."""
+        return ModelSpec.from_model(self.row, id=self.name, **overrides)
+
+
+def resolve_model(s: Session, name: str) -> ResolvedModel | None:
+    """The row ``name`` resolves to (an id, or an alias a snapshot lists); None when the registry has none."""
+    row = find_model(s, name)
+    return ResolvedModel(name, row) if row is not None else None
 
 
 class InvalidRequest(ValueError):

@@ -35,9 +35,9 @@ from pairshift.observations import ObservationIn, ObservationWriter
 from pairshift.policy import Policy
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
-from pairshift.registry.lookup import find_model
-from pairshift.registry.models import Deployment, Model, PolicyRow, PromptVersion, pair_id
+from pairshift.registry.models import Deployment, PolicyRow, PromptVersion, pair_id, utcnow
 from pairshift.registry.store import Registry, open_registry
+from pairshift.resolver import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,11 @@ def load_split(session: Session, deployment: str) -> Split:
     chain = tuple(_chain_entry(entry) for entry in dep.fallback or ())
     prompt_ids = {p for p, _ in pairs} | {p for p, _ in chain if p}
     prompts = {p.id: p for p in session.exec(select(PromptVersion).where(PromptVersion.id.in_(prompt_ids)))}
+    # Each model name through the one resolver: an alias a snapshot row lists is served by that row, as the
+    # eval evaluated it (an exact-id lookup here used to leave it out: every call failed with LookupError).
     model_ids = {m for _, m in pairs} | {m for _, m in chain}
-    models = {m.id: m for m in session.exec(select(Model).where(Model.id.in_(model_ids)))}
-    for alias in model_ids - set(models):  # an alias: the snapshot row listing it, called by the alias
-        row = find_model(session, alias)
-        if row is not None:
-            models[alias] = row
+    resolved = {m: resolve_model(session, m) for m in model_ids}
+    models = {name: r for name, r in resolved.items() if r is not None}
     policy_row = session.get(PolicyRow, dep.policy)
     policy = Policy.model_validate(policy_row.spec) if policy_row else Policy()
 
@@ -132,7 +131,7 @@ def load_split(session: Session, deployment: str) -> Split:
         control=assignment(*pairs[0], "control"),
         candidate=candidate,
         prompts=prompts,
-        models={mid: ModelSpec.from_model(m, id=mid) for mid, m in models.items()},
+        models={name: r.spec() for name, r in models.items()},
         params={pid: _params(p.params) for pid, p in prompts.items()},
         fallback=chain,
         external=dep.prompt_external,
@@ -349,6 +348,8 @@ class Router:
         """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed).
 
         ``resolved_model`` is the response's ``model`` field: recording it is how an alias that moves is seen.
+        ``at`` defaults to now, the call's time, not the flush's: a backlog flushed after a stage change still
+        lands in the stage that routed it.
         """
         self.writer.put(
             ObservationIn(
@@ -362,7 +363,7 @@ class Router:
                 cost_usd=cost_usd,
                 outcome=outcome,
                 score=score,
-                at=at,
+                at=at or utcnow(),
                 migration=assignment.migration,
                 resolved_model=resolved_model,
                 served_pair=served_pair,

@@ -30,6 +30,8 @@ from pairshift.contracts.evals import (
 from pairshift.evals.batches import (
     FATAL_ERRORS,
     RATE_LIMIT_RETRIES,
+    JudgeFailed,
+    JudgeRefused,
     cache_key,
     call_limited,
     mark_failed,
@@ -61,6 +63,8 @@ from pairshift.providers import RetryPolicy
 from pairshift.ratelimit import batch_ranges
 
 __all__ = [
+    "JudgeFailed",
+    "JudgeRefused",
     "BASELINE_MAX_AGE",
     "FATAL_ERRORS",
     "RATE_LIMIT_RETRIES",

@@ -12,6 +12,20 @@ queued again (at most ``RATE_LIMIT_RETRIES`` times). A call that still fails is 
 an account out of quota fail the arm. Two errors belong to one case and the arm goes on: the case's input is
 longer than the model's context window (kind ``context_length``), and a response whose token limit ran out
 before any text (kind ``truncated``: reasoning used the budget up). Each result stores its error kind.
+
+The response cache (``response_cache``) is keyed by what determines an answer: how the model is called (its
+provider, base URL, API and request rules), the snapshot, the rendered messages, the params and the epoch.
+A pinned snapshot reads it; an alias never does (the provider may have repointed it since: serving the old
+snapshot's answers would hide exactly the drift pairshift exists to catch), and its answers are written under
+the snapshot the response names. Entries older than ``CACHE_MAX_AGE`` (the baseline reuse limit) are not
+served; ``no_cache`` skips reads and replaces the stored answer.
+
+Judge failures are the judge's (:class:`JudgeFailed`): the candidate's completion is stored before it is
+scored, so a case whose grading failed keeps its answer, is stored with error kind ``grader_error`` (not a
+failure of the arm) and is graded again, without a new provider call, when the activity is retried; the
+batch raises ``JudgeFailed`` (retryable, bounded by the workflow's policy) after its other cases are stored.
+A judge that refuses for good (unknown or retired, bad credentials, a bad request) raises ``JudgeRefused``:
+the eval stops naming the judge, and the arm under test is not marked failed.
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,7 +44,7 @@ from sqlmodel import Session, col, select
 
 from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
-from pairshift.evals.planning import ArmFailed, load_cases, model_spec
+from pairshift.evals.planning import CACHE_MAX_AGE, ArmFailed, call_fingerprint, load_cases
 from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import (
     AuthError,
@@ -42,22 +57,23 @@ from pairshift.providers import (
     ModelSpec,
     PermissionDenied,
     ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
     RetryPolicy,
     complete,
 )
 from pairshift.ratelimit import limiter_for
-from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     CachedResponse,
     EvalResult,
     EvalRun,
-    Model,
     PromptVersion,
     utcnow,
 )
 from pairshift.registry.store import Registry
+from pairshift.resolver import ResolvedModel, resolve_model
 from pairshift.scorers import Output, score_case
 
 FATAL_ERRORS = (ModelNotFound, BadRequest, AuthError, PermissionDenied, QuotaExceeded)
@@ -65,11 +81,33 @@ RATE_LIMIT_RETRIES = 8
 CALL_RETRY = RetryPolicy(max_retry_after_s=0.0)  # see the module docstring: 429 + retry-after come back here
 
 
+JUDGE_ATTEMPTS = 3  # a judge call that is rate limited without retry-after or unavailable, at most
+JUDGE_BACKOFF_S = 1.0  # doubled between the judge's attempts
+GRADER_ERROR = "grader_error"  # the error kind of a case whose grading failed (the judge's failure)
+
+
+class JudgeFailed(RuntimeError):
+    """The judge failed on some cases after its retries; their answers are stored, grading is retried."""
+
+
+class JudgeRefused(RuntimeError):
+    """The judge refuses for good (not found, retired, credentials, bad request): the eval stops, naming it"""
+
+
 def cache_key(
-    provider: str, model: str, messages: list[dict[str, Any]], params: dict[str, Any], epoch: int
+    spec: ModelSpec | str,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    epoch: int,
 ) -> str:
-    """The response-cache key of one call: everything that determines the output, the epoch included."""
-    blob = json.dumps([provider, model, messages, params, epoch], sort_keys=True, separators=(",", ":"))
+    """The response-cache key of one call: how the model is called, its snapshot, the request and the epoch.
+
+    ``spec`` is the call's spec (a bare provider name keys by provider alone, as callers outside an eval do).
+    """
+    how = call_fingerprint(spec) if isinstance(spec, ModelSpec) else {"provider": spec}
+    how = {**how, "id": None}  # the name asked for is not the answer's source: the snapshot is
+    blob = json.dumps([how, model, messages, params, epoch], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -79,11 +117,12 @@ class _Work:
 
     run: EvalRun
     spec: ModelSpec
-    model: Model
+    model: ResolvedModel
     prompt: PromptVersion
     cases: list[Case]
     done: set[tuple[str, int]]
-    judge: tuple[ModelSpec, Model] | None
+    regrade: dict[tuple[str, int], EvalResult]  # stored answers whose grading failed: graded again
+    judge: tuple[ModelSpec, ResolvedModel] | None
 
 
 def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
@@ -91,22 +130,19 @@ def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
         run = s.get(EvalRun, batch.run_id)
         if run is None:
             raise ArmFailed(f"eval run {batch.run_id} does not exist")
-        model, prompt = find_model(s, run.model), s.get(PromptVersion, run.prompt)
+        model, prompt = resolve_model(s, run.model), s.get(PromptVersion, run.prompt)
         if model is None or prompt is None:
             raise ArmFailed(f"eval run {run.id}: model {run.model} or prompt {run.prompt} left the registry")
         cases = load_cases(s, run.dataset_version, batch.start, batch.stop)
         ids = [c.id for c in cases]
-        done = {
-            (c, e)
-            for c, e in s.exec(
-                select(EvalResult.case_id, EvalResult.epoch).where(
-                    EvalResult.run_id == run.id, col(EvalResult.case_id).in_(ids)
-                )
-            ).all()
-        }
-        judge_row = find_model(s, batch.judge) if batch.judge else None
-        judge = (model_spec(judge_row, batch.judge), judge_row) if judge_row and batch.judge else None
-        return _Work(run, model_spec(model, run.model), model, prompt, cases, done, judge)
+        stored = s.exec(
+            select(EvalResult).where(EvalResult.run_id == run.id, col(EvalResult.case_id).in_(ids))
+        ).all()
+        done = {(r.case_id, r.epoch) for r in stored if r.error_kind != GRADER_ERROR}
+        regrade = {(r.case_id, r.epoch): r for r in stored if r.error_kind == GRADER_ERROR}
+        judge_model = resolve_model(s, batch.judge) if batch.judge else None
+        judge = (judge_model.spec(), judge_model) if judge_model else None
+        return _Work(run, model.spec(), model, prompt, cases, done, regrade, judge)
 
 
 def _insert_ignore(s: Session, table: Any, values: dict[str, Any]) -> None:
@@ -115,31 +151,68 @@ def _insert_ignore(s: Session, table: Any, values: dict[str, Any]) -> None:
     s.exec(insert(table).values(**values).on_conflict_do_nothing())  # type: ignore[call-overload]
 
 
-def _store(registry: Registry, result: dict[str, Any], cache: dict[str, Any] | None) -> None:
+def _upsert(s: Session, table: Any, values: dict[str, Any], keys: list[str], where: Any = None) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE (only rows matching ``where``, when given)."""
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table).values(**values)
+    changed = {k: stmt.excluded[k] for k in values if k not in keys}
+    s.exec(stmt.on_conflict_do_update(index_elements=keys, set_=changed, where=where))  # type: ignore[call-overload]
+
+
+def _store_result(registry: Registry, result: dict[str, Any]) -> None:
+    """A case's result; a stored grader error is replaced once the case could be graded."""
     with registry.session() as s:
-        _insert_ignore(s, EvalResult, result)
-        if cache is not None:
+        table = EvalResult.__table__  # type: ignore[attr-defined]
+        _upsert(s, EvalResult, result, ["run_id", "case_id", "epoch"], table.c.error_kind == GRADER_ERROR)
+
+
+def _store_cache(registry: Registry, cache: dict[str, Any], refresh: bool) -> None:
+    """A provider answer in the cache, before it is scored; ``refresh`` (no_cache) replaces a stored one."""
+    with registry.session() as s:
+        if refresh:
+            _upsert(s, CachedResponse, cache, ["key"])
+        else:
             _insert_ignore(s, CachedResponse, cache)
+
+
+def _fresh(created_at: Any) -> bool:
+    """A cache entry young enough to serve (CACHE_MAX_AGE, the baseline reuse limit)."""
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    return bool(created_at >= utcnow() - CACHE_MAX_AGE)
 
 
 def _cached_completion(registry: Registry, key: str) -> Completion | None:
     with registry.session() as s:
         row = s.get(CachedResponse, key)
-        return Completion.model_validate(row.completion) if row else None
+        return Completion.model_validate(row.completion) if row and _fresh(row.created_at) else None
 
 
-def _cache_model(model: Model, name: str) -> str:
-    """The resolved model a cache key names: the snapshot; for an alias, the snapshot it last resolved to."""
-    if model.id == name and not model.is_alias:
-        return name
-    return model.resolved_snapshot or model.id
+def _read_model(model: ResolvedModel) -> str | None:
+    """The snapshot a cache read is keyed by: a pinned snapshot's id; an alias never reads (module doc)."""
+    return None if model.unpinned else model.snapshot
+
+
+def _write_model(model: ResolvedModel, done: Completion) -> str:
+    """The snapshot an answer is cached under: the pinned id asked for, or the one an alias answered as."""
+    return model.row.id if not model.unpinned else done.resolved_model
 
 
 async def call_limited(
-    spec: ModelSpec, limits: dict[str, Any], system: str | None, user: str, params: CallParams
+    spec: ModelSpec,
+    limits: dict[str, Any],
+    system: str | None,
+    user: str,
+    params: CallParams,
+    *,
+    bucket: str | None = None,
 ) -> Completion:
-    """One call through the model's process-wide limiter; 429 + retry-after push the bucket (module doc)."""
-    limiter = limiter_for(spec.provider, spec.id, limits)
+    """One call through the model's process-wide limiter; 429 + retry-after push the bucket (module doc).
+
+    ``bucket`` names the provider limit (:attr:`ResolvedModel.bucket`, the row): an alias and the snapshot
+    listing it share one; None keys by the name called.
+    """
+    limiter = limiter_for(spec.provider, bucket or spec.id, limits)
     estimate = (len(system or "") + len(user)) / 4 + params.max_tokens
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         async with limiter.slot(estimate):
@@ -180,7 +253,8 @@ def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
         {"role": "user", "content": user}
     ]
     params_dict = params.model_dump(exclude_none=True)
-    key = cache_key(work.spec.provider, _cache_model(work.model, work.spec.id), messages, params_dict, epoch)
+    read = _read_model(work.model)
+    key = cache_key(work.spec, read, messages, params_dict, epoch) if read else ""
     return _Call(case, epoch, system, user, params, messages, params_dict, key)
 
 
@@ -190,7 +264,9 @@ def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Comple
     with registry.session() as s:
         for i in range(0, len(keys), 500):
             rows = s.exec(select(CachedResponse).where(col(CachedResponse.key).in_(keys[i : i + 500]))).all()
-            found.update({row.key: Completion.model_validate(row.completion) for row in rows})
+            found.update(
+                {row.key: Completion.model_validate(row.completion) for row in rows if _fresh(row.created_at)}
+            )
     return found
 
 
@@ -215,14 +291,18 @@ async def run_batch(
         raise ArmFailed(message) from None
     counters = _Counters(len(work.cases) * len(epochs), len(work.cases) * len(epochs) - len(todo))
     judge = _make_judge(registry, work, batch.no_cache)
-    hits = (
-        {}
-        if batch.no_cache
-        else await asyncio.to_thread(_cached_completions, registry, [c.key for c in todo])
-    )
+    keys = [c.key for c in todo if c.key]
+    hits = {} if batch.no_cache else await asyncio.to_thread(_cached_completions, registry, keys)
+    ungraded: list[str] = []
 
     async def one(call: _Call) -> None:
-        await _run_one(registry, work, call, hits.get(call.key), judge, counters)
+        stored = work.regrade.get((call.case.id, call.epoch))
+        done = _stored_completion(stored, work) if stored is not None else hits.get(call.key) or None
+        graded = await _run_one(
+            registry, work, call, done, judge, counters, no_cache=batch.no_cache, regraded=stored is not None
+        )
+        if graded is not None:
+            ungraded.append(graded)
         counters.done += 1
         if on_progress:
             on_progress(counters.done, counters.total)
@@ -231,54 +311,86 @@ async def run_batch(
         async with asyncio.TaskGroup() as group:
             for call in todo:
                 group.create_task(one(call))
+    except* JudgeRefused as refused:
+        raise refused.exceptions[0] from None
     except* FATAL_ERRORS as failed:
         err = failed.exceptions[0]
         assert isinstance(err, ProviderError)
         message = f"arm {work.run.arm} ({work.run.pair}) failed: {err.message}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)
         raise ArmFailed(message) from None
+    if ungraded:
+        raise JudgeFailed(
+            f"judge {batch.judge} failed on {len(ungraded)} case(s) of arm {work.run.arm} ({work.run.pair}), "
+            f"their answers are stored and grading is retried: {ungraded[0]}"
+        )
     return BatchResult(
         calls=counters.total, made=counters.made, cached=counters.cached, errors=counters.errors
+    )
+
+
+def _stored_completion(row: EvalResult, work: _Work) -> Completion:
+    """The stored answer of a case whose grading failed: graded again without a new provider call."""
+    return Completion(
+        text=row.output or "",
+        resolved_model=row.resolved_model or work.spec.id,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        latency_ms=row.latency_ms,
+        cost_usd=row.cost_usd,
+        finish_reason=row.finish_reason or "stop",
+        cached_input_tokens=row.cached_input_tokens,
+        dropped_params=row.dropped_params or [],
     )
 
 
 def _make_judge(registry: Registry, work: _Work, no_cache: bool) -> Callable[[str], Any] | None:
     if work.judge is None:
         return None
-    spec, row = work.judge
+    spec, model = work.judge
     params = CallParams(temperature=0, max_tokens=512)
 
     async def judge(prompt: str) -> str:
-        key = cache_key(
-            spec.provider,
-            _cache_model(row, spec.id),
-            [{"role": "user", "content": prompt}],
-            params.model_dump(),
-            0,
-        )
-        hit = None if no_cache else await asyncio.to_thread(_cached_completion, registry, key)
-        if hit is not None:
-            return hit.text
-        done = await call_limited(spec, row.limits, None, prompt, params)
-        await asyncio.to_thread(_store_cache_only, registry, key, spec, done)
+        messages = [{"role": "user", "content": prompt}]
+        read = _read_model(model)
+        if read and not no_cache:
+            hit = await asyncio.to_thread(
+                _cached_completion, registry, cache_key(spec, read, messages, params.model_dump(), 0)
+            )
+            if hit is not None:
+                return hit.text
+        done = await _judge_call(spec, model, prompt, params)
+        key = cache_key(spec, _write_model(model, done), messages, params.model_dump(), 0)
+        await asyncio.to_thread(_store_cache, registry, _cache_row(key, spec, done), no_cache)
         return done.text
 
     return judge
 
 
-def _store_cache_only(registry: Registry, key: str, spec: ModelSpec, done: Completion) -> None:
-    with registry.session() as s:
-        _insert_ignore(
-            s,
-            CachedResponse,
-            {
-                "key": key,
-                "provider": spec.provider,
-                "model": done.resolved_model,
-                "completion": done.model_dump(mode="json"),
-                "created_at": utcnow(),
-            },
-        )
+async def _judge_call(spec: ModelSpec, model: ResolvedModel, prompt: str, params: CallParams) -> Completion:
+    """The judge's call, retried a few times when rate limited without retry-after or unavailable."""
+    for attempt in range(JUDGE_ATTEMPTS):
+        try:
+            return await call_limited(spec, model.row.limits, None, prompt, params, bucket=model.bucket)
+        except FATAL_ERRORS as err:
+            raise JudgeRefused(
+                f"judge {spec.id} refused: {err.message} (the arm under test is not at fault)"
+            ) from None
+        except (RateLimited, ProviderUnavailable, ProviderTimeout):
+            if attempt == JUDGE_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(JUDGE_BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _cache_row(key: str, spec: ModelSpec, done: Completion) -> dict[str, Any]:
+    return {
+        "key": key,
+        "provider": spec.provider,
+        "model": done.resolved_model,
+        "completion": done.model_dump(mode="json"),
+        "created_at": utcnow(),
+    }
 
 
 async def _run_one(
@@ -288,13 +400,26 @@ async def _run_one(
     done: Completion | None,
     judge: Callable[[str], Any] | None,
     counters: _Counters,
-) -> None:
-    """Send one call unless ``done`` (a cache hit) is given, score it, store it."""
+    *,
+    no_cache: bool = False,
+    regraded: bool = False,
+) -> str | None:
+    """Send one call unless ``done`` (a cache hit, a stored answer) is given, cache it, score it, store it.
+
+    Returns None, or why the judge could not grade it (the case is stored as a grader error, module doc).
+    """
     case, epoch, messages, params_dict = call.case, call.epoch, call.messages, call.params_dict
-    cached, error, error_kind = done is not None, None, None
+    cached, error, error_kind = done is not None and not regraded, None, None
     if done is None:
         try:
-            done = await call_limited(work.spec, work.model.limits, call.system, call.user, call.params)
+            done = await call_limited(
+                work.spec,
+                work.model.row.limits,
+                call.system,
+                call.user,
+                call.params,
+                bucket=work.model.bucket,
+            )
             counters.made += 1
         except ContextLengthExceeded as err:  # this case's input is too long: its error, the arm goes on
             counters.made += err.attempts
@@ -304,10 +429,11 @@ async def _run_one(
         except ProviderError as err:  # retries exhausted: the case fails, the arm goes on
             counters.made += err.attempts
             error, error_kind = err.message, err.kind
+        if done is not None:  # stored before scoring: a judge failure never loses a paid answer
+            key = cache_key(work.spec, _write_model(work.model, done), messages, params_dict, epoch)
+            await asyncio.to_thread(_store_cache, registry, _cache_row(key, work.spec, done), no_cache)
     if done is not None and done.truncated:
         error, error_kind = truncation_message(done, call.params), "truncated"
-    counters.cached += cached
-    counters.errors += error is not None
     output = Output(
         text=done.text if done else "",
         finish_reason=done.finish_reason if done else "error",
@@ -316,7 +442,14 @@ async def _run_one(
         error=error,
         prompt=call.user,
     )
-    scored = await score_case(case, output, judge=judge)
+    grader_error = None
+    try:
+        scored = await score_case(case, output, judge=judge)
+    except (RateLimited, ProviderUnavailable, ProviderTimeout, ProviderError) as err:
+        grader_error = f"case {case.id!r} epoch {epoch}: {err.message}"
+        scored = None
+    counters.cached += cached
+    counters.errors += error is not None
     row = {
         "run_id": work.run.id,
         "case_id": case.id,
@@ -330,27 +463,18 @@ async def _run_one(
         "input_tokens": done.input_tokens if done else 0,
         "output_tokens": done.output_tokens if done else 0,
         "cost_usd": output.cost_usd,
-        "error": error,
-        "error_kind": error_kind,
+        "error": error if grader_error is None else f"grader error (judge): {grader_error}",
+        "error_kind": error_kind if grader_error is None else GRADER_ERROR,
         "cached_input_tokens": done.cached_input_tokens if done else 0,
         "dropped_params": (done.dropped_params or None) if done else None,
         "cached": cached,
-        "passed": scored.passed,
-        "score": scored.score,
-        "assertions": [r.model_dump() for r in scored.results],
+        "passed": scored.passed if scored else False,
+        "score": scored.score if scored else 0.0,
+        "assertions": [r.model_dump() for r in scored.results] if scored else [],
         "created_at": utcnow(),
     }
-    cache_row = None
-    if done is not None and not cached:
-        real_key = cache_key(work.spec.provider, done.resolved_model, messages, params_dict, epoch)
-        cache_row = {
-            "key": real_key,
-            "provider": work.spec.provider,
-            "model": done.resolved_model,
-            "completion": done.model_dump(mode="json"),
-            "created_at": utcnow(),
-        }
-    await asyncio.to_thread(_store, registry, row, cache_row)
+    await asyncio.to_thread(_store_result, registry, row)
+    return grader_error
 
 
 def truncation_message(done: Completion, params: CallParams) -> str:

@@ -11,6 +11,8 @@ model-graded assertions (:mod:`pairshift.judges`: refused when missing, unknown 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,6 @@ from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem, render
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
 from pairshift.ratelimit import batch_route
-from pairshift.registry.lookup import find_model
 from pairshift.registry.models import (
     DatasetCase,
     EvalRun,
@@ -34,9 +35,11 @@ from pairshift.registry.models import (
     utcnow,
 )
 from pairshift.registry.store import Registry
-from pairshift.resolver import InvalidRequest, resolve
+from pairshift.resolver import InvalidRequest, ResolvedModel, resolve, resolve_model
+from pairshift.scorers.model_graded import grading_prompts_version
 
 BASELINE_MAX_AGE = timedelta(days=7)  # older baselines may predate provider-side changes to a snapshot
+CACHE_MAX_AGE = BASELINE_MAX_AGE  # a cached answer is evidence too: it expires with the reuse limit
 
 
 class EvalInputError(InvalidRequest):
@@ -52,7 +55,7 @@ class ArmFailed(RuntimeError):
 
 def model_spec(row: Model, name: str) -> ModelSpec:
     """A call spec for ``name`` (the id asked for, possibly an alias) with the row's provider and prices."""
-    return ModelSpec.from_model(row, id=name)
+    return ResolvedModel(name, row).spec()
 
 
 def model_family(model_id: str, provider: str) -> str:
@@ -187,8 +190,52 @@ def _arm_pairs(r: _Resolved) -> list[tuple[ArmName, str, str]]:
     return arms + [("prompt_only", p1, m0)] if p0 != p1 else arms + [("model_only", p0, m1)]
 
 
-def reusable_baseline(s: Session, pair: str, dataset_hash: str, epochs: int) -> EvalRun | None:
-    """A recent, finished, error-free run of the same pair on the same cases with the same epochs."""
+def call_fingerprint(spec: ModelSpec) -> dict[str, object]:
+    """How a model is called, as far as it can change an answer: where, which API, what is not sent."""
+    return {
+        "id": spec.id,
+        "provider": spec.provider,
+        "base_url": spec.base_url,
+        "api": spec.api,
+        "drop_params": list(spec.drop_params),
+        "max_tokens_param": spec.max_tokens_param,
+    }
+
+
+def evidence_key(
+    prompt: PromptVersion,
+    model: ResolvedModel,
+    judge: ResolvedModel | None,
+    dataset_hash: str,
+    epochs: int,
+) -> str | None:
+    """What determines an arm's answers and grades; None when they cannot be known in advance.
+
+    The resolved snapshot and how it is called (base URL, API, request rules), the prompt's content, the judge
+    (its snapshot, how it is called, the grading prompts' wording), the cases and the epochs. An alias (or an
+    alias judge) gets None: the provider may have repointed it since any earlier run, so its evidence is
+    gathered again every time, never reused.
+    """
+    if model.unpinned or (judge is not None and judge.unpinned):
+        return None
+    blob = {
+        "prompt": [prompt.id, prompt.content_hash],
+        "model": [model.snapshot, call_fingerprint(model.spec())],
+        "judge": None
+        if judge is None
+        else [judge.snapshot, call_fingerprint(judge.spec()), grading_prompts_version()],
+        "dataset": dataset_hash,
+        "epochs": epochs,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reusable_baseline(
+    s: Session, pair: str, dataset_hash: str, epochs: int, key: str | None = None
+) -> EvalRun | None:
+    """A recent, finished, error-free run with the same evidence key (pair, cases, snapshot, judge...)."""
+    if key is None:
+        return None
     since = utcnow() - BASELINE_MAX_AGE
     runs = s.exec(
         select(EvalRun)
@@ -196,6 +243,7 @@ def reusable_baseline(s: Session, pair: str, dataset_hash: str, epochs: int) -> 
             EvalRun.pair == pair,
             EvalRun.dataset_hash == dataset_hash,
             EvalRun.epochs == epochs,
+            EvalRun.evidence_key == key,
             EvalRun.status == "done",
         )
         .order_by(col(EvalRun.finished_at).desc())
@@ -222,7 +270,11 @@ def plan_eval(
         _check_renders(list({p.id: p for p in r.prompts.values()}.values()), cases)
         _check_pairs(r)
         judge, warnings = _judge(s, r, cases, today or date.today())
-        arms = [_plan_arm(s, r, req, eval_id, arm, prompt, model) for arm, prompt, model in _arm_pairs(r)]
+        judge_model = resolve_model(s, judge) if judge else None
+        arms = [
+            _plan_arm(s, r, req, eval_id, arm, prompt, model, judge_model)
+            for arm, prompt, model in _arm_pairs(r)
+        ]
         p1, m1 = r.prompts["new"].id, r.names["new"]
         return RoutedEvalPlan(
             eval_id=eval_id,
@@ -250,7 +302,8 @@ def _judge(s: Session, r: _Resolved, cases: Sequence[Case], today: date) -> tupl
         return None, []
     if r.policy.judge is None:
         raise EvalInputError(judges.missing_judge_message(f"dataset {r.dataset_name}", graded))
-    row = find_model(s, r.policy.judge)
+    resolved = resolve_model(s, r.policy.judge)
+    row = resolved.row if resolved else None
     problem = judges.judge_problem(row, r.policy.judge, today)
     if problem is not None or row is None:
         raise EvalInputError(f"{problem} ({judges.JUDGE_KEY})")
@@ -260,21 +313,32 @@ def _judge(s: Session, r: _Resolved, cases: Sequence[Case], today: date) -> tupl
 
 def _routes(r: _Resolved, arms: Sequence[ArmPlan]) -> dict[str, BatchRoute]:
     """Each fresh arm's batch route, from the limits of the row its model name resolved to."""
-    rows = {r.names[k]: r.models[k] for k in ("old", "new")}
+    resolved = {r.names[k]: ResolvedModel(r.names[k], r.models[k]) for k in ("old", "new")}
     routes = {}
     for arm in arms:
-        route = None if arm.reused else batch_route(rows[arm.model].id, rows[arm.model].limits)
+        model = resolved[arm.model]
+        route = None if arm.reused else batch_route(model.bucket, model.row.limits)
         if route is not None:
             routes[arm.arm] = route
     return routes
 
 
 def _plan_arm(
-    s: Session, r: _Resolved, req: EvalRequest, eval_id: str, arm: ArmName, prompt: str, model: str
+    s: Session,
+    r: _Resolved,
+    req: EvalRequest,
+    eval_id: str,
+    arm: ArmName,
+    prompt: str,
+    model: str,
+    judge: ResolvedModel | None,
 ) -> ArmPlan:
     pair, run_id = f"{prompt}+{model}", run_id_for(eval_id, arm)
+    row = next(m for k, m in r.models.items() if r.names[k] == model)
+    prompt_row = next(p for p in r.prompts.values() if p.id == prompt)
+    key = evidence_key(prompt_row, ResolvedModel(model, row), judge, r.dataset_hash, r.policy.epochs)
     if arm == "baseline" and not req.no_cache and s.get(EvalRun, run_id) is None:
-        reused = reusable_baseline(s, pair, r.dataset_hash, r.policy.epochs)
+        reused = reusable_baseline(s, pair, r.dataset_hash, r.policy.epochs, key)
         if reused is not None:
             return ArmPlan(arm=arm, pair=pair, prompt=prompt, model=model, run_id=reused.id, reused=True)
     if s.get(EvalRun, run_id) is None:
@@ -290,6 +354,7 @@ def _plan_arm(
                 dataset_version=r.dataset_version,
                 dataset_hash=r.dataset_hash,
                 epochs=r.policy.epochs,
+                evidence_key=key,
             )
         )
     return ArmPlan(arm=arm, pair=pair, prompt=prompt, model=model, run_id=run_id)

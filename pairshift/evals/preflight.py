@@ -31,9 +31,9 @@ from pairshift.providers import (
     ProviderError,
     QuotaExceeded,
 )
-from pairshift.registry.lookup import find_model
 from pairshift.registry.models import Model, PromptVersion
 from pairshift.registry.store import Registry
+from pairshift.resolver import resolve_model
 from pairshift.scorers.model_graded import rubric_prompt
 
 CASES_TRIED = 3  # first cases tried when the earlier ones are longer than the model's context window
@@ -101,7 +101,8 @@ def _targets(registry: Registry, plan: EvalPlan) -> list[_Target]:
             if arm.reused or (arm.prompt, arm.model) in seen:
                 continue
             seen.add((arm.prompt, arm.model))
-            prompt, row = s.get(PromptVersion, arm.prompt), find_model(s, arm.model)
+            prompt, resolved = s.get(PromptVersion, arm.prompt), resolve_model(s, arm.model)
+            row = resolved.row if resolved else None
             if prompt is None or row is None:
                 raise PreflightRefused(f"preflight: {arm.prompt} or {arm.model} left the registry")
             requests = [
@@ -114,7 +115,8 @@ def _targets(registry: Registry, plan: EvalPlan) -> list[_Target]:
             targets.append(
                 _Target(f"prompt {prompt.id}", arm.model, model_spec(row, arm.model), row, requests)
             )
-        judge_row = find_model(s, plan.judge) if plan.judge else None
+        judge_model = resolve_model(s, plan.judge) if plan.judge else None
+        judge_row = judge_model.row if judge_model else None
         if plan.judge and judge_row is not None:
             request = (None, rubric_prompt("The output is a greeting.", "Hello!"), JUDGE_PARAMS)
             targets.append(
@@ -127,7 +129,9 @@ async def _first_answer(target: _Target) -> Completion | None:
     """The answer to the first request the model's context window admits (None: no case fits)."""
     for system, user, params in target.requests:
         try:
-            return await call_limited(target.spec, target.row.limits, system, user, params)
+            return await call_limited(
+                target.spec, target.row.limits, system, user, params, bucket=target.row.id
+            )
         except ContextLengthExceeded:
             continue
     return None

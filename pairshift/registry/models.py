@@ -182,6 +182,9 @@ class EvalRun(SQLModel, table=True):
     dataset_version: str
     dataset_hash: str
     epochs: int
+    # What determines the run's answers (pairshift.evals.planning.evidence_key): the resolved snapshot and how
+    # it is called, the prompt, the judge and its grading prompts, the cases and epochs. None: never reused.
+    evidence_key: str | None = Field(default=None, index=True)
     status: str = "running"  # running | done | failed
     summary: dict[str, Any] | None = _json(default=None, nullable=True)
     error: str | None = None
@@ -217,7 +220,10 @@ class EvalResult(SQLModel, table=True):
 
 
 class CachedResponse(SQLModel, table=True):
-    """Response cache: hash(provider, resolved model, rendered messages, params, epoch) -> completion."""
+    """Response cache: hash(how the model is called, its snapshot, messages, params, epoch) -> completion.
+
+    Entries older than the baseline reuse limit are not served (pairshift.evals.batches).
+    """
 
     __tablename__ = "response_cache"
     key: str = Field(primary_key=True)

@@ -20,6 +20,7 @@ An exception raised by the judge propagates, so the calling activity can retry t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -76,6 +77,14 @@ def factuality_prompt(question: str, expert: str, output: str) -> str:
         f"Choose one:\n{choices}\n\n"
         'Answer with one JSON object and nothing else: {"category": "<A-E>", "reason": "<why>"}'
     )
+
+
+def grading_prompts_version() -> str:
+    """A digest of the grading prompts' wording: a graded result is evidence of the prompt that graded it."""
+    probe = "\x00".join(
+        [rubric_prompt("R", "O"), closedqa_prompt("T", "C", "O"), factuality_prompt("Q", "E", "O")]
+    )
+    return hashlib.sha256(probe.encode()).hexdigest()[:16]
 
 
 def _loose_object(candidate: str) -> Any:
