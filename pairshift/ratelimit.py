@@ -13,8 +13,10 @@ practice: continuously replenished buckets (Anthropic, OpenAI) and sliding windo
 banked burst would let a paused eval fire a volley into a sliding window that still holds its last calls.
 
 ``retry-after``: a 429 that still happens pushes the bucket's next-available time (:meth:`Limiter.penalize`):
-every caller of that model waits until then, including those already sleeping on a reservation (they
-re-check the block when they wake).
+every caller of that model waits until then, including those already sleeping on a reservation. Their
+reservations are void: the buckets restart empty at the end of the block and every waiter reserves again
+then, after a random jitter of up to ``PENALTY_JITTER`` of the retry-after, so the calls resume at the rate,
+one after another, instead of all at the instant the block ends.
 
 Across workers (PRODUCT §12): these buckets are per process, so two workers would each send the full
 rate. A model whose limits set ``requests_per_minute`` therefore gets its own task queue,
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import threading
 import time
 import weakref
@@ -55,6 +58,7 @@ DEFAULT_BURST_SECONDS = 0.0  # no banked burst: at most rate * T + 1 requests in
 BATCH_SECONDS = 10.0  # a provider-queue batch lasts about this long at the model's rate (see the docstring)
 MIN_BATCH_CALLS = 20  # = the most epochs an eval may have, so one case's epochs always fit in a batch
 MAX_BATCH_CALLS = 200  # the same cap as the main queue's automatic batches (pairshift.evals.batch_ranges)
+PENALTY_JITTER = 0.1  # after a 429, waiters resume up to this share of the retry-after late, at random
 
 
 class TokenBucket:
@@ -94,6 +98,11 @@ class TokenBucket:
             self._refill(self._clock())
             self._tokens = min(self._tokens, 0.0)
 
+    def restart_at(self, when: float) -> None:
+        """Empty, with no debt, from ``when`` on: reservations taken before are void (a 429 voided them)."""
+        with self._lock:
+            self._tokens, self._updated = 0.0, max(when, self._clock())
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -125,6 +134,8 @@ class Limiter:
         self.requests = TokenBucket(rpm / 60, rpm / 60 * burst_seconds) if rpm else None
         self.tokens = TokenBucket(tpm / 60, tpm / 60 * max(burst_seconds, 1.0)) if tpm else None
         self._blocked_until = 0.0
+        self._penalties = 0  # counts 429 blocks: a reservation taken before the latest one is void
+        self._jitter = 0.0  # seconds: the spread of the waiters released when a block ends
         self._lock = threading.Lock()
         # asyncio.Semaphore binds to the loop it first waits on; tests, CLIs and workers each have theirs.
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -143,9 +154,12 @@ class Limiter:
         """A 429 said "not before ``retry_after_s``": block every caller of this model until then."""
         with self._lock:
             self._blocked_until = max(self._blocked_until, time.monotonic() + retry_after_s)
+            self._jitter = max(self._jitter, retry_after_s * PENALTY_JITTER)
+            self._penalties += 1
+            until = self._blocked_until
         for bucket in (self.requests, self.tokens):
             if bucket:
-                bucket.drain()
+                bucket.restart_at(until)
 
     def settle(self, estimated_tokens: float, actual_tokens: float) -> None:
         """Correct the token bucket once a call's real usage is known."""
@@ -153,20 +167,28 @@ class Limiter:
             self.tokens.adjust(estimated_tokens - actual_tokens)
 
     async def _wait_unblocked(self) -> None:
+        blocked = False
         while (left := self._blocked_until - time.monotonic()) > 0:
+            blocked = True
             await asyncio.sleep(left)
+        if blocked:  # spread the waiters a 429 held, so they do not all reserve at one instant
+            await asyncio.sleep(random.uniform(0.0, self._jitter))
 
     async def acquire(self, estimated_tokens: float = 0.0) -> None:
         """Wait until one request of about ``estimated_tokens`` may be sent."""
-        await self._wait_unblocked()
-        waits = [0.0]
-        if self.requests:
-            waits.append(self.requests.reserve(1.0))
-        if self.tokens and estimated_tokens > 0:
-            waits.append(self.tokens.reserve(estimated_tokens))
-        if max(waits) > 0:
-            await asyncio.sleep(max(waits))
-        await self._wait_unblocked()  # a 429 seen by someone else while we slept
+        while True:
+            await self._wait_unblocked()
+            penalties = self._penalties
+            waits = [0.0]
+            if self.requests:
+                waits.append(self.requests.reserve(1.0))
+            if self.tokens and estimated_tokens > 0:
+                waits.append(self.tokens.reserve(estimated_tokens))
+            if max(waits) > 0:
+                await asyncio.sleep(max(waits))
+            if self._penalties == penalties:
+                return
+            # A 429 came while this reservation waited: it is void, reserve again once the block ends.
 
     @asynccontextmanager
     async def slot(self, estimated_tokens: float = 0.0) -> AsyncIterator[None]:

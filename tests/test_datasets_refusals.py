@@ -164,7 +164,7 @@ def test_bad_promptfoo_configs_are_refused(tmp_path: Path, config: str, needles:
 def test_default_test_assertions_are_checked_too(tmp_path: Path) -> None:
     path = tmp_path / "promptfooconfig.yaml"
     path.write_text("defaultTest:\n  assert: [{type: contans, value: x}]\ntests:\n  - vars: {q: x}\n")
-    with pytest.raises(DatasetError, match=r"test 1, case 'case-0001': assertion 1 \(contans\)"):
+    with pytest.raises(DatasetError, match=r"test 1, case 'case-[0-9a-f]{12}': assertion 1 \(contans\)"):
         load_promptfoo(path)
 
 

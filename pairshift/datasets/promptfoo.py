@@ -2,15 +2,20 @@
 
 ``tests`` may be inline, ``file://`` files or globs of yaml/json/jsonl/csv; ``defaultTest`` is merged into
 every test as promptfoo does (vars and options overlaid, asserts prepended, threshold and metadata inherited),
-and string-list vars are expanded into one test per combination. What pairshift cannot honour (JavaScript or
-Python assertions, prompt prefixes, transforms, scenarios) is refused by name; keys that only pick promptfoo's
-prompts, providers or grader are ignored because pairshift takes the pair and the judge from its registry.
-:func:`cases_from_tests` is also how a plain CSV (promptfoo's CSV test format) becomes cases.
+and string-list vars are expanded into one test per combination. A ``file://`` var is loaded as promptfoo
+does (JSON/YAML parsed, other files as text; scripts refused), confined to the config's folder. A test
+without a ``description`` gets a stable id from its content (``case-`` + a hash of its vars and asserts), so
+inserting a test does not renumber the others and case ids line up across dataset versions. What pairshift
+cannot honour (JavaScript or Python assertions, prompt prefixes, transforms, scenarios) is refused by name;
+keys that only pick promptfoo's prompts, providers or grader are ignored because pairshift takes the pair and
+the judge from its registry. :func:`cases_from_tests` is also how a plain CSV (promptfoo's CSV test format)
+becomes cases.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -158,7 +163,7 @@ def _var_combinations(variables: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _load_value_file(value: Any, base: Path, where: str) -> Any:
-    """Inline a ``file://`` assertion value as promptfoo does (JSON/YAML parsed, other files as text)."""
+    """Inline a ``file://`` value (assertion or var) as promptfoo does (JSON/YAML parsed, else text)."""
     if not (isinstance(value, str) and value.startswith("file://")):
         return value
     file = _inside(base, value, where)
@@ -193,6 +198,22 @@ def _tags(metadata: dict[str, Any]) -> list[str]:
     )
 
 
+def content_id(variables: dict[str, Any], merged: dict[str, Any], taken: set[str]) -> str:
+    """A stable id of an unnamed test: a hash of what it asks and checks (a twin gets ``-2``, ``-3``...)."""
+    blob = json.dumps(
+        {"vars": variables, "assert": merged["assert"], "threshold": merged["threshold"]},
+        sort_keys=True,
+        default=str,
+        ensure_ascii=False,
+    )
+    base = f"case-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    case_id, n = base, 1
+    while case_id in taken:
+        n += 1
+        case_id = f"{base}-{n}"
+    return case_id
+
+
 def cases_from_tests(
     tests: list[tuple[str, dict[str, Any]]], default: dict[str, Any], origin: Path
 ) -> list[Case]:
@@ -213,8 +234,11 @@ def cases_from_tests(
         expand = not merged["options"].get("disableVarExpansion")
         combos = _var_combinations(merged["vars"]) if expand else [merged["vars"]]
         for n, variables in enumerate(combos, 1):
+            variables = {
+                k: _load_value_file(v, origin.parent, f"{where}: vars.{k}") for k, v in variables.items()
+            }
             name = merged["description"]
-            case_id = str(name) if name else f"case-{len(cases) + 1:04d}"
+            case_id = str(name) if name else content_id(variables, merged, {c.id for c in cases})
             if name and len(combos) > 1:
                 case_id = f"{name} #{n}"
             raw = {

@@ -106,11 +106,19 @@ class ItemError(BaseModel):
 
 
 class BatchRejected(ValueError):
-    """A batch refused whole: nothing of it was stored. ``errors`` names the bad items by index."""
+    """A batch refused whole: nothing of it was stored. ``errors`` names the bad items by index.
 
-    def __init__(self, errors: list[ItemError], total_bad: int | None = None) -> None:
+    ``errors`` holds at most ``MAX_ERRORS_REPORTED`` (the message); ``bad_indexes`` holds every bad item's
+    index, so a caller can resend the good ones instead of losing them (None: unknown, e.g. an oversized
+    batch).
+    """
+
+    def __init__(
+        self, errors: list[ItemError], total_bad: int | None = None, bad_indexes: list[int] | None = None
+    ) -> None:
         self.errors = errors
         self.total_bad = total_bad if total_bad is not None else len(errors)
+        self.bad_indexes = bad_indexes
         first = errors[0]
         where = f"observation {first.index}" + (f" field {first.field}" if first.field else "")
         more = f" (and {self.total_bad - 1} more bad item(s))" if self.total_bad > 1 else ""
@@ -130,7 +138,7 @@ def _coerce(items: Sequence[ObservationIn | Mapping[str, Any]]) -> list[Observat
             e = exc.errors()[0]
             errors.append(ItemError(index=i, field=".".join(map(str, e["loc"])) or None, msg=e["msg"]))
     if errors:
-        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
+        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors), [e.index for e in errors])
     return out
 
 
@@ -196,7 +204,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
             )
         )
     if errors:
-        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
+        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors), [e.index for e in errors])
     _bulk_insert(session, rows)
     add_to_unit_aggregates(session, rows, stages)
     return len(rows)

@@ -125,9 +125,14 @@ class ObservationWriter:
 
     def _write_accepted_part(self, batch: list[ObservationIn], exc: BatchRejected) -> bool:
         # Store-side refusals are permanent (unknown deployment/pair): retrying them would loop forever.
-        bad = {e.index for e in exc.errors}
-        if exc.total_bad > len(exc.errors):  # not every bad item was named: discard the whole batch
+        # Every bad item is named (bad_indexes): only those are discarded, however many; the good ones are
+        # written. Only a refusal naming no index (an oversized batch) loses the batch.
+        if exc.bad_indexes is not None:
+            bad = set(exc.bad_indexes)
+        elif exc.total_bad > len(exc.errors):
             bad = set(range(len(batch)))
+        else:
+            bad = {e.index for e in exc.errors}
         log.warning("observation store refused %d item(s): %s", len(bad), exc)
         self.rejected += len(bad)
         metrics.OBSERVATIONS.labels("writer", "refused").inc(len(bad))
