@@ -336,9 +336,10 @@ def _check_fallback(s: Session, item: Located, cfg: DeploymentConfig) -> None:
                 f"{where}: {entry} repeats {what} ({model_id}): a fallback must be another model"
             )
         seen.add(model_id)
-        model = find_model(s, model_id)
-        if model is None:
+        resolved = resolve_model(s, model_id)
+        if resolved is None:
             raise ConfigError(f"{where}: unknown model {model_id}")
+        model = resolved.row
         if model.retires_on is not None and model.retires_on <= today:
             raise ConfigError(
                 f"{where}: model {model_id} retired on {model.retires_on}: it cannot serve a fallback"
