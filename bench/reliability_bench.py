@@ -512,7 +512,10 @@ def render(runs: list[Run]) -> str:
     for r in runs:
         extra = list(r.notes)
         if r.provider_answered is not None:
-            extra.append(f"fake provider answered {r.provider_answered} calls")
+            stored = sum(r.eval_results.values())
+            extra.append(f"fake provider answered {r.provider_answered} calls for {stored} results stored")
+            if stored > r.provider_answered:
+                extra.append(f"so at least {stored - r.provider_answered} results are stored provider errors")
         if r.slack_posts_after is not None:
             extra.append(f"{r.slack_posts_after} Slack messages posted after Slack came back")
         if r.error:
