@@ -53,7 +53,7 @@ from pairshift.registry.models import MigrationRow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.router import Assignment, Router, UnknownDeployment
 from pairshift.settings import get_settings
-from pairshift.telemetry import metrics
+from pairshift.telemetry import metrics, tracing
 from pairshift.tokens import TokenInfo
 
 log = logging.getLogger(__name__)
@@ -509,4 +509,8 @@ def create_app(
     app.include_router(gateway_routes(state))
     for extra in extra_routers:
         app.include_router(extra)
+    if tracing.tracing_active():  # server spans for every route but the scrapes and probes
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz")
     return app

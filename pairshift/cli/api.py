@@ -39,10 +39,12 @@ def api(
     from pairshift.api import create_app
     from pairshift.settings import get_settings, masked_url
     from pairshift.slack.interactions import interactions_router
+    from pairshift.telemetry.tracing import setup_tracing, shutdown_tracing
     from pairshift.temporal_client import connect
 
     if no_auth and not is_loopback(host):
         raise CLIError(f"--no-auth serves anyone who can reach {host}: allowed on a loopback address only")
+    tracing = setup_tracing("pairshift-api")  # OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set
     app = create_app(
         temporal_client_factory=connect if live_status else None,
         extra_routers=[interactions_router()],
@@ -58,4 +60,9 @@ def api(
             f"[bold red]authentication OFF[/] (--no-auth): every route answers anyone on {host}",
             soft_wrap=True,
         )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if tracing:
+        console.print("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)", soft_wrap=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        shutdown_tracing()  # flush the spans still batched
