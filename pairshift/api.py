@@ -9,9 +9,10 @@ the pair. OpenAPI is served at ``/openapi.json`` and ``/docs``.
 
 Every route but ``/healthz`` (and the signature-authenticated ``/slack/interactions``) needs a bearer token
 with its scope (:mod:`pairshift.api_guard`): ``resolve`` to resolve, ``complete`` for completions,
-``observe`` to send observations, ``read`` for migrations and reports; 401 without a live token, 403 without
-the scope. Bodies are capped (1 MB by default, ``PAIRSHIFT_API_MAX_BODY_BYTES``; Slack's 64 KB) before they
-are read in full.
+``observe`` to send observations (``POST /v1/observations``, or OTLP spans on ``POST /v1/traces``), ``read``
+for migrations, reports and the Prometheus ``/metrics``; 401 without a live token, 403 without the scope.
+Bodies are capped (1 MB by default, ``PAIRSHIFT_API_MAX_BODY_BYTES``; Slack's 64 KB) before they are read in
+full.
 
 ``POST /slack/interactions`` belongs to the Slack module: pass its router as ``extra_routers`` (or call
 ``app.include_router`` on the returned app); this module defines no Slack route.
@@ -53,7 +54,7 @@ from pairshift.registry.models import MigrationRow
 from pairshift.registry.store import Registry, open_registry
 from pairshift.router import Assignment, Router, UnknownDeployment
 from pairshift.settings import get_settings
-from pairshift.telemetry import metrics, tracing
+from pairshift.telemetry import metrics, otlp_ingest, tracing
 from pairshift.tokens import TokenInfo
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,56 @@ def _routes(state: _State) -> APIRouter:
             raise ApiError(422, str(exc), detail) from exc
         metrics.observe_stored("api", batch.observations)
         return Accepted(accepted=accepted)
+
+    @api.post(
+        "/v1/traces",
+        tags=["observations"],
+        response_class=Response,
+        responses={
+            200: {"content": {otlp_ingest.PROTOBUF: {}, otlp_ingest.JSON: {}}},
+            415: {"model": ErrorBody},
+        },
+    )
+    async def traces(request: Request, token: TokenInfo = Depends(require("observe"))) -> Response:
+        """OTLP/HTTP traces (protobuf or JSON, gzip allowed): GenAI spans become observations.
+
+        Each model-call span is mapped (deployment, unit, pair and variant from its attributes and the live
+        split; outcome from its status; latency from its duration; tokens and cost from its usage), checked
+        against the split like ``POST /v1/observations`` rows and stored; a span that does not map is counted
+        and skipped (``partial_success.rejected_spans`` says how many and why), never a failed batch."""
+        body = await request.body()
+        try:
+            export = otlp_ingest.decode(
+                body, request.headers.get("content-type", ""), request.headers.get("content-encoding", "")
+            )
+        except otlp_ingest.TraceRequestError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        spans = sum(len(ss.spans) for rs in export.resource_spans for ss in rs.scope_spans)
+        wait = state.observe_limit.take(token.name, spans)
+        if wait:
+            raise ApiError(
+                429,
+                f"token {token.name!r} is over its observation rate limit; retry in {wait:.1f} s",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+
+        def store() -> otlp_ingest.IngestResult:
+            with state.registry.session() as s:
+                return otlp_ingest.ingest(s, export)
+
+        result = await run_in_threadpool(store)
+        metrics.OTLP_SPANS.labels("stored", "").inc(len(result.stored))
+        metrics.OTLP_SPANS.labels("ignored", "not a model call").inc(result.ignored)
+        for reason, n in result.skipped.items():
+            metrics.OTLP_SPANS.labels("skipped", reason).inc(n)
+        metrics.observe_stored("otlp", result.stored)
+        if result.rejected:
+            metrics.OBSERVATIONS.labels("otlp", "refused").inc(result.rejected)
+        media = (
+            otlp_ingest.JSON if "json" in request.headers.get("content-type", "") else otlp_ingest.PROTOBUF
+        )
+        content, media = otlp_ingest.encode_response(result, media)
+        return Response(content, media_type=media)
 
     @api.get("/metrics", tags=["ops"], dependencies=[Depends(require("read"))])
     def prometheus_metrics() -> Response:

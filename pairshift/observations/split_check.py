@@ -97,10 +97,24 @@ def _why_not(o: ObservationIn, splits: list[RoutingSplit], now: datetime) -> Ite
     )
 
 
+def live_splits(dep: Deployment, now: datetime) -> list[RoutingSplit]:
+    """The splits a row of ``dep`` may agree with: the live one, then the one it replaced within GRACE."""
+    return _splits(dep, now)
+
+
 def check_against_split(
     session: Session, items: Sequence[ObservationIn], *, now: datetime | None = None
 ) -> None:
     """Raise :class:`BatchRejected` naming each row the split disagrees with; return when all agree."""
+    errors = split_errors(session, items, now=now)
+    if errors:
+        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
+
+
+def split_errors(
+    session: Session, items: Sequence[ObservationIn], *, now: datetime | None = None
+) -> list[ItemError]:
+    """Every row the split disagrees with, by index (``POST /v1/traces`` skips them; see above)."""
     now = now or datetime.now(UTC)
     names = {o.deployment for o in items}
     deps = {d.name: d for d in session.scalars(select(Deployment).where(Deployment.name.in_(names)))}
@@ -113,5 +127,4 @@ def check_against_split(
         why = _why_not(o, splits[o.deployment], now)
         if why is not None:
             errors.append(why.model_copy(update={"index": i}))
-    if errors:
-        raise BatchRejected(errors[:MAX_ERRORS_REPORTED], len(errors))
+    return errors

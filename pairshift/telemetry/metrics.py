@@ -106,8 +106,9 @@ EVAL_CALLS = Counter(
 )
 OTLP_SPANS = Counter(
     "pairshift_otlp_spans",
-    "Spans received on POST /v1/traces: mapped (stored), refused (disagree with the split) or unmapped.",
-    ["result"],
+    "Spans received on POST /v1/traces: stored, skipped (a GenAI span that does not map or disagrees with "
+    "the split; reason says which) or ignored (not a model call).",
+    ["result", "reason"],
 )
 
 
