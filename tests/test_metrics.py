@@ -106,6 +106,7 @@ def test_counters_move_with_resolves_and_observations(client):
     count = moved("pairshift_observed_latency_seconds_count", deployment=DEPLOYMENT, variant=err_variant)
     assert (count, le2) == (by_variant[err_variant], by_variant[err_variant] - 1)
     assert value(after, "pairshift_canary_percent", deployment=DEPLOYMENT) == 50.0
+    assert value(after, "pairshift_canary_bound", deployment=DEPLOYMENT, metric="error_rate_max_increase") > 0
 
 
 def test_metrics_needs_a_token_with_read(client, sqlite_registry):

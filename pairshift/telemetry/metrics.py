@@ -136,7 +136,7 @@ class RegistryCollector(Collector):
         from sqlalchemy import func, select
         from sqlalchemy.exc import SQLAlchemyError
 
-        from pairshift.registry.models import Deployment, MigrationRow
+        from pairshift.registry.models import Deployment, MigrationRow, PolicyRow
 
         phases = GaugeMetricFamily(
             "pairshift_migrations", "Migration runs in the registry by phase.", labels=["phase"]
@@ -146,21 +146,53 @@ class RegistryCollector(Collector):
             "Share of a deployment's units routed to its candidate pair (0 without a migration).",
             labels=["deployment"],
         )
+        bounds = GaugeMetricFamily(
+            "pairshift_canary_bound",
+            "The canary gate's bounds in each deployment's policy: error_rate_max_increase (absolute), "
+            "latency_p95_max_ratio and cost_per_call_max_ratio (candidate / control).",
+            labels=["deployment", "metric"],
+        )
         try:
             with self._registry.session() as s:
                 by_phase = s.execute(
                     select(MigrationRow.phase, func.count()).group_by(MigrationRow.phase)
                 ).all()
-                deployments = s.execute(select(Deployment.name, Deployment.canary_percent)).all()
+                deployments = s.execute(
+                    select(Deployment.name, Deployment.canary_percent, Deployment.policy)
+                ).all()
+                specs = dict(s.execute(select(PolicyRow.name, PolicyRow.spec)).all())
         except SQLAlchemyError as exc:  # a scrape never fails on the registry: the counters still answer
             log.warning("metrics: registry unavailable: %s", exc)
             return
         for phase, count in by_phase:
             phases.add_metric([phase], count)
-        for name, percent in deployments:
+        for name, percent, policy in deployments:
             split.add_metric([name], percent or 0.0)
+            for metric, bound in _bounds(specs.get(policy)).items():
+                bounds.add_metric([name, metric], bound)
         yield phases
         yield split
+        yield bounds
+
+
+def _bounds(spec: dict[str, Any] | None) -> dict[str, float]:
+    """The gated bounds of a stored policy spec (the defaults when the policy row is missing)."""
+    from pydantic import ValidationError
+
+    from pairshift.policy import Policy
+
+    try:
+        gates = Policy.model_validate(spec or {}).canary.metrics
+    except ValidationError:
+        return {}
+    out: dict[str, float] = {}
+    if gates.error_rate is not None:
+        out["error_rate_max_increase"] = gates.error_rate.max_increase
+    if gates.latency_p95 is not None:
+        out["latency_p95_max_ratio"] = gates.latency_p95.max_ratio
+    if gates.cost_per_call is not None:
+        out["cost_per_call_max_ratio"] = gates.cost_per_call.max_ratio
+    return out
 
 
 def exposition(*extra: CollectorRegistry) -> tuple[bytes, str]:
