@@ -100,6 +100,10 @@ def promote_pair(inp: PromoteInput) -> bool:
 
 @implements(contract.check_stage)
 def check_stage(inp: StageCheckInput) -> StageCheck:
+    if inp.canary.source == "prometheus":  # the policy's PromQL instead of pairshift's own observations
+        check = _prometheus_check(inp)
+        metrics.GATE_CHECKS.labels(check.decision).inc()
+        return check
     # A stage is (migration, percent): its per-unit aggregates are kept at ingest since the split took effect.
     with open_registry().session() as s:
         stats = stage_stats(
@@ -115,6 +119,18 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
     )
     metrics.GATE_CHECKS.labels(check.decision).inc()
     return check
+
+
+def _prometheus_check(inp: StageCheckInput) -> StageCheck:
+    from pairshift.telemetry import prometheus_source
+
+    assert inp.canary.prometheus is not None  # the policy refuses source: prometheus without it
+    values = prometheus_source.fetch(
+        inp.canary.prometheus, deployment=inp.deployment, migration=inp.migration, since=inp.since
+    )
+    return prometheus_source.prometheus_gate(
+        values, inp.percent, inp.canary, elapsed_hours=inp.elapsed_hours, min_hours=inp.min_hours
+    )
 
 
 ALL = [

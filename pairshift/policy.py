@@ -161,8 +161,68 @@ def _default_stages() -> list[Stage]:
     ]
 
 
+PROMQL_PLACEHOLDERS = ("deployment", "variant", "migration", "window")
+
+
+class PrometheusQueries(_Strict):
+    """PromQL per metric (Argo-style analysis templates), each answering one number for one variant.
+
+    ``{{deployment}}``, ``{{variant}}`` (control or candidate), ``{{migration}}`` and ``{{window}}`` (the
+    stage's age as a range, e.g. ``5400s``) are filled in per query; every query must name ``{{variant}}``.
+    """
+
+    calls: str = Field(..., min_length=1, description="Calls of the variant in the stage (a count).")
+    errors: str = Field(..., min_length=1, description="Calls of the variant that errored (a count).")
+    invalid: str | None = Field(None, description="Calls with an invalid output (a count); optional.")
+    latency_p95_ms: str | None = Field(
+        None, description="The variant's p95 latency in ms (required when latency_p95 is gated)."
+    )
+    cost_usd: str | None = Field(
+        None, description="The variant's total cost in USD (required when cost_per_call is gated)."
+    )
+
+    @field_validator("calls", "errors", "invalid", "latency_p95_ms", "cost_usd")
+    @classmethod
+    def _placeholders(cls, query: str | None) -> str | None:
+        if query is None:
+            return None
+        import re
+
+        unknown = sorted(set(re.findall(r"\{\{\s*([^}]*?)\s*\}\}", query)) - set(PROMQL_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {unknown}: use {{{{{'}}, {{'.join(PROMQL_PLACEHOLDERS)}}}}}"
+            )
+        if "{{variant}}" not in query.replace(" ", ""):
+            raise ValueError("the query must select one variant with {{variant}}")
+        return query
+
+
+class PrometheusSource(_Strict):
+    """Where a stage's per-variant numbers come from with ``canary.source: prometheus``."""
+
+    url: str = Field(
+        ..., pattern=r"^https?://[^\s/]+", description="Prometheus base URL (its /api/v1/query)."
+    )
+    bearer_token_env: str | None = Field(
+        None, pattern=r"^[A-Z][A-Z0-9_]*$", description="NAME of the env var holding a bearer token, if any."
+    )
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one query.")
+    queries: PrometheusQueries
+
+
 class CanaryPolicy(_Strict):
     """The staged canary on real traffic (PRODUCT §7, §8)."""
+
+    source: Literal["builtin", "prometheus"] = Field(
+        "builtin",
+        description=(
+            "Where a stage's metrics come from: builtin (pairshift's observations, per unit) or prometheus "
+            "(the PromQL queries of canary.prometheus; error and invalid rates keep the always-valid "
+            "decision on call counts, latency p95 and cost per call are compared as point estimates)."
+        ),
+    )
+    prometheus: PrometheusSource | None = Field(None, description="The queries of source: prometheus.")
 
     stages: list[Stage] = Field(
         default_factory=_default_stages, min_length=1, description="Ordered canary steps."
@@ -200,6 +260,23 @@ class CanaryPolicy(_Strict):
         "by asking for a decision (approve: the stage carries on; reject or no answer: rolled back). "
         "None: a pause lasts until resumed.",
     )
+
+    @model_validator(mode="after")
+    def _source_has_queries(self) -> CanaryPolicy:
+        if self.source == "builtin":
+            return self
+        if self.prometheus is None:
+            raise ValueError("source: prometheus needs canary.prometheus (url and queries)")
+        q = self.prometheus.queries
+        if self.metrics.latency_p95 is not None and q.latency_p95_ms is None:
+            raise ValueError(
+                "latency_p95 is gated: set prometheus.queries.latency_p95_ms, or latency_p95: null"
+            )
+        if self.metrics.cost_per_call is not None and q.cost_usd is None:
+            raise ValueError(
+                "cost_per_call is gated: set prometheus.queries.cost_usd, or cost_per_call: null"
+            )
+        return self
 
     @field_validator("stages")
     @classmethod
