@@ -187,6 +187,19 @@ class _State:
                 self.routers[deployment] = Router(deployment, self.registry, writer=self._writer).start()
             return self.routers[deployment]
 
+    def observation_losses(self) -> dict[str, int]:
+        """What the API's own writer (``/complete``, the gateway) wrote, lost or has pending, for /healthz."""
+        w = self._writer
+        if w is None:
+            return {"written": 0, "dropped": 0, "rejected": 0, "pending": 0, "failed_flushes": 0}
+        return {
+            "written": w.written,
+            "dropped": w.dropped,
+            "rejected": w.rejected,
+            "pending": w.pending,
+            "failed_flushes": w.failed_flushes,
+        }
+
     def flush_observations(self) -> int:
         """Write the queued observations now (tests, shutdown); returns how many."""
         return self._writer.flush() if self._writer is not None else 0
@@ -220,13 +233,14 @@ def _routes(state: _State) -> APIRouter:
 
     @api.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
-        """Liveness plus a registry round trip; 503 when the registry does not answer."""
+        """Liveness plus a registry round trip (503 when it does not answer), and the observations this API's
+        writer dropped (queue full) or had refused: operators see lost telemetry next to the liveness."""
         try:
             with state.registry.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             raise ApiError(503, f"registry unavailable: {type(exc).__name__}") from exc
-        return {"ok": True, "registry": "ok"}
+        return {"ok": True, "registry": "ok", "observations": state.observation_losses()}
 
     @api.get(
         "/v1/deployments/{name}/resolve",

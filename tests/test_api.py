@@ -209,7 +209,15 @@ def test_health_openapi_and_the_slack_extension_point(sqlite_registry):
         return {"ok": True}
 
     with TestClient(create_app(sqlite_registry, extra_routers=[slack])) as c:
-        assert c.get("/healthz").json() == {"ok": True, "registry": "ok"}
+        health = c.get("/healthz").json()
+        assert (health["ok"], health["registry"]) == (True, "ok")
+        assert health["observations"] == {
+            "written": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "pending": 0,
+            "failed_flushes": 0,
+        }
         paths = c.get("/openapi.json").json()["paths"]
         assert {
             "/v1/deployments/{name}/resolve",

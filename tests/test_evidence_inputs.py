@@ -119,3 +119,32 @@ def test_many_bad_observations_do_not_take_the_good_ones_with_them(eval_registry
         writer.put(obs(pair, f"good-{i}"))
     writer.flush()
     assert (writer.written, writer.rejected) == (10, 30)
+
+
+def test_health_shows_the_observations_the_api_writer_lost(eval_registry: Registry) -> None:  # noqa: F811
+    """Old /healthz: only liveness; a writer's drops and refusals were counted where no operator looked."""
+    from fastapi.testclient import TestClient
+
+    from pairshift.api import create_app
+
+    app = create_app(eval_registry)
+    with TestClient(app) as c:
+        state = app.state.pairshift
+        state.router("support-triage")  # the API's shared writer exists once a router does
+        writer = state._writer
+        writer.put(
+            ObservationIn(
+                deployment="support-triage",
+                pair="nope@1+nobody",
+                variant="control",
+                unit="u",
+                latency_ms=1.0,
+                input_tokens=1,
+                output_tokens=1,
+                cost_usd=0.0,
+                outcome="ok",
+            )
+        )
+        writer.flush()
+        losses = c.get("/healthz").json()["observations"]
+    assert (losses["rejected"], losses["written"]) == (1, 0)
