@@ -42,7 +42,7 @@ def record_phase(
 ) -> None:
     """Move a run's row to ``phase``, merging ``summary`` into its summary; ``finished`` stamps the end."""
     row = s.get(MigrationRow, run_id)
-    if row is None:
+    if row is None or row.finished_at is not None:  # a finished row is final: a late write changes nothing
         return
     row.phase = phase
     row.updated_at = utcnow()

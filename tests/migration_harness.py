@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import shutil
+import threading
+import typing
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -108,14 +111,67 @@ def check_with_traffic(traffic: Traffic | None, fail: bool = False, fail_first: 
     return _check
 
 
+def activity_name(fn: Callable) -> str:
+    return getattr(fn, "__temporal_activity_definition").name
+
+
+def same_types(fn: Callable) -> dict[str, Any]:
+    """Annotations for a one-argument stand-in ``(inp)`` of activity ``fn`` (its input type decodes it)."""
+    hints = typing.get_type_hints(fn)
+    (arg,) = [n for n in inspect.signature(fn).parameters]
+    return {"inp": hints[arg], "return": hints.get("return")}
+
+
+class Gate:
+    """Holds the first call of activity ``name`` whose input ``match``es until the test ``open``s it (at most
+    ``hold_s`` real seconds), so a test can cancel or abort while exactly that activity runs; ``fail_while``
+    makes every call fail until it is cleared (a registry outage)."""
+
+    def __init__(self, name: str, match: Callable[[Any], bool] = lambda _: True, hold_s: float = 60) -> None:
+        self.name, self.match, self.hold_s = name, match, hold_s
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.fail_while = threading.Event()
+        self.calls = 0
+        self._used = False
+
+    def wrap(self, fn: Callable) -> Callable:
+        def gated(inp):
+            self.calls += 1
+            if self.fail_while.is_set():
+                raise RuntimeError("registry unreachable")
+            if not self._used and self.match(inp):
+                self._used = True
+                self.entered.set()
+                self.released.wait(self.hold_s)
+            return fn(inp)
+
+        gated.__annotations__ = same_types(fn)
+        gated.__name__ = fn.__name__
+        return activity.defn(name=self.name)(gated)
+
+    async def wait_entered(self, timeout_s: float = 60) -> None:
+        ok = await asyncio.get_running_loop().run_in_executor(None, self.entered.wait, timeout_s)
+        assert ok, f"{self.name} was never called with a matching input"
+
+    def open(self) -> None:
+        self.released.set()
+
+
 @asynccontextmanager
 async def migration_worker(
-    client: Client, *, traffic: Traffic | None = None, fail_checks: bool = False, fail_first_checks: int = 0
+    client: Client,
+    *,
+    traffic: Traffic | None = None,
+    fail_checks: bool = False,
+    fail_first_checks: int = 0,
+    gates: list[Gate] = (),
 ):
     activities = [
         a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
     ]
     activities.append(check_with_traffic(traffic, fail_checks, fail_first_checks))
+    for gate in gates:
+        activities = [gate.wrap(a) if activity_name(a) == gate.name else a for a in activities]
     task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         async with Worker(

@@ -38,6 +38,7 @@ from workflows.migration import MigrationWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # What tests/record_histories.py writes: every way a migration ends that the recorder covers, and one eval.
+# Files named *-before-cancel-safe.json were recorded before workflow.patched("cancel-safe-compensation").
 EXPECTED = {
     "migration_promoted",
     "migration_rolled_back",
@@ -137,3 +138,30 @@ async def test_the_same_change_behind_a_patch_replays() -> None:
         await replayer(PatchedExtraStep, EvalWorkflow).replay_workflow(
             load_history(HISTORIES / f"{name}.json")
         )
+
+
+# --- both branches of cancel-safe-compensation (issue 23) are replayed ----------------------------------
+
+
+def _patch_ids(path: Path) -> set[str]:
+    """The workflow.patched ids a recorded history carries (its core_patch markers)."""
+    ids = set()
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        for detail in (marker or {}).get("details", {}).values():
+            for payload in detail.get("payloads", []):
+                ids.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return ids
+
+
+def test_histories_cover_both_sides_of_the_cancel_safe_patch() -> None:
+    """Histories from before the patch (``-before-cancel-safe``) replay its old branch, today's its new."""
+    from workflows.migration import CANCEL_SAFE_PATCH
+
+    migrations = sorted(HISTORIES.glob("migration_*.json"))
+    before = [p for p in migrations if p.stem.endswith("-before-cancel-safe")]
+    # a refused start fails before the patch is asked: it carries no marker either way
+    after = [p for p in migrations if p not in before and p.stem != "migration_refused_start"]
+    assert len(before) >= 4 and len(after) >= 4, [p.name for p in migrations]
+    assert all(CANCEL_SAFE_PATCH not in _patch_ids(p) for p in before)
+    assert all(CANCEL_SAFE_PATCH in _patch_ids(p) for p in after)

@@ -30,7 +30,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pairshift.contracts.evals import (
@@ -57,6 +57,8 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE = ["EvalInputError", "ArmFailed", "PreflightRefused"]
 PROVIDER_QUEUES_PATCH = "provider-task-queues"
 PREFLIGHT_PATCH = "eval-preflight"
+# A cancelled eval (its parent cancelled or aborted) ends CANCELED, not failed (issue 23).
+CANCELLED_IS_CANCELLED_PATCH = "eval-cancel-is-cancel"
 SHORT = timedelta(minutes=10)
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -146,6 +148,9 @@ class EvalWorkflow:
                 retry_policy=self._retry,
             )
         except ActivityError as err:
+            if is_cancelled_exception(err) and workflow.patched(CANCELLED_IS_CANCELLED_PATCH):
+                self._progress.phase = "cancelled"
+                raise asyncio.CancelledError("the eval was cancelled") from None  # CANCELED, not failed
             self._progress.phase = "failed"
             message, kind = _failure_message(err)
             raise ApplicationError(message, type=kind or "EvalFailed", non_retryable=True) from err

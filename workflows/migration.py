@@ -13,17 +13,26 @@ its decisions in :mod:`workflows.migration_rules`.
 
 Compensation always: once traffic has moved, every way out — gate breach, rejection, abort, cancellation,
 an activity failing for good — restores 100% baseline before the workflow completes, and says why.
+Since ``workflow.patched(CANCEL_SAFE_PATCH)`` (issue 23) this survives cancellation at every await: traffic
+counts as moved before the split activity is scheduled; the activities that move traffic (and the one that
+records the migration) are waited for through a cancel (``WAIT_CANCELLATION_COMPLETED``), so the workflow
+knows what committed; a cancel that reaches an activity or the eval child is a cancel, not a failure; the
+ending runs once, outside any except block and shielded from a further cancel. A cancelled migration
+restores the baseline, records ``rolled_back`` (``rejected`` before traffic moved) and then ends CANCELED; a
+cancel that arrives while the promotion commits finds it committed: the migration ends ``promoted``
+(COMPLETED) and the audit log says ``cancel_too_late``. An abort during the eval cancels the eval child at
+once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pairshift.contracts.evals import EvalReport, EvalRequest
@@ -58,7 +67,21 @@ with workflow.unsafe.imports_passed_through():
     from workflows import migration_rules as rules
     from workflows.evals import EvalWorkflow
     from workflows.migration_messages import MigrationMessages
-    from workflows.migration_outbox import COMPENSATE, GATE, REGISTRY, MigrationOutbox
+    from workflows.migration_outbox import (
+        COMPENSATE,
+        FINAL,
+        GATE,
+        MOVE,
+        REGISTRY,
+        RESTORE,
+        MigrationOutbox,
+    )
+
+
+# Compensation survives cancellation (issue 23): traffic-moving activities are waited for through a cancel,
+# traffic counts as moved before the split is scheduled, a cancel that reached an activity or the child is a
+# cancel, and _finish runs once, shielded, outside any except block. Histories from before replay the old run.
+CANCEL_SAFE_PATCH = "cancel-safe-compensation"
 
 
 class _ContinueAsNew(Exception):
@@ -108,6 +131,10 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._origin_run_id: str | None = None  # the first run's id, kept across continue-as-new
         self._checks = 0  # gate checks in this run
         self._runs = 1
+        self._safe = True  # CANCEL_SAFE_PATCH; run() sets it from workflow.patched
+        self._ending: tuple[Phase, str] | None = None  # the first ending stands (since CANCEL_SAFE_PATCH)
+        self._finished: set[str] = set()  # which of _finish's one-time steps are done
+        self._ended_by: str | None = None  # who ended it (abort, reject), named on the rollback ledger row
 
     # ------------------------------------------------------------------ run
 
@@ -118,9 +145,58 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._origin_run_id = req.resume.origin_run_id if req.resume else workflow.info().run_id
         if req.resume:
             self._restore(req.resume)
+        self._safe = workflow.patched(CANCEL_SAFE_PATCH)
         outbox = self._start_outbox()
+        if not self._safe:
+            return await self._run_before_cancel_safe(req, outbox)
+        handover: _ContinueAsNew | None = None
+        failure: ActivityError | ChildWorkflowError | None = None
+        ending: _Stop | None = None
+        cancelled = False
         try:
-            await self._migrate()
+            ending = await self._migrate()
+        except _ContinueAsNew as exc:
+            handover = exc
+        except asyncio.CancelledError:
+            cancelled = True
+        except (ActivityError, ChildWorkflowError) as exc:
+            if is_cancelled_exception(exc) or self._cancel_requested():
+                cancelled = True  # a cancel that reached an activity or the eval child is still a cancel
+            else:
+                failure = exc
+        # Nothing below runs inside an except block: a further cancel cannot escape the compensation.
+        if handover is not None:
+            self._event("continued_as_new", f"run {self._runs + 1} holds stage {handover.stage_index}")
+            await self._shielded(self._close(outbox))  # the audit log and notices flushed before the handover
+            if not self._cancel_requested():
+                workflow.continue_as_new(req.model_copy(update={"resume": self._carry(handover)}))
+            cancelled, outbox = True, self._reopen_outbox()  # cancelled during the handover: compensate here
+        if failure is not None and self.plan is None:  # invalid request: nothing was recorded or moved
+            raise ApplicationError(rules.root_cause(failure), type="InvalidMigration", non_retryable=True)
+        if cancelled:
+            reason = workflow.cancellation_reason()
+            ending = _Stop(
+                rules.stopped_phase(self.traffic_moved),
+                "the workflow was cancelled" + (f": {reason}" if reason else ""),
+            )
+        elif failure is not None:
+            ending = _Stop(
+                rules.failed_phase(self.phase, self.traffic_moved),
+                f"{rules.root_cause(failure)} (failed for good)",
+            )
+        if ending is not None and self.plan is not None:
+            await self._shielded(self._finish(ending.phase, ending.why))
+        await self._shielded(self._close(outbox))
+        if cancelled:
+            raise asyncio.CancelledError("the workflow was cancelled; " + (self.outcome or "nothing moved"))
+        return self._result()
+
+    async def _run_before_cancel_safe(
+        self, req: MigrationRequest, outbox: list[asyncio.Task]
+    ) -> MigrationResult:
+        """The run as recorded before CANCEL_SAFE_PATCH: histories written by that code replay here."""
+        try:
+            await self._migrate_before_cancel_safe()
         except _ContinueAsNew as handover:
             self._event("continued_as_new", f"run {self._runs + 1} holds stage {handover.stage_index}")
             await self._close(outbox)  # the audit log and notices are flushed before the handover
@@ -137,17 +213,41 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             phase = rules.failed_phase(self.phase, self.traffic_moved)
             await self._finish(phase, f"{rules.root_cause(exc)} (failed for good)")
         await self._close(outbox)
+        return self._result()
+
+    def _result(self) -> MigrationResult:
         return MigrationResult(
             id=workflow.info().workflow_id,
-            deployment=req.deployment,
+            deployment=self.req.deployment,
             phase=self.phase,
             from_pair=self.plan and self.plan.from_pair,
             to_pair=self.plan and self.plan.to_pair,
             outcome=self.outcome or "",
         )
 
-    async def _migrate(self) -> None:
-        """The process: prepare, evaluate, approve, canary stage by stage, promote; any stop ends it."""
+    async def _migrate(self) -> _Stop | None:
+        """The process: prepare, evaluate, approve, canary stage by stage, promote; returns how it ended.
+
+        Raises only what ends it without a decision of its own (a cancel, an activity failing for good, a
+        handover); :meth:`run` then finishes it outside any except block.
+        """
+        resume = self.req.resume
+        try:
+            if resume is None:
+                await self._prepare()
+                await self._evaluate()
+                if self.req.dry_run:
+                    self._check_abort()
+                    return _Stop("dry_run", "dry run: evaluated, nothing moved")
+                await self._decision(0, "approve the canary", key="start-0")
+                await self._canary()
+            else:  # a continued run holds the stage its predecessor was in
+                await self._canary(start=resume.stage_index, resumed_since=resume.stage_since)
+            return _Stop("promoted", await self._promote())
+        except _Stop as stop:
+            return stop
+
+    async def _migrate_before_cancel_safe(self) -> None:
         resume = self.req.resume
         try:
             if resume is None:
@@ -159,7 +259,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 await self._canary()
             else:  # a continued run holds the stage its predecessor was in
                 await self._canary(start=resume.stage_index, resumed_since=resume.stage_since)
-            await self._promote()
+            await self._finish("promoted", await self._promote())
         except _Stop as stop:
             await self._finish(stop.phase, stop.why)
 
@@ -171,8 +271,9 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self.plan = await workflow.execute_activity(
             prepare_migration,
             PrepareInput.of(req, workflow_id=info.workflow_id, run_id=info.run_id),
-            **REGISTRY,
+            **(MOVE if self._safe else REGISTRY),
         )
+        self._check_cancel()  # the migration is recorded: a cancel that waited for it finishes it
         self._event(
             "started",
             f"{self.plan.from_pair} -> {self.plan.to_pair} ({req.reason}) by {req.requested_by}",
@@ -196,21 +297,22 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
     async def _evaluate(self) -> None:
         await self._set_phase("evaluating")
         pol = self.plan.policy
-        report = await workflow.execute_child_workflow(
-            EvalWorkflow.run,
-            EvalRequest(  # the plan flows on: the eval runs the pairs and dataset resolved at the start
-                deployment=self.plan.deployment,
-                from_model=self.plan.from_model,
-                to_model=self.plan.to_model,
-                to_prompt=self.plan.to_prompt,
-                dataset=self.plan.dataset,
-                epochs=pol.eval.epochs,
-                migration=workflow.info().workflow_id,
-                requested_by=self.req.requested_by,
-                eval_policy=pol.eval,
-            ),
-            id=f"{workflow.info().workflow_id}-eval-{workflow.info().run_id[:8]}",
+        request = EvalRequest(  # the plan flows on: the eval runs the pairs and dataset resolved at the start
+            deployment=self.plan.deployment,
+            from_model=self.plan.from_model,
+            to_model=self.plan.to_model,
+            to_prompt=self.plan.to_prompt,
+            dataset=self.plan.dataset,
+            epochs=pol.eval.epochs,
+            migration=workflow.info().workflow_id,
+            requested_by=self.req.requested_by,
+            eval_policy=pol.eval,
         )
+        child_id = f"{workflow.info().workflow_id}-eval-{workflow.info().run_id[:8]}"
+        if self._safe:
+            report = await self._eval_child(request, child_id)
+        else:
+            report = await workflow.execute_child_workflow(EvalWorkflow.run, request, id=child_id)
         self.eval_report = report
         gate = report.gate
         self._event("eval", f"gate {gate.decision}: " + "; ".join(gate.reasons[:3]))
@@ -234,8 +336,41 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         if gate.decision == "fail":
             raise _Stop("failed_eval", "eval gate failed: " + "; ".join(gate.reasons))
 
+    async def _eval_child(self, request: EvalRequest, child_id: str) -> EvalReport:
+        """The eval child (since CANCEL_SAFE_PATCH): an abort cancels it at once, and so does a cancel."""
+        child = await workflow.start_child_workflow(EvalWorkflow.run, request, id=child_id)
+        try:
+            await workflow.wait_condition(lambda: child.done() or self._aborting())
+        except asyncio.CancelledError:
+            child.cancel()
+            await self._shielded(self._settle(child))
+            raise
+        if not child.done():  # aborted: stop spending on the arms
+            child.cancel()
+            await self._shielded(self._settle(child))
+            self._check_abort()
+        report = await child
+        self._check_cancel()
+        return report
+
+    @staticmethod
+    async def _settle(child: Any) -> None:
+        try:
+            await child
+        except (ChildWorkflowError, asyncio.CancelledError):
+            pass
+
     async def _decision(self, stage: int, why: str, *, key: str) -> None:
         """Wait for approvals of ``key`` (start-k or pass-k) with reminders; a timeout rejects."""
+        if self._safe:
+            self._check_abort()  # no approval asked for after an abort
+            try:
+                return await self._decide_on(stage, why, key=key)
+            finally:
+                self.waiting = None  # however the wait ends, no late vote is taken for it
+        return await self._decide_on(stage, why, key=key)
+
+    async def _decide_on(self, stage: int, why: str, *, key: str) -> None:
         ap = self.plan.policy.approvals
         self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
         previous = self.phase
@@ -267,6 +402,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self.waiting = None
         if verdict == "rejected":
             by = rules.rejecter(self.votes[key])
+            self._ended_by = self._ended_by or by
             raise _Stop(rules.stopped_phase(self.traffic_moved), f"rejected by {by} at stage {stage}")
         if previous == "canary":
             await self._set_phase("canary")
@@ -303,6 +439,9 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
     async def _start_stage(self, k: int, stage: Stage) -> datetime:
         if stage.approval and k > 0:
             await self._decision(k, f"start stage {k} ({stage.percent:g}%)", key=f"start-{k}")
+        if self._safe:
+            self._check_abort()  # an abort or cancel that came during the approval moves nothing
+            self.traffic_moved = True  # before scheduling: an attempt may commit whatever the workflow sees
         since = await workflow.execute_activity(
             set_canary_split,
             SplitInput(
@@ -312,9 +451,10 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 model=self.plan.to_model,
                 percent=stage.percent,
             ),
-            **REGISTRY,
+            **(MOVE if self._safe else REGISTRY),
         )
         self.traffic_moved = True
+        self._check_cancel()  # a cancel that waited for the split: the split is live, compensate
         self.stage = StageStatus(
             index=k,
             percent=stage.percent,
@@ -413,7 +553,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         }
         self.stage.time_left_hours = rules.time_left(self.stage.min_hours, max_h, self.stage.elapsed_hours)
 
-    async def _promote(self) -> None:
+    async def _promote(self) -> str:
         evidence = {
             "run_id": self._origin_run_id,
             "eval": rules.eval_evidence(self.eval_report),
@@ -431,13 +571,80 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 reason=self.req.reason,
                 evidence=evidence,
             ),
-            **REGISTRY,
+            **(MOVE if self._safe else REGISTRY),
         )
         self.traffic_moved = False  # the new pair is the baseline now: nothing to compensate
-        await self._finish("promoted", f"{self.plan.to_pair} is the active pair of {self.req.deployment}")
+        if self._safe and self._cancel_requested():
+            self._event("cancel_too_late", "the promotion had committed when the cancel arrived: it stands")
+        return f"{self.plan.to_pair} is the active pair of {self.req.deployment}"
 
     async def _finish(self, phase: Phase, why: str) -> None:
-        """The one way out: compensate if traffic moved, then record, audit and notify the outcome."""
+        """The one way out: compensate if traffic moved, then record, audit and notify the outcome.
+
+        Idempotent: the first ending's phase and reason stand; the restore, the terminal event, the terminal
+        record and the notice each happen once, whatever fails and whoever calls again. :meth:`run` calls it
+        shielded, outside any except block, so a further cancel cannot interrupt it.
+        """
+        if not self._safe:
+            return await self._finish_before_cancel_safe(phase, why)
+        if self._ending is None:
+            self._ending = (phase, why)
+        phase, why = self._ending
+        if self.traffic_moved:
+            await self._restore_baseline(why)
+        self.waiting = None
+        if "event" not in self._finished:
+            self._finished.add("event")
+            self.phase, self.outcome = phase, why
+            self._event(phase, why)
+        if self.plan is None:
+            return
+        if "record" not in self._finished:
+            self._finished.add("record")
+            try:
+                await workflow.execute_activity(
+                    record_migration_phase,
+                    PhaseInput(
+                        run_id=self._origin_run_id, phase=phase, summary={"outcome": why}, finished=True
+                    ),
+                    **FINAL,
+                )
+            except ActivityError as exc:  # refused for good: the audit log says so, the notice still goes
+                self._event(
+                    "record_failed", f"the terminal phase {phase} was not recorded: {rules.root_cause(exc)}"
+                )
+        if "notice" not in self._finished:
+            self._finished.add("notice")
+            self._notify(rules.notice_kind(phase), f"{self.req.deployment}: {phase.replace('_', ' ')}: {why}")
+
+    async def _restore_baseline(self, why: str) -> None:
+        """100% back on the baseline (since CANCEL_SAFE_PATCH): waited for, retried, never dropped."""
+        try:
+            await workflow.execute_activity(
+                restore_baseline,
+                RestoreInput(
+                    deployment=self.req.deployment,
+                    migration=self._split_key(),
+                    reason=why,
+                    by=self._ended_by or self.req.requested_by,
+                    evidence={
+                        "run_id": self._origin_run_id,
+                        "stages": [s.model_dump(mode="json") for s in self.stage_log],
+                    },
+                ),
+                **RESTORE,
+            )
+        except ActivityError as exc:  # cannot succeed (the deployment is gone): loud, paged, recorded
+            msg = f"the baseline could not be restored: {rules.root_cause(exc)}"
+            self._event("restore_failed", msg)
+            self._notify("rolled_back", f"{self.req.deployment}: RESTORE FAILED, act now: {msg}")
+            self.traffic_moved = False
+            self._ending = (self._ending[0], f"{self._ending[1]}; {msg}")
+            return
+        self.traffic_moved = False
+        self._event("baseline_restored", f"100% on {self.plan.from_pair}")
+
+    async def _finish_before_cancel_safe(self, phase: Phase, why: str) -> None:
         if self.traffic_moved:
             await workflow.execute_activity(
                 restore_baseline,
@@ -478,6 +685,28 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         )
         if why and workflow.patched("refuse-forged-start"):
             raise ApplicationError(why, type="InvalidMigration", non_retryable=True)
+
+    async def _shielded(self, work: Awaitable[Any]) -> Any:
+        """Run ``work`` to its end: a cancel of the workflow meanwhile cannot interrupt it (it is honoured
+        after, by :meth:`run`)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if task.cancelled():
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+
+    def _cancel_requested(self) -> bool:
+        return workflow.cancellation_reason() is not None
+
+    def _check_cancel(self) -> None:
+        """A cancel that an activity's outcome was waited for (MOVE) is honoured right after it."""
+        if self._safe and self._cancel_requested():
+            raise asyncio.CancelledError("the workflow was cancelled")
 
     def _carry(self, handover: _ContinueAsNew) -> MigrationCarry:
         return MigrationCarry(
@@ -538,7 +767,9 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         return self.abort_req is not None
 
     def _check_abort(self) -> None:
+        self._check_cancel()
         if self.abort_req is not None:
+            self._ended_by = self._ended_by or self.abort_req.by
             raise _Stop(
                 rules.stopped_phase(self.traffic_moved),
                 f"aborted by {self.abort_req.by}: {self.abort_req.reason}",

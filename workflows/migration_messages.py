@@ -59,6 +59,9 @@ class MigrationMessages:
     def _refusal(self, by: str, decision: Decision, stage: int | None, channel: str | None) -> str | None:
         if self.plan is None:
             return "the migration is not ready for decisions yet"
+        ending = getattr(self, "_ending", None)
+        if self.waiting is None and ending is not None:  # a late vote: say what the migration really is
+            return f"no stage is waiting for a decision: the migration ends {ending[0].replace('_', ' ')}"
         return rules.refuse_decision(
             by=by,
             decision=decision,

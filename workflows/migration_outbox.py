@@ -30,6 +30,20 @@ COMPENSATE = dict(
     start_to_close_timeout=timedelta(seconds=20),
     retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)),
 )
+# Since CANCEL_SAFE_PATCH (workflows/migration.py): an activity that moves traffic (or records a migration the
+# workflow must then finish) runs to its outcome even when the workflow is cancelled meanwhile, so the
+# workflow always knows whether it committed. A plain sync activity never sees the cancel: it completes.
+MOVE = dict(**REGISTRY, cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+# The restore, since the patch: retried without limit for a transient failure, refused at once (non-retryable)
+# when it cannot succeed, and waited for whatever cancels the workflow.
+RESTORE = dict(**COMPENSATE, cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED)
+# The terminal record, since the patch: one terminal phase whatever fails, so it retries until the registry
+# answers (a non-retryable refusal is audited as record_failed instead).
+FINAL = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    retry_policy=RetryPolicy(maximum_attempts=0, maximum_interval=timedelta(minutes=1)),
+    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+)
 # A gate check reads the registry: it outlasts an outage of minutes while the stage holds its split (missing
 # data is neither a breach nor a pass); a check that cannot work for longer ends the canary: it rolls back.
 GATE = dict(
@@ -134,3 +148,21 @@ class MigrationOutbox:
         self._closing = True
         await asyncio.gather(*outbox)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if getattr(self, "_safe", False):
+            await self._flush_audit()
+
+    async def _flush_audit(self) -> None:
+        """Events queued after the drain exited (a signal during the close) are written too (since the
+        cancel-safe patch): none is lost at the end of a run or across continue-as-new."""
+        while self._audit:
+            batch, self._audit = self._audit, []
+            await workflow.execute_activity(
+                record_audit_events,
+                AuditBatch(workflow_id=workflow.info().workflow_id, run_id=self._origin_run_id, events=batch),
+                **COMPENSATE,
+            )
+
+    def _reopen_outbox(self) -> list[asyncio.Task]:
+        """Drain again after a close (a handover interrupted by a cancel compensates in this run)."""
+        self._closing = False
+        return self._start_outbox()

@@ -311,7 +311,9 @@ class ArmProgress(BaseModel):
 class EvalProgress(BaseModel):
     """The ``progress`` query of EvalWorkflow."""
 
-    phase: str = Field(description="planning | preflight | running | summarising | reporting | done | failed")
+    phase: str = Field(
+        description="planning | preflight | running | summarising | reporting | done | failed | cancelled"
+    )
     arms: dict[str, ArmProgress] = Field(default_factory=dict)
 
 
