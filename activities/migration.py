@@ -82,20 +82,35 @@ def record_audit_events(batch: AuditBatch) -> int:
 
 @implements(contract.set_canary_split)
 def set_canary_split(inp: SplitInput) -> datetime:
-    with open_registry().session() as s:
-        return split.set_split(s, **inp.model_dump())
+    """Set the stage's split; another migration's split or an unknown deployment is refused for good."""
+    try:
+        with open_registry().session() as s:
+            return split.set_split(s, **inp.model_dump())
+    except (split.SplitConflict, LookupError) as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
 
 @implements(contract.restore_baseline)
 def restore_baseline(inp: RestoreInput) -> bool:
-    with open_registry().session() as s:
-        return split.restore_baseline(s, **inp.model_dump())
+    """Restore 100% baseline. A split another migration owns is not this one's: nothing of ours is live,
+    nothing to restore. An unknown deployment cannot be restored: refused for good, loudly (the workflow
+    audits and pages it)."""
+    try:
+        with open_registry().session() as s:
+            return split.restore_baseline(s, **inp.model_dump())
+    except split.SplitConflict:
+        return False
+    except LookupError as exc:
+        raise ApplicationError(str(exc), type="RestoreImpossible", non_retryable=True) from None
 
 
 @implements(contract.promote_pair)
 def promote_pair(inp: PromoteInput) -> bool:
-    with open_registry().session() as s:
-        return split.promote(s, **inp.model_dump())
+    try:
+        with open_registry().session() as s:
+            return split.promote(s, **inp.model_dump())
+    except (split.SplitConflict, LookupError) as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
 
 @implements(contract.check_stage)

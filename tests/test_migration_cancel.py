@@ -23,11 +23,13 @@ import pytest
 from migration_harness import (
     TEST_POLICY,
     Gate,
+    Traffic,
     apply_small,
     migration_worker,
     same_types,
     start,
     status,
+    until_idle,
     wait_for,
     waiting_on,
 )
@@ -38,7 +40,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 from temporalio.exceptions import CancelledError
 
 from pairshift import ledger
-from pairshift.contracts.migration import AbortSignal, DecideUpdate, PromoteNowSignal
+from pairshift.contracts.migration import AbortSignal, DecideUpdate, PauseSignal, PromoteNowSignal
 from pairshift.migration_records import audit_log
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, MigrationRow
@@ -361,3 +363,271 @@ def hourly_env(pairshift_env, tmp_path):
 
 
 Step = Callable[[WorkflowHandle, Any], Awaitable[None]]
+
+
+# --- restore and split refusals (item 6) ---------------------------------------------------------------
+
+
+def _split_input(migration: str, percent: float = 20):
+    from pairshift.contracts.migration import SplitInput
+
+    return SplitInput(
+        deployment="support-triage",
+        migration=migration,
+        prompt="support-triage@2",
+        model="sim-fresh-2025-09",
+        percent=percent,
+    )
+
+
+def test_restore_of_a_split_another_migration_owns_changes_nothing_and_ends(env):
+    """Another migration's split is not this one's: the restore ends (False) instead of retrying forever."""
+    from activities.migration import restore_baseline, set_canary_split
+    from pairshift.contracts.migration import RestoreInput
+
+    set_canary_split(_split_input("other/run"))
+    assert (
+        restore_baseline(
+            RestoreInput(deployment="support-triage", migration="mine/run", reason="abort", by="bob")
+        )
+        is False
+    )
+    assert deployment().migration == "other/run", "the other migration's split is untouched"
+
+
+def test_impossible_restore_and_split_conflicts_are_not_retried(env):
+    from temporalio.exceptions import ApplicationError
+
+    from activities.migration import restore_baseline, set_canary_split
+    from pairshift.contracts.migration import RestoreInput
+
+    with pytest.raises(ApplicationError) as info:
+        restore_baseline(
+            RestoreInput(deployment="no-such-deployment", migration="mine/run", reason="abort", by="bob")
+        )
+    assert (info.value.type, info.value.non_retryable) == ("RestoreImpossible", True)
+    set_canary_split(_split_input("other/run"))
+    with pytest.raises(ApplicationError) as info:
+        set_canary_split(_split_input("mine/run"))
+    assert (info.value.type, info.value.non_retryable) == ("SplitConflict", True)
+
+
+async def test_a_split_refused_for_another_migration_ends_without_touching_it(env, time_skipping_env):
+    """Traffic counts as moved before the split is scheduled; when the split is refused (another migration
+    owns the deployment), the restore finds nothing of this migration live and the workflow ends."""
+    from activities.migration import set_canary_split
+
+    async with migration_worker(time_skipping_env.client) as tq:
+        handle = await start(time_skipping_env.client, tq)
+        await wait_for(handle, waiting_on(0))
+        set_canary_split(_split_input("other/run", percent=5))
+        await approve(handle, "alice")
+        end = await ending(handle)
+    assert "being migrated by other/run" in end.outcome and "baseline_unchanged" in end.events, end
+    assert deployment().migration == "other/run" and deployment().canary_percent == 5
+
+
+# --- the matrix: cancel, and separately abort, at every await of the workflow ----------------------------
+
+# Stage 0 passes within seconds of real time on traffic (the stage-1 points wait for it without skipping time
+# while an activity is held).
+QUICK = {
+    **TEST_POLICY,
+    "canary": {
+        **TEST_POLICY["canary"],
+        "stages": [
+            {"percent": 20, "min_hours": 0.0003, "max_hours": 0.01},
+            {"percent": 50, "min_hours": 0.004, "max_hours": 0.02, "approval": True},
+            {"percent": 100},
+        ],
+        "check_every_minutes": 0.01,
+    },
+}
+POLICIES = {"test": TEST_POLICY, "hourly": {**TEST_POLICY, "canary": HOURLY}, "quick": QUICK}
+
+
+@dataclass
+class Point:
+    """One await of MigrationWorkflow: the activity held there (or None: a timer or a wait) and how to get
+    there. ``ended_by`` names what ends it when that is not the cancel or abort under test."""
+
+    name: str
+    gate: Callable[[], Gate] | None
+    reach: Callable[[WorkflowHandle, Any, Gate | None], Awaitable[None]]
+    policy: str = "test"
+    traffic: bool = False
+    start: dict[str, Any] = field(default_factory=dict)
+    ended_by: str | None = None  # "promote": promoted stands; "other": the other signal ended it first
+
+
+def nth(match: Callable[[Any], bool], n: int) -> Callable[[Any], bool]:
+    seen = [0]
+
+    def m(inp: Any) -> bool:
+        if match(inp):
+            seen[0] += 1
+            return seen[0] == n
+        return False
+
+    return m
+
+
+async def held(handle, env, gate):
+    await gate.wait_entered()
+
+
+async def at_canary_then_held(handle, env, gate):
+    await to_canary(handle)
+    await gate.wait_entered()
+
+
+async def approval_wait_0(handle, env, gate):
+    await wait_for(handle, waiting_on(0))
+    await until_idle(handle)
+
+
+async def hold_timer(handle, env, gate):
+    await to_canary(handle)
+    await wait_for(handle, lambda st: st.phase == "canary" and st.stage is not None)
+    await until_idle(handle)
+
+
+async def paused(handle, env, gate):
+    await hold_timer(handle, env, gate)
+    await handle.signal(MigrationWorkflow.pause, PauseSignal(by="bob"))
+    await wait_for(handle, lambda st: st.stage.paused)
+    await until_idle(handle)
+
+
+async def approval_wait_1(handle, env, gate):
+    await to_canary(handle)
+    await wait_for(handle, waiting_on(1))
+    await until_idle(handle)
+
+
+async def stage_1_held(handle, env, gate):
+    await to_canary(handle)
+    await wait_for(handle, waiting_on(1))
+    await approve(handle, "bob", stage=1)
+    await gate.wait_entered()
+
+
+async def stage_1_asked_held(handle, env, gate):
+    await to_canary(handle)
+    await gate.wait_entered()
+
+
+async def promoting(handle, env, gate):
+    await hold_timer(handle, env, gate)
+    await handle.signal(MigrationWorkflow.promote_now, PromoteNowSignal(by="bob"))
+    await gate.wait_entered()
+
+
+async def ending_held(handle, env, gate):
+    """Another ending is under way (set by the test: the other of cancel and abort) when this one lands."""
+    await hold_timer(handle, env, gate)
+
+
+def phase_record(phase: str, n: int = 1, **kw: Any) -> Callable[[], Gate]:
+    return lambda: Gate("record_migration_phase", nth(phase_is(phase, **kw), n))
+
+
+POINTS = [
+    Point("prepare_migration", lambda: Gate("prepare_migration"), held),
+    Point("record evaluating", phase_record("evaluating"), held),
+    Point("eval child", lambda: Gate("plan_eval"), held),
+    Point("record eval gate", phase_record("evaluating", 2), held),
+    Point("record awaiting_approval 0", phase_record("awaiting_approval"), held),
+    Point("approval wait 0", None, approval_wait_0),
+    Point("set_canary_split 20%", lambda: Gate("set_canary_split"), at_canary_then_held),
+    Point("record canary", phase_record("canary"), at_canary_then_held),
+    Point(
+        "stage notice in flight",
+        lambda: Gate("send_notice", lambda n: n.kind == "stage_started"),
+        at_canary_then_held,
+        policy="hourly",
+    ),
+    Point("hold timer", None, hold_timer, policy="hourly"),
+    Point("paused", None, paused, policy="hourly"),
+    Point("check_stage", lambda: Gate("check_stage"), at_canary_then_held),
+    Point(
+        "record awaiting_approval 1",
+        phase_record("awaiting_approval", 2),
+        stage_1_asked_held,
+        policy="quick",
+        traffic=True,
+    ),
+    Point("approval wait 1", None, approval_wait_1, policy="quick", traffic=True),
+    Point(
+        "set_canary_split 50%",
+        lambda: Gate("set_canary_split", lambda i: i.percent == 50),
+        stage_1_held,
+        policy="quick",
+        traffic=True,
+    ),
+    Point(
+        "handover",
+        lambda: Gate("record_audit_events", lambda b: any(e.event == "continued_as_new" for e in b.events)),
+        at_canary_then_held,
+        start={"checks_per_run": 1},
+    ),
+    Point("promote_pair", lambda: Gate("promote_pair"), promoting, policy="hourly", ended_by="promote"),
+    Point(
+        "restore_baseline", lambda: Gate("restore_baseline"), ending_held, policy="hourly", ended_by="other"
+    ),
+    Point(
+        "record the ending",
+        phase_record("rolled_back", finished=True),
+        ending_held,
+        policy="hourly",
+        ended_by="other",
+    ),
+]
+
+
+@pytest.mark.parametrize("kind", ["cancel", "abort"])
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+async def test_matrix_cancel_or_abort_at_every_await(point, kind, pairshift_env, tmp_path, time_skipping_env):
+    apply_small(tmp_path, policy=POLICIES[point.policy])
+    client = time_skipping_env.client
+    gate = point.gate() if point.gate else None
+    traffic = Traffic(BEHAVIOURS) if point.traffic else None
+    try:
+        async with migration_worker(client, traffic=traffic, gates=[gate] if gate else []) as tq:
+            handle = await start(client, tq, **point.start)
+            await point.reach(handle, time_skipping_env, gate)
+            first, second = (cancel_it, abort_it) if kind == "cancel" else (abort_it, cancel_it)
+            if point.ended_by == "other":  # the other ends it first; this one lands during its ending
+                await second(handle)
+                await gate.wait_entered()
+            await first(handle)
+            if gate:
+                gate.open()
+            end = await ending(handle)
+    finally:
+        if gate:
+            gate.open()
+        if traffic:
+            traffic.close()
+    assert_records_agree(end)
+    cancelled_first = kind == "cancel" if point.ended_by != "other" else kind == "abort"
+    if point.ended_by == "promote":
+        assert (end.phase, end.cancelled) == ("promoted", False), end
+    elif cancelled_first:
+        assert end.cancelled and "the workflow was cancelled" in end.outcome, end
+    else:
+        assert not end.cancelled and "aborted by bob: pager went off" in end.outcome, end
+    if end.phase == "rolled_back":
+        with open_registry().session() as s:
+            rollback = ledger.history(s, "support-triage")[-1]
+        assert rollback.by == ("bob" if not cancelled_first else "carol"), rollback.by
+
+
+async def cancel_it(handle: WorkflowHandle) -> None:
+    await handle.cancel()
+    await cancel_taken(handle)
+
+
+async def abort_it(handle: WorkflowHandle) -> None:
+    await abort(handle)
+    await until_signal_taken(handle)

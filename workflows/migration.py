@@ -620,7 +620,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
     async def _restore_baseline(self, why: str) -> None:
         """100% back on the baseline (since CANCEL_SAFE_PATCH): waited for, retried, never dropped."""
         try:
-            await workflow.execute_activity(
+            changed = await workflow.execute_activity(
                 restore_baseline,
                 RestoreInput(
                     deployment=self.req.deployment,
@@ -642,7 +642,12 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             self._ending = (self._ending[0], f"{self._ending[1]}; {msg}")
             return
         self.traffic_moved = False
-        self._event("baseline_restored", f"100% on {self.plan.from_pair}")
+        if changed:
+            self._event("baseline_restored", f"100% on {self.plan.from_pair}")
+        else:  # the split never took effect, or another migration owns it: nothing of this one was live
+            self._event(
+                "baseline_unchanged", f"nothing of this migration was live; 100% on {self.plan.from_pair}"
+            )
 
     async def _finish_before_cancel_safe(self, phase: Phase, why: str) -> None:
         if self.traffic_moved:
