@@ -102,6 +102,7 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
     st = wait_phase(stack, "canary")
     assert st["approvals"][0] | {"at": None} == {
         "by": "alice",
+        "person": "alice",  # the registry's person the identity resolved to (approvals compare persons)
         "decision": "approve",
         "at": None,
         "channel": "cli",
