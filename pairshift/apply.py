@@ -35,6 +35,7 @@ from pairshift.people import IDENTITY_FIELDS, Person
 from pairshift.policy import Policy, format_validation_error
 from pairshift.prompts import TemplateProblem, check_template, content_hash
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
+from pairshift.registry.datasets import move_head, store_version
 from pairshift.registry.models import (
     Dataset,
     DatasetCase,
@@ -291,34 +292,11 @@ def _apply_dataset(s: Session, item: Located, result: ApplyResult) -> None:
             f"{item.where('version')}: dataset versions are immutable and {version_id} already holds other "
             "cases; give the changed cases a new version"
         )
-    if existing is None:
-        s.add(
-            DatasetVersion(
-                id=version_id,
-                name=cfg.name,
-                version=version,
-                content_hash=digest,
-                n_cases=len(cases),
-                source=str(source),
-            )
-        )
-        s.flush()
-        for idx, case in enumerate(cases):
-            s.add(
-                DatasetCase(
-                    dataset_version=version_id,
-                    idx=idx,
-                    case_id=case.id,
-                    data=case.model_dump(mode="json", by_alias=True),
-                )
-            )
-    head = s.get(Dataset, cfg.name)
-    if head is None:
-        s.add(Dataset(name=cfg.name, current_version=version_id))
+    store_version(s, name=cfg.name, version=version, digest=digest, cases=cases, source=str(source))
+    moved = move_head(s, cfg.name, version_id)
+    if moved == "created":
         return _record(result, True, f"created dataset {version_id} ({len(cases)} cases)")
-    if head.current_version != version_id:
-        head.current_version, head.updated_at = version_id, utcnow()
-        s.add(head)
+    if moved == "updated":
         return _record(result, True, f"updated dataset {cfg.name} -> {version_id} ({len(cases)} cases)")
     _record(result, False, "")
 

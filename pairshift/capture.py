@@ -26,11 +26,10 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from pairshift.datasets.cases import build_case, dataset_hash
+from pairshift.registry.datasets import move_head, store_version
 from pairshift.registry.models import (
     Capture,
     CapturedCase,
-    Dataset,
-    DatasetCase,
     DatasetVersion,
     Deployment,
     utcnow,
@@ -161,33 +160,15 @@ def finish_capture(s: Session, capture_id: str, dataset: str | None = None) -> D
     name = dataset or f"{row.deployment}-captured"
     cases = [_case(i, sample.data) for i, sample in enumerate(samples)]
     digest = dataset_hash(cases)
-    version_id = f"{name}@{digest[:12]}"
-    if s.get(DatasetVersion, version_id) is None:
-        version = DatasetVersion(
-            id=version_id,
-            name=name,
-            version=digest[:12],
-            content_hash=digest,
-            n_cases=len(cases),
-            source=f"captured from {row.deployment} ({capture_id})",
-        )
-        s.add(version)
-        s.flush()
-        for idx, case in enumerate(cases):
-            s.add(
-                DatasetCase(
-                    dataset_version=version_id,
-                    idx=idx,
-                    case_id=case.id,
-                    data=case.model_dump(mode="json", by_alias=True),
-                )
-            )
-    head = s.get(Dataset, name)
-    if head is None:
-        s.add(Dataset(name=name, current_version=version_id))
-    else:
-        head.current_version, head.updated_at = version_id, utcnow()
-        s.add(head)
+    version_id = store_version(
+        s,
+        name=name,
+        version=digest[:12],
+        digest=digest,
+        cases=cases,
+        source=f"captured from {row.deployment} ({capture_id})",
+    )
+    move_head(s, name, version_id)
     row.dataset_version = version_id
     s.flush()
     result = s.get(DatasetVersion, version_id)
