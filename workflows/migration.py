@@ -82,8 +82,6 @@ with workflow.unsafe.imports_passed_through():
 # traffic counts as moved before the split is scheduled, a cancel that reached an activity or the child is a
 # cancel, and _finish runs once, shielded, outside any except block. Histories from before replay the old run.
 CANCEL_SAFE_PATCH = "cancel-safe-compensation"
-# Gates keep watching the live split while a person decides mid-canary (issue 23 item 4): a breach rolls back.
-WATCH_DECISIONS_PATCH = "gates-watch-decisions"
 
 
 class _ContinueAsNew(Exception):
@@ -137,7 +135,6 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._ending: tuple[Phase, str] | None = None  # the first ending stands (since CANCEL_SAFE_PATCH)
         self._finished: set[str] = set()  # which of _finish's one-time steps are done
         self._ended_by: str | None = None  # who ended it (abort, reject), named on the rollback ledger row
-        self._live: tuple[int, Stage, datetime] | None = None  # the stage whose split is live, and since when
 
     # ------------------------------------------------------------------ run
 
@@ -374,8 +371,6 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         return await self._decide_on(stage, why, key=key)
 
     async def _decide_on(self, stage: int, why: str, *, key: str) -> None:
-        if self._safe and self.traffic_moved and self._live and workflow.patched(WATCH_DECISIONS_PATCH):
-            return await self._decide_watching(stage, why, key=key)
         ap = self.plan.policy.approvals
         self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
         previous = self.phase
@@ -412,75 +407,6 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         if previous == "canary":
             await self._set_phase("canary")
 
-    async def _decide_watching(self, stage: int, why: str, *, key: str) -> None:
-        """A decision mid-canary (since WATCH_DECISIONS_PATCH): the live stage's gate is still checked every
-        check_every_minutes while the person decides, and a breach rolls back without waiting for them."""
-        ap = self.plan.policy.approvals
-        self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
-        previous = self.phase
-        self._notify(
-            "approval_requested", f"{self.req.deployment}: {why} (stage {stage})", asks=True, stage=stage
-        )
-        await self._set_phase("awaiting_approval")
-        now = workflow.now()
-        every = timedelta(minutes=self.plan.policy.canary.check_every_minutes)
-        deadline = now + timedelta(hours=ap.timeout_hours)
-        next_remind, next_check = now + timedelta(hours=ap.remind_every_hours), now + every
-        while (verdict := rules.tally(self.votes.get(key, {}), ap.required)) is None:
-            now = workflow.now()
-            if now >= deadline:
-                raise _Stop(
-                    rules.stopped_phase(self.traffic_moved),
-                    f"no decision within {ap.timeout_hours:g} hours: rejected by timeout",
-                )
-            wake = min(deadline, next_remind, next_check)
-            if await self._wait(
-                lambda: rules.tally(self.votes.get(key, {}), ap.required) is not None or self._aborting(),
-                hours=(wake - now).total_seconds() / 3600,
-            ):
-                self._check_abort()
-                continue
-            if workflow.now() >= next_check:
-                await self._watch_live_stage(since_last=workflow.now() - (next_check - every))
-                next_check = workflow.now() + every
-            if next_remind <= workflow.now() < deadline:
-                self._notify(
-                    "approval_reminder",
-                    f"Reminder: {self.req.deployment} waits for a decision on stage {stage} ({why})",
-                    asks=True,
-                    stage=stage,
-                )
-                next_remind = workflow.now() + timedelta(hours=ap.remind_every_hours)
-        self.waiting = None
-        if verdict == "rejected":
-            by = rules.rejecter(self.votes[key])
-            self._ended_by = self._ended_by or by
-            raise _Stop(rules.stopped_phase(self.traffic_moved), f"rejected by {by} at stage {stage}")
-        if previous == "canary":
-            await self._set_phase("canary")
-
-    async def _watch_live_stage(self, since_last: timedelta) -> None:
-        """One gate check of the live stage during a decision: only a breach acts (it rolls back)."""
-        k, stage, since = self._live
-        self.stage.elapsed_hours += since_last.total_seconds() / 3600
-        check = await workflow.execute_activity(
-            check_stage,
-            StageCheckInput(
-                deployment=self.req.deployment,
-                migration=self._split_key(),
-                since=since,
-                percent=stage.percent,
-                canary=self.plan.policy.canary,
-                elapsed_hours=self.stage.elapsed_hours,
-                min_hours=stage.min_hours,
-            ),
-            **GATE,
-        )
-        self._record_check(check, rules.stage_max_hours(stage))
-        step = rules.after_check(check, index=k, stage=stage, elapsed_hours=self.stage.elapsed_hours)
-        if step.action == "roll_back":
-            raise _Stop("rolled_back", f"{step.why} (while waiting for a decision)")
-
     async def _canary(self, start: int = 0, resumed_since: datetime | None = None) -> None:
         stages = self.plan.policy.canary.stages
         for k, stage in enumerate(stages):
@@ -493,7 +419,6 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 since = resumed_since  # a continued run holds the stage it was in; the split never moved
             else:
                 since = await self._start_stage(k, stage)
-            self._live = (k, stage, since)
             decision = await self._hold(k, stage, since)
             self.stage_log.append(
                 StageOutcome(
