@@ -18,24 +18,13 @@ from pydantic import BaseModel
 from sqlalchemy import Float, Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from pairshift.observations.store import ERROR_OUTCOMES
+from pairshift.observations.store import ERROR_OUTCOMES, UNIT_COLUMNS
 from pairshift.registry.models import Observation, UnitAggregate
 from pairshift.unit_stats import QuantileSample, RatioSums, VariantStats
 
 VARIANTS = ("control", "candidate")
 _table = Observation.__table__  # type: ignore[attr-defined]
 _units = UnitAggregate.__table__  # type: ignore[attr-defined]
-_UNIT_COLUMNS = (
-    "calls",
-    "errors",
-    "invalid",
-    "score_n",
-    "score_sum",
-    "score_sumsq",
-    "cost_sum",
-    "cost_sumsq",
-    "first_latency_ms",
-)
 
 RanksFor = Callable[[int], Iterable[int]]
 
@@ -57,7 +46,7 @@ def _count_if(outcome: str) -> Any:
 
 
 def _stats(session: Session, units: Any, ranks_for: RanksFor | None) -> dict[str, VariantStats]:
-    """Sum a per-unit selectable (variant, unit and the _UNIT_COLUMNS) into VariantStats per variant."""
+    """Sum a per-unit selectable (variant, unit and the UNIT_COLUMNS) into VariantStats per variant."""
     u = units.c
     f = lambda col: cast(col, Float)  # noqa: E731  (squares of big counts overflow 32-bit integers)
     sq = lambda a, b=None: func.sum(f(a) * f(a if b is None else b))  # noqa: E731
@@ -141,7 +130,7 @@ def stage_stats(
     :func:`pairshift.gates.latency_ranks`); None fetches none.
     """
     units = (
-        select(_units.c.variant, _units.c.unit, *(getattr(_units.c, col) for col in _UNIT_COLUMNS))
+        select(_units.c.variant, _units.c.unit, *(getattr(_units.c, col) for col in UNIT_COLUMNS))
         .where(_units.c.migration == migration, _units.c.percent == percent)
         .subquery()
     )
@@ -188,7 +177,7 @@ def variant_stats(
         select(
             g.variant,
             g.unit,
-            *(getattr(g, col) for col in _UNIT_COLUMNS[:-1]),
+            *(getattr(g, col) for col in UNIT_COLUMNS[:-1]),
             first.c.latency_ms.label("first_latency_ms"),
         )
         .select_from(grouped.outerjoin(first, first.c.id == g.first_ok))

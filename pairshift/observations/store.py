@@ -230,7 +230,8 @@ _COLUMNS = (
 )
 
 
-_AGG_COLUMNS = (
+# A unit's aggregate columns, in the order ingest writes them (aggregates.py reads the same list).
+UNIT_COLUMNS = (
     "calls",
     "errors",
     "invalid",
@@ -279,9 +280,9 @@ def add_to_unit_aggregates(
     conn = session.connection()
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = _AGG_SQL.format(
-        cols=", ".join(_AGG_COLUMNS),
-        marks=", ".join([mark] * (4 + len(_AGG_COLUMNS))),
-        sums=", ".join(f"{c} = unit_aggregates.{c} + excluded.{c}" for c in _AGG_COLUMNS[:-1]),
+        cols=", ".join(UNIT_COLUMNS),
+        marks=", ".join([mark] * (4 + len(UNIT_COLUMNS))),
+        sums=", ".join(f"{c} = unit_aggregates.{c} + excluded.{c}" for c in UNIT_COLUMNS[:-1]),
     )
     conn.exec_driver_sql(sql, [(*key, *acc) for key, acc in sorted(sums.items())])
     return len(sums)
