@@ -3,17 +3,21 @@
 Used by tests, the demo and benchmarks so that the official ``anthropic`` and ``openai`` SDKs run
 unchanged against 127.0.0.1. Routes:
 
-- Anthropic: ``POST /v1/messages``, ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
-  ``GET /v1/messages/batches/{id}/results`` (JSONL). ``GET /v1/models`` answers in Anthropic's shape
+- Anthropic: ``POST /v1/messages`` and Message Batches (create, list, retrieve, cancel, results JSONL:
+  :mod:`pairshift.sim.batches`). ``GET /v1/models`` answers in Anthropic's shape
   when the request carries ``anthropic-version``, otherwise in OpenAI's (with ``shutdown_date``).
-- OpenAI: ``POST /v1/chat/completions`` and ``POST /v1/responses`` (the Responses API).
+- OpenAI: ``POST /v1/chat/completions``, ``POST /v1/responses`` (the Responses API), and the Files + Batch
+  API (:mod:`pairshift.sim.openai_batches`). Both batch APIs run on the clock of
+  :mod:`pairshift.sim.batch_jobs`
+  (``batch_delay_ms``, ``batch_failure_rate``, ``batch_expire_rate``, ``batch_cancel_ms``).
 - Streaming (``stream: true``) on ``/v1/messages`` and ``/v1/chat/completions``, as server-sent events in each
   provider's shape (:mod:`pairshift.wire_stream`); every check runs before the first byte, so a refusal is
   still a JSON error with its status. OpenAI's ``stream_options`` without ``stream`` is refused as OpenAI
   refuses it; the Responses API does not stream here.
 - Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
   ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
-  ``GET /_admin/answers`` (how often each distinct request was answered, by :func:`request_fingerprint`),
+  ``GET /_admin/batches`` (every batch created: id, wire, custom ids), ``GET /_admin/answers`` (how often
+  each distinct request was answered, by :func:`request_fingerprint`),
   ``POST /_admin/reset`` (back to the start settings, empty stats and windows).
 
 A requested id resolves through ``aliases`` to a sim snapshot or a ``mirror`` (a real-looking id,
@@ -56,7 +60,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from pairshift import wire_stream
 from pairshift.sim import refusals, wire, wire_responses
-from pairshift.sim.batches import Batch, add_batch_routes
+from pairshift.sim.batch_jobs import Job
+from pairshift.sim.batches import add_batch_routes
+from pairshift.sim.openai_batches import SimFile, add_openai_batch_routes
 from pairshift.sim.rules import check_request, rules_for
 from pairshift.sim.snapshots import ALIASES, SNAPSHOTS, SimOutput, count_tokens, simulate
 from pairshift.sim.wire import Failure
@@ -125,6 +131,11 @@ class SimSettings(BaseModel):
         default_factory=dict, description="snapshot -> context window in tokens, over its rules' default"
     )
     batch_delay_ms: float = Field(default=0.0, ge=0, description="a batch reports in_progress this long")
+    batch_failure_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of batch lines errored (500)"
+    )
+    batch_expire_rate: float = Field(default=0.0, ge=0, le=1, description="share of batch lines expired")
+    batch_cancel_ms: float = Field(default=0.0, ge=0, description="a canceled batch says canceling this long")
 
 
 @dataclass
@@ -136,7 +147,8 @@ class SimState:
     stats: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     windows: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     scripted: defaultdict[str, deque[FaultKind]] = field(default_factory=lambda: defaultdict(deque))
-    batches: dict[str, Batch] = field(default_factory=dict)
+    batches: dict[str, Job] = field(default_factory=dict)
+    files: dict[str, SimFile] = field(default_factory=dict)
     answered: Counter[str] = field(default_factory=Counter)  # request_fingerprint -> answers
     prompt_cache: set[tuple[str, str]] = field(default_factory=set)
     rng: random.Random = field(init=False)
@@ -152,6 +164,7 @@ class SimState:
             self.windows,
             self.scripted,
             self.batches,
+            self.files,
             self.answered,
             self.prompt_cache,
         ):
@@ -429,6 +442,15 @@ def _add_admin_routes(app: FastAPI, state: SimState) -> None:
         total: Counter[str] = sum(state.stats.values(), Counter())
         return {"models": {m: dict(c) for m, c in state.stats.items()}, "total": dict(total)}
 
+    @app.get("/_admin/batches")
+    async def get_batches() -> dict[str, Any]:
+        jobs = state.batches.values()
+        return {
+            "batches": [
+                {"id": j.id, "wire": j.wire, "custom_ids": [x.custom_id for x in j.lines]} for j in jobs
+            ]
+        }
+
     @app.get("/_admin/answers")
     async def get_answers() -> dict[str, dict[str, int]]:
         return {"answers": dict(state.answered)}
@@ -446,6 +468,7 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
     app.state.sim = state
     _add_provider_routes(app, state)
     add_batch_routes(app, state)
+    add_openai_batch_routes(app, state)
     _add_admin_routes(app, state)
     return app
 

@@ -389,54 +389,6 @@ def model_list(wire: WireName, ids: list[str], shutdown: Mapping[str, date]) -> 
     return {"object": "list", "data": items}
 
 
-def batch_line(
-    custom_id: str,
-    resolved: str | None,
-    out: SimOutput | None,
-    kind: ErrorKind | None = None,
-    message: str | None = None,
-) -> dict[str, Any]:
-    """One line of a batch's results file: a succeeded message or an errored result."""
-    if resolved is not None and out is not None:
-        return {
-            "custom_id": custom_id,
-            "result": {"type": "succeeded", "message": anthropic_message(resolved, out)},
-        }
-    _, body = error_body("anthropic", kind or "api_error", message or "failed")
-    return {"custom_id": custom_id, "result": {"type": "errored", "error": body}}
-
-
-def batch_object(
-    batch_id: str,
-    lines: list[dict[str, Any]],
-    created: datetime,
-    ends: datetime,
-    ended: bool,
-    results_url: str | None,
-) -> dict[str, Any]:
-    """A Message Batch object; counts show everything processing until the batch ends."""
-    succeeded = sum(1 for line in lines if line["result"]["type"] == "succeeded")
-    counts = {
-        "processing": 0 if ended else len(lines),
-        "succeeded": succeeded if ended else 0,
-        "errored": len(lines) - succeeded if ended else 0,
-        "canceled": 0,
-        "expired": 0,
-    }
-    return {
-        "id": batch_id,
-        "type": "message_batch",
-        "processing_status": "ended" if ended else "in_progress",
-        "request_counts": counts,
-        "ended_at": _iso(ends) if ended else None,
-        "created_at": _iso(created),
-        "expires_at": _iso(created + timedelta(hours=24)),
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": results_url,
-    }
-
-
 def jsonl(lines: list[dict[str, Any]]) -> str:
     """Lines as JSON Lines text."""
     return "".join(json.dumps(line) + "\n" for line in lines)
