@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pairshift import notices, providers
 from pairshift.contracts.migration import pair_id
 from pairshift.contracts.notices import Notice
+from pairshift.observations.store import DETAIL_MAX
 from pairshift.prompts import TemplateProblem
 from pairshift.providers import (
     CallParams,
@@ -135,22 +136,29 @@ def _checked(
     completion: Completion,
     validate: Callable[[str], bool] | None,
     score: Callable[[str], float | None] | None,
-) -> tuple[Outcome, float | None]:
-    """(outcome, score) of a successful call; an app callback that raises makes the call invalid."""
-    ok = not completion.truncated and json_mode_ok(params, text)
+) -> tuple[Outcome, float | None, str | None]:
+    """(outcome, score, detail) of a successful call; ``detail`` says why an output is invalid.
+
+    An app callback that raises makes the call invalid, its exception type named in the detail.
+    """
+    detail: str | None = None
+    if completion.truncated:
+        detail = "truncated: the output hit max_tokens"
+    elif not json_mode_ok(params, text):
+        detail = "not JSON: the prompt's response_format is json"
     value: float | None = None
+    step = "validate"
     try:
-        if validate is not None and ok:
-            ok = bool(validate(text))
+        if validate is not None and detail is None and not validate(text):
+            detail = "validate returned False"
+        step = "score"
         if score is not None:
             raw = score(text)
             value = None if raw is None else min(max(float(raw), 0.0), 1.0)
     except Exception as exc:  # noqa: BLE001 - the app's callback; its failure is the output's, not the pair's
-        log.warning(
-            "a validate/score callback raised %s: the call is recorded as invalid", type(exc).__name__
-        )
-        return "invalid", None
-    return ("ok" if ok else "invalid"), value
+        log.warning("a %s callback raised %s: the call is recorded as invalid", step, type(exc).__name__)
+        return "invalid", None, f"{step} raised {type(exc).__name__}"[:DETAIL_MAX]
+    return ("ok" if detail is None else "invalid"), value, detail
 
 
 # ---- the fallback rate notice
@@ -274,7 +282,12 @@ async def serve(
         if rescued is None:
             latency_ms = (time.perf_counter() - started) * 1000
             router.record(
-                unit_key, assignment, latency_ms=latency_ms, outcome="error", prompt_version=prompt_version
+                unit_key,
+                assignment,
+                latency_ms=latency_ms,
+                outcome="error",
+                prompt_version=prompt_version,
+                detail=type(exc).__name__,
             )
             _count(router, fallback=False)
             raise ServeError(assignment, exc) from None
@@ -282,12 +295,12 @@ async def serve(
     fallback = served_by is not assignment
     if fallback:
         outcome: Outcome = "fallback"
-        value = None
+        value, detail = None, None
         latency_ms = (
             time.perf_counter() - started
         ) * 1000  # what the user waited, the failed attempts included
     else:
-        outcome, value = _checked(completion.text, call.params, completion, validate, score)
+        outcome, value, detail = _checked(completion.text, call.params, completion, validate, score)
         latency_ms = completion.latency_ms
     router.record(
         unit_key,
@@ -301,6 +314,7 @@ async def serve(
         resolved_model=completion.resolved_model,
         served_pair=served_by.pair if fallback else None,
         prompt_version=prompt_version,
+        detail=detail,
     )
     _count(router, fallback=fallback)
     if outcome == "ok":
@@ -374,7 +388,12 @@ async def open_stream(
         if opened is None:
             latency_ms = (time.perf_counter() - started) * 1000
             router.record(
-                unit_key, assignment, latency_ms=latency_ms, outcome="error", prompt_version=prompt_version
+                unit_key,
+                assignment,
+                latency_ms=latency_ms,
+                outcome="error",
+                prompt_version=prompt_version,
+                detail=type(exc).__name__,
             )
             _count(router, fallback=False)
             raise ServeError(assignment, exc) from None
@@ -420,7 +439,7 @@ class Streaming:
                     self.ttft_ms = (time.perf_counter() - self._started) * 1000
                 yield event
                 event = await anext(self._events)
-        except ProviderError:
+        except ProviderError as exc:
             latency_ms = (time.perf_counter() - self._started) * 1000
             self.router.record(
                 self.unit_key,
@@ -429,6 +448,7 @@ class Streaming:
                 outcome="error",
                 prompt_version=self.prompt_version,
                 ttft_ms=self.ttft_ms,
+                detail=type(exc).__name__,
             )
             _count(self.router, fallback=False)
             raise
@@ -438,8 +458,9 @@ class Streaming:
     def _record(self, completion: Completion) -> None:
         fallback = self.fallback_from is not None
         outcome: Outcome = "fallback"
+        detail: str | None = None
         if not fallback:
-            outcome, _ = _checked(completion.text, self.call.params, completion, None, None)
+            outcome, _, detail = _checked(completion.text, self.call.params, completion, None, None)
         self.router.record(
             self.unit_key,
             self.assignment,
@@ -452,6 +473,7 @@ class Streaming:
             served_pair=self.served.pair if fallback else None,
             prompt_version=self.prompt_version,
             ttft_ms=self.ttft_ms,
+            detail=detail,
         )
         _count(self.router, fallback=fallback)
         if outcome == "ok":

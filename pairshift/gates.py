@@ -30,8 +30,11 @@ Stage gate, in order:
    for an identical one. (A margin of 0 turns this into "clearly worse than control at all".) Any breach
    -> ``breach``, at any check, with however few samples: the interval is valid at every sample size.
 5. Otherwise the stage **passes** only when every measured metric's interval lies wholly at or below its
-   margin (non-inferior), the smaller arm has ``min_samples``, and ``elapsed_hours >= min_hours``; anything
-   short of that is ``inconclusive`` (keep soaking; at ``max_hours`` the workflow asks a human).
+   margin (non-inferior), the smaller arm has ``min_samples``, ``elapsed_hours >= min_hours``, and writers
+   lost at most ``MAX_LOST_SHARE`` of either arm's calls before they reached the store (a stage does not pass
+   on evidence it never saw: the drops are the oldest queued calls of an overloaded or cut-off writer, not a
+   random sample); anything short of that is ``inconclusive`` (keep soaking; at ``max_hours`` the workflow
+   asks a human).
 
 The invalid-output rate has no field of its own in the policy; it is held to ``error_rate.max_increase``.
 """
@@ -56,6 +59,7 @@ MIN_RATIO_SAMPLES = 50  # a p95 from fewer units, or a mean cost from fewer call
 UNREACHABLE_SAMPLES = 10**12  # min_samples when non-inferiority can never be shown (a margin of 0)
 MAX_DESIGN_EFFECT = 50.0  # min_samples: auto never asks for more than this many times the iid sample
 MAX_CASES_NAMED = 5
+MAX_LOST_SHARE = 0.01  # a stage passes only if writers lost at most this share of an arm's calls
 
 
 # ---------------------------------------------------------------- eval gate
@@ -251,6 +255,7 @@ def stage_gate(
 ) -> StageCheck:
     """Judge one canary check: ``breach`` (roll back now), ``pass``, ``inconclusive`` or ``srm``."""
     samples = {"control": control.n, "candidate": candidate.n}
+    lost = {v: s.lost for v, s in (("control", control), ("candidate", candidate)) if s.lost}
     if percent >= 100:
         done = elapsed_hours >= min_hours
         reason = "no concurrent control at 100%: nothing to compare; the stage holds for min_hours only"
@@ -282,8 +287,26 @@ def stage_gate(
             reasons.append(f"the stage has run {elapsed_hours:.2f} of its {min_hours:g} minimum hours")
         if "inconclusive" in verdicts.values():
             decision = "inconclusive"
+    for variant, stats in (("control", control), ("candidate", candidate)):
+        if stats.lost:
+            share = stats.lost / (stats.n + stats.lost)
+            reasons.append(
+                f"{stats.lost:,} {variant} call(s) ({share:.2%}) were lost by writers before the store"
+                + (
+                    f"; a stage does not pass on evidence it lost (at most {MAX_LOST_SHARE:.0%})"
+                    if share > MAX_LOST_SHARE
+                    else ""
+                )
+            )
+            if share > MAX_LOST_SHARE and decision == "pass":
+                decision = "inconclusive"
     return StageCheck(
-        decision=decision, reasons=reasons, metrics=metrics, min_samples=min_samples, samples=samples
+        decision=decision,
+        reasons=reasons,
+        metrics=metrics,
+        min_samples=min_samples,
+        samples=samples,
+        lost=lost,
     )
 
 

@@ -32,6 +32,7 @@ from sqlmodel import Session, select
 from pairshift.capture import LiveCapture, live_capture, store_samples
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.observations import ObservationIn, ObservationWriter
+from pairshift.observations.store import DETAIL_MAX
 from pairshift.policy import Policy
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
@@ -344,6 +345,7 @@ class Router:
         served_pair: str | None = None,
         prompt_version: str | None = None,
         ttft_ms: float | None = None,
+        detail: str | None = None,
     ) -> None:
         """Queue one observation of a call the app made itself (non-blocking; the unit key is stored hashed).
 
@@ -369,6 +371,7 @@ class Router:
                 served_pair=served_pair,
                 prompt_version=prompt_version,
                 ttft_ms=ttft_ms,
+                detail=None if detail is None else detail[:DETAIL_MAX],
             )
         )
 

@@ -130,6 +130,9 @@ class VariantStats(BaseModel):
         default_factory=RatioSums, description="y = cost, n = calls; call_sq = sum cost^2."
     )
     latency: QuantileSample = Field(default_factory=QuantileSample)
+    lost: int = Field(
+        0, ge=0, description="Calls writers dropped before they reached the store (observation_losses)."
+    )
 
     @classmethod
     def from_units(

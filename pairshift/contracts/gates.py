@@ -29,3 +29,6 @@ class StageCheck(BaseModel):
     )
     min_samples: int
     samples: dict[str, int]
+    lost: dict[str, int] = Field(
+        default_factory=dict, description="Per variant: calls writers lost before the store"
+    )

@@ -19,7 +19,7 @@ from sqlalchemy import Float, Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from pairshift.observations.store import ERROR_OUTCOMES, UNIT_COLUMNS
-from pairshift.registry.models import Observation, UnitAggregate
+from pairshift.registry.models import Observation, ObservationLoss, UnitAggregate
 from pairshift.unit_stats import QuantileSample, RatioSums, VariantStats
 
 VARIANTS = ("control", "candidate")
@@ -134,7 +134,14 @@ def stage_stats(
         .where(_units.c.migration == migration, _units.c.percent == percent)
         .subquery()
     )
-    return _stats(session, units, ranks_for)
+    stats = _stats(session, units, ranks_for)
+    losses = select(ObservationLoss).where(
+        ObservationLoss.migration == migration, ObservationLoss.percent == percent
+    )
+    for loss in session.scalars(losses):
+        if loss.variant in stats:
+            stats[loss.variant].lost = loss.lost
+    return stats
 
 
 def variant_stats(

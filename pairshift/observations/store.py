@@ -20,10 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pairshift.registry.models import Deployment, LedgerEntry, Observation, utcnow
+from pairshift.registry.models import Deployment, LedgerEntry, Observation, ObservationLoss, utcnow
 
 MAX_BATCH = 10_000  # PRODUCT §9: at most 10,000 observations a request
 MAX_ERRORS_REPORTED = 20  # a refused batch names at most this many bad items
+DETAIL_MAX = 200  # an observation's detail (a check's name, an exception type) is a label, not a log
+MAX_LOSSES = 1_000  # loss reports in one request (one per deployment, migration and variant a writer saw)
 _table = Observation.__table__  # type: ignore[attr-defined]
 # Outcomes the gates count as an error of the observation's pair: a `fallback` is a call the assigned pair
 # failed and a pair of the deployment's chain served (users were answered, the pair still failed).
@@ -79,6 +81,11 @@ class ObservationIn(BaseModel):
         default=None, max_length=200, description="the app's own prompt version (gateway, X-Pairshift-Prompt)"
     )
     ttft_ms: float | None = Field(default=None, ge=0, description="streamed calls: time to the first token")
+    detail: str | None = Field(
+        default=None,
+        max_length=DETAIL_MAX,
+        description="why the output is invalid or the call errored (the failing check, the exception type)",
+    )
 
     @field_validator("at")
     @classmethod
@@ -87,6 +94,17 @@ class ObservationIn(BaseModel):
         if value is not None and value.utcoffset() is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class LossIn(BaseModel):
+    """Observations a writer dropped before the store (its queue was full), counted per variant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deployment: str = Field(min_length=1, max_length=200)
+    migration: str | None = Field(default=None, max_length=200)
+    variant: Literal["control", "candidate"]
+    lost: int = Field(ge=1, le=10**9)
 
 
 class ObservationBatch(BaseModel):
@@ -200,6 +218,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
                 o.served_pair,
                 o.prompt_version,
                 o.ttft_ms,
+                o.detail,
                 o.at or now,
             )
         )
@@ -226,7 +245,8 @@ _COLUMNS = (
     "served_pair",
     "prompt_version",
     "ttft_ms",
-    "at",
+    "detail",
+    "at",  # last: _bulk_insert formats it
 )
 
 
@@ -298,3 +318,39 @@ def _bulk_insert(session: Session, rows: list[tuple[Any, ...]]) -> None:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {_table.name} ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
     conn.exec_driver_sql(sql, rows)
+
+
+def store_losses(session: Session, losses: Sequence[LossIn | Mapping[str, Any]]) -> int:
+    """Add writers' loss counts to the current canary stage of their deployment; returns how many it kept.
+
+    Like :func:`add_to_unit_aggregates`, a loss belongs to the stage live when it is reported (a writer
+    reports at its first successful flush after the drop). A loss of another migration (a finished one), of a
+    deployment not canarying or unknown is not a stage's evidence and is left out.
+    """
+    items = [x if isinstance(x, LossIn) else LossIn.model_validate(x) for x in losses[:MAX_LOSSES]]
+    names = {x.deployment for x in items}
+    if not names:
+        return 0
+    stages = {
+        d.name: (d.migration, d.canary_percent)
+        for d in session.scalars(select(Deployment).where(Deployment.name.in_(names)))
+        if d.migration and d.canary_percent > 0
+    }
+    sums: dict[tuple[str, float, str], int] = {}
+    for x in items:
+        stage = stages.get(x.deployment)
+        if stage is None or (x.migration is not None and x.migration != stage[0]):
+            continue
+        key = (stage[0], stage[1], x.variant)
+        sums[key] = sums.get(key, 0) + x.lost
+    if not sums:
+        return 0
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(  # an upsert: concurrent writers on PostgreSQL add, never collide
+        f"INSERT INTO {ObservationLoss.__tablename__} (migration, percent, variant, lost) "
+        f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (migration, percent, variant) "
+        "DO UPDATE SET lost = observation_losses.lost + excluded.lost",
+        [(*key, lost) for key, lost in sorted(sums.items())],
+    )
+    return sum(sums.values())

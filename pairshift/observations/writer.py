@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pairshift.observations.store import BatchRejected, ObservationIn, store_batch
+from pairshift.observations.store import BatchRejected, LossIn, ObservationIn, store_batch, store_losses
 from pairshift.registry.store import Registry
 from pairshift.telemetry import metrics
 
@@ -28,6 +28,10 @@ class ObservationWriter:
     is dropped (``dropped`` counts them): fresh telemetry matters more to a gate than old. A failed flush puts
     the batch back (newest first wins the space) and is retried at the next interval; a batch the store
     refuses is split and only the refused items are discarded (``rejected``).
+
+    What it drops is not forgotten: the drops are counted per (deployment, migration, variant) and, at the
+    next successful flush, reported to ``losses`` (with a registry: the ``observation_losses`` of the stage
+    live then), so a canary gate knows how much of its evidence never arrived and does not pass on it.
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class ObservationWriter:
         registry: Registry | None = None,
         *,
         sink: Callable[[list[ObservationIn]], Any] | None = None,
+        losses: Callable[[list[LossIn]], Any] | None = None,
         max_queue: int = 100_000,
         batch_size: int = 5_000,
         flush_interval_s: float = 1.0,
@@ -42,6 +47,8 @@ class ObservationWriter:
         if (registry is None) == (sink is None):
             raise ValueError("ObservationWriter needs exactly one of registry or sink")
         self._sink = sink or self._registry_sink(registry)  # type: ignore[arg-type]
+        self._loss_sink = losses if registry is None else self._registry_loss_sink(registry)
+        self._lost: dict[tuple[str, str | None, str], int] = {}  # dropped, not yet reported
         self._queue: deque[ObservationIn] = deque(maxlen=max_queue)
         self._lock = threading.Lock()  # held only for O(1)/O(batch) deque work, never across I/O
         self._wake = threading.Event()
@@ -60,6 +67,38 @@ class ObservationWriter:
 
         return write
 
+    @staticmethod
+    def _registry_loss_sink(registry: Registry) -> Callable[[list[LossIn]], Any]:
+        def write(losses: list[LossIn]) -> int:
+            with registry.session() as s:
+                return store_losses(s, losses)
+
+        return write
+
+    def _count_lost(self, items: Any) -> None:
+        # Called under self._lock.
+        for o in items:
+            key = (o.deployment, o.migration, o.variant)
+            self._lost[key] = self._lost.get(key, 0) + 1
+
+    def _report_losses(self) -> None:
+        with self._lock:
+            lost, self._lost = self._lost, {}
+        if not lost or self._loss_sink is None:
+            return
+        report = [LossIn(deployment=d, migration=m, variant=v, lost=n) for (d, m, v), n in lost.items()]
+        try:
+            self._loss_sink(report)
+        except Exception as exc:  # noqa: BLE001 - keep the counts for the next flush
+            log.warning("could not report %d lost observation(s): %s", sum(lost.values()), exc)
+            with self._lock:
+                for key, n in lost.items():
+                    self._lost[key] = self._lost.get(key, 0) + n
+
+    @property
+    def unreported_losses(self) -> int:
+        return sum(self._lost.values())
+
     def start(self) -> ObservationWriter:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="pairshift-observations", daemon=True)
@@ -70,6 +109,7 @@ class ObservationWriter:
         """Queue one observation; never blocks on I/O. When full, the oldest queued item is dropped."""
         with self._lock:
             if len(self._queue) == self.max_queue:
+                self._count_lost([self._queue[0]])
                 self.dropped += 1
                 metrics.OBSERVATIONS.labels("writer", "dropped").inc()
             self._queue.append(item)  # a full deque with maxlen drops its left (oldest) end
@@ -90,6 +130,7 @@ class ObservationWriter:
         with self._lock:
             room = self.max_queue - len(self._queue)
             keep = batch[-room:] if room > 0 else []
+            self._count_lost(batch[: len(batch) - len(keep)])
             self.dropped += len(batch) - len(keep)
             metrics.OBSERVATIONS.labels("writer", "dropped").inc(len(batch) - len(keep))
             self._queue.extendleft(reversed(keep))
@@ -102,6 +143,8 @@ class ObservationWriter:
                 if not self._write(batch):
                     break
                 written += len(batch)
+            if self._lost and not self._failing:
+                self._report_losses()  # once a flush: a failed report waits for the next one
         return written
 
     def _write(self, batch: list[ObservationIn]) -> bool:

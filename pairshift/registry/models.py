@@ -288,6 +288,7 @@ class Observation(SQLModel, table=True):
     served_pair: str | None = None  # outcome fallback: the pair of the chain that served
     prompt_version: str | None = None  # the gateway: the app's prompt version (X-Pairshift-Prompt)
     ttft_ms: float | None = None  # streamed calls: time to the first token
+    detail: str | None = None  # why an output is invalid or a call errored (failing check, exception type)
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -315,6 +316,21 @@ class UnitAggregate(SQLModel, table=True):
     cost_sum: float = 0.0
     cost_sumsq: float = 0.0
     first_latency_ms: float | None = None
+
+
+class ObservationLoss(SQLModel, table=True):
+    """Observations of one canary stage's variant that a writer lost before they reached the store.
+
+    A writer drops its oldest queued items when its queue is full (the store slow or unreachable); it counts
+    them per (deployment, migration, variant) and reports the counts here at its next successful flush. The
+    stage gate reads them: a stage does not pass on evidence it lost (pairshift.gates).
+    """
+
+    __tablename__ = "observation_losses"
+    migration: str = Field(primary_key=True)
+    percent: float = Field(primary_key=True)
+    variant: str = Field(primary_key=True)
+    lost: int = 0
 
 
 class Capture(SQLModel, table=True):
