@@ -179,8 +179,9 @@ def finish_capture(s: Session, capture_id: str, dataset: str | None = None) -> D
 def _case(i: int, data: Mapping[str, Any]) -> Any:
     reference = str(data.get("reference", ""))
     variables = dict(data["vars"]) if "vars" in data else {"messages": data.get("messages", [])}
-    if "system" in data:
-        variables["system"] = data["system"]
+    for key in ("system", "params"):  # a gateway request's system text and call parameters
+        if key in data:
+            variables[key] = data[key]
     asserts: list[dict[str, Any]] = [{"type": "similar", "value": [reference], "threshold": SIMILARITY}]
     try:
         json.loads(reference)

@@ -413,9 +413,15 @@ def _external(router: Router) -> Router:
 
 
 def _capture_request(req: GatewayRequest) -> dict[str, Any]:
-    """What a capture keeps of a gateway request: the app's own turns (redacted before storage)."""
+    """What a capture keeps of a gateway request: the app's own turns, system text and call parameters (the
+    request a model-only eval replays; redacted before storage)."""
     turns = [{"role": m.role, "content": m.content} for m in req.messages]
-    return {"messages": turns, **({"system": req.system} if req.system else {})}
+    params = req.params.model_dump(exclude_none=True, exclude_defaults=True)
+    return {
+        "messages": turns,
+        **({"system": req.system} if req.system else {}),
+        **({"params": params} if params else {}),
+    }
 
 
 def _call_for(router: Router, req: GatewayRequest) -> Any:

@@ -33,6 +33,7 @@ def record_started(
                 reason=reason,
                 requested_by=requested_by,
                 phase="notice",
+                summary={"app_prompt": plan.app_prompt} if plan.app_prompt else None,
             )
         )
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from pairshift.contracts.migration import MigrationPlan, pair_id
+from pairshift.external import EXTERNAL, prompt_row, stated_prompt
 from pairshift.people import load_people
 from pairshift.policy import Policy, format_validation_error
 from pairshift.providers.base import ModelSpec
@@ -130,8 +131,13 @@ def resolve(
     dep = s.get(Deployment, deployment)
     if dep is None:
         raise InvalidRequest(f"unknown deployment {deployment!r} (see `pairshift get deployments`)")
+    if dep.prompt_external and to_prompt not in (None, EXTERNAL):
+        raise InvalidRequest(
+            f"deployment {dep.name} has `prompt: external` (its prompt lives in the app): a migration "
+            "changes its model only; ship a prompt change in the app (X-Pairshift-Prompt records its version)"
+        )
     target_prompt_id = to_prompt or dep.active_prompt
-    target_prompt = s.get(PromptVersion, target_prompt_id)
+    target_prompt = prompt_row(s, target_prompt_id)
     if target_prompt is None:
         raise InvalidRequest(f"unknown prompt version {target_prompt_id!r} (expected name@version)")
     target_model = find_model(s, to_model)
@@ -142,7 +148,7 @@ def resolve(
         )
     baseline_model_id = from_model or dep.active_model
     baseline_prompt, baseline_model = (
-        s.get(PromptVersion, dep.active_prompt),
+        prompt_row(s, dep.active_prompt),
         find_model(s, baseline_model_id),
     )
     if baseline_prompt is None or baseline_model is None:
@@ -152,8 +158,15 @@ def resolve(
             f"{pair_id(target_prompt_id, to_model)} is already the baseline pair of {dep.name}: nothing to do"
         )
     dataset_name = dataset or dep.dataset
+    if dataset_name is None and dep.prompt_external and s.get(Dataset, f"{dep.name}-captured") is not None:
+        dataset_name = f"{dep.name}-captured"  # what `pairshift datasets capture` wrote from its traffic
     if dataset_name is None:
-        raise InvalidRequest(f"deployment {dep.name} has no golden dataset: a migration needs evidence")
+        how = (
+            f"capture one from its gateway traffic (pairshift datasets capture {dep.name} --sample R --max N)"
+            if dep.prompt_external
+            else "a migration needs evidence"
+        )
+        raise InvalidRequest(f"deployment {dep.name} has no golden dataset: {how}")
     head = s.get(Dataset, dataset_name)
     if head is None:
         raise InvalidRequest(f"unknown dataset {dataset_name!r} (see `pairshift get datasets`)")
@@ -168,6 +181,7 @@ def resolve(
         dataset=dataset_name,
         policy=deployment_policy(s, dep, policy),
         people=load_people(s),
+        app_prompt=stated_prompt(s, dep.name) if dep.prompt_external else None,
     )
     return Resolution(plan, dep, baseline_prompt, target_prompt, baseline_model, target_model, version)
 

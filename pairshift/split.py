@@ -15,6 +15,7 @@ from typing import Any
 from sqlmodel import Session
 
 from pairshift import ledger
+from pairshift.external import stated_prompts
 from pairshift.registry.models import Deployment, utcnow
 
 
@@ -111,6 +112,8 @@ def promote(
     dep = _deployment(s, deployment, migration)
     if (dep.active_prompt, dep.active_model) == (prompt, model) and dep.migration is None:
         return False
+    if dep.prompt_external:  # the pair's prompt is the app's: the ledger says which versions it stated
+        evidence = {**evidence, "app_prompts": stated_prompts(s, deployment, migration)}
     _remember(dep)
     dep.active_prompt, dep.active_model = prompt, model
     dep.migration = dep.candidate_prompt = dep.candidate_model = None

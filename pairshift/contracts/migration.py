@@ -228,6 +228,11 @@ class MigrationPlan(BaseModel):
         description="The registry's people when the migration was planned: approvals and separation of "
         "duties compare persons. None in plans recorded before people existed (names compared as sent).",
     )
+    app_prompt: str | None = Field(
+        None,
+        description="A `prompt: external` deployment: the prompt version the app stated (X-Pairshift-Prompt) "
+        "when the migration was planned; both pairs are (that version, their snapshot). None otherwise.",
+    )
 
     @property
     def from_pair(self) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -45,7 +45,8 @@ from sqlmodel import Session, col, select
 from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
 from pairshift.evals.planning import CACHE_MAX_AGE, ArmFailed, call_fingerprint, load_cases
-from pairshift.prompts import TemplateProblem, render
+from pairshift.external import prompt_row, request_for
+from pairshift.prompts import TemplateProblem
 from pairshift.providers import (
     AuthError,
     BadRequest,
@@ -130,7 +131,7 @@ def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
         run = s.get(EvalRun, batch.run_id)
         if run is None:
             raise ArmFailed(f"eval run {batch.run_id} does not exist")
-        model, prompt = resolve_model(s, run.model), s.get(PromptVersion, run.prompt)
+        model, prompt = resolve_model(s, run.model), prompt_row(s, run.prompt)
         if model is None or prompt is None:
             raise ArmFailed(f"eval run {run.id}: model {run.model} or prompt {run.prompt} left the registry")
         cases = load_cases(s, run.dataset_version, batch.start, batch.stop)
@@ -202,24 +203,25 @@ async def call_limited(
     spec: ModelSpec,
     limits: dict[str, Any],
     system: str | None,
-    user: str,
+    user: str | Sequence[Message],
     params: CallParams,
     *,
     bucket: str | None = None,
 ) -> Completion:
     """One call through the model's process-wide limiter; 429 + retry-after push the bucket (module doc).
 
+    ``user`` is the user message, or the turns of a request (a ``prompt: external`` deployment's case).
+
     ``bucket`` names the provider limit (:attr:`ResolvedModel.bucket`, the row): an alias and the snapshot
     listing it share one; None keys by the name called.
     """
     limiter = limiter_for(spec.provider, bucket or spec.id, limits)
-    estimate = (len(system or "") + len(user)) / 4 + params.max_tokens
+    turns = [Message(role="user", content=user)] if isinstance(user, str) else list(user)
+    estimate = (len(system or "") + sum(len(t.content) for t in turns)) / 4 + params.max_tokens
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         async with limiter.slot(estimate):
             try:
-                done = await complete(
-                    spec, system, [Message(role="user", content=user)], params, retry=CALL_RETRY
-                )
+                done = await complete(spec, system, turns, params, retry=CALL_RETRY)
             except RateLimited as err:
                 if attempt == RATE_LIMIT_RETRIES or err.retry_after is None:
                     raise
@@ -237,7 +239,7 @@ class _Call:
     case: Case
     epoch: int
     system: str | None
-    user: str
+    turns: list[Message]
     params: CallParams
     messages: list[dict[str, Any]]
     params_dict: dict[str, Any]
@@ -245,17 +247,15 @@ class _Call:
 
 
 def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
-    system, user = render(work.prompt.system, work.prompt.template, case.vars)
-    params = CallParams(
-        **{**work.prompt.params, "seed": epoch}
-    )  # the epoch's seed (planning refuses one set)
+    system, turns, base = request_for(work.prompt, case.vars)  # rendered, or an external case's own
+    params = CallParams(**{**base, "seed": epoch})  # the epoch's seed (planning refuses one set)
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}
+        {"role": t.role, "content": t.content} for t in turns
     ]
     params_dict = params.model_dump(exclude_none=True)
     read = _read_model(work.model)
     key = cache_key(work.spec, read, messages, params_dict, epoch) if read else ""
-    return _Call(case, epoch, system, user, params, messages, params_dict, key)
+    return _Call(case, epoch, system, turns, params, messages, params_dict, key)
 
 
 def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Completion]:
@@ -416,7 +416,7 @@ async def _run_one(
                 work.spec,
                 work.model.row.limits,
                 call.system,
-                call.user,
+                call.turns,
                 call.params,
                 bucket=work.model.bucket,
             )
@@ -440,7 +440,7 @@ async def _run_one(
         latency_ms=done.latency_ms if done else 0.0,
         cost_usd=done.cost_usd if done else 0.0,
         error=error,
-        prompt=call.user,
+        prompt=call.turns[-1].content,
     )
     grader_error = None
     try:

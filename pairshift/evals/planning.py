@@ -23,8 +23,9 @@ from sqlmodel import Session, col, select
 from pairshift import judges
 from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest, RoutedEvalPlan
 from pairshift.datasets import Case
+from pairshift.external import is_external, request_for
 from pairshift.policy import EvalPolicy
-from pairshift.prompts import TemplateProblem, render
+from pairshift.prompts import TemplateProblem
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
 from pairshift.ratelimit import batch_route
 from pairshift.registry.models import (
@@ -157,9 +158,13 @@ def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> N
             raise EvalInputError(f"prompt {prompt.id}: params are not valid call params: {exc}") from None
         for case in cases:
             try:
-                render(prompt.system, prompt.template, case.vars)
+                _, _, params = request_for(prompt, case.vars)
+                if is_external(prompt.id):  # a captured request's own call parameters
+                    CallParams(**params)
             except TemplateProblem as exc:
                 raise EvalInputError(f"prompt {prompt.id} cannot render case {case.id!r}: {exc}") from None
+            except ValueError as exc:
+                raise EvalInputError(f"case {case.id!r}: vars.params are not call params: {exc}") from None
 
 
 def _check_pairs(r: _Resolved) -> None:

@@ -19,19 +19,20 @@ from dataclasses import dataclass
 from pairshift.contracts.evals import EvalPlan, PreflightResult
 from pairshift.evals.batches import call_limited, mark_failed
 from pairshift.evals.planning import load_cases, model_spec
-from pairshift.prompts import render
+from pairshift.external import prompt_row, request_for
 from pairshift.providers import (
     AuthError,
     CallParams,
     Completion,
     ContextLengthExceeded,
+    Message,
     ModelNotFound,
     ModelSpec,
     PermissionDenied,
     ProviderError,
     QuotaExceeded,
 )
-from pairshift.registry.models import Model, PromptVersion
+from pairshift.registry.models import Model
 from pairshift.registry.store import Registry
 from pairshift.resolver import resolve_model
 from pairshift.scorers.model_graded import rubric_prompt
@@ -53,7 +54,7 @@ class _Target:
     model: str
     spec: ModelSpec
     row: Model
-    requests: list[tuple[str | None, str, CallParams]]  # (system, user, params), first case first
+    requests: list[tuple[str | None, str | list[Message], CallParams]]  # (system, user or turns, params)
 
 
 def fix_for(err: ProviderError, model: str, prompt: str | None) -> str:
@@ -101,17 +102,14 @@ def _targets(registry: Registry, plan: EvalPlan) -> list[_Target]:
             if arm.reused or (arm.prompt, arm.model) in seen:
                 continue
             seen.add((arm.prompt, arm.model))
-            prompt, resolved = s.get(PromptVersion, arm.prompt), resolve_model(s, arm.model)
+            prompt, resolved = prompt_row(s, arm.prompt), resolve_model(s, arm.model)
             row = resolved.row if resolved else None
             if prompt is None or row is None:
                 raise PreflightRefused(f"preflight: {arm.prompt} or {arm.model} left the registry")
-            requests = [
-                (
-                    *render(prompt.system, prompt.template, case.vars),
-                    CallParams(**{**prompt.params, "seed": 0}),
-                )
-                for case in cases
-            ]
+            requests = []
+            for case in cases:  # as the batches build them (rendered, or an external case's own request)
+                system, turns, params = request_for(prompt, case.vars)
+                requests.append((system, turns, CallParams(**{**params, "seed": 0})))
             targets.append(
                 _Target(f"prompt {prompt.id}", arm.model, model_spec(row, arm.model), row, requests)
             )
