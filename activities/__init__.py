@@ -6,6 +6,7 @@ from activities.evals import EVAL_ACTIVITIES
 from activities.health import registry_health
 from activities.migration import ALL as MIGRATION_ACTIVITIES
 from activities.notices import post_slack_notice, send_notice
+from activities.retention import ALL as RETENTION_ACTIVITIES
 
 ALL_ACTIVITIES: list = [
     registry_health,
@@ -15,4 +16,5 @@ ALL_ACTIVITIES: list = [
     post_slack_notice,
     *DEPRECATION_SCAN_ACTIVITIES,
     *ALIAS_DRIFT_ACTIVITIES,
+    *RETENTION_ACTIVITIES,
 ]

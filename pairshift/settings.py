@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         description="host:port where the worker's Temporal SDK runtime serves its own Prometheus metrics "
         "(e.g. 127.0.0.1:9465); unset = not served.",
     )
+    retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="Observations older than this many days are folded into daily rollups and deleted (the "
+        "daily `pairshift-retention` Schedule, `pairshift observations prune`); a running migration's stay.",
+    )
 
     @property
     def registry_url(self) -> str:

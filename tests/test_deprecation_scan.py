@@ -40,7 +40,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.deprecation_scan import ALL as DEPRECATION_ACTIVITIES
     from activities.migration import prepare_migration, record_migration_phase
     from activities.notices import send_notice
-    from pairshift.cli.provider_calendar import DRIFT_SCHEDULE, SCAN_SCHEDULE, install_schedules
+    from pairshift.cli.provider_calendar import (
+        DRIFT_SCHEDULE,
+        RETENTION_SCHEDULE,
+        SCAN_SCHEDULE,
+        install_schedules,
+    )
     from pairshift.contracts.deprecation_scan import ScanRequest, ScanResult
     from pairshift.contracts.migration import MigrationRequest, PhaseInput, PrepareInput
     from workflows.deprecation_scan import DeprecationScanWorkflow
@@ -257,7 +262,7 @@ async def test_schedules_install_twice_leaves_one_schedule_each(
     client = dev_env.client
     queue = f"sched-{uuid.uuid4().hex[:8]}"
     first = await install_schedules(client, task_queue=queue)
-    assert first == {SCAN_SCHEDULE: "installed", DRIFT_SCHEDULE: "installed"}
+    assert first == {SCAN_SCHEDULE: "installed", DRIFT_SCHEDULE: "installed", RETENTION_SCHEDULE: "installed"}
     monkeypatch.setenv("PAIRSHIFT_TEMPORAL_ADDRESS", client.service_client.config.target_host)
     get_settings.cache_clear()
     again = await asyncio.to_thread(calendar_cli, "schedules", "install", "--json")
@@ -265,10 +270,13 @@ async def test_schedules_install_twice_leaves_one_schedule_each(
     assert again.json() == [
         {"id": SCAN_SCHEDULE, "status": "already installed"},
         {"id": DRIFT_SCHEDULE, "status": "already installed"},
+        {"id": RETENTION_SCHEDULE, "status": "already installed"},
     ]
     try:
-        listed = await _listed(client, {SCAN_SCHEDULE, DRIFT_SCHEDULE})
-        assert listed.count(SCAN_SCHEDULE) == 1 and listed.count(DRIFT_SCHEDULE) == 1
+        listed = await _listed(client, {SCAN_SCHEDULE, DRIFT_SCHEDULE, RETENTION_SCHEDULE})
+        assert [listed.count(i) for i in (SCAN_SCHEDULE, DRIFT_SCHEDULE, RETENTION_SCHEDULE)] == [1, 1, 1]
+        retention = await client.get_schedule_handle(RETENTION_SCHEDULE).describe()
+        assert retention.schedule.action.workflow == "RetentionWorkflow"
         desc = await client.get_schedule_handle(SCAN_SCHEDULE).describe()
         assert desc.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert desc.schedule.policy.catchup_window == timedelta(days=1)
@@ -276,5 +284,5 @@ async def test_schedules_install_twice_leaves_one_schedule_each(
         assert desc.schedule.action.workflow == "DeprecationScanWorkflow"
         assert desc.schedule.action.task_queue == queue  # the second install changed nothing
     finally:
-        for schedule_id in (SCAN_SCHEDULE, DRIFT_SCHEDULE):
+        for schedule_id in (SCAN_SCHEDULE, DRIFT_SCHEDULE, RETENTION_SCHEDULE):
             await client.get_schedule_handle(schedule_id).delete()

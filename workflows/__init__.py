@@ -5,6 +5,7 @@ from workflows.deprecation_scan import DeprecationScanWorkflow
 from workflows.evals import EvalWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
+from workflows.retention import RetentionWorkflow
 
 ALL_WORKFLOWS: list[type] = [
     HealthWorkflow,
@@ -12,4 +13,5 @@ ALL_WORKFLOWS: list[type] = [
     MigrationWorkflow,
     DeprecationScanWorkflow,
     AliasDriftWorkflow,
+    RetentionWorkflow,
 ]

@@ -18,6 +18,7 @@ from pairshift.cli import (
     doctor,
     evals,
     migration,
+    observations,
     provider_calendar,
     registry,
     slack,
@@ -50,6 +51,7 @@ app.add_typer(provider_calendar.schedules_app, name="schedules")
 app.add_typer(slack.app, name="slack")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(observations.app, name="observations")
 
 
 @app.callback()
@@ -85,9 +87,11 @@ def run(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, click.exceptions.Exit):
             return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        # typer >= 0.20 vendors its own click (typer._click), whose exceptions are not click's: both are
+        # usage errors (a bad option value, a missing argument), answered with one line and exit 2.
+        if isinstance(exc, click.ClickException | typer.TyperException) and hasattr(exc, "format_message"):
+            err_console.print(f"error: {exc.format_message()}", soft_wrap=True)
+            return int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
         if os.environ.get("PAIRSHIFT_DEBUG"):
             traceback.print_exc()
         code = EXIT_BAD_INPUT if isinstance(exc, _bad_input_types()) else EXIT_FAILED

@@ -51,7 +51,8 @@ deprecations_app = typer.Typer(help="Deprecation reminders and automatic migrati
 schedules_app = typer.Typer(help="The Temporal Schedules that run the scans.", no_args_is_help=True)
 
 SCAN_SCHEDULE, DRIFT_SCHEDULE = "pairshift-deprecation-scan", "pairshift-alias-drift"
-SCAN_EVERY, DRIFT_EVERY = timedelta(days=1), timedelta(hours=6)
+RETENTION_SCHEDULE = "pairshift-retention"
+SCAN_EVERY, DRIFT_EVERY, RETENTION_EVERY = timedelta(days=1), timedelta(hours=6), timedelta(days=1)
 CALENDAR_STALE_AFTER = timedelta(days=90)  # providers rewrite their pages; a quarter-old calendar misleads
 CATCHUP = timedelta(days=1)  # a server down overnight still runs the missed scan once, not a backlog
 SCAN_TIMEOUT = timedelta(minutes=10)  # without a polling worker the CLI would otherwise wait forever
@@ -239,9 +240,10 @@ def deprecations_scan(
 
 
 def schedules(task_queue: str) -> dict[str, Schedule]:
-    """The two Schedules: the daily deprecation scan and the alias-drift check every six hours."""
+    """The Schedules: the daily deprecation scan, the alias-drift check every six hours, daily retention."""
     from pairshift.contracts.alias_drift import AliasDriftRequest
     from pairshift.contracts.deprecation_scan import ScanRequest
+    from pairshift.contracts.retention import RetentionRequest
 
     policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=CATCHUP)
     return {
@@ -257,6 +259,13 @@ def schedules(task_queue: str) -> dict[str, Schedule]:
                 "AliasDriftWorkflow", AliasDriftRequest(), id=DRIFT_SCHEDULE, task_queue=task_queue
             ),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=DRIFT_EVERY)]),
+            policy=policy,
+        ),
+        RETENTION_SCHEDULE: Schedule(
+            action=ScheduleActionStartWorkflow(
+                "RetentionWorkflow", RetentionRequest(), id=RETENTION_SCHEDULE, task_queue=task_queue
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=RETENTION_EVERY)]),
             policy=policy,
         ),
     }
@@ -278,7 +287,7 @@ async def install_schedules(client: Client, *, task_queue: str | None = None) ->
 def schedules_install(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Create the deprecation-scan (daily) and alias-drift (every 6 hours) Schedules; idempotent."""
+    """Create the deprecation-scan (daily), alias-drift (every 6 hours) and retention (daily) Schedules."""
 
     async def _go() -> dict[str, str]:
         return await install_schedules(await connect_or_fail())

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from pairshift.contracts.migration import pair_id
@@ -271,7 +271,10 @@ class Observation(SQLModel, table=True):
     """One production call's telemetry (PRODUCT §2, §9)."""
 
     __tablename__ = "observations"
-    __table_args__ = (Index("ix_obs_deployment_migration_at", "deployment", "migration", "at"),)
+    __table_args__ = (
+        Index("ix_obs_deployment_migration_at", "deployment", "migration", "at"),
+        Index("ix_obs_at", "at"),  # retention rolls up by day across deployments
+    )
     id: int | None = Field(default=None, primary_key=True)
     deployment: str
     migration: str | None = None
@@ -316,6 +319,33 @@ class UnitAggregate(SQLModel, table=True):
     cost_sum: float = 0.0
     cost_sumsq: float = 0.0
     first_latency_ms: float | None = None
+
+
+class ObservationRollup(SQLModel, table=True):
+    """One day of one pair's observations in one variant, kept after retention deleted the calls.
+
+    ``pairshift observations prune`` (and the daily ``pairshift-retention`` Schedule) folds observations older
+    than ``retention_days`` into these sums and deletes them, so the table of calls does not grow without
+    bound while the history (calls, errors, tokens, cost, latency, scores per day) stays. ``migration`` is ''
+    for calls outside a migration (a primary key column cannot be NULL).
+    """
+
+    __tablename__ = "observation_rollups"
+    deployment: str = Field(primary_key=True)
+    migration: str = Field(primary_key=True)
+    pair: str = Field(primary_key=True)
+    variant: str = Field(primary_key=True)
+    day: date = Field(primary_key=True)
+    calls: int = Field(0, sa_type=BigInteger)
+    errors: int = Field(0, sa_type=BigInteger)  # outcome error or fallback: the assigned pair failed
+    invalid: int = Field(0, sa_type=BigInteger)
+    input_tokens: int = Field(0, sa_type=BigInteger)  # a busy deployment's day passes 2**31 tokens
+    output_tokens: int = Field(0, sa_type=BigInteger)
+    cost_usd: float = 0.0
+    latency_ms_sum: float = 0.0
+    latency_ms_max: float = 0.0
+    score_n: int = Field(0, sa_type=BigInteger)
+    score_sum: float = 0.0
 
 
 class ObservationLoss(SQLModel, table=True):
