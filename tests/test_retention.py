@@ -77,8 +77,9 @@ def test_a_late_call_in_a_rolled_up_day_is_added_to_it(registry: Registry) -> No
 
 def test_a_running_migrations_calls_are_kept_whatever_their_age(registry: Registry) -> None:
     apply_example(registry)
-    set_split(registry, 5)
     at = NOW - timedelta(days=45)
+    _store(registry, [_obs(at, 4)])  # stored before the migration: migration NULL, never "live"
+    set_split(registry, 5)
     _store(
         registry,
         [
@@ -88,7 +89,7 @@ def test_a_running_migrations_calls_are_kept_whatever_their_age(registry: Regist
         ],
     )
     result = roll_up(registry, cutoff_for(NOW, 30))
-    assert (result.rolled_up, result.kept_live) == (1, 2) and _count(registry) == 2
+    assert (result.rolled_up, result.kept_live) == (2, 2) and _count(registry) == 2
     set_split(registry, 0, migration=None, candidate=None)  # the migration ended
     assert roll_up(registry, cutoff_for(NOW, 30)).rolled_up == 2 and _count(registry) == 0
 

@@ -57,7 +57,9 @@ def _not_live(live: set[tuple[str, str]]) -> object:
     if not live:
         return True
     c = _obs.c
-    return not_(or_(*(and_(c.deployment == d, c.migration == m) for d, m in sorted(live))))
+    live_rows = or_(*(and_(c.deployment == d, c.migration == m) for d, m in sorted(live)))
+    # NOT (migration = m) is NULL, not true, for a call outside any migration: it would never be rolled up
+    return not_(func.coalesce(live_rows, False))
 
 
 def _roll_up_window(session: Session, start: datetime, end: datetime, keep: object) -> tuple[int, int]:
