@@ -170,7 +170,8 @@ def at_volume(url: str, n: int) -> list[tuple[str, str]]:
 
     gate_ms, window_ms, ingest_ms = _median_ms(gate), _median_ms(window), _median_ms(ingest)
     with registry.session() as s:
-        in_window = sum(v.n for v in variant_stats(s, DEPLOYMENT, MIGRATION, now - timedelta(days=1)).values())
+        day = variant_stats(s, DEPLOYMENT, MIGRATION, now - timedelta(days=1))
+    in_window = sum(v.n for v in day.values())
     started = time.perf_counter()
     rolled = roll_up(registry, cutoff_for(now, 30))
     roll_s = time.perf_counter() - started
