@@ -63,15 +63,17 @@ class StandInStatus(BaseModel):
 class StandInMigration:
     """Waits for decisions on stage 0 then stage 1, with MigrationWorkflow's rules and messages."""
 
-    def __init__(self) -> None:
-        self.inp: StandInInput | None = None
+    @workflow.init
+    def __init__(self, inp: StandInInput) -> None:
+        # The input is held from construction: an update delivered in the workflow's first task is validated
+        # before run() starts, and a validator reading state run() sets would fail (AttributeError on None).
+        self.inp = inp
         self.waiting: int | None = 0
         self.votes: dict[int, dict[str, str]] = {}
         self.refusals: list[RefusedAttempt] = []
 
     @workflow.run
     async def run(self, inp: StandInInput) -> str:
-        self.inp = inp
         for stage in (0, 1):
             self.waiting = stage
             await workflow.wait_condition(
