@@ -27,12 +27,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_pairshift_api_serves_health_and_openapi(tmp_path: Path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_pairshift_api_serves_health_and_openapi(tmp_path: Path, workers: str):
     port = _free_port()
     env = os.environ | {"PAIRSHIFT_HOME": str(tmp_path / "home")}
     env.pop("PAIRSHIFT_DATABASE_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "--port", str(port), "--host", "127.0.0.1", "--no-live-status"],
+        [sys.executable, "-c", LAUNCH, "--port", str(port), "--host", "127.0.0.1", "--no-live-status"]
+        + ["--workers", workers],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -49,6 +51,8 @@ def test_pairshift_api_serves_health_and_openapi(tmp_path: Path):
                 time.sleep(0.05)
         assert r.status_code == 200 and r.json()["ok"] is True
         assert "/v1/observations" in httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["paths"]
+        refused = httpx.get(f"http://127.0.0.1:{port}/v1/migrations")
+        assert refused.status_code == 401, "every worker process checks tokens"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
