@@ -180,7 +180,7 @@ def at_volume(url: str, n: int) -> list[tuple[str, str]]:
     gate_after_ms = _median_ms(gate)
     return [
         ("calls in `observations` (60 days, 200,000 units; the last 10% in the live migration)", f"{n:,}"),
-        ("load time (server-side generate_series, two indexes)", f"{load_s:.0f} s"),
+        ("load time (server-side generate_series, with its indexes)", f"{load_s:.0f} s"),
         ("table size with its indexes", before),
         ("gate check (`stage_stats`, 300,000-unit stage; target <= 200 ms)", f"{gate_ms:.0f} ms"),
         ("ingest of a 5,000-call batch into the full table (`store_batch`)", f"{ingest_ms:.0f} ms"),
