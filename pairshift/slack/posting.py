@@ -2,9 +2,11 @@
 
 The first message of a migration starts its thread (``migration_started`` always starts a new one, because a
 deployment's migration id repeats across runs); later notices reply in it, and the ones people must see
-(decisions asked, outcomes) are also broadcast to the channel. Messages that ask for a decision are stored,
-so their buttons can be replaced by the outcome: by the click handler at once, and here when a stage starts
-or the migration ends (which also covers decisions made from the CLI or the Temporal UI).
+(decisions asked, outcomes) are also broadcast to the channel. Migrations a deprecation started on one day
+off one model share a *digest* instead (:mod:`pairshift.slack.digest`): one channel message, edited to say
+where each stands, and every member's notices in its thread, not broadcast. Messages that ask for a decision
+are stored, so their buttons can be replaced by the outcome: by the click handler at once, and here when a
+stage starts or the migration ends (which also covers decisions made from the CLI or the Temporal UI).
 
 Errors are sorted for the caller (the ``post_slack_notice`` activity): :class:`SlackRetryable` for rate
 limits, 5xx and network failures (with Slack's ``Retry-After`` when it gave one), a skipped result for the
@@ -29,6 +31,7 @@ from pairshift.registry.store import Registry
 from pairshift.settings import get_settings
 from pairshift.slack import block_kit
 from pairshift.slack import messages as bk
+from pairshift.slack.digest import Digest, digest_message, digest_of, members
 
 log = logging.getLogger("pairshift.slack")
 
@@ -44,6 +47,14 @@ BROADCAST = frozenset(
     }
 )
 TERMINAL = frozenset({"promoted", "rolled_back", "rejected", "failed_eval"})
+# the phase a notice says its migration is in (its phase row may be recorded a moment later)
+PHASE_OF_NOTICE = {
+    "migration_started": "notice",
+    "approval_requested": "awaiting_approval",
+    "stage_started": "canary",
+    **{kind: kind for kind in TERMINAL},
+}
+DIGEST_CLAIM_S = 60.0  # a digest message claimed but not posted for this long was lost with its poster
 
 
 class SlackRetryable(Exception):
@@ -112,7 +123,8 @@ class SlackNotifier:
             notice = notice.model_copy(update={"run_id": self._live_run(notice.migration)})
         report = self._report_for(notice)
         message = bk.notice_message(notice, report)
-        thread = self._thread(notice)
+        digest = self._digest(notice)
+        thread = self._digest_thread(digest, notice.channel) if digest else self._thread(notice)
         kwargs: dict[str, Any] = dict(
             channel=notice.channel,
             text=message.text,
@@ -121,7 +133,7 @@ class SlackNotifier:
             unfurl_media=False,
         )
         if thread is not None:
-            kwargs.update(thread_ts=thread.ts, reply_broadcast=notice.kind in BROADCAST)
+            kwargs.update(thread_ts=thread.ts, reply_broadcast=notice.kind in BROADCAST and digest is None)
         try:
             resp = call_slack(self.client.chat_postMessage, **kwargs)
         except SlackRejected as exc:
@@ -136,6 +148,8 @@ class SlackNotifier:
         channel_id, ts = resp["channel"], resp["ts"]
         self._remember(notice, message, channel_id, ts, new_thread=thread is None)
         resolved = self._resolve_stale_buttons(notice)
+        if digest is not None and notice.kind in PHASE_OF_NOTICE:
+            self._refresh_digest(digest, thread, notice)
         return PostResult(
             channel_id=channel_id, ts=ts, thread_ts=thread.ts if thread else ts, buttons_resolved=resolved
         )
@@ -154,6 +168,88 @@ class SlackNotifier:
             return None
         with self.registry.session() as s:
             return s.get(SlackThread, (notice.migration, notice.channel))
+
+    # ------------------------------------------------------------ digests
+
+    def _digest(self, notice: Notice) -> Digest | None:
+        if not notice.migration:
+            return None
+        with self.registry.session() as s:
+            row = s.exec(
+                select(MigrationRow)
+                .where(MigrationRow.workflow_id == notice.migration)
+                .order_by(MigrationRow.started_at.desc())
+            ).first()
+            return digest_of(row)
+
+    def _digest_thread(self, digest: Digest, channel: str) -> SlackThread:
+        """The digest's message in ``channel``, posted by whichever member's notice comes first.
+
+        The first poster claims the row (ts ``pending``) in one transaction, so concurrent activities on
+        several workers post one message; the others raise :class:`SlackRetryable` and are retried once it
+        exists. A claim older than :data:`DIGEST_CLAIM_S` (its poster died) is taken over.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        with self.registry.session() as s:
+            row = s.get(SlackThread, (digest.key, channel))
+        if row is not None and row.ts != "pending":
+            return row
+        if row is not None:
+            age = (utcnow() - _aware(row.created_at)).total_seconds()
+            if age < DIGEST_CLAIM_S:
+                raise SlackRetryable("the digest message is being posted", retry_after=1.0)
+            with self.registry.session() as s:
+                s.merge(SlackThread(migration=digest.key, channel=channel, channel_id="", ts="pending"))
+        else:
+            try:
+                with self.registry.session() as s:
+                    s.add(SlackThread(migration=digest.key, channel=channel, channel_id="", ts="pending"))
+            except IntegrityError:
+                raise SlackRetryable("the digest message is being posted", retry_after=1.0) from None
+        with self.registry.session() as s:
+            message = digest_message(digest, members(s, digest))
+        try:
+            resp = call_slack(
+                self.client.chat_postMessage,
+                channel=channel,
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except BaseException:
+            with self.registry.session() as s:  # release the claim: the next attempt posts it
+                claimed = s.get(SlackThread, (digest.key, channel))
+                if claimed is not None and claimed.ts == "pending":
+                    s.delete(claimed)
+            raise
+        with self.registry.session() as s:
+            row = SlackThread(
+                migration=digest.key, channel=channel, channel_id=resp["channel"], ts=resp["ts"]
+            )
+            s.merge(row)
+        return row
+
+    def _refresh_digest(self, digest: Digest, thread: SlackThread, notice: Notice) -> None:
+        """Edit the digest message to say where each member stands (best effort: the next notice redoes)."""
+        with self.registry.session() as s:
+            rows = members(s, digest)
+        phase = PHASE_OF_NOTICE[notice.kind]
+        for row in rows:
+            if row.workflow_id == notice.migration:
+                row.phase = phase  # a copy detached from the session: what the notice says, not yet recorded
+        message = digest_message(digest, rows)
+        try:
+            call_slack(
+                self.client.chat_update,
+                channel=thread.channel_id,
+                ts=thread.ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+        except (SlackRetryable, SlackRejected) as exc:
+            log.warning("could not update the digest %s: %s", digest.key, exc)
 
     def _remember(
         self, notice: Notice, message: block_kit.Message, channel_id: str, ts: str, *, new_thread: bool
@@ -266,6 +362,12 @@ class SlackNotifier:
         from pairshift.evals import load_report  # the eval engine is only needed for eval summaries
 
         return load_report(self.registry, report_id)
+
+
+def _aware(at: Any) -> Any:
+    from datetime import UTC
+
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def default_links(notice: Notice) -> dict[str, str]:
