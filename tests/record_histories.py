@@ -6,13 +6,16 @@ on the time-skipping test server, in-process, each on a fresh registry and a fre
 - ``migration_promoted``: approved (update), paused and resumed in stage 0, stage 1 approved (signal),
   promoted;
 - ``migration_rolled_back``: a candidate with a 20% error rate, rolled back by the stage-0 gate;
+- ``migration_rolled_back_deciding``: the candidate breaks while stage 1 waits for a decision: the
+  StageWatchWorkflow child (``watch_breached``) sees the breach and the migration rolls back;
 - ``migration_rejected``: an ignored signal from a non-approver, then rejected (update) before any traffic
   moved;
 - ``migration_continued_first_run`` / ``_last_run``: a canary that continues as new every two gate checks;
 - ``migration_refused_start``: a start carrying an inline policy, refused before anything runs;
 
 and writes ``(await handle.fetch_history()).to_json()`` of each MigrationWorkflow, and of the promoted one's
-EvalWorkflow child (``eval_promoted``), to ``tests/histories/<name>.json``. Each scenario asserts the outcome
+EvalWorkflow child (``eval_promoted``) and StageWatchWorkflow child (``watch_cancelled``, cancelled once the
+stage-1 approval came), to ``tests/histories/<name>.json``. Each scenario asserts the outcome
 it is named after, so a re-recording that drifted fails here instead of recording the wrong thing.
 
 Re-record whenever workflow code changes on purpose, in the same change (see tests/test_replay.py).
@@ -44,6 +47,7 @@ from pairshift.contracts.migration import (
 )
 from pairshift.registry.store import forget_registry
 from pairshift.settings import get_settings
+from pairshift.sim.traffic import TrafficGenerator, profile_for
 from workflows.migration import MigrationWorkflow
 
 TESTS = Path(__file__).resolve().parent
@@ -101,9 +105,10 @@ async def promoted(env: WorkflowEnvironment) -> Recorded:
             run_id = (await handle.describe()).run_id
             child = env.client.get_workflow_handle(f"{handle.id}-eval-{run_id[:8]}")
             await child.result()
+            watch = env.client.get_workflow_handle(f"{handle.id}-watch-{run_id[:8]}-1")
     finally:
         traffic.close()
-    return {"migration_promoted": handle, "eval_promoted": child}
+    return {"migration_promoted": handle, "eval_promoted": child, "watch_cancelled": watch}
 
 
 async def rolled_back(env: WorkflowEnvironment) -> Recorded:
@@ -117,6 +122,25 @@ async def rolled_back(env: WorkflowEnvironment) -> Recorded:
     finally:
         traffic.close()
     return {"migration_rolled_back": handle}
+
+
+async def rolled_back_deciding(env: WorkflowEnvironment) -> Recorded:
+    """Stage 0 passes; while stage 1 waits for a decision, the candidate breaks: the watch rolls it back."""
+    traffic = Traffic(ALIKE)
+    try:
+        async with migration_worker(env.client, traffic=traffic) as tq:
+            handle = await _start(env.client, tq)
+            await wait_for(handle, waiting_on(0))
+            await _decide(handle, "alice")
+            await env.sleep(120)
+            await wait_for(handle, waiting_on(1))
+            traffic.gen = TrafficGenerator(traffic.router, profile_for(WORSE, seed=11))
+            await _expect(handle, "rolled_back")
+            run_id = (await handle.describe()).run_id
+            watch = env.client.get_workflow_handle(f"{handle.id}-watch-{run_id[:8]}-1")
+    finally:
+        traffic.close()
+    return {"migration_rolled_back_deciding": handle, "watch_breached": watch}
 
 
 async def continued(env: WorkflowEnvironment) -> Recorded:
@@ -215,7 +239,7 @@ def _test_server() -> str:
     return time_skipping_server_binary()
 
 
-SCENARIOS = (promoted, rolled_back, rejected, continued, refused)
+SCENARIOS = (promoted, rolled_back, rolled_back_deciding, rejected, continued, refused)
 
 
 async def main(names: list[str]) -> int:

@@ -631,3 +631,28 @@ async def cancel_it(handle: WorkflowHandle) -> None:
 async def abort_it(handle: WorkflowHandle) -> None:
     await abort(handle)
     await until_signal_taken(handle)
+
+
+# --- gates keep watching while a person decides (item 4) ------------------------------------------------
+
+
+async def test_a_breach_while_a_person_decides_rolls_back(pairshift_env, tmp_path, time_skipping_env):
+    """Stage 0 passes, stage 1 waits for approval with stage 0's 20% still live; the candidate then breaks:
+    the gate, still checking, rolls back without waiting for the person (before: an hour unwatched, then a
+    timeout)."""
+    from pairshift.sim.traffic import TrafficGenerator, profile_for
+
+    apply_small(tmp_path, policy=QUICK)
+    traffic = Traffic(BEHAVIOURS)
+    try:
+        async with migration_worker(time_skipping_env.client, traffic=traffic) as tq:
+            handle = await start(time_skipping_env.client, tq)
+            await to_canary(handle)
+            await wait_for(handle, waiting_on(1))
+            worse = {**BEHAVIOURS, "sim-fresh-2025-09": {**SAME, "error_rate": 0.3}}
+            traffic.gen = TrafficGenerator(traffic.router, profile_for(worse, seed=11))
+            end = await ending(handle)
+    finally:
+        traffic.close()
+    assert end.phase == "rolled_back" and "while waiting for a decision" in end.outcome, end
+    assert_records_agree(end)

@@ -44,7 +44,10 @@ EXPECTED = {
     "migration_rolled_back",
     "migration_rejected",
     "migration_refused_start",
+    "migration_rolled_back_deciding",
     "eval_promoted",
+    "watch_cancelled",
+    "watch_breached",
 }
 
 
@@ -59,6 +62,8 @@ def _workflow_id(history: dict) -> str:
     if started.get("workflowId"):
         return started["workflowId"]
     parent = started.get("parentWorkflowExecution")
+    if parent and started["workflowType"]["name"] == "StageWatchWorkflow":  # ...-watch-<run id[:8]>-<n>
+        return f"{parent['workflowId']}-watch-{parent['runId'][:8]}-1"
     if parent:  # MigrationWorkflow names its EvalWorkflow child <parent id>-eval-<parent run id[:8]>
         return f"{parent['workflowId']}-eval-{parent['runId'][:8]}"
     # The test server leaves workflowId out; a migration's id is migration-<deployment> (PRODUCT §8).
@@ -165,3 +170,22 @@ def test_histories_cover_both_sides_of_the_cancel_safe_patch() -> None:
     assert len(before) >= 4 and len(after) >= 4, [p.name for p in migrations]
     assert all(CANCEL_SAFE_PATCH not in _patch_ids(p) for p in before)
     assert all(CANCEL_SAFE_PATCH in _patch_ids(p) for p in after)
+
+
+# --- both branches of watch-stage-during-decisions (issue 23 item 4) ------------------------------------
+
+
+def test_histories_cover_both_sides_of_the_watch_patch() -> None:
+    """A decision mid-canary recorded before the patch (``-before-watch-stage``) replays the plain wait;
+    today's start a StageWatchWorkflow child, whose own histories (cancelled by the decision, breached) replay
+    too."""
+    from workflows.migration import WATCH_DECISIONS_PATCH
+
+    before = HISTORIES / "migration_promoted-before-watch-stage.json"
+    assert WATCH_DECISIONS_PATCH not in _patch_ids(before)
+    for name in ("migration_promoted", "migration_rolled_back_deciding"):
+        assert WATCH_DECISIONS_PATCH in _patch_ids(HISTORIES / f"{name}.json"), name
+    outcome = json.loads((HISTORIES / "watch_breached.json").read_text())["events"][-1]
+    assert outcome["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    cancelled = json.loads((HISTORIES / "watch_cancelled.json").read_text())["events"][-1]
+    assert cancelled["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"

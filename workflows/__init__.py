@@ -6,6 +6,7 @@ from workflows.evals import EvalWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.retention import RetentionWorkflow
+from workflows.stage_watch import StageWatchWorkflow
 
 ALL_WORKFLOWS: list[type] = [
     HealthWorkflow,
@@ -14,4 +15,5 @@ ALL_WORKFLOWS: list[type] = [
     DeprecationScanWorkflow,
     AliasDriftWorkflow,
     RetentionWorkflow,
+    StageWatchWorkflow,
 ]

@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
         StageCheckInput,
         StageOutcome,
         StageStatus,
+        StageWatchInput,
+        StageWatchResult,
         Waiting,
         check_stage,
         prepare_migration,
@@ -76,12 +78,17 @@ with workflow.unsafe.imports_passed_through():
         RESTORE,
         MigrationOutbox,
     )
+    from workflows.stage_watch import StageWatchWorkflow
 
 
 # Compensation survives cancellation (issue 23): traffic-moving activities are waited for through a cancel,
 # traffic counts as moved before the split is scheduled, a cancel that reached an activity or the child is a
 # cancel, and _finish runs once, shielded, outside any except block. Histories from before replay the old run.
 CANCEL_SAFE_PATCH = "cancel-safe-compensation"
+# Gates keep watching the live split while a person decides mid-canary (issue 23 item 4): a StageWatchWorkflow
+# child checks it, and its breach rolls back. (A first version, "gates-watch-decisions", checked from the
+# decision loop itself and was reverted: see workflows/stage_watch.py.)
+WATCH_DECISIONS_PATCH = "watch-stage-during-decisions"
 
 
 class _ContinueAsNew(Exception):
@@ -135,6 +142,8 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._ending: tuple[Phase, str] | None = None  # the first ending stands (since CANCEL_SAFE_PATCH)
         self._finished: set[str] = set()  # which of _finish's one-time steps are done
         self._ended_by: str | None = None  # who ended it (abort, reject), named on the rollback ledger row
+        self._live: tuple[int, Stage, datetime] | None = None  # the stage whose split is live, and since when
+        self._watches = 0  # StageWatchWorkflow children started by this run (their ids count them)
 
     # ------------------------------------------------------------------ run
 
@@ -370,7 +379,10 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 self.waiting = None  # however the wait ends, no late vote is taken for it
         return await self._decide_on(stage, why, key=key)
 
-    async def _decide_on(self, stage: int, why: str, *, key: str) -> None:
+    async def _decide_on(self, stage: int, why: str, *, key: str, watch: Any = None) -> None:
+        if watch is None and self._safe and self.traffic_moved and self._live:
+            if workflow.patched(WATCH_DECISIONS_PATCH):
+                return await self._decide_watching(stage, why, key=key)
         ap = self.plan.policy.approvals
         self.waiting = Waiting(stage=stage, key=key, why=why, since=workflow.now())
         previous = self.phase
@@ -387,10 +399,16 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                     f"no decision within {ap.timeout_hours:g} hours: rejected by timeout",
                 )
             if await self._wait(
-                lambda: rules.tally(self.votes.get(key, {}), ap.required) is not None or self._aborting(),
+                lambda: (
+                    rules.tally(self.votes.get(key, {}), ap.required) is not None
+                    or self._aborting()
+                    or (watch is not None and watch.done())
+                ),
                 hours=min(ap.remind_every_hours, left),
             ):
                 self._check_abort()
+                if watch is not None and watch.done():
+                    self._watch_ended(watch)
                 continue
             if (deadline - workflow.now()).total_seconds() > 0:
                 self._notify(
@@ -407,6 +425,53 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         if previous == "canary":
             await self._set_phase("canary")
 
+    async def _decide_watching(self, stage: int, why: str, *, key: str) -> None:
+        """A decision mid-canary (since WATCH_DECISIONS_PATCH): the stage whose split is live stays watched by
+        a StageWatchWorkflow child while the person decides, and its breach rolls back without waiting for
+        them. The wait itself is :meth:`_decide_on`'s (see workflows/stage_watch.py for why a child)."""
+        k, live, since = self._live
+        self._watches += 1
+        info = workflow.info()
+        watch = await workflow.start_child_workflow(
+            StageWatchWorkflow.run,
+            StageWatchInput(
+                check=StageCheckInput(
+                    deployment=self.req.deployment,
+                    migration=self._split_key(),
+                    since=since,
+                    percent=live.percent,
+                    canary=self.plan.policy.canary,
+                    elapsed_hours=self.stage.elapsed_hours,
+                    min_hours=live.min_hours,
+                ),
+                index=k,
+                stage=live,
+            ),
+            id=f"{info.workflow_id}-watch-{info.run_id[:8]}-{self._watches}",
+        )
+        stopped = False
+        try:
+            await self._decide_on(stage, why, key=key, watch=watch)
+        finally:
+            if not watch.done():  # decided, aborted, timed out or cancelled: the watch has no more to do
+                stopped = True
+                watch.cancel()
+                await self._shielded(self._settle(watch))
+        if not stopped:  # it ended by itself in the workflow task that brought the decision
+            self._watch_ended(watch)
+
+    def _watch_ended(self, watch: Any) -> None:
+        """A watch that returned by itself breached (one that failed for good raises ChildWorkflowError)."""
+        try:
+            breach: StageWatchResult = watch.result()
+        except ChildWorkflowError:
+            if self._cancel_requested():
+                return  # cancelled with the workflow: the cancel is what ends it
+            raise
+        self.stage.elapsed_hours = breach.elapsed_hours
+        self._record_check(breach.check, rules.stage_max_hours(self._live[1]))
+        raise _Stop("rolled_back", f"{breach.why} (while waiting for a decision)")
+
     async def _canary(self, start: int = 0, resumed_since: datetime | None = None) -> None:
         stages = self.plan.policy.canary.stages
         for k, stage in enumerate(stages):
@@ -419,6 +484,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 since = resumed_since  # a continued run holds the stage it was in; the split never moved
             else:
                 since = await self._start_stage(k, stage)
+            self._live = (k, stage, since)
             decision = await self._hold(k, stage, since)
             self.stage_log.append(
                 StageOutcome(

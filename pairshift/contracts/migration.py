@@ -15,7 +15,7 @@ from temporalio import activity
 from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
 from pairshift.people import People
-from pairshift.policy import CanaryPolicy, Policy
+from pairshift.policy import CanaryPolicy, Policy, Stage
 
 Phase = Literal[
     "notice",
@@ -377,6 +377,23 @@ class StageCheckInput(BaseModel):
     canary: CanaryPolicy
     elapsed_hours: float
     min_hours: float
+
+
+class StageWatchInput(BaseModel):
+    """``StageWatchWorkflow``'s input: the live stage a person's decision leaves running, to keep checking."""
+
+    check: StageCheckInput  # the stage's split, and how long it had run when the decision began
+    index: int
+    stage: Stage
+
+
+class StageWatchResult(BaseModel):
+    """How a watch ended by itself: the gate breached (a cancelled watch returns nothing)."""
+
+    why: str
+    check: StageCheck
+    checks: int
+    elapsed_hours: float
 
 
 # ---------------------------------------------------------------- activities
