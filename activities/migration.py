@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from temporalio.exceptions import ApplicationError
 
 from pairshift import split
@@ -76,8 +77,15 @@ def record_migration_phase(inp: PhaseInput) -> None:
 
 @implements(contract.record_audit_events)
 def record_audit_events(batch: AuditBatch) -> int:
-    with open_registry().session() as s:
-        return record_audit(s, workflow_id=batch.workflow_id, run_id=batch.run_id, events=batch.events)
+    """Append the batch's events not stored yet. The registry being unreachable is retried; a batch it refuses
+    (a constraint, a value it cannot store) is refused for good (AuditRefused): the workflow splits it."""
+    try:
+        with open_registry().session() as s:
+            return record_audit(s, workflow_id=batch.workflow_id, run_id=batch.run_id, events=batch.events)
+    except (OperationalError, DisconnectionError):
+        raise
+    except (SQLAlchemyError, ValueError, TypeError) as exc:
+        raise ApplicationError(str(exc)[:500], type="AuditRefused", non_retryable=True) from None
 
 
 @implements(contract.set_canary_split)

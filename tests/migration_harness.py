@@ -165,11 +165,16 @@ async def migration_worker(
     fail_checks: bool = False,
     fail_first_checks: int = 0,
     gates: list[Gate] = (),
+    replace: list[Callable] = (),
 ):
+    """A worker of every workflow and activity on a fresh task queue; ``check_stage`` runs ``traffic`` first,
+    ``gates`` hold or fail an activity, ``replace`` swaps in stand-ins (matched by activity name)."""
     activities = [
         a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
     ]
     activities.append(check_with_traffic(traffic, fail_checks, fail_first_checks))
+    swaps = {activity_name(a): a for a in replace}
+    activities = [swaps.get(activity_name(a), a) for a in activities]
     for gate in gates:
         activities = [gate.wrap(a) if activity_name(a) == gate.name else a for a in activities]
     task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"

@@ -189,3 +189,16 @@ def test_histories_cover_both_sides_of_the_watch_patch() -> None:
     assert outcome["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
     cancelled = json.loads((HISTORIES / "watch_cancelled.json").read_text())["events"][-1]
     assert cancelled["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED"
+
+
+def test_histories_cover_both_sides_of_the_outbox_patch() -> None:
+    """Closes and handovers recorded before ``outbox-carries-undelivered`` (``-before-outbox``) replay the
+    waiting outbox; today's replay the one that carries what is undelivered."""
+    from workflows.migration_outbox import OUTBOX_PATCH
+
+    before = sorted(HISTORIES.glob("migration_*-before-outbox.json"))
+    assert len(before) >= 5, [p.name for p in before]
+    for path in before:
+        assert OUTBOX_PATCH not in _patch_ids(path), path.name
+        today = HISTORIES / path.name.replace("-before-outbox", "")
+        assert OUTBOX_PATCH in _patch_ids(today), today.name

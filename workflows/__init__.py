@@ -5,6 +5,7 @@ from workflows.deprecation_scan import DeprecationScanWorkflow
 from workflows.evals import EvalWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
+from workflows.notice_delivery import NoticeDeliveryWorkflow
 from workflows.retention import RetentionWorkflow
 from workflows.stage_watch import StageWatchWorkflow
 
@@ -16,4 +17,5 @@ ALL_WORKFLOWS: list[type] = [
     AliasDriftWorkflow,
     RetentionWorkflow,
     StageWatchWorkflow,
+    NoticeDeliveryWorkflow,
 ]

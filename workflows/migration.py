@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         FINAL,
         GATE,
         MOVE,
+        OUTBOX_PATCH,
         REGISTRY,
         RESTORE,
         MigrationOutbox,
@@ -155,6 +156,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         if req.resume:
             self._restore(req.resume)
         self._safe = workflow.patched(CANCEL_SAFE_PATCH)
+        self._outbox_carry = self._safe and workflow.patched(OUTBOX_PATCH)
         outbox = self._start_outbox()
         if not self._safe:
             return await self._run_before_cancel_safe(req, outbox)
@@ -176,7 +178,8 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         # Nothing below runs inside an except block: a further cancel cannot escape the compensation.
         if handover is not None:
             self._event("continued_as_new", f"run {self._runs + 1} holds stage {handover.stage_index}")
-            await self._shielded(self._close(outbox))  # the audit log and notices flushed before the handover
+            # the audit log and notices: flushed before the handover, or (OUTBOX_PATCH) carried by it
+            await self._shielded(self._close(outbox, handover=True))
             if not self._cancel_requested():
                 workflow.continue_as_new(req.model_copy(update={"resume": self._carry(handover)}))
             cancelled, outbox = True, self._reopen_outbox()  # cancelled during the handover: compensate here
@@ -796,6 +799,8 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             abort=self.abort_req,
             promote_now_by=self.promote_now_by,
             runs=self._runs + 1,
+            notices=self._notices if self._outbox_carry else [],
+            audit=self._audit if self._outbox_carry else [],
         )  # signals that arrived during the handover travel with it
 
     def _restore(self, c: MigrationCarry) -> None:
@@ -809,6 +814,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             c.runs,
         )
         self.abort_req, self.promote_now_by = c.abort, c.promote_now_by
+        self._notices, self._audit = list(c.notices), list(c.audit)  # undelivered by the previous run
         stage = self.plan.policy.canary.stages[c.stage_index]
         self.stage = StageStatus(
             index=c.stage_index,

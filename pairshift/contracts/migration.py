@@ -14,6 +14,7 @@ from temporalio import activity
 
 from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
+from pairshift.contracts.notices import Notice
 from pairshift.people import People
 from pairshift.policy import CanaryPolicy, Policy, Stage
 
@@ -255,6 +256,19 @@ class StageOutcome(BaseModel):
     samples: dict[str, int]
 
 
+class AuditIn(BaseModel):
+    """An audit event as the workflow hands it over; ``key`` makes a retried write idempotent."""
+
+    key: str
+    event: str
+    at: datetime
+    actor: str | None = None
+    channel: str | None = None
+    stage: int | None = None
+    accepted: bool = True
+    detail: dict[str, Any] = {}
+
+
 class MigrationCarry(BaseModel):
     """What a long canary hands to its next run when it continues as new (history stays small; ids stay)."""
 
@@ -275,25 +289,18 @@ class MigrationCarry(BaseModel):
     abort: AbortSignal | None = None
     promote_now_by: str | None = None
     runs: int = 1
+    notices: list[Notice] = Field(
+        default_factory=list, description="Notices the previous run had not delivered (it does not wait)."
+    )
+    audit: list[AuditIn] = Field(
+        default_factory=list, description="Audit events the previous run had not written yet."
+    )
 
 
 MigrationRequest.model_rebuild()
 
 
 # ---------------------------------------------------------------- activity inputs
-
-
-class AuditIn(BaseModel):
-    """An audit event as the workflow hands it over; ``key`` makes a retried write idempotent."""
-
-    key: str
-    event: str
-    at: datetime
-    actor: str | None = None
-    channel: str | None = None
-    stage: int | None = None
-    accepted: bool = True
-    detail: dict[str, Any] = {}
 
 
 class PrepareInput(BaseModel):

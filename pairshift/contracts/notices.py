@@ -48,6 +48,12 @@ class Notice(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
 
 
+class NoticeDelivery(BaseModel):
+    """NoticeDeliveryWorkflow's input: the notices a migration had not delivered when it ended."""
+
+    notices: list[Notice]
+
+
 @activity.defn
 def send_notice(notice: Notice) -> list[str]:
     """Send a notice through every channel; returns the channels that failed (it never fails itself)."""
