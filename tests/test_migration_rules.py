@@ -41,6 +41,7 @@ OPEN = ApprovalPolicy(approvers=[], separation_of_duties=False)
         ("mallory", "approve", None, 0, POLICY, set(), "mallory is not an approver"),
         ("carol", "approve", None, 0, POLICY, set(), "carol requested this migration and cannot approve it"),
         ("alice", "approve", 1, 0, POLICY, set(), "stage 1 is not waiting for a decision (stage 0 is)"),
+        ("alice", "approve", 0, 1, POLICY, set(), "stale decision: stage 0 was decided already"),
         ("alice", "approve", None, None, POLICY, set(), "no stage is waiting"),
         ("alice", "approve", None, 0, POLICY, {"alice"}, "alice already decided on stage 0"),
         ("anyone", "approve", None, 0, OPEN, set(), None),

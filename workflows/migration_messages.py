@@ -29,6 +29,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import migration_rules as rules
 
 
+# Since this patch an approve/reject signal that names a stage is ignored (and audited) unless that stage is
+# the one waiting: a stale decision made for an earlier stage cannot count for the next.
+SIGNAL_STAGE_PATCH = "signals-carry-stage"
+
+
 class MigrationMessages:
     """Handlers of MigrationWorkflow's messages; expects the workflow's state (``plan``, ``waiting``,
     ``votes``, ``approvals``, ``phase``...) and its outbox (``_event``, ``_notify``)."""
@@ -76,7 +81,10 @@ class MigrationMessages:
 
     def _signal_decision(self, sig: ApproveSignal | RejectSignal, decision: Decision) -> None:
         channel = rules.signal_channel(sig.channel) if self._people() is not None else sig.channel
-        why = self._refusal(sig.by, decision, None, channel)
+        # a signal that names its stage decides that stage only (the patch is asked only when it names one:
+        # signals recorded before never did)
+        stage = sig.stage if sig.stage is not None and workflow.patched(SIGNAL_STAGE_PATCH) else None
+        why = self._refusal(sig.by, decision, stage, channel)
         if why:
             self._event(f"{decision}_ignored", why, actor=sig.by, channel=channel, accepted=False)
         else:

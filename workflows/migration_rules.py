@@ -73,7 +73,12 @@ def refuse_decision(
     approval must come through one of the policy's ``channels``; without (a plan recorded before), names are
     compared as sent and an empty approver list lets anyone decide, as they were then."""
     if waiting_stage is None:
-        return "no stage is waiting for a decision"
+        return "no stage is waiting for a decision" + (f" (this one is for stage {stage})" if stage else "")
+    if stage is not None and stage < waiting_stage:
+        return (
+            f"stale decision: stage {stage} was decided already and stage {waiting_stage} is waiting now "
+            f"(a decision counts only for the stage it names)"
+        )
     if stage is not None and stage != waiting_stage:
         return f"stage {stage} is not waiting for a decision (stage {waiting_stage} is)"
     why = _refuse_person(

@@ -81,12 +81,18 @@ class ApproveSignal(Actor):
     """Approve the decision that is waiting (the Temporal UI's path; the policy may ignore it)."""
 
     comment: str | None = None
+    stage: int | None = Field(
+        None, ge=0, description="The stage this decision is for (status: waiting.stage); another is ignored."
+    )
 
 
 class RejectSignal(Actor):
     """Reject the decision that is waiting: the migration stops (rolled back once traffic moved)."""
 
     comment: str | None = None
+    stage: int | None = Field(
+        None, ge=0, description="The stage this decision is for (status: waiting.stage); another is ignored."
+    )
 
 
 class PauseSignal(Actor):
