@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -30,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 N, WARMUP = 600, 100
+# `pairshift api ARGS` as a script cProfile can run (``python -m cProfile -o OUT SCRIPT ARGS``).
+_PROFILED = "import sys\nfrom pairshift.cli import run\nsys.argv[0] = 'pairshift'\nrun()\n"
 MODEL = "gpt-4o-2024-08-06"
 MESSAGES = [{"role": "user", "content": "Tier: gold\nTicket: I was charged twice, refund please"}]
 
@@ -108,6 +111,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gateway.md")
     parser.add_argument("-n", type=int, default=N)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="Run the API under cProfile (its event loop thread) and write the stats here; prints the top.",
+    )
     args = parser.parse_args()
     import openai
 
@@ -126,7 +135,12 @@ def main() -> int:
         try:
             _wait(f"{sim_url}/_admin/stats", sim)
             token = _setup(home, sim_url)
-            api = subprocess.Popen([exe, "api", "--port", str(api_port)], env=env)
+            argv = [exe, "api", "--port", str(api_port)]
+            if args.profile:  # `pairshift api` under cProfile: SIGINT lets uvicorn stop and the stats be written
+                script = home / "profiled_api.py"
+                script.write_text(_PROFILED)
+                argv = [sys.executable, "-m", "cProfile", "-o", str(args.profile), str(script), *argv[1:]]
+            api = subprocess.Popen(argv, env=env)
             _wait(f"http://127.0.0.1:{api_port}/healthz", api)
             direct = openai.OpenAI(base_url=f"{sim_url}/v1", api_key="sk-local", max_retries=0)
             gateway = openai.OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key=token, max_retries=0)
@@ -146,10 +160,18 @@ def main() -> int:
                     g_first.append(f)
                 rows.append(("streaming" if stream else "plain", d_total, g_total, d_first, g_first))
         finally:
+            if api is not None and args.profile:
+                api.send_signal(signal.SIGINT)
+                api.wait(30)
             for proc in (api, sim):
-                if proc is not None:
+                if proc is not None and proc.poll() is None:
                     proc.terminate()
                     proc.wait(10)
+    if args.profile:
+        import pstats
+
+        pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(35)
+        return 0
     lines = [
         "# Gateway latency: pairshift api's OpenAI-wire gateway vs a direct SDK call to the same sim server",
         "",

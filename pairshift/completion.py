@@ -250,7 +250,7 @@ def chain_for(split: Split, assignment: Assignment) -> list[Assignment]:
 
 async def _call(request_for: RequestFor, assignment: Assignment) -> tuple[Call, Completion]:
     call = request_for(assignment)
-    return call, await providers.complete(call.spec, call.system, call.messages, call.params)
+    return call, await providers.complete(call.spec, call.system, call.messages, call.params, direct=True)
 
 
 async def serve(
@@ -352,7 +352,7 @@ async def _open_stream(
     request_for: RequestFor, assignment: Assignment
 ) -> tuple[Call, AsyncIterator[StreamEvent], StreamEvent]:
     call = request_for(assignment)
-    events = providers.stream(call.spec, call.system, call.messages, call.params)
+    events = providers.stream(call.spec, call.system, call.messages, call.params, direct=True)
     return call, events, await anext(events)
 
 

@@ -263,6 +263,12 @@ def _backend_for(model: ModelSpec) -> Backend:
     return _backend(model.provider)
 
 
+def _direct_backend(model: ModelSpec) -> Backend | None:
+    from pairshift.providers import direct
+
+    return direct.call if direct.supports(model) else None
+
+
 async def complete(
     model: ModelSpec,
     system: str | None,
@@ -271,8 +277,12 @@ async def complete(
     *,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    direct: bool = False,
 ) -> Completion:
     """Call ``model`` once logically: retried here (and only here) on transient failures.
+
+    ``direct`` (the serving path) sends OpenAI-chat and Anthropic calls as JSON over a shared HTTP client
+    instead of through the SDK (:mod:`pairshift.providers.direct`); the same typed answers and errors.
 
     Raises the last :class:`ProviderError` when attempts are exhausted or the error is not
     retryable; ``error.attempts`` says how many were made. ``sleep`` waits between attempts (tests
@@ -280,7 +290,8 @@ async def complete(
     sleeps, such as a uvicorn server ticking on another thread).
     """
     policy = retry or RetryPolicy()
-    backend = _backend_for(model)
+    backend = _direct_backend(model) if direct else None
+    backend = backend or _backend_for(model)
     attempt = 0
     with tracing.genai_span(model.id, model.provider) as span:  # one GenAI span for all the attempts
         while True:

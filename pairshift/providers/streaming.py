@@ -42,13 +42,22 @@ async def stream(
     *,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    direct: bool = False,
 ) -> AsyncIterator[StreamEvent]:
-    """Stream one call (module doc); raises the typed :class:`ProviderError` like ``complete``."""
+    """Stream one call (module doc); raises the typed :class:`ProviderError` like ``complete``.
+
+    ``direct``: the serving path's stream, JSON over HTTP without the SDK (:mod:`pairshift.providers.direct`).
+    """
+    from pairshift.providers import direct as direct_calls
+
     policy = retry or RetryPolicy()
     attempt = 0
     while True:
         attempt += 1
-        events = _open(model, system, messages, params)
+        if direct and direct_calls.supports(model):
+            events = direct_calls.stream(model, system, messages, params)
+        else:
+            events = _open(model, system, messages, params)
         try:
             first = await anext(events)
             break

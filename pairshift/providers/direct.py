@@ -1,0 +1,325 @@
+"""The serving path's provider calls: JSON over one shared ``httpx.AsyncClient``, without the SDKs.
+
+``Router.complete``, ``/complete`` and the gateway answer users while they wait, so the time pairshift adds to
+a call is the product's cost (``make bench``: bench/results/gateway.md). The official SDKs spend most of it
+on typing (transforming the request through TypedDicts, constructing a pydantic object for the response
+and for every streamed chunk); here the request is the same body the SDK backends build (the
+``request_kwargs`` of :mod:`pairshift.providers.openai_provider` and ``anthropic_provider``), sent as JSON,
+and only what is recorded is read from the answer: text, resolved model, usage, finish reason. A stream's
+chunks are read with ``json.loads`` (no model objects), and the first delta's time is its ttft.
+
+Errors are the SDK backends' typed errors: a status with the body's ``error`` object through
+:func:`~pairshift.providers.errors.error_for_status`, a timeout as ``ProviderTimeout``, a connection failure
+as ``ProviderUnavailable``. Covered: OpenAI chat completions (``openai``, ``openai-compatible`` with ``api:
+chat``) and the Anthropic Messages API; anything else (the in-process sim, the Responses API) goes through
+its usual backend (:func:`supports`). Evals keep the SDKs (their overhead is nothing next to a rate limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from pairshift.providers.base import (
+    CallParams,
+    Completion,
+    FinishReason,
+    Message,
+    ModelSpec,
+    resolve_api_key,
+)
+from pairshift.providers.cost import cost_usd
+from pairshift.providers.errors import ProviderError, ProviderTimeout, ProviderUnavailable, error_for_status
+from pairshift.providers.rules import outgoing
+
+ANTHROPIC_VERSION = "2023-06-01"
+OPENAI_URL, ANTHROPIC_URL = "https://api.openai.com/v1", "https://api.anthropic.com"
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+_STOP: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "refusal",
+    "tool_use": "tool_calls",
+}
+
+# One client per event loop (an httpx pool is bound to the loop it first ran on), shared by every model.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+        client = _clients[loop] = httpx.AsyncClient(limits=limits, timeout=None, trust_env=False)
+    return client
+
+
+def supports(spec: ModelSpec) -> bool:
+    """Whether the serving path calls ``spec`` directly (module doc); else through its usual backend."""
+    if spec.provider in ("openai", "openai-compatible"):
+        return spec.api == "chat"
+    return spec.provider == "anthropic"
+
+
+def _request(
+    spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams, stream: bool
+) -> tuple[str, dict[str, str], dict[str, Any], list[str], str]:
+    """(url, headers, JSON body, dropped params, provider name) of one call."""
+    sent, dropped = outgoing(spec, params)
+    if spec.provider == "anthropic":
+        from pairshift.providers.anthropic_provider import request_kwargs as anthropic_kwargs
+
+        base = (spec.base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
+        key = resolve_api_key(spec, "ANTHROPIC_API_KEY", base)
+        body = anthropic_kwargs(spec, system, messages, sent)
+        body.update(body.pop("extra_body", {}))
+        headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+        if stream:
+            body["stream"] = True
+        return f"{base}/v1/messages", headers, body, dropped, "anthropic"
+    from pairshift.providers.openai_provider import client_for, request_kwargs
+
+    base = spec.base_url or os.environ.get("OPENAI_BASE_URL")
+    if not base:
+        client_for(spec)  # raises BadRequest for an openai-compatible model without base_url
+        base = OPENAI_URL
+    base = base.rstrip("/")
+    key = resolve_api_key(spec, "OPENAI_API_KEY", base)
+    body = request_kwargs(spec, system, messages, sent)
+    if stream:
+        body["stream"], body["stream_options"] = True, {"include_usage": True}
+    return f"{base}/chat/completions", {"authorization": f"Bearer {key}"}, body, dropped, "openai"
+
+
+def _error(provider: str, spec: ModelSpec, status: int, headers: httpx.Headers, raw: bytes) -> ProviderError:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = raw.decode(errors="replace")[:500] or None
+    error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else body
+    return error_for_status(provider, spec.id, status, headers, error)
+
+
+def _transport_error(provider: str, spec: ModelSpec, exc: httpx.HTTPError) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(
+            f"{provider} timed out after {spec.timeout_s}s for model {spec.id}", model=spec.id
+        )
+    return ProviderUnavailable(
+        f"{provider} connection failed for model {spec.id}: {type(exc).__name__}", model=spec.id
+    )
+
+
+async def call(
+    spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
+) -> Completion:
+    """One call, normalised like the SDK backends' (a :class:`Backend` for :func:`..base.complete`)."""
+    url, headers, body, dropped, provider = _request(spec, system, messages, params, stream=False)
+    started = time.perf_counter()
+    try:
+        response = await _client().post(url, json=body, headers=headers, timeout=spec.timeout_s)
+    except httpx.HTTPError as exc:
+        failure = _transport_error(provider, spec, exc)
+    else:
+        failure = None
+    if failure is not None:
+        raise failure  # outside the handler: the request (its headers hold the key) is not chained
+    latency_ms = (time.perf_counter() - started) * 1000
+    if response.status_code >= 400:
+        raise _error(provider, spec, response.status_code, response.headers, response.content)
+    data = json.loads(response.content)
+    if provider == "anthropic":
+        return _anthropic_completion(spec, data, latency_ms, dropped)
+    return _openai_completion(spec, data, latency_ms, dropped)
+
+
+def _openai_completion(
+    spec: ModelSpec, data: dict[str, Any], latency_ms: float, dropped: list[str]
+) -> Completion:
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    refusal = message.get("refusal")
+    finish: FinishReason = (
+        "refusal" if refusal else _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+    )
+    usage = data.get("usage") or {}
+    input_tokens, output_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Completion(
+        text=message.get("content") or refusal or "",
+        resolved_model=data.get("model") or spec.id,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=latency_ms,
+        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached),
+        finish_reason=finish,
+        cached_input_tokens=cached,
+        reasoning_tokens=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+        dropped_params=dropped,
+    )
+
+
+def _anthropic_usage(usage: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(input tokens in all, cache reads, 5-minute writes, 1-hour writes) of an Anthropic usage object."""
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
+    one_hour = (usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens") or 0
+    write_5m = max(0, written - one_hour)
+    return (usage.get("input_tokens") or 0) + read + write_5m + one_hour, read, write_5m, one_hour
+
+
+def _anthropic_completion(
+    spec: ModelSpec, data: dict[str, Any], latency_ms: float, dropped: list[str], ttft_ms: float | None = None
+) -> Completion:
+    text = "".join(b.get("text", "") for b in data.get("content") or () if b.get("type") == "text")
+    usage = data.get("usage") or {}
+    total_input, read, write_5m, write_1h = _anthropic_usage(usage)
+    output_tokens = usage.get("output_tokens") or 0
+    return Completion(
+        text=text,
+        resolved_model=data.get("model") or spec.id,
+        input_tokens=total_input,
+        output_tokens=output_tokens,
+        latency_ms=latency_ms,
+        cost_usd=cost_usd(
+            spec,
+            total_input,
+            output_tokens,
+            cached_input_tokens=read,
+            cache_write_5m_tokens=write_5m,
+            cache_write_1h_tokens=write_1h,
+        ),
+        finish_reason=_STOP.get(data.get("stop_reason") or "end_turn", "stop"),
+        cached_input_tokens=read,
+        cache_write_tokens=write_5m + write_1h,
+        dropped_params=dropped,
+        ttft_ms=ttft_ms,
+    )
+
+
+async def stream(
+    spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
+) -> AsyncIterator[str | Completion]:
+    """One streamed call: text deltas, then the :class:`Completion` (the events of
+    :func:`pairshift.providers.streaming.stream`)."""
+    url, headers, body, dropped, provider = _request(spec, system, messages, params, stream=True)
+    started = time.perf_counter()
+    failure: ProviderError | None = None
+    try:
+        async with _client().stream(
+            "POST", url, json=body, headers=headers, timeout=spec.timeout_s
+        ) as response:
+            if response.status_code >= 400:
+                raise _error(provider, spec, response.status_code, response.headers, await response.aread())
+            read = _openai_events if provider == "openai" else _anthropic_events
+            async for event in read(spec, response, started, dropped):
+                yield event
+    except httpx.HTTPError as exc:
+        failure = _transport_error(provider, spec, exc)
+    if failure is not None:
+        raise failure
+
+
+def _data(line: str) -> str | None:
+    """The payload of an SSE ``data:`` line (None for other lines)."""
+    if line.startswith("data:"):
+        return line[5:].lstrip(" ")
+    return None
+
+
+async def _openai_events(
+    spec: ModelSpec, response: httpx.Response, started: float, dropped: list[str]
+) -> AsyncIterator[str | Completion]:
+    ttft: float | None = None
+    parts: list[str] = []
+    model, finish, usage = spec.id, "stop", None
+    async for line in response.aiter_lines():
+        payload = _data(line)
+        if payload is None or not payload:
+            continue
+        if payload == "[DONE]":
+            continue  # read to the end: a response left unread closes its connection instead of pooling it
+        chunk = json.loads(payload)
+        if chunk.get("error"):
+            raise error_for_status("openai", spec.id, 500, {}, chunk["error"])
+        model = chunk.get("model") or model
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            finish = choice.get("finish_reason") or finish
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
+                parts.append(delta)
+                yield delta
+    usage = usage or {}
+    input_tokens, output_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    yield Completion(
+        text="".join(parts),
+        resolved_model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached),
+        finish_reason=_FINISH.get(finish, "stop"),
+        cached_input_tokens=cached,
+        reasoning_tokens=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+        dropped_params=dropped,
+        ttft_ms=ttft,
+    )
+
+
+async def _anthropic_events(
+    spec: ModelSpec, response: httpx.Response, started: float, dropped: list[str]
+) -> AsyncIterator[str | Completion]:
+    ttft: float | None = None
+    parts: list[str] = []
+    message: dict[str, Any] = {"model": spec.id, "usage": {}, "stop_reason": None}
+    async for line in response.aiter_lines():
+        payload = _data(line)
+        if not payload:
+            continue
+        event = json.loads(payload)
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            text = delta.get("text") if delta.get("type") == "text_delta" else None
+            if text:
+                if ttft is None:
+                    ttft = (time.perf_counter() - started) * 1000
+                parts.append(text)
+                yield text
+        elif kind == "message_start":
+            start = event.get("message") or {}
+            message["model"] = start.get("model") or message["model"]
+            message["usage"].update(start.get("usage") or {})
+        elif kind == "message_delta":
+            message["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or message["stop_reason"]
+            message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v})
+        elif kind == "error":
+            error = event.get("error") or {}
+            status = 529 if error.get("type") == "overloaded_error" else 500
+            raise error_for_status("anthropic", spec.id, status, {}, error)
+    message["content"] = [{"type": "text", "text": "".join(parts)}]
+    latency_ms = (time.perf_counter() - started) * 1000
+    yield _anthropic_completion(spec, message, latency_ms, dropped, ttft)

@@ -1,0 +1,100 @@
+"""The serving path's direct calls (pairshift.providers.direct) answer what the SDK backends answer, against
+the fake provider server on both wires: the same completion (text, resolved model, usage, cost, finish
+reason), the same stream, the same typed errors, the retry loop around them unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from pairshift import providers
+from pairshift.providers import (
+    CallParams,
+    Completion,
+    Message,
+    ModelNotFound,
+    ModelSpec,
+    ProviderUnavailable,
+    RateLimited,
+    RetryPolicy,
+)
+from pairshift.providers import direct as direct_calls
+
+MESSAGES = [Message(role="user", content="Tier: gold\nTicket: I was charged twice, refund please")]
+SYSTEM = "You triage support tickets. Reply with JSON only, with the keys severity and team."
+PARAMS = CallParams(temperature=0, max_tokens=200, seed=3)
+NO_RETRY = RetryPolicy(max_attempts=1)
+PRICE = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
+
+
+def specs(sim) -> list[ModelSpec]:
+    return [
+        ModelSpec(id="gpt-4o-2024-08-06", provider="openai", base_url=sim.openai_base_url, **PRICE),
+        ModelSpec(id="claude-sonnet-4-20250514", provider="anthropic", base_url=sim.base_url, **PRICE),
+    ]
+
+
+def same(a: Completion, b: Completion) -> None:
+    fields = ("text", "resolved_model", "input_tokens", "output_tokens", "cost_usd", "finish_reason")
+    assert {f: getattr(a, f) for f in fields} == {f: getattr(b, f) for f in fields}
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["openai", "anthropic"])
+async def test_a_direct_call_answers_what_the_sdk_answers(sim_server, which):
+    spec = specs(sim_server)[which]
+    assert direct_calls.supports(spec)
+    via_sdk = await providers.complete(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY)
+    direct = await providers.complete(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=True)
+    same(via_sdk, direct)
+    assert direct.text and direct.input_tokens > 0 and direct.cost_usd > 0
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["openai", "anthropic"])
+async def test_a_direct_stream_streams_what_the_sdk_streams(sim_server, which):
+    spec = specs(sim_server)[which]
+
+    async def events(direct: bool) -> tuple[list[str], Completion]:
+        out = [
+            e async for e in providers.stream(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=direct)
+        ]
+        assert isinstance(out[-1], Completion) and all(isinstance(e, str) for e in out[:-1])
+        return out[:-1], out[-1]
+
+    sdk_texts, sdk_done = await events(False)
+    texts, done = await events(True)
+    assert "".join(texts) == "".join(sdk_texts) == done.text and len(texts) > 1
+    same(sdk_done, done)
+    assert done.ttft_ms is not None and 0 < done.ttft_ms <= done.latency_ms
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["openai", "anthropic"])
+async def test_errors_are_the_same_typed_errors(sim_server, which):
+    spec = specs(sim_server)[which]
+    sim_server.retire(spec.id)
+    for direct in (False, True):
+        with pytest.raises(ModelNotFound) as gone:
+            await providers.complete(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=direct)
+        assert gone.value.status in (404, 410) and spec.id in str(gone.value)
+        assert gone.value.__context__ is None  # the request (its headers hold the key) is not attached
+    sim_server.retire()
+    sim_server.rate_limit(spec.id, requests=1, per_seconds=60)
+    await providers.complete(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=True)
+    with pytest.raises(RateLimited) as limited:
+        await providers.complete(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=True)
+    assert limited.value.retry_after is not None
+    with pytest.raises(RateLimited):  # a stream refused before its first event
+        async for _ in providers.stream(spec, SYSTEM, MESSAGES, PARAMS, retry=NO_RETRY, direct=True):
+            pass
+
+
+async def test_an_unreachable_provider_is_unavailable_and_retried_by_the_one_loop():
+    spec = ModelSpec(id="gpt-4o-2024-08-06", provider="openai", base_url="http://127.0.0.1:9/v1")
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
+    with pytest.raises(ProviderUnavailable) as failed:
+        await providers.complete(spec, None, MESSAGES, PARAMS, retry=policy, sleep=sleep, direct=True)
+    assert failed.value.attempts == 3 and len(slept) == 2
+    assert str(failed.value) == "openai connection failed for model gpt-4o-2024-08-06: ConnectError"
