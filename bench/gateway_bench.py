@@ -136,7 +136,7 @@ def main() -> int:
             _wait(f"{sim_url}/_admin/stats", sim)
             token = _setup(home, sim_url)
             argv = [exe, "api", "--port", str(api_port)]
-            if args.profile:  # `pairshift api` under cProfile: SIGINT lets uvicorn stop and the stats be written
+            if args.profile:  # `pairshift api` under cProfile; SIGINT lets uvicorn stop and write the stats
                 script = home / "profiled_api.py"
                 script.write_text(_PROFILED)
                 argv = [sys.executable, "-m", "cProfile", "-o", str(args.profile), str(script), *argv[1:]]

@@ -14,6 +14,7 @@ output was not what the app could use), never as an error of the pair, and never
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -40,13 +41,15 @@ from pairshift.providers import (
     RateLimited,
     StreamEvent,
 )
+from pairshift.providers.cost import cost_usd
 
 if TYPE_CHECKING:
     from pairshift.router import Assignment, Router, Split
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["ok", "error", "invalid", "fallback"]
+Outcome = Literal["ok", "error", "invalid", "fallback", "abandoned"]
+CHARS_PER_TOKEN = 4  # an abandoned stream's output tokens are estimated from its text (no usage yet)
 
 
 @dataclass(frozen=True)
@@ -405,6 +408,17 @@ async def open_stream(
     return streaming
 
 
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    """Close a provider stream (its HTTP response: the provider stops generating); never raises an error."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:  # noqa: BLE001 - the stream is being given up: its close failing changes nothing
+        log.debug("closing an abandoned stream failed: %s", exc)
+
+
 class Streaming:
     """An opened stream: where the unit was routed, who serves it, and the text to come (:meth:`texts`)."""
 
@@ -431,12 +445,18 @@ class Streaming:
     async def texts(self) -> AsyncIterator[str]:
         """The text deltas; at the end the observation is recorded and :attr:`completion` is set.
 
-        A stream the client abandons (it stops reading) is not recorded: its tokens and cost are unknown."""
+        A stream the client abandons (it stops reading: the generator is closed or its task cancelled) is
+        recorded as outcome ``abandoned`` (``fallback`` when the chain was serving it) with the time to first
+        token, the output tokens seen so far (estimated from the text, about 4 characters a token: the usage
+        comes only at a stream's end) and their cost; the provider's stream is closed, so it stops generating.
+        """
         event = self._first
+        seen = 0  # characters of text handed on
         try:
             while not isinstance(event, Completion):
                 if self.ttft_ms is None:
                     self.ttft_ms = (time.perf_counter() - self._started) * 1000
+                seen += len(event)
                 yield event
                 event = await anext(self._events)
         except ProviderError as exc:
@@ -452,8 +472,29 @@ class Streaming:
             )
             _count(self.router, fallback=False)
             raise
+        except (GeneratorExit, asyncio.CancelledError):
+            self._record_abandoned(seen)
+            await _close(self._events)
+            raise
         self.completion = event
         self._record(event)
+
+    def _record_abandoned(self, chars: int) -> None:
+        fallback = self.fallback_from is not None
+        tokens = -(-chars // CHARS_PER_TOKEN)
+        self.router.record(
+            self.unit_key,
+            self.assignment,
+            latency_ms=(time.perf_counter() - self._started) * 1000,
+            output_tokens=tokens,
+            cost_usd=cost_usd(self.call.spec, 0, tokens),
+            outcome="fallback" if fallback else "abandoned",
+            served_pair=self.served.pair if fallback else None,
+            prompt_version=self.prompt_version,
+            ttft_ms=self.ttft_ms,
+            detail="abandoned by the client",
+        )
+        _count(self.router, fallback=fallback)
 
     def _record(self, completion: Completion) -> None:
         fallback = self.fallback_from is not None

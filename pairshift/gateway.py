@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -450,8 +451,9 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
     async def openai_events() -> AsyncIterator[bytes]:
         chunks = wire_stream.OpenAIChunks(model)
         try:
-            async for text in opened.texts():
-                yield chunks.delta(text)
+            async with aclosing(opened.texts()) as texts:  # a client gone: texts() records it at once
+                async for text in texts:
+                    yield chunks.delta(text)
         except ProviderError as exc:
             yield wire_stream.sse(
                 {"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.kind}}
@@ -470,8 +472,9 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
         for event in wire_stream.anthropic_start(model, 0):
             yield event
         try:
-            async for text in opened.texts():
-                yield wire_stream.anthropic_delta(text)
+            async with aclosing(opened.texts()) as texts:
+                async for text in texts:
+                    yield wire_stream.anthropic_delta(text)
         except ProviderError as exc:
             yield wire_stream.anthropic_error("api_error", str(exc))
             return

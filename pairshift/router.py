@@ -338,7 +338,7 @@ class Router:
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: float = 0.0,
-        outcome: Literal["ok", "error", "invalid", "fallback"] = "ok",
+        outcome: Literal["ok", "error", "invalid", "fallback", "abandoned"] = "ok",
         score: float | None = None,
         at: datetime | None = None,
         resolved_model: str | None = None,

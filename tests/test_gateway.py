@@ -5,18 +5,22 @@ prompt version; errors in each wire's shape; the fallback chain streaming too.""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import httpx
 import openai
 import pytest
 import yaml
 from conftest import EXAMPLES, api_token
 from sqlalchemy import select
 
+from pairshift import providers
 from pairshift.api import create_app
 from pairshift.apply import apply_path
 from pairshift.observations import hash_unit
@@ -217,3 +221,36 @@ def test_a_provider_failure_without_a_chain_is_a_5xx_naming_the_pair(gateway, sq
     assert err.value.status_code == 502
     client.close()
     assert [o.outcome for o in rows(sqlite_registry)] == ["error"]
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_stream_the_client_abandons_is_recorded(gateway, sqlite_registry, monkeypatch, wire):
+    """The client reads the first delta and hangs up while the model still generates: the observation
+    says `abandoned`, with the time to first token and the tokens seen so far; the provider stream closes."""
+    closed = threading.Event()
+
+    async def generating(spec, system, messages, params, **kw):  # one delta, then a model that goes on
+        try:
+            yield "Hello there, "
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    monkeypatch.setattr(providers, "stream", generating)
+    base, token = gateway
+    path, body = (
+        ("/v1/chat/completions", {"model": DEPLOYMENT, "messages": MESSAGES, "stream": True, "user": "u-1"})
+        if wire == "openai"
+        else ("/v1/messages", {"model": DEPLOYMENT, "messages": MESSAGES, "max_tokens": 100, "stream": True})
+    )
+    headers = {"authorization": f"Bearer {token}", "x-pairshift-prompt": "app@7"}
+    with httpx.Client(base_url=base, timeout=10) as http:
+        with http.stream("POST", path, json=body, headers=headers) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert any("Hello there" in line for line in lines)  # read up to the first delta, then leave
+    assert closed.wait(10), "the provider's stream was never closed"
+    (row,) = rows(sqlite_registry)
+    assert (row.outcome, row.prompt_version, row.detail) == ("abandoned", "app@7", "abandoned by the client")
+    assert row.ttft_ms is not None and 0 < row.ttft_ms <= row.latency_ms
+    assert row.output_tokens == 4  # "Hello there, ": 13 characters seen, about 4 a token

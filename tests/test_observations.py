@@ -227,3 +227,17 @@ def test_unit_keys_are_keyed_hashes_when_a_key_is_set(monkeypatch):
     assert keyed != plain and len(keyed) == 32 and keyed == hash_unit("alice@example.com")
     monkeypatch.setenv("PAIRSHIFT_UNIT_HASH_KEY", "another")
     assert hash_unit("alice@example.com") != keyed, "the digest depends on the secret"
+
+
+def test_an_abandoned_stream_is_a_call_but_neither_an_error_nor_a_latency(canary):
+    """A stream the client gave up counts as a call of its pair, not as an error or invalid output, and its
+    latency (the client's patience) is not the unit's latency draw: the unit's next call is."""
+    with canary.session() as s:
+        store_batch(s, [obs(unit="u", latency_ms=5.0, outcome="abandoned"), obs(unit="u", latency_ms=400.0)])
+    ranks = lambda n: range(1, n + 1)  # noqa: E731
+    with canary.session() as s:
+        kept = stage_stats(s, MIGRATION, 20.0, ranks_for=ranks)["control"]
+        recount = variant_stats(s, DEPLOYMENT, MIGRATION, since=T0 - timedelta(hours=2), ranks_for=ranks)
+    for stats in (kept, recount["control"]):
+        assert (stats.n, stats.errors.y, stats.invalid.y) == (2, 0, 0)
+        assert stats.latency.order == {1: 400.0}

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import Float, Integer, and_, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from pairshift.observations.store import ERROR_OUTCOMES, UNIT_COLUMNS
+from pairshift.observations.store import ERROR_OUTCOMES, NO_LATENCY_OUTCOMES, UNIT_COLUMNS
 from pairshift.registry.models import Observation, ObservationLoss, UnitAggregate
 from pairshift.unit_stats import QuantileSample, RatioSums, VariantStats
 
@@ -159,7 +159,7 @@ def variant_stats(
     ``None`` takes every observation of the deployment in the window. ``ranks_for`` as in :func:`stage_stats`.
     """
     c = _table.c
-    first_ok = func.min(case((c.outcome.notin_(ERROR_OUTCOMES), c.id)))
+    first_ok = func.min(case((c.outcome.notin_(NO_LATENCY_OUTCOMES), c.id)))
     grouped = (
         select(
             c.variant,

@@ -30,6 +30,10 @@ _table = Observation.__table__  # type: ignore[attr-defined]
 # Outcomes the gates count as an error of the observation's pair: a `fallback` is a call the assigned pair
 # failed and a pair of the deployment's chain served (users were answered, the pair still failed).
 ERROR_OUTCOMES = ("error", "fallback")
+# Outcomes whose latency is not a call's: an error's, or a stream the client gave up (`abandoned`: neither an
+# error nor an invalid output of the pair, but its latency is the client's patience). The latency gate's one
+# draw per unit is the unit's first call of another outcome.
+NO_LATENCY_OUTCOMES = (*ERROR_OUTCOMES, "abandoned")
 
 
 UNIT_HASH_KEY_ENV = "PAIRSHIFT_UNIT_HASH_KEY"
@@ -61,7 +65,7 @@ class ObservationIn(BaseModel):
     input_tokens: int = Field(ge=0)
     output_tokens: int = Field(ge=0)
     cost_usd: float = Field(ge=0)
-    outcome: Literal["ok", "error", "invalid", "fallback"]
+    outcome: Literal["ok", "error", "invalid", "fallback", "abandoned"]
     score: float | None = Field(default=None, ge=0, le=1)
     at: datetime | None = Field(default=None, description="ISO-8601; default the time received; naive = UTC")
     migration: str | None = Field(
@@ -293,7 +297,7 @@ def add_to_unit_aggregates(
             acc[5] += score * score
         acc[6] += cost
         acc[7] += cost * cost
-        if acc[8] is None and outcome not in ERROR_OUTCOMES:
+        if acc[8] is None and outcome not in NO_LATENCY_OUTCOMES:
             acc[8] = latency  # the unit's first recorded call that did not error
     if not sums:
         return 0
