@@ -248,11 +248,11 @@ def _routes(state: _State) -> APIRouter:
         tags=["router"],
         dependencies=[Depends(require("resolve"))],
     )
-    def resolve(
+    async def resolve(
         name: str, unit: str = Query(..., min_length=1, max_length=512, description="the unit key")
     ) -> Assignment:
         """The pair serving ``unit`` now (sticky): for apps that cannot embed the Python router."""
-        assignment = _router_or_404(state, name).resolve(unit)
+        assignment = (await _router_async(state, name)).resolve(unit)  # in memory: no thread hop
         metrics.ROUTER_ASSIGNMENTS.labels(assignment.deployment, assignment.variant).inc()
         return assignment
 
@@ -266,7 +266,7 @@ def _routes(state: _State) -> APIRouter:
         """Resolve the unit, render its pair's prompt, call the provider, check and record (as
         ``Router.complete`` does). A provider failure answers 502 (refused), 503 (unavailable or rate limited
         after retries) or 504 (timeout) naming the pair; the observation is recorded either way."""
-        router = await run_in_threadpool(_router_or_404, state, name)
+        router = await _router_async(state, name)
         try:
             served = await serve(
                 router, body.unit, router.call_for(body.variables), capture_request={"vars": body.variables}
@@ -429,6 +429,12 @@ def _routes(state: _State) -> APIRouter:
         return HTMLResponse(await run_in_threadpool(read))
 
     return api
+
+
+async def _router_async(state: _State, name: str) -> Router:
+    """The deployment's router: from memory once started, else started on a thread (it reads the registry)."""
+    router = state.routers.get(name)
+    return router if router is not None else await run_in_threadpool(_router_or_404, state, name)
 
 
 def _router_or_404(state: _State, name: str) -> Router:
