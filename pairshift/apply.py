@@ -393,6 +393,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
             fallback=list(cfg.fallback) or None,
             prompt_external=cfg.external,
             redact=list(cfg.redact) or None,
+            online_checks=list(cfg.online_checks) or None,
         )
         s.add(row)
         s.flush()
@@ -417,6 +418,7 @@ def _apply_deployment(s: Session, item: Located, result: ApplyResult, *, by: str
         "policy": policy_name,
         "fallback": list(cfg.fallback) or None,
         "redact": list(cfg.redact) or None,
+        "online_checks": list(cfg.online_checks) or None,
     }
     changed = [k for k, v in wanted.items() if getattr(row, k) != v]
     for k in changed:

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pairshift import notices, providers
+from pairshift import notices, online_checks, providers
 from pairshift.contracts.migration import pair_id
 from pairshift.contracts.notices import Notice
 from pairshift.observations.store import DETAIL_MAX
@@ -44,6 +44,7 @@ from pairshift.providers import (
 from pairshift.providers.cost import cost_usd
 
 if TYPE_CHECKING:
+    from pairshift.datasets import Case
     from pairshift.router import Assignment, Router, Split
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,20 @@ def _checked(
     completion: Completion,
     validate: Callable[[str], bool] | None,
     score: Callable[[str], float | None] | None,
+    checks: Case | None = None,
 ) -> tuple[Outcome, float | None, str | None]:
     """(outcome, score, detail) of a successful call; ``detail`` says why an output is invalid.
 
-    An app callback that raises makes the call invalid, its exception type named in the detail.
+    ``checks`` are the deployment's online checks (:mod:`pairshift.online_checks`): the first one the output
+    fails is the detail. An app callback that raises makes the call invalid, its exception type named.
     """
     detail: str | None = None
     if completion.truncated:
         detail = "truncated: the output hit max_tokens"
     elif not json_mode_ok(params, text):
         detail = "not JSON: the prompt's response_format is json"
+    elif checks is not None and (failed := online_checks.failure(checks, text)) is not None:
+        detail = failed[:DETAIL_MAX]
     value: float | None = None
     step = "validate"
     try:
@@ -303,7 +308,9 @@ async def serve(
             time.perf_counter() - started
         ) * 1000  # what the user waited, the failed attempts included
     else:
-        outcome, value, detail = _checked(completion.text, call.params, completion, validate, score)
+        outcome, value, detail = _checked(
+            completion.text, call.params, completion, validate, score, router.split.online_checks
+        )
         latency_ms = completion.latency_ms
     router.record(
         unit_key,
@@ -501,7 +508,8 @@ class Streaming:
         outcome: Outcome = "fallback"
         detail: str | None = None
         if not fallback:
-            outcome, _, detail = _checked(completion.text, self.call.params, completion, None, None)
+            checks = self.router.split.online_checks
+            outcome, _, detail = _checked(completion.text, self.call.params, completion, None, None, checks)
         self.router.record(
             self.unit_key,
             self.assignment,

@@ -232,6 +232,23 @@ class DeploymentConfig(_Strict):
         "sampled request or output is stored (keys, bearer tokens and emails are always redacted).",
     )
 
+    online_checks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Reference-free assertions (the dataset vocabulary with inline values: is-json, "
+        "contains-json with a JSON schema, regex, not-contains, starts-with, word-count, ...) run on every "
+        "output served through pairshift (Router.complete, /complete, the gateway); an output that fails one "
+        "is recorded as outcome `invalid` with the failing check, and the canary gates invalid_rate. "
+        "Model-graded types, scripts, latency and cost are refused.",
+    )
+
+    @field_validator("online_checks")
+    @classmethod
+    def _online_checks(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from pairshift.online_checks import build
+
+        build(v)  # an OnlineCheckError (a ValueError) names the check
+        return v
+
     @field_validator("redact")
     @classmethod
     def _regexes(cls, v: list[str]) -> list[str]:

@@ -31,8 +31,10 @@ from sqlmodel import Session, select
 
 from pairshift.capture import LiveCapture, live_capture, store_samples
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
+from pairshift.datasets import Case
 from pairshift.observations import ObservationIn, ObservationWriter
 from pairshift.observations.store import DETAIL_MAX
+from pairshift.online_checks import build as build_online_checks
 from pairshift.policy import Policy
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
@@ -81,6 +83,7 @@ class Split:
     fallback_notice_rate: float = 0.01  # the policy's notice.fallback_rate
     notice_channel: str | None = None
     capture: LiveCapture | None = None  # a running `pairshift datasets capture` of the deployment
+    online_checks: Case | None = None  # the deployment's online_checks, run on every served output
 
     @property
     def percent(self) -> float:
@@ -139,7 +142,17 @@ def load_split(session: Session, deployment: str) -> Split:
         fallback_notice_rate=policy.notice.fallback_rate,
         notice_channel=policy.notice.slack_channel,
         capture=live_capture(session, dep),
+        online_checks=_online_checks(dep),
     )
+
+
+def _online_checks(dep: Deployment) -> Case | None:
+    """The deployment's online checks (validated at apply; a row edited by hand is refused here, loudly)."""
+    try:
+        return build_online_checks(dep.online_checks or [])
+    except ValueError as exc:
+        log.error("deployment %s: online_checks not run: %s", dep.name, exc)
+        return None
 
 
 def _chain_entry(entry: str) -> tuple[str | None, str]:

@@ -143,3 +143,18 @@ def test_router_complete_and_the_route_give_the_same_answer(registry):
     with _client(registry) as c:
         over_http = c.post(PATH, json={"unit": "unit-7", "variables": VARIABLES}).json()
     assert (direct.assignment.pair, direct.output) == (over_http["pair"], over_http["output"])
+
+
+def test_complete_runs_the_deployments_online_checks(registry):
+    with registry.session() as s:
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.online_checks = [
+            {"type": "is-json"},
+            {"type": "not-icontains", "value": "team", "metric": "no-team"},
+        ]
+        s.add(dep)
+    with _client(registry) as c:
+        r = c.post(PATH, json={"unit": "u1", "variables": VARIABLES})
+    assert r.status_code == 200 and '"team"' in r.json()["output"]  # the user is answered all the same
+    (row,) = observations(registry)
+    assert row.outcome == "invalid" and row.detail.startswith("online check no-team: ")

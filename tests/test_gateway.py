@@ -254,3 +254,23 @@ def test_a_stream_the_client_abandons_is_recorded(gateway, sqlite_registry, monk
     assert (row.outcome, row.prompt_version, row.detail) == ("abandoned", "app@7", "abandoned by the client")
     assert row.ttft_ms is not None and 0 < row.ttft_ms <= row.latency_ms
     assert row.output_tokens == 4  # "Hello there, ": 13 characters seen, about 4 a token
+
+
+def test_the_gateway_runs_online_checks_plain_and_streaming(gateway, sqlite_registry):
+    with sqlite_registry.session() as s:  # before the API's first request loads the split
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.online_checks = [{"type": "not-icontains", "value": "team", "metric": "no-team"}]
+        s.add(dep)
+    client = _oai(gateway)
+    answer = client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES, user="u-1")
+    assert "team" in answer.choices[0].message.content.lower()
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES, user="u-1", stream=True)
+        if c.choices
+    )
+    assert "team" in text.lower()
+    client.close()
+    got = rows(sqlite_registry)
+    assert len(got) == 2 and {o.outcome for o in got} == {"invalid"}
+    assert all(o.detail.startswith("online check no-team: ") for o in got)

@@ -133,6 +133,9 @@ class Deployment(SQLModel, table=True):
     redact: list[str] | None = _json(
         default=None, nullable=True
     )  # regexes applied before a capture is stored
+    online_checks: list[dict[str, Any]] | None = _json(
+        default=None, nullable=True
+    )  # reference-free assertions run on every served output (pairshift.online_checks)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
