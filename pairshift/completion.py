@@ -21,7 +21,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy import case, func, or_, select, update
 
 from pairshift import notices, online_checks, providers
 from pairshift.contracts.migration import pair_id
@@ -42,9 +45,11 @@ from pairshift.providers import (
     StreamEvent,
 )
 from pairshift.providers.cost import cost_usd
+from pairshift.registry.models import Deployment, Observation, utcnow
 
 if TYPE_CHECKING:
     from pairshift.datasets import Case
+    from pairshift.registry.store import Registry
     from pairshift.router import Assignment, Router, Split
 
 log = logging.getLogger(__name__)
@@ -184,14 +189,22 @@ def fallback_notice_due(
     return last_sent_s is None or now_s - last_sent_s >= 3600.0
 
 
+FLEET_CHECK_S = 60.0  # a process reads the fleet's rate at most this often (only while it serves fallbacks)
+
+
 class FallbackWindow:
-    """Calls and fallbacks of one deployment over the last hour, in one-minute buckets (no per-call list)."""
+    """Calls and fallbacks of one deployment over the last hour, in one-minute buckets (no per-call list).
+
+    The per-process view: a router with a registry decides from the fleet's (:func:`fleet_notice`); this
+    window then only paces its reads of the fleet (:meth:`fleet_check_due`)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[int, list[int]] = {}  # minute -> [calls, fallbacks]
         self._lock = threading.Lock()
         self.last_sent_s: float | None = None
+        self.last_fleet_check_s: float | None = None
+        self.checking: threading.Thread | None = None  # the last fleet check (tests join it)
 
     def add(self, fallback: bool) -> tuple[int, int]:
         """Count one call; returns (calls, fallbacks) over the last 60 minutes."""
@@ -216,24 +229,90 @@ class FallbackWindow:
             self.last_sent_s = now
             return True
 
+    def fleet_check_due(self) -> bool:
+        """Whether to read the fleet's rate now (at most once every :data:`FLEET_CHECK_S`); marks it read."""
+        now = self._clock()
+        with self._lock:
+            if self.last_fleet_check_s is not None and now - self.last_fleet_check_s < FLEET_CHECK_S:
+                return False
+            self.last_fleet_check_s = now
+            return True
+
+
+def _notice(split: Split, calls: int, fallbacks: int, scope: str) -> Notice:
+    return Notice(
+        kind="fallback_rate",
+        deployment=split.deployment,
+        migration=split.migration,
+        title=f"{split.deployment}: {fallbacks / calls:.1%} of calls in the last hour were served by the "
+        f"fallback chain (notice above {split.fallback_notice_rate:.1%})",
+        text="The assigned pair is failing (a retired or unavailable model?); the chain serves users "
+        f"(counted {scope}).",
+        facts={"calls": calls, "fallbacks": fallbacks, "threshold": split.fallback_notice_rate},
+        channel=split.notice_channel,
+    )
+
+
+def fleet_notice(registry: Registry, split: Split) -> Notice | None:
+    """The fleet-wide decision: the deployment's calls and fallbacks over the last hour from the registry's
+    observations (every process's), and the hour's one notice claimed on the deployment row, so that one
+    process sends it whatever the number of processes. None when not due or another process claimed it."""
+    now = utcnow()
+    since = now - timedelta(hours=1)
+    table = Observation.__table__  # type: ignore[attr-defined]
+    with registry.session() as s:
+        calls, fallbacks = s.execute(
+            select(
+                func.count(), func.coalesce(func.sum(case((table.c.outcome == "fallback", 1), else_=0)), 0)
+            ).where(table.c.deployment == split.deployment, table.c.at >= since)
+        ).one()
+        if not fallback_notice_due(int(calls), int(fallbacks), split.fallback_notice_rate, None, 0.0):
+            return None
+        claimed = s.execute(
+            update(Deployment.__table__)  # type: ignore[attr-defined]
+            .where(
+                Deployment.__table__.c.name == split.deployment,  # type: ignore[attr-defined]
+                or_(
+                    Deployment.__table__.c.fallback_notice_at.is_(None),  # type: ignore[attr-defined]
+                    Deployment.__table__.c.fallback_notice_at <= since,  # type: ignore[attr-defined]
+                ),
+            )
+            .values(fallback_notice_at=now)
+        ).rowcount
+    if claimed != 1:
+        return None
+    return _notice(split, int(calls), int(fallbacks), "over the fleet: every process's observations")
+
+
+def _send(notice: Notice | None) -> None:
+    if notice is not None:
+        notices.send(notice)
+
+
+def _fleet_check(registry: Registry, split: Split) -> None:
+    try:
+        _send(fleet_notice(registry, split))
+    except Exception as exc:  # noqa: BLE001 - a notice is best effort; serving goes on
+        log.warning("fallback-rate check of %s failed: %s", split.deployment, exc)
+
 
 def _count(router: Router, *, fallback: bool) -> None:
-    calls, fallbacks = router.fallbacks.add(fallback)
+    window = router.fallbacks
+    calls, fallbacks = window.add(fallback)
     if not fallback:
         return
     split = router.split
-    if router.fallbacks.due(calls, fallbacks, split.fallback_notice_rate):
-        notice = Notice(
-            kind="fallback_rate",
-            deployment=split.deployment,
-            migration=split.migration,
-            title=f"{split.deployment}: {fallbacks / calls:.1%} of calls in the last hour were served by the "
-            f"fallback chain (notice above {split.fallback_notice_rate:.1%})",
-            text="The assigned pair is failing (a retired or unavailable model?); the chain serves users.",
-            facts={"calls": calls, "fallbacks": fallbacks, "threshold": split.fallback_notice_rate},
-            channel=split.notice_channel,
-        )
+    registry = router.notice_registry()
+    if registry is not None:  # fleet-wide: read the registry now and then, off the hot path
+        if window.fleet_check_due():
+            window.checking = threading.Thread(
+                target=_fleet_check, args=(registry, split), name="pairshift-fallback-notice", daemon=True
+            )
+            window.checking.start()
+        return
+    if window.due(calls, fallbacks, split.fallback_notice_rate):  # a router without a registry: its own view
         # Off the hot path: a channel (Slack) may be slow; sending never raises.
+        notice = _notice(split, calls, fallbacks, "as this process saw them")
         threading.Thread(
             target=notices.send, args=(notice,), name="pairshift-fallback-notice", daemon=True
         ).start()

@@ -254,6 +254,13 @@ class Router:
             self.flush_samples()
             self.refresh()
 
+    def notice_registry(self) -> Registry | None:
+        """The registry the fallback-rate notice reads the fleet from; None for a router fed by a loader alone
+        (it then decides from its own calls)."""
+        if self._registry is None and self._registry_arg is None and self._loader != self._load_from_registry:
+            return None
+        return self.registry
+
     # ---- captures (pairshift datasets capture)
 
     def sample(self, assignment: Assignment, request: Mapping[str, Any] | None, output: str) -> None:

@@ -21,7 +21,7 @@ from pairshift.api import create_app
 from pairshift.apply import apply_path
 from pairshift.completion import FallbackWindow, fallback_notice_due
 from pairshift.config import ConfigError
-from pairshift.observations import ObservationIn, store_batch, variant_stats
+from pairshift.observations import ObservationIn, ObservationWriter, store_batch, variant_stats
 from pairshift.registry.models import Deployment, Model, Observation, UnitAggregate
 from pairshift.router import Router
 
@@ -241,19 +241,65 @@ def test_the_window_forgets_calls_older_than_an_hour():
     assert window.add(False) == (1, 0)
 
 
-def test_the_notice_goes_out_once_when_the_rate_passes(served, sim_server, caplog):
+class Process:
+    """One serving process: its own router of the deployment (its own writer), on a clock the test moves."""
+
+    def __init__(self, registry, now: list[float]) -> None:
+        self.router = Router(DEPLOYMENT, registry, refresh_s=0).start()
+        self.router.fallbacks = FallbackWindow(clock=lambda: now[0])
+
+    def send(self, n: int, first: int) -> None:
+        async def many() -> None:
+            for i in range(first, first + n):
+                await self.router.complete(f"u{i}", VARIABLES)
+
+        asyncio.run(many())
+        self.router.writer.flush()
+        if self.router.fallbacks.checking is not None:
+            self.router.fallbacks.checking.join(10)
+
+
+def test_the_notice_is_fleet_wide_once_an_hour(served, sim_server, caplog):
+    """Two processes each serve 13 calls through the chain: neither alone reaches the 20 calls a rate needs,
+    the fleet does (26 calls, all fallbacks): one notice goes out, from one process, and one only an hour."""
     sim_server.retire(GPT)
+    now = [0.0]
+    a, b = Process(served, now), Process(served, now)
     with caplog.at_level(logging.WARNING, logger="pairshift.notices"):
-        with Router(DEPLOYMENT, served, refresh_s=0) as router:
+        a.send(12, 0)
+        b.send(12, 100)
+        now[0] += 61  # each process reads the fleet at most once a minute
+        a.send(1, 200)
+        b.send(1, 300)
+        now[0] += 61
+        a.send(1, 400)  # still within the hour of the one notice: claimed already
+    a.router.close()
+    b.router.close()
+    sent = [r.getMessage() for r in caplog.records if "fallback_rate" in r.getMessage()]
+    assert len(sent) == 1 and "support-triage" in sent[0] and "100.0%" in sent[0], sent
+    with served.session() as s:
+        assert s.get(Deployment, DEPLOYMENT).fallback_notice_at is not None
+
+
+def test_a_router_without_a_registry_decides_from_its_own_calls(served, sim_server, caplog):
+    sim_server.retire(GPT)
+    with Router(DEPLOYMENT, served, refresh_s=0) as source:
+        split = source.split
+    writer = ObservationWriter(served)
+    router = Router(DEPLOYMENT, loader=lambda: split, refresh_s=0, writer=writer)
+    assert router.notice_registry() is None
+    with caplog.at_level(logging.WARNING, logger="pairshift.notices"):
+        with router:
 
             async def many() -> None:
                 for i in range(25):
                     await router.complete(f"u{i}", VARIABLES)
 
             asyncio.run(many())
-    _wait_for(lambda: any("fallback_rate" in r.getMessage() for r in caplog.records))
-    notices = [r.getMessage() for r in caplog.records if "fallback_rate" in r.getMessage()]
-    assert len(notices) == 1 and "support-triage" in notices[0]
+        _wait_for(lambda: any("fallback_rate" in r.getMessage() for r in caplog.records))
+    writer.close()
+    sent = [r.getMessage() for r in caplog.records if "fallback_rate" in r.getMessage()]
+    assert len(sent) == 1 and "support-triage" in sent[0]
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> None:

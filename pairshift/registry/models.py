@@ -136,6 +136,8 @@ class Deployment(SQLModel, table=True):
     online_checks: list[dict[str, Any]] | None = _json(
         default=None, nullable=True
     )  # reference-free assertions run on every served output (pairshift.online_checks)
+    # When a process last sent this deployment's fallback-rate notice: the fleet's claim (one an hour).
+    fallback_notice_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
