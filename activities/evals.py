@@ -3,7 +3,10 @@
 Failures that retrying cannot fix (bad input, a retired model, a bad request, bad credentials) are raised
 as non-retryable ``ApplicationError``s whose ``type`` names the class, so EvalWorkflow fails at once with the
 one-line message (naming the model). Everything else (the registry briefly unavailable, a worker killed
-mid-batch) is retried by Temporal; a retried batch skips the (case, epoch) results already stored.
+mid-batch, a provider outage longer than the calls' own retries) is retried by Temporal; a retried batch skips
+the (case, epoch) results already stored. A batch whose last attempt fails (the retry policy's
+``maximum_attempts`` reached, or an error type the policy does not retry) marks its arm's run failed with the
+error, so no run is left ``running`` once its eval has failed.
 
 The plan says where each arm's batches go (:class:`~pairshift.contracts.evals.RoutedEvalPlan`): a model with
 a request rate gets its own task queue so its limit holds across workers (:mod:`pairshift.ratelimit`).
@@ -45,6 +48,18 @@ def _non_retryable(exc: Exception) -> ApplicationError:
     return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
 
 
+def _retries_exhausted(exc: Exception) -> bool:
+    """Whether Temporal will not retry this activity after ``exc`` (its last attempt, or a type not
+    retried)."""
+    info = activity.info()
+    policy = info.retry_policy
+    if policy is None:
+        return False
+    if type(exc).__name__ in (policy.non_retryable_error_types or ()):
+        return True
+    return bool(policy.maximum_attempts) and info.attempt >= policy.maximum_attempts
+
+
 @implements(contract.plan_eval)
 def plan_eval(data: PlanInput) -> RoutedEvalPlan:
     try:
@@ -83,6 +98,11 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
         result = await evals.run_batch(open_registry(), batch, on_progress)
     except (evals.ArmFailed, evals.JudgeRefused) as exc:
         raise _non_retryable(exc) from None
+    except Exception as exc:
+        if _retries_exhausted(exc):
+            message = f"cases {batch.start}-{batch.stop} failed on attempt {activity.info().attempt}: {exc}"
+            await asyncio.to_thread(evals.mark_failed, open_registry(), batch.run_id, message)
+        raise
     finally:
         beat.cancel()
     metrics.EVAL_CALLS.labels("made").inc(result.made)

@@ -12,7 +12,6 @@ from sqlmodel import select
 from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
 
 from pairshift import evals
-from pairshift.apply import apply_path
 from pairshift.registry.models import EvalResult, Model
 from pairshift.registry.store import Registry
 
@@ -72,28 +71,6 @@ async def test_cache_serves_a_second_run_of_the_same_pair(eval_registry: Registr
         eval_registry, evals.BatchSpec(run_id=bypass.arms[1].run_id, start=0, stop=5, no_cache=True)
     )
     assert (fresh.made, fresh.cached) == (10, 0)
-
-
-async def test_exhausted_provider_errors_are_stored_and_counted(
-    eval_registry: Registry,
-    sim_server,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch,
-) -> None:
-    behind = {"provider": "anthropic", "base_url": sim_server.base_url}
-    apply_path(
-        eval_registry, write_config(tmp_path / "c", model_overrides={"sim-fresh-2025-09": behind}), by="t"
-    )
-    sim_server.faults("sim-fresh-2025-09", error_500=1.0)
-    retry = evals.RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_retry_after_s=0.0)
-    monkeypatch.setattr(evals.batches, "CALL_RETRY", retry)  # the constant lives in the batches module
-    plan = evals.plan_eval(eval_registry, _request(to_model="sim-fresh-2025-09"), "err")
-    result = await evals.run_batch(
-        eval_registry, evals.BatchSpec(run_id=plan.arms[1].run_id, start=0, stop=3)
-    )
-    assert (result.calls, result.errors, result.made) == (6, 6, 12)  # 2 attempts each, then a stored error
-    summary = evals.summarize_run(eval_registry, plan.arms[1].run_id).summary
-    assert summary.errors == 6 and summary.pass_rate == 0.0
 
 
 async def test_retired_model_fails_the_arm_naming_it(eval_registry: Registry) -> None:  # noqa: F811

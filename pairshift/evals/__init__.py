@@ -32,6 +32,7 @@ from pairshift.evals.batches import (
     RATE_LIMIT_RETRIES,
     JudgeFailed,
     JudgeRefused,
+    ProviderOutage,
     cache_key,
     call_limited,
     mark_failed,
@@ -65,6 +66,7 @@ from pairshift.ratelimit import batch_ranges
 __all__ = [
     "JudgeFailed",
     "JudgeRefused",
+    "ProviderOutage",
     "BASELINE_MAX_AGE",
     "FATAL_ERRORS",
     "RATE_LIMIT_RETRIES",

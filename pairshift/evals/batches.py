@@ -7,11 +7,16 @@ ON CONFLICT DO NOTHING: nothing is repeated once stored and nothing is ever coun
 Where retries live: :func:`pairshift.providers.complete` retries 5xx/529/timeouts with backoff. A 429 that
 carries ``retry-after`` is handed back here instead (``max_retry_after_s=0``) because the rate limit is
 shared state: :mod:`pairshift.ratelimit` blocks every caller of the model until then, and the call is
-queued again (at most ``RATE_LIMIT_RETRIES`` times). A call that still fails is stored as an error result
-(it counts as a failed case); a model that is not found, a bad request, bad credentials, a forbidden model or
-an account out of quota fail the arm. Two errors belong to one case and the arm goes on: the case's input is
-longer than the model's context window (kind ``context_length``), and a response whose token limit ran out
-before any text (kind ``truncated``: reasoning used the budget up). Each result stores its error kind.
+queued again (at most ``RATE_LIMIT_RETRIES`` times). A call that still fails with a transient error (5xx,
+529, a timeout, a lost connection, a 429) is not a result: nothing is stored for it, the batch's other cases
+are, and the batch then raises :class:`ProviderOutage` (retryable), so Temporal retries the activity with its
+backoff and the retry makes only the missing calls; an outage longer than the calls' own retries is waited
+out, not recorded as failed cases (issue 12). Any other provider error that survives its retries is stored
+as an error result (it counts as a failed case); a model that is not found, a bad request, bad credentials, a
+forbidden model or an account out of quota fail the arm. Two errors belong to one case and the arm goes on:
+the case's input is longer than the model's context window (kind ``context_length``), and a response whose
+token limit ran out before any text (kind ``truncated``: reasoning used the budget up). Each result stores
+its error kind.
 
 The response cache (``response_cache``) is keyed by what determines an answer: how the model is called (its
 provider, base URL, API and request rules), the snapshot, the rendered messages, the params and the epoch.
@@ -85,6 +90,11 @@ CALL_RETRY = RetryPolicy(max_retry_after_s=0.0)  # see the module docstring: 429
 JUDGE_ATTEMPTS = 3  # a judge call that is rate limited without retry-after or unavailable, at most
 JUDGE_BACKOFF_S = 1.0  # doubled between the judge's attempts
 GRADER_ERROR = "grader_error"  # the error kind of a case whose grading failed (the judge's failure)
+
+
+class ProviderOutage(RuntimeError):
+    """Some calls of the batch still failed transiently after their retries: nothing is stored for them (the
+    batch's other results are), and the batch is retried by the activity's retry policy."""
 
 
 class JudgeFailed(RuntimeError):
@@ -294,13 +304,20 @@ async def run_batch(
     keys = [c.key for c in todo if c.key]
     hits = {} if batch.no_cache else await asyncio.to_thread(_cached_completions, registry, keys)
     ungraded: list[str] = []
+    unavailable: list[ProviderError] = []
 
     async def one(call: _Call) -> None:
         stored = work.regrade.get((call.case.id, call.epoch))
         done = _stored_completion(stored, work) if stored is not None else hits.get(call.key) or None
-        graded = await _run_one(
-            registry, work, call, done, judge, counters, no_cache=batch.no_cache, regraded=stored is not None
-        )
+        try:
+            graded = await _run_one(
+                registry, work, call, done, judge, counters, no_cache=batch.no_cache, regraded=bool(stored)
+            )
+        except ProviderError as err:
+            if not err.retryable:
+                raise
+            unavailable.append(err)  # not a result: the retried batch makes this call again
+            return
         if graded is not None:
             ungraded.append(graded)
         counters.done += 1
@@ -319,6 +336,11 @@ async def run_batch(
         message = f"arm {work.run.arm} ({work.run.pair}) failed: {err.message}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)
         raise ArmFailed(message) from None
+    if unavailable:
+        raise ProviderOutage(
+            f"{len(unavailable)} of {len(todo)} calls of arm {work.run.arm} ({work.run.pair}) still failed "
+            f"after their retries, stored nothing and are retried with the batch: {unavailable[-1].message}"
+        )
     if ungraded:
         raise JudgeFailed(
             f"judge {batch.judge} failed on {len(ungraded)} case(s) of arm {work.run.arm} ({work.run.pair}), "
@@ -426,8 +448,11 @@ async def _run_one(
             error, error_kind = err.message, err.kind
         except FATAL_ERRORS:
             raise
-        except ProviderError as err:  # retries exhausted: the case fails, the arm goes on
+        except ProviderError as err:  # retries exhausted
             counters.made += err.attempts
+            if err.retryable:  # transient: the batch is retried, nothing is stored for this case
+                raise
+            # the case fails, the arm goes on
             error, error_kind = err.message, err.kind
         if done is not None:  # stored before scoring: a judge failure never loses a paid answer
             key = cache_key(work.spec, _write_model(work.model, done), messages, params_dict, epoch)
