@@ -11,6 +11,12 @@ bench as the demo gives it. One disturbance per run, at a point drawn uniformly 
 - ``temporal``: the Temporal dev server SIGKILLed mid-canary and started again on its state file and port;
 - ``registry``: the SQLite registry locked (an exclusive transaction held by another process's connection)
   for ``REGISTRY_OUTAGE_S`` mid-canary;
+- ``registry-pg``: the registry on PostgreSQL (a fresh database at 127.0.0.1:5432, reached through a TCP relay
+  on 127.0.0.1), every connection refused for ``REGISTRY_OUTAGE_S`` mid-canary (the relay closes its port and
+  every open connection, then listens again); skipped, saying so, when PostgreSQL does not answer;
+- ``rollback``: the candidate regresses in production (its error rate 0.15, as `pairshift demo --scenario
+  regression`), so the canary breaches and rolls back; the worker SIGKILLed at a random point of the canary.
+  Its reference is the same regression undisturbed (``rollback-undisturbed``), which rolls back;
 - ``provider``: the models served over HTTP by the fake provider server, every call answered 500 or 529 for
   ``PROVIDER_OUTAGE_S`` mid-eval;
 - ``slack``: a channel in the policy and the fake Slack answering 503 to every call for the whole migration,
@@ -60,6 +66,9 @@ PROVIDER_OUTAGE_S = float(os.environ.get("BENCH_PROVIDER_OUTAGE_S", 30))
 # Where in a phase a disturbance lands: uniform in [0, window) seconds after the phase is first seen (windows
 # chosen within the undisturbed run's phase lengths: eval ~10 s in process, canary stages 14-72 s).
 WINDOWS = {"evaluating": 8.0, "awaiting_approval": 4.0, "canary": 25.0}
+# A regressing candidate breaches within the first checks of stage 0 (checks every 3 s): the kill lands in
+# the first 8 s of the canary, before, during or just after the rollback.
+ROLLBACK_WINDOW_S = 8.0
 RUN_TIMEOUT_S = 300
 SCENARIOS = (
     "undisturbed",
@@ -68,9 +77,15 @@ SCENARIOS = (
     "worker-canary",
     "temporal",
     "registry",
+    "registry-pg",
     "provider",
     "slack",
+    "rollback-undisturbed",
+    "rollback",
 )
+# What a scenario is compared with: its own reference (the same migration undisturbed), default "undisturbed".
+REFERENCE = {"rollback": "rollback-undisturbed"}
+PG_ADMIN_URL = os.environ.get("PAIRSHIFT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 LABELS = {
     "undisturbed": "undisturbed (the reference)",
     "worker-eval": "worker SIGKILL during the eval",
@@ -78,6 +93,11 @@ LABELS = {
     "worker-canary": "worker SIGKILL during a canary stage",
     "temporal": "Temporal dev server SIGKILL + restart on its state file, mid-canary",
     "registry": f"registry unreachable {REGISTRY_OUTAGE_S:g} s mid-canary (SQLite locked)",
+    "registry-pg": (
+        f"registry unreachable {REGISTRY_OUTAGE_S:g} s mid-canary (PostgreSQL connections refused)"
+    ),
+    "rollback-undisturbed": "a regressing candidate, undisturbed (the rollback reference)",
+    "rollback": "a regressing candidate (canary breaches, rolls back), worker SIGKILL mid-canary",
     "provider": f"provider 500/529 on every call for {PROVIDER_OUTAGE_S:g} s mid-eval",
     "slack": "Slack API down (503) for the whole migration",
 }
@@ -101,6 +121,8 @@ class Run:
     provider_answered: int | None = None
     slack_posts_after: int | None = None
     notes: list[str] = field(default_factory=list)
+    pg_database: str | None = None
+    skipped: str | None = None
 
     @property
     def twice(self) -> int:
@@ -136,13 +158,14 @@ class Traffic:
     """Production traffic in a thread, ~400 requests/s through a router that refreshes its split every second;
     a batch the registry refuses (locked) is dropped and counted, as an app's telemetry would be."""
 
-    def __init__(self) -> None:
+    def __init__(self, regression: bool = False) -> None:
         from pairshift.registry import open_registry
         from pairshift.router import Router
         from pairshift.sim.traffic import TrafficGenerator, profile_for
 
         same = {"error_rate": 0.004, "latency_median_ms": 420, "input_tokens": 60, "output_tokens": 20}
-        behaviours = {"sim-classic-2024-06": same, "sim-fresh-2025-09": {**same, "latency_median_ms": 380}}
+        fresh = {**same, "latency_median_ms": 380, **({"error_rate": 0.15} if regression else {})}
+        behaviours = {"sim-classic-2024-06": same, "sim-fresh-2025-09": fresh}
         self.router = Router(DEPLOYMENT, registry=open_registry(), refresh_s=1.0).start()
         self.gen = TrafficGenerator(self.router, profile_for(behaviours, seed=11))
         self.dropped = 0
@@ -188,11 +211,12 @@ class Chaos:
         self.seen: dict[str, float] = {}
         self.current = "?"  # the phase of the last status answered
         self.t0 = time.monotonic()
+        self.relay: Relay | None = None
 
-    async def phase(self, name: str) -> float:
+    async def phase(self, name: str, window: float | None = None) -> float:
         while name not in self.seen:
             await asyncio.sleep(0.1)
-        delay = self.rng.uniform(0, WINDOWS[name])
+        delay = self.rng.uniform(0, WINDOWS[name] if window is None else window)
         await asyncio.sleep(delay)
         self.run.disturbed_at = f"{name} +{delay:.1f}s (last status: {self.current})"
         return delay
@@ -246,17 +270,108 @@ class Chaos:
         elif scenario == "worker-canary":
             await self.phase("canary")
             self.kill_worker()
+        elif scenario == "rollback":  # before or while the breach is acted on (the first checks of stage 0)
+            await self.phase("canary", window=ROLLBACK_WINDOW_S)
+            self.kill_worker()
         elif scenario == "temporal":
             await self.phase("canary")
             await asyncio.to_thread(self.kill_temporal)
         elif scenario == "registry":
             await self.phase("canary")
             await asyncio.to_thread(_lock_registry, REGISTRY_OUTAGE_S)
+        elif scenario == "registry-pg":
+            await self.phase("canary")
+            await asyncio.to_thread(self.relay.refuse_for, REGISTRY_OUTAGE_S)
         elif scenario == "provider":
             await self.phase("evaluating")
             await _sim_faults(sim_url, {"*": {"error_500": 0.5, "overloaded_529": 0.5}})
             await asyncio.sleep(PROVIDER_OUTAGE_S)
             await _sim_faults(sim_url, {})
+
+
+class Relay:
+    """A TCP relay 127.0.0.1:<port> -> ``target`` in a thread; :meth:`refuse_for` makes the registry
+    unreachable as a PostgreSQL outage does: the port refuses connections and every open connection is cut."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        from pairshift.embedded import free_port
+
+        self.target, self.port = target, free_port()
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._call(self._listen())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    async def _listen(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+    async def _close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+        await self.server.wait_closed()
+
+    def refuse_for(self, seconds: float) -> None:
+        self._call(self._close())
+        time.sleep(seconds)  # the outage itself: connections to the port are refused
+        self._call(self._listen())
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._call(self._close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def _pg_database() -> str | None:
+    """A fresh PostgreSQL database for one run (its URL), or None when 127.0.0.1:5432 does not answer."""
+    from pairshift.embedded import port_open
+
+    if not port_open(5432):
+        return None
+    import uuid
+
+    import psycopg
+
+    name = f"pairshift_chaos_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _pg_drop(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _state(pid: int) -> str:
@@ -371,6 +486,14 @@ async def _run(scenario: str, seed: int, home: Path, run: Run) -> None:
 
     os.environ["PAIRSHIFT_HOME"] = str(home)
     os.environ.pop("PAIRSHIFT_DATABASE_URL", None)
+    relay = None
+    if scenario == "registry-pg":
+        run.pg_database = _pg_database()
+        if run.pg_database is None:
+            raise Skipped("PostgreSQL does not answer on 127.0.0.1:5432")
+        relay = Relay(("127.0.0.1", 5432))
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
+        os.environ["PAIRSHIFT_DATABASE_URL"] = f"{base}/{run.pg_database}"
     get_settings.cache_clear()
     fake_slack = None
     if scenario == "slack":
@@ -390,9 +513,10 @@ async def _run(scenario: str, seed: int, home: Path, run: Run) -> None:
             os.environ["PAIRSHIFT_TEMPORAL_ADDRESS"] = stack.address
             get_settings.cache_clear()
             apply_path(open_registry(), _config(home / "config", scenario, sim_port), by="bench")
-            traffic = Traffic()
+            traffic = Traffic(regression=scenario.startswith("rollback"))
             rng = random.Random(seed)
             chaos = Chaos(stack, run, rng)
+            chaos.relay = relay
             try:
                 req = MigrationRequest(
                     deployment=DEPLOYMENT,
@@ -439,6 +563,12 @@ async def _run(scenario: str, seed: int, home: Path, run: Run) -> None:
             fake_slack.stop()
             for k in ("SLACK_BOT_TOKEN", "PAIRSHIFT_SLACK_API_URL"):
                 os.environ.pop(k, None)
+        if relay is not None:
+            relay.stop()
+
+
+class Skipped(Exception):
+    """The scenario cannot run on this machine (why is said in the report)."""
 
 
 def one_run(scenario: str, seed: int) -> Run:
@@ -449,10 +579,16 @@ def one_run(scenario: str, seed: int) -> Run:
     home = Path(tempfile.mkdtemp(prefix=f"pairshift-chaos-{scenario}-"))
     try:
         asyncio.run(_run(scenario, seed, home, run))
+    except Skipped as why:
+        run.skipped = str(why)
     except Exception as exc:  # noqa: BLE001 - a run that breaks is a finding, recorded as such
         run.error = f"{type(exc).__name__}: {exc}"[:300]
     finally:
         forget_registry(get_settings().registry_url)
+        os.environ.pop("PAIRSHIFT_DATABASE_URL", None)
+        get_settings.cache_clear()
+        if run.pg_database:
+            _pg_drop(run.pg_database)
         if run.error is None:
             shutil.rmtree(home, ignore_errors=True)
         else:
@@ -463,9 +599,18 @@ def one_run(scenario: str, seed: int) -> Run:
 # ----------------------------------------------------------------------------------------- the report
 
 
+def _reference_outcome(runs: list[Run], reference: str, default: str) -> str:
+    ref = [r for r in runs if r.scenario == reference and r.error is None and not r.skipped]
+    return Counter(r.phase for r in ref).most_common(1)[0][0] if ref else default
+
+
 def render(runs: list[Run]) -> str:
-    ref = [r for r in runs if r.scenario == "undisturbed" and r.error is None]
-    expected = Counter(r.phase for r in ref).most_common(1)[0][0] if ref else "promoted"
+    expected = _reference_outcome(runs, "undisturbed", "promoted")
+    rollback_expected = _reference_outcome(runs, "rollback-undisturbed", "rolled_back")
+
+    def expected_for(scenario: str) -> str:
+        return rollback_expected if scenario.startswith("rollback") else expected
+
     lines = [
         "# Reliability: chaos figures",
         "",
@@ -478,7 +623,8 @@ def render(runs: list[Run]) -> str:
         f"{REGISTRY_OUTAGE_S:g} s (the issue's 60 s), provider {PROVIDER_OUTAGE_S:g} s (the issue's 2 min,",
         "scaled to the demo's eval of tens of seconds); a demo stage lasts 14-72 s and checks every 3 s.",
         "",
-        f"Undisturbed outcome: **{expected}**.",
+        f"Undisturbed outcome: **{expected}**; the regressing candidate undisturbed: **{rollback_expected}**"
+        " (the rollback rows are compared with it).",
         "",
         "| scenario | runs | same outcome as undisturbed | stages started twice | approvals lost "
         "| traffic on the baseline at the end | median time to end (s) "
@@ -486,10 +632,13 @@ def render(runs: list[Run]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for scenario in SCENARIOS:
-        rs = [r for r in runs if r.scenario == scenario]
+        rs = [r for r in runs if r.scenario == scenario and not r.skipped]
+        skipped = [r for r in runs if r.scenario == scenario and r.skipped]
+        if skipped and not rs:
+            lines.append(f"| {LABELS[scenario]} | 0 | skipped: {skipped[0].skipped} | - | - | - | - | - |")
         if not rs:
             continue
-        same = sum(1 for r in rs if r.error is None and r.phase == expected)
+        same = sum(1 for r in rs if r.error is None and r.phase == expected_for(scenario))
         shares = sorted({f"{r.baseline_share:g}%" for r in rs if r.baseline_share is not None})
         ends = sorted(r.to_terminal_s for r in rs if r.to_terminal_s is not None)
         closed = sorted(r.to_closed_s for r in rs if r.to_closed_s is not None)
@@ -503,6 +652,9 @@ def render(runs: list[Run]) -> str:
         "Traffic on the baseline at the end: the promoted migration leaves 0% on the baseline (100% on v2 +",
         "sim-fresh); a rollback must leave 100%.",
         "",
+        "Approvals lost: votes the bench gave and the workflow accepted that are missing from its final",
+        "`status`. Stages started twice: `stage_started` audit events beyond one per stage.",
+        "",
         "## Every run",
         "",
         "| scenario | seed | end | disturbed at | stages started | approvals given / in status | asks "
@@ -510,6 +662,8 @@ def render(runs: list[Run]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
+        if r.skipped:
+            continue
         extra = list(r.notes)
         if r.provider_answered is not None:
             stored = sum(r.eval_results.values())
