@@ -238,7 +238,7 @@ async def test_cancel_while_promoting_ends_promoted_and_says_so(hourly_env, time
     assert_records_agree(end)
 
 
-async def test_cancel_during_the_handover_restores_instead_of_leaving_the_split(env, time_skipping_env):
+async def test_cancel_during_the_handover_restores_instead_of_leaving_the_split(brisk_env, time_skipping_env):
     """The cancel lands while the handover flushes its audit log: the run compensates, never hands over."""
     gate = Gate("record_audit_events", lambda batch: any(e.event == "continued_as_new" for e in batch.events))
     async with migration_worker(time_skipping_env.client, gates=[gate]) as tq:
@@ -362,6 +362,12 @@ def hourly_env(pairshift_env, tmp_path):
     return open_registry()
 
 
+@pytest.fixture
+def brisk_env(pairshift_env, tmp_path):
+    apply_small(tmp_path, policy=BRISK)
+    return open_registry()
+
+
 Step = Callable[[WorkflowHandle, Any], Awaitable[None]]
 
 
@@ -443,7 +449,19 @@ QUICK = {
         "check_every_minutes": 0.01,
     },
 }
-POLICIES = {"test": TEST_POLICY, "hourly": {**TEST_POLICY, "canary": HOURLY}, "quick": QUICK}
+# TEST_POLICY with a check every 0.3 s instead of 3 s (stages as long): the points held at the first check or
+# at the handover after it reach it ten times sooner, in real time (the server skips no time while the test
+# acts).
+BRISK = {**TEST_POLICY, "canary": {**TEST_POLICY["canary"], "check_every_minutes": 0.005}}
+# The matrix is about where a cancel lands, not about the eval's evidence: 10 cases (not 30) make an eval
+# whose gate passes as the 30-case one does, in a third of the time, at each of the 38 cases.
+MATRIX_CASES = 10
+POLICIES = {
+    "test": TEST_POLICY,
+    "hourly": {**TEST_POLICY, "canary": HOURLY},
+    "quick": QUICK,
+    "brisk": BRISK,
+}
 
 
 @dataclass
@@ -549,7 +567,7 @@ POINTS = [
     ),
     Point("hold timer", None, hold_timer, policy="hourly"),
     Point("paused", None, paused, policy="hourly"),
-    Point("check_stage", lambda: Gate("check_stage"), at_canary_then_held),
+    Point("check_stage", lambda: Gate("check_stage"), at_canary_then_held, policy="brisk"),
     Point(
         "record awaiting_approval 1",
         phase_record("awaiting_approval", 2),
@@ -569,6 +587,7 @@ POINTS = [
         "handover",
         lambda: Gate("record_audit_events", lambda b: any(e.event == "continued_as_new" for e in b.events)),
         at_canary_then_held,
+        policy="brisk",
         start={"checks_per_run": 1},
     ),
     Point("promote_pair", lambda: Gate("promote_pair"), promoting, policy="hourly", ended_by="promote"),
@@ -588,7 +607,7 @@ POINTS = [
 @pytest.mark.parametrize("kind", ["cancel", "abort"])
 @pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
 async def test_matrix_cancel_or_abort_at_every_await(point, kind, pairshift_env, tmp_path, time_skipping_env):
-    apply_small(tmp_path, policy=POLICIES[point.policy])
+    apply_small(tmp_path, policy=POLICIES[point.policy], cases=MATRIX_CASES)
     client = time_skipping_env.client
     gate = point.gate() if point.gate else None
     traffic = Traffic(BEHAVIOURS) if point.traffic else None
