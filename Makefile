@@ -1,9 +1,13 @@
 # pairshift: the commands are `make demo`, `make test` and `make lint`; each builds .venv from pyproject.toml first.
-# `make test-fast` is the quick lane while working: every test but the end-to-end ones (marker `e2e`).
+# `make test-fast` is the quick lane while working: every test but the end-to-end ones (marker `e2e`), spread
+# over TEST_WORKERS processes by pytest-xdist. `make test` runs that lane the same way, then the e2e tests one at
+# a time in one process (they start real servers and processes and time them, so they do not share the CPU with
+# each other); it fails when either part fails. TEST_WORKERS=0 runs the fast lane in one process too.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: venv test test-fast test-e2e lint demo bench docs clean
 
@@ -15,11 +19,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# pytest exits 5 when a part selects no test (PYTEST_ARGS naming one file): that part did not fail.
 test: venv
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS); fast=$$?; \
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS); e2e=$$?; \
+	if [ $$fast = 5 ] && [ $$e2e = 5 ]; then exit 5; fi; \
+	for s in $$fast $$e2e; do if [ $$s != 0 ] && [ $$s != 5 ]; then exit $$s; fi; done
 
 test-fast: venv
-	$(VENV)/bin/pytest -m "not e2e" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-e2e: venv
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,29 +34,89 @@ def postgres_available() -> bool:
     return _port_open("127.0.0.1", 5432)
 
 
+# Registries start at head: every test used to run the Alembic migrations on its own fresh database (on
+# PostgreSQL ~0.5 s a test). A template migrated once per session (per xdist worker) is copied instead: SQLite
+# by the backup API, PostgreSQL by CREATE DATABASE ... TEMPLATE. ``open_registry`` then finds the schema at
+# head and migrates nothing. A test about migrating a fresh database asks for ``fresh_sqlite_url`` or
+# ``fresh_postgres_url`` (empty databases).
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("registry-template") / "registry.db"
+    url = f"sqlite:///{path}"
+    open_registry(url)
+    forget_registry(url)
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> Iterator[str]:
+def fresh_sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """An empty SQLite database (no schema yet)."""
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     yield url
     forget_registry(url)
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    if not postgres_available():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (registry tests ran on SQLite only)")
-    import psycopg
+def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> Iterator[str]:
+    """A SQLite database of the test's own, its schema at head."""
+    import sqlite3
 
-    name = f"pairshift_{uuid.uuid4().hex[:10]}"
-    admin = PG_ADMIN_URL
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.rsplit("/", 1)[0] + f"/{name}"
+    path = tmp_path / "registry.db"
+    with closing(sqlite3.connect(_sqlite_template)) as src, closing(sqlite3.connect(path)) as dst:
+        src.backup(dst)
+    url = f"sqlite:///{path}"
     yield url
     forget_registry(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def _postgres_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per session, the template of each test's database."""
+    name = f"pairshift_tmpl_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    url = _pg_url(name)
+    open_registry(url)
+    forget_registry(url)  # a template may have no open connection while it is copied
+    yield name
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_database(template: str | None) -> Iterator[str]:
+    if not postgres_available():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (registry tests ran on SQLite only)")
+    name = f"pairshift_{uuid.uuid4().hex[:10]}"
+    _pg_admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    url = _pg_url(name)
+    yield url
+    forget_registry(url)
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database for one test, dropped afterwards."""
+    yield from _postgres_database(None)
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL database of the test's own, its schema at head, dropped afterwards."""
+    if not postgres_available():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (registry tests ran on SQLite only)")
+    yield from _postgres_database(request.getfixturevalue("_postgres_template"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -46,7 +46,7 @@ def _race(target, *args) -> list[str]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_sixteen_processes_open_one_fresh_registry(kind: str, request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("sqlite_url" if kind == "sqlite" else "postgres_url")
+    url = request.getfixturevalue("fresh_sqlite_url" if kind == "sqlite" else "fresh_postgres_url")
     outcomes = _race(_open, url)
     assert outcomes == ["ok"] * PROCESSES, [o for o in outcomes if o != "ok"]
     reg = Registry(url)
@@ -91,10 +91,10 @@ def test_fresh_sqlite_files_enter_wal_mode_under_a_race(tmp_path: Path) -> None:
 
 
 def test_a_registry_at_head_is_opened_without_the_lock(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    fresh_sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    open_registry(sqlite_url)
-    reg = Registry(sqlite_url)
+    open_registry(fresh_sqlite_url)
+    reg = Registry(fresh_sqlite_url)
     taken: list[str] = []
     monkeypatch.setattr(Registry, "_upgrade_locked", lambda self: taken.append(self.url))
     reg.upgrade()
