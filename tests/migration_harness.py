@@ -234,6 +234,26 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+async def skip_until(
+    env: Any,
+    handle: WorkflowHandle,
+    pred: Callable[[MigrationStatus], bool],
+    step_s: float = 15,
+    limit_s: float = 1800,
+) -> MigrationStatus:
+    """Skip time ``step_s`` at a time (the time-skipping server) until ``pred`` holds, at most ``limit_s``.
+
+    Skipping a fixed long span overshoots: every check interval skipped after the condition holds (a stage
+    watched during an approval wait) generates its traffic for nothing.
+    """
+    skipped = 0.0
+    while not pred(st := await status(handle)):
+        assert skipped < limit_s, f"not reached after {skipped:g} s of skipped time: phase {st.phase}"
+        await env.sleep(step_s)
+        skipped += step_s
+    return st
+
+
 def waiting_on(stage: int) -> Callable[[MigrationStatus], bool]:
     return lambda st: st.phase == "awaiting_approval" and st.waiting is not None and st.waiting.stage == stage
 

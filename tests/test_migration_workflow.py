@@ -9,6 +9,7 @@ from migration_harness import (
     Traffic,
     apply_small,
     migration_worker,
+    skip_until,
     start,
     status,
     until_idle,
@@ -72,8 +73,8 @@ async def test_happy_path_promotes_after_every_stage(env, time_skipping_env):
         assert set(st.eval["arms"]) == {"baseline", "prompt_only", "model_only", "joint"}
         answer = await approve(handle, "alice")
         assert answer.phase == "canary"
-        await time_skipping_env.sleep(120)  # stage 0 runs on skipped time: min_hours, checks, traffic
-        await wait_for(handle, waiting_on(1))  # stage 1 asks before it starts (approval: true)
+        # stage 0 runs on skipped time (min_hours, checks, traffic) until stage 1 asks (approval: true)
+        await skip_until(time_skipping_env, handle, waiting_on(1))
         assert deployment().canary_percent == 20, "stage 0 still holds its split while stage 1 waits"
         await approve(handle, "bob", stage=1)
         result = await handle.result()
@@ -168,8 +169,7 @@ async def test_rejecting_a_stage_restores_the_baseline(env, time_skipping_env):
         await wait_for(handle, waiting_on(0))
         await approve(handle, "alice")
         # let the first stage run to its end on skipped time, up to the stage-1 approval
-        await time_skipping_env.sleep(60)
-        await wait_for(handle, waiting_on(1))
+        await skip_until(time_skipping_env, handle, waiting_on(1))
         await handle.signal(MigrationWorkflow.reject, RejectSignal(by="bob", comment="numbers look off"))
         result = await handle.result()
     traffic.close()
@@ -212,8 +212,8 @@ async def test_gate_checks_outlast_a_registry_outage_of_minutes(env, time_skippi
         handle = await start(client, tq)
         await wait_for(handle, waiting_on(0))
         await approve(handle, "alice")
-        await time_skipping_env.sleep(600)  # the retries' backoff and stage 0 run on skipped time
-        await wait_for(handle, waiting_on(1))
+        # the retries' backoff (about 5 minutes) and stage 0 run on skipped time
+        await skip_until(time_skipping_env, handle, waiting_on(1), step_s=30)
         await approve(handle, "bob", stage=1)
         result = await handle.result()
     traffic.close()
@@ -305,8 +305,7 @@ async def test_a_long_canary_continues_as_new_and_loses_nothing(env, time_skippi
         first_run = (await handle.describe()).run_id
         await wait_for(handle, waiting_on(0))
         await approve(handle, "alice")
-        await time_skipping_env.sleep(120)
-        await wait_for(handle, waiting_on(1))
+        await skip_until(time_skipping_env, handle, waiting_on(1))
         await approve(handle, "bob", stage=1)
         result = await handle.result()  # follows the continued runs
         st = await status(handle)
