@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pairshift.contracts import implements
 from pairshift.contracts import retention as contract
-from pairshift.contracts.retention import RollUpOrder
-from pairshift.observations.retention import RollupResult, cutoff_for, roll_up
+from pairshift.contracts.retention import RollUpOrder, RollupResult
+from pairshift.observations.retention import cutoff_for, roll_up
 from pairshift.registry import open_registry
 from pairshift.settings import get_settings
 

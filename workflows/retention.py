@@ -12,8 +12,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from pairshift.contracts.retention import RetentionRequest, RollUpOrder, roll_up_observations
-    from pairshift.observations.retention import RollupResult
+    from pairshift.contracts.retention import (
+        RetentionRequest,
+        RollUpOrder,
+        RollupResult,
+        roll_up_observations,
+    )
 
 
 @workflow.defn

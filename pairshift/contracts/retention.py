@@ -7,7 +7,15 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 from temporalio import activity
 
-from pairshift.observations.retention import RollupResult
+
+class RollupResult(BaseModel):
+    """What one retention run did."""
+
+    cutoff: datetime = Field(description="Observations stamped before this were rolled up (UTC).")
+    days: int = Field(0, description="Days (or parts of days) rolled up.")
+    rolled_up: int = Field(0, description="Observations folded into rollups and deleted.")
+    rollup_rows: int = Field(0, description="Rollup rows written or added to.")
+    kept_live: int = Field(0, description="Observations older than the cutoff kept: their migration runs.")
 
 
 class RetentionRequest(BaseModel):

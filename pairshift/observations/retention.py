@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from pydantic import BaseModel, Field
 from sqlalchemy import and_, case, delete, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from pairshift.contracts.retention import RollupResult
 from pairshift.observations.store import ERROR_OUTCOMES
 from pairshift.registry.models import Deployment, Observation, ObservationRollup
 from pairshift.registry.store import Registry
@@ -35,16 +35,6 @@ _UPSERT = (
     "score_n = observation_rollups.score_n + excluded.score_n, "
     "score_sum = observation_rollups.score_sum + excluded.score_sum"
 )
-
-
-class RollupResult(BaseModel):
-    """What one retention run did."""
-
-    cutoff: datetime = Field(description="Observations stamped before this were rolled up (UTC).")
-    days: int = Field(0, description="Days (or parts of days) rolled up.")
-    rolled_up: int = Field(0, description="Observations folded into rollups and deleted.")
-    rollup_rows: int = Field(0, description="Rollup rows written or added to.")
-    kept_live: int = Field(0, description="Observations older than the cutoff kept: their migration runs.")
 
 
 def cutoff_for(now: datetime, retention_days: int) -> datetime:
