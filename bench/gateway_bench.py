@@ -198,9 +198,9 @@ def main() -> int:
         f"{statistics.fmean(g) - statistics.fmean(d):.2f} ms.",
         "",
         "What the gateway does per request: token lookup (cached 5 s), parse, resolve the unit, "
-        "a "
-        "provider call through the SDK (its own pooled connection), the answer in the client's wire, and one "
-        "observation queued (written by the writer thread in batches).",
+        "the provider call as JSON over one shared, pooled httpx client (pairshift/providers/direct.py; "
+        "no SDK on the serving path), the answer in the client's wire, and one observation queued "
+        "(written by the writer thread in batches). Profile: `--profile FILE` runs the API under cProfile.",
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
