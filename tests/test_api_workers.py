@@ -28,3 +28,28 @@ def test_a_worker_checks_tokens_unless_the_command_said_no_auth(
 def test_workers_is_bounded(cli) -> None:
     result = cli("api", "--workers", "0")
     assert result.code == 2 and "--workers" in result.err
+
+
+def test_worker_connections_send_without_nagles_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn's --workers socket has protocol 0, so asyncio leaves Nagle on: 45 ms a request."""
+    import socket
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from pairshift.cli.api_protocol import NoDelayH11Protocol
+
+    monkeypatch.setattr(H11Protocol, "connection_made", lambda self, transport: None)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:  # as uvicorn binds it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+
+                class Transport:
+                    def get_extra_info(self, name: str) -> object:
+                        return accepted if name == "socket" else None
+
+                NoDelayH11Protocol.connection_made(object.__new__(NoDelayH11Protocol), Transport())
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

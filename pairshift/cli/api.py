@@ -93,6 +93,7 @@ def api(
         uvicorn.run(
             "pairshift.cli.api:app_from_environment",
             factory=True,
+            http="pairshift.cli.api_protocol:NoDelayH11Protocol",
             host=host,
             port=port,
             workers=workers,
