@@ -465,12 +465,10 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             c.input_tokens, c.output_tokens, c.cached_input_tokens, c.reasoning_tokens
         )
         finish = {"length": "length"}.get(c.finish_reason, "stop")
-        for chunk in chunks.finish(finish, usage, req.include_usage):
-            yield chunk
+        yield b"".join(chunks.finish(finish, usage, req.include_usage))  # one write for the stream's end
 
     async def anthropic_events() -> AsyncIterator[bytes]:
-        for event in wire_stream.anthropic_start(model, 0):
-            yield event
+        yield b"".join(wire_stream.anthropic_start(model, 0))  # events that are ready together: one write
         try:
             async with aclosing(opened.texts()) as texts:
                 async for text in texts:
@@ -486,8 +484,7 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             "cache_creation_input_tokens": c.cache_write_tokens,
         }
         stop = _STOP.get(c.finish_reason, "end_turn")
-        for event in wire_stream.anthropic_finish(stop, c.output_tokens, input_usage):
-            yield event
+        yield b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage))
 
     events = openai_events() if wire == "openai" else anthropic_events()
     return StreamingResponse(events, media_type=wire_stream.MEDIA_TYPE, headers=headers)
