@@ -4,6 +4,9 @@ reason), the same stream, the same typed errors, the retry loop around them unch
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
 from pairshift import providers
@@ -98,3 +101,23 @@ async def test_an_unreachable_provider_is_unavailable_and_retried_by_the_one_loo
         await providers.complete(spec, None, MESSAGES, PARAMS, retry=policy, sleep=sleep, direct=True)
     assert failed.value.attempts == 3 and len(slept) == 2
     assert str(failed.value) == "openai connection failed for model gpt-4o-2024-08-06: ConnectError"
+
+
+async def test_an_answer_that_is_not_json_is_the_providers_failure_and_org_headers_are_sent(monkeypatch):
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-1")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-1")
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="<html>a proxy's error page</html>")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    monkeypatch.setitem(direct_calls._clients, asyncio.get_running_loop(), client)
+    spec = ModelSpec(id="gpt-4o-2024-08-06", provider="openai", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ProviderUnavailable, match="not a JSON object"):
+        await providers.complete(spec, None, MESSAGES, PARAMS, retry=NO_RETRY, direct=True)
+    headers = seen[0].headers
+    assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
+    assert headers["authorization"] == "Bearer sk-local-dummy" and seen[0].url.path == "/v1/chat/completions"
+    await client.aclose()

@@ -69,7 +69,8 @@ def _client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None:
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
-        client = _clients[loop] = httpx.AsyncClient(limits=limits, timeout=None, trust_env=False)
+        # trust_env as the SDKs do: HTTPS_PROXY / NO_PROXY and the like apply to the serving path too
+        client = _clients[loop] = httpx.AsyncClient(limits=limits, timeout=None)
     return client
 
 
@@ -107,7 +108,11 @@ def _request(
     body = request_kwargs(spec, system, messages, sent)
     if stream:
         body["stream"], body["stream_options"] = True, {"include_usage": True}
-    return f"{base}/chat/completions", {"authorization": f"Bearer {key}"}, body, dropped, "openai"
+    headers = {"authorization": f"Bearer {key}"}
+    for env, header in (("OPENAI_ORG_ID", "openai-organization"), ("OPENAI_PROJECT_ID", "openai-project")):
+        if os.environ.get(env):  # what the SDK sends when they are set
+            headers[header] = os.environ[env]
+    return f"{base}/chat/completions", headers, body, dropped, "openai"
 
 
 def _error(provider: str, spec: ModelSpec, status: int, headers: httpx.Headers, raw: bytes) -> ProviderError:
@@ -117,6 +122,19 @@ def _error(provider: str, spec: ModelSpec, status: int, headers: httpx.Headers, 
         body = raw.decode(errors="replace")[:500] or None
     error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else body
     return error_for_status(provider, spec.id, status, headers, error)
+
+
+def _json(provider: str, spec: ModelSpec, raw: bytes | str) -> dict[str, Any]:
+    """A JSON object of the provider's answer; anything else is the provider's failure, typed."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ProviderUnavailable(
+            f"{provider} answered something that is not a JSON object for model {spec.id}", model=spec.id
+        )
+    return data
 
 
 def _transport_error(provider: str, spec: ModelSpec, exc: httpx.HTTPError) -> ProviderError:
@@ -146,7 +164,7 @@ async def call(
     latency_ms = (time.perf_counter() - started) * 1000
     if response.status_code >= 400:
         raise _error(provider, spec, response.status_code, response.headers, response.content)
-    data = json.loads(response.content)
+    data = _json(provider, spec, response.content)
     if provider == "anthropic":
         return _anthropic_completion(spec, data, latency_ms, dropped)
     return _openai_completion(spec, data, latency_ms, dropped)
@@ -258,7 +276,7 @@ async def _openai_events(
             continue
         if payload == "[DONE]":
             continue  # read to the end: a response left unread closes its connection instead of pooling it
-        chunk = json.loads(payload)
+        chunk = _json("openai", spec, payload)
         if chunk.get("error"):
             raise error_for_status("openai", spec.id, 500, {}, chunk["error"])
         model = chunk.get("model") or model
@@ -299,7 +317,7 @@ async def _anthropic_events(
         payload = _data(line)
         if not payload:
             continue
-        event = json.loads(payload)
+        event = _json("anthropic", spec, payload)
         kind = event.get("type")
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
