@@ -389,7 +389,7 @@ async def test_a_click_on_an_already_decided_stage_is_refused(rig: Rig) -> None:
     await rig.click("U_CAROL", stage=0)  # stage 1 waits now
     st = await rig.status()
     assert st.votes == before.votes and st.waiting == 1
-    assert "stage 0 is not waiting" in st.refusals[-1].reason
+    assert "stale decision: stage 0 was decided already" in st.refusals[-1].reason
     assert "not counted" in rig.responses("U_CAROL")[0]["text"]
 
 
