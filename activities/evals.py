@@ -27,15 +27,20 @@ from pairshift.contracts import implements
 from pairshift.contracts.evals import (
     BatchResult,
     BatchSpec,
+    CollectResult,
     EvalReport,
     PlanInput,
+    PollResult,
     PreflightInput,
     PreflightResult,
+    ProviderBatchSpec,
     ReportInput,
     RoutedEvalPlan,
     RunSummary,
+    SubmitResult,
     SummarizeInput,
 )
+from pairshift.evals import provider_batches
 from pairshift.evals.preflight import PreflightRefused, preflight
 from pairshift.registry import open_registry
 from pairshift.telemetry import metrics
@@ -111,6 +116,43 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
     return result
 
 
+@implements(contract.submit_provider_batch)
+async def submit_provider_batch(spec: ProviderBatchSpec) -> SubmitResult:
+    """Send the range's missing calls as one provider batch; its id is stored before this returns (once)."""
+    try:
+        return await provider_batches.submit(open_registry(), spec)
+    except (evals.ArmFailed, evals.JudgeRefused) as exc:
+        raise _non_retryable(exc) from None
+    except evals.FATAL_ERRORS as exc:
+        raise _non_retryable(
+            evals.ArmFailed(f"arm {spec.arm}: batch submit refused: {exc.message}")
+        ) from None
+
+
+@implements(contract.poll_provider_batch)
+async def poll_provider_batch(spec: ProviderBatchSpec) -> PollResult:
+    """One look at a submitted provider batch (never waits: the workflow's timers do)."""
+    try:
+        return await provider_batches.poll(open_registry(), spec)
+    except evals.FATAL_ERRORS as exc:
+        raise _non_retryable(evals.ArmFailed(f"arm {spec.arm}: batch poll refused: {exc.message}")) from None
+
+
+@implements(contract.collect_provider_batch)
+async def collect_provider_batch(spec: ProviderBatchSpec) -> CollectResult:
+    """Store an ended batch's results (cache, score, results table); cancel it first if still running."""
+    try:
+        result = await provider_batches.collect(open_registry(), spec, cancel=spec.cancel)
+    except (evals.ArmFailed, evals.JudgeRefused) as exc:
+        raise _non_retryable(exc) from None
+    except evals.FATAL_ERRORS as exc:
+        raise _non_retryable(
+            evals.ArmFailed(f"arm {spec.arm}: batch results refused: {exc.message}")
+        ) from None
+    metrics.EVAL_CALLS.labels("made").inc(result.stored)
+    return result
+
+
 @implements(contract.summarize_eval_run)
 def summarize_eval_run(data: SummarizeInput) -> RunSummary:
     """Summarise one run's stored results and mark it done."""
@@ -127,6 +169,9 @@ EVAL_ACTIVITIES: list[Callable[..., object] | Callable[..., Awaitable[object]]] 
     plan_eval,
     preflight_eval,
     run_eval_batch,
+    submit_provider_batch,
+    poll_provider_batch,
+    collect_provider_batch,
     summarize_eval_run,
     build_eval_report,
 ]

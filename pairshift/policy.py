@@ -91,6 +91,18 @@ class EvalPolicy(_Strict):
         "factuality) and online samples: a model id of the registry. Required when the golden dataset has "
         "model-graded assertions; refused when unknown or retiring within a migration's horizon.",
     )
+    mode: Literal["online", "batch", "auto"] = Field(
+        "online",
+        description=(
+            "How an arm's calls are sent: online (the live API, rate limited), batch (the provider's batch "
+            "API at half the price: Anthropic Message Batches, OpenAI Batch API; results within 24 h, polled "
+            "by durable timers; an arm whose provider has no batch API runs online, with a warning) or auto "
+            "(batch when the arm makes more than batch_min_calls calls and its provider offers one)."
+        ),
+    )
+    batch_min_calls: int = Field(
+        100, ge=1, description="mode auto: an arm with more calls (cases x epochs) than this goes batch."
+    )
 
 
 class Stage(_Strict):

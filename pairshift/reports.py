@@ -13,13 +13,13 @@ error-bar ends) is computed here in Python, so the templates only place numbers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
-from pairshift.contracts.evals import ArmReport, ArmSummary, DatasetRef, Effect, EvalReport, Flip
+from pairshift.contracts.evals import ArmReport, ArmSummary, DatasetRef, Effect, EvalCost, EvalReport, Flip
 from pairshift.contracts.gates import GateDecision
 from pairshift.gates import eval_gate
 from pairshift.paired import blocking_change, paired_ratio, per_case_discordance, power_note
@@ -38,6 +38,18 @@ class ArmFacts(BaseModel):
     error_kinds: dict[str, int] = {}
     truncated_cases: list[str] = []
     dropped_params: list[str] = []
+    mode: Literal["online", "batch"] = "online"
+    online_cost_usd: float | None = None
+    batch: dict[str, int] | None = None
+
+
+class ArmSpend(BaseModel):
+    """What an arm's stored results cost: all of them, and the calls this run paid for (not cached)."""
+
+    cost_usd: float = 0.0  # every result, batch lines at batch prices
+    online_usd: float = 0.0  # every result at online prices
+    spent_usd: float = 0.0  # results not served from the response cache
+    spent_online_usd: float = 0.0  # the same calls at online prices
 
 
 # Errors that belong to the pair, not to the day the eval ran: re-running does not change them, so they count
@@ -55,6 +67,7 @@ class ArmInput(BaseModel):
     summary: ArmSummary
     cached_calls: int = 0
     facts: ArmFacts = ArmFacts()
+    spend: ArmSpend | None = None
 
 
 def assemble_report(
@@ -108,7 +121,7 @@ def assemble_report(
             cached_calls=a.cached_calls,
             latency_p50_ms=s.latency_p50_ms,
             latency_p95_ms=s.latency_p95_ms,
-            cost_usd=s.cost_usd,
+            cost_usd=a.spend.cost_usd if a.spend is not None else s.cost_usd,
             score_ci=s.score_ci,
             reused=a.reused,
             mcnemar_p=p,
@@ -155,6 +168,19 @@ def assemble_report(
             dataset.cases, per_case_discordance(base, joint), policy.max_regression, policy.confidence
         ),
         confidence=policy.confidence,
+        cost=_eval_cost(arms),
+    )
+
+
+def _eval_cost(arms: list[ArmInput]) -> EvalCost | None:
+    """The eval's spend on its fresh arms, at the prices paid and at online prices (None: not known)."""
+    fresh = [a for a in arms if not a.reused and a.spend is not None]
+    if not fresh:
+        return None
+    return EvalCost(
+        total_usd=round(sum(a.spend.spent_usd for a in fresh if a.spend), 9),
+        online_equivalent_usd=round(sum(a.spend.spent_online_usd for a in fresh if a.spend), 9),
+        batch_arms=[a.arm for a in fresh if a.facts.mode == "batch"],
     )
 
 

@@ -21,6 +21,16 @@ so that each makes at most the route's ``calls_per_batch`` calls, and the worker
 the whole fleet to the model's limit with Temporal's task-queue rate limit (:mod:`pairshift.ratelimit`).
 Arms without a route stay on this workflow's queue with the old batch sizes. The routing is versioned
 (``workflow.patched(PROVIDER_QUEUES_PATCH)``): histories recorded before it replay the single-queue path.
+
+Batch arms (policy ``eval.mode`` batch / auto, issue 18; versioned by ``workflow.patched(BATCH_MODE_PATCH)``):
+each case range of ``tuning.provider_batch_requests`` calls is one provider batch. ``submit_provider_batch``
+stores the batch id before it returns; the workflow then waits on durable timers (first poll after
+``poll_first_s``, doubling up to ``poll_max_s``, for at most ``poll_window_h``) with one short
+``poll_provider_batch`` per look, so no activity holds a worker slot while the provider works, and a worker
+killed meanwhile resumes polling the same batch. ``collect_provider_batch`` stores the results like online
+answers. What errored, expired or was canceled goes once more in a follow-up batch (round 1), then online
+through ``run_eval_batch`` (which runs only what is still missing). Batch arms do not take the
+``parallel_batches`` gate and do not use the model's rate-limited queue: batch limits are the provider's own.
 """
 
 from __future__ import annotations
@@ -38,18 +48,23 @@ with workflow.unsafe.imports_passed_through():
         ArmProgress,
         BatchResult,
         BatchSpec,
+        CollectResult,
         EvalProgress,
         EvalReport,
         EvalRequest,
         PlanInput,
         PreflightInput,
+        ProviderBatchSpec,
         ReportInput,
         RoutedEvalPlan,
         SummarizeInput,
         build_eval_report,
+        collect_provider_batch,
         plan_eval,
+        poll_provider_batch,
         preflight_eval,
         run_eval_batch,
+        submit_provider_batch,
         summarize_eval_run,
     )
     from pairshift.ratelimit import batch_ranges, model_task_queue, route_batch_cases
@@ -59,6 +74,9 @@ PROVIDER_QUEUES_PATCH = "provider-task-queues"
 PREFLIGHT_PATCH = "eval-preflight"
 # A cancelled eval (its parent cancelled or aborted) ends CANCELED, not failed (issue 23).
 CANCELLED_IS_CANCELLED_PATCH = "eval-cancel-is-cancel"
+# Arms whose plan says "batch" go through the providers' batch APIs (issue 18).
+BATCH_MODE_PATCH = "eval-batch-mode"
+BATCH_ROUNDS = 2  # the first batch, then one follow-up batch of what failed; what still fails runs online
 SHORT = timedelta(minutes=10)
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -191,6 +209,9 @@ class EvalWorkflow:
     async def _run_batches(self, request: EvalRequest, plan: RoutedEvalPlan) -> None:
         gate = asyncio.Semaphore(request.tuning.parallel_batches)
         tuning = request.tuning
+        batched = {arm for arm, mode in plan.modes.items() if mode == "batch"}
+        if batched and not workflow.patched(BATCH_MODE_PATCH):
+            batched = set()
 
         async def one(arm: str, spec: BatchSpec, queue: str | None) -> None:
             async with gate:
@@ -204,9 +225,18 @@ class EvalWorkflow:
                 )
             self._progress.arms[arm].done += result.calls
 
+        async def batch_arm(arm: str) -> None:
+            if await self._provider_batches(request, plan, arm):
+                return
+            online = [b for b in self._batches(request, plan) if b[0] == arm]
+            await asyncio.gather(*(one(a, spec, queue) for a, spec, queue in online))
+
         tasks = [
-            asyncio.ensure_future(one(arm, spec, queue)) for arm, spec, queue in self._batches(request, plan)
+            asyncio.ensure_future(one(arm, spec, queue))
+            for arm, spec, queue in self._batches(request, plan)
+            if arm not in batched
         ]
+        tasks += [asyncio.ensure_future(batch_arm(a.arm)) for a in plan.arms if a.arm in batched]
         if not tasks:
             return
         done, pending = await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -217,3 +247,56 @@ class EvalWorkflow:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         raise failed.exception()  # type: ignore[misc]
+
+    async def _provider_batches(self, request: EvalRequest, plan: RoutedEvalPlan, arm: str) -> bool:
+        """Run ``arm`` through provider batches (a first round, then a retry round); True when all stored."""
+        run = next(a for a in plan.arms if a.arm == arm)
+        size = max(1, request.tuning.provider_batch_requests // plan.epochs)
+        total = plan.n_cases * plan.epochs
+        for round_ in range(BATCH_ROUNDS):
+            specs = [
+                ProviderBatchSpec(
+                    run_id=run.run_id,
+                    arm=arm,
+                    start=lo,
+                    stop=hi,
+                    round=round_,
+                    no_cache=plan.no_cache,
+                    judge=plan.judge,
+                )
+                for lo, hi in batch_ranges(plan.n_cases, size)
+            ]
+            results = await asyncio.gather(*(self._one_provider_batch(request, spec) for spec in specs))
+            self._progress.arms[arm].done = min(
+                total, self._progress.arms[arm].done + sum(r.stored for r in results)
+            )
+            if not any(r.failed for r in results):
+                return True
+        return False
+
+    async def _one_provider_batch(self, request: EvalRequest, spec: ProviderBatchSpec) -> CollectResult:
+        """Submit (once), wait on durable timers with backoff, collect."""
+        tuning = request.tuning
+        submitted = await workflow.execute_activity(
+            submit_provider_batch, spec, start_to_close_timeout=SHORT, retry_policy=self._retry
+        )
+        if submitted.provider_batch_id is None:
+            return CollectResult(stored=submitted.cached)
+        delay, waited, ended = tuning.poll_first_s, 0.0, False
+        while waited < tuning.poll_window_h * 3600:
+            await workflow.sleep(delay)
+            waited += delay
+            polled = await workflow.execute_activity(
+                poll_provider_batch, spec, start_to_close_timeout=SHORT, retry_policy=self._retry
+            )
+            if polled.ended:
+                ended = True
+                break
+            delay = min(delay * 2, tuning.poll_max_s)
+        collected = await workflow.execute_activity(
+            collect_provider_batch,
+            spec.model_copy(update={"cancel": not ended}),
+            start_to_close_timeout=timedelta(seconds=tuning.batch_timeout_s),
+            retry_policy=self._retry,
+        )
+        return collected.model_copy(update={"stored": collected.stored + submitted.cached})

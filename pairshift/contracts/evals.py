@@ -93,6 +93,16 @@ class EvalTuning(BaseModel):
         30.0, gt=0, description="A batch silent this long is retried elsewhere."
     )
     batch_timeout_s: float = Field(4 * 3600.0, gt=0, description="start_to_close of one batch activity.")
+    poll_first_s: float = Field(
+        30.0, gt=0, description="Provider batches (eval.mode batch): first poll this long after submitting."
+    )
+    poll_max_s: float = Field(600.0, gt=0, description="Polls back off (x2) up to this interval.")
+    poll_window_h: float = Field(
+        25.0, gt=0, description="A provider batch not ended after this long is canceled and collected."
+    )
+    provider_batch_requests: int = Field(
+        10_000, ge=1, le=50_000, description="Most requests in one provider batch (OpenAI allows 50,000)."
+    )
 
 
 class EvalRequest(BaseModel):
@@ -170,6 +180,9 @@ class RoutedEvalPlan(EvalPlan):
     routes: dict[str, BatchRoute] = Field(
         default_factory=dict, description="By arm: the arm model's queue route; absent = the main queue."
     )
+    modes: dict[str, Literal["online", "batch"]] = Field(
+        default_factory=dict, description="By fresh arm: how its calls are sent (eval.mode); absent = online."
+    )
 
 
 # ---------------------------------------------------------------- batches and summaries
@@ -192,6 +205,49 @@ class BatchResult(BaseModel):
     made: int = Field(0, description="Provider calls made by this execution.")
     cached: int = 0
     errors: int = 0
+
+
+class ProviderBatchSpec(BaseModel):
+    """One provider batch of a batch arm: a case range, the round (0 first, 1 the retry of what failed)."""
+
+    run_id: str
+    arm: str
+    start: int = Field(ge=0)
+    stop: int
+    round: int = Field(0, ge=0)
+    no_cache: bool = False
+    judge: str | None = None
+    cancel: bool = Field(False, description="collect: the poll window ran out; cancel the batch first.")
+
+    @property
+    def key(self) -> str:
+        """The registry's name for this submission (``provider_batches.key``)."""
+        return f"{self.run_id}:{self.round}:{self.start}-{self.stop}"
+
+
+class SubmitResult(BaseModel):
+    """What ``submit_provider_batch`` did: the provider's batch id (None: nothing left to send)."""
+
+    key: str
+    provider_batch_id: str | None = None
+    requests: int = 0
+    cached: int = Field(0, description="Calls answered from the response cache instead of being sent.")
+    resumed: bool = Field(False, description="The batch had been submitted before (a retried activity).")
+
+
+class PollResult(BaseModel):
+    """A provider batch's state: ended (results ready) or not, and the provider's status word."""
+
+    ended: bool
+    status: str
+
+
+class CollectResult(BaseModel):
+    """Results stored from one provider batch; ``failed`` lines are left for the next round."""
+
+    stored: int = 0
+    failed: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
 
 
 class RunSummary(BaseModel):
@@ -275,6 +331,23 @@ class ArmReport(BaseModel):
     dropped_params: list[str] = Field(
         default_factory=list, description="Prompt parameters the model's request rules kept from being sent."
     )
+    mode: Literal["online", "batch"] = Field("online", description="How the arm's calls were sent.")
+    online_cost_usd: float | None = Field(
+        None, description="What the arm's calls would have cost online (cost_usd is what they cost)."
+    )
+    batch: dict[str, int] | None = Field(
+        None,
+        description="Batch arms: batches, requests, succeeded, errored, expired, canceled (all rounds), "
+        "retried_in_batch, retried_online.",
+    )
+
+
+class EvalCost(BaseModel):
+    """The whole eval's spend: at the prices paid (batch where batched) and at online prices."""
+
+    total_usd: float
+    online_equivalent_usd: float
+    batch_arms: list[str] = Field(default_factory=list)
 
 
 class EvalReport(BaseModel):
@@ -295,6 +368,7 @@ class EvalReport(BaseModel):
     confidence: float = Field(0.95, description="Two-sided level of every interval in the report.")
     judge: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    cost: EvalCost | None = Field(None, description="Spend of the fresh arms (reused ones cost nothing now).")
 
     def capped(self, limit: int = FLIPPED_CAP) -> EvalReport:
         """The same report with at most ``limit`` flipped cases (for workflow results)."""
@@ -335,6 +409,24 @@ async def preflight_eval(data: PreflightInput) -> PreflightResult:
 @activity.defn
 async def run_eval_batch(batch: BatchSpec) -> BatchResult:
     """Run the missing (case, epoch) calls of one case range; heartbeats ``{done, total}``."""
+    raise NotImplementedError
+
+
+@activity.defn
+async def submit_provider_batch(spec: ProviderBatchSpec) -> SubmitResult:
+    """Send the range's missing calls as one provider batch; its id is stored before this returns (once)."""
+    raise NotImplementedError
+
+
+@activity.defn
+async def poll_provider_batch(spec: ProviderBatchSpec) -> PollResult:
+    """One look at a submitted provider batch (never waits)."""
+    raise NotImplementedError
+
+
+@activity.defn
+async def collect_provider_batch(spec: ProviderBatchSpec) -> CollectResult:
+    """Store an ended batch's results (cache, score, results table); cancel it first if still running."""
     raise NotImplementedError
 
 

@@ -70,6 +70,7 @@ from pairshift.providers import (
     RetryPolicy,
     complete,
 )
+from pairshift.providers.cost import cost_usd
 from pairshift.ratelimit import limiter_for
 from pairshift.registry.models import (
     CachedResponse,
@@ -425,13 +426,16 @@ async def _run_one(
     *,
     no_cache: bool = False,
     regraded: bool = False,
+    via_batch: bool = False,
 ) -> str | None:
-    """Send one call unless ``done`` (a cache hit, a stored answer) is given, cache it, score it, store it.
+    """Send one call unless ``done`` (a cache hit, stored answer, batch line) is given; cache, score, store.
+
+    ``via_batch``: ``done`` is a provider batch's fresh answer (cached like a call just made).
 
     Returns None, or why the judge could not grade it (the case is stored as a grader error, module doc).
     """
     case, epoch, messages, params_dict = call.case, call.epoch, call.messages, call.params_dict
-    cached, error, error_kind = done is not None and not regraded, None, None
+    cached, error, error_kind = done is not None and not regraded and not via_batch, None, None
     if done is None:
         try:
             done = await call_limited(
@@ -454,9 +458,10 @@ async def _run_one(
                 raise
             # the case fails, the arm goes on
             error, error_kind = err.message, err.kind
-        if done is not None:  # stored before scoring: a judge failure never loses a paid answer
-            key = cache_key(work.spec, _write_model(work.model, done), messages, params_dict, epoch)
-            await asyncio.to_thread(_store_cache, registry, _cache_row(key, work.spec, done), no_cache)
+    if done is not None and (via_batch or not cached and not regraded):
+        # stored before scoring: a judge failure never loses a paid answer
+        key = cache_key(work.spec, _write_model(work.model, done), messages, params_dict, epoch)
+        await asyncio.to_thread(_store_cache, registry, _cache_row(key, work.spec, done), no_cache)
     if done is not None and done.truncated:
         error, error_kind = truncation_message(done, call.params), "truncated"
     output = Output(
@@ -493,6 +498,8 @@ async def _run_one(
         "cached_input_tokens": done.cached_input_tokens if done else 0,
         "dropped_params": (done.dropped_params or None) if done else None,
         "cached": cached,
+        "via_batch": via_batch,
+        "online_cost_usd": online_cost(work.spec, done) if via_batch and done else None,
         "passed": scored.passed if scored else False,
         "score": scored.score if scored else 0.0,
         "assertions": [r.model_dump() for r in scored.results] if scored else [],
@@ -500,6 +507,17 @@ async def _run_one(
     }
     await asyncio.to_thread(_store_result, registry, row)
     return grader_error
+
+
+def online_cost(spec: ModelSpec, done: Completion) -> float:
+    """What a batch answer would have cost online (same tokens, online prices)."""
+    return cost_usd(
+        spec,
+        done.input_tokens,
+        done.output_tokens,
+        cached_input_tokens=done.cached_input_tokens,
+        cache_write_5m_tokens=done.cache_write_tokens,
+    )
 
 
 def truncation_message(done: Completion, params: CallParams) -> str:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Literal
 
 from sqlmodel import Session, col, select
 
@@ -27,6 +28,7 @@ from pairshift.external import is_external, request_for
 from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
+from pairshift.providers.batch_api import offers_batch
 from pairshift.ratelimit import batch_route
 from pairshift.registry.models import (
     DatasetCase,
@@ -297,6 +299,7 @@ def plan_eval(
             no_cache=req.no_cache,
             warnings=warnings,
             routes=_routes(r, arms),
+            modes=_modes(r, arms, warnings),
         )
 
 
@@ -326,6 +329,29 @@ def _routes(r: _Resolved, arms: Sequence[ArmPlan]) -> dict[str, BatchRoute]:
         if route is not None:
             routes[arm.arm] = route
     return routes
+
+
+def _modes(
+    r: _Resolved, arms: Sequence[ArmPlan], warnings: list[str]
+) -> dict[str, Literal["online", "batch"]]:
+    """Each fresh arm's eval mode (policy ``eval.mode``): batch where asked and the provider offers it."""
+    mode, calls = r.policy.mode, r.n_cases * r.policy.epochs
+    modes: dict[str, Literal["online", "batch"]] = {}
+    if mode == "online":
+        return modes
+    resolved = {r.names[k]: ResolvedModel(r.names[k], r.models[k]) for k in ("old", "new")}
+    for arm in arms:
+        spec = resolved[arm.model].spec()
+        if arm.reused or (mode == "auto" and calls <= r.policy.batch_min_calls):
+            continue
+        if not offers_batch(spec):
+            if mode == "batch":
+                warnings.append(
+                    f"arm {arm.arm}: model {arm.model} ({spec.provider}) has no batch API; it runs online"
+                )
+            continue
+        modes[arm.arm] = "batch"
+    return modes
 
 
 def _plan_arm(

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from sqlmodel import col, select
 
 from pairshift.contracts.evals import ArmSummary, DatasetRef, EvalPlan, EvalReport, RunSummary
+from pairshift.evals import provider_batches
 from pairshift.evals.planning import ArmFailed, EvalInputError
 from pairshift.registry.models import DatasetCase, EvalResult, EvalRun, utcnow
 from pairshift.registry.store import Registry
-from pairshift.reports import ArmFacts, ArmInput, FlippedOutputs, assemble_report
+from pairshift.reports import ArmFacts, ArmInput, ArmSpend, FlippedOutputs, assemble_report
 from pairshift.stats import CaseOutcome, summarize_arm
 
 
@@ -44,7 +45,8 @@ def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
                 score=r.score,
                 tags=tags.get(r.case_id, []),
                 latency_ms=r.latency_ms,
-                cost_usd=r.cost_usd,
+                # The gate compares costs as production would pay them: a batch answer at its online price.
+                cost_usd=r.online_cost_usd if r.online_cost_usd is not None else r.cost_usd,
                 input_tokens=r.input_tokens,
                 output_tokens=r.output_tokens,
                 error=r.error is not None,
@@ -103,11 +105,33 @@ def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
         if kind == "truncated":
             truncated.add(case_id)
         dropped.update(params or [])
+    batch = provider_batches.batch_counts(registry, run_id)
+    spend = arm_spend(registry, run_id)
     return ArmFacts(
         cached_input_tokens=sum(row[2] or 0 for row in rows),
         error_kinds=kinds,
         truncated_cases=sorted(truncated),
         dropped_params=sorted(dropped),
+        mode="batch" if batch else "online",
+        online_cost_usd=spend.online_usd,
+        batch=batch,
+    )
+
+
+def arm_spend(registry: Registry, run_id: str) -> ArmSpend:
+    """The run's results' cost (batch lines at batch prices) and its online equivalent; paid = not cached."""
+    with registry.session() as s:
+        rows = s.exec(
+            select(EvalResult.cost_usd, EvalResult.online_cost_usd, EvalResult.cached).where(
+                EvalResult.run_id == run_id
+            )
+        ).all()
+    online = [(cost, on if on is not None else cost, cached) for cost, on, cached in rows]
+    return ArmSpend(
+        cost_usd=round(sum(c for c, _, _ in online), 9),
+        online_usd=round(sum(o for _, o, _ in online), 9),
+        spent_usd=round(sum(c for c, _, cached in online if not cached), 9),
+        spent_online_usd=round(sum(o for _, o, cached in online if not cached), 9),
     )
 
 
@@ -128,6 +152,7 @@ def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSumm
             summary=by_run[a.run_id].summary,
             cached_calls=by_run[a.run_id].cached_calls,
             facts=arm_facts(registry, a.run_id),
+            spend=arm_spend(registry, a.run_id),
         )
         for a in plan.arms
     ]

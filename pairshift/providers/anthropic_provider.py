@@ -87,8 +87,10 @@ def _cache_writes(usage: Any) -> tuple[int, int]:
     return max(0, total - one_hour), one_hour
 
 
-def completion_from(spec: ModelSpec, response: Any, latency_ms: float, dropped: list[str]) -> Completion:
-    """A Messages API response (an SDK object) as a Completion, priced."""
+def completion_from(
+    spec: ModelSpec, response: Any, latency_ms: float, dropped: list[str], *, batch: bool = False
+) -> Completion:
+    """A Messages API response (an SDK object) as a Completion, priced (at batch prices for a batch line)."""
     text = "".join(block.text for block in response.content if block.type == "text")
     usage = response.usage
     read = getattr(usage, "cache_read_input_tokens", None) or 0
@@ -107,6 +109,7 @@ def completion_from(spec: ModelSpec, response: Any, latency_ms: float, dropped: 
             cached_input_tokens=read,
             cache_write_5m_tokens=write_5m,
             cache_write_1h_tokens=write_1h,
+            batch=batch,
         ),
         finish_reason=_STOP_REASONS.get(response.stop_reason or "end_turn", "stop"),
         cached_input_tokens=read,

@@ -80,6 +80,13 @@ async def call(
         **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
     response, latency_ms = await attempt(openai, spec, request)
+    return completion_from(spec, response, latency_ms, dropped)
+
+
+def completion_from(
+    spec: ModelSpec, response: Any, latency_ms: float, dropped: list[str], *, batch: bool = False
+) -> Completion:
+    """A chat completion (an SDK object) as a Completion, priced (at batch prices for a batch line)."""
     choice = response.choices[0]
     refusal = getattr(choice.message, "refusal", None)
     finish: FinishReason = (
@@ -95,7 +102,7 @@ async def call(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         latency_ms=latency_ms,
-        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached),
+        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached, batch=batch),
         finish_reason=finish,
         cached_input_tokens=cached,
         reasoning_tokens=_detail(usage, "completion_tokens_details", "reasoning_tokens"),

@@ -218,10 +218,37 @@ class EvalResult(SQLModel, table=True):
     cached_input_tokens: int = 0  # input tokens the provider read from its prompt cache
     dropped_params: list[str] | None = _json(default=None, nullable=True)  # set by the prompt, not sent
     cached: bool = False
+    via_batch: bool = False  # answered through the provider's batch API (billed at batch prices)
+    online_cost_usd: float | None = None  # what the call would have cost online; None = cost_usd
     passed: bool = False
     score: float = 0.0
     assertions: list[dict[str, Any]] = _json(default_factory=list)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ProviderBatch(SQLModel, table=True):
+    """One provider batch (Anthropic Message Batch / OpenAI Batch) of an eval arm (issue 18).
+
+    ``key`` is the workflow's name for the submission (run, round, chunk): the row is written before the
+    provider is asked (``submitting``) and gets ``provider_batch_id`` in the same breath as the answer, so a
+    retried or resumed submit finds it and polls the same batch instead of sending another. ``counts`` are the
+    results' outcomes once collected (succeeded / errored / expired / canceled / cached).
+    """
+
+    __tablename__ = "provider_batches"
+    key: str = Field(primary_key=True)
+    run_id: str = Field(index=True, foreign_key="eval_runs.id")
+    arm: str
+    round: int = 0
+    provider: str
+    model: str
+    provider_batch_id: str | None = None
+    status: str = "submitting"  # submitting | submitted | ended | collected | empty
+    requests: dict[str, Any] = _json(default_factory=dict)  # custom_id -> [case_id, epoch]
+    counts: dict[str, Any] = _json(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+    submitted_at: datetime | None = None
+    collected_at: datetime | None = None
 
 
 class CachedResponse(SQLModel, table=True):

@@ -1,0 +1,149 @@
+"""eval.mode batch (issue 18): a 2x2 eval through the providers' batch APIs against the fake server.
+
+Both models sit behind the fake server (Anthropic, then OpenAI wire); the same eval runs online and in batch
+mode with the cache off, so every arm answers the same requests twice: the per-arm results must be equal,
+the batch eval's cost half the online one's (and its online-equivalent cost equal to it), and the requests
+must have gone through batches (the server counts them), not through the live API.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from pathlib import Path
+
+import pytest
+from sim_fixtures import SimHandle, sim_server, sim_server_session  # noqa: F401 - fixtures
+from sqlmodel import select
+from temporalio.client import Client
+from temporalio.worker import Worker
+from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
+
+from activities.evals import EVAL_ACTIVITIES
+from pairshift.apply import apply_path
+from pairshift.contracts.evals import EvalReport, EvalRequest, EvalTuning
+from pairshift.policy import EvalPolicy
+from pairshift.providers import ProviderName
+from pairshift.registry.models import EvalResult, ProviderBatch
+from pairshift.registry.store import Registry
+from workflows.evals import EvalWorkflow
+
+N_CASES, EPOCHS = 8, 2
+FAST_POLLS = EvalTuning(poll_first_s=0.05, poll_max_s=0.2)
+SAME = {"pass_rate", "ci", "mean_score", "score_ci", "calls", "errors", "by_tag", "mcnemar_p", "pair"}
+ARMS = ("baseline", "prompt_only", "model_only", "joint")
+
+
+def serve_models(registry: Registry, sim: SimHandle, tmp_path: Path, provider: ProviderName) -> None:
+    base = sim.base_url if provider == "anthropic" else sim.openai_base_url
+    served = {"provider": provider, "base_url": base}
+    overrides = {"sim-classic-2024-06": served, "sim-fresh-2025-09": served}
+    apply_path(
+        registry, write_config(tmp_path / provider, n_cases=N_CASES, model_overrides=overrides), by="test"
+    )
+
+
+async def run(client: Client, queue: str, mode: str, **extra: object) -> EvalReport:
+    request = EvalRequest(
+        deployment="support-triage",
+        to_model="sim-fresh-2025-09",
+        to_prompt="support-triage@2",
+        requested_by="test",
+        no_cache=True,
+        eval_policy=EvalPolicy(epochs=EPOCHS, mode=mode),  # type: ignore[arg-type]
+        tuning=FAST_POLLS,
+        **extra,  # type: ignore[arg-type]
+    )
+    return await client.execute_workflow(
+        EvalWorkflow.run, request, id=f"eval-{mode}-{uuid.uuid4().hex[:8]}", task_queue=queue
+    )
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_batch_eval_equals_online_at_half_the_price(
+    dev_env,
+    eval_registry: Registry,  # noqa: F811
+    sim_server: SimHandle,  # noqa: F811
+    tmp_path: Path,
+    provider: ProviderName,
+) -> None:
+    serve_models(eval_registry, sim_server, tmp_path, provider)
+    sim_server.settings(batch_delay_ms=300)
+    queue = f"eval-batch-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=[EvalWorkflow],
+            activities=EVAL_ACTIVITIES,
+            activity_executor=pool,
+        ):
+            online = await run(dev_env.client, queue, "online")
+            live_before = sim_server.stats()["total"].get("requests", 0)
+            batch = await run(dev_env.client, queue, "batch")
+    calls = N_CASES * EPOCHS
+    for arm in ARMS:
+        a, b = online.arms[arm], batch.arms[arm]
+        assert b.model_dump(include=SAME) == a.model_dump(include=SAME), arm
+        assert a.mode == "online" and b.mode == "batch", arm
+        assert b.cost_usd == pytest.approx(a.cost_usd / 2, rel=1e-9) and b.cost_usd > 0, arm
+        assert b.online_cost_usd == pytest.approx(a.cost_usd, rel=1e-9), arm
+        assert b.batch == {
+            "batches": 1,
+            "requests": calls,
+            "succeeded": calls,
+            "errored": 0,
+            "expired": 0,
+            "canceled": 0,
+            "retried_in_batch": 0,
+            "retried_online": 0,
+        }, arm
+    assert online.cost is not None and batch.cost is not None
+    assert batch.cost.total_usd == pytest.approx(online.cost.total_usd / 2, rel=1e-9)
+    assert batch.cost.online_equivalent_usd == pytest.approx(online.cost.total_usd, rel=1e-9)
+    assert sorted(batch.cost.batch_arms) == sorted(ARMS)
+    assert batch.gate.decision == online.gate.decision
+    # The batch eval's answers came from batches: the live API saw only its preflight (one per arm's pair).
+    stats = sim_server.stats()["total"]
+    assert stats["batch_requests"] == 4 * calls
+    assert stats.get("requests", 0) - live_before <= 4
+    with eval_registry.session() as s:
+        rows = s.exec(select(EvalResult).where(EvalResult.run_id == batch.arms["joint"].run_id)).all()
+        assert len(rows) == calls and all(r.via_batch for r in rows)
+        batches = s.exec(select(ProviderBatch)).all()
+        assert len(batches) == 4 and all(b.provider_batch_id and b.status == "collected" for b in batches)
+
+
+async def test_failed_lines_retry_in_a_batch_then_online(
+    dev_env,
+    eval_registry: Registry,  # noqa: F811
+    sim_server: SimHandle,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    serve_models(eval_registry, sim_server, tmp_path, "openai")
+    queue = f"eval-batch-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        async with Worker(
+            dev_env.client,
+            task_queue=queue,
+            workflows=[EvalWorkflow],
+            activities=EVAL_ACTIVITIES,
+            activity_executor=pool,
+        ):
+            clean = await run(dev_env.client, queue, "online")
+            sim_server.settings(batch_failure_rate=0.3, batch_expire_rate=0.2, fault_seed=5)
+            batch = await run(dev_env.client, queue, "batch")
+    calls = N_CASES * EPOCHS
+    for arm in ARMS:
+        a, b = clean.arms[arm], batch.arms[arm]
+        assert b.model_dump(include=SAME) == a.model_dump(include=SAME), arm
+        counts = b.batch
+        assert counts is not None
+        print(arm, counts)
+        # Round 0 sent every call, round 1 what failed in it; what failed twice ran online: each once.
+        assert counts["batches"] == 2 and counts["requests"] == calls + counts["retried_in_batch"], arm
+        assert counts["errored"] + counts["expired"] == counts["requests"] - counts["succeeded"] > 0, arm
+        assert counts["succeeded"] + counts["retried_online"] == calls, arm
+    with eval_registry.session() as s:
+        rows = s.exec(select(EvalResult.run_id, EvalResult.case_id, EvalResult.epoch)).all()
+        assert len(rows) == len(set(rows))
