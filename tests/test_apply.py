@@ -81,6 +81,12 @@ BAD_EDITS = [
     ),
     ("wrong type", "price: {input_per_mtok: 3.0,", "price: {input_per_mtok: lots,", ["input_per_mtok"]),
     ("unknown policy", "    policy: demo\n", "    policy: dmeo\n", ["policy", "unknown policy dmeo"]),
+    (
+        "unknown eval mode",
+        "eval: {epochs: 2,",
+        "eval: {mode: bulk, epochs: 2,",
+        ["eval.mode", "'online', 'batch' or 'auto'"],
+    ),
 ]
 
 

@@ -8,15 +8,19 @@ must have gone through batches (the server counts them), not through the live AP
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import json
+import os
 import uuid
 from pathlib import Path
 
 import pytest
 from sim_fixtures import SimHandle, sim_server, sim_server_session  # noqa: F401 - fixtures
 from sqlmodel import select
-from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 from test_evals_support import eval_registry, write_config  # noqa: F401 - fixture
 
 from activities.evals import EVAL_ACTIVITIES
@@ -26,7 +30,9 @@ from pairshift.policy import EvalPolicy
 from pairshift.providers import ProviderName
 from pairshift.registry.models import EvalResult, ProviderBatch
 from pairshift.registry.store import Registry
-from workflows.evals import EvalWorkflow
+from workflows.evals import BATCH_MODE_PATCH, EvalWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
 
 N_CASES, EPOCHS = 8, 2
 FAST_POLLS = EvalTuning(poll_first_s=0.05, poll_max_s=0.2)
@@ -44,6 +50,10 @@ def serve_models(registry: Registry, sim: SimHandle, tmp_path: Path, provider: P
 
 
 async def run(client: Client, queue: str, mode: str, **extra: object) -> EvalReport:
+    return await (await start(client, queue, mode, **extra)).result()
+
+
+async def start(client: Client, queue: str, mode: str, **extra: object) -> WorkflowHandle:
     request = EvalRequest(
         deployment="support-triage",
         to_model="sim-fresh-2025-09",
@@ -54,9 +64,18 @@ async def run(client: Client, queue: str, mode: str, **extra: object) -> EvalRep
         tuning=FAST_POLLS,
         **extra,  # type: ignore[arg-type]
     )
-    return await client.execute_workflow(
+    return await client.start_workflow(
         EvalWorkflow.run, request, id=f"eval-{mode}-{uuid.uuid4().hex[:8]}", task_queue=queue
     )
+
+
+def patch_ids(history: dict) -> set[str]:
+    """The workflow.patched ids a history recorded (marker details are base64 JSON payloads)."""
+    ids = set()
+    for event in history["events"]:
+        for detail in event.get("markerRecordedEventAttributes", {}).get("details", {}).values():
+            ids |= {json.loads(base64.b64decode(p["data"]))["id"] for p in detail.get("payloads", [])}
+    return ids
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -80,7 +99,17 @@ async def test_batch_eval_equals_online_at_half_the_price(
         ):
             online = await run(dev_env.client, queue, "online")
             live_before = sim_server.stats()["total"].get("requests", 0)
-            batch = await run(dev_env.client, queue, "batch")
+            handle = await start(dev_env.client, queue, "batch")
+            batch = await handle.result()
+    # The batch path is versioned, and its history replays on today's code.
+    history = await handle.fetch_history()
+    assert BATCH_MODE_PATCH in patch_ids(history.to_json_dict())
+    replayed = await Replayer(
+        workflows=[EvalWorkflow], data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    assert replayed.replay_failure is None
+    if os.environ.get("PAIRSHIFT_RECORD_BATCH_HISTORY") and provider == "anthropic":  # refresh the kept copy
+        (HISTORIES / "eval_batch_mode.json").write_text(history.to_json())
     calls = N_CASES * EPOCHS
     for arm in ARMS:
         a, b = online.arms[arm], batch.arms[arm]

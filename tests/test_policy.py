@@ -33,6 +33,12 @@ def test_defaults_are_the_documented_policy():
         ({"canary": {"stages": [{"percent": 20}, {"percent": 5}]}}, "canary.stages", "must be greater than"),
         ({"canary": {"min_samples": 0}}, "canary.min_samples", "positive"),
         ({"eval": {"epochs": 0}}, "eval.epochs", "greater than or equal to 1"),
+        ({"eval": {"mode": "cheap"}}, "eval.mode", "'online', 'batch' or 'auto'"),
+        (
+            {"eval": {"mode": "auto", "batch_min_calls": 0}},
+            "eval.batch_min_calls",
+            "greater than or equal to 1",
+        ),
         ({"approvals": {"approvers": ["a"], "required": 2}}, "approvals", "exceeds"),
         ({"notice": {"slack": "#x"}}, "notice.slack", "Extra inputs"),
     ],

@@ -48,6 +48,7 @@ EXPECTED = {
     "eval_promoted",
     "watch_cancelled",
     "watch_breached",
+    "eval_batch_mode",  # an eval whose arms went through provider batches (issue 18; test_eval_batch_mode.py)
 }
 
 
