@@ -8,10 +8,12 @@ must have gone through batches (the server counts them), not through the live AP
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import json
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -61,7 +63,7 @@ async def start(client: Client, queue: str, mode: str, **extra: object) -> Workf
         requested_by="test",
         no_cache=True,
         eval_policy=EvalPolicy(epochs=EPOCHS, mode=mode),  # type: ignore[arg-type]
-        tuning=FAST_POLLS,
+        tuning=extra.pop("tuning", FAST_POLLS),
         **extra,  # type: ignore[arg-type]
     )
     return await client.start_workflow(
@@ -176,3 +178,100 @@ async def test_failed_lines_retry_in_a_batch_then_online(
     with eval_registry.session() as s:
         rows = s.exec(select(EvalResult.run_id, EvalResult.case_id, EvalResult.epoch)).all()
         assert len(rows) == len(set(rows))
+
+
+@pytest.mark.e2e  # a worker process, SIGKILLed while the batches are in flight
+async def test_killed_worker_polls_the_same_batches(
+    dev_env,
+    eval_registry: Registry,  # noqa: F811
+    sim_server: SimHandle,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from test_eval_workflow_resume import _start_worker
+
+    serve_models(eval_registry, sim_server, tmp_path, "anthropic")
+    sim_server.settings(batch_delay_ms=4000)  # the batches are still running when the worker dies
+    queue = f"eval-batch-kill-{uuid.uuid4().hex[:8]}"
+    proc = _start_worker(queue, dev_env.client.service_client.config.target_host)
+    try:
+        handle = await start(
+            dev_env.client, queue, "batch", tuning=EvalTuning(poll_first_s=0.3, poll_max_s=0.6)
+        )
+
+        def submitted() -> int:
+            with eval_registry.session() as s:
+                rows = s.exec(select(ProviderBatch)).all()
+                return sum(1 for r in rows if r.provider_batch_id)
+
+        while submitted() < 4:  # every arm's batch id is stored: kill while they are in flight
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "worker died"
+            await asyncio.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        in_flight = sim_server.http.get("/_admin/batches").json()["batches"]
+        assert len(in_flight) == 4
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            async with Worker(
+                dev_env.client,
+                task_queue=queue,
+                workflows=[EvalWorkflow],
+                activities=EVAL_ACTIVITIES,
+                activity_executor=pool,
+            ):
+                report = await handle.result()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    created = sim_server.http.get("/_admin/batches").json()["batches"]
+    assert [b["id"] for b in created] == [b["id"] for b in in_flight], "a batch was submitted again"
+    sent = [cid for b in created for cid in b["custom_ids"]]
+    assert len(sent) == len(set(sent)) == 4 * N_CASES * EPOCHS
+    with eval_registry.session() as s:
+        for arm in ARMS:
+            keys = s.exec(
+                select(EvalResult.case_id, EvalResult.epoch).where(
+                    EvalResult.run_id == report.arms[arm].run_id
+                )
+            ).all()
+            assert len(keys) == len(set(keys)) == N_CASES * EPOCHS, arm
+        stored_ids = {b.provider_batch_id for b in s.exec(select(ProviderBatch)).all()}
+    assert stored_ids == {b["id"] for b in created}
+    assert all(report.arms[arm].batch["succeeded"] == N_CASES * EPOCHS for arm in ARMS)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "provider, mode, min_calls, expected",
+    [
+        ("anthropic", "auto", N_CASES * EPOCHS - 1, "batch"),  # more calls than batch_min_calls
+        ("anthropic", "auto", N_CASES * EPOCHS, None),  # not more: online
+        ("openai", "batch", 100, "batch"),
+        ("sim", "batch", 100, None),  # no batch API: online, with a warning
+        ("anthropic", "online", 1, None),
+    ],
+)
+def test_plan_chooses_each_arms_mode(
+    eval_registry: Registry,  # noqa: F811
+    sim_server: SimHandle,  # noqa: F811
+    tmp_path: Path,
+    provider: ProviderName,
+    mode: str,
+    min_calls: int,
+    expected: str | None,
+) -> None:
+    from pairshift import evals
+
+    if provider != "sim":
+        serve_models(eval_registry, sim_server, tmp_path, provider)
+    else:
+        apply_path(eval_registry, write_config(tmp_path / "sim", n_cases=N_CASES), by="test")
+    request = EvalRequest(
+        deployment="support-triage",
+        to_model="sim-fresh-2025-09",
+        to_prompt="support-triage@2",
+        eval_policy=EvalPolicy(epochs=EPOCHS, mode=mode, batch_min_calls=min_calls),  # type: ignore[arg-type]
+        no_cache=True,
+    )
+    plan = evals.plan_eval(eval_registry, request, uuid.uuid4().hex)
+    assert plan.modes == ({a: expected for a in ARMS} if expected else {})
+    warned = [w for w in plan.warnings if "has no batch API" in w]
+    assert len(warned) == (4 if provider == "sim" else 0)

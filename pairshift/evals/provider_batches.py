@@ -39,7 +39,6 @@ from pairshift.evals.batches import (
 )
 from pairshift.evals.planning import ArmFailed
 from pairshift.providers import batch_api
-from pairshift.providers.base import Message
 from pairshift.providers.rules import outgoing
 from pairshift.registry.models import EvalResult, ProviderBatch, utcnow
 from pairshift.registry.store import Registry
@@ -135,10 +134,7 @@ async def submit(registry: Registry, spec: ProviderBatchSpec) -> SubmitResult:
     await asyncio.to_thread(_save, registry, row)  # before the provider is asked (module docstring)
     if not calls:
         return SubmitResult(key=spec.key, cached=cached)
-    batch_calls = [
-        batch_api.BatchCall(cid, c.system, [Message(role="user", content=c.user)], c.params)
-        for cid, c in calls.items()
-    ]
+    batch_calls = [batch_api.BatchCall(cid, c.system, c.turns, c.params) for cid, c in calls.items()]
     try:
         batch_id = await batch_api.create(work.spec, batch_calls, spec.key)
     except FATAL_ERRORS as err:
