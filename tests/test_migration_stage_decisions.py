@@ -9,7 +9,16 @@
 
 from __future__ import annotations
 
-from migration_harness import Traffic, apply_small, migration_worker, same_types, start, wait_for, waiting_on
+from migration_harness import (
+    Traffic,
+    apply_small,
+    migration_worker,
+    same_types,
+    skip_until,
+    start,
+    wait_for,
+    waiting_on,
+)
 from temporalio import activity
 
 from activities.migration import promote_pair
@@ -45,7 +54,7 @@ async def test_a_stale_signal_for_an_earlier_stage_is_ignored(pairshift_env, tmp
             await handle.execute_update(
                 MigrationWorkflow.decide, DecideUpdate(by="alice", decision="approve")
             )
-            await wait_for(handle, waiting_on(1), timeout_s=120)
+            await skip_until(time_skipping_env, handle, waiting_on(1))  # stage 0 on skipped time
             await handle.signal(MigrationWorkflow.approve, ApproveSignal(by="bob", stage=0))
             st = await wait_for(handle, lambda st: st.history[-1].event == "approve_ignored")
             assert st.phase == "awaiting_approval" and st.waiting.stage == 1, "the stale approval counted"
@@ -83,7 +92,7 @@ async def test_a_promotion_that_lost_its_answer_is_promoted_once(pairshift_env, 
             await handle.execute_update(
                 MigrationWorkflow.decide, DecideUpdate(by="alice", decision="approve")
             )
-            await wait_for(handle, waiting_on(1), timeout_s=120)
+            await skip_until(time_skipping_env, handle, waiting_on(1))  # stage 0 on skipped time
             await decide(handle, "bob")
             result = await handle.result()
     finally:
