@@ -67,8 +67,8 @@ PROVIDER_OUTAGE_S = float(os.environ.get("BENCH_PROVIDER_OUTAGE_S", 30))
 # chosen within the undisturbed run's phase lengths: eval ~10 s in process, canary stages 14-72 s).
 WINDOWS = {"evaluating": 8.0, "awaiting_approval": 4.0, "canary": 25.0}
 # A regressing candidate breaches within the first checks of stage 0 (checks every 3 s): the kill lands in
-# the first 8 s of the canary, before, during or just after the rollback.
-ROLLBACK_WINDOW_S = 8.0
+# the first 3 s of the canary (the breach is acted on within ~5 s), before or during the rollback.
+ROLLBACK_WINDOW_S = 3.0
 RUN_TIMEOUT_S = 300
 SCENARIOS = (
     "undisturbed",
