@@ -76,6 +76,8 @@ def eval_gate(
     cost: RatioEstimate | None,
     latency: RatioEstimate | None,
     policy: EvalPolicy,
+    *,
+    latency_unmeasured: str | None = None,
 ) -> GateDecision:
     """Pass / fail / inconclusive for the joint arm against baseline: pass rate, blocking, cost, latency.
 
@@ -91,7 +93,10 @@ def eval_gate(
         if change is not None:
             verdicts += _blocking(kind, change, policy)
     verdicts.append(_ratio("cost per call", cost, policy.max_cost_ratio, "$", policy.confidence))
-    verdicts.append(_ratio("latency p95", latency, policy.max_latency_p95_ratio, "ms", policy.confidence))
+    if latency_unmeasured is not None:  # e.g. an arm answered through a provider batch API: no latency
+        verdicts.append(("pass", f"latency p95: not judged: {latency_unmeasured}"))
+    else:
+        verdicts.append(_ratio("latency p95", latency, policy.max_latency_p95_ratio, "ms", policy.confidence))
     decisions = {v for v, _ in verdicts}
     decision: Literal["pass", "fail", "inconclusive"] = (
         "fail" if "fail" in decisions else "inconclusive" if "inconclusive" in decisions else "pass"

@@ -136,6 +136,7 @@ def assemble_report(
         paired_ratio(base, joint, "cost", policy.confidence),
         paired_ratio(base, joint, "latency_p95", policy.confidence),
         policy,
+        latency_unmeasured=_batched(rows["baseline"], rows["joint"]),
     )
     errored = sum(
         a.summary.errors - sum(n for kind, n in a.facts.error_kinds.items() if kind in PAIR_ERROR_KINDS)
@@ -170,6 +171,16 @@ def assemble_report(
         confidence=policy.confidence,
         cost=_eval_cost(arms),
     )
+
+
+def _batched(baseline: ArmReport, joint: ArmReport) -> str | None:
+    """Why the latency ratio cannot be judged: an arm answered through a provider batch API (hours of
+    queueing, no per-call latency), so its latencies are not what production will see."""
+    batched = [name for name, arm in (("baseline", baseline), ("joint", joint)) if arm.mode == "batch"]
+    if not batched:
+        return None
+    arms = " and ".join(batched)
+    return f"the {arms} arm(s) ran through a provider batch API, which measures no call latency"
 
 
 def _eval_cost(arms: list[ArmInput]) -> EvalCost | None:

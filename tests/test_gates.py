@@ -192,6 +192,16 @@ def test_eval_gate_free_baseline_and_tolerance() -> None:
     assert eval_gate(OK, shown, SAME_COST, SAME_LATENCY, EvalPolicy(confidence=0.9)).reasons[0].count("90%")
 
 
+def test_a_batched_arms_latency_is_not_judged() -> None:
+    """A baseline answered through a provider batch API stores latency 0: against an online joint that read as
+    "exceeds any ratio" and failed the eval (issue 18)."""
+    batched = RatioEstimate(baseline=0.0, joint=850.0, ratio=float("inf"), ci=(float("inf"), float("inf")))
+    assert eval_gate(OK, {}, SAME_COST, batched, EvalPolicy()).decision == "fail"
+    why = "the baseline arm(s) ran through a provider batch API, which measures no call latency"
+    result = eval_gate(OK, {}, SAME_COST, batched, EvalPolicy(), latency_unmeasured=why)
+    assert result.decision == "pass" and f"latency p95: not judged: {why}" in result.reasons
+
+
 # ---------------------------------------------------------------- stage gate
 
 RNG_LAT = np.random.default_rng(7)
