@@ -28,7 +28,7 @@ from pairshift.contracts.migration import (
 )
 from pairshift.gates import latency_ranks, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
-from pairshift.observations import stage_stats
+from pairshift.observations import invalid_details, stage_stats
 from pairshift.registry import open_registry
 from pairshift.resolver import InvalidMigration, plan_migration
 from pairshift.telemetry import metrics
@@ -140,6 +140,15 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         elapsed_hours=inp.elapsed_hours,
         min_hours=inp.min_hours,
     )
+    if check.decision == "breach" and stats["candidate"].invalid.y > 0:
+        with open_registry().session() as s:
+            top = invalid_details(s, inp.deployment, inp.migration, inp.since)
+        check.reasons += [
+            f"top reasons {variant} outputs were invalid: "
+            + "; ".join(f"{detail} ({n:,} calls)" for detail, n in top[variant])
+            for variant in ("candidate", "control")
+            if top.get(variant)
+        ]
     metrics.GATE_CHECKS.labels(check.decision).inc()
     return check
 

@@ -153,3 +153,28 @@ async def test_an_error_names_its_kind(sqlite_registry) -> None:
     with sqlite_registry.session() as s:
         row = s.scalars(select(Observation)).one()
     assert (row.outcome, row.detail) == ("error", "TemplateProblem")
+
+
+def test_the_commonest_reasons_outputs_were_invalid_come_first(sqlite_registry) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pairshift.observations import invalid_details, store_batch
+
+    apply_example(sqlite_registry)
+    set_split(sqlite_registry, 50)
+    at = datetime.now(UTC)
+    rows = [("candidate", "online check raw-json: not JSON")] * 5 + [
+        ("candidate", "validate returned False")
+    ] * 2
+    rows += [("candidate", f"online check c{i}: no") for i in range(3)] + [("control", None)]
+    with sqlite_registry.session() as s:
+        store_batch(
+            s,
+            [
+                item(i, variant).model_copy(update={"outcome": "invalid", "detail": detail, "at": at})
+                for i, (variant, detail) in enumerate(rows)
+            ],
+        )
+        top = invalid_details(s, DEPLOYMENT, MIGRATION, at - timedelta(minutes=1))
+    assert top["candidate"][:2] == [("online check raw-json: not JSON", 5), ("validate returned False", 2)]
+    assert len(top["candidate"]) == 3 and top["control"] == [("(no detail)", 1)]

@@ -45,6 +45,7 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
     apply_path(open_registry(), cfg_dir, by="test")
     router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
     sent = [0]
+    checks: list[StageCheck] = []
 
     @activity.defn(name="check_stage")
     def check(inp: StageCheckInput) -> StageCheck:
@@ -58,7 +59,8 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
 
         asyncio.run(burst())
         router.writer.flush()
-        return check_stage(inp)
+        checks.append(check_stage(inp))
+        return checks[-1]
 
     activities = [
         a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
@@ -91,3 +93,6 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
     invalid = [o for o in rows if o.outcome == "invalid"]
     assert invalid and all(o.detail.startswith("online check raw-json: ") for o in invalid)
     assert {o.outcome for o in control} == {"ok"}, "control's outputs pass the same checks"
+    breach = next(c for c in checks if c.decision == "breach")
+    named = [r for r in breach.reasons if r.startswith("top reasons candidate outputs were invalid: ")]
+    assert named and "online check raw-json: " in named[0] and " calls)" in named[0], breach.reasons

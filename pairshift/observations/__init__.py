@@ -14,6 +14,7 @@ Everything public is re-exported here: ``from pairshift.observations import X`` 
 from pairshift.observations.aggregates import (
     VARIANTS,
     WindowAggregate,
+    invalid_details,
     stage_stats,
     variant_stats,
     window_aggregates,
@@ -43,6 +44,7 @@ __all__ = [
     "WindowAggregate",
     "add_to_unit_aggregates",
     "hash_unit",
+    "invalid_details",
     "stage_stats",
     "store_batch",
     "variant_stats",

@@ -193,6 +193,27 @@ def variant_stats(
     return _stats(session, units, ranks_for)
 
 
+def invalid_details(
+    session: Session, deployment: str, migration: str, since: datetime, *, limit: int = 3
+) -> dict[str, list[tuple[str, int]]]:
+    """Per variant, the commonest reasons (``detail``) outputs were invalid since ``since``, most first.
+
+    What a stage's report names when its invalid-output rate breaches: which online check (or app callback)
+    failed, and how often. It reads raw observations, so callers ask only when it will be shown.
+    """
+    c = _table.c
+    rows = session.execute(
+        select(c.variant, func.coalesce(c.detail, "(no detail)"), func.count())
+        .where(_filters(deployment, migration, since, None), c.outcome == "invalid")
+        .group_by(c.variant, func.coalesce(c.detail, "(no detail)"))
+    ).all()
+    out: dict[str, list[tuple[str, int]]] = {}
+    for variant, detail, n in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
+        if len(out.setdefault(variant, [])) < limit:
+            out[variant].append((detail, int(n)))
+    return out
+
+
 class WindowAggregate(BaseModel):
     """One variant's observations in one time window."""
 
