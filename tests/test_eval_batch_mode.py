@@ -133,7 +133,16 @@ async def test_batch_eval_equals_online_at_half_the_price(
     assert batch.cost.total_usd == pytest.approx(online.cost.total_usd / 2, rel=1e-9)
     assert batch.cost.online_equivalent_usd == pytest.approx(online.cost.total_usd, rel=1e-9)
     assert sorted(batch.cost.batch_arms) == sorted(ARMS)
-    assert batch.gate.decision == online.gate.decision
+
+    # The same verdicts but latency: online latencies are wall-clock times over HTTP (noise can make their
+    # ratio pass, fail or stay inconclusive), and a batch measures none, so its latency is not judged.
+    def judged(reasons: list[str]) -> list[str]:
+        return [r for r in reasons if not r.startswith("latency p95")]
+
+    assert judged(batch.gate.reasons) == judged(online.gate.reasons)
+    assert any(
+        r.startswith("latency p95: not judged: the baseline and joint arm(s)") for r in batch.gate.reasons
+    )
     # The batch eval's answers came from batches: the live API saw only its preflight (one per arm's pair).
     stats = sim_server.stats()["total"]
     assert stats["batch_requests"] == 4 * calls
