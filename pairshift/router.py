@@ -194,6 +194,9 @@ class Router:
         self._owns_writer = writer is None
         self._writer = writer
         self._split: Split | None = None
+        # One refresh at a time: a load that began before another must not swap its older split in after it
+        # (the background thread and an explicit refresh() racing put a stale stage's split back).
+        self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh_failures = 0  # every failed refresh, over the router's life
@@ -289,6 +292,10 @@ class Router:
 
     def refresh(self) -> bool:
         """Reload the split now; on failure keep the last one. Returns whether the load succeeded."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             split = self._loader()
         except Exception as exc:  # noqa: BLE001 - any failure: keep serving the last known split

@@ -60,7 +60,7 @@ class Gateway:
     def send(self, n: int, units: int = 100_000) -> None:
         state = self.app.state.pairshift
         if APP in state.routers:
-            state.routers[APP].refresh()  # the stage's split, now (the API refreshes every few seconds)
+            assert state.routers[APP].refresh(), "the stage's split now (the API refreshes every few s)"
         for _ in range(n):
             unit = f"user-{self.sent % units}"
             self.sent += 1

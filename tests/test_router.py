@@ -178,3 +178,35 @@ async def test_a_prompt_that_cannot_render_is_recorded_as_an_error_then_raised(s
     with sqlite_registry.session() as s:
         outcomes = sorted(o.outcome for o in s.scalars(select(Observation)))
     assert outcomes == ["error", "invalid"]
+
+
+def test_a_refresh_never_swaps_an_older_split_in_after_a_newer_one(sqlite_registry):
+    """The background refresh and an explicit refresh() raced: the load that began first (the old stage's
+    split) was swapped in last, and a stage's calls were routed at the previous percent (an SRM)."""
+    import threading
+
+    apply_example(sqlite_registry)
+    set_split(sqlite_registry, 20)
+    with Router(DEPLOYMENT, sqlite_registry, refresh_s=0) as router:
+        real = router._loader
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_first_load():
+            split = real()  # reads the registry now: 20%
+            if not entered.is_set():
+                entered.set()
+                release.wait(10)  # then stalls, as a refresh thread can
+            return split
+
+        router._loader = slow_first_load
+        stale = threading.Thread(target=router.refresh)
+        stale.start()
+        assert entered.wait(10)
+        set_split(sqlite_registry, 50)  # the next stage
+        fresh = threading.Thread(target=router.refresh)
+        fresh.start()
+        fresh.join(0.5)  # without the lock it finishes here, before the stale load swaps in
+        release.set()
+        stale.join(10)
+        fresh.join(10)
+        assert router.split.percent == 50
