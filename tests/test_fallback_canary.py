@@ -74,7 +74,8 @@ async def test_a_snapshot_retired_mid_canary_is_served_by_the_chain_and_rolled_b
 
     @activity.defn(name="check_stage")
     def check(inp: StageCheckInput) -> StageCheck:
-        production.send(600)
+        if activity.info().workflow_type != "StageWatchWorkflow":  # as in test_external_migration
+            production.send(600)
         return check_stage(inp)
 
     activities = [

@@ -57,8 +57,9 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
                 ticket = f"{TICKETS[sent[0] % 3]} (order {sent[0]})"
                 await router.complete(f"user-{sent[0]}", {"customer_tier": "gold", "ticket_body": ticket})
 
-        asyncio.run(burst())
-        router.writer.flush()
+        if activity.info().workflow_type != "StageWatchWorkflow":  # as in test_external_migration
+            asyncio.run(burst())
+            router.writer.flush()
         checks.append(check_stage(inp))
         return checks[-1]
 
