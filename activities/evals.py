@@ -49,6 +49,20 @@ T = TypeVar("T")
 HEARTBEAT_EVERY_S = 2.0  # heartbeats also while a batch waits on the rate limiter, not only per finished call
 
 
+def _start_heartbeats(details: Callable[[], object] = lambda: None) -> asyncio.Task[None]:
+    """Heartbeat every ``HEARTBEAT_EVERY_S`` (or a quarter of the heartbeat timeout) until cancelled: an
+    activity lost with its worker is retried after its heartbeat timeout, not its start-to-close timeout."""
+    timeout = activity.info().heartbeat_timeout
+    every = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 4) if timeout else HEARTBEAT_EVERY_S
+
+    async def ticker() -> None:
+        while True:
+            activity.heartbeat(details())
+            await asyncio.sleep(every)
+
+    return asyncio.create_task(ticker())
+
+
 def _non_retryable(exc: Exception) -> ApplicationError:
     return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True)
 
@@ -90,15 +104,7 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
     def on_progress(done: int, total: int) -> None:
         progress.update(done=done, total=total)
 
-    timeout = activity.info().heartbeat_timeout
-    every = min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 4) if timeout else HEARTBEAT_EVERY_S
-
-    async def ticker() -> None:
-        while True:
-            activity.heartbeat(dict(progress))
-            await asyncio.sleep(every)
-
-    beat = asyncio.create_task(ticker())
+    beat = _start_heartbeats(lambda: dict(progress))
     try:
         result = await evals.run_batch(open_registry(), batch, on_progress)
     except (evals.ArmFailed, evals.JudgeRefused) as exc:
@@ -119,6 +125,7 @@ async def run_eval_batch(batch: BatchSpec) -> BatchResult:
 @implements(contract.submit_provider_batch)
 async def submit_provider_batch(spec: ProviderBatchSpec) -> SubmitResult:
     """Send the range's missing calls as one provider batch; its id is stored before this returns (once)."""
+    beat = _start_heartbeats()
     try:
         return await provider_batches.submit(open_registry(), spec)
     except (evals.ArmFailed, evals.JudgeRefused) as exc:
@@ -127,20 +134,26 @@ async def submit_provider_batch(spec: ProviderBatchSpec) -> SubmitResult:
         raise _non_retryable(
             evals.ArmFailed(f"arm {spec.arm}: batch submit refused: {exc.message}")
         ) from None
+    finally:
+        beat.cancel()
 
 
 @implements(contract.poll_provider_batch)
 async def poll_provider_batch(spec: ProviderBatchSpec) -> PollResult:
     """One look at a submitted provider batch (never waits: the workflow's timers do)."""
+    beat = _start_heartbeats()
     try:
         return await provider_batches.poll(open_registry(), spec)
     except evals.FATAL_ERRORS as exc:
         raise _non_retryable(evals.ArmFailed(f"arm {spec.arm}: batch poll refused: {exc.message}")) from None
+    finally:
+        beat.cancel()
 
 
 @implements(contract.collect_provider_batch)
 async def collect_provider_batch(spec: ProviderBatchSpec) -> CollectResult:
     """Store an ended batch's results (cache, score, results table); cancel it first if still running."""
+    beat = _start_heartbeats()
     try:
         result = await provider_batches.collect(open_registry(), spec, cancel=spec.cancel)
     except (evals.ArmFailed, evals.JudgeRefused) as exc:
@@ -149,6 +162,8 @@ async def collect_provider_batch(spec: ProviderBatchSpec) -> CollectResult:
         raise _non_retryable(
             evals.ArmFailed(f"arm {spec.arm}: batch results refused: {exc.message}")
         ) from None
+    finally:
+        beat.cancel()
     metrics.EVAL_CALLS.labels("made").inc(result.stored)
     return result
 

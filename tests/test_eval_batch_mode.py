@@ -199,24 +199,30 @@ async def test_killed_worker_polls_the_same_batches(
     from test_eval_workflow_resume import _start_worker
 
     serve_models(eval_registry, sim_server, tmp_path, "anthropic")
-    sim_server.settings(batch_delay_ms=4000)  # the batches are still running when the worker dies
+    # The batches are still running when the worker dies, and a status request hangs: the worker is killed
+    # while a poll activity is in flight. Its retry must come after the heartbeat timeout (2 s here), not the
+    # activity's 10-minute start-to-close timeout (CI timed out twice when a kill landed inside a poll).
+    sim_server.settings(batch_delay_ms=4000, batch_status_delay_ms=600_000)
     queue = f"eval-batch-kill-{uuid.uuid4().hex[:8]}"
     proc = _start_worker(queue, dev_env.client.service_client.config.target_host)
     try:
-        handle = await start(
-            dev_env.client, queue, "batch", tuning=EvalTuning(poll_first_s=0.3, poll_max_s=0.6)
-        )
+        tuning = EvalTuning(poll_first_s=0.3, poll_max_s=0.6, heartbeat_timeout_s=2)
+        handle = await start(dev_env.client, queue, "batch", tuning=tuning)
 
         def submitted() -> int:
             with eval_registry.session() as s:
                 rows = s.exec(select(ProviderBatch)).all()
                 return sum(1 for r in rows if r.provider_batch_id)
 
-        while submitted() < 4:  # every arm's batch id is stored: kill while they are in flight
+        def polled() -> int:
+            return sum(b["polls"] for b in sim_server.http.get("/_admin/batches").json()["batches"])
+
+        while submitted() < 4 or polled() < 1:  # every batch id stored, a poll in flight: kill now
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "worker died"
             await asyncio.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        sim_server.settings(batch_status_delay_ms=0)
         in_flight = sim_server.http.get("/_admin/batches").json()["batches"]
         assert len(in_flight) == 4
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

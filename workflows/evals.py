@@ -277,8 +277,15 @@ class EvalWorkflow:
     async def _one_provider_batch(self, request: EvalRequest, spec: ProviderBatchSpec) -> CollectResult:
         """Submit (once), wait on durable timers with backoff, collect."""
         tuning = request.tuning
+        # Each call heartbeats: one lost with a killed worker is retried after the heartbeat timeout, not the
+        # start-to-close timeout (10 minutes; 4 hours for collecting).
+        beat = timedelta(seconds=tuning.heartbeat_timeout_s)
         submitted = await workflow.execute_activity(
-            submit_provider_batch, spec, start_to_close_timeout=SHORT, retry_policy=self._retry
+            submit_provider_batch,
+            spec,
+            start_to_close_timeout=SHORT,
+            heartbeat_timeout=beat,
+            retry_policy=self._retry,
         )
         if submitted.provider_batch_id is None:
             return CollectResult(stored=submitted.cached)
@@ -287,7 +294,11 @@ class EvalWorkflow:
             await workflow.sleep(delay)
             waited += delay
             polled = await workflow.execute_activity(
-                poll_provider_batch, spec, start_to_close_timeout=SHORT, retry_policy=self._retry
+                poll_provider_batch,
+                spec,
+                start_to_close_timeout=SHORT,
+                heartbeat_timeout=beat,
+                retry_policy=self._retry,
             )
             if polled.ended:
                 ended = True
@@ -297,6 +308,7 @@ class EvalWorkflow:
             collect_provider_batch,
             spec.model_copy(update={"cancel": not ended}),
             start_to_close_timeout=timedelta(seconds=tuning.batch_timeout_s),
+            heartbeat_timeout=beat,
             retry_policy=self._retry,
         )
         return collected.model_copy(update={"stored": collected.stored + submitted.cached})

@@ -49,6 +49,7 @@ class Job:
     cancel_delay: timedelta = timedelta(0)
     cancel_at: datetime | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # wire-specific: endpoint, file ids, metadata, errors
+    polls: int = 0  # status requests seen (GET of the batch)
 
     @property
     def ends(self) -> datetime:

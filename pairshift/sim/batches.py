@@ -11,6 +11,7 @@ Batches skip rate limits and faults; ``batch_failure_rate`` / ``batch_expire_rat
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -134,7 +135,9 @@ def add_batch_routes(app: FastAPI, state: SimState) -> None:
             timedelta(milliseconds=s.batch_cancel_ms),
         )
         state.batches[job.id] = job
-        return JSONResponse(batch_json(job, results_url(job, request), datetime.now(UTC)))
+        # As of its creation: a batch is answered with every request processing (building the lines takes a
+        # few ms, and on a loaded machine a short batch_delay_ms had already "processed" one; a test flaked).
+        return JSONResponse(batch_json(job, results_url(job, request), job.created))
 
     @app.get("/v1/messages/batches")
     async def list_batches(request: Request) -> Response:
@@ -156,6 +159,8 @@ def add_batch_routes(app: FastAPI, state: SimState) -> None:
             job = find(batch_id)
         except Failure as failure:
             return _error_response("anthropic", failure)
+        job.polls += 1
+        await asyncio.sleep(state.settings.batch_status_delay_ms / 1000)
         return JSONResponse(batch_json(job, results_url(job, request), datetime.now(UTC)))
 
     @app.post("/v1/messages/batches/{batch_id}/cancel")

@@ -21,6 +21,7 @@ Routes: ``POST /v1/files`` (multipart: ``file``, ``purpose``), ``GET /v1/files/{
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import json
@@ -387,9 +388,12 @@ def add_openai_batch_routes(app: FastAPI, state: SimState) -> None:
     @app.get("/v1/batches/{batch_id}")
     async def get_batch(batch_id: str) -> Response:
         try:
-            return JSONResponse(batch_json(find(batch_id), datetime.now(UTC)))
+            job = find(batch_id)
         except Failure as failure:
             return _error_response("openai", failure)
+        job.polls += 1
+        await asyncio.sleep(state.settings.batch_status_delay_ms / 1000)
+        return JSONResponse(batch_json(job, datetime.now(UTC)))
 
     @app.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str) -> Response:

@@ -16,8 +16,8 @@ unchanged against 127.0.0.1. Routes:
   refuses it; the Responses API does not stream here.
 - Control: ``GET|POST /_admin/settings`` (POST merges top-level keys), ``POST /_admin/aliases``,
   ``POST /_admin/faults/next`` (script the next faults of a model), ``GET /_admin/stats``,
-  ``GET /_admin/batches`` (every batch created: id, wire, custom ids), ``GET /_admin/answers`` (how often
-  each distinct request was answered, by :func:`request_fingerprint`),
+  ``GET /_admin/batches`` (every batch created: id, wire, custom ids, status requests seen),
+  ``GET /_admin/answers`` (how often each distinct request was answered, by :func:`request_fingerprint`),
   ``POST /_admin/reset`` (back to the start settings, empty stats and windows).
 
 A requested id resolves through ``aliases`` to a sim snapshot or a ``mirror`` (a real-looking id,
@@ -136,6 +136,9 @@ class SimSettings(BaseModel):
     )
     batch_expire_rate: float = Field(default=0.0, ge=0, le=1, description="share of batch lines expired")
     batch_cancel_ms: float = Field(default=0.0, ge=0, description="a canceled batch says canceling this long")
+    batch_status_delay_ms: float = Field(
+        default=0.0, ge=0, description="a batch status request (GET of the batch) answers this late"
+    )
 
 
 @dataclass
@@ -447,7 +450,8 @@ def _add_admin_routes(app: FastAPI, state: SimState) -> None:
         jobs = state.batches.values()
         return {
             "batches": [
-                {"id": j.id, "wire": j.wire, "custom_ids": [x.custom_id for x in j.lines]} for j in jobs
+                {"id": j.id, "wire": j.wire, "custom_ids": [x.custom_id for x in j.lines], "polls": j.polls}
+                for j in jobs
             ]
         }
 
