@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from test_router_support import (
     ACTIVE_PAIR,
+    CANDIDATE,
     CANDIDATE_PAIR,
     DEPLOYMENT,
     MIGRATION,
@@ -241,3 +242,81 @@ def test_an_abandoned_stream_is_a_call_but_neither_an_error_nor_a_latency(canary
     for stats in (kept, recount["control"]):
         assert (stats.n, stats.errors.y, stats.invalid.y) == (2, 0, 0)
         assert stats.latency.order == {1: 400.0}
+
+
+def _units_by_bucket() -> dict[str, str]:
+    """One unit key per region of the buckets: candidate at 20% and 50%, only at 50%, at neither."""
+    from pairshift.router import bucket
+
+    found: dict[str, str] = {}
+    for i in range(10_000):
+        b = bucket(MIGRATION, f"unit-{i}")
+        region = "both" if b < 2_000 else "only_50" if b < 5_000 else "neither"
+        found.setdefault(region, f"unit-{i}")
+        if len(found) == 3:
+            return found
+    raise AssertionError("no unit found for every region")
+
+
+@pytest.mark.parametrize(
+    "region, variant, stage",
+    [
+        ("only_50", "control", 20.0),  # routed by the 20% split, stored after the move: the 20% stage's
+        ("only_50", "candidate", 50.0),  # routed by the 50% split
+        ("both", "candidate", 50.0),  # both splits agree: the live stage
+        ("neither", "control", 50.0),
+        ("neither", "candidate", 50.0),  # neither agrees (not a split's row): the live stage, as before
+    ],
+)
+def test_a_row_stored_after_a_stage_moved_counts_in_the_stage_that_routed_it(
+    registry, region, variant, stage
+):
+    from pairshift import split
+
+    apply_example(registry)
+    for percent in (20.0, 50.0):
+        with registry.session() as s:
+            split.set_split(
+                s,
+                deployment=DEPLOYMENT,
+                migration=MIGRATION,
+                prompt=CANDIDATE[0],
+                model=CANDIDATE[1],
+                percent=percent,
+            )
+            s.commit()
+    unit = _units_by_bucket()[region]
+    pair = CANDIDATE_PAIR if variant == "candidate" else ACTIVE_PAIR
+    with registry.session() as s:
+        store_batch(s, [obs(unit=unit, variant=variant, pair=pair, at=None)])
+    with registry.session() as s:
+        counted = {p: stage_stats(s, MIGRATION, p)[variant].n for p in (20.0, 50.0)}
+    assert counted == {20.0: int(stage == 20.0), 50.0: int(stage == 50.0)}
+
+
+def test_after_the_grace_every_row_counts_in_the_live_stage(registry):
+    from pairshift import split
+    from pairshift.registry.models import Deployment
+
+    apply_example(registry)
+    for percent in (20.0, 50.0):
+        with registry.session() as s:
+            split.set_split(
+                s,
+                deployment=DEPLOYMENT,
+                migration=MIGRATION,
+                prompt=CANDIDATE[0],
+                model=CANDIDATE[1],
+                percent=percent,
+            )
+            s.commit()
+    with registry.session() as s:
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.split_changed_at = dep.split_changed_at - timedelta(minutes=10)
+        s.add(dep)
+        s.commit()
+    with registry.session() as s:
+        store_batch(s, [obs(unit=_units_by_bucket()["only_50"], variant="control", at=None)])
+    with registry.session() as s:
+        assert stage_stats(s, MIGRATION, 50.0)["control"].n == 1
+        assert stage_stats(s, MIGRATION, 20.0)["control"].n == 0

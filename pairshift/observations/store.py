@@ -14,13 +14,16 @@ import hmac
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pairshift.registry.models import Deployment, LedgerEntry, Observation, ObservationLoss, utcnow
+
+if TYPE_CHECKING:
+    from pairshift.observations.split_check import RoutingSplit
 
 MAX_BATCH = 10_000  # PRODUCT §9: at most 10,000 observations a request
 MAX_ERRORS_REPORTED = 20  # a refused batch names at most this many bad items
@@ -37,6 +40,9 @@ NO_LATENCY_OUTCOMES = (*ERROR_OUTCOMES, "abandoned")
 
 
 UNIT_HASH_KEY_ENV = "PAIRSHIFT_UNIT_HASH_KEY"
+
+
+Stage = tuple[str, float]  # (migration, percent): a canary stage, as unit_aggregates keys it
 
 
 def hash_unit(unit_key: str) -> str:
@@ -188,10 +194,13 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
     for d in deployments.values():
         known[d.name].update(p for p in (d.active_pair, d.candidate_pair) if p)
     splits = {d.name: (d.active_pair, d.candidate_pair, d.migration) for d in deployments.values()}
-    stages = {d.name: (d.migration, d.canary_percent) for d in deployments.values() if d.migration}
     errors: list[ItemError] = []
     now = utcnow()
+    from pairshift.observations.split_check import live_splits  # split_check builds on this module
+
+    routing = {d.name: live_splits(d, now) for d in deployments.values() if d.migration}
     rows: list[tuple[Any, ...]] = []
+    stages: list[Stage | None] = []
     for i, o in enumerate(obs):
         split = splits.get(o.deployment)
         if split is None:
@@ -205,6 +214,7 @@ def store_batch(session: Session, items: Sequence[ObservationIn | Mapping[str, A
             )
             continue
         migration = o.migration or (split[2] if o.pair in split[:2] else None)
+        stages.append(_stage_of(o, migration, routing.get(o.deployment, [])))
         rows.append(
             (
                 o.deployment,
@@ -273,21 +283,38 @@ _AGG_SQL = (
 )
 
 
-def add_to_unit_aggregates(
-    session: Session, rows: Sequence[tuple[Any, ...]], stages: Mapping[str, tuple[str, float]]
-) -> int:
-    """Add stored rows (in ``_COLUMNS`` order) to their unit's row of the current canary stage.
+def _stage_of(o: ObservationIn, migration: str | None, splits: Sequence[RoutingSplit]) -> Stage | None:
+    """The canary stage whose split routed this row: the live one (``splits[0]``), or the one it replaced
+    (within the split check's grace) when only that one sends the row's unit to the row's variant.
 
-    ``stages`` maps a deployment to its live (migration, percent); rows of another migration (late telemetry
-    of a finished one) or of a deployment not canarying have no stage and are left out. One upsert per
+    A call routed at 20% that is stored after the stage moved to 50% belongs to the 20% stage: counted in the
+    50% stage, a unit the 50% split sends to the candidate would show a control row there (a sample-ratio
+    mismatch, and one unit in both arms). A row both splits agree on, or neither, is the live stage's.
+    """
+    canarying = [x for x in splits if x.migration == migration and x.percent > 0]
+    if migration is None or not canarying:
+        return None
+    for split in canarying:
+        if split.assign(o.unit)[0] == o.variant:
+            return migration, split.percent
+    return (migration, splits[0].percent) if canarying[0] is splits[0] else None
+
+
+def add_to_unit_aggregates(
+    session: Session, rows: Sequence[tuple[Any, ...]], stages: Sequence[Stage | None]
+) -> int:
+    """Add stored rows (in ``_COLUMNS`` order) to their unit's row of the canary stage that routed them.
+
+    ``stages[i]`` is row ``i``'s (migration, percent), see :func:`_stage_of`; rows of another migration (late
+    telemetry of a finished one) or of a deployment not canarying have none and are left out. One upsert per
     (stage, variant, unit) touched, in key order, so concurrent batches on PostgreSQL never deadlock.
     """
     sums: dict[tuple[str, float, str, str], list[Any]] = {}
-    for deployment, migration, _pair, variant, unit, latency, _i, _o, cost, outcome, score, *_rest in rows:
-        stage = stages.get(deployment)
-        if stage is None or migration != stage[0] or stage[1] <= 0:
+    for row, stage in zip(rows, stages, strict=True):
+        _d, migration, _pair, variant, unit, latency, _i, _o, cost, outcome, score, *_rest = row
+        if stage is None:
             continue
-        acc = sums.setdefault((migration, stage[1], variant, unit), [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, None])
+        acc = sums.setdefault((stage[0], stage[1], variant, unit), [0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, None])
         acc[0] += 1
         acc[1] += outcome in ERROR_OUTCOMES
         acc[2] += outcome == "invalid"
