@@ -32,7 +32,7 @@ from pairshift.policy import EvalPolicy
 from pairshift.providers import ProviderName
 from pairshift.registry.models import EvalResult, ProviderBatch
 from pairshift.registry.store import Registry
-from workflows.evals import BATCH_MODE_PATCH, EvalWorkflow
+from workflows.evals import BATCH_MODE_PATCH, EVAL_WORKFLOWS, EvalWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 
@@ -95,7 +95,7 @@ async def test_batch_eval_equals_online_at_half_the_price(
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):
@@ -107,7 +107,7 @@ async def test_batch_eval_equals_online_at_half_the_price(
     history = await handle.fetch_history()
     assert BATCH_MODE_PATCH in patch_ids(history.to_json_dict())
     replayed = await Replayer(
-        workflows=[EvalWorkflow], data_converter=pydantic_data_converter
+        workflows=EVAL_WORKFLOWS, data_converter=pydantic_data_converter
     ).replay_workflow(history)
     assert replayed.replay_failure is None
     if os.environ.get("PAIRSHIFT_RECORD_BATCH_HISTORY") and provider == "anthropic":  # refresh the kept copy
@@ -166,7 +166,7 @@ async def test_failed_lines_retry_in_a_batch_then_online(
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):
@@ -229,7 +229,7 @@ async def test_killed_worker_polls_the_same_batches(
             async with Worker(
                 dev_env.client,
                 task_queue=queue,
-                workflows=[EvalWorkflow],
+                workflows=EVAL_WORKFLOWS,
                 activities=EVAL_ACTIVITIES,
                 activity_executor=pool,
             ):

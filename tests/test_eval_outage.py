@@ -28,7 +28,7 @@ from pairshift.contracts.evals import BatchSpec, EvalRequest
 from pairshift.evals import batches
 from pairshift.registry.models import EvalResult, EvalRun
 from pairshift.registry.store import Registry
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 FRESH = "sim-fresh-2025-09"
 
@@ -100,7 +100,7 @@ async def test_an_eval_waits_out_an_outage_and_stores_every_case_once(
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):

@@ -24,7 +24,7 @@ from pairshift.apply import apply_path
 from pairshift.contracts.evals import EvalReport, EvalRequest
 from pairshift.registry.models import EvalResult, EvalRun
 from pairshift.registry.store import Registry
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 REASON = "sim-reason-2026-03"
 
@@ -36,7 +36,7 @@ async def worker(dev_env, eval_registry) -> AsyncIterator[tuple[Client, str]]:  
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):

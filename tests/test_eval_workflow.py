@@ -17,7 +17,7 @@ from activities.evals import EVAL_ACTIVITIES
 from pairshift.contracts.evals import EvalReport, EvalRequest
 from pairshift.registry.models import EvalRun, Model
 from pairshift.registry.store import Registry
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 ARM_KEYS = {
     "pair",
@@ -52,7 +52,7 @@ async def worker(dev_env, eval_registry) -> AsyncIterator[tuple[Client, str]]:  
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):

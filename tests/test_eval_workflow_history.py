@@ -34,7 +34,7 @@ from pairshift.contracts.evals import (
 )
 from pairshift.contracts.gates import GateDecision
 from pairshift.policy import EvalPolicy
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 N_CASES, EPOCHS = 10_000, 3
 ARMS = ("baseline", "prompt_only", "model_only", "joint")
@@ -139,7 +139,7 @@ async def test_large_eval_history_is_small(dev_env) -> None:
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activity_executor=pool,
             activities=[fake_plan, fake_preflight, fake_batch, fake_summary, fake_report],
         ):

@@ -31,7 +31,7 @@ from pairshift.contracts.evals import EvalRequest, EvalTuning
 from pairshift.registry.models import EvalResult
 from pairshift.registry.store import Registry
 from pairshift.sim.server import request_fingerprint
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 pytestmark = pytest.mark.e2e  # a worker process, SIGKILLed mid-arm
 
@@ -133,7 +133,7 @@ async def test_killed_worker_resumes_without_repeats(
             async with Worker(
                 dev_env.client,
                 task_queue=queue,
-                workflows=[EvalWorkflow],
+                workflows=EVAL_WORKFLOWS,
                 activities=EVAL_ACTIVITIES,
                 activity_executor=pool,
             ):

@@ -31,14 +31,14 @@ def worker_thread(dev_env, eval_registry, monkeypatch: pytest.MonkeyPatch) -> It
 
     async def serve() -> None:
         from activities.evals import EVAL_ACTIVITIES
-        from workflows.evals import EvalWorkflow
+        from workflows.evals import EVAL_WORKFLOWS
 
         client = await connect()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             async with Worker(
                 client,
                 task_queue=queue,
-                workflows=[EvalWorkflow],
+                workflows=EVAL_WORKFLOWS,
                 activities=EVAL_ACTIVITIES,
                 activity_executor=pool,
             ):

@@ -25,7 +25,7 @@ from pairshift.config import ConfigError
 from pairshift.contracts.evals import BatchResult, BatchSpec, EvalRequest
 from pairshift.registry.models import EvalRun, PromptVersion
 from pairshift.registry.store import Registry
-from workflows.evals import BOUNDED_RETRY_PATCH, EvalWorkflow
+from workflows.evals import BOUNDED_RETRY_PATCH, EVAL_WORKFLOWS, EvalWorkflow
 
 
 def _request(**kw) -> EvalRequest:
@@ -105,7 +105,7 @@ async def _run(env, activity_fn) -> tuple[BaseException, object]:
         async with Worker(
             env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=[*others, activity_fn],
             activity_executor=pool,
         ):
@@ -131,7 +131,7 @@ async def test_a_batch_that_fails_with_a_bug_fails_the_eval_at_once(
     assert set(ATTEMPTS) == {1}  # one attempt per batch: never retried
     markers = [e for e in history.events if e.marker_recorded_event_attributes.marker_name == "core_patch"]
     assert markers, "the bounded retry policy is versioned by a patch marker"
-    replayer = Replayer(workflows=[EvalWorkflow], data_converter=time_skipping_env.client.data_converter)
+    replayer = Replayer(workflows=EVAL_WORKFLOWS, data_converter=time_skipping_env.client.data_converter)
     await replayer.replay_workflow(history)  # the patched branch replays its own history
 
 

@@ -44,7 +44,7 @@ from pairshift.registry.models import Model
 from pairshift.registry.store import Registry, forget_registry, open_registry
 from pairshift.settings import get_settings
 from worker.main import ModelQueueWorkers, build_model_queue_worker, parse_queue_kinds
-from workflows.evals import EvalWorkflow
+from workflows.evals import EVAL_WORKFLOWS, EvalWorkflow
 
 MODEL = "sim-fresh-2025-09"
 RPS = 15  # the model's limit: 900 requests/min
@@ -160,7 +160,7 @@ async def main_worker(dev_env, served_registry: Registry) -> AsyncIterator[tuple
         async with Worker(
             dev_env.client,
             task_queue=queue,
-            workflows=[EvalWorkflow],
+            workflows=EVAL_WORKFLOWS,
             activities=EVAL_ACTIVITIES,
             activity_executor=pool,
         ):
@@ -321,4 +321,4 @@ async def test_rate_limited_model_holds_its_limit_across_two_worker_processes(
     assert observed <= RPS * 1.2
 
     # The routed path replays deterministically.
-    await Replayer(workflows=[EvalWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=EVAL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)

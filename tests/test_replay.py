@@ -49,6 +49,12 @@ EXPECTED = {
     "watch_cancelled",
     "watch_breached",
     "eval_batch_mode",  # an eval whose arms went through provider batches (issue 18; test_eval_batch_mode.py)
+    # issue 20 (test_eval_workflow_scale.py, PAIRSHIFT_RECORD_SCALE_HISTORY=1): an eval that continued as
+    # new (its first and last run) and a provider batch child that did (its first and last run)
+    "eval_continued_first_run",
+    "eval_continued_last_run",
+    "provider_batch_continued_first_run",
+    "provider_batch_continued_last_run",
 }
 
 
@@ -203,3 +209,20 @@ def test_histories_cover_both_sides_of_the_outbox_patch() -> None:
         assert OUTBOX_PATCH not in _patch_ids(path), path.name
         today = HISTORIES / path.name.replace("-before-outbox", "")
         assert OUTBOX_PATCH in _patch_ids(today), today.name
+
+
+def test_histories_cover_both_sides_of_the_eval_continue_as_new_patch() -> None:
+    """Evals recorded before ``eval-continue-as-new`` (one run, polls in the eval) replay the old path; the
+    continued eval's runs and the provider batch child's replay the new one."""
+    from workflows.evals import CONTINUE_AS_NEW_PATCH
+
+    for name in ("eval_promoted", "eval_batch_mode"):
+        assert CONTINUE_AS_NEW_PATCH not in _patch_ids(HISTORIES / f"{name}.json"), name
+    for name in ("eval_continued_first_run", "eval_continued_last_run"):
+        assert CONTINUE_AS_NEW_PATCH in _patch_ids(HISTORIES / f"{name}.json"), name
+    for name in ("eval_continued_first_run", "provider_batch_continued_first_run"):
+        last = json.loads((HISTORIES / f"{name}.json").read_text())["events"][-1]
+        assert last["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW", name
+    for name in ("eval_continued_last_run", "provider_batch_continued_last_run"):
+        last = json.loads((HISTORIES / f"{name}.json").read_text())["events"][-1]
+        assert last["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED", name

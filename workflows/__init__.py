@@ -2,7 +2,7 @@
 
 from workflows.alias_drift import AliasDriftWorkflow
 from workflows.deprecation_scan import DeprecationScanWorkflow
-from workflows.evals import EvalWorkflow
+from workflows.evals import EvalWorkflow, ProviderBatchWorkflow
 from workflows.health import HealthWorkflow
 from workflows.migration import MigrationWorkflow
 from workflows.notice_delivery import NoticeDeliveryWorkflow
@@ -12,6 +12,7 @@ from workflows.stage_watch import StageWatchWorkflow
 ALL_WORKFLOWS: list[type] = [
     HealthWorkflow,
     EvalWorkflow,
+    ProviderBatchWorkflow,
     MigrationWorkflow,
     DeprecationScanWorkflow,
     AliasDriftWorkflow,

@@ -103,6 +103,12 @@ class EvalTuning(BaseModel):
     provider_batch_requests: int = Field(
         10_000, ge=1, le=50_000, description="Most requests in one provider batch (OpenAI allows 50,000)."
     )
+    events_per_run: int = Field(
+        5_000,
+        ge=1,
+        description="A workflow run whose history reaches this many events starts no more work, lets what is "
+        "in flight finish and continues as new (Temporal warns at 10,240; issue 20).",
+    )
 
 
 class EvalRequest(BaseModel):
@@ -124,6 +130,9 @@ class EvalRequest(BaseModel):
         None, description="None = the deployment's policy (a migration passes its own)."
     )
     tuning: EvalTuning = Field(default_factory=EvalTuning)
+    resume: EvalCarry | None = Field(
+        None, description="Set by EvalWorkflow when it continues as new: what earlier runs did (ids, counts)."
+    )
 
 
 class ArmPlan(BaseModel):
@@ -389,6 +398,45 @@ class EvalProgress(BaseModel):
         description="planning | preflight | running | summarising | reporting | done | failed | cancelled"
     )
     arms: dict[str, ArmProgress] = Field(default_factory=dict)
+    runs: int = Field(1, description="Workflow runs so far (continue-as-new hands over to the next).")
+
+
+class BatchArmCarry(BaseModel):
+    """Where a provider-batch arm stands when EvalWorkflow continues as new."""
+
+    rounds: int = Field(0, description="Provider batch rounds finished.")
+    stored: bool = Field(False, description="Every call of the arm is stored: nothing left to run.")
+    online_next: int = Field(0, description="Online batches (what batches left) finished: a prefix.")
+
+
+class EvalCarry(BaseModel):
+    """What one EvalWorkflow run hands the next (continue-as-new): ids, counts, cursors; never results.
+
+    The online batches are one deterministic, interleaved list (EvalWorkflow._batches); a run starts them in
+    order and finishes every one it started before handing over, so ``next_batch`` is a prefix.
+    """
+
+    plan: RoutedEvalPlan
+    progress: EvalProgress
+    next_batch: int = 0
+    batch_arms: dict[str, BatchArmCarry] = Field(default_factory=dict)
+
+
+class PollCarry(BaseModel):
+    """Where a provider batch's polling stands when ProviderBatchWorkflow continues as new."""
+
+    cached: int = 0
+    waited: float = 0.0
+    delay: float = 0.0
+    runs: int = 1
+
+
+class ProviderBatchJob(BaseModel):
+    """ProviderBatchWorkflow's input: submit (once), poll on durable timers, collect one provider batch."""
+
+    spec: ProviderBatchSpec
+    tuning: EvalTuning
+    resume: PollCarry | None = None
 
 
 # ---------------------------------------------------------------- activities
@@ -440,3 +488,6 @@ def summarize_eval_run(data: SummarizeInput) -> RunSummary:
 def build_eval_report(data: ReportInput) -> EvalReport:
     """Effects, flips and the gate; the full report is stored, a capped one is returned to the workflow."""
     raise NotImplementedError
+
+
+EvalRequest.model_rebuild()
