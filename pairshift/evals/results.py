@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from pairshift.contracts.evals import ArmSummary, DatasetRef, EvalPlan, EvalReport, RunSummary
 from pairshift.evals import provider_batches
@@ -19,41 +19,75 @@ from pairshift.registry.store import Registry
 from pairshift.reports import ArmFacts, ArmInput, ArmSpend, FlippedOutputs, assemble_report
 from pairshift.stats import CaseOutcome, summarize_arm
 
+STREAM_ROWS = 2_000  # rows fetched at a time when reading a run's results
+
 
 def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
-    """The run's stored results as statistics inputs (tags from the dataset cases)."""
+    """The run's stored results as statistics inputs (tags from the dataset cases).
+
+    Only the columns the statistics read are fetched, a few thousand rows at a time: never the calls'
+    messages, params or outputs (issue 20: a 100,000-case run's rows would otherwise all be in memory at
+    once). The outcomes themselves are still one list per run."""
     with registry.session() as s:
         run = s.get(EvalRun, run_id)
         if run is None:
             raise ArmFailed(f"eval run {run_id} does not exist")
-        tags = {
-            row.case_id: row.data.get("tags", [])
-            for row in s.exec(
-                select(DatasetCase).where(DatasetCase.dataset_version == run.dataset_version)
-            ).all()
-        }
+        tags: dict[str, list[str]] = {}
+        cases = (
+            select(DatasetCase.case_id, DatasetCase.data)
+            .where(DatasetCase.dataset_version == run.dataset_version)
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        for case_id, data in s.exec(cases):
+            if data.get("tags"):
+                tags[case_id] = data["tags"]
         rows = s.exec(
-            select(EvalResult)
+            select(
+                EvalResult.case_id,
+                EvalResult.epoch,
+                EvalResult.passed,
+                EvalResult.score,
+                EvalResult.latency_ms,
+                EvalResult.online_cost_usd,
+                EvalResult.cost_usd,
+                EvalResult.input_tokens,
+                EvalResult.output_tokens,
+                EvalResult.error,
+                EvalResult.assertions,
+            )
             .where(EvalResult.run_id == run_id)
             .order_by(col(EvalResult.case_id), col(EvalResult.epoch))
-        ).all()
+            .execution_options(yield_per=STREAM_ROWS)
+        )
         return [
             CaseOutcome(
-                case_id=r.case_id,
-                epoch=r.epoch,
-                passed=r.passed,
-                score=r.score,
-                tags=tags.get(r.case_id, []),
-                latency_ms=r.latency_ms,
+                case_id=case_id,
+                epoch=epoch,
+                passed=passed,
+                score=score,
+                tags=tags.get(case_id, []),
+                latency_ms=latency_ms,
                 # The gate compares costs as production would pay them: a batch answer at its online price.
-                cost_usd=r.online_cost_usd if r.online_cost_usd is not None else r.cost_usd,
-                input_tokens=r.input_tokens,
-                output_tokens=r.output_tokens,
-                error=r.error is not None,
-                assertion_types_failed=[a["type"] for a in r.assertions if not a["passed"]],
-                assertion_types=[a["type"] for a in r.assertions],
+                cost_usd=online_cost if online_cost is not None else cost,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                error=error is not None,
+                assertion_types_failed=[a["type"] for a in assertions if not a["passed"]],
+                assertion_types=[a["type"] for a in assertions],
             )
-            for r in rows
+            for (
+                case_id,
+                epoch,
+                passed,
+                score,
+                latency_ms,
+                online_cost,
+                cost,
+                input_tokens,
+                output_tokens,
+                error,
+                assertions,
+            ) in rows
         ]
 
 
@@ -70,13 +104,11 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
     outcomes = load_outcomes(registry, run_id)
     summary = summarize_arm(outcomes, confidence)
     with registry.session() as s:
-        cached = len(
-            s.exec(
-                select(EvalResult.case_id).where(
-                    EvalResult.run_id == run_id, col(EvalResult.cached).is_(True)
-                )
-            ).all()
-        )
+        cached = s.exec(
+            select(func.count())
+            .select_from(EvalResult)
+            .where(EvalResult.run_id == run_id, col(EvalResult.cached).is_(True))
+        ).one()
         run = s.get(EvalRun, run_id)
         assert run is not None
         run.summary = {**summary.model_dump(mode="json"), "cached_calls": cached}
