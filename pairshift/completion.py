@@ -44,7 +44,10 @@ from pairshift.providers import (
     RateLimited,
     StreamEvent,
 )
+from pairshift.providers import direct as direct_calls
 from pairshift.providers.cost import cost_usd
+from pairshift.providers.direct import Read
+from pairshift.providers.streaming import start as start_stream
 from pairshift.registry.models import Deployment, Observation, utcnow
 
 if TYPE_CHECKING:
@@ -438,11 +441,21 @@ async def _fallback(
 
 
 async def _open_stream(
-    request_for: RequestFor, assignment: Assignment
-) -> tuple[Call, AsyncIterator[StreamEvent], StreamEvent]:
+    request_for: RequestFor, assignment: Assignment, wire: str | None, forward_usage: bool
+) -> tuple[Call, AsyncIterator[Any], Any, bool]:
+    """(the call, the stream's events after the first, the first, whether its reads are in ``wire``)."""
     call = request_for(assignment)
-    events = providers.stream(call.spec, call.system, call.messages, call.params, direct=True)
-    return call, events, await anext(events)
+    raw = wire is not None and direct_calls.wire_of(call.spec) == wire
+    first, events = await start_stream(
+        call.spec,
+        call.system,
+        call.messages,
+        call.params,
+        direct=True,
+        reads=True,
+        forward_usage=forward_usage,
+    )
+    return call, events, first, raw
 
 
 async def open_stream(
@@ -452,25 +465,31 @@ async def open_stream(
     *,
     prompt_version: str | None = None,
     capture_request: Mapping[str, Any] | None = None,
+    wire: str | None = None,
+    forward_usage: bool = True,
 ) -> Streaming:
     """The streaming twin of :func:`serve`: resolve, open the pair's stream (or its chain's, when the pair
     fails before its first event), and hand back a :class:`Streaming` whose :meth:`Streaming.texts` yields the
     text and records the observation (time to first token included) when the stream ends.
 
     A failure before the first event is recorded and raised as :class:`ServeError`, so an API can still answer
-    with a status; a failure after it is recorded as an error of the pair and raised from ``texts()``.
+    with a status; a failure after it is recorded as an error of the pair and raised from ``reads()``.
+
+    ``wire`` (``openai`` or ``anthropic``): the wire the caller answers in; when the serving model's direct
+    stream speaks it, :attr:`Streaming.raw` is set and each read's ``data`` is what to send on unchanged
+    (``forward_usage`` as in :func:`pairshift.providers.direct.reads`).
     """
     assignment = router.resolve(unit_key)
     started = time.perf_counter()
     try:
-        call, events, first = await _open_stream(request_for, assignment)
+        call, events, first, raw = await _open_stream(request_for, assignment, wire, forward_usage)
         served_by = assignment
     except (ProviderError, TemplateProblem, LookupError) as exc:
         opened = None
         if isinstance(exc, FALLBACK_ERRORS):
             for alt in chain_for(router.split, assignment):
                 try:
-                    opened = (alt, *await _open_stream(request_for, alt))
+                    opened = (alt, *await _open_stream(request_for, alt, wire, forward_usage))
                     break
                 except (ProviderError, TemplateProblem, LookupError) as chained:
                     log.warning("fallback %s of %s failed too: %s", alt.pair, assignment.deployment, chained)
@@ -486,10 +505,11 @@ async def open_stream(
             )
             _count(router, fallback=False)
             raise ServeError(assignment, exc) from None
-        served_by, call, events, first = opened
+        served_by, call, events, first, raw = opened
     streaming = Streaming(
         router, unit_key, assignment, served_by, call, events, first, started, prompt_version
     )
+    streaming.raw = raw
     streaming.capture_request = capture_request
     return streaming
 
@@ -527,9 +547,11 @@ class Streaming:
         self.completion: Completion | None = None  # set when the stream ended
         self.capture_request: Mapping[str, Any] | None = None
         self.ttft_ms: float | None = None
+        self.raw = False  # whether each read's data is the caller's wire, to send on unchanged
 
-    async def texts(self) -> AsyncIterator[str]:
-        """The text deltas; at the end the observation is recorded and :attr:`completion` is set.
+    async def reads(self) -> AsyncIterator[Read]:
+        """The stream read by network read (text deltas and, when :attr:`raw`, the events as sent); at the
+        end the observation is recorded and :attr:`completion` is set.
 
         A stream the client abandons (it stops reading: the generator is closed or its task cancelled) is
         recorded as outcome ``abandoned`` (``fallback`` when the chain was serving it) with the time to first
@@ -540,9 +562,12 @@ class Streaming:
         seen = 0  # characters of text handed on
         try:
             while not isinstance(event, Completion):
-                if self.ttft_ms is None:
+                if isinstance(event, str):  # a backend streaming text (the in-process sim)
+                    event = Read(b"", [event])
+                if self.ttft_ms is None and event.texts:
                     self.ttft_ms = (time.perf_counter() - self._started) * 1000
-                seen += len(event)
+                for text in event.texts:
+                    seen += len(text)
                 yield event
                 event = await anext(self._events)
         except ProviderError as exc:

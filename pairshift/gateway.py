@@ -438,26 +438,47 @@ def _call_for(router: Router, req: GatewayRequest) -> Any:
 
 
 async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
+    """A streamed answer, one write per network read from the provider. When the serving model speaks the
+    client's wire (an OpenAI model to the OpenAI wire, Anthropic to Anthropic), its events go on as they
+    came: parsed once for what is recorded, not re-serialised. Otherwise (the chain served through the other
+    wire, or a model not called directly) the text is re-encoded in the client's wire."""
     opened = await open_completion_stream(
         router,
         req.unit,
         _call_for(router, req),
         prompt_version=req.prompt_version,
         capture_request=_capture_request(req),
+        wire=wire,
+        forward_usage=req.include_usage,
     )
     headers = {**wire_stream.SSE_HEADERS, **_headers(opened.assignment, opened.served, opened.fallback_from)}
     model = opened.served.model
 
+    def failed(exc: ProviderError) -> bytes:
+        if wire == "openai":
+            return wire_stream.sse(
+                {"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.kind}}
+            )
+        return wire_stream.anthropic_error("api_error", str(exc))
+
+    async def forwarded() -> AsyncIterator[bytes]:
+        try:
+            async with aclosing(opened.reads()) as reads:  # a client gone: reads() records it at once
+                async for read in reads:
+                    if read.data:
+                        yield read.data
+        except ProviderError as exc:
+            yield failed(exc)
+
     async def openai_events() -> AsyncIterator[bytes]:
         chunks = wire_stream.OpenAIChunks(model)
         try:
-            async with aclosing(opened.texts()) as texts:  # a client gone: texts() records it at once
-                async for text in texts:
-                    yield chunks.delta(text)
+            async with aclosing(opened.reads()) as reads:
+                async for read in reads:
+                    if read.texts:
+                        yield b"".join(map(chunks.delta, read.texts))  # one write per read
         except ProviderError as exc:
-            yield wire_stream.sse(
-                {"error": {"message": str(exc), "type": "server_error", "param": None, "code": exc.kind}}
-            )
+            yield failed(exc)
             return
         c = opened.completion
         assert c is not None
@@ -468,13 +489,15 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
         yield b"".join(chunks.finish(finish, usage, req.include_usage))  # one write for the stream's end
 
     async def anthropic_events() -> AsyncIterator[bytes]:
-        yield b"".join(wire_stream.anthropic_start(model, 0))  # events that are ready together: one write
+        start = b"".join(wire_stream.anthropic_start(model, 0))  # sent with the first text: one write
         try:
-            async with aclosing(opened.texts()) as texts:
-                async for text in texts:
-                    yield wire_stream.anthropic_delta(text)
+            async with aclosing(opened.reads()) as reads:
+                async for read in reads:
+                    if read.texts:
+                        yield start + b"".join(map(wire_stream.anthropic_delta, read.texts))
+                        start = b""
         except ProviderError as exc:
-            yield wire_stream.anthropic_error("api_error", str(exc))
+            yield start + failed(exc)
             return
         c = opened.completion
         assert c is not None
@@ -484,7 +507,10 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             "cache_creation_input_tokens": c.cache_write_tokens,
         }
         stop = _STOP.get(c.finish_reason, "end_turn")
-        yield b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage))
+        yield start + b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage))
 
-    events = openai_events() if wire == "openai" else anthropic_events()
+    if opened.raw:
+        events = forwarded()
+    else:
+        events = openai_events() if wire == "openai" else anthropic_events()
     return StreamingResponse(events, media_type=wire_stream.MEDIA_TYPE, headers=headers)

@@ -6,6 +6,7 @@ prompt version; errors in each wire's shape; the fallback chain streaming too.""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import threading
@@ -20,10 +21,12 @@ import yaml
 from conftest import EXAMPLES, api_token
 from sqlalchemy import select
 
-from pairshift import providers
+from pairshift import wire_stream
 from pairshift.api import create_app
 from pairshift.apply import apply_path
 from pairshift.observations import hash_unit
+from pairshift.providers import direct as direct_calls
+from pairshift.providers.direct import Read
 from pairshift.registry.models import Deployment, Observation
 from pairshift.router import bucket
 from pairshift.sim.server import serve_in_thread
@@ -231,12 +234,13 @@ def test_a_stream_the_client_abandons_is_recorded(gateway, sqlite_registry, monk
 
     async def generating(spec, system, messages, params, **kw):  # one delta, then a model that goes on
         try:
-            yield "Hello there, "
+            yield Read(wire_stream.OpenAIChunks(spec.id).delta("Hello there, "), ["Hello there, "])
             await asyncio.Event().wait()
         finally:
             closed.set()
 
-    monkeypatch.setattr(providers, "stream", generating)
+    # the openai wire forwards the (openai) model's events; the anthropic wire re-encodes its text
+    monkeypatch.setattr(direct_calls, "reads", generating)
     base, token = gateway
     path, body = (
         ("/v1/chat/completions", {"model": DEPLOYMENT, "messages": MESSAGES, "stream": True, "user": "u-1"})
@@ -274,3 +278,45 @@ def test_the_gateway_runs_online_checks_plain_and_streaming(gateway, sqlite_regi
     got = rows(sqlite_registry)
     assert len(got) == 2 and {o.outcome for o in got} == {"invalid"}
     assert all(o.detail.startswith("online check no-team: ") for o in got)
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_a_stream_in_the_models_own_wire_is_the_providers_stream(
+    gateway, sqlite_registry, sim_server, include_usage
+):
+    """Both wires, the model's own: the events a client gets through the gateway are the provider's events
+    (ids and times aside), the usage chunk only when asked for; what is recorded is read from them."""
+    base, token = gateway
+    control = next(u for u in (f"c-{i}" for i in range(100)) if expected_variant(u) == "control")
+    candidate = next(u for u in (f"c-{i}" for i in range(100)) if expected_variant(u) == "candidate")
+    oai = {"messages": MESSAGES, "stream": True}
+    if include_usage:
+        oai["stream_options"] = {"include_usage": True}
+    claude = {"messages": MESSAGES, "stream": True, "max_tokens": 200}
+
+    def events(url: str, body: dict, headers: dict) -> list[dict]:
+        with httpx.Client(timeout=10) as http, http.stream("POST", url, json=body, headers=headers) as r:
+            assert r.status_code == 200
+            out = []
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    event = json.loads(line[6:])
+                    for key in ("id", "created"):
+                        event.pop(key, None)
+                    event.get("message", {}).pop("id", None)
+                    out.append(event)
+            return out
+
+    auth = {"authorization": f"Bearer {token}"}
+    via_gateway = events(f"{base}/v1/chat/completions", {**oai, "model": DEPLOYMENT, "user": control}, auth)
+    direct = events(f"{sim_server.openai_base_url}/chat/completions", {**oai, "model": GPT}, {})
+    assert via_gateway == direct and len(direct) >= 2 + include_usage
+    assert any("usage" in e for e in direct) == include_usage
+    auth = {"x-api-key": token, "x-pairshift-unit": candidate}
+    via_gateway = events(f"{base}/v1/messages", {**claude, "model": DEPLOYMENT}, auth)
+    direct = events(f"{sim_server.base_url}/v1/messages", {**claude, "model": CLAUDE}, {})
+    assert via_gateway == direct
+    got = rows(sqlite_registry)
+    assert sorted(o.pair for o in got) == sorted([CONTROL_PAIR, CANDIDATE_PAIR])
+    assert all(o.outcome == "ok" and o.output_tokens > 0 and o.input_tokens > 0 and o.ttft_ms for o in got)
+    assert {o.resolved_model for o in got} == {GPT, CLAUDE}

@@ -5,6 +5,7 @@ reason), the same stream, the same typed errors, the retry loop around them unch
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -121,3 +122,77 @@ async def test_an_answer_that_is_not_json_is_the_providers_failure_and_org_heade
     assert (headers["openai-organization"], headers["openai-project"]) == ("org-1", "proj-1")
     assert headers["authorization"] == "Bearer sk-local-dummy" and seen[0].url.path == "/v1/chat/completions"
     await client.aclose()
+
+
+class _Parts(httpx.AsyncByteStream):
+    """A response body arriving in the given network reads."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    async def __aiter__(self):
+        for part in self.parts:
+            yield part
+
+
+def _sse_stream(monkeypatch, parts: list[bytes]) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=_Parts(parts))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    monkeypatch.setitem(direct_calls._clients, asyncio.get_running_loop(), client)
+
+
+def _chunk(text: str | None = None, usage: dict | None = None, finish: str | None = None) -> bytes:
+    choices = (
+        []
+        if text is None and finish is None
+        else [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]
+    )
+    body = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-4o-2024-08-06", "choices": choices}
+    if usage:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+OAI_SPEC = ModelSpec(id="gpt-4o-2024-08-06", provider="openai", base_url="http://127.0.0.1:9/v1", **PRICE)
+USAGE = {"prompt_tokens": 10, "completion_tokens": 3}
+
+
+async def test_reads_come_one_per_network_read_with_the_events_as_sent(monkeypatch):
+    """Events that arrive together are one Read (one write for a gateway) with every text in it; an event
+    cut across reads is read whole; OpenAI's usage-only chunk is left out unless asked for; CRLF works."""
+    head = _chunk("Hel") + _chunk("lo")
+    tail = _chunk(finish="stop") + _chunk(usage=USAGE) + b"data: [DONE]\n\n"
+    cut = _chunk(" there")
+    parts = [head, cut[:20], cut[20:] + tail.replace(b"\n", b"\r\n")]
+    for forward_usage in (True, False):
+        _sse_stream(monkeypatch, parts)
+        events = [
+            e async for e in direct_calls.reads(OAI_SPEC, None, MESSAGES, PARAMS, forward_usage=forward_usage)
+        ]
+        *read, done = events
+        assert [r.texts for r in read] == [["Hel", "lo"], [" there"]]
+        assert read[0].data == head
+        usage_chunk = _chunk(usage=USAGE)
+        assert (
+            read[1].data
+            == cut + _chunk(finish="stop") + (usage_chunk if forward_usage else b"") + b"data: [DONE]\n\n"
+        )
+        assert isinstance(done, Completion) and done.text == "Hello there" and done.output_tokens == 3
+        assert done.ttft_ms is not None and done.input_tokens == 10
+
+
+async def test_an_error_event_after_text_ends_the_reads_and_one_before_it_is_a_failure_to_open(monkeypatch):
+    error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+    _sse_stream(monkeypatch, [_chunk("Hi") + error + _chunk("never")])
+    got: list = []
+    with pytest.raises(ProviderUnavailable):
+        async for event in direct_calls.reads(OAI_SPEC, None, MESSAGES, PARAMS):
+            got.append(event)
+    assert [(r.data, r.texts) for r in got] == [(_chunk("Hi"), ["Hi"])], "the text before the error went on"
+    _sse_stream(monkeypatch, [_chunk() + error])  # before any text: nothing was sent, the stream did not open
+    with pytest.raises(ProviderUnavailable):
+        await providers.streaming.start(
+            OAI_SPEC, None, MESSAGES, PARAMS, retry=NO_RETRY, direct=True, reads=True
+        )

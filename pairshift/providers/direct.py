@@ -5,8 +5,10 @@ a call is the product's cost (``make bench``: bench/results/gateway.md). The off
 on typing (transforming the request through TypedDicts, constructing a pydantic object for the response
 and for every streamed chunk); here the request is the same body the SDK backends build (the
 ``request_kwargs`` of :mod:`pairshift.providers.openai_provider` and ``anthropic_provider``), sent as JSON,
-and only what is recorded is read from the answer: text, resolved model, usage, finish reason. A stream's
-chunks are read with ``json.loads`` (no model objects), and the first delta's time is its ttft.
+and only what is recorded is read from the answer: text, resolved model, usage, finish reason. A stream is
+read by network read (:func:`reads`): the events a read completed are parsed once with ``json.loads`` (no
+model objects) and handed on together with their bytes as sent, so a gateway speaking the provider's wire
+forwards them unchanged in one write; the first delta's time is the ttft.
 
 Errors are the SDK backends' typed errors: a status with the body's ``error`` object through
 :func:`~pairshift.providers.errors.error_for_status`, a timeout as ``ProviderTimeout``, a connection failure
@@ -23,7 +25,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -234,11 +236,51 @@ def _anthropic_completion(
     )
 
 
+class Read(NamedTuple):
+    """What one network read of a stream brought: its complete server-sent events as the provider sent them
+    (``data``, the bytes a gateway speaking the provider's wire forwards unchanged) and their text deltas."""
+
+    data: bytes
+    texts: list[str]
+
+
+def wire_of(spec: ModelSpec) -> str | None:
+    """The wire ``spec``'s direct stream speaks (``openai``, ``anthropic``); None when not called directly."""
+    if not supports(spec):
+        return None
+    return "anthropic" if spec.provider == "anthropic" else "openai"
+
+
 async def stream(
     spec: ModelSpec, system: str | None, messages: list[Message], params: CallParams
 ) -> AsyncIterator[str | Completion]:
     """One streamed call: text deltas, then the :class:`Completion` (the events of
     :func:`pairshift.providers.streaming.stream`)."""
+    async for event in reads(spec, system, messages, params, forward_usage=False):
+        if isinstance(event, Completion):
+            yield event
+        else:
+            for text in event.texts:
+                yield text
+
+
+async def reads(
+    spec: ModelSpec,
+    system: str | None,
+    messages: list[Message],
+    params: CallParams,
+    *,
+    forward_usage: bool = True,
+) -> AsyncIterator[Read | Completion]:
+    """One streamed call read by network read: a :class:`Read` per read that completed events, then the
+    :class:`Completion`. The events before the first text are held until it (or the end) arrives, so a
+    failure before the first text is still a failure before the first event (retried, or the chain's).
+
+    Each event is parsed once (``json.loads``) for what is recorded: the text, the resolved model, usage,
+    the finish reason; the bytes are kept as they came. ``forward_usage`` False leaves OpenAI's usage-only
+    chunk (asked for here to record usage) out of ``data``, as a client that did not ask for it expects. An
+    ``error`` event is not forwarded: the reads before it are yielded, then it is raised, typed.
+    """
     url, headers, body, dropped, provider = _request(spec, system, messages, params, stream=True)
     started = time.perf_counter()
     failure: ProviderError | None = None
@@ -248,96 +290,158 @@ async def stream(
         ) as response:
             if response.status_code >= 400:
                 raise _error(provider, spec, response.status_code, response.headers, await response.aread())
-            read = _openai_events if provider == "openai" else _anthropic_events
-            async for event in read(spec, response, started, dropped):
-                yield event
+            events = _OpenAIEvents(spec, forward_usage) if provider == "openai" else _AnthropicEvents(spec)
+            buffered, held = b"", b""  # bytes of an event not complete yet; events held before the first text
+            async for received in response.aiter_bytes():
+                buffered += received
+                if b"\r" in buffered:  # CRLF line ends: the same events
+                    buffered = buffered.replace(b"\r\n", b"\n")
+                end = buffered.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                complete, buffered = buffered[:end], buffered[end + 2 :]
+                read = events.read(complete, started)
+                held += read.data
+                if events.ttft_ms is not None and held:  # from the first text on, every read goes on
+                    yield Read(held, read.texts)
+                    held = b""
+                if events.failed is not None:
+                    raise events.failed
+            if buffered.strip():  # a last event without its blank line
+                read = events.read(buffered.rstrip(b"\n"), started)
+                held += read.data
+                if held and (events.ttft_ms is not None or events.failed is None):
+                    yield Read(held, read.texts)
+                if events.failed is not None:
+                    raise events.failed
+            elif held:
+                yield Read(held, [])
     except httpx.HTTPError as exc:
         failure = _transport_error(provider, spec, exc)
     if failure is not None:
         raise failure
+    yield events.completion((time.perf_counter() - started) * 1000, dropped)
 
 
-def _data(line: str) -> str | None:
-    """The payload of an SSE ``data:`` line (None for other lines)."""
-    if line.startswith("data:"):
-        return line[5:].lstrip(" ")
+def _payload(event: bytes) -> bytes | None:
+    """The ``data:`` payload of one server-sent event (None when it has none)."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            return line[5:].lstrip(b" ")
     return None
 
 
-async def _openai_events(
-    spec: ModelSpec, response: httpx.Response, started: float, dropped: list[str]
-) -> AsyncIterator[str | Completion]:
-    ttft: float | None = None
-    parts: list[str] = []
-    model, finish, usage = spec.id, "stop", None
-    async for line in response.aiter_lines():
-        payload = _data(line)
-        if payload is None or not payload:
-            continue
-        if payload == "[DONE]":
-            continue  # read to the end: a response left unread closes its connection instead of pooling it
-        chunk = _json("openai", spec, payload)
-        if chunk.get("error"):
-            raise error_for_status("openai", spec.id, 500, {}, chunk["error"])
-        model = chunk.get("model") or model
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or ():
-            finish = choice.get("finish_reason") or finish
-            delta = (choice.get("delta") or {}).get("content")
-            if delta:
-                if ttft is None:
-                    ttft = (time.perf_counter() - started) * 1000
-                parts.append(delta)
-                yield delta
-    usage = usage or {}
-    input_tokens, output_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    yield Completion(
-        text="".join(parts),
-        resolved_model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        cost_usd=cost_usd(spec, input_tokens, output_tokens, cached_input_tokens=cached),
-        finish_reason=_FINISH.get(finish, "stop"),
-        cached_input_tokens=cached,
-        reasoning_tokens=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
-        dropped_params=dropped,
-        ttft_ms=ttft,
-    )
+class _OpenAIEvents:
+    """What a chat completions stream says, event by event."""
+
+    def __init__(self, spec: ModelSpec, forward_usage: bool) -> None:
+        self.spec, self.forward_usage = spec, forward_usage
+        self.ttft_ms: float | None = None
+        self.failed: ProviderError | None = None  # an error event: what came before it is still read
+        self.parts: list[str] = []
+        self.model, self.finish, self.usage = spec.id, "stop", None
+
+    def read(self, block: bytes, started: float) -> Read:
+        """The events of ``block`` (complete events) to forward and their texts."""
+        kept: list[bytes] = []
+        texts: list[str] = []
+        for event in block.split(b"\n\n"):
+            payload = _payload(event)
+            if not payload or payload == b"[DONE]":  # read to the end: an unread response is not pooled
+                kept.append(event)
+                continue
+            chunk = _json("openai", self.spec, payload)
+            if chunk.get("error"):
+                self.failed = error_for_status("openai", self.spec.id, 500, {}, chunk["error"])
+                break
+            self.model = chunk.get("model") or self.model
+            choices = chunk.get("choices") or ()
+            if chunk.get("usage"):
+                self.usage = chunk["usage"]
+                if not choices and not self.forward_usage:
+                    continue
+            for choice in choices:
+                self.finish = choice.get("finish_reason") or self.finish
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    texts.append(delta)
+            kept.append(event)
+        if texts:
+            if self.ttft_ms is None:
+                self.ttft_ms = (time.perf_counter() - started) * 1000
+            self.parts += texts
+        return Read(_joined(kept), texts)
+
+    def completion(self, latency_ms: float, dropped: list[str]) -> Completion:
+        usage = self.usage or {}
+        input_tokens, output_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        return Completion(
+            text="".join(self.parts),
+            resolved_model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            latency_ms=latency_ms,
+            cost_usd=cost_usd(self.spec, input_tokens, output_tokens, cached_input_tokens=cached),
+            finish_reason=_FINISH.get(self.finish, "stop"),
+            cached_input_tokens=cached,
+            reasoning_tokens=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
+            dropped_params=dropped,
+            ttft_ms=self.ttft_ms,
+        )
 
 
-async def _anthropic_events(
-    spec: ModelSpec, response: httpx.Response, started: float, dropped: list[str]
-) -> AsyncIterator[str | Completion]:
-    ttft: float | None = None
-    parts: list[str] = []
-    message: dict[str, Any] = {"model": spec.id, "usage": {}, "stop_reason": None}
-    async for line in response.aiter_lines():
-        payload = _data(line)
-        if not payload:
-            continue
-        event = _json("anthropic", spec, payload)
-        kind = event.get("type")
-        if kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            text = delta.get("text") if delta.get("type") == "text_delta" else None
-            if text:
-                if ttft is None:
-                    ttft = (time.perf_counter() - started) * 1000
-                parts.append(text)
-                yield text
-        elif kind == "message_start":
-            start = event.get("message") or {}
-            message["model"] = start.get("model") or message["model"]
-            message["usage"].update(start.get("usage") or {})
-        elif kind == "message_delta":
-            message["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or message["stop_reason"]
-            message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v})
-        elif kind == "error":
-            error = event.get("error") or {}
-            status = 529 if error.get("type") == "overloaded_error" else 500
-            raise error_for_status("anthropic", spec.id, status, {}, error)
-    message["content"] = [{"type": "text", "text": "".join(parts)}]
-    latency_ms = (time.perf_counter() - started) * 1000
-    yield _anthropic_completion(spec, message, latency_ms, dropped, ttft)
+class _AnthropicEvents:
+    """What a Messages stream says, event by event."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.ttft_ms: float | None = None
+        self.failed: ProviderError | None = None  # an error event: what came before it is still read
+        self.parts: list[str] = []
+        self.message: dict[str, Any] = {"model": spec.id, "usage": {}, "stop_reason": None}
+
+    def read(self, block: bytes, started: float) -> Read:
+        """The events of ``block`` (complete events) to forward and their texts."""
+        kept: list[bytes] = []
+        texts: list[str] = []
+        message = self.message
+        for event in block.split(b"\n\n"):
+            payload = _payload(event)
+            if not payload:
+                kept.append(event)
+                continue
+            data = _json("anthropic", self.spec, payload)
+            kind = data.get("type")
+            if kind == "content_block_delta":
+                delta = data.get("delta") or {}
+                text = delta.get("text") if delta.get("type") == "text_delta" else None
+                if text:
+                    texts.append(text)
+            elif kind == "message_start":
+                start = data.get("message") or {}
+                message["model"] = start.get("model") or message["model"]
+                message["usage"].update(start.get("usage") or {})
+            elif kind == "message_delta":
+                stop = (data.get("delta") or {}).get("stop_reason")
+                message["stop_reason"] = stop or message["stop_reason"]
+                message["usage"].update({k: v for k, v in (data.get("usage") or {}).items() if v})
+            elif kind == "error":
+                error = data.get("error") or {}
+                status = 529 if error.get("type") == "overloaded_error" else 500
+                self.failed = error_for_status("anthropic", self.spec.id, status, {}, error)
+                break
+            kept.append(event)
+        if texts:
+            if self.ttft_ms is None:
+                self.ttft_ms = (time.perf_counter() - started) * 1000
+            self.parts += texts
+        return Read(_joined(kept), texts)
+
+    def completion(self, latency_ms: float, dropped: list[str]) -> Completion:
+        message = {**self.message, "content": [{"type": "text", "text": "".join(self.parts)}]}
+        return _anthropic_completion(self.spec, message, latency_ms, dropped, self.ttft_ms)
+
+
+def _joined(events: list[bytes]) -> bytes:
+    return b"".join(event + b"\n\n" for event in events)

@@ -48,27 +48,52 @@ async def stream(
 
     ``direct``: the serving path's stream, JSON over HTTP without the SDK (:mod:`pairshift.providers.direct`).
     """
+    first, events = await start(model, system, messages, params, retry=retry, sleep=sleep, direct=direct)
+    yield first
+    async for event in events:
+        yield event
+
+
+async def start(
+    model: ModelSpec,
+    system: str | None,
+    messages: list[Message],
+    params: CallParams,
+    *,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    direct: bool = False,
+    reads: bool = False,
+    forward_usage: bool = True,
+) -> tuple[Any, AsyncIterator[Any]]:
+    """(the first event, the rest) of one stream, retried until that first event as :func:`stream` does; the
+    rest is the backend's own iterator, with no layer in between (a serving path pays each layer per chunk).
+
+    ``reads`` (with ``direct``, for a model called directly): the events are :class:`~pairshift.providers.
+    direct.Read` (a network read's events, as sent, and their texts) instead of single texts, then the
+    :class:`Completion`; ``forward_usage`` as in :func:`pairshift.providers.direct.reads`.
+    """
     from pairshift.providers import direct as direct_calls
 
     policy = retry or RetryPolicy()
     attempt = 0
     while True:
         attempt += 1
+        events: AsyncIterator[Any]
         if direct and direct_calls.supports(model):
-            events = direct_calls.stream(model, system, messages, params)
+            if reads:
+                events = direct_calls.reads(model, system, messages, params, forward_usage=forward_usage)
+            else:
+                events = direct_calls.stream(model, system, messages, params)
         else:
             events = _open(model, system, messages, params)
         try:
-            first = await anext(events)
-            break
+            return await anext(events), events
         except ProviderError as err:
             err.attempts = attempt
             if policy.gives_up(attempt, err, model.max_attempts):
                 raise
             await sleep(policy.delay_s(attempt, err, _jitter))
-    yield first
-    async for event in events:
-        yield event
 
 
 def _open(
