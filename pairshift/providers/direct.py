@@ -291,7 +291,8 @@ async def reads(
             if response.status_code >= 400:
                 raise _error(provider, spec, response.status_code, response.headers, await response.aread())
             events = _OpenAIEvents(spec, forward_usage) if provider == "openai" else _AnthropicEvents(spec)
-            buffered, held = b"", b""  # bytes of an event not complete yet; events held before the first text
+            buffered = b""  # the bytes of an event not complete yet
+            held, held_texts = b"", []  # events not handed on: before the first text, and the stream's end
             async for received in response.aiter_bytes():
                 buffered += received
                 if b"\r" in buffered:  # CRLF line ends: the same events
@@ -301,25 +302,27 @@ async def reads(
                     continue
                 complete, buffered = buffered[:end], buffered[end + 2 :]
                 read = events.read(complete, started)
-                held += read.data
-                if events.ttft_ms is not None and held:  # from the first text on, every read goes on
-                    yield Read(held, read.texts)
-                    held = b""
+                held, held_texts = held + read.data, held_texts + read.texts
                 if events.failed is not None:
+                    if events.ttft_ms is not None and held:  # what came before the error goes on
+                        yield Read(held, held_texts)
                     raise events.failed
+                if events.ttft_ms is not None and not events.ending and held:
+                    yield Read(held, held_texts)
+                    held, held_texts = b"", []
             if buffered.strip():  # a last event without its blank line
                 read = events.read(buffered.rstrip(b"\n"), started)
-                held += read.data
-                if held and (events.ttft_ms is not None or events.failed is None):
-                    yield Read(held, read.texts)
+                held, held_texts = held + read.data, held_texts + read.texts
                 if events.failed is not None:
+                    if events.ttft_ms is not None and held:
+                        yield Read(held, held_texts)
                     raise events.failed
-            elif held:
-                yield Read(held, [])
     except httpx.HTTPError as exc:
         failure = _transport_error(provider, spec, exc)
     if failure is not None:
         raise failure
+    if held:  # the end, once the response is closed: its connection is back in the pool before a client
+        yield Read(held, held_texts)  # that saw the end sends its next request (else that one connects anew)
     yield events.completion((time.perf_counter() - started) * 1000, dropped)
 
 
@@ -338,6 +341,7 @@ class _OpenAIEvents:
         self.spec, self.forward_usage = spec, forward_usage
         self.ttft_ms: float | None = None
         self.failed: ProviderError | None = None  # an error event: what came before it is still read
+        self.ending = False  # the finish, the usage or [DONE] was read: what follows is the stream's end
         self.parts: list[str] = []
         self.model, self.finish, self.usage = spec.id, "stop", None
 
@@ -348,6 +352,7 @@ class _OpenAIEvents:
         for event in block.split(b"\n\n"):
             payload = _payload(event)
             if not payload or payload == b"[DONE]":  # read to the end: an unread response is not pooled
+                self.ending = self.ending or payload == b"[DONE]"
                 kept.append(event)
                 continue
             chunk = _json("openai", self.spec, payload)
@@ -357,11 +362,12 @@ class _OpenAIEvents:
             self.model = chunk.get("model") or self.model
             choices = chunk.get("choices") or ()
             if chunk.get("usage"):
-                self.usage = chunk["usage"]
+                self.usage, self.ending = chunk["usage"], True
                 if not choices and not self.forward_usage:
                     continue
             for choice in choices:
-                self.finish = choice.get("finish_reason") or self.finish
+                if choice.get("finish_reason"):
+                    self.finish, self.ending = choice["finish_reason"], True
                 delta = (choice.get("delta") or {}).get("content")
                 if delta:
                     texts.append(delta)
@@ -398,6 +404,7 @@ class _AnthropicEvents:
         self.spec = spec
         self.ttft_ms: float | None = None
         self.failed: ProviderError | None = None  # an error event: what came before it is still read
+        self.ending = False  # message_delta or message_stop was read: what follows is the stream's end
         self.parts: list[str] = []
         self.message: dict[str, Any] = {"model": spec.id, "usage": {}, "stop_reason": None}
 
@@ -422,7 +429,10 @@ class _AnthropicEvents:
                 start = data.get("message") or {}
                 message["model"] = start.get("model") or message["model"]
                 message["usage"].update(start.get("usage") or {})
+            elif kind == "message_stop":
+                self.ending = True
             elif kind == "message_delta":
+                self.ending = True
                 stop = (data.get("delta") or {}).get("stop_reason")
                 message["stop_reason"] = stop or message["stop_reason"]
                 message["usage"].update({k: v for k, v in (data.get("usage") or {}).items() if v})
