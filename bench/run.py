@@ -11,12 +11,15 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+# Benches that write one section of a shared results file (each keeps the file's other sections).
+SHARED_RESULTS = {"scale_migrations": "scale"}
 
 
 def main() -> int:
     failed = []
     for script in sorted(BENCH.glob("*_bench.py")):
-        out = BENCH / "results" / f"{script.stem.removesuffix('_bench')}.md"
+        name = script.stem.removesuffix("_bench")
+        out = BENCH / "results" / f"{SHARED_RESULTS.get(name, name)}.md"
         print(f"== {script.name} -> {out.relative_to(BENCH.parent)}", flush=True)
         if subprocess.run([sys.executable, str(script), "--out", str(out)], cwd=BENCH.parent).returncode != 0:
             failed.append(script.name)
