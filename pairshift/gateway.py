@@ -461,24 +461,24 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             )
         return wire_stream.anthropic_error("api_error", str(exc))
 
-    async def forwarded() -> AsyncIterator[bytes]:
+    async def forwarded() -> AsyncIterator[tuple[bytes, bool]]:
         try:
             async with aclosing(opened.reads()) as reads:  # a client gone: reads() records it at once
                 async for read in reads:
-                    if read.data:
-                        yield read.data
+                    if read.data or read.end:
+                        yield read.data, read.end  # the end: sent before the observation is recorded
         except ProviderError as exc:
-            yield failed(exc)
+            yield failed(exc), True
 
-    async def openai_events() -> AsyncIterator[bytes]:
+    async def openai_events() -> AsyncIterator[tuple[bytes, bool]]:
         chunks = wire_stream.OpenAIChunks(model)
         try:
             async with aclosing(opened.reads()) as reads:
                 async for read in reads:
                     if read.texts:
-                        yield b"".join(map(chunks.delta, read.texts))  # one write per read
+                        yield b"".join(map(chunks.delta, read.texts)), False  # one write per read
         except ProviderError as exc:
-            yield failed(exc)
+            yield failed(exc), True
             return
         c = opened.completion
         assert c is not None
@@ -486,18 +486,18 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             c.input_tokens, c.output_tokens, c.cached_input_tokens, c.reasoning_tokens
         )
         finish = {"length": "length"}.get(c.finish_reason, "stop")
-        yield b"".join(chunks.finish(finish, usage, req.include_usage))  # one write for the stream's end
+        yield b"".join(chunks.finish(finish, usage, req.include_usage)), True  # one write for the end
 
-    async def anthropic_events() -> AsyncIterator[bytes]:
+    async def anthropic_events() -> AsyncIterator[tuple[bytes, bool]]:
         start = b"".join(wire_stream.anthropic_start(model, 0))  # sent with the first text: one write
         try:
             async with aclosing(opened.reads()) as reads:
                 async for read in reads:
                     if read.texts:
-                        yield start + b"".join(map(wire_stream.anthropic_delta, read.texts))
+                        yield start + b"".join(map(wire_stream.anthropic_delta, read.texts)), False
                         start = b""
         except ProviderError as exc:
-            yield start + failed(exc)
+            yield start + failed(exc), True
             return
         c = opened.completion
         assert c is not None
@@ -507,10 +507,27 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
             "cache_creation_input_tokens": c.cache_write_tokens,
         }
         stop = _STOP.get(c.finish_reason, "end_turn")
-        yield start + b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage))
+        yield start + b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage)), True
 
     if opened.raw:
         events = forwarded()
     else:
         events = openai_events() if wire == "openai" else anthropic_events()
-    return StreamingResponse(events, media_type=wire_stream.MEDIA_TYPE, headers=headers)
+    return EventStream(events, media_type=wire_stream.MEDIA_TYPE, headers=headers)
+
+
+class EventStream(StreamingResponse):
+    """A stream of ``(bytes, last)`` pieces, each written as it comes; the last one in the same write as the
+    body's end (a client reading to the end waits for that end: one write instead of two, and what the
+    generator does after the last piece, recording the observation, is off the client's path). Disconnects
+    are watched as by Starlette's ``StreamingResponse``: a client gone cancels the stream."""
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        ended = False
+        async for data, last in self.body_iterator:  # type: ignore[misc]
+            if not ended:
+                await send({"type": "http.response.body", "body": data, "more_body": not last})
+                ended = last
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

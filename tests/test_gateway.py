@@ -24,6 +24,7 @@ from sqlalchemy import select
 from pairshift import wire_stream
 from pairshift.api import create_app
 from pairshift.apply import apply_path
+from pairshift.gateway import EventStream
 from pairshift.observations import hash_unit
 from pairshift.providers import direct as direct_calls
 from pairshift.providers.direct import Read
@@ -320,3 +321,25 @@ def test_a_stream_in_the_models_own_wire_is_the_providers_stream(
     assert sorted(o.pair for o in got) == sorted([CONTROL_PAIR, CANDIDATE_PAIR])
     assert all(o.outcome == "ok" and o.output_tokens > 0 and o.input_tokens > 0 and o.ttft_ms for o in got)
     assert {o.resolved_model for o in got} == {GPT, CLAUDE}
+
+
+async def test_the_last_piece_is_written_with_the_bodys_end_before_the_work_after_it():
+    """One write for a stream's end (the client waits for the body's end), and what the generator does after
+    its last piece (recording the observation) runs once that write is out."""
+    sent: list = []
+
+    async def pieces():
+        yield b"data: 1\n\n", False
+        yield b"data: [DONE]\n\n", True
+        sent.append("recorded")
+
+    async def receive():
+        await asyncio.Event().wait()  # the client stays
+
+    async def send(message):
+        sent.append(message)
+
+    await EventStream(pieces())({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    bodies = [(m["body"], m["more_body"]) for m in sent if isinstance(m, dict) and "body" in m]
+    assert bodies == [(b"data: 1\n\n", True), (b"data: [DONE]\n\n", False)]
+    assert sent[-1] == "recorded"

@@ -242,6 +242,7 @@ class Read(NamedTuple):
 
     data: bytes
     texts: list[str]
+    end: bool = False  # the stream's last read (sent once the provider's response is closed)
 
 
 def wire_of(spec: ModelSpec) -> str | None:
@@ -322,7 +323,7 @@ async def reads(
     if failure is not None:
         raise failure
     if held:  # the end, once the response is closed: its connection is back in the pool before a client
-        yield Read(held, held_texts)  # that saw the end sends its next request (else that one connects anew)
+        yield Read(held, held_texts, end=True)  # that saw the end sends its next request (else: a new one)
     yield events.completion((time.perf_counter() - started) * 1000, dropped)
 
 
