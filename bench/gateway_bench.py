@@ -86,6 +86,15 @@ def _setup(home: Path, sim_url: str) -> str:
         return create_token(s, "bench", "complete", by="bench").token
 
 
+def _cpu_ms(pid: int) -> float | None:
+    """CPU time (user + system, every thread) the process ``pid`` used so far, in ms; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -117,7 +126,15 @@ def main() -> int:
         default=None,
         help="Run the API under cProfile (its event loop thread) and write the stats here; prints the top.",
     )
+    parser.add_argument(
+        "--modes",
+        default="plain,streaming",
+        help="plain, streaming or both (a profile of one mode: --modes streaming --profile FILE)",
+    )
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",")]
+    if not modes or any(m not in ("plain", "streaming") for m in modes):
+        parser.error("--modes: plain, streaming or plain,streaming")
     import openai
 
     with tempfile.TemporaryDirectory(prefix="pairshift-gateway-bench-") as tmp:
@@ -145,11 +162,13 @@ def main() -> int:
             direct = openai.OpenAI(base_url=f"{sim_url}/v1", api_key="sk-local", max_retries=0)
             gateway = openai.OpenAI(base_url=f"http://127.0.0.1:{api_port}/v1", api_key=token, max_retries=0)
             rows = []
-            for stream in (False, True):
+            cpu: dict[bool, float] = {}  # the API process's CPU ms per gateway request, by mode
+            for stream in [m == "streaming" for m in modes]:
                 for i in range(WARMUP):
                     _one(direct, MODEL, stream, f"w{i}")
                     _one(gateway, "chat-app", stream, f"w{i}")
                 d_total, g_total, d_first, g_first = [], [], [], []
+                cpu_before = _cpu_ms(api.pid)
                 for i in range(args.n):
                     user = f"user-{i}"
                     t, f = _one(direct, MODEL, stream, user)
@@ -158,6 +177,9 @@ def main() -> int:
                     t, f = _one(gateway, "chat-app", stream, user)
                     g_total.append(t)
                     g_first.append(f)
+                cpu_after = _cpu_ms(api.pid)
+                if cpu_before is not None and cpu_after is not None:
+                    cpu[stream] = (cpu_after - cpu_before) / args.n
                 rows.append(("streaming" if stream else "plain", d_total, g_total, d_first, g_first))
         finally:
             if api is not None and args.profile:
@@ -189,13 +211,24 @@ def main() -> int:
             f"| {mode} | {_pct(d, 0.5):.2f} | {_pct(g, 0.5):.2f} | {_pct(g, 0.5) - _pct(d, 0.5):.2f} | "
             f"{_pct(d, 0.99):.2f} | {_pct(g, 0.99):.2f} | {_pct(g, 0.99) - _pct(d, 0.99):.2f} |"
         )
-    mode, d, g, df, gf = rows[1]
+    for _mode, d, g, df, gf in [r for r in rows if r[0] == "streaming"]:
+        lines += [
+            "",
+            f"Streaming, time to the first chunk: direct p50 {_pct(df, 0.5):.2f} ms, "
+            f"gateway p50 {_pct(gf, 0.5):.2f} ms "
+            f"(added {_pct(gf, 0.5) - _pct(df, 0.5):.2f} ms); mean added over all requests "
+            f"{statistics.fmean(g) - statistics.fmean(d):.2f} ms.",
+        ]
     lines += [
         "",
-        f"Streaming, time to the first chunk: direct p50 {_pct(df, 0.5):.2f} ms, "
-        f"gateway p50 {_pct(gf, 0.5):.2f} ms "
-        f"(added {_pct(gf, 0.5) - _pct(df, 0.5):.2f} ms); mean added over all requests "
-        f"{statistics.fmean(g) - statistics.fmean(d):.2f} ms.",
+        "CPU time of the `pairshift api` process per gateway request (all its threads, from /proc; steadier "
+        "than latency on a shared machine): "
+        + (
+            ", ".join(f"{'streaming' if k else 'plain'} {v:.2f} ms" for k, v in cpu.items())
+            if cpu
+            else "not measured (no /proc)"
+        )
+        + ".",
         "",
         "What the gateway does per request: token lookup (cached 5 s), parse, resolve the unit, "
         "the provider call as JSON over one shared, pooled httpx client (pairshift/providers/direct.py; "
