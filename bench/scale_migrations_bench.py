@@ -235,23 +235,29 @@ async def _run(args: argparse.Namespace, home: Path) -> dict[str, object]:
         log = (home / "worker.log").open("w")
         worker = subprocess.Popen([exe, "worker"], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
         started = time.perf_counter()
-        scan = await env.client.execute_workflow(
+        handle = await env.client.start_workflow(
             DeprecationScanWorkflow.run,
             ScanRequest(today=TODAY, lead_days=60),
             id=f"bench-scan-{uuid.uuid4().hex[:6]}",
             task_queue=queue,
         )
-        scanned_s = time.perf_counter() - started
+        scan_task = asyncio.ensure_future(handle.result())
+        scanned_s: float | None = None
         deadline = started + args.timeout
         phases: Counter[str] = Counter()
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline:  # the migrations run while the scan still starts others
+            if scanned_s is None and scan_task.done():
+                scanned_s = time.perf_counter() - started
             phases = _phases(url)
-            if sum(phases.values()) >= len(scan.started) and all(p in DONE for p in phases.elements()):
+            if sum(phases.values()) >= args.n and all(p in DONE for p in phases.elements()):
                 break
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with {worker.returncode}: see {home / 'worker.log'}")
             await asyncio.sleep(0.5)  # another process's progress, read from the registry
         evals_s = time.perf_counter() - started
+        scan = await scan_task
+        if scanned_s is None:
+            scanned_s = time.perf_counter() - started
         stats = sim.stats()
         await asyncio.sleep(5)  # the last notices' Slack posts (retried activities) settle
         posts = slack.calls_to("chat.postMessage")
@@ -326,7 +332,7 @@ def _markdown(args: argparse.Namespace, r: dict[str, object]) -> str:
             f"| provider calls `{OLD}` / `{NEW}` | {calls[OLD]} / {calls[NEW]} | "
             f"{args.n * (args.cases + 1)} each ({args.cases} cases + 1 preflight per eval) |",
             f"| provider 429s `{OLD}` / `{NEW}` | {limited[OLD]} / {limited[NEW]} | 0 |",
-            f"| scan workflow (plan + {r['started']} child starts) | {r['scan_s']:.1f} s | |",
+            f"| the scan workflow's run (plan, {r['started']} child starts, reminders) | {r['scan_s']:.1f} s | |",
             f"| time from the scan's start until every eval is done | {r['evals_s']:.1f} s | |",
             f"| ideal at the rate limit (busiest snapshot's calls / {args.rate:g} per s) | {ideal:.1f} s | |",
             f"| share of the ideal (ideal / measured) | {ideal / r['evals_s']:.2f} | |",  # type: ignore[operator]
