@@ -332,7 +332,8 @@ def _markdown(args: argparse.Namespace, r: dict[str, object]) -> str:
             f"| provider calls `{OLD}` / `{NEW}` | {calls[OLD]} / {calls[NEW]} | "
             f"{args.n * (args.cases + 1)} each ({args.cases} cases + 1 preflight per eval) |",
             f"| provider 429s `{OLD}` / `{NEW}` | {limited[OLD]} / {limited[NEW]} | 0 |",
-            f"| the scan workflow's run (plan, {r['started']} child starts, reminders) | {r['scan_s']:.1f} s | |",
+            f"| the scan workflow's run (plan, {r['started']} child starts, reminders) "
+            f"| {r['scan_s']:.1f} s | |",
             f"| time from the scan's start until every eval is done | {r['evals_s']:.1f} s | |",
             f"| ideal at the rate limit (busiest snapshot's calls / {args.rate:g} per s) | {ideal:.1f} s | |",
             f"| share of the ideal (ideal / measured) | {ideal / r['evals_s']:.2f} | |",  # type: ignore[operator]
