@@ -469,7 +469,7 @@ async def open_stream(
     forward_usage: bool = True,
 ) -> Streaming:
     """The streaming twin of :func:`serve`: resolve, open the pair's stream (or its chain's, when the pair
-    fails before its first event), and hand back a :class:`Streaming` whose :meth:`Streaming.texts` yields the
+    fails before its first event), and hand back a :class:`Streaming` whose :meth:`Streaming.reads` yields the
     text and records the observation (time to first token included) when the stream ends.
 
     A failure before the first event is recorded and raised as :class:`ServeError`, so an API can still answer
