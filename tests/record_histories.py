@@ -233,13 +233,36 @@ async def record(scenario: Callable[[WorkflowEnvironment], Awaitable[Recorded]],
             get_settings.cache_clear()
 
 
+async def scan(env: WorkflowEnvironment) -> Recorded:
+    """A deprecation scan 36 days before the example's snapshot retires: it starts the deployment's
+    migration (a child that outlives the scan) and sends the due reminder."""
+    from datetime import date
+
+    from pairshift.contracts.deprecation_scan import ScanRequest
+    from workflows.deprecation_scan import DeprecationScanWorkflow
+
+    async with migration_worker(env.client, traffic=None) as tq:
+        with env.auto_time_skipping_disabled():  # the live migration child would be skipped to its end
+            handle = await env.client.start_workflow(
+                DeprecationScanWorkflow.run,
+                ScanRequest(today=date(2026, 12, 1)),
+                id="pairshift-deprecation-scan",
+                task_queue=tq,
+            )
+            result = await handle.result()
+        if [m.deployment for m in result.started] != [DEPLOYMENT] or not result.reminders:
+            raise SystemExit(f"{handle.id}: expected one migration started and a reminder, got {result}")
+        await env.client.get_workflow_handle(migration_id(DEPLOYMENT)).terminate("recorded the scan")
+    return {"scan_started": handle}
+
+
 def _test_server() -> str:
     from pairshift.cli.stack import time_skipping_server_binary
 
     return time_skipping_server_binary()
 
 
-SCENARIOS = (promoted, rolled_back, rolled_back_deciding, rejected, continued, refused)
+SCENARIOS = (promoted, rolled_back, rolled_back_deciding, rejected, continued, refused, scan)
 
 
 async def main(names: list[str]) -> int:

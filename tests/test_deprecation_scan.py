@@ -18,6 +18,7 @@ from datetime import date, timedelta
 import pytest
 from sqlmodel import select
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, ScheduleOverlapPolicy
 from temporalio.worker import Worker
 from test_provider_calendar import calendar_cli  # noqa: F401 - fixture
@@ -286,3 +287,43 @@ async def test_schedules_install_twice_leaves_one_schedule_each(
     finally:
         for schedule_id in (SCAN_SCHEDULE, DRIFT_SCHEDULE, RETENTION_SCHEDULE):
             await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_a_scan_starts_its_migrations_together_and_sends_its_reminders_together(
+    scan_worker, scan_registry: str, time_skipping_env, captured_notices: CapturedNotices
+) -> None:  # noqa: F811 - fixture
+    """A snapshot many deployments use (issue 20 item 2, bench/scale_migrations_bench.py): every migration is
+    started by one workflow task and every reminder sent from one, not one task after another (a scan over 200
+    deployments took 180 s on a busy worker while the first migrations already ran)."""
+    with open_registry(scan_registry).session() as s:
+        for i in range(30):
+            s.add(
+                Deployment(name=f"f{i:02d}", active_prompt="p@1", active_model="old-2024", dataset="golden")
+            )
+    client, queue = scan_worker
+    with time_skipping_env.auto_time_skipping_disabled():
+        handle = await client.start_workflow(
+            DeprecationScanWorkflow.run,
+            ScanRequest(today=RETIRES - timedelta(days=20)),
+            id=f"scan-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        result = await handle.result()
+        for started in result.started:  # leave nothing running on the session's server
+            await client.get_workflow_handle(started.id).signal(StandInMigration.finish)
+    assert len(result.started) == 32 and len(result.reminders) == 33
+    events = (await handle.fetch_history()).events
+    starts = {
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_task_completed_event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    }
+    notices = [
+        e.activity_task_scheduled_event_attributes
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_notice"
+    ]
+    assert len(starts) == 1, f"the 32 migrations were started by {len(starts)} workflow tasks"
+    assert len(notices) == 33 and len({n.workflow_task_completed_event_id for n in notices}) == 1
+    assert sum(n.kind == "deprecation_reminder" for n in captured_notices.notices) == 33

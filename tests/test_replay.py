@@ -55,6 +55,7 @@ EXPECTED = {
     "eval_continued_last_run",
     "provider_batch_continued_first_run",
     "provider_batch_continued_last_run",
+    "scan_started",  # a DeprecationScanWorkflow that started a migration and sent a reminder
 }
 
 
@@ -68,6 +69,8 @@ def _workflow_id(history: dict) -> str:
     started = history["events"][0]["workflowExecutionStartedEventAttributes"]
     if started.get("workflowId"):
         return started["workflowId"]
+    if started["workflowType"]["name"] == "DeprecationScanWorkflow":
+        return "pairshift-deprecation-scan"  # its children's ids come from the deployments, not from it
     parent = started.get("parentWorkflowExecution")
     if parent and started["workflowType"]["name"] == "StageWatchWorkflow":  # ...-watch-<run id[:8]>-<n>
         return f"{parent['workflowId']}-watch-{parent['runId'][:8]}-1"
