@@ -176,6 +176,18 @@ class _Sim:
         self.proc.wait(10)
 
 
+def _failed(url: str) -> list[str]:
+    """What the migrations that did not reach their approval say (phase and summary), for the report."""
+    from sqlmodel import select
+
+    from pairshift.registry.models import MigrationRow
+    from pairshift.registry.store import open_registry
+
+    with open_registry(url).session() as s:
+        rows = s.exec(select(MigrationRow).where(MigrationRow.phase != "awaiting_approval")).all()
+        return [f"{r.deployment}: {r.phase} {r.summary}"[:300] for r in rows]
+
+
 def _phases(url: str) -> Counter[str]:
     from sqlmodel import select
 
@@ -262,6 +274,7 @@ async def _run(args: argparse.Namespace, home: Path) -> dict[str, object]:
         await asyncio.sleep(5)  # the last notices' Slack posts (retried activities) settle
         posts = slack.calls_to("chat.postMessage")
         return {
+            "failed": _failed(url),
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "started": len(scan.started),
             "scan_s": scanned_s,
