@@ -34,11 +34,11 @@ def test_worker_connections_send_without_nagles_delay(monkeypatch: pytest.Monkey
     """uvicorn's --workers socket has protocol 0, so asyncio leaves Nagle on: 45 ms a request."""
     import socket
 
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    from pairshift.cli.api_protocol import NoDelayH11Protocol
+    from pairshift.cli.api_protocol import NoDelayHttpToolsProtocol
 
-    monkeypatch.setattr(H11Protocol, "connection_made", lambda self, transport: None)
+    monkeypatch.setattr(HttpToolsProtocol, "connection_made", lambda self, transport: None)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:  # as uvicorn binds it
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -51,5 +51,7 @@ def test_worker_connections_send_without_nagles_delay(monkeypatch: pytest.Monkey
                     def get_extra_info(self, name: str) -> object:
                         return accepted if name == "socket" else None
 
-                NoDelayH11Protocol.connection_made(object.__new__(NoDelayH11Protocol), Transport())
+                NoDelayHttpToolsProtocol.connection_made(
+                    object.__new__(NoDelayHttpToolsProtocol), Transport()
+                )
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -93,7 +93,7 @@ def api(
         uvicorn.run(
             "pairshift.cli.api:app_from_environment",
             factory=True,
-            http="pairshift.cli.api_protocol:NoDelayH11Protocol",
+            http="pairshift.cli.api_protocol:NoDelayHttpToolsProtocol",
             host=host,
             port=port,
             workers=workers,
@@ -118,6 +118,6 @@ def api(
     if tracing:
         console.print("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)", soft_wrap=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, http="httptools", log_level="warning")
     finally:
         shutdown_tracing()  # flush the spans still batched
