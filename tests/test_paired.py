@@ -46,19 +46,50 @@ def _random_blocking(rng: np.random.Generator, cases: int, epochs: int, rate: fl
     ]
 
 
+def _blocking_rates(rng: np.random.Generator, reps: int, cases: int, epochs: int, rate: float) -> np.ndarray:
+    """Per-case blocking failure rates of ``reps`` simulated evals (reps, cases): failures at random."""
+    return (rng.random((reps, cases, epochs)) < rate).mean(axis=2)
+
+
+def _z_of_rate_change(rb: np.ndarray, rj: np.ndarray, delta: float) -> np.ndarray:
+    """The gate's statistic Z(delta) of the per-case failure-rate change (joint - baseline), one per row."""
+    diffs = rj - rb
+    support = np.union1d(np.unique(diffs), [-1.0, 1.0])
+    counts = (diffs[:, :, None] == support[None, None, :]).sum(axis=1)
+    return score_statistic(support, counts, delta)
+
+
+def _blocking_outcomes(rates: np.ndarray, epochs: int) -> list[CaseOutcome]:
+    """One eval's outcomes with these per-case failure rates (a case's failures in its first epochs)."""
+    return [
+        outcome(f"c{c}", e, failed=["is-json"] if e < round(r * epochs) else None)
+        for c, r in enumerate(rates)
+        for e in range(epochs)
+    ]
+
+
 @pytest.mark.parametrize("rate", [0.002, 0.005])
 def test_random_blocking_failures_in_both_arms_rarely_fail_the_gate(rate: float) -> None:
     # Old rule: any newly failing case failed the eval: 67% of evals at 0.2%, 95% at 0.5% (200 cases x 3).
+    # The gate fails a blocking type when the lower end of its interval lies above max_new_failure_rate, i.e.
+    # when Z(max_new_failure_rate) > z: computed for 2,000 evals at once (the loop over blocking_change took
+    # 3-5 s for 100); the first evals are checked against blocking_change itself.
     rng = np.random.default_rng(14)
     policy = EvalPolicy()
-    runs, fails, any_new = 100, 0, 0
-    for _ in range(runs):
-        base, joint = _random_blocking(rng, 200, 3, rate), _random_blocking(rng, 200, 3, rate)
+    runs, cases, epochs = 2_000, 200, 3
+    rb, rj = (_blocking_rates(rng, runs, cases, epochs, rate) for _ in range(2))
+    any_new = ((rj > 0) & (rb == 0)).any(axis=1)
+    zc = z_critical(policy.confidence)
+    fails = _z_of_rate_change(rb, rj, policy.max_new_failure_rate) > zc
+    for i in range(8):  # the same evals through blocking_change: the same interval, the same decision
+        base, joint = (_blocking_outcomes(r[i], epochs) for r in (rb, rj))
         change = blocking_change(base, joint, "is-json", policy.confidence)
-        any_new += bool(change.newly_failing)
-        fails += change.rate_change.ci[0] > policy.max_new_failure_rate
-    assert any_new / runs > 0.5  # the old rule would have failed these
-    assert fails / runs <= 0.05
+        lower = change.rate_change.ci[0]
+        assert bool(change.newly_failing) == any_new[i]
+        assert (lower > policy.max_new_failure_rate) == fails[i]
+        assert lower == -1.0 or _z_of_rate_change(rb[i : i + 1], rj[i : i + 1], lower)[0] == pytest.approx(zc)
+    assert any_new.mean() > 0.5  # the old rule would have failed these
+    assert fails.mean() <= 0.05
 
 
 def test_a_real_blocking_regression_still_fails() -> None:
