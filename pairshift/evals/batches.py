@@ -178,6 +178,23 @@ def _store_result(registry: Registry, result: dict[str, Any]) -> None:
         _upsert(s, EvalResult, result, ["run_id", "case_id", "epoch"], table.c.error_kind == GRADER_ERROR)
 
 
+def _store_results(registry: Registry, rows: list[dict[str, Any]]) -> None:
+    """Results of one batch in one transaction (the cache hits: a lost write costs no provider call)."""
+    if not rows:
+        return
+    table = EvalResult.__table__  # type: ignore[attr-defined]
+    keys = ["run_id", "case_id", "epoch"]
+    with registry.session() as s:
+        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={k: stmt.excluded[k] for k in rows[0] if k not in keys},
+            where=table.c.error_kind == GRADER_ERROR,
+        )
+        s.connection().execute(stmt, rows)  # one statement, executemany
+
+
 def _store_cache(registry: Registry, cache: dict[str, Any], refresh: bool) -> None:
     """A provider answer in the cache, before it is scored; ``refresh`` (no_cache) replaces a stored one."""
     with registry.session() as s:
@@ -306,13 +323,22 @@ async def run_batch(
     hits = {} if batch.no_cache else await asyncio.to_thread(_cached_completions, registry, keys)
     ungraded: list[str] = []
     unavailable: list[ProviderError] = []
+    hit_rows: list[dict[str, Any]] = []
 
     async def one(call: _Call) -> None:
         stored = work.regrade.get((call.case.id, call.epoch))
         done = _stored_completion(stored, work) if stored is not None else hits.get(call.key) or None
         try:
             graded = await _run_one(
-                registry, work, call, done, judge, counters, no_cache=batch.no_cache, regraded=bool(stored)
+                registry,
+                work,
+                call,
+                done,
+                judge,
+                counters,
+                no_cache=batch.no_cache,
+                regraded=bool(stored),
+                hits=hit_rows,
             )
         except ProviderError as err:
             if not err.retryable:
@@ -337,6 +363,7 @@ async def run_batch(
         message = f"arm {work.run.arm} ({work.run.pair}) failed: {err.message}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)
         raise ArmFailed(message) from None
+    await asyncio.to_thread(_store_results, registry, hit_rows)
     if unavailable:
         raise ProviderOutage(
             f"{len(unavailable)} of {len(todo)} calls of arm {work.run.arm} ({work.run.pair}) still failed "
@@ -427,6 +454,7 @@ async def _run_one(
     no_cache: bool = False,
     regraded: bool = False,
     via_batch: bool = False,
+    hits: list[dict[str, Any]] | None = None,
 ) -> str | None:
     """Send one call unless ``done`` (a cache hit, stored answer, batch line) is given; cache, score, store.
 
@@ -505,7 +533,10 @@ async def _run_one(
         "assertions": [r.model_dump() for r in scored.results] if scored else [],
         "created_at": utcnow(),
     }
-    await asyncio.to_thread(_store_result, registry, row)
+    if hits is not None and cached:  # a cache hit: stored with the batch's others in one transaction
+        hits.append(row)
+    else:
+        await asyncio.to_thread(_store_result, registry, row)
     return grader_error
 
 
