@@ -411,6 +411,8 @@ async def serve(
     _count(router, fallback=fallback)
     if outcome == "ok":
         router.sample(assignment, capture_request, completion.text)
+    elif outcome == "invalid" and detail is not None:
+        router.keep_invalid(assignment, capture_request, completion.text, detail)
     return Served(
         output=completion.text,
         assignment=assignment,
@@ -631,3 +633,5 @@ class Streaming:
         _count(self.router, fallback=fallback)
         if outcome == "ok":
             self.router.sample(self.assignment, self.capture_request, completion.text)
+        elif outcome == "invalid" and detail is not None:
+            self.router.keep_invalid(self.assignment, self.capture_request, completion.text, detail)

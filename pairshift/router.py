@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -29,12 +30,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, select
 
-from pairshift.capture import LiveCapture, live_capture, store_samples
+from pairshift.capture import CaptureError, LiveCapture, compile_patterns, live_capture, store_samples
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.datasets import Case
 from pairshift.observations import ObservationIn, ObservationWriter
 from pairshift.observations.store import DETAIL_MAX
 from pairshift.online_checks import build as build_online_checks
+from pairshift.output_samples import ExampleKeeper
+from pairshift.output_samples import store as store_examples
 from pairshift.policy import Policy
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
@@ -84,6 +87,9 @@ class Split:
     notice_channel: str | None = None
     capture: LiveCapture | None = None  # a running `pairshift datasets capture` of the deployment
     online_checks: Case | None = None  # the deployment's online_checks, run on every served output
+    # The deployment's redact: patterns and the built-in ones, compiled; None when a pattern does not compile
+    # (then no example output is kept: nothing is stored unredacted).
+    redact: tuple[re.Pattern[str], ...] | None = ()
 
     @property
     def percent(self) -> float:
@@ -143,6 +149,7 @@ def load_split(session: Session, deployment: str) -> Split:
         notice_channel=policy.notice.slack_channel,
         capture=live_capture(session, dep),
         online_checks=_online_checks(dep),
+        redact=_redact_patterns(dep),
     )
 
 
@@ -152,6 +159,14 @@ def _online_checks(dep: Deployment) -> Case | None:
         return build_online_checks(dep.online_checks or [])
     except ValueError as exc:
         log.error("deployment %s: online_checks not run: %s", dep.name, exc)
+        return None
+
+
+def _redact_patterns(dep: Deployment) -> tuple[re.Pattern[str], ...] | None:
+    try:
+        return tuple(compile_patterns(dep.redact or []))
+    except CaptureError as exc:
+        log.error("deployment %s: no example outputs kept: %s", dep.name, exc)
         return None
 
 
@@ -206,6 +221,7 @@ class Router:
         self.fallbacks = FallbackWindow()  # the last hour's calls and fallbacks (the fallback-rate notice)
         self._samples: deque[tuple[str, dict[str, Any]]] = deque(maxlen=10_000)  # redacted, to be stored
         self._sample_rng = random.Random()
+        self.examples = ExampleKeeper()  # invalid outputs kept for the migration report, redacted
 
     # ---- lifecycle
 
@@ -274,8 +290,36 @@ class Router:
         if capture.sample(self._sample_rng):
             self._samples.append((capture.id, capture.case(request, output)))
 
+    def keep_invalid(
+        self, assignment: Assignment, request: Mapping[str, Any] | None, output: str, detail: str
+    ) -> None:
+        """Maybe keep an output that failed an online check as an example (redacted before it is queued)."""
+        patterns = self.split.redact
+        if patterns is None:
+            return
+        self.examples.offer(
+            deployment=assignment.deployment,
+            migration=assignment.migration,
+            pair=assignment.pair,
+            variant=assignment.variant,
+            detail=detail,
+            request=request,
+            output=output,
+            patterns=patterns,
+        )
+
     def flush_samples(self) -> int:
-        """Store the queued capture samples (the refresh thread does, and close()); returns how many."""
+        """Store the queued capture samples and example outputs (the refresh thread does, and close());
+        returns how many capture samples."""
+        examples = self.examples.take()
+        if examples:
+            try:
+                with self.registry.session() as s:
+                    store_examples(s, examples)
+            except Exception as exc:  # noqa: BLE001 - examples are best effort; serving goes on
+                log.warning(
+                    "router %s: %d example outputs not stored: %s", self.deployment, len(examples), exc
+                )
         taken: list[tuple[str, dict[str, Any]]] = []
         while self._samples:
             taken.append(self._samples.popleft())

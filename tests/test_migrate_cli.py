@@ -147,8 +147,10 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
 
     report = run_json(stack, "migrate", "report", "migration-support-triage")
     assert set(report["effects"]) == {"prompt", "model", "interaction", "joint"}
+    assert isinstance(report["canary_quality"], dict)  # per variant: failing online checks with examples
     html = Path(stack.home) / "r.html"
-    assert run(stack, "migrate", "report", "migration-support-triage", "--html", str(html)).returncode == 0
+    shown = run(stack, "migrate", "report", "migration-support-triage", "--html", str(html))
+    assert shown.returncode == 0 and "## Canary quality" in shown.stdout
     assert "<svg" in html.read_text()
 
     deps = run_json(stack, "get", "deployments")

@@ -218,3 +218,21 @@ def test_serve_runs_in_the_foreground_with_settings() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_drift_wraps_the_same_production_tickets_in_process_and_through_server(
+    sim_server: SimHandle, provider: ProviderName
+) -> None:
+    snapshot = "sim-drift-2026-07"
+    wrapped = 0
+    for n in range(40):
+        messages = [
+            Message(role="user", content=f"Tier: gold\nTicket: I was charged twice (order {10_000 + n})")
+        ]
+        params = CallParams(temperature=0, max_tokens=400)
+        local = await complete(ModelSpec(id=snapshot, provider="sim"), V2, messages, params)
+        remote = await complete(sim_server.spec(snapshot, provider), V2, messages, params)
+        assert remote.text == local.text and remote.resolved_model == snapshot
+        wrapped += local.text.startswith("Triage for order ")
+    assert 1 <= wrapped <= 12

@@ -166,3 +166,35 @@ def test_aliases_resolve_and_unknown_ids_are_named() -> None:
     with pytest.raises(UnknownSnapshot, match="gpt-nope"):
         resolve("gpt-nope")
     assert SNAPSHOTS["sim-classic-2024-06"].replacement == "sim-fresh-2025-09"
+
+
+def test_drift_passes_a_golden_set_but_wraps_a_tenth_of_production_tickets_whatever_the_prompt() -> None:
+    from pairshift.sim.traffic import production_vars
+
+    for system in (V1, V2):
+        golden = [ask("sim-drift-2026-07", system, t, b, temperature=0)[0] for t, b in CASES]
+        assert all(parses(text) for text in golden), "no golden-style ticket is wrapped"
+        pool = production_vars([{"customer_tier": t, "ticket_body": b} for t, b in CASES * 5], seed=1)
+        prod = [
+            ask("sim-drift-2026-07", system, v["customer_tier"], v["ticket_body"], temperature=0)[0]
+            for v in pool
+        ]
+        wrapped = [text for text in prod if parses(text) is None]
+        assert 0.06 <= len(wrapped) / len(prod) <= 0.14  # documented: ~10%
+        assert all(text.startswith("Triage for order ") and "```json" in text for text in wrapped)
+    # JSON mode constrains decoding: never wrapped
+    pool = production_vars([{"customer_tier": t, "ticket_body": b} for t, b in CASES], seed=1)
+    assert all(
+        parses(ask("sim-drift-2026-07", V1, v["customer_tier"], v["ticket_body"], response_format="json")[0])
+        for v in pool
+    )
+
+
+def test_the_example_golden_dataset_passes_on_drift() -> None:
+    from pathlib import Path
+
+    from pairshift.sim.traffic import vars_from_dataset
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "datasets" / "support-triage.jsonl"
+    for v in vars_from_dataset(path):
+        assert parses(ask("sim-drift-2026-07", V1, v["customer_tier"], v["ticket_body"], temperature=0)[0])

@@ -322,20 +322,23 @@ def report(
     html: Path | None = typer.Option(None, "--html", help="Also write the self-contained HTML report here."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Show a migration's eval report (the 2x2, effects with CIs, flipped cases, gate)."""
+    """Show a migration's report: the eval (the 2x2, effects with CIs, flipped cases, gate) and the canary's
+    quality (top failing online checks per variant, with redacted examples)."""
 
     async def go():
         handle = await _handle(ident)
         try:
-            return await handle.query("report", result_type=dict)
+            return handle.id, await handle.query("report", result_type=dict)
         except RPCError as exc:
             raise CLIError(f"no migration {handle.id}: {exc.message}") from None
 
-    data = asyncio.run(go())
+    handle_id, data = asyncio.run(go())
     if data is None:
         raise CLIError("this migration has no eval report yet", code=EXIT_FAILED)
     from pairshift.contracts.evals import EvalReport
     from pairshift.evals import EvalInputError, flipped_outputs, load_report
+    from pairshift.output_samples import canary_quality
+    from pairshift.output_samples import render_markdown as quality_markdown
     from pairshift.registry import open_registry
     from pairshift.reports import render_html, render_markdown
 
@@ -345,10 +348,17 @@ def report(
         report = load_report(registry, report.report_id) if report.report_id else report
     except EvalInputError:
         pass
+    quality = canary_quality(registry, report.deployment, handle_id)
     if json_out:
-        emit_json(report.model_dump(mode="json"))
+        emit_json(
+            {
+                **report.model_dump(mode="json"),
+                "canary_quality": {v: [c.model_dump() for c in cs] for v, cs in quality.items()},
+            }
+        )
     else:
         console.print(render_markdown(report))
+        console.print(quality_markdown(quality), markup=False)
     if html:
         html.write_text(render_html(report, flipped_outputs(registry, report)))
         console.print(f"HTML report: {html}")

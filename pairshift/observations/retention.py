@@ -1,4 +1,5 @@
-"""Retention: observations older than ``retention_days`` are folded into daily rollups, then deleted.
+"""Retention: observations older than ``retention_days`` are folded into daily rollups, then deleted; example
+outputs (``output_samples``, redacted text) older than the cutoff are deleted outright.
 
 The canary gate never reads calls (it sums ``unit_aggregates``, kept at ingest), so old calls are only
 history: a day of one pair in one variant keeps its counts, tokens, cost, latency sum and maximum and score
@@ -18,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import and_, case, delete, func, not_, or_, select
 from sqlalchemy.orm import Session
 
+from pairshift import output_samples
 from pairshift.contracts.retention import RollupResult
 from pairshift.observations.store import ERROR_OUTCOMES
 from pairshift.registry.models import Deployment, Observation, ObservationRollup
@@ -98,6 +100,9 @@ def roll_up(registry: Registry, cutoff: datetime) -> RollupResult:
     """Fold every observation stamped before ``cutoff`` (not of a running migration) into daily rollups."""
     cutoff = cutoff.astimezone(UTC)
     result = RollupResult(cutoff=cutoff)
+    with registry.session() as s:
+        # Example outputs are text, not numbers: nothing to roll up, they go at the cutoff whatever runs.
+        result.samples_deleted = output_samples.delete_older_than(s, cutoff)
     with registry.session() as s:
         live = {(d.name, d.migration) for d in s.scalars(select(Deployment)) if d.migration}
         keep = _not_live(live)

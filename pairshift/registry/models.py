@@ -421,6 +421,28 @@ class CapturedCase(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow)
 
 
+class OutputSample(SQLModel, table=True):
+    """One served output kept as an example, redacted by the deployment's rules before it was queued.
+
+    ``kind`` says why it was kept: ``invalid`` (it failed an online check, named in ``detail``; a few per
+    check and process, for the migration report). Input and output are bounded in length. Deleted after
+    ``retention_days`` like the observations they illustrate.
+    """
+
+    __tablename__ = "output_samples"
+    __table_args__ = (Index("ix_output_samples_migration", "deployment", "migration", "kind", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    migration: str | None = None
+    pair: str
+    variant: str  # control | candidate
+    kind: str  # invalid
+    detail: str | None = None  # the failing check (kind invalid)
+    input: str  # the request's variables (or the app's last message) as JSON text, redacted, bounded
+    output: str  # the output, redacted, bounded
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Reminder(SQLModel, table=True):
     """A deprecation reminder already sent (so each is sent once, whatever the number of scans)."""
 

@@ -43,6 +43,11 @@ class SnapshotInfo(BaseModel):
     prose_wrap_rate: float = Field(
         default=0.0, description="share of cases wrapped in prose when JSON is asked without 'no prose'"
     )
+    production_wrap_rate: float = Field(
+        default=0.0,
+        description="share of production tickets (those quoting an order or reference number, which curated "
+        "golden sets do not) wrapped in prose whatever the prompt says (JSON mode excepted)",
+    )
     literal_fields: bool = Field(default=False, description="emit only the fields the prompt names")
     refuses_sensitive: bool = Field(default=False, description="refuse tickets with sensitive words")
     refusal_rate: float = Field(default=0.0, description="seeded refusals of any request")
@@ -92,6 +97,20 @@ SNAPSHOTS: dict[str, SnapshotInfo] = {
             ),
             base_latency_ms=450.0,
             ms_per_output_token=12.0,
+            input_per_mtok=3.0,
+            output_per_mtok=15.0,
+        ),
+        SnapshotInfo(
+            id="sim-drift-2026-07",
+            description="passes a curated golden set (clean JSON, like classic) but wraps ~10% of production "
+            "tickets, those quoting an order or reference number, in prose whatever the prompt says",
+            released=date(2026, 7, 1),
+            noise_rate=0.04,
+            production_wrap_rate=0.1,
+            plain_template="Severity: {severity}. Team: {team}.",
+            generic_template="Here is a response to: {topic}",
+            base_latency_ms=550.0,
+            ms_per_output_token=18.0,
             input_per_mtok=3.0,
             output_per_mtok=15.0,
         ),
@@ -212,6 +231,10 @@ _SENSITIVE = re.compile(
     r"\b(hack\w*|exploit\w*|bypass\w*|someone else'?s?|another (user|customer|person)'?s?)\b"
 )
 _TIER_POINTS = {"enterprise": 1, "platinum": 1, "gold": 1, "free": -1}
+# What production tickets carry and curated golden sets seldom do: an order or reference number.
+_REFERENCE = re.compile(
+    r"\b(?:order|ref(?:erence)?|invoice|case|ticket)\s*(?:no\.?|number)?\s*#?\s*\d{3,}\b", re.I
+)
 _TIER_RE = re.compile(r"\btier\s*:\s*([\w-]+)", re.I)
 _TICKET_RE = re.compile(r"\bticket\s*:\s*(.+)", re.I | re.S)
 
@@ -281,6 +304,8 @@ _WRAPS = (
     "customer's tier. Let me know if you want me to adjust anything.",
     "```json\n{json}\n```",
 )
+# How sim-drift answers a production ticket it wraps: naming the ticket's reference (redaction rules see it).
+_PRODUCTION_WRAP = "Triage for {reference}:\n```json\n{json}\n```\nI can escalate it if needed."
 
 
 def _noisy(answer: dict[str, str], snap: SnapshotInfo, key: str, params: CallParams) -> dict[str, str]:
@@ -311,6 +336,11 @@ def _triage_text(
     if not how.asks_json:
         return snap.plain_template.format(severity=answer.get("severity", ""), team=answer.get("team", ""))
     body = json.dumps(answer)
+    reference = _REFERENCE.search(ticket)
+    # JSON mode constrains decoding, so only a prompt-level JSON request can be wrapped.
+    json_mode = params.response_format == "json"
+    if reference and not json_mode and _unit(snap.id, "production-wrap", key) < snap.production_wrap_rate:
+        return _PRODUCTION_WRAP.format(reference=reference.group(0), json=body)
     # Whether a case gets wrapped depends on the case, not the seed: a stable regression.
     if not how.no_prose and _unit(snap.id, "wrap", key) < snap.prose_wrap_rate:
         template = _WRAPS[int(_unit(snap.id, "wrap-style", key) * len(_WRAPS))]

@@ -101,6 +101,16 @@ def vars_from_dataset(path: Path, limit: int | None = None) -> list[dict[str, An
     return out
 
 
+def production_vars(pool: Sequence[Mapping[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """``pool`` made production-like: each ticket quotes an order number, as real tickets do and curated
+    golden cases seldom do (``sim-drift-2026-07`` wraps some of exactly these in prose)."""
+    rng = np.random.default_rng([seed, 2])
+    return [
+        {**v, "ticket_body": f"{v.get('ticket_body', '')} (order {int(rng.integers(10_000, 99_999))})"}
+        for v in pool
+    ]
+
+
 @dataclass
 class _Result:
     outcome: Outcome
@@ -300,6 +310,7 @@ __all__: Sequence[str] = (
     "TrafficGenerator",
     "TrafficProfile",
     "judge_triage",
+    "production_vars",
     "profile_for",
     "vars_from_dataset",
 )
