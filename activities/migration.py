@@ -7,9 +7,11 @@ Each is idempotent (a retry after a crash changes nothing twice) and thin: the l
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from pairshift import split
@@ -29,7 +31,9 @@ from pairshift.contracts.migration import (
 from pairshift.gates import latency_ranks, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
 from pairshift.observations import invalid_details, stage_stats
+from pairshift.online_judge import JudgeRound, judge_round
 from pairshift.registry import open_registry
+from pairshift.registry.models import Deployment, utcnow
 from pairshift.resolver import InvalidMigration, plan_migration
 from pairshift.telemetry import metrics
 
@@ -127,6 +131,7 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         check = _prometheus_check(inp)
         metrics.GATE_CHECKS.labels(check.decision).inc()
         return check
+    judged = _judge_round(inp)
     # A stage is (migration, percent): its per-unit aggregates are kept at ingest since the split took effect.
     with open_registry().session() as s:
         stats = stage_stats(
@@ -149,8 +154,28 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
             for variant in ("candidate", "control")
             if top.get(variant)
         ]
+    if judged is not None:
+        check.reasons += judged.reasons()
     metrics.GATE_CHECKS.labels(check.decision).inc()
     return check
+
+
+def _judge_round(inp: StageCheckInput) -> JudgeRound | None:
+    """The canary judge scores the migration's sampled outputs before the gate reads the stage (issue 17).
+
+    Only the migration's own checks judge (a StageWatch's run beside them): one round at a time, so the daily
+    cap holds."""
+    if inp.canary.judge is None or activity.info().workflow_type == "StageWatchWorkflow":
+        return None
+    registry = open_registry()
+    with registry.session() as s:
+        dep = s.get(Deployment, inp.deployment)
+        under_test = tuple(m for m in (dep.active_model, dep.candidate_model) if m) if dep else ()
+    return asyncio.run(
+        judge_round(
+            registry, inp.deployment, inp.migration, inp.canary.judge, now=utcnow(), under_test=under_test
+        )
+    )
 
 
 def _prometheus_check(inp: StageCheckInput) -> StageCheck:

@@ -162,14 +162,17 @@ def _policy_hash(spec: dict) -> str:
 
 
 def _check_judge(s: Session, item: Located, policy: Policy) -> None:
-    """A policy's judge must be a known model that outlives any migration under the policy."""
-    if policy.eval.judge is None:
-        return
-    resolved = resolve_model(s, policy.eval.judge)
-    row = resolved.row if resolved else None
-    problem = judges.judge_problem(row, policy.eval.judge, date.today(), judges.policy_horizon(policy))
-    if problem is not None:
-        raise ConfigError(f"{item.where(judges.JUDGE_KEY)}: {problem}")
+    """A policy's judges (eval, canary) must be known models that outlive any migration under the policy."""
+    named = [(judges.JUDGE_KEY, policy.eval.judge)]
+    named.append(("canary.judge.model", policy.canary.judge.model if policy.canary.judge else None))
+    for key, judge in named:
+        if judge is None:
+            continue
+        resolved = resolve_model(s, judge)
+        row = resolved.row if resolved else None
+        problem = judges.judge_problem(row, judge, date.today(), judges.policy_horizon(policy))
+        if problem is not None:
+            raise ConfigError(f"{item.where(key)}: {problem}")
 
 
 def _check_dataset_judge(s: Session, item: Located, dataset: str | None, policy_name: str) -> None:

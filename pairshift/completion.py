@@ -409,6 +409,8 @@ async def serve(
         detail=detail,
     )
     _count(router, fallback=fallback)
+    if not fallback:
+        router.sample_for_judge(unit_key, assignment, capture_request, completion.text)
     if outcome == "ok":
         router.sample(assignment, capture_request, completion.text)
     elif outcome == "invalid" and detail is not None:
@@ -631,6 +633,10 @@ class Streaming:
             detail=detail,
         )
         _count(self.router, fallback=fallback)
+        if not fallback:
+            self.router.sample_for_judge(
+                self.unit_key, self.assignment, self.capture_request, completion.text
+            )
         if outcome == "ok":
             self.router.sample(self.assignment, self.capture_request, completion.text)
         elif outcome == "invalid" and detail is not None:

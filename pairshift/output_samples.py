@@ -30,6 +30,7 @@ from pairshift.registry.models import MigrationRow, Observation, OutputSample, u
 
 PER_CHECK = 3  # examples kept per (migration, variant, check) and process
 TEXT_MAX = 300  # characters of an example's input and output (a report line, not an archive)
+JUDGE_TEXT_MAX = 4000  # characters of a judged sample's input and output (the judge reads them whole)
 CHECKS_SHOWN = 3  # failing checks a report names per variant
 
 
@@ -92,6 +93,31 @@ class ExampleKeeper:
         with self._lock:
             self._queue.append(sample)
         return True
+
+    def queue_for_judge(
+        self,
+        assignment: Any,
+        unit_hash: str,
+        percent: float,
+        request: Mapping[str, Any] | None,
+        output: str,
+        patterns: Sequence[re.Pattern[str]],
+    ) -> None:
+        """Queue a served output for the canary's judge (redacted, bounded at :data:`JUDGE_TEXT_MAX`)."""
+        sample = OutputSample(
+            deployment=assignment.deployment,
+            migration=assignment.migration,
+            pair=assignment.pair,
+            variant=assignment.variant,
+            kind="judge",
+            unit=unit_hash,
+            percent=percent,
+            input=bounded(redact(input_text(request), patterns), JUDGE_TEXT_MAX),
+            output=bounded(redact(output, patterns), JUDGE_TEXT_MAX),
+            at=utcnow(),
+        )
+        with self._lock:
+            self._queue.append(sample)
 
     def take(self) -> list[OutputSample]:
         with self._lock:

@@ -223,6 +223,24 @@ class PrometheusSource(_Strict):
     queries: PrometheusQueries
 
 
+class CanaryJudge(_Strict):
+    """The canary's sampled judge: a share of served outputs, both arms, scored 0..1 against a rubric; the
+    scores feed the ``score`` metric (pairshift.online_judge)."""
+
+    model: str = Field(..., min_length=1, description="The judge model (a registry model id); never guessed.")
+    sample_rate: float = Field(
+        ..., gt=0, le=1, description="Share of the outputs served during a migration (both arms) it scores."
+    )
+    rubric: str = Field(
+        ..., min_length=1, description="What a good output is; each sample is scored 0..1 on it."
+    )
+    max_cost_usd_per_day: float = Field(
+        ...,
+        gt=0,
+        description="The judge's spend cap per deployment and UTC day; samples beyond it wait, unscored.",
+    )
+
+
 class CanaryPolicy(_Strict):
     """The staged canary on real traffic (PRODUCT §7, §8)."""
 
@@ -243,6 +261,11 @@ class CanaryPolicy(_Strict):
         15, gt=0, description="How often a stage reads candidate and control metrics."
     )
     metrics: CanaryMetrics = Field(default_factory=CanaryMetrics)
+    judge: CanaryJudge | None = Field(
+        None,
+        description="A sampled judge scoring served outputs at each gate check (input and output, redacted, "
+        "kept retention_days); its scores feed the score metric; its cost is reported and capped per day.",
+    )
     min_samples: int | Literal["auto"] = Field(
         "auto",
         description="Samples per arm before a stage may pass: a number, or 'auto' (power calculation).",
@@ -275,6 +298,12 @@ class CanaryPolicy(_Strict):
 
     @model_validator(mode="after")
     def _source_has_queries(self) -> CanaryPolicy:
+        if self.judge is not None and self.metrics.score is None:
+            raise ValueError("canary.judge feeds the score metric: set metrics.score (or remove the judge)")
+        if self.judge is not None and self.source != "builtin":
+            raise ValueError(
+                "canary.judge needs source: builtin (its scores go to pairshift's own observations)"
+            )
         if self.source == "builtin":
             return self
         if self.prometheus is None:

@@ -34,7 +34,7 @@ from pairshift.capture import CaptureError, LiveCapture, compile_patterns, live_
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.datasets import Case
 from pairshift.observations import ObservationIn, ObservationWriter
-from pairshift.observations.store import DETAIL_MAX
+from pairshift.observations.store import DETAIL_MAX, hash_unit
 from pairshift.online_checks import build as build_online_checks
 from pairshift.output_samples import ExampleKeeper
 from pairshift.output_samples import store as store_examples
@@ -90,6 +90,9 @@ class Split:
     # The deployment's redact: patterns and the built-in ones, compiled; None when a pattern does not compile
     # (then no example output is kept: nothing is stored unredacted).
     redact: tuple[re.Pattern[str], ...] | None = ()
+    judge_rate: float = (
+        0.0  # the policy's canary.judge.sample_rate: outputs kept for the judge in a migration
+    )
 
     @property
     def percent(self) -> float:
@@ -150,6 +153,7 @@ def load_split(session: Session, deployment: str) -> Split:
         capture=live_capture(session, dep),
         online_checks=_online_checks(dep),
         redact=_redact_patterns(dep),
+        judge_rate=policy.canary.judge.sample_rate if policy.canary.judge and dep.migration else 0.0,
     )
 
 
@@ -307,6 +311,18 @@ class Router:
             output=output,
             patterns=patterns,
         )
+
+    def sample_for_judge(
+        self, unit_key: str, assignment: Assignment, request: Mapping[str, Any] | None, output: str
+    ) -> None:
+        """Maybe keep this served output for the canary's judge (``canary.judge.sample_rate``), redacted."""
+        split = self.split
+        if not split.judge_rate or split.redact is None or assignment.migration is None:
+            return
+        if self._sample_rng.random() < split.judge_rate:
+            self.examples.queue_for_judge(
+                assignment, hash_unit(unit_key), split.percent, request, output, split.redact
+            )
 
     def flush_samples(self) -> int:
         """Store the queued capture samples and example outputs (the refresh thread does, and close());

@@ -425,7 +425,8 @@ class OutputSample(SQLModel, table=True):
     """One served output kept as an example, redacted by the deployment's rules before it was queued.
 
     ``kind`` says why it was kept: ``invalid`` (it failed an online check, named in ``detail``; a few per
-    check and process, for the migration report). Input and output are bounded in length. Deleted after
+    check and process, for the migration report) or ``judge`` (sampled for the canary's judge, which scores it
+    at the next gate check: pairshift.online_judge). Input and output are bounded in length. Deleted after
     ``retention_days`` like the observations they illustrate.
     """
 
@@ -436,8 +437,13 @@ class OutputSample(SQLModel, table=True):
     migration: str | None = None
     pair: str
     variant: str  # control | candidate
-    kind: str  # invalid
+    kind: str  # invalid | judge
     detail: str | None = None  # the failing check (kind invalid)
+    unit: str | None = None  # kind judge: the unit's hash, and the stage (percent) its score is added to
+    percent: float | None = None
+    score: float | None = None  # kind judge: the judge's 0..1 score once judged (None: unreadable reply)
+    cost_usd: float | None = None  # kind judge: what judging it cost
+    judged_at: datetime | None = None
     input: str  # the request's variables (or the app's last message) as JSON text, redacted, bounded
     output: str  # the output, redacted, bounded
     at: datetime = Field(default_factory=utcnow, index=True)

@@ -261,6 +261,8 @@ def triage_truth(customer_tier: str, ticket_body: str) -> dict[str, str]:
 def _parse_ticket(messages: list[Message]) -> tuple[str, str] | None:
     """(tier, ticket) when the last user message is a triage request, else None."""
     last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    if _GRADING.match(last):  # a grading prompt quotes tickets; it is not one
+        return None
     ticket = _TICKET_RE.search(last)
     if not ticket:
         return None
@@ -348,8 +350,29 @@ def _triage_text(
     return body
 
 
+_GRADING = re.compile(r"^You grade an AI system's output against a rubric\.", re.S)
+_GRADED_OUTPUT = re.compile(r"<Output>\n(.*?)\n</Output>", re.S)
+
+
+def _grading_text(last: str) -> str | None:
+    """Every snapshot grades the llm-rubric prompt the same way: 1 for an output that is one JSON object and
+    nothing else, 0 otherwise (the sim's one rubric: "a raw JSON object"); None when it is not that prompt."""
+    if not _GRADING.match(last):
+        return None
+    found = _GRADED_OUTPUT.search(last)
+    try:
+        ok = found is not None and isinstance(json.loads(found.group(1)), dict)
+    except ValueError:
+        ok = False
+    reason = "The output is one JSON object." if ok else "The output is not a bare JSON object."
+    return json.dumps({"reason": reason, "pass": ok, "score": 1.0 if ok else 0.0})
+
+
 def _generic_text(snap: SnapshotInfo, messages: list[Message], how: _Instructions) -> str:
     last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    graded = _grading_text(last)
+    if graded is not None:
+        return graded
     topic = " ".join(last.split())[:160]
     text = snap.generic_template.format(topic=topic)
     return json.dumps({"answer": text}) if how.asks_json else text
