@@ -14,6 +14,7 @@ checks with their counts and examples.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections import Counter
@@ -26,7 +27,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from pairshift.capture import redact
-from pairshift.registry.models import MigrationRow, Observation, OutputSample, utcnow
+from pairshift.registry.models import MigrationRow, Observation, OutputSample, UnitAggregate, utcnow
 
 PER_CHECK = 3  # examples kept per (migration, variant, check) and process
 TEXT_MAX = 300  # characters of an example's input and output (a report line, not an archive)
@@ -178,6 +179,52 @@ def failing_checks(
     return out
 
 
+class StageFigures(BaseModel):
+    """One stage's quality per variant: calls, invalid rate and mean score (judge and app scores) with 95%
+    unit-clustered intervals, the gate's estimates (pairshift.unit_stats)."""
+
+    percent: float
+    variant: str
+    calls: int
+    invalid_rate: float
+    invalid_ci: tuple[float, float]
+    scored: int
+    score: float | None = None
+    score_ci: tuple[float, float] | None = None
+
+
+def _ci(est: float, var: float) -> tuple[float, float]:
+    half = 1.959964 * math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.inf
+    return (max(0.0, est - half), min(1.0, est + half))
+
+
+def stage_figures(session: Session, migration: str) -> list[StageFigures]:
+    """Per stage (percent, ascending) and variant: the quality figures a report shows (see StageFigures)."""
+    from pairshift.observations import stage_stats
+
+    a = UnitAggregate.__table__.c  # type: ignore[attr-defined]
+    percents = sorted(session.scalars(select(a.percent).where(a.migration == migration).distinct()))
+    out: list[StageFigures] = []
+    for percent in percents:
+        for variant, st in stage_stats(session, migration, percent).items():
+            if st.n == 0:
+                continue
+            rate, var = st.invalid.estimate("binary")
+            fig = StageFigures(
+                percent=percent,
+                variant=variant,
+                calls=int(st.n),
+                invalid_rate=rate,
+                invalid_ci=_ci(rate, var),
+                scored=int(st.score.n),
+            )
+            if st.score.n:
+                mean, svar = st.score.estimate("bounded")
+                fig.score, fig.score_ci = mean, _ci(mean, svar)
+            out.append(fig)
+    return out
+
+
 def migration_key(session: Session, workflow_id: str) -> str | None:
     """The split key (``workflow id/first run id``) that observations of the latest migration carry."""
     row = session.scalars(
@@ -188,11 +235,20 @@ def migration_key(session: Session, workflow_id: str) -> str | None:
     return None if row is None else f"{workflow_id}/{row.run_id}"
 
 
-def canary_quality(registry: Any, deployment: str, workflow_id: str) -> dict[str, list[FailingCheck]]:
+class CanaryQuality(BaseModel):
+    """What ``migrate report`` shows of the canary: failing checks with examples, figures per stage."""
+
+    checks: dict[str, list[FailingCheck]] = {}
+    stages: list[StageFigures] = []
+
+
+def canary_quality(registry: Any, deployment: str, workflow_id: str) -> CanaryQuality:
     """:func:`failing_checks` of the latest migration ``workflow_id`` over its canary (``migrate report``)."""
     with registry.session() as s:
         key = migration_key(s, workflow_id)
-        return {} if key is None else failing_checks(s, deployment, key)
+        if key is None:
+            return CanaryQuality()
+        return CanaryQuality(checks=failing_checks(s, deployment, key), stages=stage_figures(s, key))
 
 
 def delete_older_than(session: Session, cutoff: datetime) -> int:
@@ -202,12 +258,27 @@ def delete_older_than(session: Session, cutoff: datetime) -> int:
     return int(result.rowcount or 0)
 
 
-def render_markdown(checks: dict[str, list[FailingCheck]]) -> str:
-    """The report's section: per variant, each failing check with its count and examples."""
+def render_markdown(checks: dict[str, list[FailingCheck]], stages: Sequence[StageFigures] = ()) -> str:
+    """The report's section: figures per stage, then per variant each failing check, its count, examples."""
+    table = ["## Canary quality", ""]
+    if stages:
+        table += [
+            "| stage | variant | calls | invalid rate (95%) | score (95%), scored |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for f in stages:
+            inv = f"{f.invalid_rate:.2%} [{f.invalid_ci[0]:.2%}, {f.invalid_ci[1]:.2%}]"
+            score = (
+                f"{f.score:.3f} [{f.score_ci[0]:.3f}, {f.score_ci[1]:.3f}], {f.scored:,}"
+                if f.score is not None and f.score_ci is not None
+                else "-"
+            )
+            table.append(f"| {f.percent:g}% | {f.variant} | {f.calls:,} | {inv} | {score} |")
+        table.append("")
     if not checks:
-        return "## Canary quality\n\nNo output failed an online check.\n"
+        return "\n".join([*table, "No output failed an online check."]) + "\n"
     head = f"Top failing online checks (examples redacted, cut to {TEXT_MAX} characters):"
-    lines = ["## Canary quality", "", head, ""]
+    lines = [*table, head, ""]
     for variant in ("candidate", "control"):
         for fc in checks.get(variant, []):
             lines.append(f"- {variant}: {fc.check} ({fc.calls:,} calls)")

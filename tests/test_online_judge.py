@@ -15,7 +15,7 @@ from migration_harness import TEST_POLICY, small_examples
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from pairshift import online_judge, split
+from pairshift import online_judge, output_samples, split
 from pairshift.apply import apply_path
 from pairshift.gates import latency_ranks
 from pairshift.observations import stage_stats
@@ -125,6 +125,12 @@ def test_judge_scores_samples_of_both_arms_into_the_score_metric(pairshift_env, 
     control_mean, _ = stats["control"].score.estimate("bounded")
     candidate_mean, _ = stats["candidate"].score.estimate("bounded")
     assert control_mean == 1.0 and 0.8 < candidate_mean < 0.97, "drift wraps ~10% of production outputs"
+    with reg.session() as s:
+        figures = {f.variant: f for f in output_samples.stage_figures(s, MIGRATION)}
+    cand = figures["candidate"]
+    assert cand.score == pytest.approx(candidate_mean) and cand.scored == cand.calls  # every call sampled
+    assert figures["candidate"].score_ci[0] < candidate_mean < figures["candidate"].score_ci[1]
+    assert "| 50% | candidate |" in output_samples.render_markdown({}, list(figures.values()))
     router.close()
 
 

@@ -109,7 +109,11 @@ async def test_a_snapshot_passing_the_golden_eval_but_wrapping_production_output
         candidate = list(s.scalars(select(Observation).where(Observation.variant == "candidate")))
         control = list(s.scalars(select(Observation).where(Observation.variant == "control")))
         stored = list(s.scalars(select(OutputSample)))
-    quality = output_samples.canary_quality(open_registry(), "support-triage", handle.id)
+    report = output_samples.canary_quality(open_registry(), "support-triage", handle.id)
+    quality = report.checks
+    (ctrl, cand) = sorted(report.stages, key=lambda f: f.variant != "control")
+    assert [ctrl.percent, ctrl.variant, cand.variant] == [20, "control", "candidate"]
+    assert ctrl.invalid_rate == 0 and 0.04 < cand.invalid_rate < 0.2 and cand.invalid_ci[0] > 0
     with open_registry().session() as s:
         assert output_samples.migration_key(s, handle.id) == candidate[0].migration
     invalid = [o for o in candidate if o.outcome == "invalid"]
@@ -125,5 +129,6 @@ async def test_a_snapshot_passing_the_golden_eval_but_wrapping_production_output
         len(x.input) <= output_samples.TEXT_MAX and len(x.output) <= output_samples.TEXT_MAX for x in stored
     )
     assert len(stored) <= output_samples.PER_CHECK, "a few per check, not every invalid output"
-    text = output_samples.render_markdown(quality)
+    text = output_samples.render_markdown(quality, report.stages)
+    assert "| 20% | candidate |" in text
     assert "candidate: online check raw-json" in text and "Triage for [REDACTED]" in text

@@ -353,12 +353,13 @@ def report(
         emit_json(
             {
                 **report.model_dump(mode="json"),
-                "canary_quality": {v: [c.model_dump() for c in cs] for v, cs in quality.items()},
+                "canary_quality": {v: [c.model_dump() for c in cs] for v, cs in quality.checks.items()},
+                "canary_stages": [f.model_dump() for f in quality.stages],
             }
         )
     else:
         console.print(render_markdown(report))
-        console.print(quality_markdown(quality), markup=False)
+        console.print(quality_markdown(quality.checks, quality.stages), markup=False)
     if html:
         html.write_text(render_html(report, flipped_outputs(registry, report)))
         console.print(f"HTML report: {html}")
