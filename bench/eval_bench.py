@@ -166,6 +166,17 @@ async def _scenario(tmp: Path, sim, client, queue: str, rpm: float | None) -> di
     return out
 
 
+def model_queue_worker(client, queue: str, rpm: float):  # type: ignore[no-untyped-def]
+    """The worker of the rate-limited model's own task queue, where its eval batches go (pairshift.ratelimit):
+    without it a rate-limited eval waits forever."""
+    from pairshift.ratelimit import model_queue_rates
+    from worker.main import build_model_queue_worker
+
+    limits = {"concurrency": CONCURRENCY, "requests_per_minute": rpm}
+    ((model_queue, rate),) = model_queue_rates(queue, [(MODEL, limits)]).items()
+    return build_model_queue_worker(client, model_queue, rate)
+
+
 async def _main() -> dict[str, dict[str, float]]:
     from conftest import temporal_bin
     from temporalio.contrib.pydantic import pydantic_data_converter
@@ -185,7 +196,10 @@ async def _main() -> dict[str, dict[str, float]]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["PAIRSHIFT_HOME"] = tmp
-            async with build_worker(env.client, task_queue=queue):
+            async with (
+                build_worker(env.client, task_queue=queue),
+                model_queue_worker(env.client, queue, RATE_PER_S * 60),
+            ):
                 return {
                     "rate-limited": await _scenario(Path(tmp), limited, env.client, queue, RATE_PER_S * 60),
                     "unlimited": await _scenario(Path(tmp), unlimited, env.client, queue, None),
