@@ -133,9 +133,22 @@ def paired_ratio(
     r = np.concatenate(ratios)
     r = r[~np.isnan(r)]
     tail = (1 - confidence) / 2
-    lo, hi = (float(q) for q in np.quantile(r, [tail, 1 - tail])) if r.size else (0.0, math.inf)
+    lo, hi = _quantiles(r, tail) if r.size else (0.0, math.inf)
     ratio = point_j / point_b if point_b > 0 else (math.inf if point_j > 0 else 1.0)
     return RatioEstimate(baseline=point_b, joint=point_j, ratio=ratio, ci=(lo, hi))
+
+
+_HUGE = np.finfo(float).max
+
+
+def _quantiles(ratios: np.ndarray, tail: float) -> tuple[float, float]:
+    """The ``tail`` and ``1 - tail`` quantiles of bootstrap ratios, some of which may be infinite (a resample
+    whose baseline cost or latency is 0). numpy interpolates ``inf - inf`` to NaN, and a NaN bound compares
+    False with every limit (the gate could not read it; the report printed "nan"): infinities are interpolated
+    as the largest float and read back as infinite."""
+    q = np.quantile(np.where(np.isinf(ratios), _HUGE, ratios), [tail, 1 - tail])
+    lo, hi = (float(x) if x < _HUGE / 2 else math.inf for x in q)
+    return lo, hi
 
 
 def per_case_discordance(baseline: Sequence[CaseOutcome], joint: Sequence[CaseOutcome]) -> float:

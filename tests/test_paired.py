@@ -185,3 +185,17 @@ def test_power_note_is_for_the_noninferiority_test() -> None:
     note = power_note(300, 0.15, 0.02, 0.95)
     assert f"{n:,} cases" in note and "this eval has 300" in note and "95% interval" in note
     assert "never" in power_note(300, 0.15, 0.0, 0.95)
+
+
+@pytest.mark.parametrize("stat", ["cost", "latency_p95"])
+def test_an_interval_reaching_infinity_is_infinite_not_nan(stat: str) -> None:
+    """Two of the baseline's three cases cost (or take) nothing: in ~30% of resamples the baseline's statistic
+    is 0 and the ratio infinite. numpy interpolated the upper bound between two infinities as NaN: the report
+    printed "nan" and a NaN bound compares False with every limit, so the gate could not read the interval."""
+    field = "cost_usd" if stat == "cost" else "latency_ms"
+    base = [outcome(f"c{i}", **{field: 0.0 if i else 1.0}) for i in range(3)]
+    joint = [outcome(f"c{i}", **{field: 2.0}) for i in range(3)]
+    est = paired_ratio(base, joint, stat, 0.95)  # type: ignore[arg-type]
+    assert est is not None
+    assert not math.isnan(est.ci[0]) and not math.isnan(est.ci[1])
+    assert est.ci[1] == math.inf and est.ci[0] < math.inf
