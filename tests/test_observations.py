@@ -258,6 +258,24 @@ def _units_by_bucket() -> dict[str, str]:
     raise AssertionError("no unit found for every region")
 
 
+def _stage_moved_from_20_to_50(registry) -> None:
+    """The example applied, then a migration's split set to 20% and moved to 50% as its activities do."""
+    from pairshift import split
+
+    apply_example(registry)
+    for percent in (20.0, 50.0):
+        with registry.session() as s:
+            split.set_split(
+                s,
+                deployment=DEPLOYMENT,
+                migration=MIGRATION,
+                prompt=CANDIDATE[0],
+                model=CANDIDATE[1],
+                percent=percent,
+            )
+            s.commit()
+
+
 @pytest.mark.parametrize(
     "region, variant, stage",
     [
@@ -271,20 +289,7 @@ def _units_by_bucket() -> dict[str, str]:
 def test_a_row_stored_after_a_stage_moved_counts_in_the_stage_that_routed_it(
     registry, region, variant, stage
 ):
-    from pairshift import split
-
-    apply_example(registry)
-    for percent in (20.0, 50.0):
-        with registry.session() as s:
-            split.set_split(
-                s,
-                deployment=DEPLOYMENT,
-                migration=MIGRATION,
-                prompt=CANDIDATE[0],
-                model=CANDIDATE[1],
-                percent=percent,
-            )
-            s.commit()
+    _stage_moved_from_20_to_50(registry)
     unit = _units_by_bucket()[region]
     pair = CANDIDATE_PAIR if variant == "candidate" else ACTIVE_PAIR
     with registry.session() as s:
@@ -295,21 +300,9 @@ def test_a_row_stored_after_a_stage_moved_counts_in_the_stage_that_routed_it(
 
 
 def test_after_the_grace_every_row_counts_in_the_live_stage(registry):
-    from pairshift import split
     from pairshift.registry.models import Deployment
 
-    apply_example(registry)
-    for percent in (20.0, 50.0):
-        with registry.session() as s:
-            split.set_split(
-                s,
-                deployment=DEPLOYMENT,
-                migration=MIGRATION,
-                prompt=CANDIDATE[0],
-                model=CANDIDATE[1],
-                percent=percent,
-            )
-            s.commit()
+    _stage_moved_from_20_to_50(registry)
     with registry.session() as s:
         dep = s.get(Deployment, DEPLOYMENT)
         dep.split_changed_at = dep.split_changed_at - timedelta(minutes=10)
