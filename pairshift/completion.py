@@ -411,6 +411,7 @@ async def serve(
     _count(router, fallback=fallback)
     if not fallback:
         router.sample_for_judge(unit_key, assignment, capture_request, completion.text)
+        _mirror(router, unit_key, assignment, request_for, validate, capture_request, completion, outcome)
     if outcome == "ok":
         router.sample(assignment, capture_request, completion.text)
     elif outcome == "invalid" and detail is not None:
@@ -424,6 +425,42 @@ async def serve(
         latency_ms=latency_ms,
         fallback_from=assignment.pair if fallback else None,
     )
+
+
+def _mirror(
+    router: Router,
+    unit_key: str,
+    assignment: Assignment,
+    request_for: RequestFor,
+    validate: Callable[[str], bool] | None,
+    request: Mapping[str, Any] | None,
+    completion: Completion,
+    outcome: Outcome,
+) -> None:
+    """A shadow stage mirrors a request control answered to the candidate (pairshift.mirror): queued, never
+    awaited; the candidate's output goes through the same checks as control's."""
+    if outcome not in ("ok", "invalid") or not router.split.mirror_threshold:
+        return
+    checks = router.split.online_checks
+
+    def check(text: str, params: CallParams, done: Completion) -> tuple[str, str | None]:
+        out, _, detail = _checked(text, params, done, validate, None, checks)
+        return out, detail
+
+    try:
+        router.mirror_request(
+            unit_key,
+            assignment,
+            request_for,
+            check,
+            request,
+            completion.text,
+            outcome,
+            completion.latency_ms,
+            completion.cost_usd,
+        )
+    except Exception as exc:  # noqa: BLE001 - mirroring never fails the user's request
+        log.warning("mirroring a request of %s failed: %s", assignment.deployment, exc)
 
 
 async def _fallback(
@@ -515,6 +552,7 @@ async def open_stream(
     )
     streaming.raw = raw
     streaming.capture_request = capture_request
+    streaming.request_for = request_for
     return streaming
 
 
@@ -552,6 +590,7 @@ class Streaming:
         self.capture_request: Mapping[str, Any] | None = None
         self.ttft_ms: float | None = None
         self.raw = False  # whether each read's data is the caller's wire, to send on unchanged
+        self.request_for: RequestFor | None = None  # builds the candidate's call when a shadow stage mirrors
 
     async def reads(self) -> AsyncIterator[Read]:
         """The stream read by network read (text deltas and, when :attr:`raw`, the events as sent); at the
@@ -637,6 +676,17 @@ class Streaming:
             self.router.sample_for_judge(
                 self.unit_key, self.assignment, self.capture_request, completion.text
             )
+            if self.request_for is not None:
+                _mirror(
+                    self.router,
+                    self.unit_key,
+                    self.assignment,
+                    self.request_for,
+                    None,
+                    self.capture_request,
+                    completion,
+                    outcome,
+                )
         if outcome == "ok":
             self.router.sample(self.assignment, self.capture_request, completion.text)
         elif outcome == "invalid" and detail is not None:

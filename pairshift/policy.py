@@ -106,10 +106,26 @@ class EvalPolicy(_Strict):
 
 
 class Stage(_Strict):
-    """One canary step: route ``percent`` of units to the candidate for at least ``min_hours``."""
+    """One canary step: route ``percent`` of units to the candidate for at least ``min_hours``.
+
+    A **shadow stage** (``shadow: P`` instead of ``percent``) routes nobody to the candidate: it mirrors P% of
+    the units' control requests to the candidate pair in the background, never returns the candidate's answer,
+    and is judged pairwise against control on the same inputs (pairshift.shadow). Shadow stages come before
+    the first live stage and need ``canary.judge``.
+    """
 
     percent: float = Field(
-        ..., gt=0, le=100, description="Share of units routed to the candidate pair (0 < p <= 100)."
+        0.0,
+        ge=0,
+        le=100,
+        description="Share of units routed to the candidate pair (0 < p <= 100); 0 in a shadow stage.",
+    )
+    shadow: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="A shadow stage: share of units whose control requests are mirrored to the candidate "
+        "(answers never served; judged pairwise). Exclusive with percent.",
     )
     min_hours: float = Field(0.0, ge=0, description="The stage holds at least this long before it may pass.")
     max_hours: float | None = Field(
@@ -117,12 +133,12 @@ class Stage(_Strict):
     )
     approval: bool = Field(False, description="Wait for a human decision before this stage starts.")
 
-    @field_validator("percent")
+    @field_validator("percent", "shadow")
     @classmethod
-    def _at_least_one_bucket(cls, percent: float) -> float:
+    def _at_least_one_bucket(cls, percent: float | None) -> float | None:
         # The router routes whole buckets of 10,000 (pairshift.router): a share below half a bucket would
         # run a stage that routes nobody and a gate with no candidate data.
-        if round(percent * 100) < 1:
+        if percent is not None and percent > 0 and round(percent * 100) < 1:
             raise ValueError(
                 f"percent {percent:g} routes no unit: the router splits units into 10,000 buckets, so the "
                 "smallest share is 0.01"
@@ -131,9 +147,21 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _hours_ordered(self) -> Stage:
+        if self.shadow is not None and self.percent:
+            raise ValueError(
+                "a stage is live (percent) or shadow (shadow), not both: a shadow stage serves no candidate "
+                "answer"
+            )
+        if self.shadow is None and not self.percent:
+            raise ValueError("percent: Input should be greater than 0 (or shadow: P for a shadow stage)")
         if self.max_hours is not None and self.max_hours < self.min_hours:
             raise ValueError(f"max_hours ({self.max_hours}) is less than min_hours ({self.min_hours})")
         return self
+
+    @property
+    def label(self) -> str:
+        """How reports and notices name the stage's share: ``5%`` or ``shadow 5%``."""
+        return f"shadow {self.shadow:g}%" if self.shadow is not None else f"{self.percent:g}%"
 
 
 class ErrorRateGate(_Strict):
@@ -241,8 +269,38 @@ class CanaryJudge(_Strict):
     )
 
 
+class ShadowBudget(_Strict):
+    """What mirroring a shadow stage may spend, per serving process (each router enforces it on its own calls
+    over a sliding hour): requests past either limit are not mirrored, and counted (pairshift.mirror)."""
+
+    max_calls_per_hour: int = Field(
+        1000, ge=1, description="Mirrored candidate calls per hour and serving process, at most."
+    )
+    max_cost_usd_per_hour: float = Field(
+        1.0,
+        gt=0,
+        description="Candidate spend of mirrored calls per hour and serving process, at most (a call starts "
+        "only while the hour's spend is below it, so it is exceeded by at most the calls in flight).",
+    )
+    max_queued: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Mirrored requests waiting for a call slot per process; more are dropped (counted), "
+        "never waited for: mirroring never slows the user's request.",
+    )
+
+
+def _shadow_stage() -> Stage:
+    return Stage(shadow=5, min_hours=2)
+
+
 class CanaryPolicy(_Strict):
-    """The staged canary on real traffic (PRODUCT §7, §8)."""
+    """The staged canary on real traffic (PRODUCT §7, §8).
+
+    With a ``judge`` and no ``stages`` given, the default stages start with a shadow stage
+    (``{shadow: 5, min_hours: 2}``): the candidate is judged on mirrored requests before it serves anyone.
+    """
 
     source: Literal["builtin", "prometheus"] = Field(
         "builtin",
@@ -265,6 +323,10 @@ class CanaryPolicy(_Strict):
         None,
         description="A sampled judge scoring served outputs at each gate check (input and output, redacted, "
         "kept retention_days); its scores feed the score metric; its cost is reported and capped per day.",
+    )
+    shadow_budget: ShadowBudget = Field(
+        default_factory=ShadowBudget,
+        description="Limits of a shadow stage's mirroring (calls and dollars per hour, queue).",
     )
     min_samples: int | Literal["auto"] = Field(
         "auto",
@@ -298,6 +360,15 @@ class CanaryPolicy(_Strict):
 
     @model_validator(mode="after")
     def _source_has_queries(self) -> CanaryPolicy:
+        if self.judge is not None and "stages" not in self.model_fields_set:
+            # the default policy gains a shadow stage when a judge can compare the pair's answers
+            self.stages = [_shadow_stage(), *self.stages]
+            self.model_fields_set.add("stages")
+        if any(s.shadow is not None for s in self.stages) and self.judge is None:
+            raise ValueError(
+                "a shadow stage is judged pairwise against control: set canary.judge (or remove the shadow "
+                "stage)"
+            )
         if self.judge is not None and self.metrics.score is None:
             raise ValueError("canary.judge feeds the score metric: set metrics.score (or remove the judge)")
         if self.judge is not None and self.source != "builtin":
@@ -322,7 +393,22 @@ class CanaryPolicy(_Strict):
     @field_validator("stages")
     @classmethod
     def _percents_increase(cls, stages: list[Stage]) -> list[Stage]:
+        # Shadow stages come first: once a live stage served the candidate, mirroring it proves nothing new.
         for i in range(1, len(stages)):
+            if stages[i].shadow is not None and stages[i - 1].shadow is None:
+                raise ValueError(
+                    f"stage {i} is a shadow stage after live stage {i - 1}: shadow stages come before the "
+                    "first live stage"
+                )
+            if stages[i].shadow is not None:
+                if stages[i].shadow <= stages[i - 1].shadow:  # type: ignore[operator]
+                    raise ValueError(
+                        f"stage {i} shadow {stages[i].shadow:g} must be greater than stage {i - 1}'s "
+                        f"{stages[i - 1].shadow:g}"
+                    )
+                continue
+            if stages[i - 1].shadow is not None:
+                continue
             if stages[i].percent <= stages[i - 1].percent:
                 raise ValueError(
                     f"stage {i} percent {stages[i].percent:g} must be greater than stage {i - 1}'s "

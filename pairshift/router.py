@@ -33,12 +33,13 @@ from sqlmodel import Session, select
 from pairshift.capture import CaptureError, LiveCapture, compile_patterns, live_capture, store_samples
 from pairshift.completion import Call, FallbackWindow, ServeError, serve
 from pairshift.datasets import Case
+from pairshift.mirror import Check, Mirror, MirrorJob
 from pairshift.observations import ObservationIn, ObservationWriter
 from pairshift.observations.store import DETAIL_MAX, hash_unit
 from pairshift.online_checks import build as build_online_checks
 from pairshift.output_samples import ExampleKeeper
 from pairshift.output_samples import store as store_examples
-from pairshift.policy import Policy
+from pairshift.policy import Policy, ShadowBudget
 from pairshift.prompts import render
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
 from pairshift.registry.models import Deployment, PolicyRow, PromptVersion, pair_id, utcnow
@@ -93,6 +94,9 @@ class Split:
     judge_rate: float = (
         0.0  # the policy's canary.judge.sample_rate: outputs kept for the judge in a migration
     )
+    # A shadow stage: units whose bucket is below this have their control requests mirrored to the candidate.
+    mirror_threshold: int = 0
+    shadow_budget: ShadowBudget = field(default_factory=ShadowBudget)
 
     @property
     def percent(self) -> float:
@@ -137,6 +141,7 @@ def load_split(session: Session, deployment: str) -> Split:
 
     candidate = assignment(*pairs[1], "candidate") if has_candidate else None  # type: ignore[misc]
     percent = min(max(dep.canary_percent, 0.0), 100.0)
+    shadow = min(max(dep.shadow_percent or 0.0, 0.0), 100.0)
     return Split(
         deployment=dep.name,
         migration=dep.migration,
@@ -153,7 +158,12 @@ def load_split(session: Session, deployment: str) -> Split:
         capture=live_capture(session, dep),
         online_checks=_online_checks(dep),
         redact=_redact_patterns(dep),
-        judge_rate=policy.canary.judge.sample_rate if policy.canary.judge and dep.migration else 0.0,
+        # the canary judge scores served outputs of a live stage (a shadow stage is judged pairwise instead)
+        judge_rate=policy.canary.judge.sample_rate
+        if policy.canary.judge and dep.migration and percent > 0
+        else 0.0,
+        mirror_threshold=round(shadow * 100) if candidate and dep.migration else 0,
+        shadow_budget=policy.canary.shadow_budget,
     )
 
 
@@ -226,6 +236,7 @@ class Router:
         self._samples: deque[tuple[str, dict[str, Any]]] = deque(maxlen=10_000)  # redacted, to be stored
         self._sample_rng = random.Random()
         self.examples = ExampleKeeper()  # invalid outputs kept for the migration report, redacted
+        self.mirror = Mirror(deployment)  # a shadow stage's mirrored calls, off the user's path
 
     # ---- lifecycle
 
@@ -262,6 +273,7 @@ class Router:
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, self.refresh_s))
             self._thread = None
+        self.mirror.close()
         self.flush_samples()
         if self._writer is not None and self._owns_writer:
             self._writer.close()
@@ -324,9 +336,57 @@ class Router:
                 assignment, hash_unit(unit_key), split.percent, request, output, split.redact
             )
 
+    def mirror_request(
+        self,
+        unit_key: str,
+        assignment: Assignment,
+        request_for: Callable[[Assignment], Call],
+        check: Check,
+        request: Mapping[str, Any] | None,
+        output: str,
+        outcome: str,
+        latency_ms: float,
+        cost_usd: float,
+    ) -> bool:
+        """In a shadow stage, offer a request control answered to the mirror (pairshift.mirror); never waits.
+
+        Mirrored: the units whose bucket is below the stage's share (sticky, as routing). Nothing is mirrored
+        when the deployment's redact rules do not compile (nothing is stored unredacted)."""
+        split = self.split
+        if not split.mirror_threshold or split.candidate is None or assignment.variant != "control":
+            return False
+        if split.migration is None or bucket(split.migration, unit_key) >= split.mirror_threshold:
+            return False
+        if split.redact is None:
+            self.mirror.counts["unredactable"] += 1
+            return False
+        job = MirrorJob(
+            unit_hash=hash_unit(unit_key),
+            shadow=split.mirror_threshold / 100.0,
+            control=assignment,
+            candidate=split.candidate,
+            request_for=request_for,
+            check=check,
+            request=request,
+            control_output=output,
+            control_outcome=outcome,
+            control_latency_ms=latency_ms,
+            control_cost_usd=cost_usd,
+            patterns=split.redact,
+        )
+        return self.mirror.offer(job, split.shadow_budget)
+
     def flush_samples(self) -> int:
-        """Store the queued capture samples and example outputs (the refresh thread does, and close());
-        returns how many capture samples."""
+        """Store the queued capture samples, example outputs and answered mirrors (the refresh thread does,
+        and close()); returns how many capture samples."""
+        mirrored = self.mirror.take()
+        if mirrored:
+            try:
+                with self.registry.session() as s:
+                    s.add_all(mirrored)
+                    s.commit()
+            except Exception as exc:  # noqa: BLE001 - shadow pairs are best effort; serving goes on
+                log.warning("router %s: %d shadow pairs not stored: %s", self.deployment, len(mirrored), exc)
         examples = self.examples.take()
         if examples:
             try:

@@ -39,6 +39,7 @@ def split_snapshot(dep: Deployment) -> dict[str, Any]:
         "active_pair": dep.active_pair,
         "candidate_pair": dep.candidate_pair,
         "percent": dep.canary_percent,
+        "shadow": dep.shadow_percent,
     }
 
 
@@ -48,20 +49,29 @@ def _remember(dep: Deployment) -> None:
 
 
 def set_split(
-    s: Session, *, deployment: str, migration: str, prompt: str, model: str, percent: float
+    s: Session,
+    *,
+    deployment: str,
+    migration: str,
+    prompt: str,
+    model: str,
+    percent: float,
+    shadow: float = 0.0,
 ) -> datetime:
-    """Route ``percent`` of units to (prompt, model); returns when this split took effect."""
+    """Route ``percent`` of units to (prompt, model), and mirror ``shadow`` percent of units' control requests
+    to it (a shadow stage: percent 0); returns when this split took effect."""
     dep = _deployment(s, deployment, migration)
-    unchanged = (dep.migration, dep.candidate_prompt, dep.candidate_model, dep.canary_percent) == (
-        migration,
-        prompt,
-        model,
-        percent,
-    )
-    if not unchanged:
+    now = (migration, prompt, model, percent, shadow)
+    if (
+        dep.migration,
+        dep.candidate_prompt,
+        dep.candidate_model,
+        dep.canary_percent,
+        dep.shadow_percent,
+    ) != now:
         _remember(dep)
         dep.migration, dep.candidate_prompt, dep.candidate_model = migration, prompt, model
-        dep.canary_percent = percent
+        dep.canary_percent, dep.shadow_percent = percent, shadow
         s.add(dep)
     return dep.updated_at
 
@@ -92,7 +102,7 @@ def restore_baseline(
     )
     _remember(dep)
     dep.migration = dep.candidate_prompt = dep.candidate_model = None
-    dep.canary_percent = 0.0
+    dep.canary_percent = dep.shadow_percent = 0.0
     s.add(dep)
     return True
 
@@ -117,7 +127,7 @@ def promote(
     _remember(dep)
     dep.active_prompt, dep.active_model = prompt, model
     dep.migration = dep.candidate_prompt = dep.candidate_model = None
-    dep.canary_percent = 0.0
+    dep.canary_percent = dep.shadow_percent = 0.0
     s.add(dep)
     ledger.append(
         s,

@@ -174,6 +174,7 @@ class StageStatus(BaseModel):
     started_at: datetime | None
     min_hours: float
     max_hours: float | None
+    shadow: float | None = None  # a shadow stage: the mirrored share (percent is 0: nobody is served by it)
     elapsed_hours: float = 0.0
     time_left_hours: float | None = None
     paused: bool = False
@@ -360,6 +361,7 @@ class SplitInput(_TrafficInput):
     prompt: str
     model: str
     percent: float
+    shadow: float = 0.0  # a shadow stage: the share of units whose control requests are mirrored (percent 0)
 
 
 class RestoreInput(_TrafficInput):
@@ -390,6 +392,7 @@ class StageCheckInput(BaseModel):
     canary: CanaryPolicy
     elapsed_hours: float
     min_hours: float
+    shadow: float | None = None  # a shadow stage (percent 0): judged pairwise on the mirrored requests
 
 
 class StageWatchInput(BaseModel):

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import and_, case, delete, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from pairshift import output_samples
+from pairshift import output_samples, shadow
 from pairshift.contracts.retention import RollupResult
 from pairshift.observations.store import ERROR_OUTCOMES
 from pairshift.registry.models import Deployment, Observation, ObservationRollup
@@ -103,6 +103,7 @@ def roll_up(registry: Registry, cutoff: datetime) -> RollupResult:
     with registry.session() as s:
         # Example outputs are text, not numbers: nothing to roll up, they go at the cutoff whatever runs.
         result.samples_deleted = output_samples.delete_older_than(s, cutoff)
+        result.samples_deleted += shadow.delete_older_than(s, cutoff)  # a shadow stage's pairs, likewise
     with registry.session() as s:
         live = {(d.name, d.migration) for d in s.scalars(select(Deployment)) if d.migration}
         keep = _not_live(live)

@@ -120,6 +120,8 @@ class Deployment(SQLModel, table=True):
     candidate_prompt: str | None = None
     candidate_model: str | None = None
     canary_percent: float = 0.0
+    # A shadow stage: the share of units whose control requests are mirrored to the candidate (never served).
+    shadow_percent: float = 0.0
     migration: str | None = None  # workflow id of the migration that owns the split, if any
     # The split before the last change and when that change happened: observations routed just before a
     # change still reach the store afterwards, and are checked against the split they were routed by.
@@ -446,6 +448,42 @@ class OutputSample(SQLModel, table=True):
     judged_at: datetime | None = None
     input: str  # the request's variables (or the app's last message) as JSON text, redacted, bounded
     output: str  # the output, redacted, bounded
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ShadowPair(SQLModel, table=True):
+    """One request of a shadow stage answered by both pairs: control served the user, the candidate's answer
+    to the same input was mirrored in the background and never served (pairshift.mirror, pairshift.shadow).
+
+    Input and outputs are redacted by the deployment's rules and bounded before they are queued; the numbers
+    are the shadow observations of both arms (they never enter ``observations``: no live gate, no SRM check,
+    no served-candidate count sees them). The judge's pairwise verdict (both orders) lands in ``score`` (the
+    candidate's pair score: 1 win, 0.5 tie, 0 loss, averaged over the two orders). Deleted by retention.
+    """
+
+    __tablename__ = "shadow_pairs"
+    __table_args__ = (Index("ix_shadow_pairs_stage", "migration", "shadow", "unit"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment: str
+    migration: str
+    shadow: float  # the stage's mirror share (the stage's key with the migration)
+    unit: str  # the unit's hash
+    control_pair: str
+    candidate_pair: str
+    input: str
+    control_output: str
+    candidate_output: str | None = None  # None: the candidate's call failed
+    control_outcome: str  # ok | invalid (a control error is not mirrored: nothing to compare)
+    control_latency_ms: float
+    control_cost_usd: float
+    candidate_outcome: str  # ok | invalid | error
+    candidate_latency_ms: float | None = None  # None when it errored
+    candidate_cost_usd: float = 0.0
+    candidate_detail: str | None = None  # why the candidate's output was invalid, or its error
+    score: float | None = None  # the candidate's pair score once judged (None: unjudged or unreadable)
+    verdict: str | None = None  # the judge's two preferences, e.g. "candidate first: B; control first: A"
+    judge_cost_usd: float | None = None
+    judged_at: datetime | None = None
     at: datetime = Field(default_factory=utcnow, index=True)
 
 

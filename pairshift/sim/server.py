@@ -139,6 +139,10 @@ class SimSettings(BaseModel):
     batch_status_delay_ms: float = Field(
         default=0.0, ge=0, description="a batch status request (GET of the batch) answers this late"
     )
+    hold: list[str] = Field(
+        default_factory=list,
+        description="resolved ids whose live requests wait (counted as held) until the id leaves this list",
+    )
 
 
 @dataclass
@@ -155,9 +159,15 @@ class SimState:
     answered: Counter[str] = field(default_factory=Counter)  # request_fingerprint -> answers
     prompt_cache: set[tuple[str, str]] = field(default_factory=set)
     rng: random.Random = field(init=False)
+    settings_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __post_init__(self) -> None:
         self.reset()
+
+    async def wait_released(self, resolved: str) -> None:
+        """Wait while ``resolved`` is held (``hold``): tests keep a call in flight without a sleep."""
+        async with self.settings_changed:
+            await self.settings_changed.wait_for(lambda: resolved not in self.settings.hold)
 
     def reset(self) -> None:
         self.settings = self.initial.model_copy(deep=True)
@@ -297,6 +307,10 @@ async def answer(
             await asyncio.sleep(hang_s)
             raise Failure("timeout", f"request to {resolved} timed out")
         raise Failure("overloaded" if fault == "529" else "api_error", f"injected {fault} for {resolved}")
+    if resolved in state.settings.hold:
+        stats["held"] += 1
+        await state.wait_released(resolved)
+        stats["released"] += 1
     out = simulate(behaviour, request.system, request.messages, request.params)
     delay_ms = state.settings.latency_ms + state.settings.latency_scale * out.latency_ms
     if delay_ms > 0:
@@ -420,6 +434,8 @@ def _add_admin_routes(app: FastAPI, state: SimState) -> None:
         except (ValueError, TypeError, ValidationError) as exc:
             return JSONResponse({"error": f"bad settings: {exc}"}, status_code=400)
         state.rng = random.Random(state.settings.fault_seed)
+        async with state.settings_changed:
+            state.settings_changed.notify_all()  # a held request may be released
         return JSONResponse(state.settings.model_dump(mode="json"))
 
     @app.post("/_admin/aliases")
@@ -462,6 +478,8 @@ def _add_admin_routes(app: FastAPI, state: SimState) -> None:
     @app.post("/_admin/reset")
     async def reset() -> dict[str, str]:
         state.reset()
+        async with state.settings_changed:
+            state.settings_changed.notify_all()  # the hold list is empty again
         return {"status": "reset"}
 
 
