@@ -16,7 +16,9 @@ class RollupResult(BaseModel):
     rolled_up: int = Field(0, description="Observations folded into rollups and deleted.")
     rollup_rows: int = Field(0, description="Rollup rows written or added to.")
     kept_live: int = Field(0, description="Observations older than the cutoff kept: their migration runs.")
-    samples_deleted: int = Field(0, description="Example outputs and shadow pairs older than the cutoff deleted.")
+    samples_deleted: int = Field(
+        0, description="Example outputs and shadow pairs older than the cutoff, deleted."
+    )
 
 
 class RetentionRequest(BaseModel):
