@@ -193,7 +193,8 @@ class StageFigures(BaseModel):
     score_ci: tuple[float, float] | None = None
 
 
-def _ci(est: float, var: float) -> tuple[float, float]:
+def ci95(est: float, var: float) -> tuple[float, float]:
+    """The 95% normal interval of a rate or 0..1 mean, clipped to [0, 1] (infinite variance: [0, 1])."""
     half = 1.959964 * math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.inf
     return (max(0.0, est - half), min(1.0, est + half))
 
@@ -215,12 +216,12 @@ def stage_figures(session: Session, migration: str) -> list[StageFigures]:
                 variant=variant,
                 calls=int(st.n),
                 invalid_rate=rate,
-                invalid_ci=_ci(rate, var),
+                invalid_ci=ci95(rate, var),
                 scored=int(st.score.n),
             )
             if st.score.n:
                 mean, svar = st.score.estimate("bounded")
-                fig.score, fig.score_ci = mean, _ci(mean, svar)
+                fig.score, fig.score_ci = mean, ci95(mean, svar)
             out.append(fig)
     return out
 

@@ -148,6 +148,7 @@ def test_migrate_verbs(stack: EmbeddedStack) -> None:
     report = run_json(stack, "migrate", "report", "migration-support-triage")
     assert set(report["effects"]) == {"prompt", "model", "interaction", "joint"}
     assert isinstance(report["canary_quality"], dict)  # per variant: failing online checks with examples
+    assert isinstance(report["canary_stage_checks"], list) and isinstance(report["canary_judge"], list)
     html = Path(stack.home) / "r.html"
     shown = run(stack, "migrate", "report", "migration-support-triage", "--html", str(html))
     assert shown.returncode == 0 and "## Canary quality" in shown.stdout

@@ -323,7 +323,8 @@ def report(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a migration's report: the eval (the 2x2, effects with CIs, flipped cases, gate) and the canary's
-    quality (top failing online checks per variant, with redacted examples)."""
+    quality (figures per stage and variant, invalid rate by check per stage, the canary judge's scores and
+    spend per stage, top failing online checks with redacted examples)."""
 
     async def go():
         handle = await _handle(ident)
@@ -335,6 +336,7 @@ def report(
     handle_id, data = asyncio.run(go())
     if data is None:
         raise CLIError("this migration has no eval report yet", code=EXIT_FAILED)
+    from pairshift import stage_quality
     from pairshift.contracts.evals import EvalReport
     from pairshift.evals import EvalInputError, flipped_outputs, load_report
     from pairshift.output_samples import canary_quality
@@ -349,17 +351,22 @@ def report(
     except EvalInputError:
         pass
     quality = canary_quality(registry, report.deployment, handle_id)
+    stage_checks, judge = stage_quality.report_figures(registry, report.deployment, handle_id)
     if json_out:
         emit_json(
             {
                 **report.model_dump(mode="json"),
                 "canary_quality": {v: [c.model_dump() for c in cs] for v, cs in quality.checks.items()},
                 "canary_stages": [f.model_dump() for f in quality.stages],
+                "canary_stage_checks": [r.model_dump() for r in stage_checks],
+                "canary_judge": [j.model_dump() for j in judge],
             }
         )
     else:
         console.print(render_markdown(report))
         console.print(quality_markdown(quality.checks, quality.stages), markup=False)
+        if stage_checks or judge:
+            console.print(stage_quality.render_markdown(stage_checks, judge), markup=False)
     if html:
         html.write_text(render_html(report, flipped_outputs(registry, report)))
         console.print(f"HTML report: {html}")
