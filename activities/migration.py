@@ -15,8 +15,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from pairshift import split
+from pairshift import stage_quality as quality_figures
 from pairshift.contracts import implements
 from pairshift.contracts import migration as contract
+from pairshift.contracts import quality as quality_contract
 from pairshift.contracts.gates import StageCheck
 from pairshift.contracts.migration import (
     AuditBatch,
@@ -28,6 +30,7 @@ from pairshift.contracts.migration import (
     SplitInput,
     StageCheckInput,
 )
+from pairshift.contracts.quality import StageQuality, StageQualityInput
 from pairshift.gates import latency_ranks, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
 from pairshift.observations import invalid_details, stage_stats
@@ -178,6 +181,13 @@ def _judge_round(inp: StageCheckInput) -> JudgeRound | None:
     )
 
 
+@implements(quality_contract.stage_quality)
+def stage_quality(inp: StageQualityInput) -> StageQuality:
+    """The figures of a stage that just ended, for its notice in the migration's thread (issue 17 item 4)."""
+    with open_registry().session() as s:
+        return quality_figures.stage_quality(s, inp)
+
+
 def _prometheus_check(inp: StageCheckInput) -> StageCheck:
     from pairshift.telemetry import prometheus_source
 
@@ -198,4 +208,5 @@ ALL = [
     restore_baseline,
     promote_pair,
     check_stage,
+    stage_quality,
 ]
