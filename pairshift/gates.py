@@ -1,4 +1,4 @@
-"""Gate decisions: the eval gate (PRODUCT §6) and the canary stage gate (PRODUCT §8).
+"""Gate decisions: the eval gate (PRODUCT §6), the canary stage gate (PRODUCT §8) and the shadow stage gate.
 
 Pure functions of summaries, counts and samples plus the policy: no I/O, no clocks, no global randomness
 (the one bootstrap uses a fixed-seed numpy Generator), so workflows call them directly and replays agree.
@@ -18,9 +18,10 @@ Stage gate, in order:
    sequences, pairshift.sequential, on ratio estimators over *units* with cluster-robust variances,
    pairshift.unit_stats), and the latency-p95 ratio (each arm's beta-binomial quantile confidence sequence
    over one latency per unit, exact for independent units).
-   **Error spending**: ``canary.alpha`` is split equally over the stages that have a control (``alpha_scope:
-   canary``, the default; ``stage`` gives every stage the whole alpha), then a tenth of a stage's share (at
-   most ``SRM_ALPHA``) to the SRM check and the rest equally over the gated metrics (Bonferroni). By the
+   **Error spending**: ``canary.alpha`` is split equally over the stages that have a control (percent < 100,
+   and shadow stages; ``alpha_scope: canary``, the default; ``stage`` gives every stage the whole alpha),
+   then a tenth of a stage's share (at most ``SRM_ALPHA``) to the SRM check and the rest equally over the
+   gated metrics (Bonferroni). By the
    union bound the chance of *any* false rollback over the whole canary stays <= alpha however often stages
    are checked; the normal-mixture sequences are asymptotic (estimated variances, clustered data), and
    bench/results/calibration.md measures them on heavy-tailed, sticky, daily-cycled traffic.
@@ -37,6 +38,24 @@ Stage gate, in order:
    asks a human).
 
 The invalid-output rate has no field of its own in the policy; it is held to ``error_rate.max_increase``.
+
+Shadow stage gate (:func:`shadow_gate`), for a stage ``{shadow: PERCENT}`` whose candidate answers mirrored
+control requests and is never served (the two outputs of each sampled input are judged pairwise in both
+orders, :mod:`pairshift.pairwise`):
+
+1. No SRM check: both arms answer the same requests, so there is no split to break; the stage's whole alpha
+   share goes to its metrics (:func:`shadow_metrics`: the error and invalid rates, latency p95 and cost per
+   call of the mirrored requests in each arm, judged by the same code as step 3, and the win rate; ``score``
+   is left out, the win rate is a shadow stage's measure of quality).
+2. **Win rate**: the candidate's mean pair score (win 1, tie 0.5, loss 0 per order, averaged over the two
+   orders) against 0.5, an as-good-as-control candidate's, as a ratio estimator over units (a unit's pair
+   scores over its judged pairs, cluster-robust variance: one user's inputs may sway the judge one way) with
+   a normal-mixture confidence sequence on ``0.5 - mean``. Breach when the whole interval lies above
+   ``win_rate.max_decrease`` (the mean pair score is clearly below 0.5 - margin); non-inferior when it lies
+   at or below it.
+3. Steps 4 and 5 as above; ``min_samples`` holds for the judged pairs (auto: :func:`required_pairs`, from the
+   pair scores' observed variance and design effect) and for each arm's calls (auto: :func:`required_samples`
+   at equal allocation and the shadow metric alpha).
 """
 
 from __future__ import annotations
@@ -50,8 +69,8 @@ from pairshift import sequential as seq
 from pairshift.contracts.evals import Effect
 from pairshift.contracts.gates import GateDecision, StageCheck
 from pairshift.paired import BlockingChange, RatioEstimate
-from pairshift.policy import CanaryPolicy, EvalPolicy
-from pairshift.unit_stats import VariantStats
+from pairshift.policy import CanaryPolicy, EvalPolicy, Stage
+from pairshift.unit_stats import RatioSums, VariantStats
 
 SRM_ALPHA = 0.001  # at most this share of a stage's alpha goes to the SRM check (a broken split is blatant)
 MIN_SAMPLES_FLOOR = 100  # never pass a stage on fewer calls per arm than this, whatever the power maths says
@@ -174,9 +193,15 @@ def gated_metrics(canary: CanaryPolicy) -> list[str]:
     return names
 
 
+def is_shadow(stage: Stage) -> bool:
+    """A shadow stage (``shadow: PERCENT``): the candidate answers mirrored requests, never served."""
+    return stage.shadow is not None
+
+
 def live_stages(canary: CanaryPolicy) -> int:
-    """Stages with a concurrent control (percent < 100): the only ones that can roll back on a metric."""
-    return max(1, sum(1 for s in canary.stages if s.percent < 100))
+    """Stages with a control to compare with (percent < 100, or a shadow stage): the only ones that can roll
+    back on a metric."""
+    return max(1, sum(1 for s in canary.stages if is_shadow(s) or s.percent < 100))
 
 
 def stage_alpha(canary: CanaryPolicy) -> float:
@@ -216,12 +241,15 @@ def required_samples(
     baseline_error_rate: float = 0.01,
     percent: float = 50.0,
     design_effect: float = 1.0,
+    *,
+    alpha: float | None = None,
 ) -> int:
     """``min_samples: auto``: calls in the smaller arm for a candidate as good as control to pass (``power``).
 
     Uses the first gated binary metric (error rate at ``baseline_error_rate``; else score, variance <= 1/4),
     the same mixture boundary and per-metric alpha as :func:`stage_gate`, the allocation of ``percent``, and
     the design effect of unit clustering (the cluster-robust over the per-call variance seen in control).
+    ``alpha``: the metric's alpha when it is not :func:`metric_alpha`'s (a shadow stage's).
     """
     q = percent / 100.0
     if canary.metrics.error_rate is not None:
@@ -234,7 +262,8 @@ def required_samples(
         return MIN_SAMPLES_FLOOR
     if q >= 1.0:
         return MIN_SAMPLES_FLOOR
-    v_needed = seq.required_variance(margin, mixture_tau(margin), metric_alpha(canary), canary.power)
+    alpha = metric_alpha(canary) if alpha is None else alpha
+    v_needed = seq.required_variance(margin, mixture_tau(margin), alpha, canary.power)
     if v_needed <= 0:
         return UNREACHABLE_SAMPLES
     total = max(design_effect, 1.0) * per_call_var * (1 / q + 1 / (1 - q)) / v_needed
@@ -277,16 +306,39 @@ def stage_gate(
         min_samples = canary.min_samples
     alpha = metric_alpha(canary)
     metrics = {name: _judge_metric(name, control, candidate, canary, alpha) for name in gated_metrics(canary)}
+    short = [_too_few(min(control.n, candidate.n), min_samples, "per arm")]
+    return _settle(metrics, short, control, candidate, elapsed_hours, min_hours, min_samples, samples, lost)
+
+
+def _too_few(smaller: int, min_samples: int, what: str) -> str | None:
+    return (
+        f"too few samples: {smaller:,} of the {min_samples:,} needed {what}"
+        if smaller < min_samples
+        else None
+    )
+
+
+def _settle(
+    metrics: dict[str, dict[str, Any]],
+    short: list[str | None],
+    control: VariantStats,
+    candidate: VariantStats,
+    elapsed_hours: float,
+    min_hours: float,
+    min_samples: int,
+    samples: dict[str, int],
+    lost: dict[str, int],
+) -> StageCheck:
+    """Steps 4 and 5 of the stage gate (module docstring): any breach, else pass only if everything holds."""
     verdicts = {name: m["verdict"] for name, m in metrics.items()}
     reasons = [m.pop("reason") for m in metrics.values()]
     if "breach" in verdicts.values():
         decision: Literal["breach", "pass", "inconclusive"] = "breach"
     else:
         decision = "pass"
-        smaller = min(control.n, candidate.n)
-        if smaller < min_samples:
+        for reason in filter(None, short):
             decision = "inconclusive"
-            reasons.append(f"too few samples: {smaller:,} of the {min_samples:,} needed per arm")
+            reasons.append(reason)
         if elapsed_hours < min_hours:
             decision = "inconclusive"
             reasons.append(f"the stage has run {elapsed_hours:.2f} of its {min_hours:g} minimum hours")
@@ -313,6 +365,138 @@ def stage_gate(
         samples=samples,
         lost=lost,
     )
+
+
+# ---------------------------------------------------------------- shadow stage gate
+
+
+def shadow_metrics(canary: CanaryPolicy) -> list[str]:
+    """The metrics a shadow stage judges: the live stages' without ``score`` (the pairwise win rate is a
+    shadow stage's measure of quality; the candidate's outputs are never served, so never scored online),
+    plus ``win_rate`` when the policy gates it."""
+    names = [name for name in gated_metrics(canary) if name != "score"]
+    return names + (["win_rate"] if canary.metrics.win_rate is not None else [])
+
+
+def shadow_metric_alpha(canary: CanaryPolicy) -> float:
+    """Each shadow metric's share of the stage's alpha: no SRM check, the rest split equally (Bonferroni)."""
+    return stage_alpha(canary) / max(1, len(shadow_metrics(canary)))
+
+
+PAIR_SCORE_VARIANCE = 0.25  # the largest variance of a 0..1 pair score: min_samples auto before any pair
+
+
+def required_pairs(
+    canary: CanaryPolicy, pair_variance: float = PAIR_SCORE_VARIANCE, design_effect: float = 1.0
+) -> int:
+    """``min_samples: auto`` for the win rate: judged pairs for a candidate as good as control (mean pair
+    score 0.5) to show non-inferiority at ``win_rate.max_decrease`` with ``canary.power``, with the same
+    mixture boundary and alpha as :func:`shadow_gate`. One sample against the known 0.5, so V = var / n."""
+    if canary.metrics.win_rate is None:
+        return MIN_SAMPLES_FLOOR
+    margin = canary.metrics.win_rate.max_decrease
+    v_needed = seq.required_variance(margin, mixture_tau(margin), shadow_metric_alpha(canary), canary.power)
+    if v_needed <= 0:
+        return UNREACHABLE_SAMPLES
+    per_pair = min(max(pair_variance, 1e-4), PAIR_SCORE_VARIANCE)
+    return max(MIN_SAMPLES_FLOOR, math.ceil(max(design_effect, 1.0) * per_pair / v_needed))
+
+
+def _check_pairs(pairs: RatioSums) -> None:
+    values = (pairs.y, pairs.n, pairs.yy, pairs.nn, pairs.yn, pairs.call_sq)
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("pair sums must be finite")
+    if min(values) < 0 or pairs.y > pairs.n or pairs.call_sq > pairs.y or pairs.units > pairs.n:
+        raise ValueError(
+            f"pair sums out of range: {pairs.y:g} of score over {pairs.n:g} pairs in {pairs.units} units, "
+            f"{pairs.call_sq:g} squared (each pair scores 0..1, each unit has at least one pair)"
+        )
+    if (pairs.n > 0) != (pairs.units > 0):
+        raise ValueError(f"{pairs.n:g} pairs in {pairs.units} units: both or neither must be 0")
+
+
+def _win_rate(pairs: RatioSums, canary: CanaryPolicy, alpha: float) -> dict[str, Any]:
+    """The candidate's mean pair score against 0.5 (as good as control), clustered by unit, always-valid."""
+    assert canary.metrics.win_rate is not None
+    margin = canary.metrics.win_rate.max_decrease
+    counts = {"pairs": int(pairs.n), "units": pairs.units}
+    if pairs.n <= 0:
+        why = "win_rate: no pair judged in both orders yet"
+        return {"verdict": "inconclusive", "reason": why, "alpha": alpha, **counts}
+    mean, var = pairs.estimate("bounded")
+    decrease = 0.5 - mean
+    out = _verdict(
+        "win_rate", (0.5, mean), decrease, _cs(decrease, var, margin, alpha), margin, alpha, "decrease"
+    )
+    out["reason"] += (
+        f"; {int(pairs.n):,} pair(s) judged in both orders over {pairs.units:,} unit(s), mean pair score "
+        f"{mean:.4f} (0.5: as good as control)"
+    )
+    return {**out, **counts}
+
+
+def shadow_gate(
+    control: VariantStats,
+    candidate: VariantStats,
+    pairs: RatioSums,
+    stage: Stage,
+    canary: CanaryPolicy,
+    *,
+    elapsed_hours: float,
+) -> StageCheck:
+    """Judge one check of a shadow stage: ``breach`` (roll back now), ``pass`` or ``inconclusive``.
+
+    ``control`` and ``candidate``: each arm's calls on the *mirrored* requests only (the same inputs);
+    ``pairs``: the candidate's pair scores (:func:`pairshift.pairwise.pair_score`) summed by unit (y = sum of
+    a unit's pair scores, n = its judged pairs). The error and invalid rates, latency p95 and cost per call
+    are judged as :func:`stage_gate` judges them (the same code), the win rate as a one-sample comparison of
+    the mean pair score with 0.5; steps 4 and 5 of the module docstring decide. Never ``srm``: both outputs
+    answer the same requests, so there is no split to break. ``canary.min_samples`` holds for the judged
+    pairs and for the smaller arm's calls; with ``auto`` each has its own (:func:`required_pairs`,
+    :func:`required_samples`), and the check's ``min_samples`` is the pairs' (the calls' when the win rate
+    is not gated).
+    """
+    if not is_shadow(stage):
+        raise ValueError("shadow_gate judges a shadow stage (shadow: PERCENT); use stage_gate for this one")
+    if not math.isfinite(elapsed_hours) or elapsed_hours < 0:
+        raise ValueError(f"elapsed_hours must be a finite number >= 0, got {elapsed_hours!r}")
+    _check_pairs(pairs)
+    samples = {"control": control.n, "candidate": candidate.n, "pairs": int(pairs.n)}
+    lost = {v: s.lost for v, s in (("control", control), ("candidate", candidate)) if s.lost}
+    alpha = shadow_metric_alpha(canary)
+    names = shadow_metrics(canary)
+    metrics = {
+        name: _win_rate(pairs, canary, alpha)
+        if name == "win_rate"
+        else _judge_metric(name, control, candidate, canary, alpha)
+        for name in names
+    }
+    judged = "win_rate" in names
+    if canary.min_samples == "auto":
+        ctrl_rate = (control.errors.y + 1) / (control.n + 2)
+        calls_needed = required_samples(canary, ctrl_rate, 50.0, _design_effect(control), alpha=alpha)
+        pairs_needed = MIN_SAMPLES_FLOOR
+        if judged:
+            _, per_pair = seq.bounded_mean(pairs.y, pairs.call_sq, pairs.n)
+            observed = float(per_pair) * pairs.n if pairs.n > 0 else PAIR_SCORE_VARIANCE
+            pairs_needed = required_pairs(canary, observed, _pair_design_effect(pairs))
+    else:
+        calls_needed = pairs_needed = canary.min_samples
+    short = [_too_few(min(control.n, candidate.n), calls_needed, "per arm")]
+    if judged:
+        short.append(_too_few(int(pairs.n), pairs_needed, "judged pairs"))
+    min_samples = pairs_needed if judged else calls_needed
+    return _settle(
+        metrics, short, control, candidate, elapsed_hours, stage.min_hours, min_samples, samples, lost
+    )
+
+
+def _pair_design_effect(pairs: RatioSums) -> float:
+    """Cluster-robust / per-pair variance of the mean pair score (1 when it cannot be told)."""
+    _, clustered = pairs.estimate("bounded")
+    _, per_pair = seq.bounded_mean(pairs.y, pairs.call_sq, pairs.n)
+    ratio = clustered / float(per_pair) if math.isfinite(clustered) and float(per_pair) > 0 else 1.0
+    return min(max(ratio, 1.0), MAX_DESIGN_EFFECT)
 
 
 def _srm(control: VariantStats, candidate: VariantStats, percent: float, alpha: float) -> str | None:

@@ -176,6 +176,16 @@ class ScoreGate(_Strict):
     )
 
 
+class WinRateGate(_Strict):
+    max_decrease: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="Shadow stages: 0.5 - the candidate's mean pairwise score against control, at most "
+        "(win 1, tie 0.5, loss 0 per judged order; 0.5 is a candidate as good as control).",
+    )
+
+
 class RatioGate(_Strict):
     max_ratio: float = Field(..., gt=0, description="Candidate / control, at most.")
 
@@ -189,6 +199,10 @@ class CanaryMetrics(_Strict):
     )
     latency_p95: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.3))
     cost_per_call: RatioGate | None = Field(default_factory=lambda: RatioGate(max_ratio=1.5))
+    win_rate: WinRateGate | None = Field(
+        default_factory=WinRateGate,
+        description="Shadow stages only: the candidate's pairwise win rate against control, same inputs.",
+    )
 
 
 def _default_stages() -> list[Stage]:
