@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,18 @@ if __name__ == "__main__":
 
 import pytest  # noqa: E402
 from sqlmodel import select  # noqa: E402
-from test_evals_support import eval_registry  # noqa: E402, F401 - fixture
+from test_evals_support import eval_registry, write_config  # noqa: E402, F401 - fixture
 
 from pairshift import evals  # noqa: E402
+from pairshift.apply import apply_path  # noqa: E402
 from pairshift.contracts.evals import DatasetRef  # noqa: E402
 from pairshift.evals import results  # noqa: E402
 from pairshift.paired import blocking_change, paired_ratio, per_case_discordance  # noqa: E402
 from pairshift.policy import EvalPolicy  # noqa: E402
-from pairshift.registry.store import Registry  # noqa: E402
+from pairshift.ratelimit import reset_limiters  # noqa: E402
+from pairshift.registry.store import Registry, open_registry  # noqa: E402
 from pairshift.reports import ArmInput, assemble_report  # noqa: E402
+from pairshift.settings import get_settings  # noqa: E402
 from pairshift.stats import (  # noqa: E402
     ArmOutcomes,
     CaseOutcome,
@@ -139,12 +143,27 @@ def _arrays(arm: ArmOutcomes) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def any_eval_registry(
+    registry_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Registry]:
+    """The 30-case example applied to a registry on SQLite, and on PostgreSQL when it answers."""
+    monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PAIRSHIFT_DATABASE_URL", registry_url)
+    get_settings.cache_clear()
+    reset_limiters()
+    registry = open_registry(registry_url)
+    apply_path(registry, write_config(tmp_path / "config"), by="test")
+    yield registry
+    get_settings.cache_clear()
+
+
 async def test_streamed_runs_fold_to_what_their_stored_outcomes_give(
-    eval_registry: Registry,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    any_eval_registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A real 4-arm eval on the sim: the streamed fold (pages of 7 rows, tags merged from the dataset) gives
-    the arrays, summaries and report that the list of stored outcomes gives."""
+    """A real 4-arm eval on the sim: the streamed fold (pages of 7 rows, tags merged from the dataset in a
+    second cursor) gives the arrays, summaries and report that the list of stored outcomes gives."""
+    eval_registry = any_eval_registry
     monkeypatch.setattr(results, "STREAM_ROWS", 7)
     request = evals.EvalRequest(
         deployment="support-triage",
