@@ -1,4 +1,5 @@
-"""The serving path's provider calls: JSON over one shared ``httpx.AsyncClient``, without the SDKs.
+"""The serving path's provider calls: JSON over one shared HTTP client (:mod:`pairshift.providers.http1`:
+pooled keep-alive HTTP/1.1 connections, httpx's interface), without the SDKs.
 
 ``Router.complete``, ``/complete`` and the gateway answer users while they wait, so the time pairshift adds to
 a call is the product's cost (``make bench``: bench/results/gateway.md). The official SDKs spend most of it
@@ -29,6 +30,7 @@ from typing import Any, NamedTuple
 
 import httpx
 
+from pairshift.providers import http1
 from pairshift.providers.base import (
     CallParams,
     Completion,
@@ -60,19 +62,19 @@ _STOP: dict[str, FinishReason] = {
     "tool_use": "tool_calls",
 }
 
-# One client per event loop (an httpx pool is bound to the loop it first ran on), shared by every model.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+# One client per event loop (a connection pool is bound to the loop it first ran on), shared by every model:
+# pooled HTTP/1.1 keep-alive connections (pairshift.providers.http1; httpx's interface, so tests may put an
+# httpx.AsyncClient with a mock transport here). The environment's proxies apply as with the SDKs.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, http1.Client | httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _client() -> httpx.AsyncClient:
+def _client() -> http1.Client | httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
-        # trust_env as the SDKs do: HTTPS_PROXY / NO_PROXY and the like apply to the serving path too
-        client = _clients[loop] = httpx.AsyncClient(limits=limits, timeout=None)
+        client = _clients[loop] = http1.Client()
     return client
 
 
