@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ from pairshift.policy import CanaryPolicy  # noqa: E402
 from pairshift.sim.population import Population, Shift, first_latencies, stage_traffic  # noqa: E402
 
 HEAVY_SIGMA = 2.5  # a harsher population: calls per unit far more concentrated on a few units
+# Sections of the results file other benches write (kept as they are when this bench rewrites the file).
+KEPT_SECTIONS = ("## Shadow stage: the pairwise win-rate gate",)  # bench/shadow_calibration_bench.py
 
 
 # ---------------------------------------------------------------- scenarios
@@ -302,8 +305,19 @@ def main() -> None:
         elapsed,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(text + _kept(args.out))
     print(text)
+
+
+def _kept(out: Path) -> str:
+    """The sections of ``out`` that other benches write (:data:`KEPT_SECTIONS`), to keep them."""
+    old = out.read_text() if out.exists() else ""
+    kept = [
+        m.group(0).rstrip("\n")
+        for head in KEPT_SECTIONS
+        if (m := re.search(rf"^{re.escape(head)}\n.*?(?=^## |\Z)", old, re.S | re.M))
+    ]
+    return "".join("\n" + section + "\n" for section in kept)
 
 
 def _document(args, policy, stages, margin_rows, lat_rows, idents, det, total_bound, elapsed) -> str:  # type: ignore[no-untyped-def]

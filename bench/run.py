@@ -12,7 +12,12 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 # Benches that write one section of a shared results file (each keeps the file's other sections).
-SHARED_RESULTS = {"scale_migrations": "scale", "scale_evals": "scale", "scale_eval_speed": "scale"}
+SHARED_RESULTS = {
+    "scale_migrations": "scale",
+    "scale_evals": "scale",
+    "scale_eval_speed": "scale",
+    "shadow_calibration": "calibration",
+}
 
 
 def main() -> int:

@@ -3,7 +3,11 @@ candidate on mirrored requests against control's answers to the same requests.""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -308,3 +312,34 @@ def test_bad_inputs_are_refused(judged: RatioSums, elapsed: float, message: str)
 def test_a_live_stage_is_refused() -> None:
     with pytest.raises(ValueError, match="use stage_gate"):
         shadow_gate(CONTROL, SAME, pairs(10, 1, 0.5), Stage(percent=5), CanaryPolicy(), elapsed_hours=1)
+
+
+def _load_bench() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "bench" / "shadow_calibration_bench.py"
+    spec = importlib.util.spec_from_file_location("shadow_calibration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["shadow_calibration"] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("drift", "margin"), [(0.0, 0.05), (0.2, 0.05), (0.1, 0.025), (0.0, 0.0)])
+def test_calibration_bench_path_agrees_with_shadow_gate(drift: float, margin: float) -> None:
+    """bench/shadow_calibration_bench.py vectorises the win-rate gate over canaries and checks; its verdicts,
+    bounds and passes must be shadow_gate's (identical, clearly worse, near the margin, margin 0)."""
+    bench = _load_bench()
+    rng = np.random.default_rng(11)
+    sc = bench.Scenario("test", drift=drift, margin=margin)
+    sums = bench.simulate(rng, sc, bench.unit_table(rng, sc.judge), 6, 300.0, 96, 24.0)
+    policy = bench.policy_for(margin)
+    hours = np.arange(1, 97) / 4
+    bench.agree_with_shadow_gate(sums, policy, hours, which=6)  # asserts verdict by verdict
+    verdicts = bench.gate(sums, policy, hours)
+    if drift == 0.2:
+        assert verdicts["breach"].any(axis=1).all()
+    if drift == 0.0 and margin > 0:
+        assert verdicts["pass"][:, -1].all() and not verdicts["breach"].any()
+    # the sums are the per-unit sums' sums: n counts pairs, units distinct units, y <= n
+    y, n, yy, nn, yn, units, call_sq = sums
+    assert (np.diff(n, axis=1) >= 0).all() and (y <= n).all() and (units <= n).all() and (nn >= n).all()
