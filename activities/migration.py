@@ -31,13 +31,15 @@ from pairshift.contracts.migration import (
     StageCheckInput,
 )
 from pairshift.contracts.quality import StageQuality, StageQualityInput
-from pairshift.gates import latency_ranks, stage_gate
+from pairshift.gates import latency_ranks, shadow_gate, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
 from pairshift.observations import invalid_details, stage_stats
 from pairshift.online_judge import JudgeRound, judge_round
+from pairshift.policy import Stage
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, utcnow
 from pairshift.resolver import InvalidMigration, plan_migration
+from pairshift.shadow import PairRound, judge_pairs, shadow_invalid_details, stage_pairs
 from pairshift.telemetry import metrics
 
 
@@ -134,6 +136,10 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         check = _prometheus_check(inp)
         metrics.GATE_CHECKS.labels(check.decision).inc()
         return check
+    if inp.shadow is not None:  # a shadow stage: the mirrored pairs, judged pairwise (pairshift.shadow)
+        check = _shadow_check(inp)
+        metrics.GATE_CHECKS.labels(check.decision).inc()
+        return check
     judged = _judge_round(inp)
     # A stage is (migration, percent): its per-unit aggregates are kept at ingest since the split took effect.
     with open_registry().session() as s:
@@ -186,6 +192,46 @@ def stage_quality(inp: StageQualityInput) -> StageQuality:
     """The figures of a stage that just ended, for its notice in the migration's thread (issue 17 item 4)."""
     with open_registry().session() as s:
         return quality_figures.stage_quality(s, inp)
+
+
+def _shadow_check(inp: StageCheckInput) -> StageCheck:
+    """A shadow stage's check: the judge compares the pairs mirrored since the last check (both orders, under
+    the canary judge's daily cap; not from a StageWatch, as :func:`_judge_round`), then the shadow gate reads
+    both arms over the same mirrored inputs and the pair scores."""
+    assert inp.shadow is not None
+    registry = open_registry()
+    judged: PairRound | None = None
+    judge = inp.canary.judge
+    if judge is not None and activity.info().workflow_type != "StageWatchWorkflow":
+        with registry.session() as s:
+            dep = s.get(Deployment, inp.deployment)
+            under_test = tuple(m for m in (dep.active_model, dep.candidate_model) if m) if dep else ()
+        judged = asyncio.run(
+            judge_pairs(
+                registry,
+                inp.deployment,
+                inp.migration,
+                inp.shadow,
+                judge,
+                now=utcnow(),
+                under_test=under_test,
+            )
+        )
+    with registry.session() as s:
+        control, candidate, pairs = stage_pairs(
+            s, inp.migration, inp.shadow, ranks_for=lambda size: latency_ranks(inp.canary, size)
+        )
+        top = shadow_invalid_details(s, inp.migration, inp.shadow)
+    stage = Stage(shadow=inp.shadow, min_hours=inp.min_hours)
+    check = shadow_gate(control, candidate, pairs, stage, inp.canary, elapsed_hours=inp.elapsed_hours)
+    if check.decision == "breach" and top:
+        check.reasons.append(
+            "top reasons mirrored candidate outputs were invalid: "
+            + "; ".join(f"{detail} ({n:,} calls)" for detail, n in top)
+        )
+    if judged is not None:
+        check.reasons += judged.reasons()
+    return check
 
 
 def _prometheus_check(inp: StageCheckInput) -> StageCheck:

@@ -380,6 +380,17 @@ async def serve(
                 detail=type(exc).__name__,
             )
             _count(router, fallback=False)
+            _mirror(
+                router,
+                unit_key,
+                assignment,
+                request_for,
+                validate,
+                capture_request,
+                None,
+                "error",
+                latency_ms,
+            )
             raise ServeError(assignment, exc) from None
         served_by, call, completion = rescued
     fallback = served_by is not assignment
@@ -411,7 +422,9 @@ async def serve(
     _count(router, fallback=fallback)
     if not fallback:
         router.sample_for_judge(unit_key, assignment, capture_request, completion.text)
-        _mirror(router, unit_key, assignment, request_for, validate, capture_request, completion, outcome)
+    _mirror(
+        router, unit_key, assignment, request_for, validate, capture_request, completion, outcome, latency_ms
+    )
     if outcome == "ok":
         router.sample(assignment, capture_request, completion.text)
     elif outcome == "invalid" and detail is not None:
@@ -434,13 +447,17 @@ def _mirror(
     request_for: RequestFor,
     validate: Callable[[str], bool] | None,
     request: Mapping[str, Any] | None,
-    completion: Completion,
+    completion: Completion | None,
     outcome: Outcome,
+    latency_ms: float,
 ) -> None:
-    """A shadow stage mirrors a request control answered to the candidate (pairshift.mirror): queued, never
-    awaited; the candidate's output goes through the same checks as control's."""
-    if outcome not in ("ok", "invalid") or not router.split.mirror_threshold:
+    """A shadow stage mirrors a control request to the candidate (pairshift.mirror): queued, never awaited;
+    the candidate's output goes through the same checks as control's. A request control failed (an error, or
+    a fallback pair served it) is mirrored too, so both arms' error rates are over the same inputs; it has no
+    control output to judge."""
+    if not router.split.mirror_threshold or outcome == "abandoned":
         return
+    answered = completion is not None and outcome in ("ok", "invalid")
     checks = router.split.online_checks
 
     def check(text: str, params: CallParams, done: Completion) -> tuple[str, str | None]:
@@ -454,10 +471,10 @@ def _mirror(
             request_for,
             check,
             request,
-            completion.text,
+            completion.text if answered and completion is not None else "",
             outcome,
-            completion.latency_ms,
-            completion.cost_usd,
+            latency_ms,
+            completion.cost_usd if completion is not None else 0.0,
         )
     except Exception as exc:  # noqa: BLE001 - mirroring never fails the user's request
         log.warning("mirroring a request of %s failed: %s", assignment.deployment, exc)
@@ -676,17 +693,18 @@ class Streaming:
             self.router.sample_for_judge(
                 self.unit_key, self.assignment, self.capture_request, completion.text
             )
-            if self.request_for is not None:
-                _mirror(
-                    self.router,
-                    self.unit_key,
-                    self.assignment,
-                    self.request_for,
-                    None,
-                    self.capture_request,
-                    completion,
-                    outcome,
-                )
+        if self.request_for is not None:
+            _mirror(
+                self.router,
+                self.unit_key,
+                self.assignment,
+                self.request_for,
+                None,
+                self.capture_request,
+                completion,
+                outcome,
+                completion.latency_ms,
+            )
         if outcome == "ok":
             self.router.sample(self.assignment, self.capture_request, completion.text)
         elif outcome == "invalid" and detail is not None:

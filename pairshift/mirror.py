@@ -1,8 +1,9 @@
 """Mirroring for a shadow stage: control requests copied to the candidate pair in the background, unserved.
 
 During a shadow stage (``{shadow: P}``, pairshift.policy) the router serves every unit from control, and for
-P% of units (sticky: the unit's bucket, as routing) it offers each request control answered (``ok`` or
-``invalid``; a control error leaves nothing to compare) to the router's :class:`Mirror`. :meth:`Mirror.offer`
+P% of units (sticky: the unit's bucket, as routing) it offers each of their requests to the router's
+:class:`Mirror` once control has answered it (a request control failed is mirrored too: both arms' error rates
+are then over the same inputs; it has no control output to judge). :meth:`Mirror.offer`
 never blocks and never raises: it admits the request when the budget allows (``canary.shadow_budget``: calls
 and dollars over the last hour, per serving process) and the queue has room, and otherwise drops it,
 counted. The mirrored calls run on the mirror's own thread and event loop, at most :data:`CONCURRENCY` at a

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from pairshift import judges, providers
 from pairshift.policy import CanaryJudge
 from pairshift.providers import CallParams, Completion, Message, ModelSpec
-from pairshift.registry.models import OutputSample, UnitAggregate
+from pairshift.registry.models import OutputSample, ShadowPair, UnitAggregate
 from pairshift.registry.store import Registry
 from pairshift.resolver import resolve_model
 from pairshift.scorers.model_graded import parse_rubric_reply
@@ -94,14 +94,22 @@ def day_start(now: datetime) -> datetime:
 
 
 def spent_today(session: Session, deployment: str, now: datetime) -> float:
-    """The judge's spend for ``deployment`` since the start of ``now``'s UTC day."""
+    """The judge's spend for ``deployment`` since the start of ``now``'s UTC day: sampled outputs scored and
+    a shadow stage's pairs compared (pairshift.shadow) share the one daily cap."""
     c = OutputSample.__table__.c  # type: ignore[attr-defined]
+    p = ShadowPair.__table__.c  # type: ignore[attr-defined]
+    start = day_start(now)
     spent = session.scalar(
         select(func.coalesce(func.sum(c.cost_usd), 0.0)).where(
-            c.deployment == deployment, c.kind == "judge", c.judged_at >= day_start(now)
+            c.deployment == deployment, c.kind == "judge", c.judged_at >= start
         )
     )
-    return float(spent or 0.0)
+    pairs = session.scalar(
+        select(func.coalesce(func.sum(p.judge_cost_usd), 0.0)).where(
+            p.deployment == deployment, p.judged_at >= start
+        )
+    )
+    return float(spent or 0.0) + float(pairs or 0.0)
 
 
 def _add_score(session: Session, sample: OutputSample, score: float) -> bool:

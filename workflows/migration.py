@@ -90,6 +90,10 @@ CANCEL_SAFE_PATCH = "cancel-safe-compensation"
 # child checks it, and its breach rolls back. (A first version, "gates-watch-decisions", checked from the
 # decision loop itself and was reverted: see workflows/stage_watch.py.)
 WATCH_DECISIONS_PATCH = "watch-stage-during-decisions"
+# Shadow stages (issue 17 item 3): a stage {shadow: P} sets a 0% split that mirrors P% of units' control
+# requests to the candidate, and its checks judge the mirrored pairs. Asked only for a shadow stage, so the
+# histories of policies without one carry no marker.
+SHADOW_PATCH = "shadow-stage"
 
 
 class _ContinueAsNew(Exception):
@@ -446,6 +450,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                     canary=self.plan.policy.canary,
                     elapsed_hours=self.stage.elapsed_hours,
                     min_hours=live.min_hours,
+                    shadow=self._shadow_of(live),
                 ),
                 index=k,
                 stage=live,
@@ -500,14 +505,15 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             )
             self._notify(
                 "stage_passed",
-                f"{self.req.deployment}: stage {k} ({stage.percent:g}%) {decision}",
+                f"{self.req.deployment}: stage {k} ({stage.label}) {decision}",
                 stage=k,
                 facts={"percent": stage.percent, "samples": self.stage.samples},
             )
 
     async def _start_stage(self, k: int, stage: Stage) -> datetime:
         if stage.approval and k > 0:
-            await self._decision(k, f"start stage {k} ({stage.percent:g}%)", key=f"start-{k}")
+            await self._decision(k, f"start stage {k} ({stage.label})", key=f"start-{k}")
+        shadow = self._shadow_of(stage)
         if self._safe:
             self._check_abort()  # an abort or cancel that came during the approval moves nothing
             self.traffic_moved = True  # before scheduling: an attempt may commit whatever the workflow sees
@@ -519,6 +525,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 prompt=self.plan.to_prompt,
                 model=self.plan.to_model,
                 percent=stage.percent,
+                shadow=shadow or 0.0,
             ),
             **(MOVE if self._safe else REGISTRY),
         )
@@ -530,16 +537,27 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             started_at=since,
             min_hours=stage.min_hours,
             max_hours=stage.max_hours,
+            shadow=shadow,
         )
         if self.phase != "canary":
             await self._set_phase("canary")
-        self._event("stage_started", f"stage {k}: {stage.percent:g}% to {self.plan.to_pair}")
-        self._notify(
-            "stage_started",
-            f"{self.req.deployment}: stage {k} started, {stage.percent:g}% on {self.plan.to_pair}",
-            stage=k,
-            facts={"percent": stage.percent},
-        )
+        if shadow is None:
+            self._event("stage_started", f"stage {k}: {stage.percent:g}% to {self.plan.to_pair}")
+            self._notify(
+                "stage_started",
+                f"{self.req.deployment}: stage {k} started, {stage.percent:g}% on {self.plan.to_pair}",
+                stage=k,
+                facts={"percent": stage.percent},
+            )
+        else:
+            said = f"{shadow:g}% of units' requests mirrored to {self.plan.to_pair}, none served by it"
+            self._event("stage_started", f"shadow stage {k}: {said}")
+            self._notify(
+                "stage_started",
+                f"{self.req.deployment}: shadow stage {k} started, {said}",
+                stage=k,
+                facts={"percent": 0, "shadow": shadow},
+            )
         return since
 
     async def _hold(self, k: int, stage: Stage, since: datetime) -> str:
@@ -569,6 +587,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                     canary=canary_pol,
                     elapsed_hours=self.stage.elapsed_hours,
                     min_hours=stage.min_hours,
+                    shadow=self._shadow_of(stage),
                 ),
                 **GATE,
             )
@@ -823,6 +842,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             min_hours=stage.min_hours,
             max_hours=stage.max_hours,
             elapsed_hours=c.stage_elapsed_hours,
+            shadow=stage.shadow,
         )
         self.phase, self.traffic_moved = "canary", True
 
@@ -833,6 +853,12 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             return True
         except TimeoutError:
             return False
+
+    def _shadow_of(self, stage: Stage) -> float | None:
+        """The mirror share of a shadow stage (SHADOW_PATCH), None for a live one."""
+        if stage.shadow is None or not workflow.patched(SHADOW_PATCH):
+            return None
+        return stage.shadow
 
     def _split_key(self) -> str:
         """Owns the deployment's split and seeds unit bucketing: unique per run, so each migration draws its

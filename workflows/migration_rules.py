@@ -241,9 +241,7 @@ def after_check(check: StageCheck, *, index: int, stage: Stage, elapsed_hours: f
     """The next step of stage ``index`` after a gate check, ``elapsed_hours`` into the stage."""
     if check.decision in ("breach", "srm"):
         what = "gate breach" if check.decision == "breach" else "sample ratio mismatch (untrustworthy split)"
-        return StageStep(
-            "roll_back", f"stage {index} ({stage.percent:g}%): {what}: " + "; ".join(check.reasons)
-        )
+        return StageStep("roll_back", f"stage {index} ({stage.label}): {what}: " + "; ".join(check.reasons))
     if check.decision == "pass":
         return StageStep("pass")
     if elapsed_hours >= stage_max_hours(stage) and stage.percent < 100:

@@ -473,7 +473,7 @@ class ShadowPair(SQLModel, table=True):
     input: str
     control_output: str
     candidate_output: str | None = None  # None: the candidate's call failed
-    control_outcome: str  # ok | invalid (a control error is not mirrored: nothing to compare)
+    control_outcome: str  # ok | invalid | error | fallback (no output to judge: control_output is empty)
     control_latency_ms: float
     control_cost_usd: float
     candidate_outcome: str  # ok | invalid | error

@@ -261,7 +261,7 @@ def triage_truth(customer_tier: str, ticket_body: str) -> dict[str, str]:
 def _parse_ticket(messages: list[Message]) -> tuple[str, str] | None:
     """(tier, ticket) when the last user message is a triage request, else None."""
     last = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    if _GRADING.match(last):  # a grading prompt quotes tickets; it is not one
+    if _GRADING.match(last) or _COMPARING.match(last):  # a judge's prompt quotes tickets; it is not one
         return None
     ticket = _TICKET_RE.search(last)
     if not ticket:
@@ -368,9 +368,32 @@ def _grading_text(last: str) -> str | None:
     return json.dumps({"reason": reason, "pass": ok, "score": 1.0 if ok else 0.0})
 
 
+_COMPARING = re.compile(r"^You compare two AI system outputs to the same input against a rubric\.", re.S)
+_COMPARED = {side: re.compile(rf"<Output {side}>\n(.*?)\n</Output {side}>", re.S) for side in "AB"}
+
+
+def _bare_json(text: str | None) -> bool:
+    try:
+        return text is not None and isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _comparing_text(last: str) -> str | None:
+    """Every snapshot judges the pairwise prompt (pairshift.pairwise) by the same rubric: the output that is
+    one bare JSON object wins; both or neither: a tie. None when it is not that prompt."""
+    if not _COMPARING.match(last):
+        return None
+    ok = {side: _bare_json(m.group(1) if (m := rx.search(last)) else None) for side, rx in _COMPARED.items()}
+    winner = "tie" if ok["A"] == ok["B"] else ("A" if ok["A"] else "B")
+    return json.dumps({"winner": winner})
+
+
 def _generic_text(snap: SnapshotInfo, messages: list[Message], how: _Instructions) -> str:
     last = next((m.content for m in reversed(messages) if m.role == "user"), "")
     graded = _grading_text(last)
+    if graded is None:
+        graded = _comparing_text(last)
     if graded is not None:
         return graded
     topic = " ".join(last.split())[:160]

@@ -1,0 +1,145 @@
+"""Issue 17 item 3, done when: a sim snapshot that passes the golden eval but wraps ~10% of production-like
+outputs in prose (``sim-drift-2026-07``) is caught by the shadow stage with 0 user requests served by the
+candidate.
+
+MigrationWorkflow on the time-skipping server (the stage's hours are skipped), the strict eval of the drift
+test (tests/test_quality_drift_canary.py), and a policy whose first stage is ``{shadow: 50}`` with a canary
+judge. Production requests go through ``Router.complete``, each check interval's traffic sent by the
+stage-check activity; the router mirrors half the units' requests to the candidate in the background, and the
+check's pairwise judge round compares both outputs of each mirrored request, in both orders."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import uuid
+
+import pytest
+import yaml
+from migration_harness import TEST_POLICY, small_examples, start, wait_for, waiting_on
+from sqlalchemy import select
+from temporalio import activity
+from temporalio.worker import Worker
+
+from activities import ALL_ACTIVITIES
+from activities.migration import check_stage
+from pairshift.apply import apply_path
+from pairshift.contracts.gates import StageCheck
+from pairshift.contracts.migration import DecideUpdate, StageCheckInput
+from pairshift.registry import open_registry
+from pairshift.registry.models import Deployment, Observation, ShadowPair
+from pairshift.router import Router
+from pairshift.sim.traffic import production_vars, vars_from_dataset
+from workflows import ALL_WORKFLOWS
+from workflows.migration import MigrationWorkflow
+
+pytestmark = pytest.mark.e2e
+
+DRIFT = "sim-drift-2026-07"
+JUDGE = {
+    "model": "sim-classic-2024-06",
+    "sample_rate": 0.05,
+    "rubric": "The output is one raw JSON object and nothing else.",
+    "max_cost_usd_per_day": 5,
+}
+
+
+def _config(tmp_path):
+    policy = copy.deepcopy(TEST_POLICY)
+    policy["eval"].update({"max_regression": 0.02, "blocking": ["is-json"]})  # strict: as the default
+    canary = policy["canary"]
+    canary["stages"] = [{"shadow": 50, "min_hours": 0.004, "max_hours": 0.02}, *canary["stages"]]
+    canary["judge"] = JUDGE
+    canary["shadow_budget"] = {"max_calls_per_hour": 100_000, "max_cost_usd_per_hour": 100}
+    cfg_dir = small_examples(tmp_path / "config", cases=300, policy=policy)
+    cfg = yaml.safe_load((cfg_dir / "pairshift.yaml").read_text())
+    cfg["models"].append(
+        {"id": DRIFT, "provider": "sim", "price": {"input_per_mtok": 3.0, "output_per_mtok": 15.0}}
+    )
+    dep = cfg["deployments"][0]
+    dep["online_checks"] = [{"type": "is-json", "metric": "raw-json"}]
+    dep["redact"] = [r"(?i)order\s*\d+"]
+    (cfg_dir / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg_dir
+
+
+async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_stage_serving_nobody(
+    pairshift_env, tmp_path, time_skipping_env
+):
+    cfg_dir = _config(tmp_path)
+    apply_path(open_registry(), cfg_dir, by="test")
+    pool = production_vars(vars_from_dataset(cfg_dir / "datasets" / "support-triage.jsonl"), seed=3)
+    router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
+    sent = [0]
+    checks: list[StageCheck] = []
+    splits: list[tuple[float, float]] = []
+
+    @activity.defn(name="check_stage")
+    def check(inp: StageCheckInput) -> StageCheck:
+        router.refresh()
+        splits.append((router.split.percent, router.split.mirror_threshold / 100))
+
+        async def burst() -> None:
+            for _ in range(300):
+                sent[0] += 1
+                served = await router.complete(f"user-{sent[0]}", pool[sent[0] % len(pool)])
+                assert served.assignment.variant == "control"
+
+        if activity.info().workflow_type != "StageWatchWorkflow":
+            asyncio.run(burst())
+            assert router.mirror.wait_idle(30)
+            router.flush_samples()
+            router.writer.flush()
+        checks.append(check_stage(inp))
+        return checks[-1]
+
+    activities = [
+        a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
+    ]
+    client = time_skipping_env.client
+    task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool_exec:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=ALL_WORKFLOWS,
+            activities=[*activities, check],
+            activity_executor=pool_exec,
+            max_concurrent_activities=8,
+        ):
+            handle = await start(client, task_queue, to_model=DRIFT, to_prompt="support-triage@2")
+            st = await wait_for(handle, waiting_on(0), timeout_s=120)
+            assert st.eval is not None and st.eval["gate"]["decision"] == "pass", st.eval["gate"]
+            await handle.execute_update(
+                MigrationWorkflow.decide, DecideUpdate(by="alice", decision="approve")
+            )
+            result = await handle.result()
+            status = await handle.query(MigrationWorkflow.status)
+    router.close()
+    assert result.phase == "rolled_back" and "stage 0 (shadow 50%): gate breach" in result.outcome, (
+        result.outcome
+    )
+    assert set(splits) == {(0.0, 50.0)}, "every check ran in the shadow stage: 0% served, 50% mirrored"
+    breach = checks[-1]
+    assert breach.decision == "breach"
+    assert breach.metrics["invalid_rate"]["verdict"] == "breach", breach.reasons
+    assert breach.metrics["win_rate"]["candidate"] < 0.5, breach.metrics["win_rate"]
+    assert "invalid_rate" in result.outcome and "win_rate" in result.outcome, result.outcome
+    with open_registry().session() as s:
+        served_by_candidate = s.scalar(
+            select(Observation.id).where(Observation.variant == "candidate").limit(1)
+        )
+        control = list(s.scalars(select(Observation.outcome).where(Observation.variant == "control")))
+        pairs = list(s.scalars(select(ShadowPair)))
+        dep = s.get(Deployment, "support-triage")
+    assert served_by_candidate is None, "0 user requests served by the candidate"
+    assert len(control) == sent[0] and set(control) == {"ok"}
+    assert 0.3 * sent[0] < len(pairs) < 0.7 * sent[0], "about half the units mirrored"
+    invalid = [p for p in pairs if p.candidate_outcome == "invalid"]
+    assert 0.04 < len(invalid) / len(pairs) < 0.2, "about a tenth of mirrored outputs are wrapped"
+    judged = [p for p in pairs if p.score is not None]
+    assert judged and all(p.score == 0.0 for p in judged if p in invalid), "wrapped output loses both orders"
+    assert {p.score for p in judged if p.candidate_outcome == "ok"} == {0.5}, "identical JSON: ties"
+    assert (dep.canary_percent, dep.shadow_percent, dep.candidate_model) == (0.0, 0.0, None), "restored"
+    assert status.stage is not None and status.stage.shadow == 50 and status.stage.percent == 0
