@@ -18,8 +18,6 @@ with a fixed seed, so the same outcomes always give the same interval and the ga
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -27,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from pairshift.contracts.evals import Effect
 from pairshift.intervals import noninferiority_cases, score_interval
-from pairshift.stats import CaseOutcome
+from pairshift.stats import ArmOutcomes, Outcomes, common_rates
 
 BOOTSTRAP_RESAMPLES = 2_000
 BOOTSTRAP_SEED = 20_241_101
@@ -55,37 +53,15 @@ class RatioEstimate(BaseModel):
     ci: tuple[float, float]
 
 
-def _failure_rates(outcomes: Sequence[CaseOutcome], kind: str) -> dict[str, float]:
-    fails: dict[str, int] = defaultdict(int)
-    calls: dict[str, int] = defaultdict(int)
-    for o in outcomes:
-        calls[o.case_id] += 1
-        fails[o.case_id] += kind in o.assertion_types_failed
-    return {case: fails[case] / calls[case] for case in calls}
-
-
-def blocking_change(
-    baseline: Sequence[CaseOutcome], joint: Sequence[CaseOutcome], kind: str, confidence: float
-) -> BlockingChange:
+def blocking_change(baseline: Outcomes, joint: Outcomes, kind: str, confidence: float) -> BlockingChange:
     """The blocking type ``kind``'s new failures and passes and the paired change of its failure rate."""
-    rb, rj = _failure_rates(baseline, kind), _failure_rates(joint, kind)
-    cases = sorted(rb.keys() & rj.keys())
-    diffs = np.array([rj[c] - rb[c] for c in cases], dtype=float)
-    est, ci, p = score_interval(diffs, confidence, -1.0, 1.0)
+    cases, rb, rj = common_rates(baseline, joint, lambda arm: arm.fail_rates(kind))
+    est, ci, p = score_interval(rj - rb, confidence, -1.0, 1.0)
     return BlockingChange(
-        newly_failing=[c for c in cases if rj[c] > 0 and rb[c] == 0],
-        newly_passing=[c for c in cases if rb[c] > 0 and rj[c] == 0],
+        newly_failing=[str(c) for c in cases[(rj > 0) & (rb == 0)]],
+        newly_passing=[str(c) for c in cases[(rb > 0) & (rj == 0)]],
         rate_change=Effect(estimate=est, ci=ci, p_value=p),
     )
-
-
-def _by_case(outcomes: Sequence[CaseOutcome], stat: str) -> dict[str, list[float]]:
-    values: dict[str, list[float]] = defaultdict(list)
-    for o in outcomes:
-        if o.error:  # cost and latency of calls that answered (pairshift.stats): an error costs 0 here
-            continue
-        values[o.case_id].append(o.cost_usd if stat == "cost" else o.latency_ms)
-    return values
 
 
 def _statistic(values: np.ndarray, weights: np.ndarray, stat: str) -> np.ndarray:
@@ -100,33 +76,37 @@ def _statistic(values: np.ndarray, weights: np.ndarray, stat: str) -> np.ndarray
 
 
 def paired_ratio(
-    baseline: Sequence[CaseOutcome],
-    joint: Sequence[CaseOutcome],
+    baseline: Outcomes,
+    joint: Outcomes,
     stat: Literal["cost", "latency_p95"],
     confidence: float,
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> RatioEstimate | None:
-    """Joint / baseline cost per call or latency p95, percentile bootstrap over cases; None without data."""
-    vb, vj = _by_case(baseline, stat), _by_case(joint, stat)
-    cases = sorted(set(vb) | set(vj))
-    if not any(vb.values()) or not any(vj.values()):
+    """Joint / baseline cost per call or latency p95, percentile bootstrap over cases; None without data.
+
+    The resampled cases are those with a call that answered in either arm, sorted by case id; each arm's
+    values sorted ascending (ties by case), one case index per value."""
+    fb, fj = ArmOutcomes.of(baseline), ArmOutcomes.of(joint)
+    if not fb.ok_case.size or not fj.ok_case.size:
         return None
-    index = {c: i for i, c in enumerate(cases)}
+    cases = np.union1d(fb.case_ids[np.unique(fb.ok_case)], fj.case_ids[np.unique(fj.ok_case)])
 
-    def flat(values: dict[str, list[float]]) -> tuple[np.ndarray, np.ndarray]:
-        pairs = sorted((v, index[c]) for c, vs in values.items() for v in vs)
-        return np.array([v for v, _ in pairs]), np.array([i for _, i in pairs], dtype=np.int64)
+    def flat(arm: ArmOutcomes) -> tuple[np.ndarray, np.ndarray]:
+        values = arm.ok_cost if stat == "cost" else arm.ok_latency
+        index = np.searchsorted(cases, arm.case_ids)[arm.ok_case]  # this arm's case -> its resampled index
+        order = np.lexsort((index, values))
+        return values[order], index[order]
 
-    (xb, cb), (xj, cj) = flat(vb), flat(vj)
+    (xb, cb), (xj, cj) = flat(fb), flat(fj)
     point_b = float(np.mean(xb) if stat == "cost" else np.percentile(xb, 95))
     point_j = float(np.mean(xj) if stat == "cost" else np.percentile(xj, 95))
     rng = np.random.default_rng(seed)
     ratios = []
     for start in range(0, resamples, _CHUNK):
         k = min(_CHUNK, resamples - start)
-        draws = rng.multinomial(len(cases), np.full(len(cases), 1 / len(cases)), size=k).astype(float)
+        draws = rng.multinomial(cases.size, np.full(cases.size, 1 / cases.size), size=k).astype(float)
         sb, sj = _statistic(xb, draws[:, cb], stat), _statistic(xj, draws[:, cj], stat)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratios.append(np.where(sb > 0, sj / sb, np.where(sj > 0, np.inf, 1.0)))
@@ -151,18 +131,10 @@ def _quantiles(ratios: np.ndarray, tail: float) -> tuple[float, float]:
     return lo, hi
 
 
-def per_case_discordance(baseline: Sequence[CaseOutcome], joint: Sequence[CaseOutcome]) -> float:
+def per_case_discordance(baseline: Outcomes, joint: Outcomes) -> float:
     """Mean squared per-case pass-rate difference: the share of cases that flip, with one epoch."""
-
-    def rates(outcomes: Sequence[CaseOutcome]) -> dict[str, float]:
-        passed: dict[str, list[bool]] = defaultdict(list)
-        for o in outcomes:
-            passed[o.case_id].append(o.passed)
-        return {c: sum(v) / len(v) for c, v in passed.items()}
-
-    pb, pj = rates(baseline), rates(joint)
-    cases = pb.keys() & pj.keys()
-    return float(np.mean([(pj[c] - pb[c]) ** 2 for c in cases])) if cases else 0.0
+    cases, pb, pj = common_rates(baseline, joint)
+    return float(np.mean((pj - pb) ** 2)) if cases.size else 0.0
 
 
 def power_note(n_cases: int, discordance: float, margin: float, confidence: float, power: float = 0.8) -> str:

@@ -12,6 +12,7 @@ error-bar ends) is computed here in Python, so the templates only place numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from pairshift.contracts.gates import GateDecision
 from pairshift.gates import eval_gate
 from pairshift.paired import blocking_change, paired_ratio, per_case_discordance, power_note
 from pairshift.policy import EvalPolicy
-from pairshift.stats import CaseOutcome, factorial, flipped, mcnemar
+from pairshift.stats import ArmOutcomes, Outcomes, factorial, flipped, mcnemar
 
 TEMPLATES = Path(__file__).parent / "templates"
 ARM_ORDER = ("baseline", "prompt_only", "model_only", "joint")
@@ -80,7 +81,7 @@ def assemble_report(
     epochs: int,
     policy: EvalPolicy,
     arms: list[ArmInput],
-    outcomes: dict[str, list[CaseOutcome]],
+    outcomes: Mapping[str, Outcomes],
     judge: str | None = None,
     warnings: list[str] | None = None,
 ) -> EvalReport:
@@ -91,15 +92,16 @@ def assemble_report(
     cases, so an outage in the baseline arm could otherwise make the target look better than it is. Errors of
     the pair itself (an input longer than the model's context window) are failed cases and nothing more.
     """
+    folded = {name: ArmOutcomes.of(o) for name, o in outcomes.items()}  # each arm folded once
     by_name = {a.arm: a for a in arms}
     joint_name = (
         "joint" if "joint" in by_name else next(n for n in ("model_only", "prompt_only") if n in by_name)
     )
     effects = factorial(
-        outcomes["baseline"],
-        outcomes.get("prompt_only"),
-        outcomes.get("model_only"),
-        outcomes.get("joint"),
+        folded["baseline"],
+        folded.get("prompt_only"),
+        folded.get("model_only"),
+        folded.get("joint"),
         policy.confidence,
     )
     flips: list[Flip] = []
@@ -107,8 +109,8 @@ def assemble_report(
     for a in arms:
         p = None
         if a.arm != "baseline":
-            p = mcnemar(outcomes["baseline"], outcomes[a.arm]).p_value
-            flips += flipped(outcomes["baseline"], outcomes[a.arm], "baseline", a.arm)
+            p = mcnemar(folded["baseline"], folded[a.arm]).p_value
+            flips += flipped(folded["baseline"], folded[a.arm], "baseline", a.arm)
         s = a.summary
         rows[a.arm] = ArmReport(
             pair=a.pair,
@@ -129,7 +131,7 @@ def assemble_report(
             **a.facts.model_dump(),
         )
     rows["joint"] = rows[joint_name]
-    base, joint = outcomes["baseline"], outcomes[joint_name]
+    base, joint = folded["baseline"], folded[joint_name]
     gate = eval_gate(
         effects["joint"],
         {kind: blocking_change(base, joint, kind, policy.confidence) for kind in policy.blocking},

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from pairshift import judges
 from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest, RoutedEvalPlan
@@ -96,6 +96,26 @@ def load_cases(s: Session, dataset_version: str, start: int = 0, stop: int | Non
     return [Case.model_validate(row.data) for row in s.exec(query.order_by(col(DatasetCase.idx))).all()]
 
 
+CASE_PAGE = 1_000  # cases read at a time when planning checks every case
+
+
+def case_pages(s: Session, dataset_version: str, size: int | None = None) -> Iterator[list[Case]]:
+    """The dataset version's cases in order, ``size`` at a time (issue 20: never all of them at once)."""
+    start, size = 0, size or CASE_PAGE
+    while True:
+        page = load_cases(s, dataset_version, start, start + size)
+        if not page:
+            last = s.exec(
+                select(func.max(DatasetCase.idx)).where(DatasetCase.dataset_version == dataset_version)
+            ).one()
+            if last is None or last < start:
+                return
+            start += size  # a gap in the indices: go on past it
+            continue
+        yield page
+        start += size
+
+
 def run_id_for(eval_id: str, arm: str) -> str:
     """Deterministic, so a retried planning activity finds the runs it already created."""
     return f"run-{uuid.uuid5(uuid.NAMESPACE_URL, f'pairshift-eval:{eval_id}').hex[:12]}-{arm}"
@@ -147,8 +167,11 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
     )
 
 
-def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> None:
-    """Every prompt renders every case and has valid call params: a bad case fails now, not later."""
+def _check_renders(prompts: Sequence[PromptVersion], pages: Callable[[], Iterable[Sequence[Case]]]) -> None:
+    """Every prompt renders every case and has valid call params: a bad case fails now, not later.
+
+    ``pages`` reads the cases a page at a time, once per prompt (the first problem found is the one a check
+    over the whole list found)."""
     for prompt in prompts:
         for key, why in reserved_param_problems(prompt.params):
             raise EvalInputError(
@@ -158,7 +181,7 @@ def _check_renders(prompts: Sequence[PromptVersion], cases: Sequence[Case]) -> N
             CallParams(**prompt.params)
         except ValueError as exc:
             raise EvalInputError(f"prompt {prompt.id}: params are not valid call params: {exc}") from None
-        for case in cases:
+        for case in (case for page in pages() for case in page):
             try:
                 _, _, params = request_for(prompt, case.vars)
                 if is_external(prompt.id):  # a captured request's own call parameters
@@ -183,8 +206,12 @@ def validate_request(registry: Registry, req: EvalRequest) -> None:
     """Refuse a request that cannot run (the CLI calls this before starting a workflow)."""
     with registry.session() as s:
         r = _resolve(s, req)
-        _check_renders(list({p.id: p for p in r.prompts.values()}.values()), load_cases(s, r.dataset_version))
+        _check_renders(_distinct(r.prompts.values()), lambda: case_pages(s, r.dataset_version))
         _check_pairs(r)
+
+
+def _distinct(prompts: Iterable[PromptVersion]) -> list[PromptVersion]:
+    return list({p.id: p for p in prompts}.values())
 
 
 def _arm_pairs(r: _Resolved) -> list[tuple[ArmName, str, str]]:
@@ -273,10 +300,9 @@ def plan_eval(
     """
     with registry.session() as s:
         r = _resolve(s, req)
-        cases = load_cases(s, r.dataset_version)
-        _check_renders(list({p.id: p for p in r.prompts.values()}.values()), cases)
+        _check_renders(_distinct(r.prompts.values()), lambda: case_pages(s, r.dataset_version))
         _check_pairs(r)
-        judge, warnings = _judge(s, r, cases, today or date.today())
+        judge, warnings = _judge(s, r, today or date.today())
         judge_model = resolve_model(s, judge) if judge else None
         arms = [
             _plan_arm(s, r, req, eval_id, arm, prompt, model, judge_model)
@@ -303,9 +329,12 @@ def plan_eval(
         )
 
 
-def _judge(s: Session, r: _Resolved, cases: Sequence[Case], today: date) -> tuple[str | None, list[str]]:
+def _judge(s: Session, r: _Resolved, today: date) -> tuple[str | None, list[str]]:
     """The policy's judge when the dataset needs one (refused when missing, unknown or retired)."""
-    graded = judges.first_model_graded(cases)
+    graded = next(
+        (found for page in case_pages(s, r.dataset_version) if (found := judges.first_model_graded(page))),
+        None,
+    )
     if graded is None:
         return None, []
     if r.policy.judge is None:

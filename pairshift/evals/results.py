@@ -7,7 +7,8 @@ the full report on the target arm's run, where :func:`load_report` and :func:`fl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlmodel import col, func, select
 
@@ -17,7 +18,7 @@ from pairshift.evals.planning import ArmFailed, EvalInputError
 from pairshift.registry.models import DatasetCase, EvalResult, EvalRun, utcnow
 from pairshift.registry.store import Registry
 from pairshift.reports import ArmFacts, ArmInput, ArmSpend, FlippedOutputs, assemble_report
-from pairshift.stats import CaseOutcome, summarize_arm
+from pairshift.stats import ArmOutcomes, CaseOutcome, OutcomeFold, summarize_arm
 
 STREAM_ROWS = 2_000  # rows fetched at a time when reading a run's results
 
@@ -91,6 +92,70 @@ def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
         ]
 
 
+def load_arm(registry: Registry, run_id: str) -> ArmOutcomes:
+    """The run's stored results folded into per-case arrays as they stream in (:class:`ArmOutcomes`).
+
+    Only the columns the statistics read are fetched, :data:`STREAM_ROWS` rows at a time, ordered by
+    (case, epoch); each case's tags come from the dataset's cases read alongside in the same order (a merge
+    join: no table of every case's tags is built). Memory: O(cases) numbers plus three per answered call,
+    never an object per call (issue 20: a 100,000-case x 3-epoch run)."""
+    with registry.session() as s:
+        run = s.get(EvalRun, run_id)
+        if run is None:
+            raise ArmFailed(f"eval run {run_id} does not exist")
+        cases = iter(
+            s.exec(
+                select(DatasetCase.case_id, DatasetCase.data)
+                .where(DatasetCase.dataset_version == run.dataset_version)
+                .order_by(col(DatasetCase.case_id))
+                .execution_options(yield_per=STREAM_ROWS)
+            )
+        )
+        rows = s.exec(
+            select(
+                EvalResult.case_id,
+                EvalResult.passed,
+                EvalResult.score,
+                EvalResult.latency_ms,
+                EvalResult.online_cost_usd,
+                EvalResult.cost_usd,
+                EvalResult.input_tokens,
+                EvalResult.output_tokens,
+                EvalResult.error,
+                EvalResult.assertions,
+            )
+            .where(EvalResult.run_id == run_id)
+            .order_by(col(EvalResult.case_id), col(EvalResult.epoch))
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        fold, current, tags = OutcomeFold(), None, []
+        for case_id, passed, score, latency, online, cost, tokens_in, tokens_out, error, assertions in rows:
+            if case_id != current:
+                current, tags = case_id, _tags_of(cases, case_id)
+            fold.add(
+                case_id,
+                passed=passed,
+                score=score,
+                tags=tags,
+                latency_ms=latency,
+                # The gate compares costs as production would pay them: a batch answer at its online price.
+                cost_usd=online if online is not None else cost,
+                tokens=tokens_in + tokens_out,
+                error=error is not None,
+                failed_types=[a["type"] for a in assertions if not a["passed"]],
+                types=[a["type"] for a in assertions],
+            )
+        return fold.result()
+
+
+def _tags_of(cases: Iterator[tuple[str, dict[str, Any]]], case_id: str) -> list[str]:
+    """The tags of ``case_id``, reading the dataset's cases (same order as the results) up to it."""
+    for other, data in cases:
+        if other == case_id:
+            return list(data.get("tags") or [])
+    return []  # not in the dataset (cannot happen: a run's cases are its dataset version's)
+
+
 def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> RunSummary:
     """Summarise a run's results into ``EvalRun.summary`` and mark it done (a reused run is only read)."""
     with registry.session() as s:
@@ -101,8 +166,7 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
                 summary=ArmSummary.model_validate(run.summary),
                 cached_calls=int(run.summary.get("cached_calls", 0)),
             )
-    outcomes = load_outcomes(registry, run_id)
-    summary = summarize_arm(outcomes, confidence)
+    summary = summarize_arm(load_arm(registry, run_id), confidence)
     with registry.session() as s:
         cached = s.exec(
             select(func.count())
@@ -119,6 +183,10 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
 
 def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
     """The provider side of a run: cached input tokens, errors by kind, truncated cases, dropped params."""
+    kinds: dict[str, int] = {}
+    truncated: set[str] = set()
+    dropped: set[str] = set()
+    cached_input = 0
     with registry.session() as s:
         rows = s.exec(
             select(
@@ -126,21 +194,21 @@ def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
                 EvalResult.error_kind,
                 EvalResult.cached_input_tokens,
                 EvalResult.dropped_params,
-            ).where(EvalResult.run_id == run_id)
-        ).all()
-    kinds: dict[str, int] = {}
-    truncated: set[str] = set()
-    dropped: set[str] = set()
-    for case_id, kind, _, params in rows:
-        if kind:
-            kinds[kind] = kinds.get(kind, 0) + 1
-        if kind == "truncated":
-            truncated.add(case_id)
-        dropped.update(params or [])
+            )
+            .where(EvalResult.run_id == run_id)
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        for case_id, kind, cached_tokens, params in rows:
+            if kind:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            if kind == "truncated":
+                truncated.add(case_id)
+            dropped.update(params or [])
+            cached_input += cached_tokens or 0
     batch = provider_batches.batch_counts(registry, run_id)
     spend = arm_spend(registry, run_id)
     return ArmFacts(
-        cached_input_tokens=sum(row[2] or 0 for row in rows),
+        cached_input_tokens=cached_input,
         error_kinds=kinds,
         truncated_cases=sorted(truncated),
         dropped_params=sorted(dropped),
@@ -152,18 +220,25 @@ def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
 
 def arm_spend(registry: Registry, run_id: str) -> ArmSpend:
     """The run's results' cost (batch lines at batch prices) and its online equivalent; paid = not cached."""
+    cost = online = spent = spent_online = 0.0
     with registry.session() as s:
         rows = s.exec(
-            select(EvalResult.cost_usd, EvalResult.online_cost_usd, EvalResult.cached).where(
-                EvalResult.run_id == run_id
-            )
-        ).all()
-    online = [(cost, on if on is not None else cost, cached) for cost, on, cached in rows]
+            select(EvalResult.cost_usd, EvalResult.online_cost_usd, EvalResult.cached)
+            .where(EvalResult.run_id == run_id)
+            .execution_options(yield_per=STREAM_ROWS)
+        )
+        for c, on, cached in rows:  # summed in the rows' order, as one pass over the list summed them
+            o = on if on is not None else c
+            cost += c
+            online += o
+            if not cached:
+                spent += c
+                spent_online += o
     return ArmSpend(
-        cost_usd=round(sum(c for c, _, _ in online), 9),
-        online_usd=round(sum(o for _, o, _ in online), 9),
-        spent_usd=round(sum(c for c, _, cached in online if not cached), 9),
-        spent_online_usd=round(sum(o for _, o, cached in online if not cached), 9),
+        cost_usd=round(cost, 9),
+        online_usd=round(online, 9),
+        spent_usd=round(spent, 9),
+        spent_online_usd=round(spent_online, 9),
     )
 
 
@@ -188,7 +263,7 @@ def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSumm
         )
         for a in plan.arms
     ]
-    outcomes = {a.arm: load_outcomes(registry, a.run_id) for a in plan.arms}
+    outcomes = {a.arm: load_arm(registry, a.run_id) for a in plan.arms}
     target = plan.arms[-1].run_id  # joint, or the one changed arm: always a fresh run of this eval
     report = assemble_report(
         report_id=target,
