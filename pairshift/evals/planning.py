@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Literal
@@ -96,7 +96,7 @@ def load_cases(s: Session, dataset_version: str, start: int = 0, stop: int | Non
     return [Case.model_validate(row.data) for row in s.exec(query.order_by(col(DatasetCase.idx))).all()]
 
 
-CASE_PAGE = 1_000  # cases read at a time when planning checks every case
+CASE_PAGE = 250  # cases read at a time when planning checks every case
 
 
 def case_pages(s: Session, dataset_version: str, size: int | None = None) -> Iterator[list[Case]]:
@@ -167,29 +167,48 @@ def _resolve(s: Session, req: EvalRequest) -> _Resolved:
     )
 
 
-def _check_renders(prompts: Sequence[PromptVersion], pages: Callable[[], Iterable[Sequence[Case]]]) -> None:
+def _params_problem(prompt: PromptVersion) -> EvalInputError | None:
+    for key, why in reserved_param_problems(prompt.params):
+        return EvalInputError(f"prompt {prompt.id}: params.{key} is reserved, a prompt cannot set it ({why})")
+    try:
+        CallParams(**prompt.params)
+    except ValueError as exc:
+        return EvalInputError(f"prompt {prompt.id}: params are not valid call params: {exc}")
+    return None
+
+
+def _render_problem(prompt: PromptVersion, case: Case) -> EvalInputError | None:
+    try:
+        _, _, params = request_for(prompt, case.vars)
+        if is_external(prompt.id):  # a captured request's own call parameters
+            CallParams(**params)
+    except TemplateProblem as exc:
+        return EvalInputError(f"prompt {prompt.id} cannot render case {case.id!r}: {exc}")
+    except ValueError as exc:
+        return EvalInputError(f"case {case.id!r}: vars.params are not call params: {exc}")
+    return None
+
+
+def _check_cases(prompts: Sequence[PromptVersion], pages: Iterable[Sequence[Case]]) -> tuple[str, str] | None:
     """Every prompt renders every case and has valid call params: a bad case fails now, not later.
 
-    ``pages`` reads the cases a page at a time, once per prompt (the first problem found is the one a check
-    over the whole list found)."""
-    for prompt in prompts:
-        for key, why in reserved_param_problems(prompt.params):
-            raise EvalInputError(
-                f"prompt {prompt.id}: params.{key} is reserved, a prompt cannot set it ({why})"
-            )
-        try:
-            CallParams(**prompt.params)
-        except ValueError as exc:
-            raise EvalInputError(f"prompt {prompt.id}: params are not valid call params: {exc}") from None
-        for case in (case for page in pages() for case in page):
-            try:
-                _, _, params = request_for(prompt, case.vars)
-                if is_external(prompt.id):  # a captured request's own call parameters
-                    CallParams(**params)
-            except TemplateProblem as exc:
-                raise EvalInputError(f"prompt {prompt.id} cannot render case {case.id!r}: {exc}") from None
-            except ValueError as exc:
-                raise EvalInputError(f"case {case.id!r}: vars.params are not call params: {exc}") from None
+    One pass over ``pages`` (the cases a page at a time). The problem raised is the one checking each prompt
+    in turn over the whole list would raise first: the earliest prompt's, at its first bad case. Also returns
+    the first model-graded assertion (case id, type), or None (:func:`pairshift.judges.first_model_graded`).
+    """
+    problems: list[EvalInputError | None] = [_params_problem(p) for p in prompts]
+    graded = None
+    for page in pages:
+        if problems[0] is not None:
+            break  # the first prompt's problem is the one to report
+        for i, prompt in enumerate(prompts):
+            if problems[i] is None:
+                problems[i] = next((e for case in page if (e := _render_problem(prompt, case))), None)
+        graded = graded or judges.first_model_graded(page)
+    for problem in problems:
+        if problem is not None:
+            raise problem
+    return graded
 
 
 def _check_pairs(r: _Resolved) -> None:
@@ -206,7 +225,7 @@ def validate_request(registry: Registry, req: EvalRequest) -> None:
     """Refuse a request that cannot run (the CLI calls this before starting a workflow)."""
     with registry.session() as s:
         r = _resolve(s, req)
-        _check_renders(_distinct(r.prompts.values()), lambda: case_pages(s, r.dataset_version))
+        _check_cases(_distinct(r.prompts.values()), case_pages(s, r.dataset_version))
         _check_pairs(r)
 
 
@@ -300,9 +319,9 @@ def plan_eval(
     """
     with registry.session() as s:
         r = _resolve(s, req)
-        _check_renders(_distinct(r.prompts.values()), lambda: case_pages(s, r.dataset_version))
+        graded = _check_cases(_distinct(r.prompts.values()), case_pages(s, r.dataset_version))
         _check_pairs(r)
-        judge, warnings = _judge(s, r, today or date.today())
+        judge, warnings = _judge(s, r, graded, today or date.today())
         judge_model = resolve_model(s, judge) if judge else None
         arms = [
             _plan_arm(s, r, req, eval_id, arm, prompt, model, judge_model)
@@ -329,12 +348,11 @@ def plan_eval(
         )
 
 
-def _judge(s: Session, r: _Resolved, today: date) -> tuple[str | None, list[str]]:
-    """The policy's judge when the dataset needs one (refused when missing, unknown or retired)."""
-    graded = next(
-        (found for page in case_pages(s, r.dataset_version) if (found := judges.first_model_graded(page))),
-        None,
-    )
+def _judge(
+    s: Session, r: _Resolved, graded: tuple[str, str] | None, today: date
+) -> tuple[str | None, list[str]]:
+    """The policy's judge when the dataset needs one, ``graded`` the first model-graded assertion (refused
+    when missing, unknown or retired)."""
     if graded is None:
         return None, []
     if r.policy.judge is None:

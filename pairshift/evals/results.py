@@ -20,7 +20,7 @@ from pairshift.registry.store import Registry
 from pairshift.reports import ArmFacts, ArmInput, ArmSpend, FlippedOutputs, assemble_report
 from pairshift.stats import ArmOutcomes, CaseOutcome, OutcomeFold, summarize_arm
 
-STREAM_ROWS = 2_000  # rows fetched at a time when reading a run's results
+STREAM_ROWS = 500  # rows fetched at a time when reading a run's results (a page: ~5 MB at its peak)
 
 
 def load_outcomes(registry: Registry, run_id: str) -> list[CaseOutcome]:
@@ -183,10 +183,21 @@ def summarize_run(registry: Registry, run_id: str, confidence: float = 0.95) -> 
 
 def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
     """The provider side of a run: cached input tokens, errors by kind, truncated cases, dropped params."""
+    return provider_side(registry, run_id)[0]
+
+
+def arm_spend(registry: Registry, run_id: str) -> ArmSpend:
+    """The run's results' cost (batch lines at batch prices) and its online equivalent; paid = not cached."""
+    return provider_side(registry, run_id)[1]
+
+
+def provider_side(registry: Registry, run_id: str) -> tuple[ArmFacts, ArmSpend]:
+    """:func:`arm_facts` and :func:`arm_spend` in one pass over the run's rows, streamed."""
     kinds: dict[str, int] = {}
     truncated: set[str] = set()
     dropped: set[str] = set()
     cached_input = 0
+    cost = online = spent = spent_online = 0.0
     with registry.session() as s:
         rows = s.exec(
             select(
@@ -194,20 +205,34 @@ def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
                 EvalResult.error_kind,
                 EvalResult.cached_input_tokens,
                 EvalResult.dropped_params,
+                EvalResult.cost_usd,
+                EvalResult.online_cost_usd,
+                EvalResult.cached,
             )
             .where(EvalResult.run_id == run_id)
             .execution_options(yield_per=STREAM_ROWS)
         )
-        for case_id, kind, cached_tokens, params in rows:
+        for case_id, kind, cached_tokens, params, c, on, cached in rows:
             if kind:
                 kinds[kind] = kinds.get(kind, 0) + 1
             if kind == "truncated":
                 truncated.add(case_id)
             dropped.update(params or [])
             cached_input += cached_tokens or 0
+            o = on if on is not None else c
+            cost += c
+            online += o
+            if not cached:
+                spent += c
+                spent_online += o
+    spend = ArmSpend(
+        cost_usd=round(cost, 9),
+        online_usd=round(online, 9),
+        spent_usd=round(spent, 9),
+        spent_online_usd=round(spent_online, 9),
+    )
     batch = provider_batches.batch_counts(registry, run_id)
-    spend = arm_spend(registry, run_id)
-    return ArmFacts(
+    facts = ArmFacts(
         cached_input_tokens=cached_input,
         error_kinds=kinds,
         truncated_cases=sorted(truncated),
@@ -216,30 +241,7 @@ def arm_facts(registry: Registry, run_id: str) -> ArmFacts:
         online_cost_usd=spend.online_usd,
         batch=batch,
     )
-
-
-def arm_spend(registry: Registry, run_id: str) -> ArmSpend:
-    """The run's results' cost (batch lines at batch prices) and its online equivalent; paid = not cached."""
-    cost = online = spent = spent_online = 0.0
-    with registry.session() as s:
-        rows = s.exec(
-            select(EvalResult.cost_usd, EvalResult.online_cost_usd, EvalResult.cached)
-            .where(EvalResult.run_id == run_id)
-            .execution_options(yield_per=STREAM_ROWS)
-        )
-        for c, on, cached in rows:  # summed in the rows' order, as one pass over the list summed them
-            o = on if on is not None else c
-            cost += c
-            online += o
-            if not cached:
-                spent += c
-                spent_online += o
-    return ArmSpend(
-        cost_usd=round(cost, 9),
-        online_usd=round(online, 9),
-        spent_usd=round(spent, 9),
-        spent_online_usd=round(spent_online, 9),
-    )
+    return facts, spend
 
 
 # ---------------------------------------------------------------- the report
@@ -250,6 +252,7 @@ REPORT_KEY = "report"  # the full report lives in the target arm run's summary (
 def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSummary]) -> EvalReport:
     """Compute effects, flips and the gate from the stored results; store the full report; return it."""
     by_run = {s.run_id: s for s in summaries}
+    sides = {a.run_id: provider_side(registry, a.run_id) for a in plan.arms}
     arms = [
         ArmInput(
             arm=a.arm,
@@ -258,8 +261,8 @@ def build_report(registry: Registry, plan: EvalPlan, summaries: Sequence[RunSumm
             reused=a.reused,
             summary=by_run[a.run_id].summary,
             cached_calls=by_run[a.run_id].cached_calls,
-            facts=arm_facts(registry, a.run_id),
-            spend=arm_spend(registry, a.run_id),
+            facts=sides[a.run_id][0],
+            spend=sides[a.run_id][1],
         )
         for a in plan.arms
     ]
