@@ -182,6 +182,7 @@ async def _main() -> dict[str, dict[str, float]]:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from pairshift.cli.stack import ONE_PARTITION_PER_QUEUE
     from worker.main import build_worker
 
     limit = {MODEL: {"requests": int(RATE_PER_S * WINDOW_S), "per_seconds": WINDOW_S}}
@@ -190,7 +191,7 @@ async def _main() -> dict[str, dict[str, float]]:
         dev_server_existing_path=temporal_bin(),
         ui=False,
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=["--log-level", "error"],
+        dev_server_extra_args=["--log-level", "error", *ONE_PARTITION_PER_QUEUE],  # as `pairshift server`
     )
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     try:

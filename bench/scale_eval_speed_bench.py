@@ -160,6 +160,7 @@ async def _main(with_promptfoo: bool, promptfoo_dir: Path | None = None) -> dict
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
+    from pairshift.cli.stack import ONE_PARTITION_PER_QUEUE
     from worker.main import build_worker
 
     limit = {
@@ -174,7 +175,7 @@ async def _main(with_promptfoo: bool, promptfoo_dir: Path | None = None) -> dict
         dev_server_existing_path=temporal_bin(),
         ui=False,
         data_converter=pydantic_data_converter,
-        dev_server_extra_args=["--log-level", "error"],
+        dev_server_extra_args=["--log-level", "error", *ONE_PARTITION_PER_QUEUE],  # as `pairshift server`
     )
     queue = f"bench-{uuid.uuid4().hex[:6]}"
     out: dict[str, object] = {}

