@@ -191,6 +191,18 @@ def test_rubric_reply_is_read_as_promptfoo_reads_it(
     assert (verdict.passed, verdict.score, verdict.grader_error) == (passed, pytest.approx(score), False)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    ["{" * 50_000, '{"pass": ' + "[" * 5_000 + "}", "{[" * 3_000],
+    ids=["deep-braces", "deep-brackets", "deep-mixed"],
+)
+def test_a_hostile_rubric_reply_is_unreadable_not_a_crash(reply: str) -> None:
+    # A judge's reply can echo the text it judged. Deep nesting raised RecursionError out of the scorer.
+    verdict = parse_rubric_reply(reply, None)
+    assert (verdict.passed, verdict.grader_error) == (False, True)
+    assert "Could not read" in verdict.reason
+
+
 def test_javascript_is_refused_at_import_without_node(monkeypatch: pytest.MonkeyPatch) -> None:
     from pairshift.datasets import DatasetError
     from pairshift.scorers import scripts

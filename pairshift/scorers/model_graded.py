@@ -87,14 +87,20 @@ def grading_prompts_version() -> str:
     return hashlib.sha256(probe.encode()).hexdigest()[:16]
 
 
+# A judge's reply is model output and may echo the hostile text it judged. Both parsers recurse per nesting
+# level (a reply of 1,000 "{" raised RecursionError out of the scorer), and the brace scan below restarts at
+# every "{": an object nested deeper than this is not a verdict, so a span stops being read past it.
+MAX_REPLY_DEPTH = 64
+
+
 def _loose_object(candidate: str) -> Any:
     try:
         return json.loads(candidate)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
         return yaml.safe_load(candidate)  # the YAML flow form reads {pass: true} as promptfoo's js-yaml does
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
 
 
@@ -102,7 +108,9 @@ def loose_json_objects(text: str) -> list[Any]:
     """Objects in a judge's reply the way promptfoo's extractJsonObjects finds them (src/util/json.ts).
 
     From each ``{``, braces are counted (strings are not special) and the span is read once balanced, or at
-    the end of the text with the missing ``}`` added; ``//`` comments are not handled.
+    the end of the text with the missing ``}`` added; ``//`` comments are not handled. Unlike promptfoo, a
+    span nested deeper than ``MAX_REPLY_DEPTH`` is given up (no verdict is that deep), which keeps the scan
+    linear in the reply's length.
     """
     found: list[Any] = []
     i = 0
@@ -114,6 +122,8 @@ def loose_json_objects(text: str) -> list[Any]:
         while j < len(text) and depth > 0:
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             j += 1
+            if depth > MAX_REPLY_DEPTH:
+                break
             if depth == 0 or j == len(text):
                 obj = _loose_object(text[i:j] + "}" * depth)
                 if isinstance(obj, dict):
