@@ -63,6 +63,8 @@ from pairshift.unit_stats import RatioSums, VariantStats, ratio_variance  # noqa
 SECTION = "## Shadow stage: the pairwise win-rate gate"
 SHADOW = Stage(shadow=10, min_hours=6, max_hours=24)
 SUMS = ("y", "n", "yy", "nn", "yn", "units", "call_sq")
+BATCH = 500  # canaries simulated at once, each batch with a fresh population of units
+POWER_BATCH = 50  # power rows have fewer canaries: 50 a population, so no row rests on one population
 PREFERENCES = ("A", "B", "tie", None)
 # pair_score of every (candidate shown as A, candidate shown as B) reply; NaN where the pair is dropped
 PAIR_SCORES = np.array(
@@ -257,6 +259,7 @@ class Outcome:
     pairs: float
     units: float
     design_effect: float
+    pair_variance: float = 0.0
 
 
 def run(rng: np.random.Generator, sc: Scenario, canaries: int, pairs_per_hour: float, batch: int) -> Outcome:
@@ -267,7 +270,7 @@ def run(rng: np.random.Generator, sc: Scenario, canaries: int, pairs_per_hour: f
     checks = int(round(hours_total * 60 / minutes))
     hours = np.arange(1, checks + 1) * minutes / 60
     out = Outcome(canaries, 0, 0, [], [], [], [], 0.0, 0.0, 0.0, 0.0)
-    means, pairs, units, deffs = [], [], [], []
+    means, pairs, units, deffs, pvars = [], [], [], [], []
     done = 0
     while done < canaries:
         size = min(batch, canaries - done)
@@ -294,11 +297,13 @@ def run(rng: np.random.Generator, sc: Scenario, canaries: int, pairs_per_hour: f
         _, clustered = ratio_variance("bounded", y, n, yy, nn, yn, u, cq)
         _, per_pair = seq.bounded_mean(y, cq, n)
         deffs.append(clustered / per_pair)
+        pvars.append(per_pair * n)
         done += size
     out.mean_score = float(np.mean(np.concatenate(means)))
     out.pairs = float(np.mean(np.concatenate(pairs)))
     out.units = float(np.mean(np.concatenate(units)))
     out.design_effect = float(np.median(np.concatenate(deffs)))
+    out.pair_variance = float(np.median(np.concatenate(pvars)))
     return out
 
 
@@ -363,8 +368,8 @@ def main() -> int:
         ),
         Scenario("drift on 20% of inputs (mean 0.40), margin 0.05", drift=0.20),
     ]
-    rows = [(sc, run(rng, sc, n, args.pairs_per_hour, 500)) for sc, n in calibration]
-    power_rows = [(sc, run(rng, sc, args.power_canaries, args.pairs_per_hour, 500)) for sc in power]
+    rows = [(sc, run(rng, sc, n, args.pairs_per_hour, BATCH)) for sc, n in calibration]
+    power_rows = [(sc, run(rng, sc, args.power_canaries, args.pairs_per_hour, POWER_BATCH)) for sc in power]
     elapsed = time.perf_counter() - started
     text = _markdown(args, judge, rows, power_rows, elapsed)
     _write_section(args.out, text)
@@ -390,8 +395,9 @@ def _markdown(args, judge, rows, power_rows, elapsed) -> str:  # type: ignore[no
         "at any check, a pass from min_hours with min_samples auto).",
         f"- {args.pairs_per_hour:g} judged pairs an hour (about {args.pairs_per_hour * hours:,.0f} a stage) "
         f"from {judge.units:,} units with log-normal activity (sigma {judge.activity_sigma:g}): "
-        "heavy-tailed pairs per unit, a fresh population every 500 canaries. Each pair judged in both "
-        "orders; latent quality difference = the candidate's shift + the unit's preference (sd "
+        f"heavy-tailed pairs per unit, a fresh population every {BATCH} canaries ({POWER_BATCH} in power "
+        "rows). Each pair judged in both orders; latent quality difference = the candidate's shift + the "
+        "unit's preference (sd "
         f"{judge.unit_sd:g}, logit: a user whose inputs make the judge prefer one side) + the input's (sd "
         f"{judge.input_sd:g}); ties {judge.tie:.0%} per order; position bias {judge.bias:g} on the logit "
         f"toward output A (the judge says A on {expit(judge.bias):.0%} of untied equal pairs); "
@@ -415,6 +421,9 @@ def _markdown(args, judge, rows, power_rows, elapsed) -> str:  # type: ignore[no
             f"| {sc.name} | {_rate(o.breached, o.runs)} | {o.mean_score:.4f} | "
             f"{o.pairs:,.0f} / {o.units:,.0f} | {o.design_effect:.2f} | {o.passed / o.runs:.3f} ({passed}) |"
         )
+    var, deff = rows[0][1].pair_variance, rows[0][1].design_effect
+    loose = required_pairs(policy_for(0.05), var, deff)
+    tight = required_pairs(policy_for(0.025), var, deff)
     lines += [
         "",
         "Design effect: the median over canaries of the cluster-robust over the per-pair variance of the "
@@ -428,9 +437,10 @@ def _markdown(args, judge, rows, power_rows, elapsed) -> str:  # type: ignore[no
         "prefers control in both orders, whatever its position bias; on the other inputs the candidate is "
         "identical. A drift on 10% of inputs loses 10% more pairs outright and lowers the mean pair score to "
         "0.45: *exactly* the default margin 0.05, which the gate is built not to roll back (it is caught at "
-        "the false-breach rate). To catch it, set `canary.metrics.win_rate.max_decrease: 0.025`; then the "
-        "units bound the power more than the pairs do (more pairs from the same heavy units add little: "
-        "each unit's preference does not average out within the unit).",
+        "about the false-breach rate). To catch it, set `canary.metrics.win_rate.max_decrease: 0.025`; the "
+        f"price: an identical candidate then needs {tight:,} judged pairs to pass instead of {loose:,} "
+        f"(`required_pairs` at the identical row's pair variance {var:.3f} and design effect {deff:.2f}), "
+        f"more than a {hours:g} h stage of {args.pairs_per_hour:g} pairs an hour judges.",
         "",
         "| scenario | caught within the stage | median pairs at the breach | median units | median hours |",
         "|---|---|---|---|---|",
