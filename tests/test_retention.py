@@ -129,7 +129,11 @@ async def test_the_retention_workflow_rolls_up_as_of_its_clock(use_registry: str
     _store(registry, [_obs(datetime.now(UTC) - timedelta(days=3), i) for i in range(5)])
     queue = f"retention-{uuid.uuid4().hex[:8]}"
     client = time_skipping_env.client
-    with ThreadPoolExecutor(2) as pool:
+    # The server's clock stays at the real time here: awaiting a result with automatic time skipping let the
+    # server jump to its next timer (a workflow's 10-year run timeout) whenever the worker had not taken the
+    # workflow task yet: "now" was once 2036 here, and the rollup walked 3,650 empty days (20-37 s).
+    began = datetime.now(UTC)
+    with ThreadPoolExecutor(2) as pool, time_skipping_env.auto_time_skipping_disabled():
         async with Worker(
             client,
             task_queue=queue,
@@ -144,3 +148,6 @@ async def test_the_retention_workflow_rolls_up_as_of_its_clock(use_registry: str
                 RetentionWorkflow.run, RetentionRequest(retention_days=2), id=f"{queue}-b", task_queue=queue
             )
     assert (kept.rolled_up, pruned.rolled_up) == (0, 5) and _count(registry) == 0
+    # as of the workflow's clock (the time-skipping server's, here the real time): 30 and 2 days before it
+    assert abs(kept.cutoff - (began - timedelta(days=30))) < timedelta(minutes=5), kept.cutoff
+    assert abs(pruned.cutoff - (began - timedelta(days=2))) < timedelta(minutes=5), pruned.cutoff
