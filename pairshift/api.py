@@ -47,7 +47,7 @@ from pairshift.api_guard import (
     require,
 )
 from pairshift.completion import Served, ServeError, serve
-from pairshift.gateway import gateway_routes
+from pairshift.gateway import GatewayRoutes, gateway_routes
 from pairshift.observations import MAX_BATCH, BatchRejected, ObservationBatch, ObservationWriter, store_batch
 from pairshift.observations.split_check import check_against_split
 from pairshift.registry.models import MigrationRow
@@ -570,6 +570,8 @@ def create_app(
         description="Router, observations and migration status of pairshift (PRODUCT §9).",
     )
     app.state.pairshift = state
+    # the gateway's two routes before the router (pairshift.gateway.GatewayRoutes), inside the body limit
+    app.add_middleware(GatewayRoutes, state=state, exception_handlers=app.exception_handlers)
     app.add_middleware(
         BodyLimit,
         default=max_body_bytes or settings.api_max_body_bytes,

@@ -647,6 +647,9 @@ class Streaming:
             self._record_abandoned(seen)
             await _close(self._events)
             raise
+        # Closed here, not left to the garbage collector: an async generator finalised by it costs the event
+        # loop a self-pipe wake-up (call_soon_threadsafe) on every stream.
+        await _close(self._events)
         self.completion = event
         self._record(event)
 

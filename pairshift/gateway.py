@@ -17,6 +17,8 @@ what the gateway does not take (tools, images, n > 1) or a deployment that rende
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import time
 import uuid
@@ -326,49 +328,87 @@ def anthropic_answer(c: Completion) -> dict[str, Any]:
 # ---- routes
 
 
-def gateway_routes(state: Any) -> APIRouter:
-    """The two wire routes; ``state`` is the API's per-app state (routers, token cache, registry)."""
-    api = APIRouter(tags=["gateway"])
-
-    async def handle(request: Request, wire: Wire) -> Response:
+async def handle(request: Request, wire: Wire, state: Any) -> Response:
+    """One request of either wire: authorize, parse, route, serve (or stream); every failure in the wire's
+    shape. ``state`` is the API's per-app state (routers, token cache, registry)."""
+    try:
+        await _authorize(request, state)
         try:
-            await _authorize(request, state)
-            try:
-                body = json.loads(await request.body())
-            except ValueError:
-                raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
-            req = parse_openai(request, body) if wire == "openai" else parse_anthropic(request, body)
-            router = state.routers.get(req.deployment)  # started: no thread hop
-            router = _external(router) if router else await run_in_threadpool(_router, state, req.deployment)
-            if req.stream:
-                return await _stream(router, req, wire)
-            served = await serve(
-                router,
-                req.unit,
-                _call_for(router, req),
-                prompt_version=req.prompt_version,
-                capture_request=_capture_request(req),
-            )
-        except GatewayError as err:
-            return error_response(wire, err)
-        except ServeError as exc:
-            return error_response(wire, GatewayError(exc.status, "provider", exc.message))
-        answer = openai_answer(served.completion) if wire == "openai" else anthropic_answer(served.completion)
-        return JSONResponse(answer, headers=_headers(served.assignment, served.served, served.fallback_from))
+            body = json.loads(await request.body())
+        except ValueError:
+            raise GatewayError(400, "invalid_request", "the request body is not valid JSON") from None
+        req = parse_openai(request, body) if wire == "openai" else parse_anthropic(request, body)
+        router = state.routers.get(req.deployment)  # started: no thread hop
+        router = _external(router) if router else await run_in_threadpool(_router, state, req.deployment)
+        if req.stream:
+            return await _stream(router, req, wire)
+        served = await serve(
+            router,
+            req.unit,
+            _call_for(router, req),
+            prompt_version=req.prompt_version,
+            capture_request=_capture_request(req),
+        )
+    except GatewayError as err:
+        return error_response(wire, err)
+    except ServeError as exc:
+        return error_response(wire, GatewayError(exc.status, "provider", exc.message))
+    answer = openai_answer(served.completion) if wire == "openai" else anthropic_answer(served.completion)
+    return JSONResponse(answer, headers=_headers(served.assignment, served.served, served.fallback_from))
+
+
+def gateway_routes(state: Any) -> APIRouter:
+    """The two wire routes, as the API's OpenAPI document shows them. ``pairshift api`` serves them through
+    :class:`GatewayRoutes` in front of its router (the same :func:`handle`); these serve an app without it."""
+    api = APIRouter(tags=["gateway"])
 
     @api.post(
         "/v1/chat/completions", summary="OpenAI chat completions, routed by deployment (scope complete)"
     )
     async def chat_completions(request: Request) -> Response:
         """The OpenAI wire: ``model`` names a ``prompt: external`` deployment (module doc)."""
-        return await handle(request, "openai")
+        return await handle(request, "openai", state)
 
     @api.post("/v1/messages", summary="Anthropic Messages, routed by deployment (scope complete)")
     async def messages(request: Request) -> Response:
         """The Anthropic wire: ``model`` names a ``prompt: external`` deployment (module doc)."""
-        return await handle(request, "anthropic")
+        return await handle(request, "anthropic", state)
 
     return api
+
+
+PATHS: dict[str, Wire] = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
+
+
+class GatewayRoutes:
+    """ASGI middleware serving ``POST`` on the two wire routes before the app's router: the gateway's hot path
+    without FastAPI's route matching (every route tried in turn) and per-request dependency machinery, which
+    cost about a fifth of a gateway request's CPU (bench/results/gateway.md). Every other request, and any
+    other method on these paths, goes on to the app. An exception :func:`handle` does not answer itself (a
+    registry error) is answered by the app's exception handler for it, as it would be behind the router."""
+
+    def __init__(self, app: Any, *, state: Any, exception_handlers: dict[Any, Any]) -> None:
+        self.app, self.state, self.exception_handlers = app, state, exception_handlers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        wire = PATHS.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if wire is None or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await handle(request, wire, self.state)
+        except Exception as exc:
+            handler = next(
+                (self.exception_handlers[t] for t in type(exc).__mro__ if t in self.exception_handlers), None
+            )
+            if handler is None:
+                raise
+            if inspect.iscoroutinefunction(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+        await response(scope, receive, send)
 
 
 async def _authorize(request: Request, state: Any) -> None:
@@ -519,15 +559,41 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
 class EventStream(StreamingResponse):
     """A stream of ``(bytes, last)`` pieces, each written as it comes; the last one in the same write as the
     body's end (a client reading to the end waits for that end: one write instead of two, and what the
-    generator does after the last piece, recording the observation, is off the client's path). Disconnects
-    are watched as by Starlette's ``StreamingResponse``: a client gone cancels the stream."""
+    generator does after the last piece, recording the observation, is off the client's path).
 
-    async def stream_response(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        ended = False
-        async for data, last in self.body_iterator:  # type: ignore[misc]
+    A client gone cancels the stream, as with Starlette's ``StreamingResponse``, but watched by one plain
+    task instead of an anyio task group and its cancel scopes: the watcher cancels the streaming task, whose
+    generators record the stream as abandoned and close the provider's; the response then ends quietly. A
+    disconnect after the last piece went out changes nothing (the response was whole)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        ended = gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
             if not ended:
-                await send({"type": "http.response.body", "body": data, "more_body": not last})
-                ended = last
-        if not ended:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async for data, last in self.body_iterator:  # type: ignore[misc]
+                if not ended:
+                    ended = last  # before the write: the watcher leaves a whole response alone
+                    await send({"type": "http.response.body", "body": data, "more_body": not last})
+            if not ended:
+                ended = True
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()  # the client left: the stream's generators recorded it
+        finally:
+            watcher.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -55,3 +57,41 @@ def test_worker_connections_send_without_nagles_delay(monkeypatch: pytest.Monkey
                     object.__new__(NoDelayHttpToolsProtocol), Transport()
                 )
                 assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+async def test_a_response_head_goes_out_with_its_first_body_bytes() -> None:
+    """uvicorn writes a response's head at http.response.start: held for the body's first write of the same
+    turn (one send), else sent at the turn's end; closing sends what is held first."""
+    from pairshift.cli.api_protocol import HeadWithBody
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name: str) -> object:
+            return name
+
+    transport = Transport()
+    wrapped = HeadWithBody(transport)  # type: ignore[arg-type]
+    wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    wrapped.write(b"{}")
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    wrapped.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")  # a stream not ready yet
+    assert len(transport.writes) == 1
+    await asyncio.sleep(0)  # the turn ends: the head goes alone
+    assert transport.writes[-1].startswith(b"HTTP/1.1 200") and len(transport.writes) == 2
+    wrapped.write(b"5\r\nhello\r\n")
+    wrapped.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
+    wrapped.close()
+    assert transport.writes[2:] == [b"5\r\nhello\r\n", b"HTTP/1.1 500 Internal Server Error\r\n\r\n"]
+    assert transport.closed and wrapped.get_extra_info("socket") == "socket"

@@ -343,3 +343,78 @@ async def test_the_last_piece_is_written_with_the_bodys_end_before_the_work_afte
     bodies = [(m["body"], m["more_body"]) for m in sent if isinstance(m, dict) and "body" in m]
     assert bodies == [(b"data: 1\n\n", True), (b"data: [DONE]\n\n", False)]
     assert sent[-1] == "recorded"
+
+
+async def _stream_through(pieces, disconnect: asyncio.Event) -> list:
+    """An EventStream of ``pieces`` to a client that hangs up once ``disconnect`` is set."""
+    sent: list = []
+
+    async def receive():
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await EventStream(pieces)({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send)
+    await asyncio.sleep(0)  # the task was not left cancelled: it awaits on
+    return sent
+
+
+async def test_a_client_gone_mid_stream_cancels_the_stream_and_the_response_ends_quietly():
+    gone, closed = asyncio.Event(), []
+
+    async def pieces():
+        try:
+            yield b"data: 1\n\n", False
+            gone.set()  # the client hangs up while the model still generates
+            await asyncio.Event().wait()
+            yield b"data: never\n\n", True
+        finally:
+            closed.append("closed")  # where Streaming.reads records `abandoned` and closes the provider
+
+    sent = await asyncio.wait_for(_stream_through(pieces(), gone), 10)
+    assert [m.get("body") for m in sent if "body" in m] == [b"data: 1\n\n"] and closed == ["closed"]
+
+
+async def test_a_disconnect_after_the_last_piece_changes_nothing():
+    gone, done = asyncio.Event(), []
+
+    async def pieces():
+        yield b"data: [DONE]\n\n", True
+        gone.set()  # the client has the whole response and leaves
+        await asyncio.sleep(0.01)  # the work after the last piece (recording) suspends meanwhile
+        done.append("recorded")
+
+    sent = await _stream_through(pieces(), gone)
+    assert done == ["recorded"] and sent[-1] == {
+        "type": "http.response.body",
+        "body": b"data: [DONE]\n\n",
+        "more_body": False,
+    }
+
+
+def test_the_wire_routes_are_served_before_the_router_with_the_apps_error_handlers(
+    sqlite_registry, monkeypatch
+):
+    """POST on the two paths is answered by GatewayRoutes; a registry error there gets the app's own 503
+    answer; another method goes on to the router (405), as do the OpenAPI entries of the routes."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import OperationalError
+
+    app = create_app(sqlite_registry)
+    token = api_token(sqlite_registry, "complete")
+
+    def unreachable(registry, token):
+        raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(app.state.pairshift.token_cache, "lookup", unreachable)
+    with TestClient(app) as client:
+        body = {"model": DEPLOYMENT, "messages": MESSAGES}
+        answer = client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {token}"})
+        assert answer.status_code == 503
+        assert answer.json() == {"error": "registry unavailable: OperationalError", "detail": []}
+        assert client.post("/v1/messages", json=body).status_code == 401  # no key: the wire's own answer
+        assert client.get("/v1/chat/completions").status_code == 405
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "post" in paths["/v1/chat/completions"] and "post" in paths["/v1/messages"]

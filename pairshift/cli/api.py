@@ -118,6 +118,8 @@ def api(
     if tracing:
         console.print("traces exported over OTLP (OTEL_EXPORTER_OTLP_ENDPOINT)", soft_wrap=True)
     try:
-        uvicorn.run(app, host=host, port=port, http="httptools", log_level="warning")
+        from pairshift.cli.api_protocol import NoDelayHttpToolsProtocol
+
+        uvicorn.run(app, host=host, port=port, http=NoDelayHttpToolsProtocol, log_level="warning")
     finally:
         shutdown_tracing()  # flush the spans still batched
