@@ -112,3 +112,29 @@ def test_the_daily_cap_is_shared_with_the_canary_judge_and_holds(pairshift_env, 
         shadow.judge_pairs(reg, "support-triage", MIGRATION, 100.0, judge, now=now + timedelta(days=1))
     )
     assert tomorrow.judged > 0 and tomorrow.spent_today_usd <= cap
+
+
+def test_the_report_shows_the_shadow_stage_side_by_side(pairshift_env, tmp_path) -> None:
+    from pairshift import shadow_report
+    from pairshift.registry.models import MigrationRow
+
+    _mirrored(tmp_path, requests=120)
+    reg = open_registry()
+    canary = CanaryPolicy.model_validate({"judge": JUDGE})
+    asyncio.run(shadow.judge_pairs(reg, "support-triage", MIGRATION, 100.0, canary.judge, now=utcnow()))
+    with reg.session() as s:
+        (fig,) = [shadow_report.stage_figures(s, MIGRATION, 100.0)]
+        assert s.scalar(select(MigrationRow.run_id).limit(1)) is None  # no workflow here: read by key
+    assert fig.mirrored == 120 and fig.judged == fig.wins + fig.ties + fig.losses == 100
+    assert fig.losses > 0 and fig.win_rate is not None and fig.win_rate_ci[0] < fig.win_rate < 0.5
+    assert fig.control.calls == fig.candidate.calls == 120 and fig.control.invalid_rate == 0
+    assert (
+        fig.candidate.invalid_rate > 0 and fig.candidate.latency_p95_ms and fig.control.cost_per_call_usd > 0
+    )
+    worst = fig.examples[0]
+    assert worst["candidate"].startswith("Triage for [REDACTED]:") and worst["verdict"].startswith(
+        "candidate as A: B"
+    )
+    text = shadow_report.render_markdown([fig])
+    assert "### shadow 100%: 120 requests mirrored, 100 pairs judged in both orders" in text
+    assert "| candidate | 120 |" in text and "judge: candidate as A: B; as B: A" in text

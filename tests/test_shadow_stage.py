@@ -143,3 +143,10 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
     assert {p.score for p in judged if p.candidate_outcome == "ok"} == {0.5}, "identical JSON: ties"
     assert (dep.canary_percent, dep.shadow_percent, dep.candidate_model) == (0.0, 0.0, None), "restored"
     assert status.stage is not None and status.stage.shadow == 50 and status.stage.percent == 0
+    from pairshift import shadow_report
+
+    (fig,) = shadow_report.shadow_figures(open_registry(), handle.id)  # migrate report's shadow section
+    assert fig.shadow == 50 and fig.mirrored == len(pairs) and fig.losses > 0 and fig.wins == 0
+    assert fig.win_rate_ci is not None and fig.win_rate_ci[1] < 0.5, "the candidate shown worse than control"
+    assert fig.control.invalid_rate == 0 and fig.candidate.invalid_ci[0] > 0
+    assert fig.examples and fig.examples[0]["candidate"].startswith("Triage for [REDACTED]:")

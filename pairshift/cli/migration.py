@@ -324,7 +324,8 @@ def report(
 ) -> None:
     """Show a migration's report: the eval (the 2x2, effects with CIs, flipped cases, gate) and the canary's
     quality (figures per stage and variant, invalid rate by check per stage, the canary judge's scores and
-    spend per stage, top failing online checks with redacted examples)."""
+    spend per stage, top failing online checks with redacted examples) and the shadow stages (win rate, both
+    arms on the mirrored requests, side-by-side examples)."""
 
     async def go():
         handle = await _handle(ident)
@@ -343,6 +344,8 @@ def report(
     from pairshift.output_samples import render_markdown as quality_markdown
     from pairshift.registry import open_registry
     from pairshift.reports import render_html, render_markdown
+    from pairshift.shadow_report import render_markdown as shadow_markdown
+    from pairshift.shadow_report import shadow_figures
 
     report = EvalReport.model_validate(data)
     registry = open_registry()
@@ -352,6 +355,7 @@ def report(
         pass
     quality = canary_quality(registry, report.deployment, handle_id)
     stage_checks, judge = stage_quality.report_figures(registry, report.deployment, handle_id)
+    shadow = shadow_figures(registry, handle_id)  # the shadow stages' section (issue 17 item 3)
     if json_out:
         emit_json(
             {
@@ -360,6 +364,7 @@ def report(
                 "canary_stages": [f.model_dump() for f in quality.stages],
                 "canary_stage_checks": [r.model_dump() for r in stage_checks],
                 "canary_judge": [j.model_dump() for j in judge],
+                "shadow_stages": [f.model_dump() for f in shadow],
             }
         )
     else:
@@ -367,6 +372,8 @@ def report(
         console.print(quality_markdown(quality.checks, quality.stages), markup=False)
         if stage_checks or judge:
             console.print(stage_quality.render_markdown(stage_checks, judge), markup=False)
+        if shadow:
+            console.print(shadow_markdown(shadow), markup=False)
     if html:
         html.write_text(render_html(report, flipped_outputs(registry, report)))
         console.print(f"HTML report: {html}")
