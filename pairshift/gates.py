@@ -46,7 +46,9 @@ orders, :mod:`pairshift.pairwise`):
 1. No SRM check: both arms answer the same requests, so there is no split to break; the stage's whole alpha
    share goes to its metrics (:func:`shadow_metrics`: the error and invalid rates, latency p95 and cost per
    call of the mirrored requests in each arm, judged by the same code as step 3, and the win rate; ``score``
-   is left out, the win rate is a shadow stage's measure of quality).
+   is left out, the win rate is a shadow stage's measure of quality). The latency p95 reads the same order
+   statistics as a live stage's (:func:`latency_ranks`, at :func:`metric_alpha`, a little below the shadow
+   share), so it spends less than its share.
 2. **Win rate**: the candidate's mean pair score (win 1, tie 0.5, loss 0 per order, averaged over the two
    orders) against 0.5, an as-good-as-control candidate's, as a ratio estimator over units (a unit's pair
    scores over its judged pairs, cluster-robust variance: one user's inputs may sway the judge one way) with
@@ -465,10 +467,14 @@ def shadow_gate(
     lost = {v: s.lost for v, s in (("control", control), ("candidate", candidate)) if s.lost}
     alpha = shadow_metric_alpha(canary)
     names = shadow_metrics(canary)
+    # The latency p95 reads the order statistics the store fetched for a live stage (latency_ranks, at the
+    # live metric alpha, a little below the shadow share): it spends less than its share, which is safe.
     metrics = {
         name: _win_rate(pairs, canary, alpha)
         if name == "win_rate"
-        else _judge_metric(name, control, candidate, canary, alpha)
+        else _judge_metric(
+            name, control, candidate, canary, metric_alpha(canary) if name == "latency_p95" else alpha
+        )
         for name in names
     }
     judged = "win_rate" in names

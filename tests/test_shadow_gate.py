@@ -181,6 +181,8 @@ def test_metrics_payload_and_alpha() -> None:
         win["alpha"] == pytest.approx(stage_alpha(policy) / 5) == pytest.approx(shadow_metric_alpha(policy))
     )
     assert check.metrics["error_rate"]["alpha"] == win["alpha"]
+    # latency reads the order statistics the store fetches for any stage (latency_ranks): their alpha
+    assert check.metrics["latency_p95"]["alpha"] == metric_alpha(policy) < win["alpha"]
     assert check.decision == "pass" and check.min_samples >= MIN_SAMPLES_FLOOR
 
 
