@@ -76,8 +76,8 @@ def parse_preference(reply: str) -> Preference | None:
     reply that is only ``A``, ``B`` or ``tie`` (fences, quotes and a full stop allowed). Winner values are
     case-insensitive; ``draw``, ``equal``, ``both`` and ``neither`` read as a tie. Anything else (no winner,
     an unknown one such as ``C``) is None: the pair is unreadable, never guessed. Only the first
-    :data:`REPLY_MAX` characters are read, in milliseconds (the eval judge's YAML fallback is quadratic and
-    recurses on nested brackets, so it is not reused here).
+    :data:`REPLY_MAX` characters are read, in milliseconds whatever they hold (the ``winner:`` pattern stands
+    in for the eval judge's YAML fallback, which parses every brace-balanced span).
     """
     if not isinstance(reply, str):
         return None
