@@ -198,28 +198,37 @@ def main() -> int:
                 argv = [sys.executable, str(script), str(args.profile.resolve()), *argv[1:]]
             api = subprocess.Popen(argv, env=env)
             gateways = {"gateway": (api, api_port)}
-            if args.against is not None:
-                import sqlite3
-
+            tokens = {"gateway": token}
+            if args.against is not None:  # its own registry, set up by its own code (its own migrations)
                 (home / "other").mkdir()
-                with (
-                    sqlite3.connect(home / "registry.db") as src,
-                    sqlite3.connect(home / "other" / "registry.db") as dst,
-                ):
-                    src.backup(dst)  # WAL included: a file copy could miss the last writes
                 other_env = {
                     **env,
                     "PYTHONPATH": str(args.against.resolve()),
                     "PAIRSHIFT_HOME": str(home / "other"),
                     "PAIRSHIFT_DATABASE_URL": f"sqlite:///{home / 'other' / 'registry.db'}",
                 }
+                setup = (
+                    "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                    "from gateway_bench import _setup; sys.path.insert(0, sys.argv[2]); "
+                    "print(_setup(Path(sys.argv[3]), sys.argv[4]))"
+                )
+                tokens["against"] = subprocess.run(
+                    [sys.executable, "-c", setup, str(REPO / "bench"), str(args.against.resolve())]
+                    + [str(home / "other"), sim_url],
+                    env=other_env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()[-1]
                 other = subprocess.Popen([exe, "api", "--port", str(other_port)], env=other_env)
                 gateways["against"] = (other, other_port)
             for proc, port in gateways.values():
                 _wait(f"http://127.0.0.1:{port}/healthz", proc)
             direct = openai.OpenAI(base_url=f"{sim_url}/v1", api_key="sk-local", max_retries=0)
             clients = {
-                name: openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
+                name: openai.OpenAI(
+                    base_url=f"http://127.0.0.1:{port}/v1", api_key=tokens[name], max_retries=0
+                )
                 for name, (_proc, port) in gateways.items()
             }
             rows = []
