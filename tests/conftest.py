@@ -228,6 +228,12 @@ def _sandbox_validates_each_workflow_once() -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SandboxedWorkflowRunner, "prepare_workflow", prepare_once)
+        # The first Worker of a process also hashed the bytecode of every loaded module into its default build
+        # id (1.2-1.6 s, recompiling pairshift's modules where PYTHONDONTWRITEBYTECODE is set); no test uses
+        # worker versioning, so a fixed id serves.
+        import temporalio.worker._worker as worker_module
+
+        patch.setattr(worker_module, "_default_build_id", "pairshift-tests")
         yield
 
 
