@@ -184,3 +184,41 @@ async def test_an_origin_behind_a_proxy_goes_through_httpx(monkeypatch):
     assert response.json() == {"via": "httpx"} and seen[0].headers["content-type"] == "application/json"
     assert json.loads(seen[0].content) == {"a": 1}
     await client._proxied.aclose()
+
+
+async def test_a_large_answer_read_slowly_pauses_reading_and_arrives_whole():
+    body = bytes(range(256)) * 4096  # 1 MiB, over the high-water mark
+
+    async with Server(lambda request, n: ok(body)) as server:
+        client = http1.Client()
+        async with client.stream("POST", server.url, json={}, headers={}) as response:
+            await asyncio.sleep(0.05)  # the consumer is late: the answer piles up, reading pauses
+            conn = response._conn
+            assert conn is not None and conn.paused and conn.buffered < len(body)  # not all of it read
+            got = b"".join([part async for part in response.aiter_bytes()])
+        assert got == body and len(client._idle[("http", "127.0.0.1", server.port)]) == 1
+
+
+async def test_a_stream_that_stalls_mid_answer_times_out_and_its_connection_is_dropped():
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\ndata: 1\r\n"
+    async with Server(lambda request, n: [head, 5.0]) as server:
+        client = http1.Client()
+        with pytest.raises(httpx.ReadTimeout):
+            async with client.stream("POST", server.url, json={}, headers={}, timeout=0.1) as response:
+                async for _part in response.aiter_bytes():
+                    pass
+        assert not client._idle.get(("http", "127.0.0.1", server.port))
+        assert client._open._value == http1.MAX_CONNECTIONS  # its slot is free again
+
+
+async def test_a_request_cancelled_while_waiting_frees_its_slot_and_drops_its_connection():
+    async with Server(lambda request, n: [5.0, ok()]) as server:
+        client = http1.Client()
+        task = asyncio.create_task(client.post(server.url, json={}, headers={}))
+        while not server.requests:  # the request is out; the answer is not coming soon
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._open._value == http1.MAX_CONNECTIONS
+        assert not client._idle.get(("http", "127.0.0.1", server.port))
