@@ -41,6 +41,7 @@ SECTION = "## Big evals"
 N_CASES, EPOCHS, ROUTE_CALLS, BATCH_POLLS = 100_000, 3, 100, 150
 RSS_SIZES = (1_000, 5_000)  # cases x 1 epoch x 2 arms on the fake provider server
 WARN_EVENTS = 10_240
+BATCH_CASES: int | None = None  # --batch-cases: fixed cases per batch in the memory runs (None: automatic)
 
 
 async def _shape(client, plan: str, n_cases: int, time_skipping: bool) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -193,9 +194,10 @@ async def _rss(n_cases: int, tmp: Path, address: str, client) -> dict[str, float
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         idle = _peak_rss_mb(proc.pid)
         start = time.perf_counter()
-        await client.execute_workflow(
-            EvalWorkflow.run, eval_bench._request(True), id=f"rss-{queue}", task_queue=queue
-        )
+        request = eval_bench._request(True)
+        if BATCH_CASES:  # the same batch size at both sizes: what grows is the eval, not the batch
+            request.tuning.batch_cases = BATCH_CASES
+        await client.execute_workflow(EvalWorkflow.run, request, id=f"rss-{queue}", task_queue=queue)
         seconds = time.perf_counter() - start
         peak = _peak_rss_mb(proc.pid)
     finally:
@@ -333,6 +335,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
     parser.add_argument("--quick", action="store_true", help="a 10,000-case shape and smaller memory runs")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--batch-cases", type=int, help="cases per batch in the memory runs")
+    parser.add_argument("--skip-profile", action="store_true", help="no tracemalloc phase table")
+    parser.add_argument(
+        "--sizes", type=int, nargs=2, default=RSS_SIZES, help="the two eval sizes (cases) of the memory runs"
+    )
     parser.add_argument(
         "--memory-only",
         action="store_true",
@@ -340,9 +347,12 @@ def main() -> int:
     )
     args = parser.parse_args()
     shapes = [] if args.memory_only else asyncio.run(_shapes(10_000 if args.quick else N_CASES))
-    memory = [] if args.skip_memory else asyncio.run(_memory((200, 1_000) if args.quick else RSS_SIZES))
+    sizes = (200, 1_000) if args.quick else tuple(args.sizes)
+    global BATCH_CASES
+    BATCH_CASES = args.batch_cases
+    memory = [] if args.skip_memory else asyncio.run(_memory(sizes))
     phases = None
-    if not args.skip_memory:
+    if not args.skip_memory and not args.skip_profile:
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "eval_memory_profile.py"), "500", "2000"],
             capture_output=True,

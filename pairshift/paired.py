@@ -29,7 +29,8 @@ from pairshift.stats import ArmOutcomes, Outcomes, common_rates
 
 BOOTSTRAP_RESAMPLES = 2_000
 BOOTSTRAP_SEED = 20_241_101
-_CHUNK = 200  # resamples computed at once (bounded memory for 10,000-case evals)
+_CHUNK = 200  # resamples computed at once, at most
+_CELLS = 1_000_000  # ... and at most this many weights per array (8 MB): big evals take fewer at once
 
 
 class BlockingChange(BaseModel):
@@ -104,8 +105,10 @@ def paired_ratio(
     point_j = float(np.mean(xj) if stat == "cost" else np.percentile(xj, 95))
     rng = np.random.default_rng(seed)
     ratios = []
-    for start in range(0, resamples, _CHUNK):
-        k = min(_CHUNK, resamples - start)
+    # The chunk size changes neither the resamples nor their order (the generator draws row after row).
+    chunk = max(1, min(_CHUNK, _CELLS // max(cases.size, xb.size, xj.size)))
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
         draws = rng.multinomial(cases.size, np.full(cases.size, 1 / cases.size), size=k).astype(float)
         sb, sj = _statistic(xb, draws[:, cb], stat), _statistic(xj, draws[:, cj], stat)
         with np.errstate(invalid="ignore", divide="ignore"):

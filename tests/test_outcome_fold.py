@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 from sqlmodel import select  # noqa: E402
 from test_evals_support import eval_registry, write_config  # noqa: E402, F401 - fixture
 
-from pairshift import evals  # noqa: E402
+from pairshift import evals, paired  # noqa: E402
 from pairshift.apply import apply_path  # noqa: E402
 from pairshift.contracts.evals import DatasetRef  # noqa: E402
 from pairshift.evals import results  # noqa: E402
@@ -128,6 +128,15 @@ def test_folded_figures_are_the_per_call_figures() -> None:
     got = json.loads(json.dumps(figures(seeded_eval())))
     for key in expected:
         assert got[key] == expected[key], key
+
+
+def test_the_bootstrap_in_smaller_chunks_gives_the_same_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big eval resamples fewer cases at once (bounded memory); the resamples and their order stay."""
+    arms = seeded_eval()
+    before = [paired_ratio(arms["baseline"], arms["joint"], stat, 0.95) for stat in ("cost", "latency_p95")]
+    monkeypatch.setattr(paired, "_CELLS", 2_200)  # 720 calls: 3 resamples at a time instead of 200
+    after = [paired_ratio(arms["baseline"], arms["joint"], stat, 0.95) for stat in ("cost", "latency_p95")]
+    assert after == before
 
 
 def _arrays(arm: ArmOutcomes) -> dict[str, Any]:
