@@ -338,7 +338,7 @@ def main() -> int:
     parser.add_argument("--batch-cases", type=int, help="cases per batch in the memory runs")
     parser.add_argument("--skip-profile", action="store_true", help="no tracemalloc phase table")
     parser.add_argument(
-        "--sizes", type=int, nargs=2, default=RSS_SIZES, help="the two eval sizes (cases) of the memory runs"
+        "--sizes", type=int, nargs="+", default=RSS_SIZES, help="the eval sizes (cases) of the memory runs"
     )
     parser.add_argument(
         "--memory-only",
