@@ -106,3 +106,23 @@ def test_bad_case_or_prompt_is_refused_at_planning(eval_registry: Registry, tmp_
         evals.plan_eval(
             eval_registry, _request(to_model="sim-fresh-2025-09", to_prompt="support-triage@3"), "bad"
         )
+
+
+def test_the_paged_check_raises_what_checking_each_prompt_in_turn_raised() -> None:
+    """One pass over pages of cases, but the error is the first prompt's first bad case, even when the second
+    prompt fails on an earlier page; the second prompt's error only when the first renders every case."""
+    from pairshift.datasets import Case
+    from pairshift.evals.planning import _check_cases
+    from pairshift.registry.models import PromptVersion
+
+    def prompt(pid: str, template: str) -> PromptVersion:
+        return PromptVersion(id=pid, name="p", version="1", template=template, content_hash="x")
+
+    pages = [[Case(id=f"c{p}{i}", vars={"a": "x"} if p < 2 else {}) for i in range(3)] for p in range(3)]
+    late = prompt("p@late", "{{ a }}")  # fails on the last page (no var a)
+    early = prompt("p@early", "{{ missing }}")  # fails on the first page
+    with pytest.raises(evals.EvalInputError, match="p@late cannot render case 'c20'"):
+        _check_cases([late, early], pages)
+    with pytest.raises(evals.EvalInputError, match="p@early cannot render case 'c00'"):
+        _check_cases([prompt("p@ok", "hello"), early], pages)
+    assert _check_cases([prompt("p@ok", "hello")], pages) is None
