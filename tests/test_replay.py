@@ -56,6 +56,8 @@ EXPECTED = {
     "provider_batch_continued_first_run",
     "provider_batch_continued_last_run",
     "scan_started",  # a DeprecationScanWorkflow that started a migration and sent a reminder
+    # issue 17 item 3 (test_shadow_stage.py, PAIRSHIFT_RECORD_SHADOW_HISTORY=1): rolled back in a shadow stage
+    "migration_shadow_rolled_back",
 }
 
 

@@ -13,20 +13,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
-from migration_harness import TEST_POLICY, small_examples, start, wait_for, waiting_on
+from migration_harness import TEST_POLICY, small_examples, wait_for, waiting_on
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
 from activities import ALL_ACTIVITIES
 from activities.migration import check_stage
 from pairshift.apply import apply_path
 from pairshift.contracts.gates import StageCheck
-from pairshift.contracts.migration import DecideUpdate, StageCheckInput
+from pairshift.contracts.migration import DecideUpdate, MigrationRequest, StageCheckInput, migration_id
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Observation, ShadowPair
 from pairshift.router import Router
@@ -35,6 +38,9 @@ from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
 
 pytestmark = pytest.mark.e2e
+
+HISTORY = Path(__file__).resolve().parent / "histories" / "migration_shadow_rolled_back.json"
+RECORD = bool(os.environ.get("PAIRSHIFT_RECORD_SHADOW_HISTORY"))  # refresh the kept copy (test_replay.py)
 
 DRIFT = "sim-drift-2026-07"
 JUDGE = {
@@ -108,7 +114,18 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
             activity_executor=pool_exec,
             max_concurrent_activities=8,
         ):
-            handle = await start(client, task_queue, to_model=DRIFT, to_prompt="support-triage@2")
+            # the id a migration of support-triage has by default (test_replay.py reads histories under it)
+            handle = await client.start_workflow(
+                MigrationWorkflow.run,
+                MigrationRequest(
+                    deployment="support-triage",
+                    to_model=DRIFT,
+                    to_prompt="support-triage@2",
+                    requested_by="carol",
+                ),
+                id=migration_id("support-triage"),
+                task_queue=task_queue,
+            )
             st = await wait_for(handle, waiting_on(0), timeout_s=120)
             assert st.eval is not None and st.eval["gate"]["decision"] == "pass", st.eval["gate"]
             await handle.execute_update(
@@ -116,7 +133,15 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
             )
             result = await handle.result()
             status = await handle.query(MigrationWorkflow.status)
+            history = await handle.fetch_history()
     router.close()
+    # the shadow branch (workflow.patched("shadow-stage")) replays deterministically; kept for test_replay.py
+    replayed = await Replayer(
+        workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    assert replayed.replay_failure is None
+    if RECORD:
+        HISTORY.write_text(history.to_json())
     assert result.phase == "rolled_back" and "stage 0 (shadow 50%): gate breach" in result.outcome, (
         result.outcome
     )

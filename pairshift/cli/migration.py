@@ -156,9 +156,10 @@ def _render(st: MigrationStatus) -> Table:
     if st.stage:
         s = st.stage
         left = f"{s.time_left_hours:.3f} h left" if s.time_left_hours is not None else ""
+        share = f"shadow {s.shadow:g}% (mirrored, 0% served)" if s.shadow else f"{s.percent:g}%"
         t.add_row(
             "stage",
-            f"{s.index} at {s.percent:g}%  elapsed {s.elapsed_hours:.3f} h / min {s.min_hours:g} h  "
+            f"{s.index} at {share}  elapsed {s.elapsed_hours:.3f} h / min {s.min_hours:g} h  "
             f"{left}{'  PAUSED' if s.paused else ''}",
         )
         t.add_row(
