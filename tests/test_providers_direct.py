@@ -196,3 +196,46 @@ async def test_an_error_event_after_text_ends_the_reads_and_one_before_it_is_a_f
         await providers.streaming.start(
             OAI_SPEC, None, MESSAGES, PARAMS, retry=NO_RETRY, direct=True, reads=True
         )
+
+
+class _Gated(httpx.AsyncByteStream):
+    """A body whose last part (the chunked end, say) comes only once ``gate`` is set, or fails then."""
+
+    def __init__(self, first: bytes, gate: asyncio.Event, fail: bool = False) -> None:
+        self.first, self.gate, self.fail = first, gate, fail
+
+    async def __aiter__(self):
+        yield self.first
+        await self.gate.wait()
+        if self.fail:
+            raise httpx.ReadError("the connection broke after the last event")
+        yield b""
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["drained", "broken-after"])
+async def test_the_end_goes_on_at_the_last_event_and_the_answer_is_read_to_its_end_after_it(
+    monkeypatch, fail
+):
+    """[DONE] is handed on (end=True) as soon as it is read, not when the provider's response closes (a
+    provider may send its chunked end later); the response is then read to its end so that its connection
+    is pooled, and a connection breaking meanwhile changes nothing: the answer was whole."""
+    gate = asyncio.Event()
+    body = _chunk("Hi") + _chunk(finish="stop") + _chunk(usage=USAGE) + b"data: [DONE]\n\n"
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=_Gated(body, gate, fail)
+        )
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    monkeypatch.setitem(direct_calls._clients, asyncio.get_running_loop(), client)
+    reads = direct_calls.reads(OAI_SPEC, None, MESSAGES, PARAMS, forward_usage=False)
+    first = await asyncio.wait_for(anext(reads), 10)  # not waiting for the response's end
+    assert first.end and first.data.endswith(b"data: [DONE]\n\n") and first.texts == ["Hi"]
+    assert not gate.is_set()  # handed on while the response is still open
+    gate.set()
+    done = await anext(reads)
+    assert isinstance(done, Completion) and done.text == "Hi" and done.output_tokens == 3
+    with pytest.raises(StopAsyncIteration):
+        await anext(reads)
+    await client.aclose()

@@ -244,7 +244,7 @@ class Read(NamedTuple):
 
     data: bytes
     texts: list[str]
-    end: bool = False  # the stream's last read (sent once the provider's response is closed)
+    end: bool = False  # the stream's last read: at its last event ([DONE], message_stop), or the close
 
 
 def wire_of(spec: ModelSpec) -> str | None:
@@ -283,10 +283,15 @@ async def reads(
     the finish reason; the bytes are kept as they came. ``forward_usage`` False leaves OpenAI's usage-only
     chunk (asked for here to record usage) out of ``data``, as a client that did not ask for it expects. An
     ``error`` event is not forwarded: the reads before it are yielded, then it is raised, typed.
+
+    The stream's last event (``[DONE]``, ``message_stop``) is handed on at once, with ``end``; the response is
+    then read to its end (a provider may send the chunked end later), so its connection goes back to the pool
+    before the :class:`Completion` is yielded: a gateway's client has the whole answer without waiting for it.
     """
     url, headers, body, dropped, provider = _request(spec, system, messages, params, stream=True)
     started = time.perf_counter()
     failure: ProviderError | None = None
+    ended = False  # the stream's last event was read and handed on (with end=True)
     try:
         async with _client().stream(
             "POST", url, json=body, headers=headers, timeout=spec.timeout_s
@@ -297,6 +302,8 @@ async def reads(
             buffered = b""  # the bytes of an event not complete yet
             held, held_texts = b"", []  # events not handed on: before the first text, and the stream's end
             async for received in response.aiter_bytes():
+                if ended:
+                    continue  # read to its end, so that the connection is pooled
                 buffered += received
                 if b"\r" in buffered:  # CRLF line ends: the same events
                     buffered = buffered.replace(b"\r\n", b"\n")
@@ -310,10 +317,14 @@ async def reads(
                     if events.ttft_ms is not None and held:  # what came before the error goes on
                         yield Read(held, held_texts)
                     raise events.failed
-                if events.ttft_ms is not None and not events.ending and held:
+                if events.last:  # the stream's last event: the end goes on now, the rest is read after it
+                    ended = True
+                    yield Read(held, held_texts, end=True)
+                    held, held_texts = b"", []
+                elif events.ttft_ms is not None and not events.ending and held:
                     yield Read(held, held_texts)
                     held, held_texts = b"", []
-            if buffered.strip():  # a last event without its blank line
+            if buffered.strip() and not ended:  # a last event without its blank line
                 read = events.read(buffered.rstrip(b"\n"), started)
                 held, held_texts = held + read.data, held_texts + read.texts
                 if events.failed is not None:
@@ -321,11 +332,13 @@ async def reads(
                         yield Read(held, held_texts)
                     raise events.failed
     except httpx.HTTPError as exc:
-        failure = _transport_error(provider, spec, exc)
+        # after the last event the answer is whole: a connection failing while it is read to its end is
+        # only a connection not pooled
+        failure = None if ended else _transport_error(provider, spec, exc)
     if failure is not None:
         raise failure
-    if held:  # the end, once the response is closed: its connection is back in the pool before a client
-        yield Read(held, held_texts, end=True)  # that saw the end sends its next request (else: a new one)
+    if held:  # the end of a stream without its last event ([DONE], message_stop), once the response closed
+        yield Read(held, held_texts, end=True)
     yield events.completion((time.perf_counter() - started) * 1000, dropped)
 
 
@@ -345,6 +358,7 @@ class _OpenAIEvents:
         self.ttft_ms: float | None = None
         self.failed: ProviderError | None = None  # an error event: what came before it is still read
         self.ending = False  # the finish, the usage or [DONE] was read: what follows is the stream's end
+        self.last = False  # [DONE] was read: nothing follows
         self.parts: list[str] = []
         self.model, self.finish, self.usage = spec.id, "stop", None
 
@@ -356,6 +370,7 @@ class _OpenAIEvents:
             payload = _payload(event)
             if not payload or payload == b"[DONE]":  # read to the end: an unread response is not pooled
                 self.ending = self.ending or payload == b"[DONE]"
+                self.last = self.last or payload == b"[DONE]"
                 kept.append(event)
                 continue
             chunk = _json("openai", self.spec, payload)
@@ -408,6 +423,7 @@ class _AnthropicEvents:
         self.ttft_ms: float | None = None
         self.failed: ProviderError | None = None  # an error event: what came before it is still read
         self.ending = False  # message_delta or message_stop was read: what follows is the stream's end
+        self.last = False  # message_stop was read: nothing follows
         self.parts: list[str] = []
         self.message: dict[str, Any] = {"model": spec.id, "usage": {}, "stop_reason": None}
 
@@ -433,7 +449,7 @@ class _AnthropicEvents:
                 message["model"] = start.get("model") or message["model"]
                 message["usage"].update(start.get("usage") or {})
             elif kind == "message_stop":
-                self.ending = True
+                self.ending = self.last = True
             elif kind == "message_delta":
                 self.ending = True
                 stop = (data.get("delta") or {}).get("stop_reason")
