@@ -231,3 +231,31 @@ def test_histories_cover_both_sides_of_the_eval_continue_as_new_patch() -> None:
     for name in ("eval_continued_last_run", "provider_batch_continued_last_run"):
         last = json.loads((HISTORIES / f"{name}.json").read_text())["events"][-1]
         assert last["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED", name
+
+
+def _activities(path: Path) -> list[str]:
+    """The activity types a recorded history scheduled, in order."""
+    return [
+        e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+        for e in json.loads(path.read_text())["events"]
+        if "activityTaskScheduledEventAttributes" in e
+    ]
+
+
+def test_histories_cover_both_sides_of_the_stage_quality_patch() -> None:
+    """Stage ends recorded before ``stage-quality-notice`` (``-before-stage-quality``) replay without the
+    stage_quality activity; today's read each ended stage's figures (a breach's after the baseline is
+    restored, so the figures never delay a rollback) and replay too."""
+    from workflows.migration import STAGE_QUALITY_PATCH
+
+    before = sorted(HISTORIES.glob("migration_*-before-stage-quality.json"))
+    assert len(before) >= 5, [p.name for p in before]
+    for path in before:
+        assert STAGE_QUALITY_PATCH not in _patch_ids(path) and "stage_quality" not in _activities(path)
+        today = HISTORIES / path.name.replace("-before-stage-quality", "")
+        if today.stem == "migration_continued_first_run":  # hands over mid-stage: no stage ends in it
+            continue
+        assert STAGE_QUALITY_PATCH in _patch_ids(today) and "stage_quality" in _activities(today), today.name
+    rolled_back = _activities(HISTORIES / "migration_rolled_back.json")
+    assert rolled_back.index("restore_baseline") < rolled_back.index("stage_quality")
+    assert _activities(HISTORIES / "migration_promoted.json").count("stage_quality") == 3  # each stage passed

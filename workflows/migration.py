@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -65,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         restore_baseline,
         set_canary_split,
     )
+    from pairshift.contracts.quality import StageEnd, StageQualityInput, stage_quality
     from pairshift.policy import Stage
     from workflows import migration_rules as rules
     from workflows.evals import EvalWorkflow
@@ -94,6 +96,16 @@ WATCH_DECISIONS_PATCH = "watch-stage-during-decisions"
 # requests to the candidate, and its checks judge the mirrored pairs. Asked only for a shadow stage, so the
 # histories of policies without one carry no marker.
 SHADOW_PATCH = "shadow-stage"
+# A live stage that ends (passes, breaches, or asks a human) posts its quality figures in the migration's
+# thread (issue 17 item 4): the stage_quality activity reads them, a stage_quality notice carries them. A
+# breach's figures are read after the baseline is restored, so they never delay the rollback.
+STAGE_QUALITY_PATCH = "stage-quality-notice"
+# How long a stage's figures may take: they are a notice, so a registry that cannot answer skips them.
+QUALITY = dict(
+    start_to_close_timeout=timedelta(seconds=60),
+    schedule_to_close_timeout=timedelta(minutes=3),
+    retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=30)),
+)
 
 
 class _ContinueAsNew(Exception):
@@ -149,6 +161,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._ended_by: str | None = None  # who ended it (abort, reject), named on the rollback ledger row
         self._live: tuple[int, Stage, datetime] | None = None  # the stage whose split is live, and since when
         self._watches = 0  # StageWatchWorkflow children started by this run (their ids count them)
+        self._quality_due: StageQualityInput | None = None  # a breached stage's figures, read once restored
 
     # ------------------------------------------------------------------ run
 
@@ -478,6 +491,8 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             raise
         self.stage.elapsed_hours = breach.elapsed_hours
         self._record_check(breach.check, rules.stage_max_hours(self._live[1]))
+        k, live, since = self._live
+        self._quality_due = self._stage_quality_input(k, live, since, "breach", breach.why)
         raise _Stop("rolled_back", f"{breach.why} (while waiting for a decision)")
 
     async def _canary(self, start: int = 0, resumed_since: datetime | None = None) -> None:
@@ -593,6 +608,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             )
             self._record_check(check, max_h)
             step = rules.after_check(check, index=k, stage=stage, elapsed_hours=self.stage.elapsed_hours)
+            await self._stage_ended(k, stage, since, step.action, step.why)
             if step.action == "roll_back":
                 raise _Stop("rolled_back", step.why)
             if step.action == "pass":
@@ -630,6 +646,61 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
                 f"stage {k} was paused for {limit:g} hours: carry on with it?",
                 key=f"pause-{k}-{workflow.now().isoformat()}",
             )
+
+    async def _stage_ended(self, k: int, stage: Stage, since: datetime, action: str, why: str) -> None:
+        """A gate check that ends the stage posts its figures (since STAGE_QUALITY_PATCH): a pass or a
+        question to a human at once, a breach once the baseline is restored (:meth:`_finish`)."""
+        ended: dict[str, StageEnd] = {"roll_back": "breach", "pass": "passed", "ask": "asks"}
+        if action not in ended:
+            return
+        due = self._stage_quality_input(k, stage, since, ended[action], why)
+        if due is not None and action == "roll_back":
+            self._quality_due = due
+        elif due is not None:
+            await self._post_stage_quality(due)
+
+    def _stage_quality_input(
+        self, k: int, stage: Stage, since: datetime, ended: StageEnd, why: str
+    ) -> StageQualityInput | None:
+        """What the stage_quality activity reads of a live stage that ended now; None before the patch (or
+        when the stage's figures are not pairshift's own: canary.source prometheus, a shadow stage)."""
+        canary = self.plan.policy.canary
+        if (
+            canary.source != "builtin"
+            or stage.shadow is not None
+            or not workflow.patched(STAGE_QUALITY_PATCH)
+        ):
+            return None
+        return StageQualityInput(
+            deployment=self.req.deployment,
+            migration=self._split_key(),
+            index=k,
+            percent=stage.percent,
+            since=since,
+            until=workflow.now(),
+            ended=ended,
+            why=why,
+            judge=canary.judge.model if canary.judge else None,
+            judge_cap_usd=canary.judge.max_cost_usd_per_day if canary.judge else None,
+        )
+
+    async def _post_stage_quality(self, due: StageQualityInput) -> None:
+        """Read the stage's figures and post them in the thread; a registry that cannot answer skips them."""
+        try:
+            quality = await workflow.execute_activity(stage_quality, due, **QUALITY)
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise
+            self._event("stage_quality_skipped", f"stage {due.index}: {rules.root_cause(exc)}")
+            return
+        said = {"breach": "breached its gate", "passed": "passed its gate", "asks": "asks a human"}
+        self._notify(
+            "stage_quality",
+            f"{self.req.deployment}: stage {due.index} ({due.percent:g}%) {said.get(due.ended, due.ended)}: "
+            "quality figures",
+            stage=due.index,
+            quality=quality,
+        )
 
     def _record_check(self, check: StageCheck, max_h: float) -> None:
         self.stage.samples = dict(check.samples)
@@ -680,6 +751,9 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         phase, why = self._ending
         if self.traffic_moved:
             await self._restore_baseline(why)
+        if self._quality_due is not None:  # a breached stage's figures, before the outcome's notice
+            due, self._quality_due = self._quality_due, None
+            await self._post_stage_quality(due)
         self.waiting = None
         if "event" not in self._finished:
             self._finished.add("event")

@@ -19,6 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pairshift.contracts.migration import AuditBatch, AuditIn, HistoryEvent, record_audit_events
     from pairshift.contracts.notices import Notice, NoticeDelivery, post_slack_notice, send_notice
+    from pairshift.contracts.quality import StageQuality
     from workflows.notice_delivery import NoticeDeliveryWorkflow
     from workflows.notices import NOTICE, SLACK
 
@@ -123,6 +124,7 @@ class MigrationOutbox:
         facts: dict | None = None,
         asks: bool = False,
         stage: int | None = None,
+        quality: StageQuality | None = None,
     ) -> None:
         self._notices.append(
             Notice(
@@ -135,6 +137,7 @@ class MigrationOutbox:
                 asks_decision=asks,
                 stage=stage,
                 channel=self.plan.policy.notice.slack_channel if self.plan else None,
+                quality=quality,
             )
         )
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from temporalio import activity
 
+from pairshift.contracts.quality import StageQuality
+
 NoticeKind = Literal[
     "migration_started",
     "deprecation_reminder",
@@ -19,6 +21,7 @@ NoticeKind = Literal[
     "approval_reminder",
     "stage_started",
     "stage_passed",
+    "stage_quality",
     "decision",
     "promoted",
     "rolled_back",
@@ -46,6 +49,9 @@ class Notice(BaseModel):
     stage: int | None = None
     channel: str | None = Field(None, description="Slack channel from the policy; None = log only.")
     links: dict[str, str] = Field(default_factory=dict)
+    quality: StageQuality | None = Field(
+        None, description="A stage_quality notice's figures (rendered by pairshift.slack.stage_quality)."
+    )
 
 
 class NoticeDelivery(BaseModel):

@@ -35,6 +35,7 @@ from pairshift.slack.block_kit import (
     mrkdwn,
     section,
 )
+from pairshift.slack.stage_quality import stage_quality_blocks
 
 if TYPE_CHECKING:  # the report type only; blocks stay importable without the eval engine
     from pairshift.contracts.evals import EvalReport
@@ -55,6 +56,7 @@ ICONS = {
     "approval_reminder": ":alarm_clock:",
     "stage_started": ":arrow_forward:",
     "stage_passed": ":white_check_mark:",
+    "stage_quality": ":bar_chart:",
     "decision": ":ballot_box_with_check:",
     "promoted": ":tada:",
     "rolled_back": ":rewind:",
@@ -165,6 +167,8 @@ def notice_message(notice: Notice, report: EvalReport | None = None) -> Message:
     """The Block Kit message for any notice (eval summaries with a report get the 2x2 treatment)."""
     if notice.kind == "eval_summary" and report is not None:
         blocks = eval_summary_blocks(notice, report)
+    elif notice.kind == "stage_quality" and notice.quality is not None:
+        blocks = stage_quality_blocks(notice.quality) + _tail(notice)
     else:
         blocks = generic_blocks(notice)
     return fit(Message(text=notification_text(notice), blocks=blocks))
