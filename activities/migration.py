@@ -30,11 +30,11 @@ from pairshift.contracts.migration import (
     SplitInput,
     StageCheckInput,
 )
-from pairshift.contracts.quality import StageQuality, StageQualityInput
+from pairshift.contracts.quality import JudgeStatus, StageQuality, StageQualityInput
 from pairshift.gates import latency_ranks, shadow_gate, stage_gate
 from pairshift.migration_records import record_audit, record_phase, record_started
 from pairshift.observations import invalid_details, stage_stats
-from pairshift.online_judge import JudgeRound, judge_round
+from pairshift.online_judge import JudgeRound, judge_round, spent_today
 from pairshift.policy import Stage
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, utcnow
@@ -165,8 +165,22 @@ def check_stage(inp: StageCheckInput) -> StageCheck:
         ]
     if judged is not None:
         check.reasons += judged.reasons()
+    if inp.canary.judge is not None:
+        check.judge = _judge_status(inp)
     metrics.GATE_CHECKS.labels(check.decision).inc()
     return check
+
+
+def _judge_status(inp: StageCheckInput) -> JudgeStatus:
+    """The judge's spend per stage of the migration, and today's for the deployment (``status`` key judge)."""
+    assert inp.canary.judge is not None
+    with open_registry().session() as s:
+        return JudgeStatus(
+            model=inp.canary.judge.model,
+            cap_usd=inp.canary.judge.max_cost_usd_per_day,
+            spent_today_usd=round(spent_today(s, inp.deployment, utcnow()), 9),
+            stages=quality_figures.judge_by_stage(s, inp.deployment, inp.migration),
+        )
 
 
 def _judge_round(inp: StageCheckInput) -> JudgeRound | None:

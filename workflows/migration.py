@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         restore_baseline,
         set_canary_split,
     )
-    from pairshift.contracts.quality import StageEnd, StageQualityInput, stage_quality
+    from pairshift.contracts.quality import JudgeStatus, StageEnd, StageQualityInput, stage_quality
     from pairshift.policy import Stage
     from workflows import migration_rules as rules
     from workflows.evals import EvalWorkflow
@@ -100,10 +100,11 @@ SHADOW_PATCH = "shadow-stage"
 # thread (issue 17 item 4): the stage_quality activity reads them, a stage_quality notice carries them. A
 # breach's figures are read after the baseline is restored, so they never delay the rollback.
 STAGE_QUALITY_PATCH = "stage-quality-notice"
-# How long a stage's figures may take: they are a notice, so a registry that cannot answer skips them.
+# How long a stage's figures may take: they are a notice, so a registry that cannot answer skips them. A
+# few indexed reads take under a second: a short start-to-close means a killed worker costs seconds.
 QUALITY = dict(
-    start_to_close_timeout=timedelta(seconds=60),
-    schedule_to_close_timeout=timedelta(minutes=3),
+    start_to_close_timeout=timedelta(seconds=20),
+    schedule_to_close_timeout=timedelta(minutes=2),
     retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=30)),
 )
 
@@ -162,6 +163,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         self._live: tuple[int, Stage, datetime] | None = None  # the stage whose split is live, and since when
         self._watches = 0  # StageWatchWorkflow children started by this run (their ids count them)
         self._quality_due: StageQualityInput | None = None  # a breached stage's figures, read once restored
+        self.judge_status: JudgeStatus | None = None  # the canary judge's spend, as the last check read it
 
     # ------------------------------------------------------------------ run
 
@@ -703,6 +705,8 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
         )
 
     def _record_check(self, check: StageCheck, max_h: float) -> None:
+        if check.judge is not None:
+            self.judge_status = check.judge
         self.stage.samples = dict(check.samples)
         self.stage.decision = check.decision
         self.stage.gate = {
@@ -894,6 +898,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             runs=self._runs + 1,
             notices=self._notices if self._outbox_carry else [],
             audit=self._audit if self._outbox_carry else [],
+            judge=self.judge_status,
         )  # signals that arrived during the handover travel with it
 
     def _restore(self, c: MigrationCarry) -> None:
@@ -907,6 +912,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             c.runs,
         )
         self.abort_req, self.promote_now_by = c.abort, c.promote_now_by
+        self.judge_status = c.judge
         self._notices, self._audit = list(c.notices), list(c.audit)  # undelivered by the previous run
         stage = self.plan.policy.canary.stages[c.stage_index]
         self.stage = StageStatus(

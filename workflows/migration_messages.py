@@ -193,6 +193,7 @@ class MigrationMessages:
             approvals=self.approvals,
             history=self.history,
             outcome=self.outcome,
+            judge=getattr(self, "judge_status", None),
         )
 
     @workflow.query

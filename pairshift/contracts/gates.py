@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from pairshift.contracts.quality import JudgeStatus
+
 
 class GateDecision(BaseModel):
     """The eval gate: pass, fail, or inconclusive (a human decides), and why."""
@@ -32,3 +34,4 @@ class StageCheck(BaseModel):
     lost: dict[str, int] = Field(
         default_factory=dict, description="Per variant: calls writers lost before the store"
     )
+    judge: JudgeStatus | None = Field(None, description="The canary judge's spend per stage (canary.judge).")

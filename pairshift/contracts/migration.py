@@ -15,6 +15,7 @@ from temporalio import activity
 from pairshift.contracts.evals import EvalReport
 from pairshift.contracts.gates import StageCheck
 from pairshift.contracts.notices import Notice
+from pairshift.contracts.quality import JudgeStatus
 from pairshift.people import People
 from pairshift.policy import CanaryPolicy, Policy, Stage
 
@@ -208,6 +209,10 @@ class MigrationStatus(BaseModel):
     approvals: list[Approval] = Field(default_factory=list)
     history: list[HistoryEvent] = Field(default_factory=list)
     outcome: str | None = None
+    judge: JudgeStatus | None = Field(
+        None,
+        description="canary.judge: samples scored and spend per stage, spend today (as of the last check).",
+    )
 
 
 class MigrationResult(BaseModel):
@@ -302,6 +307,7 @@ class MigrationCarry(BaseModel):
     audit: list[AuditIn] = Field(
         default_factory=list, description="Audit events the previous run had not written yet."
     )
+    judge: JudgeStatus | None = None  # the canary judge's figures as of the last check
 
 
 MigrationRequest.model_rebuild()

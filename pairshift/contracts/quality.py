@@ -84,6 +84,16 @@ class StageQuality(BaseModel):
     judge_cap_usd: float | None = None
 
 
+class JudgeStatus(BaseModel):
+    """The canary judge's cost as figures (``migrate status --json`` key ``judge``): per stage of the
+    migration what it scored and spent, and its spend today for the deployment against the daily cap."""
+
+    model: str
+    cap_usd: float
+    spent_today_usd: float = 0.0
+    stages: list[JudgeSpend] = Field(default_factory=list)
+
+
 class StageQualityInput(BaseModel):
     """``stage_quality``'s input: the stage (split key and percent) and its time window."""
 
