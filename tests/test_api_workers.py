@@ -95,3 +95,5 @@ async def test_a_response_head_goes_out_with_its_first_body_bytes() -> None:
     wrapped.close()
     assert transport.writes[2:] == [b"5\r\nhello\r\n", b"HTTP/1.1 500 Internal Server Error\r\n\r\n"]
     assert transport.closed and wrapped.get_extra_info("socket") == "socket"
+    wrapped.write(memoryview(b"HTTP/1.1 in a streamed body"))  # a body's bytes-like chunk goes on as it is
+    assert transport.writes[-1] == b"HTTP/1.1 in a streamed body"

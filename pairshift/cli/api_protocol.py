@@ -37,12 +37,12 @@ class HeadWithBody:
         self._transport = transport
         self._held: bytes | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
         if held is not None:
             self._held = None
             self._transport.write(held + data)
-        elif data.startswith(HEAD):
+        elif type(data) is bytes and data.startswith(HEAD):  # a body may be any bytes-like object
             self._held = data
             asyncio.get_running_loop().call_soon(self.flush)
         else:
