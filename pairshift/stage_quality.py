@@ -7,6 +7,9 @@ Two readers (issue 17 item 4):
 - MigrationWorkflow, when a live stage ends, asks the ``stage_quality`` activity for :func:`stage_quality`
   (both arms' calls, invalid rate with its top checks, the judged score with its interval, the judge's spend
   in the stage and that day, and up to two redacted examples per arm) and posts it in the migration's thread.
+  A shadow stage's figures are those of the migration report's shadow section (:mod:`pairshift.shadow_report`:
+  both arms over the same mirrored requests, the pairwise win rate with its interval, side-by-side examples
+  worst first), read by :func:`shadow_stage_quality`.
 
 An invalid observation names the check it failed in ``detail`` but not its stage (unit aggregates, which are
 per stage, keep counts only), so checks are counted over the stage's *time window*: from the audit log's
@@ -34,6 +37,8 @@ from pairshift.contracts.quality import (
     ArmQuality,
     Example,
     JudgeSpend,
+    ShadowQuality,
+    SideBySide,
     StageCheckRate,
     StageQuality,
     StageQualityInput,
@@ -41,8 +46,9 @@ from pairshift.contracts.quality import (
 from pairshift.observations import VARIANTS, stage_stats
 from pairshift.online_judge import spent_today
 from pairshift.output_samples import bounded, ci95
-from pairshift.registry.models import AuditEvent, MigrationRow, Observation, OutputSample
+from pairshift.registry.models import AuditEvent, MigrationRow, Observation, OutputSample, ShadowPair
 from pairshift.registry.store import Registry
+from pairshift.shadow_report import stage_figures as shadow_stage_figures
 from pairshift.unit_stats import RatioSums
 
 # What MigrationWorkflow writes when a stage's split takes effect: "stage 2: 20% to support-triage@2+model".
@@ -259,8 +265,50 @@ def examples(
     return out
 
 
+def shadow_stage_quality(session: Session, inp: StageQualityInput, shadow: float) -> StageQuality:
+    """A shadow stage's figures when it ended: both arms over the mirrored requests, the pairwise win rate, a
+    few side-by-side examples (worst for the candidate first), and the judge's spend on the stage's pairs."""
+    figs = shadow_stage_figures(session, inp.migration, shadow)
+    arms = [
+        ArmQuality(variant=variant, calls=a.calls, invalid_rate=a.invalid_rate, invalid_ci=a.invalid_ci)
+        for variant, a in (("control", figs.control), ("candidate", figs.candidate))
+    ]
+    out = StageQuality(
+        deployment=inp.deployment,
+        index=inp.index,
+        percent=inp.percent,
+        ended=inp.ended,
+        why=inp.why,
+        arms=arms,
+        shadow=ShadowQuality(
+            shadow=shadow,
+            mirrored=figs.mirrored,
+            judged=figs.judged,
+            wins=figs.wins,
+            ties=figs.ties,
+            losses=figs.losses,
+            win_rate=figs.win_rate,
+            win_rate_ci=figs.win_rate_ci,
+            examples=[
+                SideBySide(**{k: bounded(v, EXAMPLE_CHARS) for k, v in e.items()})
+                for e in figs.examples[:EXAMPLES_PER_ARM]
+            ],
+        ),
+    )
+    if inp.judge:
+        c = ShadowPair.__table__.c  # type: ignore[attr-defined]
+        where = (c.migration == inp.migration, c.shadow == shadow)
+        cost = session.execute(select(func.coalesce(func.sum(c.judge_cost_usd), 0.0)).where(*where)).one()[0]
+        out.judge, out.judge_cap_usd = inp.judge, inp.judge_cap_usd
+        out.judge_stage = JudgeSpend(percent=inp.percent, judged=figs.judged, cost_usd=round(float(cost), 9))
+        out.judge_spent_today_usd = round(spent_today(session, inp.deployment, inp.until), 9)
+    return out
+
+
 def stage_quality(session: Session, inp: StageQualityInput) -> StageQuality:
     """The figures of one stage when it ended (see the module docstring), for its Slack notice."""
+    if inp.shadow is not None:
+        return shadow_stage_quality(session, inp, inp.shadow)
     stats = stage_stats(session, inp.migration, inp.percent)
     rates = check_rates(session, inp.deployment, inp.migration, inp.percent, inp.since, inp.until)
     judged = judged_scores(session, inp.deployment, inp.migration, inp.percent) if inp.judge else {}

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
+from workflow_fixtures import captured_notices  # noqa: F401 - a fixture
 
 from activities import ALL_ACTIVITIES
 from activities.migration import check_stage
@@ -71,7 +72,10 @@ def _config(tmp_path):
 
 
 async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_stage_serving_nobody(
-    pairshift_env, tmp_path, time_skipping_env
+    pairshift_env,
+    tmp_path,
+    time_skipping_env,
+    captured_notices,  # noqa: F811
 ):
     cfg_dir = _config(tmp_path)
     apply_path(open_registry(), cfg_dir, by="test")
@@ -175,3 +179,16 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
     assert fig.win_rate_ci is not None and fig.win_rate_ci[1] < 0.5, "the candidate shown worse than control"
     assert fig.control.invalid_rate == 0 and fig.candidate.invalid_ci[0] > 0
     assert fig.examples and fig.examples[0]["candidate"].startswith("Triage for [REDACTED]:")
+
+    # the stage's end posted its figures in the thread (SHADOW_QUALITY_PATCH) before the rollback's notice
+    kinds = [n.kind for n in captured_notices.notices]
+    assert kinds.index("stage_quality") < kinds.index("rolled_back"), kinds
+    (notice,) = [n for n in captured_notices.notices if n.kind == "stage_quality"]
+    q = notice.quality
+    assert q is not None and q.shadow is not None and (q.index, q.ended) == (0, "breach"), q
+    assert "stage 0 (shadow 50%) breached its gate" in notice.title
+    assert (q.shadow.shadow, q.shadow.mirrored, q.shadow.losses) == (50, fig.mirrored, fig.losses)
+    assert q.shadow.win_rate_ci == fig.win_rate_ci and q.shadow.examples, "the report's win rate and interval"
+    assert q.shadow.examples[0].candidate.startswith("Triage for [REDACTED]:")
+    assert [a.calls for a in q.arms] == [fig.control.calls, fig.candidate.calls]
+    assert q.judge_stage is not None and q.judge_stage.judged == fig.judged

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from pairshift.contracts.notices import Notice
-from pairshift.contracts.quality import ArmQuality, Example, JudgeSpend, StageCheckRate, StageQuality
+from pairshift.contracts.quality import (
+    ArmQuality,
+    Example,
+    JudgeSpend,
+    ShadowQuality,
+    SideBySide,
+    StageCheckRate,
+    StageQuality,
+)
 from pairshift.slack.block_kit import MAX_BLOCKS, Message, limit_violations
 from pairshift.slack.messages import notice_message
 from pairshift.slack.stage_quality import EXAMPLE_CHARS, stage_quality_blocks, title
@@ -73,6 +81,36 @@ HOSTILE = StageQuality(
     judge_stage=JudgeSpend(percent=100),
 )
 
+SHADOW = StageQuality(
+    deployment="support-triage",
+    index=0,
+    percent=0,
+    ended="breach",
+    why="win_rate: candidate 0.447 vs 0.5",
+    arms=[arm("control"), arm("candidate")],
+    shadow=ShadowQuality(
+        shadow=5,
+        mirrored=1200,
+        judged=800,
+        wins=10,
+        ties=700,
+        losses=90,
+        win_rate=0.447,
+        win_rate_ci=(0.43, 0.46),
+        examples=[
+            SideBySide(
+                input='{"t": "order [REDACTED]"}',
+                control='{"team": "billing"}',
+                candidate='Triage for [REDACTED]: {"team": "billing"}',
+                verdict="candidate first: B; control first: A",
+            )
+        ]
+        # the second example shown (two are): hostile text stays escaped and within a section's limit
+        + [SideBySide(input=HOSTILE_TEXT, control="&" * 300, candidate=HOSTILE_TEXT, verdict=HOSTILE_TEXT)]
+        * 4,
+    ),
+)
+
 
 @pytest.mark.parametrize(
     ("q", "present", "absent"),
@@ -109,6 +147,19 @@ HOSTILE = StageQuality(
                 "Judge `&lt;judge&gt;`",
             ],
             ["<!channel>", "<judge>"],
+        ),
+        (
+            SHADOW,
+            [
+                "stage 0 (shadow 5%) breached its gate",
+                "*Shadow*: 5% of units' requests mirrored to the candidate, none served by it; "
+                "1,200 mirrored, 800 pair(s) judged in both orders. Candidate win rate 0.447 [0.430, 0.460] "
+                "(0.5: as good as control): 10 won, 700 tied, 90 lost.",
+                'input: `{"t": "order [REDACTED]"}`\n*control*\n```{"team": "billing"}```\n*candidate*\n'
+                '```Triage for [REDACTED]: {"team": "billing"}```\n'
+                "_judge: candidate first: B; control first: A_",
+            ],
+            ["<!channel>", "Examples (redacted"],
         ),
     ],
 )

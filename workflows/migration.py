@@ -100,6 +100,9 @@ SHADOW_PATCH = "shadow-stage"
 # thread (issue 17 item 4): the stage_quality activity reads them, a stage_quality notice carries them. A
 # breach's figures are read after the baseline is restored, so they never delay the rollback.
 STAGE_QUALITY_PATCH = "stage-quality-notice"
+# A shadow stage's end posts its figures too (issue 17 item 4): the pairwise win rate with its interval and
+# side-by-side examples. Asked only when a shadow stage ends, so histories without one carry no marker.
+SHADOW_QUALITY_PATCH = "shadow-stage-quality"
 # How long a stage's figures may take: they are a notice, so a registry that cannot answer skips them. A
 # few indexed reads take under a second: a short start-to-close means a killed worker costs seconds.
 QUALITY = dict(
@@ -664,14 +667,16 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
     def _stage_quality_input(
         self, k: int, stage: Stage, since: datetime, ended: StageEnd, why: str
     ) -> StageQualityInput | None:
-        """What the stage_quality activity reads of a live stage that ended now; None before the patch (or
-        when the stage's figures are not pairshift's own: canary.source prometheus, a shadow stage)."""
+        """What the stage_quality activity reads of a stage that ended now; None before the patch (a shadow
+        stage: before SHADOW_QUALITY_PATCH) or when the figures are not pairshift's own (canary.source
+        prometheus)."""
         canary = self.plan.policy.canary
-        if (
-            canary.source != "builtin"
-            or stage.shadow is not None
-            or not workflow.patched(STAGE_QUALITY_PATCH)
-        ):
+        if canary.source != "builtin":
+            return None
+        if stage.shadow is not None:  # histories of shadow stages before SHADOW_QUALITY_PATCH posted none
+            if self._shadow_of(stage) is None or not workflow.patched(SHADOW_QUALITY_PATCH):
+                return None
+        elif not workflow.patched(STAGE_QUALITY_PATCH):
             return None
         return StageQualityInput(
             deployment=self.req.deployment,
@@ -684,6 +689,7 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             why=why,
             judge=canary.judge.model if canary.judge else None,
             judge_cap_usd=canary.judge.max_cost_usd_per_day if canary.judge else None,
+            shadow=stage.shadow,
         )
 
     async def _post_stage_quality(self, due: StageQualityInput) -> None:
@@ -696,9 +702,10 @@ class MigrationWorkflow(MigrationMessages, MigrationOutbox):
             self._event("stage_quality_skipped", f"stage {due.index}: {rules.root_cause(exc)}")
             return
         said = {"breach": "breached its gate", "passed": "passed its gate", "asks": "asks a human"}
+        share = f"{due.percent:g}%" if due.shadow is None else f"shadow {due.shadow:g}%"
         self._notify(
             "stage_quality",
-            f"{self.req.deployment}: stage {due.index} ({due.percent:g}%) {said.get(due.ended, due.ended)}: "
+            f"{self.req.deployment}: stage {due.index} ({share}) {said.get(due.ended, due.ended)}: "
             "quality figures",
             stage=due.index,
             quality=quality,

@@ -1,11 +1,12 @@
 """A canary stage's quality figures as they cross the Temporal boundary (issue 17 item 4).
 
-When a live stage ends (it passes, breaches, or asks a human), MigrationWorkflow asks the ``stage_quality``
-activity for the stage's figures (:mod:`pairshift.stage_quality` computes them from stored data) and posts
-them in the migration's Slack thread as a ``stage_quality`` notice
-(:mod:`pairshift.slack.stage_quality` renders it). Everything here is bounded: a few checks and at most
-:data:`EXAMPLES_PER_ARM` examples of at most :data:`EXAMPLE_CHARS` characters per arm, so the figures fit a
-workflow history and a Slack message.
+When a stage ends (it passes, breaches, or asks a human; a shadow stage too since the patch
+``shadow-stage-quality``), MigrationWorkflow asks the ``stage_quality`` activity for the stage's figures
+(:mod:`pairshift.stage_quality` computes them from stored data) and posts them in the migration's Slack
+thread as a ``stage_quality`` notice (:mod:`pairshift.slack.stage_quality` renders it). Everything here is
+bounded: a few checks and at most :data:`EXAMPLES_PER_ARM` examples of at most :data:`EXAMPLE_CHARS`
+characters per arm (a shadow stage: side-by-side examples), so the figures fit a workflow history and a
+Slack message.
 
 The same per-stage types serve ``pairshift migrate report``: :class:`StageCheckRate` (invalid rate by online
 check, per stage and variant) and :class:`JudgeSpend` (what the canary judge scored and spent per stage).
@@ -69,8 +70,35 @@ class ArmQuality(BaseModel):
     examples: list[Example] = Field(default_factory=list)
 
 
+class SideBySide(BaseModel):
+    """One mirrored request of a shadow stage: both outputs for the same input and the judge's two verdicts
+    (redacted when stored; cut to :data:`EXAMPLE_CHARS` characters here)."""
+
+    input: str
+    control: str
+    candidate: str
+    verdict: str
+
+
+class ShadowQuality(BaseModel):
+    """A shadow stage's pairwise figures: the candidate's win rate over the judged pairs (1 win, 0.5 tie, 0
+    loss, averaged over both orders) with its unit-clustered 95% interval, and a few side-by-side examples,
+    worst for the candidate first. Its ``arms`` are both arms over the same mirrored requests."""
+
+    shadow: float = Field(description="The share of units whose requests were mirrored (none served).")
+    mirrored: int = 0
+    judged: int = 0
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    win_rate: float | None = None
+    win_rate_ci: tuple[float, float] | None = None
+    examples: list[SideBySide] = Field(default_factory=list)
+
+
 class StageQuality(BaseModel):
-    """One stage's figures when it ended: both arms, and the judge's spend (stage and day) when it has one."""
+    """One stage's figures when it ended: both arms, and the judge's spend (stage and day) when it has one;
+    a shadow stage's pairwise figures in ``shadow``."""
 
     deployment: str
     index: int
@@ -82,6 +110,7 @@ class StageQuality(BaseModel):
     judge_stage: JudgeSpend | None = None
     judge_spent_today_usd: float | None = None
     judge_cap_usd: float | None = None
+    shadow: ShadowQuality | None = None
 
 
 class JudgeStatus(BaseModel):
@@ -107,6 +136,7 @@ class StageQualityInput(BaseModel):
     why: str = ""
     judge: str | None = None  # canary.judge.model, when the policy has a judge
     judge_cap_usd: float | None = None
+    shadow: float | None = None  # a shadow stage's mirror share (its percent is 0)
 
 
 @activity.defn

@@ -1,12 +1,12 @@
 """A canary stage's quality figures as Block Kit: the ``stage_quality`` notice in a migration's thread (pure).
 
-MigrationWorkflow posts one when a live stage ends (it passes, breaches, or asks a human), with the figures of
+MigrationWorkflow posts one when a stage ends (it passes, breaches, or asks a human), with the figures of
 :class:`pairshift.contracts.quality.StageQuality`. The message is a header and then :data:`SECTIONS`, each a
 pure function from the figures to a few blocks: both arms' calls, invalid rate and judged score with their 95%
-intervals; the top failing checks per arm; the judge's spend in the stage and that day; up to two redacted
-example outputs per arm. A stage with more figures (a shadow stage's pairwise win rate) adds one function to
-the list. Every block stays within Slack's limits: lists are cut between lines with a count of what was left
-out, examples are cut to :data:`EXAMPLE_CHARS` characters with an ellipsis, and all outside text is escaped.
+intervals; the top failing checks per arm; the judge's spend in the stage and that day; a shadow stage's
+pairwise win rate and side-by-side examples (:func:`pairwise`); up to two redacted example outputs per arm.
+Every block stays within Slack's limits: lists are cut between lines with a count of what was left out,
+examples are cut to :data:`EXAMPLE_CHARS` characters with an ellipsis, and all outside text is escaped.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pairshift.contracts.quality import EXAMPLE_CHARS, ArmQuality, Example, StageQuality
+from pairshift.contracts.quality import (
+    EXAMPLE_CHARS,
+    EXAMPLES_PER_ARM,
+    ArmQuality,
+    Example,
+    SideBySide,
+    StageQuality,
+)
 from pairshift.slack.block_kit import (
     MAX_SECTION,
     clip,
@@ -47,7 +54,8 @@ def _interval(ci: tuple[float, float] | None, fmt: Callable[[float], str]) -> st
 def title(q: StageQuality) -> str:
     """The notice's title: which stage, how it ended."""
     icon, said = ENDED.get(q.ended, ("bar_chart", q.ended))
-    return f":{icon}: {q.deployment}: stage {q.index} ({q.percent:g}%) {said}: quality"
+    share = f"{q.percent:g}%" if q.shadow is None else f"shadow {q.shadow.shadow:g}%"
+    return f":{icon}: {q.deployment}: stage {q.index} ({share}) {said}: quality"
 
 
 def figures(q: StageQuality) -> list[Block]:
@@ -135,7 +143,40 @@ def examples(q: StageQuality) -> list[Block]:
     return out
 
 
-SECTIONS: list[Callable[[StageQuality], list[Block]]] = [figures, checks, judge, examples]
+SIDE_BY_SIDE_ESCAPED = 700  # escaped characters of each of an example's three texts: all fit one section
+
+
+def _side_by_side(e: SideBySide) -> str:
+    cut = (EXAMPLE_CHARS, SIDE_BY_SIDE_ESCAPED)
+    return (
+        f"input: `{shown(e.input, *cut)}`\n*control*\n```{shown(e.control, *cut)}```\n"
+        f"*candidate*\n```{shown(e.candidate, *cut)}```\n_judge: {shown(e.verdict, 150, 300)}_"
+    )
+
+
+def pairwise(q: StageQuality) -> list[Block]:
+    """A shadow stage: what was mirrored and judged, the candidate's win rate with its interval, and up to
+    two side-by-side examples (the same input, both outputs, the judge's two verdicts), worst first."""
+    sh = q.shadow
+    if sh is None:
+        return []
+    said = (
+        f"*Shadow*: {sh.shadow:g}% of units' requests mirrored to the candidate, none served by it; "
+        f"{sh.mirrored:,} mirrored, {sh.judged:,} pair(s) judged in both orders."
+    )
+    if sh.win_rate is not None:
+        said += (
+            f" Candidate win rate {sh.win_rate:.3f}{_interval(sh.win_rate_ci, '{:.3f}'.format)} "
+            f"(0.5: as good as control): {sh.wins:,} won, {sh.ties:,} tied, {sh.losses:,} lost."
+        )
+    out = [section(said)]
+    shown_examples = [section(clip(_side_by_side(e), MAX_SECTION)) for e in sh.examples[:EXAMPLES_PER_ARM]]
+    if shown_examples:
+        out.append(context(f"Side by side (redacted when stored, cut to {EXAMPLE_CHARS} characters):"))
+    return out + shown_examples
+
+
+SECTIONS: list[Callable[[StageQuality], list[Block]]] = [figures, checks, judge, pairwise, examples]
 
 
 def stage_quality_blocks(q: StageQuality) -> list[Block]:
