@@ -28,7 +28,7 @@ from pairshift.gateway import EventStream
 from pairshift.observations import hash_unit
 from pairshift.providers import direct as direct_calls
 from pairshift.providers.direct import Read
-from pairshift.registry.models import Deployment, Observation
+from pairshift.registry.models import Deployment, Observation, ShadowPair
 from pairshift.router import bucket
 from pairshift.sim.server import serve_in_thread
 
@@ -66,8 +66,8 @@ def gateway(sqlite_registry, sim_server, tmp_path) -> Iterator[tuple[str, str]]:
     app = create_app(sqlite_registry)
     server, thread, port = serve_in_thread(app, lifespan="on")
     try:
-        global _flush
-        _flush = app.state.pairshift.flush_observations
+        global _flush, _state
+        _flush, _state = app.state.pairshift.flush_observations, app.state.pairshift
         yield f"http://127.0.0.1:{port}", api_token(sqlite_registry, "complete")
     finally:
         server.should_exit = True
@@ -75,6 +75,7 @@ def gateway(sqlite_registry, sim_server, tmp_path) -> Iterator[tuple[str, str]]:
 
 
 _flush = None  # the serving app's writer flush: observations are written off the request path
+_state = None  # the serving app's state (its routers)
 
 
 def rows(registry) -> list[Observation]:
@@ -130,6 +131,38 @@ def test_openai_sdk_plain_and_streaming_with_sticky_units(gateway, sqlite_regist
     assert {o.prompt_version for o in got} == {"app@7", None}
     streamed = [o for o in got if o.ttft_ms is not None]
     assert len(streamed) == 1 and 0 < streamed[0].ttft_ms <= streamed[0].latency_ms
+
+
+def test_a_shadow_stage_mirrors_gateway_requests_plain_and_streaming_serving_only_control(
+    gateway, sqlite_registry
+):
+    with sqlite_registry.session() as s:  # a shadow stage's split: 0% served, every unit's requests mirrored
+        dep = s.get(Deployment, DEPLOYMENT)
+        dep.canary_percent, dep.shadow_percent = 0.0, 100.0
+        s.add(dep)
+    client = _oai(gateway)
+    raw = client.chat.completions.with_raw_response.create(
+        model=DEPLOYMENT, messages=MESSAGES, user="u-plain"
+    )
+    assert raw.headers["x-pairshift-variant"] == "control" and raw.parse().model == GPT
+    chunks = list(
+        client.chat.completions.create(model=DEPLOYMENT, messages=MESSAGES, user="u-stream", stream=True)
+    )
+    assert {c.model for c in chunks} == {GPT}, "the user's stream is control's"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    client.close()
+    router = _state.routers[DEPLOYMENT]
+    assert router.mirror.wait_idle(10)
+    router.flush_samples()  # what the router's refresh thread does every few seconds
+    with sqlite_registry.session() as s:
+        pairs = {p.unit: p for p in s.scalars(select(ShadowPair))}
+    assert set(pairs) == {hash_unit("u-plain"), hash_unit("u-stream")}, "both requests mirrored"
+    for p in pairs.values():
+        assert (p.candidate_pair, p.candidate_outcome, p.control_outcome) == (CANDIDATE_PAIR, "ok", "ok")
+        assert "team" in p.candidate_output.lower() and "charged twice" in p.input
+    assert pairs[hash_unit("u-plain")].control_output == raw.parse().choices[0].message.content
+    assert pairs[hash_unit("u-stream")].control_output == streamed
+    assert {o.variant for o in rows(sqlite_registry)} == {"control"}, "a mirrored call is never served"
 
 
 def test_anthropic_sdk_plain_and_streaming(gateway, sqlite_registry):
