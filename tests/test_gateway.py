@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,11 +153,18 @@ def test_a_shadow_stage_mirrors_gateway_requests_plain_and_streaming_serving_onl
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     client.close()
     router = _state.routers[DEPLOYMENT]
-    assert router.mirror.wait_idle(10)
-    router.flush_samples()  # what the router's refresh thread does every few seconds
-    with sqlite_registry.session() as s:
-        pairs = {p.unit: p for p in s.scalars(select(ShadowPair))}
+    # a stream's mirror is offered once its observation is recorded, after the client has the stream's end;
+    # the router's refresh thread or flush_samples stores answered mirrors
+    deadline = time.monotonic() + 10
+    while True:
+        router.flush_samples()
+        with sqlite_registry.session() as s:
+            pairs = {p.unit: p for p in s.scalars(select(ShadowPair))}
+        if len(pairs) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert set(pairs) == {hash_unit("u-plain"), hash_unit("u-stream")}, "both requests mirrored"
+    assert router.mirror.counts["offered"] == 2
     for p in pairs.values():
         assert (p.candidate_pair, p.candidate_outcome, p.control_outcome) == (CANDIDATE_PAIR, "ok", "ok")
         assert "team" in p.candidate_output.lower() and "charged twice" in p.input
