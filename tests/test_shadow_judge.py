@@ -31,6 +31,10 @@ def _mirrored(tmp_path, requests: int = 200) -> None:
     """A shadow stage of sim-drift-2026-07 at 100%: ``requests`` production requests mirrored and stored."""
     policy = copy.deepcopy(TEST_POLICY)
     policy["canary"]["judge"] = JUDGE
+    # every request mirrored: the traffic loop offers faster than the mirror's 4 calls drain, so the default
+    # queue of 100 dropped a third of them when this file ran alone (tests/test_mirror.py tests the limit)
+    policy["canary"]["shadow_budget"] = {"max_calls_per_hour": 100_000, "max_cost_usd_per_hour": 100}
+    policy["canary"]["shadow_budget"]["max_queued"] = requests
     cfg_dir = small_examples(tmp_path / "config", policy=policy)
     cfg = yaml.safe_load((cfg_dir / "pairshift.yaml").read_text())
     cfg["models"].append({"id": "sim-drift-2026-07", "provider": "sim"})
@@ -58,6 +62,7 @@ def _mirrored(tmp_path, requests: int = 200) -> None:
 
         asyncio.run(traffic())
         assert router.mirror.wait_idle(30)
+        assert router.mirror.counts["queue_full"] == 0
 
 
 def test_pairs_are_judged_in_both_orders_and_feed_the_gates_statistics(pairshift_env, tmp_path) -> None:
