@@ -112,6 +112,19 @@ def spent_today(session: Session, deployment: str, now: datetime) -> float:
     return float(spent or 0.0) + float(pairs or 0.0)
 
 
+def judge_setup(
+    session: Session, judge: CanaryJudge, deployment: str, now: datetime, under_test: tuple[str, ...]
+) -> tuple[ModelSpec, str | None, float]:
+    """What a judge round needs first: the judge's spec, the same-family warning against the models under
+    test, and the deployment's judge spend today (the daily cap is shared by sampled outputs and pairs)."""
+    resolved = resolve_model(session, judge.model)
+    if resolved is None:
+        raise LookupError(f"canary.judge {judge.model} is not a known model")
+    peers = [r.row for m in under_test if (r := resolve_model(session, m)) is not None]
+    warning = judges.same_family_warning(resolved.row, peers) if peers else None
+    return resolved.spec(), warning, spent_today(session, deployment, now)
+
+
 def _add_score(session: Session, sample: OutputSample, score: float) -> bool:
     """Add ``score`` to the sample's unit row of its stage; False when the row is not stored yet."""
     a = UnitAggregate.__table__.c  # type: ignore[attr-defined]
@@ -157,17 +170,9 @@ async def judge_round(
     seconds: float = ROUND_SECONDS,
 ) -> JudgeRound:
     """Score the migration's unscored samples within the daily cap (see the module doc)."""
-    call = complete or (
-        lambda spec, system, messages, params: providers.complete(spec, system, messages, params)
-    )
+    call = complete or providers.complete
     with registry.session() as s:
-        resolved = resolve_model(s, judge.model)
-        if resolved is None:
-            raise LookupError(f"canary.judge {judge.model} is not a known model")
-        spec = resolved.spec()
-        peers = [r.row for m in under_test if (r := resolve_model(s, m)) is not None]
-        warning = judges.same_family_warning(resolved.row, peers) if peers else None
-        spent = spent_today(s, deployment, now)
+        spec, warning, spent = judge_setup(s, judge, deployment, now, under_test)
         todo = list(
             s.scalars(
                 select(OutputSample)

@@ -21,14 +21,13 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from pairshift import judges, providers
-from pairshift.online_judge import JUDGE_PARAMS, ROUND_SECONDS, Complete, cost_bound, spent_today
+from pairshift import providers
+from pairshift.online_judge import JUDGE_PARAMS, ROUND_SECONDS, Complete, cost_bound, judge_setup
 from pairshift.pairwise import pair_score, pairwise_prompt, parse_preference
 from pairshift.policy import CanaryJudge
 from pairshift.providers import Message
 from pairshift.registry.models import ShadowPair
 from pairshift.registry.store import Registry
-from pairshift.resolver import resolve_model
 from pairshift.unit_stats import RatioSums, VariantStats
 
 RanksFor = Callable[[int], Iterable[int]]
@@ -175,17 +174,9 @@ async def judge_pairs(
 
     The cap is the canary judge's (``max_cost_usd_per_day``), shared with its sampled outputs: a pair is
     judged only if the day's spend plus an upper bound of both its calls stays within it."""
-    call = complete or (
-        lambda spec, system, messages, params: providers.complete(spec, system, messages, params)
-    )
+    call = complete or providers.complete
     with registry.session() as s:
-        resolved = resolve_model(s, judge.model)
-        if resolved is None:
-            raise LookupError(f"canary.judge {judge.model} is not a known model")
-        spec = resolved.spec()
-        peers = [r.row for m in under_test if (r := resolve_model(s, m)) is not None]
-        warning = judges.same_family_warning(resolved.row, peers) if peers else None
-        spent = spent_today(s, deployment, now)
+        spec, warning, spent = judge_setup(s, judge, deployment, now, under_test)
         todo = list(
             s.scalars(
                 select(ShadowPair)
