@@ -197,7 +197,7 @@ def _closed_port() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"  # closed once the with ends: connection refused
 
 
-def test_doctor_on_a_fresh_home_fails_with_what_to_do(cli, pairshift_env, monkeypatch):
+def test_doctor_on_a_fresh_home_fails_with_what_to_do(cli, fresh_home, monkeypatch):
     monkeypatch.setenv("PAIRSHIFT_TEMPORAL_ADDRESS", _closed_port())
     result = cli("doctor")
     assert result.code == 1
@@ -205,7 +205,7 @@ def test_doctor_on_a_fresh_home_fails_with_what_to_do(cli, pairshift_env, monkey
     assert lines[0].startswith("FAIL temporal: cannot reach") and "pairshift server" in lines[0]
     assert any(line.startswith("FAIL registry: no registry") and "pairshift apply" in line for line in lines)
     assert any(line.startswith("ok   provider calendar") for line in lines)
-    assert not (pairshift_env / "registry.db").exists()  # the doctor creates nothing
+    assert not (fresh_home / "registry.db").exists()  # the doctor creates nothing
 
 
 def test_doctor_json_reads_an_applied_registry(cli, pairshift_env, monkeypatch):
