@@ -84,3 +84,43 @@ async def test_server_and_worker_processes_run_a_workflow(tmp_path: Path):
         for p in (worker, server):
             if p is not None and p.poll() is None:
                 p.kill()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's prctl")
+async def test_a_killed_server_takes_its_temporal_process_with_it(tmp_path: Path):
+    """SIGKILL of `pairshift server` (no handler runs) still stops the Temporal dev server it started: before,
+    the dev server (in a session of its own) kept serving, holding the port and the state file."""
+    port, ui_port = free_port(), free_port()
+    env = dict(os.environ, PAIRSHIFT_HOME=str(tmp_path / "home"))
+    server = subprocess.Popen(
+        [PAIRSHIFT, "server", "--port", str(port), "--ui-port", str(ui_port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_for_port(port, server)
+        (temporal,) = _children(server.pid)
+        server.kill()
+        server.wait(timeout=10)
+        end = time.monotonic() + 30
+        while Path(f"/proc/{temporal}").exists() and _state(temporal) != "Z":
+            assert time.monotonic() < end, "the Temporal dev server outlived pairshift server"
+            await asyncio.sleep(0.1)
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "something still listens on the server's port"
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def _state(pid: int) -> str:
+    """The process state letter of /proc/PID/stat ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""

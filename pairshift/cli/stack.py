@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import shutil
 import signal
 import subprocess
@@ -72,6 +74,22 @@ def server_command(port: int, ui_port: int, db_file: Path, namespace: str) -> li
     ]
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when `pairshift server` dies, SIGKILL included.
+
+    The server runs in a session of its own (a terminal's Ctrl-C reaches it once, forwarded as SIGTERM), so a
+    kill of `pairshift server`'s process group missed it and left it serving, holding the port and the state
+    file. Linux only (prctl PR_SET_PDEATHSIG); elsewhere the old behaviour stands."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took: nobody would stop this server
+        os._exit(1)
+
+
 def server(
     port: int = typer.Option(7233, help="Temporal frontend (gRPC) port."),
     ui_port: int = typer.Option(8233, help="Temporal Web UI port."),
@@ -81,7 +99,8 @@ def server(
     settings.home.mkdir(parents=True, exist_ok=True)
     db_file = (settings.home / "temporal.db").resolve()
     cmd = server_command(port, ui_port, db_file, settings.namespace)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    die_with_us = functools.partial(_die_with_parent, os.getpid())
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_us)
     console.print(f"Temporal dev server on 127.0.0.1:{port} (state {db_file})")
     console.print(
         f"Web UI: http://localhost:{ui_port}/namespaces/{settings.namespace}/workflows", soft_wrap=True
