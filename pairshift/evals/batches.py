@@ -25,10 +25,11 @@ snapshot's answers would hide exactly the drift pairshift exists to catch), and 
 the snapshot the response names. Entries older than ``CACHE_MAX_AGE`` (the baseline reuse limit) are not
 served; ``no_cache`` skips reads and replaces the stored answer.
 
-Judge failures are the judge's (:class:`JudgeFailed`): the candidate's completion is stored before it is
-scored, so a case whose grading failed keeps its answer, is stored with error kind ``grader_error`` (not a
-failure of the arm) and is graded again, without a new provider call, when the activity is retried; the
-batch raises ``JudgeFailed`` (retryable, bounded by the workflow's policy) after its other cases are stored.
+Judge failures are the judge's (:class:`JudgeFailed`): the candidate's completion is queued for the cache
+before it is scored and written with the case's result (:class:`_Writes`, also when the batch fails), so a
+case whose grading failed keeps its answer, is stored with error kind ``grader_error`` (not a failure of the
+arm) and is graded again, without a new provider call, when the activity is retried; the batch raises
+``JudgeFailed`` (retryable, bounded by the workflow's policy) after its other cases are stored.
 A judge that refuses for good (unknown or retired, bad credentials, a bad request) raises ``JudgeRefused``:
 the eval stops naming the judge, and the arm under test is not marked failed.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -45,7 +47,7 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
@@ -91,6 +93,8 @@ CALL_RETRY = RetryPolicy(max_retry_after_s=0.0)  # see the module docstring: 429
 JUDGE_ATTEMPTS = 3  # a judge call that is rate limited without retry-after or unavailable, at most
 JUDGE_BACKOFF_S = 1.0  # doubled between the judge's attempts
 GRADER_ERROR = "grader_error"  # the error kind of a case whose grading failed (the judge's failure)
+FLUSH_ROWS = 32  # a batch writes its results (and their cached answers) this many at a time (_Writes)
+FLUSH_S = 1.0  # ... or once the oldest waiting row has waited this long
 
 
 class ProviderOutage(RuntimeError):
@@ -157,51 +161,78 @@ def _load_work(registry: Registry, batch: BatchSpec) -> _Work:
         return _Work(run, model.spec(), model, prompt, cases, done, regrade, judge)
 
 
-def _insert_ignore(s: Session, table: Any, values: dict[str, Any]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING: a duplicate (run, case, epoch) or cache key is kept once."""
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    s.exec(insert(table).values(**values).on_conflict_do_nothing())  # type: ignore[call-overload]
-
-
-def _upsert(s: Session, table: Any, values: dict[str, Any], keys: list[str], where: Any = None) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE (only rows matching ``where``, when given)."""
-    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table).values(**values)
-    changed = {k: stmt.excluded[k] for k in values if k not in keys}
-    s.exec(stmt.on_conflict_do_update(index_elements=keys, set_=changed, where=where))  # type: ignore[call-overload]
-
-
-def _store_result(registry: Registry, result: dict[str, Any]) -> None:
-    """A case's result; a stored grader error is replaced once the case could be graded."""
-    with registry.session() as s:
-        table = EvalResult.__table__  # type: ignore[attr-defined]
-        _upsert(s, EvalResult, result, ["run_id", "case_id", "epoch"], table.c.error_kind == GRADER_ERROR)
-
-
-def _store_results(registry: Registry, rows: list[dict[str, Any]]) -> None:
-    """Results of one batch in one transaction (the cache hits: a lost write costs no provider call)."""
-    if not rows:
-        return
-    table = EvalResult.__table__  # type: ignore[attr-defined]
-    keys = ["run_id", "case_id", "epoch"]
+def _store_rows(
+    registry: Registry, cache: list[dict[str, Any]], results: list[dict[str, Any]], refresh: bool
+) -> None:
+    """Provider answers for the cache and case results, in one transaction of one statement each
+    (executemany): a stored grader error is replaced once the case could be graded; ``refresh`` (no_cache)
+    replaces a cached answer, else a stored one is kept."""
     with registry.session() as s:
         insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
-        stmt = insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={k: stmt.excluded[k] for k in rows[0] if k not in keys},
-            where=table.c.error_kind == GRADER_ERROR,
-        )
-        s.connection().execute(stmt, rows)  # one statement, executemany
+        if cache:
+            table = CachedResponse.__table__  # type: ignore[attr-defined]
+            stmt = insert(table)
+            stmt = (
+                stmt.on_conflict_do_update(
+                    index_elements=["key"], set_={k: stmt.excluded[k] for k in cache[0] if k != "key"}
+                )
+                if refresh
+                else stmt.on_conflict_do_nothing()
+            )
+            s.connection().execute(stmt, cache)
+        if results:
+            table = EvalResult.__table__  # type: ignore[attr-defined]
+            keys = ["run_id", "case_id", "epoch"]
+            stmt = insert(table)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={k: stmt.excluded[k] for k in results[0] if k not in keys},
+                where=table.c.error_kind == GRADER_ERROR,
+            )
+            s.connection().execute(stmt, results)
 
 
 def _store_cache(registry: Registry, cache: dict[str, Any], refresh: bool) -> None:
-    """A provider answer in the cache, before it is scored; ``refresh`` (no_cache) replaces a stored one."""
-    with registry.session() as s:
-        if refresh:
-            _upsert(s, CachedResponse, cache, ["key"])
-        else:
-            _insert_ignore(s, CachedResponse, cache)
+    """A provider answer in the cache (a judge's); ``refresh`` (no_cache) replaces a stored one."""
+    _store_rows(registry, [cache], [], refresh)
+
+
+class _Writes:
+    """A batch's rows on their way to the registry: provider answers for the cache (each before its case is
+    scored) and case results, written together in one transaction once ``FLUSH_ROWS`` are waiting or the
+    oldest has waited ``FLUSH_S``, and at the end of the batch (:meth:`flush`, also when it fails).
+
+    One transaction of a few executemany statements per flush instead of two per call: a call's own INSERTs
+    were most of a batch's CPU (bench/results/scale.md, Eval speed). What a killed worker had not flushed
+    yet is at most ``FLUSH_ROWS`` answers (or ``FLUSH_S`` of them): the retried batch makes those calls again.
+    Within a flush an answer cached twice under one key is sent once, as the rows in turn would have left it
+    (the first kept, or the last with ``refresh``).
+    """
+
+    def __init__(self, registry: Registry, refresh: bool) -> None:
+        self.registry, self.refresh = registry, refresh
+        self.cache: dict[str, dict[str, Any]] = {}
+        self.results: list[dict[str, Any]] = []
+        self.since: float | None = None  # when the oldest waiting row came
+        self.lock = asyncio.Lock()
+
+    def add_cache(self, row: dict[str, Any]) -> None:
+        if self.refresh or row["key"] not in self.cache:
+            self.cache[row["key"]] = row
+        self.since = self.since if self.since is not None else time.monotonic()
+
+    async def add_result(self, row: dict[str, Any]) -> None:
+        self.results.append(row)
+        self.since = self.since if self.since is not None else time.monotonic()
+        if len(self.results) >= FLUSH_ROWS or time.monotonic() - self.since >= FLUSH_S:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:  # one flush at a time, in the order the rows came
+            cache, results = list(self.cache.values()), self.results
+            self.cache, self.results, self.since = {}, [], None
+            if cache or results:
+                await asyncio.to_thread(_store_rows, self.registry, cache, results, self.refresh)
 
 
 def _fresh(created_at: Any) -> bool:
@@ -323,7 +354,7 @@ async def run_batch(
     hits = {} if batch.no_cache else await asyncio.to_thread(_cached_completions, registry, keys)
     ungraded: list[str] = []
     unavailable: list[ProviderError] = []
-    hit_rows: list[dict[str, Any]] = []
+    writes = _Writes(registry, batch.no_cache)
 
     async def one(call: _Call) -> None:
         stored = work.regrade.get((call.case.id, call.epoch))
@@ -338,7 +369,7 @@ async def run_batch(
                 counters,
                 no_cache=batch.no_cache,
                 regraded=bool(stored),
-                hits=hit_rows,
+                writes=writes,
             )
         except ProviderError as err:
             if not err.retryable:
@@ -352,9 +383,12 @@ async def run_batch(
             on_progress(counters.done, counters.total)
 
     try:
-        async with asyncio.TaskGroup() as group:
-            for call in todo:
-                group.create_task(one(call))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for call in todo:
+                    group.create_task(one(call))
+        finally:
+            await writes.flush()  # what was answered is kept, also when the batch fails
     except* JudgeRefused as refused:
         raise refused.exceptions[0] from None
     except* FATAL_ERRORS as failed:
@@ -363,7 +397,6 @@ async def run_batch(
         message = f"arm {work.run.arm} ({work.run.pair}) failed: {err.message}"
         await asyncio.to_thread(mark_failed, registry, work.run.id, message)
         raise ArmFailed(message) from None
-    await asyncio.to_thread(_store_results, registry, hit_rows)
     if unavailable:
         raise ProviderOutage(
             f"{len(unavailable)} of {len(todo)} calls of arm {work.run.arm} ({work.run.pair}) still failed "
@@ -454,15 +487,17 @@ async def _run_one(
     no_cache: bool = False,
     regraded: bool = False,
     via_batch: bool = False,
-    hits: list[dict[str, Any]] | None = None,
+    writes: _Writes | None = None,
 ) -> str | None:
     """Send one call unless ``done`` (a cache hit, stored answer, batch line) is given; cache, score, store.
 
-    ``via_batch``: ``done`` is a provider batch's fresh answer (cached like a call just made).
+    ``via_batch``: ``done`` is a provider batch's fresh answer (cached like a call just made). ``writes``:
+    the batch's rows waiting to be written (:class:`_Writes`); without it the case's rows are written now.
 
     Returns None, or why the judge could not grade it (the case is stored as a grader error, module doc).
     """
     case, epoch, messages, params_dict = call.case, call.epoch, call.messages, call.params_dict
+    now, writes = writes is None, writes or _Writes(registry, no_cache)
     cached, error, error_kind = done is not None and not regraded and not via_batch, None, None
     if done is None:
         try:
@@ -487,9 +522,9 @@ async def _run_one(
             # the case fails, the arm goes on
             error, error_kind = err.message, err.kind
     if done is not None and (via_batch or not cached and not regraded):
-        # stored before scoring: a judge failure never loses a paid answer
+        # queued before scoring: a judge failure never loses a paid answer
         key = cache_key(work.spec, _write_model(work.model, done), messages, params_dict, epoch)
-        await asyncio.to_thread(_store_cache, registry, _cache_row(key, work.spec, done), no_cache)
+        writes.add_cache(_cache_row(key, work.spec, done))
     if done is not None and done.truncated:
         error, error_kind = truncation_message(done, call.params), "truncated"
     output = Output(
@@ -533,10 +568,9 @@ async def _run_one(
         "assertions": [r.model_dump() for r in scored.results] if scored else [],
         "created_at": utcnow(),
     }
-    if hits is not None and cached:  # a cache hit: stored with the batch's others in one transaction
-        hits.append(row)
-    else:
-        await asyncio.to_thread(_store_result, registry, row)
+    await writes.add_result(row)
+    if now:
+        await writes.flush()
     return grader_error
 
 
