@@ -268,6 +268,7 @@ async def call_limited(
     bucket: str | None = None,
 ) -> Completion:
     """One call through the model's process-wide limiter; 429 + retry-after push the bucket (module doc).
+    Sent as JSON without the SDK where the wire allows (``complete(direct=True)``, :mod:`..providers.direct`).
 
     ``user`` is the user message, or the turns of a request (a ``prompt: external`` deployment's case).
 
@@ -280,7 +281,7 @@ async def call_limited(
     for attempt in range(RATE_LIMIT_RETRIES + 1):
         async with limiter.slot(estimate):
             try:
-                done = await complete(spec, system, turns, params, retry=CALL_RETRY)
+                done = await complete(spec, system, turns, params, retry=CALL_RETRY, direct=True)
             except RateLimited as err:
                 if attempt == RATE_LIMIT_RETRIES or err.retry_after is None:
                     raise

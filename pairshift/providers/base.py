@@ -281,8 +281,8 @@ async def complete(
 ) -> Completion:
     """Call ``model`` once logically: retried here (and only here) on transient failures.
 
-    ``direct`` (the serving path) sends OpenAI-chat and Anthropic calls as JSON over a shared HTTP client
-    instead of through the SDK (:mod:`pairshift.providers.direct`); the same typed answers and errors.
+    ``direct`` (the serving path, eval calls) sends OpenAI-chat and Anthropic calls as JSON over a shared HTTP
+    client instead of through the SDK (:mod:`pairshift.providers.direct`); the same typed answers and errors.
 
     Raises the last :class:`ProviderError` when attempts are exhausted or the error is not
     retryable; ``error.attempts`` says how many were made. ``sleep`` waits between attempts (tests

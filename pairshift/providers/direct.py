@@ -1,5 +1,6 @@
-"""The serving path's provider calls: JSON over one shared HTTP client (:mod:`pairshift.providers.http1`:
-pooled keep-alive HTTP/1.1 connections, httpx's interface), without the SDKs.
+"""The serving path's and evals' provider calls: JSON over one shared HTTP client
+(:mod:`pairshift.providers.http1`: pooled keep-alive HTTP/1.1 connections, httpx's interface), without the
+SDKs.
 
 ``Router.complete``, ``/complete`` and the gateway answer users while they wait, so the time pairshift adds to
 a call is the product's cost (``make bench``: bench/results/gateway.md). The official SDKs spend most of it
@@ -15,7 +16,9 @@ Errors are the SDK backends' typed errors: a status with the body's ``error`` ob
 :func:`~pairshift.providers.errors.error_for_status`, a timeout as ``ProviderTimeout``, a connection failure
 as ``ProviderUnavailable``. Covered: OpenAI chat completions (``openai``, ``openai-compatible`` with ``api:
 chat``) and the Anthropic Messages API; anything else (the in-process sim, the Responses API) goes through
-its usual backend (:func:`supports`). Evals keep the SDKs (their overhead is nothing next to a rate limit).
+its usual backend (:func:`supports`). Eval calls go this way too (``pairshift.evals.batches.call_limited``):
+through the SDK a call was ~2.4 ms of the eval worker's CPU, most of an unlimited eval's
+(bench/results/scale.md, Eval speed); the providers' batch APIs keep the SDKs.
 """
 
 from __future__ import annotations
