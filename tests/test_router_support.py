@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+import tempfile
+from contextlib import closing
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from pairshift.apply import apply_path
 from pairshift.registry.models import Deployment
-from pairshift.registry.store import Registry
+from pairshift.registry.store import Registry, forget_registry, open_registry
 
 DEPLOYMENT = "support-triage"
 MIGRATION = "migration-support-triage"
@@ -18,11 +26,41 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def apply_example(registry: Registry) -> Registry:
-    """The example config applied: deployment support-triage on support-triage@1 + sim-classic-2024-06."""
+    """The example config applied: deployment support-triage on support-triage@1 + sim-classic-2024-06.
+
+    A SQLite registry gets a copy of the config applied once per process (an apply is ~0.1 s on SQLite, and
+    dozens of tests start here); PostgreSQL applies. The copy replaces the database's content whole, so it is
+    only for a registry nothing was written to yet."""
     from conftest import EXAMPLES
 
-    apply_path(registry, EXAMPLES, by="test")
+    url = make_url(registry.url)
+    if url.get_backend_name() != "sqlite" or not url.database or not _empty(registry):
+        apply_path(registry, EXAMPLES, by="test")
+        return registry
+    registry.engine.dispose()  # no pooled connection holds the old content
+    with closing(sqlite3.connect(_applied_example())) as src, closing(sqlite3.connect(url.database)) as dst:
+        src.backup(dst)
     return registry
+
+
+def _empty(registry: Registry) -> bool:
+    """No row in any table but Alembic's."""
+    with registry.engine.connect() as conn:
+        tables = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
+        union = " UNION ALL ".join(f'SELECT 1 FROM "{t}"' for t in tables)
+        return conn.execute(text(f"SELECT EXISTS ({union})")).scalar() == 0
+
+
+@functools.cache
+def _applied_example() -> str:
+    """A SQLite database, at head, with the example config applied (one per test process)."""
+    from conftest import EXAMPLES
+
+    path = Path(tempfile.mkdtemp(prefix="pairshift-example-")) / "registry.db"
+    url = f"sqlite:///{path}"
+    apply_path(open_registry(url), EXAMPLES, by="test")
+    forget_registry(url)
+    return str(path)
 
 
 def set_split(
