@@ -44,9 +44,9 @@ def write_config(
 
 
 @pytest.fixture
-def eval_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
+def eval_registry(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
     """A SQLite registry with the 30-case example applied, set as the process registry (activities use it)."""
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    url = sqlite_url  # at head already (conftest's template)
     monkeypatch.setenv("PAIRSHIFT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PAIRSHIFT_DATABASE_URL", url)
     get_settings.cache_clear()
