@@ -13,6 +13,7 @@ without taking any lock (the common case: every start after the first).
 from __future__ import annotations
 
 import fcntl
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,13 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(_SCHEMA_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+@functools.cache
+def _code_heads() -> frozenset[str]:
+    """The head revisions of the schema scripts this code ships. Read once per process: loading the
+    script directory executes every revision file, and each registry opened asks."""
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -113,9 +121,8 @@ class Registry:
 
     def at_head(self) -> bool:
         """True when the database's schema revision is the newest one this code knows (no lock taken)."""
-        heads = set(ScriptDirectory.from_config(alembic_config(self.url)).get_heads())
         with self.engine.connect() as conn:
-            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+            return set(MigrationContext.configure(conn).get_current_heads()) == _code_heads()
 
     def upgrade(self) -> None:
         """Bring the schema to head, serialized across processes; a no-op without a lock when current."""
