@@ -167,8 +167,8 @@ async def main_worker(dev_env, served_registry: Registry) -> AsyncIterator[tuple
             yield dev_env.client, queue
 
 
-async def run_eval(client: Client, queue: str) -> tuple[WorkflowHistory, dict]:
-    req = EvalRequest(deployment="support-triage", to_model=MODEL, requested_by="test", no_cache=True)
+async def run_eval(client: Client, queue: str, no_cache: bool = True) -> tuple[WorkflowHistory, dict]:
+    req = EvalRequest(deployment="support-triage", to_model=MODEL, requested_by="test", no_cache=no_cache)
     handle = await client.start_workflow(
         EvalWorkflow.run, req, id=f"pq-{uuid.uuid4().hex[:8]}", task_queue=queue
     )
@@ -206,6 +206,37 @@ async def test_eval_without_limits_runs_every_batch_on_the_main_queue(main_worke
     history, report = await run_eval(client, queue)
     assert report["arms"]["model_only"]["calls"] == N_CASES * EPOCHS
     assert set(batch_queues(history)) == {queue}
+
+
+async def test_a_fully_cached_arm_of_a_rate_limited_model_runs_on_the_main_queue(
+    main_worker, served_registry: Registry, sim_server: SimHandle
+) -> None:
+    """A re-run whose rate-limited arm the response cache answers in full makes no call, so planning gives it
+    no route: its batches run on the main queue, not paced by the model queue's rate (nor waiting for a
+    model-queue worker: none polls the model's queue during the re-run)."""
+    client, queue = main_worker
+    limits = {"requests_per_minute": RPS * 60, "calls_per_batch": CALLS_PER_BATCH, "concurrency": 4}
+    set_limits(served_registry, limits)
+    model_queue = model_task_queue(queue, MODEL)
+    other = await Client.connect(
+        client.service_client.config.target_host,
+        namespace=client.namespace,
+        data_converter=pydantic_data_converter,
+    )
+    async with build_model_queue_worker(
+        other, model_queue, model_queue_rates(queue, [(MODEL, limits)])[model_queue]
+    ):
+        first, _ = await run_eval(client, queue)
+    assert set(batch_queues(first)) == {queue, model_queue}
+    requests = sim_server.stats(MODEL)["requests"]
+
+    async with asyncio.timeout(60):  # before: waits for a model-queue worker forever
+        again, report = await run_eval(client, queue, no_cache=False)
+    assert set(batch_queues(again)) == {queue}
+    joint = report["arms"]["model_only"]
+    assert joint["cached_calls"] == joint["calls"] == N_CASES * EPOCHS
+    assert sim_server.stats(MODEL)["requests"] == requests + 1  # the preflight's call alone
+    await Replayer(workflows=EVAL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(again)
 
 
 async def test_model_queue_workers_follow_the_registry_limits(dev_env, served_registry: Registry) -> None:

@@ -192,6 +192,11 @@ class RoutedEvalPlan(EvalPlan):
     modes: dict[str, Literal["online", "batch"]] = Field(
         default_factory=dict, description="By fresh arm: how its calls are sent (eval.mode); absent = online."
     )
+    cached_arms: list[str] = Field(
+        default_factory=list,
+        description="Fresh arms the response cache answers in full at planning: no route (their batches make "
+        "no provider call, so they do not wait on a model queue's rate) and no preflight call.",
+    )
 
 
 # ---------------------------------------------------------------- batches and summaries

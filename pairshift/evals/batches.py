@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -47,11 +48,11 @@ from typing import Any
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from pairshift.contracts.evals import BatchResult, BatchSpec
 from pairshift.datasets import Case
-from pairshift.evals.planning import CACHE_MAX_AGE, ArmFailed, call_fingerprint, load_cases
+from pairshift.evals.planning import CACHE_MAX_AGE, ArmFailed, call_fingerprint, case_pages, load_cases
 from pairshift.external import prompt_row, request_for
 from pairshift.prompts import TemplateProblem
 from pairshift.providers import (
@@ -307,15 +308,40 @@ class _Call:
 
 
 def _prepare(work: _Work, case: Case, epoch: int) -> _Call:
-    system, turns, base = request_for(work.prompt, case.vars)  # rendered, or an external case's own
+    return prepare_call(work.prompt, work.spec, work.model, case, epoch)
+
+
+def prepare_call(
+    prompt: PromptVersion, spec: ModelSpec, model: ResolvedModel, case: Case, epoch: int
+) -> _Call:
+    """One (case, epoch) of an arm as it is sent: rendered, its params and its cache key ("": never read)."""
+    system, turns, base = request_for(prompt, case.vars)  # rendered, or an external case's own
     params = CallParams(**{**base, "seed": epoch})  # the epoch's seed (planning refuses one set)
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": t.role, "content": t.content} for t in turns
     ]
     params_dict = params.model_dump(exclude_none=True)
-    read = _read_model(work.model)
-    key = cache_key(work.spec, read, messages, params_dict, epoch) if read else ""
+    read = _read_model(model)
+    key = cache_key(spec, read, messages, params_dict, epoch) if read else ""
     return _Call(case, epoch, system, turns, params, messages, params_dict, key)
+
+
+def fully_cached(
+    s: Session, prompt: PromptVersion, model: ResolvedModel, dataset_version: str, epochs: int
+) -> bool:
+    """Whether the response cache holds a fresh answer for every (case, epoch) of an arm of ``prompt`` on
+    ``model``: its batches would make no provider call. Reads the first case alone first (a fresh arm
+    misses there), then the cases a page at a time."""
+    if _read_model(model) is None:
+        return False
+    spec, first = model.spec(), load_cases(s, dataset_version, 0, 1)
+    probed = {c.id for c in first}
+    for i, page in enumerate(itertools.chain([first], case_pages(s, dataset_version))):
+        calls = [prepare_call(prompt, spec, model, c, e) for c in page for e in range(1, epochs + 1)]
+        keys = {c.key for c in calls if i == 0 or c.case.id not in probed}
+        if _cached_count(s, sorted(keys)) < len(keys):
+            return False
+    return True
 
 
 def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Completion]:
@@ -328,6 +354,17 @@ def _cached_completions(registry: Registry, keys: list[str]) -> dict[str, Comple
                 {row.key: Completion.model_validate(row.completion) for row in rows if _fresh(row.created_at)}
             )
     return found
+
+
+def _cached_count(s: Session, keys: list[str]) -> int:
+    """How many of ``keys`` have a fresh cached response (their answers are not read)."""
+    count = 0
+    for i in range(0, len(keys), 500):
+        rows = s.exec(
+            select(CachedResponse.created_at).where(col(CachedResponse.key).in_(keys[i : i + 500]))
+        ).all()
+        count += sum(1 for created_at in rows if _fresh(created_at))
+    return count
 
 
 class _Counters:

@@ -24,7 +24,7 @@ from sqlmodel import Session, col, func, select
 from pairshift import judges
 from pairshift.contracts.evals import ArmName, ArmPlan, BatchRoute, EvalRequest, RoutedEvalPlan
 from pairshift.datasets import Case
-from pairshift.external import is_external, request_for
+from pairshift.external import is_external, prompt_row, request_for
 from pairshift.policy import EvalPolicy
 from pairshift.prompts import TemplateProblem
 from pairshift.providers import CallParams, ModelSpec, provider_problems, reserved_param_problems
@@ -315,7 +315,8 @@ def plan_eval(
 ) -> RoutedEvalPlan:
     """Validate, choose arms, reuse a baseline, choose the judge and create the EvalRun rows (idempotent).
 
-    Each fresh arm whose model has a request rate gets a route to that model's own task queue.
+    Each fresh arm whose model has a request rate gets a route to that model's own task queue, unless the
+    response cache answers all of its calls (``cached_arms``: it makes none, so it waits on no queue's rate).
     """
     with registry.session() as s:
         r = _resolve(s, req)
@@ -328,6 +329,7 @@ def plan_eval(
             for arm, prompt, model in _arm_pairs(r)
         ]
         p1, m1 = r.prompts["new"].id, r.names["new"]
+        cached = _cached_arms(s, r, req, arms)
         return RoutedEvalPlan(
             eval_id=eval_id,
             deployment=r.deployment,
@@ -343,8 +345,9 @@ def plan_eval(
             judge=judge,
             no_cache=req.no_cache,
             warnings=warnings,
-            routes=_routes(r, arms),
+            routes={arm: route for arm, route in _routes(r, arms).items() if arm not in cached},
             modes=_modes(r, arms, warnings),
+            cached_arms=cached,
         )
 
 
@@ -364,6 +367,22 @@ def _judge(
         raise EvalInputError(f"{problem} ({judges.JUDGE_KEY})")
     warning = judges.same_family_warning(row, [r.models["old"], r.models["new"]])
     return r.policy.judge, [warning] if warning else []
+
+
+def _cached_arms(s: Session, r: _Resolved, req: EvalRequest, arms: Sequence[ArmPlan]) -> list[str]:
+    """The fresh arms whose every (case, epoch) the response cache answers (none with ``no_cache``)."""
+    from pairshift.evals.batches import fully_cached  # batches builds on this module
+
+    if req.no_cache:
+        return []
+    cached = []
+    for arm in arms:
+        prompt, model = prompt_row(s, arm.prompt), resolve_model(s, arm.model)
+        if arm.reused or prompt is None or model is None:
+            continue
+        if fully_cached(s, prompt, model, r.dataset_version, r.policy.epochs):
+            cached.append(arm.arm)
+    return cached
 
 
 def _routes(r: _Resolved, arms: Sequence[ArmPlan]) -> dict[str, BatchRoute]:
@@ -413,8 +432,8 @@ def _plan_arm(
 ) -> ArmPlan:
     pair, run_id = f"{prompt}+{model}", run_id_for(eval_id, arm)
     row = next(m for k, m in r.models.items() if r.names[k] == model)
-    prompt_row = next(p for p in r.prompts.values() if p.id == prompt)
-    key = evidence_key(prompt_row, ResolvedModel(model, row), judge, r.dataset_hash, r.policy.epochs)
+    version = next(p for p in r.prompts.values() if p.id == prompt)
+    key = evidence_key(version, ResolvedModel(model, row), judge, r.dataset_hash, r.policy.epochs)
     if arm == "baseline" and not req.no_cache and s.get(EvalRun, run_id) is None:
         reused = reusable_baseline(s, pair, r.dataset_hash, r.policy.epochs, key)
         if reused is not None:
