@@ -18,6 +18,7 @@ with a fixed seed, so the same outcomes always give the same interval and the ga
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -76,10 +77,13 @@ def _statistic(values: np.ndarray, weights: np.ndarray, stat: str) -> np.ndarray
     return values[np.minimum(idx, values.size - 1)]
 
 
+Stat = Literal["cost", "latency_p95"]
+
+
 def paired_ratio(
     baseline: Outcomes,
     joint: Outcomes,
-    stat: Literal["cost", "latency_p95"],
+    stat: Stat,
     confidence: float,
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
@@ -89,36 +93,54 @@ def paired_ratio(
 
     The resampled cases are those with a call that answered in either arm, sorted by case id; each arm's
     values sorted ascending (ties by case), one case index per value."""
+    return paired_ratios(baseline, joint, (stat,), confidence, resamples=resamples, seed=seed)[stat]
+
+
+def paired_ratios(
+    baseline: Outcomes,
+    joint: Outcomes,
+    stats: Sequence[Stat],
+    confidence: float,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[Stat, RatioEstimate | None]:
+    """:func:`paired_ratio` of each of ``stats``, over one set of resamples: drawing them is most of the work,
+    and every stat resamples the same cases with the same seed, so each interval is the one it has alone."""
     fb, fj = ArmOutcomes.of(baseline), ArmOutcomes.of(joint)
     if not fb.ok_case.size or not fj.ok_case.size:
-        return None
+        return dict.fromkeys(stats)
     cases = np.union1d(fb.case_ids[np.unique(fb.ok_case)], fj.case_ids[np.unique(fj.ok_case)])
 
-    def flat(arm: ArmOutcomes) -> tuple[np.ndarray, np.ndarray]:
+    def flat(arm: ArmOutcomes, stat: Stat) -> tuple[np.ndarray, np.ndarray]:
         values = arm.ok_cost if stat == "cost" else arm.ok_latency
         index = np.searchsorted(cases, arm.case_ids)[arm.ok_case]  # this arm's case -> its resampled index
         order = np.lexsort((index, values))
         return values[order], index[order]
 
-    (xb, cb), (xj, cj) = flat(fb), flat(fj)
-    point_b = float(np.mean(xb) if stat == "cost" else np.percentile(xb, 95))
-    point_j = float(np.mean(xj) if stat == "cost" else np.percentile(xj, 95))
+    flats = {stat: (flat(fb, stat), flat(fj, stat)) for stat in stats}
     rng = np.random.default_rng(seed)
-    ratios = []
+    ratios: dict[Stat, list[np.ndarray]] = {stat: [] for stat in stats}
     # The chunk size changes neither the resamples nor their order (the generator draws row after row).
-    chunk = max(1, min(_CHUNK, _CELLS // max(cases.size, xb.size, xj.size)))
+    chunk = max(1, min(_CHUNK, _CELLS // max(cases.size, fb.ok_case.size, fj.ok_case.size)))
     for start in range(0, resamples, chunk):
         k = min(chunk, resamples - start)
         draws = rng.multinomial(cases.size, np.full(cases.size, 1 / cases.size), size=k).astype(float)
-        sb, sj = _statistic(xb, draws[:, cb], stat), _statistic(xj, draws[:, cj], stat)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios.append(np.where(sb > 0, sj / sb, np.where(sj > 0, np.inf, 1.0)))
-    r = np.concatenate(ratios)
-    r = r[~np.isnan(r)]
-    tail = (1 - confidence) / 2
-    lo, hi = _quantiles(r, tail) if r.size else (0.0, math.inf)
-    ratio = point_j / point_b if point_b > 0 else (math.inf if point_j > 0 else 1.0)
-    return RatioEstimate(baseline=point_b, joint=point_j, ratio=ratio, ci=(lo, hi))
+        for stat, ((xb, cb), (xj, cj)) in flats.items():
+            sb, sj = _statistic(xb, draws[:, cb], stat), _statistic(xj, draws[:, cj], stat)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratios[stat].append(np.where(sb > 0, sj / sb, np.where(sj > 0, np.inf, 1.0)))
+    out: dict[Stat, RatioEstimate | None] = {}
+    for stat, ((xb, _), (xj, _)) in flats.items():
+        point_b = float(np.mean(xb) if stat == "cost" else np.percentile(xb, 95))
+        point_j = float(np.mean(xj) if stat == "cost" else np.percentile(xj, 95))
+        r = np.concatenate(ratios[stat])
+        r = r[~np.isnan(r)]
+        tail = (1 - confidence) / 2
+        lo, hi = _quantiles(r, tail) if r.size else (0.0, math.inf)
+        ratio = point_j / point_b if point_b > 0 else (math.inf if point_j > 0 else 1.0)
+        out[stat] = RatioEstimate(baseline=point_b, joint=point_j, ratio=ratio, ci=(lo, hi))
+    return out
 
 
 _HUGE = np.finfo(float).max

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from pairshift.contracts.evals import ArmReport, ArmSummary, DatasetRef, Effect, EvalCost, EvalReport, Flip
 from pairshift.contracts.gates import GateDecision
 from pairshift.gates import eval_gate
-from pairshift.paired import blocking_change, paired_ratio, per_case_discordance, power_note
+from pairshift.paired import blocking_change, paired_ratios, per_case_discordance, power_note
 from pairshift.policy import EvalPolicy
 from pairshift.stats import ArmOutcomes, Outcomes, factorial, flipped, mcnemar
 
@@ -132,11 +132,12 @@ def assemble_report(
         )
     rows["joint"] = rows[joint_name]
     base, joint = folded["baseline"], folded[joint_name]
+    ratios = paired_ratios(base, joint, ("cost", "latency_p95"), policy.confidence)  # one set of resamples
     gate = eval_gate(
         effects["joint"],
         {kind: blocking_change(base, joint, kind, policy.confidence) for kind in policy.blocking},
-        paired_ratio(base, joint, "cost", policy.confidence),
-        paired_ratio(base, joint, "latency_p95", policy.confidence),
+        ratios["cost"],
+        ratios["latency_p95"],
         policy,
         latency_unmeasured=_batched(rows["baseline"], rows["joint"]),
     )

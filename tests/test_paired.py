@@ -11,7 +11,7 @@ from scipy import stats as sps
 
 from pairshift.gates import eval_gate
 from pairshift.intervals import noninferiority_cases, score_statistic, z_critical
-from pairshift.paired import blocking_change, paired_ratio, power_note
+from pairshift.paired import blocking_change, paired_ratio, paired_ratios, power_note
 from pairshift.policy import EvalPolicy
 from pairshift.stats import CaseOutcome, paired_effect
 
@@ -163,6 +163,30 @@ def test_paired_ratio_is_seeded_and_paired_by_case() -> None:
     ]
     wide = paired_ratio(base, shuffled, "cost", 0.95)
     assert wide is not None and wide.ci[1] - wide.ci[0] > 0.1
+
+
+def test_both_ratios_from_one_set_of_resamples_are_each_ratio_alone() -> None:
+    """The report draws the resamples once for the cost and the latency ratio: each interval is exactly the
+    one its own bootstrap gives (the same cases, seed and chunks), errored calls and all."""
+    rng = np.random.default_rng(3)
+
+    def arm(scale: float) -> list[CaseOutcome]:
+        return [
+            outcome(
+                f"c{i}",
+                e,
+                cost_usd=float(rng.lognormal(-6, 1)) * scale,
+                latency_ms=float(rng.gamma(2, 100)),
+                error=bool(rng.random() < 0.05),
+            )
+            for i in range(300)
+            for e in range(2)
+        ]
+
+    base, joint = arm(1.0), arm(1.1)
+    both = paired_ratios(base, joint, ("cost", "latency_p95"), 0.95)
+    assert both == {stat: paired_ratio(base, joint, stat, 0.95) for stat in ("cost", "latency_p95")}
+    assert paired_ratios(base, [], ("cost", "latency_p95"), 0.95) == {"cost": None, "latency_p95": None}
 
 
 def test_latency_ratio_leaves_errored_calls_out() -> None:

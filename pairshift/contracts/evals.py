@@ -194,8 +194,8 @@ class RoutedEvalPlan(EvalPlan):
     )
     cached_arms: list[str] = Field(
         default_factory=list,
-        description="Fresh arms the response cache answers in full at planning: no route (their batches make "
-        "no provider call, so they do not wait on a model queue's rate) and no preflight call.",
+        description="Rate-limited fresh arms the response cache answers in full at planning: no route (their "
+        "batches make no provider call, so they do not wait on the model queue's rate).",
     )
 
 

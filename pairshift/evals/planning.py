@@ -329,7 +329,8 @@ def plan_eval(
             for arm, prompt, model in _arm_pairs(r)
         ]
         p1, m1 = r.prompts["new"].id, r.names["new"]
-        cached = _cached_arms(s, r, req, arms)
+        routes = _routes(r, arms)
+        cached = _cached_arms(s, r, req, [a for a in arms if a.arm in routes])
         return RoutedEvalPlan(
             eval_id=eval_id,
             deployment=r.deployment,
@@ -345,7 +346,7 @@ def plan_eval(
             judge=judge,
             no_cache=req.no_cache,
             warnings=warnings,
-            routes={arm: route for arm, route in _routes(r, arms).items() if arm not in cached},
+            routes={arm: route for arm, route in routes.items() if arm not in cached},
             modes=_modes(r, arms, warnings),
             cached_arms=cached,
         )
@@ -370,7 +371,8 @@ def _judge(
 
 
 def _cached_arms(s: Session, r: _Resolved, req: EvalRequest, arms: Sequence[ArmPlan]) -> list[str]:
-    """The fresh arms whose every (case, epoch) the response cache answers (none with ``no_cache``)."""
+    """Those of the (routed) ``arms`` whose every (case, epoch) the response cache answers (none with
+    ``no_cache``)."""
     from pairshift.evals.batches import fully_cached  # batches builds on this module
 
     if req.no_cache:
