@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -211,6 +212,28 @@ def _check_cases(prompts: Sequence[PromptVersion], pages: Iterable[Sequence[Case
     return graded
 
 
+CHECKED_KEPT = 256  # (prompts, dataset) pairs whose case check a worker process remembers
+_checked: dict[tuple[tuple[tuple[str, str], ...], str], tuple[str, str] | None] = {}
+_checked_lock = threading.Lock()  # planning activities run on a worker's threads
+
+
+def _checked_cases(s: Session, r: _Resolved) -> tuple[str, str] | None:
+    """:func:`_check_cases` of the plan's prompts over its dataset version, once per process for each
+    (prompt contents, dataset contents): both are immutable, so a re-run's planning (a cached re-run: most of
+    its planning was this check) does not render every case again. Only a check that passed is kept."""
+    prompts = _distinct(r.prompts.values())
+    key = (tuple((p.id, p.content_hash) for p in prompts), r.dataset_hash)
+    with _checked_lock:
+        if key in _checked:
+            return _checked[key]
+    graded = _check_cases(prompts, case_pages(s, r.dataset_version))
+    with _checked_lock:
+        while len(_checked) >= CHECKED_KEPT:
+            del _checked[next(iter(_checked))]
+        _checked[key] = graded
+    return graded
+
+
 def _check_pairs(r: _Resolved) -> None:
     """Each arm's prompt params against its model's provider (Anthropic's temperature is 0..1, ...)."""
     for _, prompt_id, name in _arm_pairs(r):
@@ -320,7 +343,7 @@ def plan_eval(
     """
     with registry.session() as s:
         r = _resolve(s, req)
-        graded = _check_cases(_distinct(r.prompts.values()), case_pages(s, r.dataset_version))
+        graded = _checked_cases(s, r)
         _check_pairs(r)
         judge, warnings = _judge(s, r, graded, today or date.today())
         judge_model = resolve_model(s, judge) if judge else None
