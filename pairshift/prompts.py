@@ -98,7 +98,12 @@ def check_template(system: str | None, template: str, declared: list[str]) -> No
 def _compiled(
     source: str,
 ):  # compiling is ~1000x slower than rendering; evals render the same template per case
-    return _env.from_string(source)
+    template = _env.from_string(source)
+    # Jinja keeps a template's globals as a ChainMap over the environment's and builds each render's context
+    # by iterating it: 13 of a two-variable template's 17 us per render. The environment's globals are set
+    # once, at import (above), so a plain copy renders the same, 5x faster.
+    template.globals = dict(template.globals)
+    return template
 
 
 def _render_one(source: str, variables: dict[str, Any]) -> str:
