@@ -222,3 +222,20 @@ async def test_a_request_cancelled_while_waiting_frees_its_slot_and_drops_its_co
             await task
         assert client._open._value == http1.MAX_CONNECTIONS
         assert not client._idle.get(("http", "127.0.0.1", server.port))
+
+
+async def test_the_read_timeout_counts_from_the_last_bytes_and_follows_each_requests_timeout():
+    # a head, then the body in pieces, each within the timeout of the bytes before it but the whole answer
+    # well beyond it: no timeout (the timer is the connection's, moved on lazily, not one per wait)
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    parts = [head, 0.12, b"7\r\ndata: 1\r\n", 0.12, b"7\r\ndata: 2\r\n", 0.12, b"0\r\n\r\n"]
+    answers = iter([parts, [ok(), 0.0], [0.3, ok()]])
+    async with Server(lambda request, n: next(answers)) as server:
+        client = http1.Client()
+        async with client.stream("POST", server.url, json={}, headers={}, timeout=0.2) as response:
+            assert b"".join([part async for part in response.aiter_bytes()]) == b"data: 1data: 2"
+        # the same connection, first with a long timeout, then a short one: the short one applies
+        assert (await client.post(server.url, json={}, headers={}, timeout=30.0)).status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(server.url, json={}, headers={}, timeout=0.1)
+        assert len(server.requests) == 3 and {n for _h, _b, n in server.requests} == {1}

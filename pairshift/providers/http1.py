@@ -57,7 +57,12 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False  # whether a previous exchange ran on it (a closed reused one is sent again)
         self.idle_since = 0.0
+        self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
+        # the read timeout: one timer a connection, re-armed when it fires early, instead of one per wait
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout: float | None = None
+        self._progress = 0.0  # loop time of the last bytes received, or of the current wait's start
         self._reset()
 
     def _reset(self) -> None:
@@ -81,6 +86,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        if self._timer is not None:
+            self._progress = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -93,6 +100,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.stop_timer()
         if self.headers_done and not self.complete and not self.framed and self.failure is None:
             self.complete = True  # an answer without content-length or chunking ends at the close
         elif not self.complete and self.failure is None:
@@ -115,7 +123,8 @@ class _Connection(asyncio.Protocol):
         self.framed = b"content-length" in names or b"transfer-encoding" in names
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
-        self._wake()
+        # no wake-up for the head alone: its reader goes on to wait for the body anyway, so it is woken by the
+        # first body bytes, the end or a failure (one task step less per answer whose head comes apart)
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
@@ -144,16 +153,39 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def wait(self, timeout: float | None) -> None:
-        """Until the parser says something new (headers, body, the end, a failure); ReadTimeout beyond it."""
-        loop = asyncio.get_running_loop()
+        """Until the parser says something new (body bytes, the end, a failure); ReadTimeout when no bytes
+        came for ``timeout`` seconds. The timer is the connection's, armed at the first wait and moved on
+        lazily (:meth:`_check_timeout`): a stream's reads cost no timer each."""
+        loop = self._loop
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _time_out, waiter) if timeout is not None else None
+        self._timeout = timeout
+        if timeout is not None:
+            self._progress = now = loop.time()
+            timer = self._timer
+            if timer is None or timer.when() > now + timeout:  # none yet, or armed for a longer timeout
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(now + timeout, self._check_timeout)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        waiter, timeout = self._waiter, self._timeout
+        if waiter is None or waiter.done() or timeout is None:
+            return  # not waiting: the next wait arms it again
+        due = self._progress + timeout
+        if self._loop.time() >= due:
+            waiter.set_exception(httpx.ReadTimeout("no answer within the timeout"))
+        else:
+            self._timer = self._loop.call_at(due, self._check_timeout)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def take(self) -> bytes:
         """The body read so far and not taken yet."""
@@ -173,11 +205,6 @@ class _Connection(asyncio.Protocol):
             and self.transport is not None
             and not self.transport.is_closing()
         )
-
-
-def _time_out(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout("no answer within the timeout"))
 
 
 class Response:
