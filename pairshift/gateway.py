@@ -512,42 +512,63 @@ async def _stream(router: Router, req: GatewayRequest, wire: Wire) -> Response:
 
     async def openai_events() -> AsyncIterator[tuple[bytes, bool]]:
         chunks = wire_stream.OpenAIChunks(model)
+
+        def end(c: Completion) -> bytes:
+            usage = wire_stream.openai_usage(
+                c.input_tokens, c.output_tokens, c.cached_input_tokens, c.reasoning_tokens
+            )
+            finish = {"length": "length"}.get(c.finish_reason, "stop")
+            return b"".join(chunks.finish(finish, usage, req.include_usage))
+
         try:
             async with aclosing(opened.reads()) as reads:
                 async for read in reads:
+                    if read.end and read.completion is not None:  # the provider's last event: the end now
+                        yield b"".join(map(chunks.delta, read.texts)) + end(read.completion), True
+                        async for _ in reads:  # read to its end: the observation is recorded
+                            pass
+                        return
                     if read.texts:
                         yield b"".join(map(chunks.delta, read.texts)), False  # one write per read
         except ProviderError as exc:
             yield failed(exc), True
             return
-        c = opened.completion
-        assert c is not None
-        usage = wire_stream.openai_usage(
-            c.input_tokens, c.output_tokens, c.cached_input_tokens, c.reasoning_tokens
-        )
-        finish = {"length": "length"}.get(c.finish_reason, "stop")
-        yield b"".join(chunks.finish(finish, usage, req.include_usage)), True  # one write for the end
+        assert opened.completion is not None
+        yield end(opened.completion), True  # one write for the end
 
     async def anthropic_events() -> AsyncIterator[tuple[bytes, bool]]:
         start = b"".join(wire_stream.anthropic_start(model, 0))  # sent with the first text: one write
+
+        def end(c: Completion) -> bytes:
+            input_usage = {
+                "input_tokens": c.input_tokens - c.cached_input_tokens - c.cache_write_tokens,
+                "cache_read_input_tokens": c.cached_input_tokens,
+                "cache_creation_input_tokens": c.cache_write_tokens,
+            }
+            stop = _STOP.get(c.finish_reason, "end_turn")
+            return b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage))
+
         try:
             async with aclosing(opened.reads()) as reads:
                 async for read in reads:
+                    if read.end and read.completion is not None:  # the provider's last event: the end now
+                        yield (
+                            start
+                            + b"".join(map(wire_stream.anthropic_delta, read.texts))
+                            + end(read.completion),
+                            True,
+                        )
+                        async for _ in reads:  # read to its end: the observation is recorded
+                            pass
+                        return
                     if read.texts:
                         yield start + b"".join(map(wire_stream.anthropic_delta, read.texts)), False
                         start = b""
         except ProviderError as exc:
             yield start + failed(exc), True
             return
-        c = opened.completion
-        assert c is not None
-        input_usage = {
-            "input_tokens": c.input_tokens - c.cached_input_tokens - c.cache_write_tokens,
-            "cache_read_input_tokens": c.cached_input_tokens,
-            "cache_creation_input_tokens": c.cache_write_tokens,
-        }
-        stop = _STOP.get(c.finish_reason, "end_turn")
-        yield start + b"".join(wire_stream.anthropic_finish(stop, c.output_tokens, input_usage)), True
+        assert opened.completion is not None
+        yield start + end(opened.completion), True
 
     if opened.raw:
         events = forwarded()

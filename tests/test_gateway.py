@@ -27,6 +27,7 @@ from pairshift.api import create_app
 from pairshift.apply import apply_path
 from pairshift.gateway import EventStream
 from pairshift.observations import hash_unit
+from pairshift.providers import Completion
 from pairshift.providers import direct as direct_calls
 from pairshift.providers.direct import Read
 from pairshift.registry.models import Deployment, Observation, ShadowPair
@@ -300,6 +301,65 @@ def test_a_stream_the_client_abandons_is_recorded(gateway, sqlite_registry, monk
     assert (row.outcome, row.prompt_version, row.detail) == ("abandoned", "app@7", "abandoned by the client")
     assert row.ttft_ms is not None and 0 < row.ttft_ms <= row.latency_ms
     assert row.output_tokens == 4  # "Hello there, ": 13 characters seen, about 4 a token
+
+
+@pytest.mark.parametrize("wire", ["openai", "anthropic"])
+def test_a_re_encoded_stream_ends_at_the_providers_last_event(gateway, sqlite_registry, monkeypatch, wire):
+    """A stream re-encoded in the client's wire (the serving model speaks the other one) sends its finish and
+    usage with the provider's last event, in one write with its last text, not once the provider's response
+    has closed; the observation is recorded after that close."""
+    gate = threading.Event()
+    served = CLAUDE if wire == "openai" else GPT  # the other wire: re-encoded
+    done = Completion(
+        text="Hello there",
+        resolved_model=served,
+        input_tokens=12,
+        output_tokens=3,
+        latency_ms=1.0,
+        cost_usd=0.0,
+        finish_reason="stop",
+    )
+
+    async def ending(spec, system, messages, params, **kw):  # the last event read; the response still open
+        yield Read(b"", ["Hello "])
+        yield Read(b"", ["there"], end=True, completion=done)
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 10)
+        yield done
+
+    monkeypatch.setattr(direct_calls, "reads", ending)
+    base, token = gateway
+    variant = "candidate" if wire == "openai" else "control"
+    unit = next(u for u in (f"e-{i}" for i in range(100)) if expected_variant(u) == variant)
+    path, body, last = (
+        ("/v1/chat/completions", {"stream": True, "stream_options": {"include_usage": True}}, "data: [DONE]")
+        if wire == "openai"
+        else ("/v1/messages", {"stream": True, "max_tokens": 100}, "event: message_stop")
+    )
+    body = {**body, "model": DEPLOYMENT, "messages": MESSAGES}
+    headers = {"authorization": f"Bearer {token}", "x-pairshift-unit": unit}
+    with (
+        httpx.Client(base_url=base, timeout=10) as http,
+        http.stream("POST", path, json=body, headers=headers) as r,
+    ):
+        lines = []
+        it = r.iter_lines()
+        for line in it:
+            lines.append(line)
+            if line == last:
+                break
+        assert not gate.is_set(), "the end came before the provider's response closed"
+        gate.set()
+        list(it)
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    if wire == "openai":
+        assert events[-1]["usage"]["completion_tokens"] == 3 and events[-2]["choices"][0]["finish_reason"]
+    else:
+        assert events[-1]["type"] == "message_delta" and events[-1]["usage"]["output_tokens"] == 3
+    deadline = time.monotonic() + 10
+    while not rows(sqlite_registry) and time.monotonic() < deadline:
+        time.sleep(0.01)  # recorded by the API's loop once the response closed
+    (row,) = rows(sqlite_registry)
+    assert (row.outcome, row.output_tokens, row.resolved_model) == ("ok", 3, served)
 
 
 def test_the_gateway_runs_online_checks_plain_and_streaming(gateway, sqlite_registry):

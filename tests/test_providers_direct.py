@@ -216,9 +216,10 @@ class _Gated(httpx.AsyncByteStream):
 async def test_the_end_goes_on_at_the_last_event_and_the_answer_is_read_to_its_end_after_it(
     monkeypatch, fail
 ):
-    """[DONE] is handed on (end=True) as soon as it is read, not when the provider's response closes (a
-    provider may send its chunked end later); the response is then read to its end so that its connection
-    is pooled, and a connection breaking meanwhile changes nothing: the answer was whole."""
+    """[DONE] is handed on (end=True, with the stream's Completion) as soon as it is read, not when the
+    provider's response closes (a provider may send its chunked end later); the response is then read to its
+    end so that its connection is pooled, and a connection breaking meanwhile changes nothing: the answer was
+    whole."""
     gate = asyncio.Event()
     body = _chunk("Hi") + _chunk(finish="stop") + _chunk(usage=USAGE) + b"data: [DONE]\n\n"
 
@@ -232,10 +233,13 @@ async def test_the_end_goes_on_at_the_last_event_and_the_answer_is_read_to_its_e
     reads = direct_calls.reads(OAI_SPEC, None, MESSAGES, PARAMS, forward_usage=False)
     first = await asyncio.wait_for(anext(reads), 10)  # not waiting for the response's end
     assert first.end and first.data.endswith(b"data: [DONE]\n\n") and first.texts == ["Hi"]
+    # with the end, what the stream said (a gateway re-encoding it sends its finish and usage now)
+    assert first.completion is not None and first.completion.output_tokens == 3
     assert not gate.is_set()  # handed on while the response is still open
     gate.set()
     done = await anext(reads)
     assert isinstance(done, Completion) and done.text == "Hi" and done.output_tokens == 3
+    assert done is first.completion  # the one made at the last event
     with pytest.raises(StopAsyncIteration):
         await anext(reads)
     await client.aclose()

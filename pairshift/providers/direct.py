@@ -248,6 +248,9 @@ class Read(NamedTuple):
     data: bytes
     texts: list[str]
     end: bool = False  # the stream's last read: at its last event ([DONE], message_stop), or the close
+    # with ``end`` at the last event: the stream's Completion (usage, finish), so that a gateway re-encoding
+    # the stream sends its end now, not once the response closes; the same one follows the response's close
+    completion: Completion | None = None
 
 
 def wire_of(spec: ModelSpec) -> str | None:
@@ -295,6 +298,7 @@ async def reads(
     started = time.perf_counter()
     failure: ProviderError | None = None
     ended = False  # the stream's last event was read and handed on (with end=True)
+    final: Completion | None = None  # the Completion, made at the last event
     try:
         async with _client().stream(
             "POST", url, json=body, headers=headers, timeout=spec.timeout_s
@@ -322,7 +326,8 @@ async def reads(
                     raise events.failed
                 if events.last:  # the stream's last event: the end goes on now, the rest is read after it
                     ended = True
-                    yield Read(held, held_texts, end=True)
+                    final = events.completion((time.perf_counter() - started) * 1000, dropped)
+                    yield Read(held, held_texts, end=True, completion=final)
                     held, held_texts = b"", []
                 elif events.ttft_ms is not None and not events.ending and held:
                     yield Read(held, held_texts)
@@ -342,7 +347,7 @@ async def reads(
         raise failure
     if held:  # the end of a stream without its last event ([DONE], message_stop), once the response closed
         yield Read(held, held_texts, end=True)
-    yield events.completion((time.perf_counter() - started) * 1000, dropped)
+    yield final or events.completion((time.perf_counter() - started) * 1000, dropped)
 
 
 def _payload(event: bytes) -> bytes | None:
