@@ -83,10 +83,7 @@ def _finish(a: Assertion, verdict: Verdict, parent: int | None) -> AssertionResu
 
 def _deterministic(a: Assertion, case: Case, output: Output) -> Verdict:
     try:
-        value = render_value(a.value, case.vars)
-        if not output.vars and case.vars:
-            output = output.model_copy(update={"vars": case.vars})
-        return CHECKS[a.base_type](value, a, output)
+        return CHECKS[a.base_type](render_value(a.value, case.vars), a, output)
     except Exception as exc:  # noqa: BLE001 — a check that cannot run fails its assertion, never the run
         return Verdict(False, 0.0, f"Assertion error: {exc}", grader_error=True)
 
@@ -101,6 +98,9 @@ def _combine(results: list[AssertionResult], threshold: float | None) -> tuple[b
 
 
 def _aggregate(case: Case, output: Output, graded: dict[Position, Verdict]) -> CaseScore:
+    if not output.vars and case.vars:  # the checks see the case's vars (once per case, not per assertion)
+        output = output.model_copy(update={"vars": case.vars})
+
     def verdict_for(pos: Position, a: Assertion) -> Verdict:
         return graded[pos] if a.base_type in MODEL_GRADED_TYPES else _deterministic(a, case, output)
 
