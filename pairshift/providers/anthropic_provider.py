@@ -16,14 +16,15 @@ at its rate.
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from pairshift.providers._sdk import attempt, sdk_client
 from pairshift.providers.base import CallParams, Completion, FinishReason, Message, ModelSpec
 from pairshift.providers.cost import cost_usd
 from pairshift.providers.rules import outgoing
+
+if TYPE_CHECKING:
+    import anthropic
 
 _STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -37,6 +38,8 @@ _STOP_REASONS: dict[str, FinishReason] = {
 
 
 def _client(spec: ModelSpec) -> anthropic.AsyncAnthropic:
+    import anthropic  # the SDK on first use: importing it costs ~2 s of CPU to every process that never calls
+
     base_url = spec.base_url or os.environ.get("ANTHROPIC_BASE_URL")
     return sdk_client(anthropic, anthropic.AsyncAnthropic, spec, base_url, "ANTHROPIC_API_KEY")
 
@@ -126,5 +129,7 @@ async def call(
     request = _client(spec).messages.create(
         **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
+    import anthropic
+
     response, latency_ms = await attempt(anthropic, spec, request)
     return completion_from(spec, response, latency_ms, dropped)

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import anthropic
-import openai
-from anthropic.types import Message as AnthropicMessage
-from openai.types.chat import ChatCompletion
+from typing import TYPE_CHECKING, Any, Literal
 
 from pairshift.providers import anthropic_provider, openai_provider
 from pairshift.providers._sdk import attempt
 from pairshift.providers.base import CallParams, Completion, Message, ModelSpec
 from pairshift.providers.rules import outgoing
+
+# The SDKs are imported where they are used: at import time they cost ~3 s of CPU to every process (the CLI,
+# the API, each worker) that never submits a batch.
+if TYPE_CHECKING:
+    import anthropic
 
 ENDPOINT = "/v1/chat/completions"
 Outcome = Literal["succeeded", "errored", "expired", "canceled"]
@@ -82,6 +82,9 @@ def _openai_line(spec: ModelSpec, call: BatchCall) -> dict[str, Any]:
 
 async def create(spec: ModelSpec, calls: list[BatchCall], key: str) -> str:
     """Submit ``calls`` as one batch; the provider's batch id."""
+    import anthropic
+    import openai
+
     if spec.provider == "anthropic":
         requests = [{"custom_id": c.custom_id, "params": _anthropic_params(spec, c)} for c in calls]
         batch, _ = await attempt(anthropic, spec, _anthropic(spec).messages.batches.create(requests=requests))  # type: ignore[arg-type]
@@ -106,6 +109,8 @@ async def create(spec: ModelSpec, calls: list[BatchCall], key: str) -> str:
 
 async def find(spec: ModelSpec, key: str) -> str | None:
     """The batch submitted under ``key`` before (OpenAI, by metadata); None when none or not findable."""
+    import openai
+
     if spec.provider != "openai":
         return None
     client = openai_provider.client_for(spec)
@@ -118,6 +123,9 @@ async def find(spec: ModelSpec, key: str) -> str | None:
 
 async def look(spec: ModelSpec, batch_id: str) -> BatchState:
     """The batch's state now (one request, never waits)."""
+    import anthropic
+    import openai
+
     if spec.provider == "anthropic":
         batch, _ = await attempt(anthropic, spec, _anthropic(spec).messages.batches.retrieve(batch_id))
         return BatchState(batch.processing_status == "ended", batch.processing_status)
@@ -129,6 +137,9 @@ async def look(spec: ModelSpec, batch_id: str) -> BatchState:
 
 async def cancel(spec: ModelSpec, batch_id: str) -> None:
     """Ask the provider to cancel (what was answered stays in the results)."""
+    import anthropic
+    import openai
+
     if spec.provider == "anthropic":
         await attempt(anthropic, spec, _anthropic(spec).messages.batches.cancel(batch_id))
     else:
@@ -143,6 +154,9 @@ async def results(spec: ModelSpec, batch_id: str, dropped: list[str]) -> dict[st
 
 
 async def _anthropic_results(spec: ModelSpec, batch_id: str, dropped: list[str]) -> dict[str, LineResult]:
+    import anthropic
+    from anthropic.types import Message as AnthropicMessage
+
     decoder, _ = await attempt(anthropic, spec, _anthropic(spec).messages.batches.results(batch_id))
     found: dict[str, LineResult] = {}
     async for line in decoder:
@@ -159,6 +173,8 @@ async def _anthropic_results(spec: ModelSpec, batch_id: str, dropped: list[str])
 
 
 async def _file_lines(spec: ModelSpec, file_id: str | None) -> list[dict[str, Any]]:
+    import openai
+
     if not file_id:
         return []
     content, _ = await attempt(openai, spec, openai_provider.client_for(spec).files.content(file_id))
@@ -166,6 +182,9 @@ async def _file_lines(spec: ModelSpec, file_id: str | None) -> list[dict[str, An
 
 
 async def _openai_results(spec: ModelSpec, batch_id: str, dropped: list[str]) -> dict[str, LineResult]:
+    import openai
+    from openai.types.chat import ChatCompletion
+
     got, _ = await attempt(openai, spec, openai_provider.client_for(spec).batches.retrieve(batch_id))
     found: dict[str, LineResult] = {}
     for row in await _file_lines(spec, got.output_file_id):

@@ -13,15 +13,16 @@ priced at the model's cached-input price. ``completion_tokens`` includes reasoni
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from pairshift.providers._sdk import attempt, sdk_client
 from pairshift.providers.base import CallParams, Completion, FinishReason, Message, ModelSpec
 from pairshift.providers.cost import cost_usd
 from pairshift.providers.errors import BadRequest
 from pairshift.providers.rules import outgoing
+
+if TYPE_CHECKING:
+    import openai
 
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
@@ -34,6 +35,8 @@ _FINISH_REASONS: dict[str, FinishReason] = {
 
 def client_for(spec: ModelSpec) -> openai.AsyncOpenAI:
     """The SDK client of an ``openai`` / ``openai-compatible`` spec (one per loop, key and base URL)."""
+    import openai  # the SDK on first use: importing it costs ~1 s of CPU to every process that never calls
+
     base_url = spec.base_url or os.environ.get("OPENAI_BASE_URL")
     if spec.provider == "openai-compatible" and not base_url:
         raise BadRequest(
@@ -79,6 +82,8 @@ async def call(
     request = client_for(spec).chat.completions.create(
         **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
+    import openai
+
     response, latency_ms = await attempt(openai, spec, request)
     return completion_from(spec, response, latency_ms, dropped)
 

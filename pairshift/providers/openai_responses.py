@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import openai
-
 from pairshift.providers._sdk import attempt
 from pairshift.providers.base import CallParams, Completion, FinishReason, Message, ModelSpec
 from pairshift.providers.cost import cost_usd
@@ -70,6 +68,8 @@ async def call(
     request = client_for(spec).responses.create(
         **request_kwargs(spec, system, messages, sent), timeout=spec.timeout_s
     )
+    import openai  # the SDK on first use (openai_provider.client_for)
+
     response, latency_ms = await attempt(openai, spec, request)
     refusals = [
         part.refusal
