@@ -31,7 +31,10 @@ from pairshift.stats import ArmOutcomes, Outcomes, common_rates
 BOOTSTRAP_RESAMPLES = 2_000
 BOOTSTRAP_SEED = 20_241_101
 _CHUNK = 200  # resamples computed at once, at most
-_CELLS = 1_000_000  # ... and at most this many weights per array (8 MB): big evals take fewer at once
+# ... and at most this many weights per array (2 MB): big evals take fewer at once. The worker's peak RSS
+# is the report's: at 1,000,000 (8 MB arrays, a few alive at once) it was ~25 MB over the batches' plateau
+# from 5,000 cases on (bench/results/scale.md, Worker memory).
+_CELLS = 250_000
 
 
 class BlockingChange(BaseModel):
