@@ -325,16 +325,18 @@ def _markdown(
             f"slope a 100,000 x 3 x 4 eval (1.2 million calls) would add "
             f"~{max(0.0, last) * 1_200_000 / 1024:,.0f} MB.",
             "- What the peak is (a worker sampling /proc/self/status, glibc's mallinfo2 and "
-            "sqlite3_memory_used every 2 s, 200-case batches, 1,000 / 5,000 / 20,000 cases): ~45-55 MB over "
-            "idle while batches run, flat from 5,000 cases on (the modules and clients loaded by the first "
-            "batch, the batches in flight, and 15-20 MB of freed memory glibc keeps in its per-thread arenas,"
-            " which stops growing once every arena has seen its largest use: MALLOC_ARENA_MAX=2 keeps 10 MB "
-            "less, not set here); the peak itself is the report's (`build_eval_report`'s paired bootstrap), "
-            "13-20 MB over that plateau, bounded by `pairshift.paired._CELLS` (250,000 weights per array; at "
-            "1,000,000 it was ~30 MB and set a 339 MB peak at 5,000 cases) plus the three numbers per "
-            "answered call the latency p95 and the bootstrap read (tens of bytes per call: the residual "
-            "slope). SQLite's own memory (page caches of every pooled connection, statements) stays under 11 "
-            "MB at every size: the page caches are not the growth.",
+            "sqlite3_memory_used every 2 s, 200-case batches, 1,000 to 100,000 cases): while batches run, RSS"
+            " sits ~50-57 MB over idle and nearly flat (~301 MB at 1,000 cases, 305-309 MB through 100,000), "
+            "15-22 MB of it freed memory glibc keeps in its per-thread arenas (MALLOC_ARENA_MAX=2 kept ~10 MB"
+            " less at 5,000 cases; not set). The peak is the end: `summarize_eval_run` (both arms at once) "
+            "and `build_eval_report` hold each arm's per-case arrays (`pairshift.stats.ArmOutcomes`, with "
+            "latency, cost and case of every answered call) and the paired bootstrap's sorted copies of them:"
+            " ~17 MB over that plateau at 5,000 cases, ~73 MB at 100,000 (malloc in use +36 MB, freed but "
+            "kept +32 MB). That is the residual slope, O(calls) numbers, released when the report is done "
+            "(after a glibc trim the worker is back at 310 MB). The bootstrap's weight arrays are bounded by "
+            "`pairshift.paired._CELLS` (250,000 weights; at 1,000,000 they put the 5,000-case peak at 339 MB,"
+            " 323 MB after). SQLite's own memory (every pooled connection's page cache and statements) stays "
+            "under 11 MB at every size: the page caches are not the growth.",
         ]
     if phases:
         lines += [
