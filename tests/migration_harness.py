@@ -98,6 +98,55 @@ class Traffic:
         self.router.close()
 
 
+class RouterTraffic:
+    """Real requests through ``Router.complete`` before each canary check (the app's own path: online checks,
+    the judge's samples, shadow mirroring): ``per_check`` of them, user ``user-N`` sending ``variables(N)``.
+    A StageWatchWorkflow's checks (during an approval wait) send nothing. ``checks`` keeps every verdict;
+    ``on_check(router)`` runs after the router's refresh, ``on_served(served)`` sees each answer."""
+
+    def __init__(
+        self,
+        variables: Callable[[int], dict[str, Any]],
+        per_check: int = 300,
+        *,
+        on_check: Callable[[Router], None] | None = None,
+        on_served: Callable[[Any], None] | None = None,
+        wait_for_mirror: bool = False,
+    ) -> None:
+        self.router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
+        self.variables, self.per_check = variables, per_check
+        self.on_check, self.on_served, self.wait_for_mirror = on_check, on_served, wait_for_mirror
+        self.sent = 0
+        self.checks: list[StageCheck] = []
+
+    async def _burst(self) -> None:
+        for _ in range(self.per_check):
+            self.sent += 1
+            served = await self.router.complete(f"user-{self.sent}", self.variables(self.sent))
+            if self.on_served is not None:
+                self.on_served(served)
+
+    def check_activity(self) -> Callable:
+        @activity.defn(name="check_stage")
+        def check(inp: StageCheckInput) -> StageCheck:
+            self.router.refresh()
+            if self.on_check is not None:
+                self.on_check(self.router)
+            if activity.info().workflow_type != "StageWatchWorkflow":
+                asyncio.run(self._burst())
+                if self.wait_for_mirror:
+                    assert self.router.mirror.wait_idle(30)
+                self.router.flush_samples()
+                self.router.writer.flush()
+            self.checks.append(check_stage(inp))
+            return self.checks[-1]
+
+        return check
+
+    def close(self) -> None:
+        self.router.close()
+
+
 def check_with_traffic(traffic: Traffic | None, fail: bool = False, fail_first: int = 0) -> Callable:
     failures = [fail_first]
 

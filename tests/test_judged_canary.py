@@ -11,30 +11,28 @@ activity (as in tests/test_quality_drift_canary.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
-import uuid
 
 import pytest
 import yaml
-from migration_harness import TEST_POLICY, small_examples, start, wait_for, waiting_on
+from migration_harness import (
+    TEST_POLICY,
+    RouterTraffic,
+    migration_worker,
+    small_examples,
+    start,
+    wait_for,
+    waiting_on,
+)
 from sqlalchemy import func, select
-from temporalio import activity
-from temporalio.worker import Worker
 from workflow_fixtures import captured_notices  # noqa: F401 - a fixture
 
-from activities import ALL_ACTIVITIES
-from activities.migration import check_stage
 from pairshift import output_samples, stage_quality
 from pairshift.apply import apply_path
-from pairshift.contracts.gates import StageCheck
-from pairshift.contracts.migration import DecideUpdate, MigrationStatus, StageCheckInput
+from pairshift.contracts.migration import DecideUpdate, MigrationStatus
 from pairshift.registry import open_registry
 from pairshift.registry.models import OutputSample
-from pairshift.router import Router
 from pairshift.sim.traffic import production_vars, vars_from_dataset
-from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -74,40 +72,10 @@ async def test_a_judged_canary_rolls_back_on_a_judged_drift_within_its_cap(
     cfg_dir = _config(tmp_path)
     apply_path(open_registry(), cfg_dir, by="test")
     pool = production_vars(vars_from_dataset(cfg_dir / "datasets" / "support-triage.jsonl"), seed=3)
-    router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
-    sent = [0]
-    checks: list[StageCheck] = []
-
-    @activity.defn(name="check_stage")
-    def check(inp: StageCheckInput) -> StageCheck:
-        router.refresh()
-
-        async def burst() -> None:
-            for _ in range(300):
-                sent[0] += 1
-                await router.complete(f"user-{sent[0]}", pool[sent[0] % len(pool)])
-
-        if activity.info().workflow_type != "StageWatchWorkflow":
-            asyncio.run(burst())
-            router.flush_samples()
-            router.writer.flush()
-        checks.append(check_stage(inp))
-        return checks[-1]
-
-    activities = [
-        a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
-    ]
+    traffic = RouterTraffic(lambda i: pool[i % len(pool)])
     client = time_skipping_env.client
-    task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool_exec:
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=ALL_WORKFLOWS,
-            activities=[*activities, check],
-            activity_executor=pool_exec,
-            max_concurrent_activities=8,
-        ):
+    try:
+        async with migration_worker(client, replace=[traffic.check_activity()]) as task_queue:
             handle = await start(client, task_queue, to_model=DRIFT, to_prompt="support-triage@2")
             st = await wait_for(handle, waiting_on(0), timeout_s=120)
             assert st.eval is not None and st.eval["gate"]["decision"] == "pass", st.eval["gate"]
@@ -116,7 +84,9 @@ async def test_a_judged_canary_rolls_back_on_a_judged_drift_within_its_cap(
             )
             result = await handle.result()
             status = await handle.query(MigrationWorkflow.status, result_type=MigrationStatus)
-    router.close()
+    finally:
+        traffic.close()
+    checks = traffic.checks
 
     # only the judge saw the drift: no call was invalid, the judged score breached
     assert result.phase == "rolled_back" and "score" in result.outcome, result.outcome

@@ -5,27 +5,25 @@ naming the check, the canary's invalid_rate breaches against control, and the mi
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
-import uuid
 
 import pytest
 import yaml
-from migration_harness import TEST_POLICY, small_examples, start, wait_for, waiting_on
+from migration_harness import (
+    TEST_POLICY,
+    RouterTraffic,
+    migration_worker,
+    small_examples,
+    start,
+    wait_for,
+    waiting_on,
+)
 from sqlalchemy import select
-from temporalio import activity
-from temporalio.worker import Worker
 
-from activities import ALL_ACTIVITIES
-from activities.migration import check_stage
 from pairshift.apply import apply_path
-from pairshift.contracts.gates import StageCheck
-from pairshift.contracts.migration import DecideUpdate, StageCheckInput
+from pairshift.contracts.migration import DecideUpdate
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Observation
-from pairshift.router import Router
-from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
 
 pytestmark = pytest.mark.e2e
@@ -43,40 +41,12 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
     cfg["deployments"][0]["online_checks"] = [{"type": "is-json", "metric": "raw-json"}]
     (cfg_dir / "pairshift.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     apply_path(open_registry(), cfg_dir, by="test")
-    router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
-    sent = [0]
-    checks: list[StageCheck] = []
-
-    @activity.defn(name="check_stage")
-    def check(inp: StageCheckInput) -> StageCheck:
-        router.refresh()
-
-        async def burst() -> None:
-            for _ in range(300):
-                sent[0] += 1
-                ticket = f"{TICKETS[sent[0] % 3]} (order {sent[0]})"
-                await router.complete(f"user-{sent[0]}", {"customer_tier": "gold", "ticket_body": ticket})
-
-        if activity.info().workflow_type != "StageWatchWorkflow":  # as in test_external_migration
-            asyncio.run(burst())
-            router.writer.flush()
-        checks.append(check_stage(inp))
-        return checks[-1]
-
-    activities = [
-        a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
-    ]
+    traffic = RouterTraffic(
+        lambda i: {"customer_tier": "gold", "ticket_body": f"{TICKETS[i % 3]} (order {i})"}
+    )
     client = time_skipping_env.client
-    task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=ALL_WORKFLOWS,
-            activities=[*activities, check],
-            activity_executor=pool,
-            max_concurrent_activities=8,
-        ):
+    try:
+        async with migration_worker(client, replace=[traffic.check_activity()]) as task_queue:
             # model only: prompt v1 asks for JSON without "no prose", which sim-fresh wraps in prose
             handle = await start(client, task_queue, to_model="sim-fresh-2025-09", to_prompt=None)
             await wait_for(handle, waiting_on(0), timeout_s=120)
@@ -84,7 +54,9 @@ async def test_a_candidate_wrapping_json_in_prose_breaches_invalid_rate_and_roll
                 MigrationWorkflow.decide, DecideUpdate(by="alice", decision="approve")
             )
             result = await handle.result()
-    router.close()
+    finally:
+        traffic.close()
+    checks = traffic.checks
     assert result.phase == "rolled_back" and "invalid_rate" in result.outcome, result.outcome
     with open_registry().session() as s:
         dep = s.get(Deployment, "support-triage")

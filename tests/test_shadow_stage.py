@@ -10,30 +10,29 @@ check's pairwise judge round compares both outputs of each mirrored request, in 
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import copy
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from migration_harness import TEST_POLICY, small_examples, wait_for, waiting_on
+from migration_harness import (
+    TEST_POLICY,
+    RouterTraffic,
+    migration_worker,
+    small_examples,
+    wait_for,
+    waiting_on,
+)
 from sqlalchemy import select
-from temporalio import activity
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 from workflow_fixtures import captured_notices  # noqa: F401 - a fixture
 
-from activities import ALL_ACTIVITIES
-from activities.migration import check_stage
 from pairshift.apply import apply_path
-from pairshift.contracts.gates import StageCheck
-from pairshift.contracts.migration import DecideUpdate, MigrationRequest, StageCheckInput, migration_id
+from pairshift.contracts.migration import DecideUpdate, MigrationRequest, migration_id
 from pairshift.registry import open_registry
 from pairshift.registry.models import Deployment, Observation, ShadowPair
-from pairshift.router import Router
 from pairshift.sim.traffic import production_vars, vars_from_dataset
 from workflows import ALL_WORKFLOWS
 from workflows.migration import MigrationWorkflow
@@ -80,44 +79,20 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
     cfg_dir = _config(tmp_path)
     apply_path(open_registry(), cfg_dir, by="test")
     pool = production_vars(vars_from_dataset(cfg_dir / "datasets" / "support-triage.jsonl"), seed=3)
-    router = Router("support-triage", registry=open_registry(), refresh_s=0).start()
-    sent = [0]
-    checks: list[StageCheck] = []
     splits: list[tuple[float, float]] = []
 
-    @activity.defn(name="check_stage")
-    def check(inp: StageCheckInput) -> StageCheck:
-        router.refresh()
-        splits.append((router.split.percent, router.split.mirror_threshold / 100))
+    def control_only(served) -> None:
+        assert served.assignment.variant == "control"
 
-        async def burst() -> None:
-            for _ in range(300):
-                sent[0] += 1
-                served = await router.complete(f"user-{sent[0]}", pool[sent[0] % len(pool)])
-                assert served.assignment.variant == "control"
-
-        if activity.info().workflow_type != "StageWatchWorkflow":
-            asyncio.run(burst())
-            assert router.mirror.wait_idle(30)
-            router.flush_samples()
-            router.writer.flush()
-        checks.append(check_stage(inp))
-        return checks[-1]
-
-    activities = [
-        a for a in ALL_ACTIVITIES if getattr(a, "__temporal_activity_definition").name != "check_stage"
-    ]
+    traffic = RouterTraffic(
+        lambda i: pool[i % len(pool)],
+        on_check=lambda router: splits.append((router.split.percent, router.split.mirror_threshold / 100)),
+        on_served=control_only,
+        wait_for_mirror=True,
+    )
     client = time_skipping_env.client
-    task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"
-    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool_exec:
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=ALL_WORKFLOWS,
-            activities=[*activities, check],
-            activity_executor=pool_exec,
-            max_concurrent_activities=8,
-        ):
+    try:
+        async with migration_worker(client, replace=[traffic.check_activity()]) as task_queue:
             # the id a migration of support-triage has by default (test_replay.py reads histories under it)
             handle = await client.start_workflow(
                 MigrationWorkflow.run,
@@ -138,7 +113,9 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
             result = await handle.result()
             status = await handle.query(MigrationWorkflow.status)
             history = await handle.fetch_history()
-    router.close()
+    finally:
+        traffic.close()
+    checks = traffic.checks
     # the shadow branch (workflow.patched("shadow-stage")) replays deterministically; kept for test_replay.py
     replayed = await Replayer(
         workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter
@@ -163,8 +140,8 @@ async def test_a_snapshot_wrapping_production_outputs_is_caught_in_the_shadow_st
         pairs = list(s.scalars(select(ShadowPair)))
         dep = s.get(Deployment, "support-triage")
     assert served_by_candidate is None, "0 user requests served by the candidate"
-    assert len(control) == sent[0] and set(control) == {"ok"}
-    assert 0.3 * sent[0] < len(pairs) < 0.7 * sent[0], "about half the units mirrored"
+    assert len(control) == traffic.sent and set(control) == {"ok"}
+    assert 0.3 * traffic.sent < len(pairs) < 0.7 * traffic.sent, "about half the units mirrored"
     invalid = [p for p in pairs if p.candidate_outcome == "invalid"]
     assert 0.04 < len(invalid) / len(pairs) < 0.2, "about a tenth of mirrored outputs are wrapped"
     judged = [p for p in pairs if p.score is not None]
