@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
 from pairshift.registry.models import Dataset, DatasetCase, DatasetVersion, utcnow
@@ -32,14 +33,18 @@ def store_version(
         )
     )
     s.flush()
-    for idx, case in enumerate(cases):
-        s.add(
-            DatasetCase(
-                dataset_version=version_id,
-                idx=idx,
-                case_id=case.id,
-                data=case.model_dump(mode="json", by_alias=True),
-            )
+    if cases:  # one executemany, no ORM object per case (a third of an apply's time with 300 cases)
+        s.execute(
+            insert(DatasetCase.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "dataset_version": version_id,
+                    "idx": idx,
+                    "case_id": case.id,
+                    "data": case.model_dump(mode="json", by_alias=True),
+                }
+                for idx, case in enumerate(cases)
+            ],
         )
     return version_id
 
