@@ -114,7 +114,7 @@ async def test_online_eval_continues_as_new_with_every_run_bounded(dev_env) -> N
 
 
 async def test_provider_batches_poll_in_children_that_continue_as_new(dev_env) -> None:
-    n_cases, epochs, limit, polls = 40, 2, 60, 30
+    n_cases, epochs, limit, polls = 40, 2, 60, 20
     fake = FakeEval(
         n_cases=n_cases, epochs=epochs, modes={"model_only": "batch", "joint": "batch"}, polls_to_end=polls
     )
@@ -128,7 +128,7 @@ async def test_provider_batches_poll_in_children_that_continue_as_new(dev_env) -
     report, progress, runs, children = await _run(dev_env, fake, tuning)
     print(f"eval: events per run {runs}; children: {children}")
     assert len(children) == 4, children
-    assert all(len(c) >= 3 for c in children.values()), children  # 30 polls: ~200 events in one run
+    assert all(len(c) >= 3 for c in children.values()), children  # 20 polls: ~140 events in one run
     assert max(n for c in children.values() for n in c) <= limit + 15, children  # + one poll
     assert max(runs) <= limit + 6 * tuning.parallel_batches + 40, runs
     assert set(fake.submitted.values()) == {1} and len(fake.submitted) == 4, "a batch was submitted again"
