@@ -89,7 +89,7 @@ async def test_a_handover_does_not_wait_for_a_notice(pairshift_env, tmp_path, ti
     traffic = Traffic(ALIKE)
     try:
         async with migration_worker(client, traffic=traffic, replace=[held.activity()]) as tq:
-            handle = await start(client, tq, checks_per_run=2)
+            handle = await start(client, tq, checks_per_run=1)
             await wait_for(handle, waiting(0))
             await decide(handle, "alice")
             assert await asyncio.to_thread(held.entered.wait, 60), "stage 0's notice was never sent"
