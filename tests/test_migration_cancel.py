@@ -27,6 +27,7 @@ from migration_harness import (
     apply_small,
     migration_worker,
     same_types,
+    skip_until,
     start,
     status,
     until_idle,
@@ -487,6 +488,9 @@ QUICK = {
         "check_every_minutes": 0.01,
     },
 }
+# Time skips only while a test awaits a result or sleeps on the test server: the points past stage 0 skip
+# its checks one interval at a time (waiting on the status query, stage 0 took its 1-2 s in real time).
+QUICK_CHECK_S = 0.6
 # TEST_POLICY with a check every 0.3 s instead of 3 s (stages as long): the points held at the first check or
 # at the handover after it reach it ten times sooner, in real time (the server skips no time while the test
 # acts).
@@ -557,20 +561,20 @@ async def paused(handle, env, gate):
 
 async def approval_wait_1(handle, env, gate):
     await to_canary(handle)
-    await wait_for(handle, waiting_on(1))
+    await skip_until(env, handle, waiting_on(1), step_s=QUICK_CHECK_S)
     await until_idle(handle)
 
 
 async def stage_1_held(handle, env, gate):
     await to_canary(handle)
-    await wait_for(handle, waiting_on(1))
+    await skip_until(env, handle, waiting_on(1), step_s=QUICK_CHECK_S)
     await approve(handle, "bob", stage=1)
     await gate.wait_entered()
 
 
 async def stage_1_asked_held(handle, env, gate):
     await to_canary(handle)
-    await gate.wait_entered()
+    await skip_until(env, handle, lambda _: gate.entered.is_set(), step_s=QUICK_CHECK_S)
 
 
 async def promoting(handle, env, gate):
