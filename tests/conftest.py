@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -295,6 +296,10 @@ def bearer(token: str) -> dict[str, str]:
 from pairshift.cli.stack import temporal_binary as temporal_bin  # noqa: E402
 from pairshift.cli.stack import time_skipping_server_binary  # noqa: E402
 
+# The SDK gives a server 5 s to answer; the dev server, setting up its database on a loaded two-core machine,
+# once took longer and failed a whole file's session fixture (three tests of tests/test_provider_queues.py).
+SERVER_STARTUP = timedelta(seconds=60)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _sandbox_validates_each_workflow_once() -> Iterator[None]:
@@ -336,7 +341,9 @@ async def time_skipping_env():
     from temporalio.testing import WorkflowEnvironment
 
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=time_skipping_server_binary(), data_converter=pydantic_data_converter
+        test_server_existing_path=time_skipping_server_binary(),
+        data_converter=pydantic_data_converter,
+        test_server_startup_timeout=SERVER_STARTUP,
     )
     yield env
     await env.shutdown()
@@ -357,6 +364,7 @@ async def dev_env():
         dev_server_existing_path=temporal_bin(),
         data_converter=pydantic_data_converter,
         ui=False,
+        dev_server_startup_timeout=SERVER_STARTUP,
         dev_server_extra_args=[
             "--log-level",
             "error",
