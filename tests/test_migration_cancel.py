@@ -709,7 +709,7 @@ async def test_a_breach_while_a_person_decides_rolls_back(pairshift_env, tmp_pat
         async with migration_worker(time_skipping_env.client, traffic=traffic) as tq:
             handle = await start(time_skipping_env.client, tq)
             await to_canary(handle)
-            await wait_for(handle, waiting_on(1))
+            await skip_until(time_skipping_env, handle, waiting_on(1), step_s=QUICK_CHECK_S)
             worse = {**BEHAVIOURS, "sim-fresh-2025-09": {**SAME, "error_rate": 0.3}}
             traffic.gen = TrafficGenerator(traffic.router, profile_for(worse, seed=11))
             end = await ending(handle)
