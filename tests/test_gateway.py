@@ -80,10 +80,17 @@ _flush = None  # the serving app's writer flush: observations are written off th
 _state = None  # the serving app's state (its routers)
 
 
-def rows(registry) -> list[Observation]:
-    _flush()
-    with registry.session() as s:
-        return list(s.scalars(select(Observation).where(Observation.deployment == DEPLOYMENT)))
+def rows(registry, at_least: int = 0) -> list[Observation]:
+    """The deployment's observations, once there are ``at_least`` of them (10 s at most): a stream's
+    observation is recorded after its end reached the client, once the provider's response closed."""
+    deadline = time.monotonic() + 10
+    while True:
+        _flush()
+        with registry.session() as s:
+            got = list(s.scalars(select(Observation).where(Observation.deployment == DEPLOYMENT)))
+        if len(got) >= at_least or time.monotonic() > deadline:
+            return got
+        time.sleep(0.01)
 
 
 def expected_variant(unit: str) -> str:
@@ -124,7 +131,7 @@ def test_openai_sdk_plain_and_streaming_with_sticky_units(gateway, sqlite_regist
     assert text == answer.choices[0].message.content or "team" in text.lower()
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     client.close()
-    got = rows(sqlite_registry)
+    got = rows(sqlite_registry, at_least=2 * len(units) + 1)
     assert len(got) == 2 * len(units) + 1
     by_unit = {hash_unit(u): expected_variant(u) for u in units}
     assert {(o.unit, o.variant) for o in got} == set(by_unit.items()), "every unit stayed on its pair"
@@ -190,7 +197,7 @@ def test_anthropic_sdk_plain_and_streaming(gateway, sqlite_registry):
     assert final.usage.output_tokens == answer.usage.output_tokens
     assert final.usage.input_tokens == answer.usage.input_tokens > 0
     client.close()
-    got = rows(sqlite_registry)
+    got = rows(sqlite_registry, at_least=2)
     assert {(o.unit, o.pair, o.resolved_model) for o in got} == {(hash_unit(unit), CANDIDATE_PAIR, CLAUDE)}
     assert sorted(o.ttft_ms is not None for o in got) == [False, True]
 
@@ -355,10 +362,7 @@ def test_a_re_encoded_stream_ends_at_the_providers_last_event(gateway, sqlite_re
         assert events[-1]["usage"]["completion_tokens"] == 3 and events[-2]["choices"][0]["finish_reason"]
     else:
         assert events[-1]["type"] == "message_delta" and events[-1]["usage"]["output_tokens"] == 3
-    deadline = time.monotonic() + 10
-    while not rows(sqlite_registry) and time.monotonic() < deadline:
-        time.sleep(0.01)  # recorded by the API's loop once the response closed
-    (row,) = rows(sqlite_registry)
+    (row,) = rows(sqlite_registry, at_least=1)  # recorded by the API's loop once the response closed
     assert (row.outcome, row.output_tokens, row.resolved_model) == ("ok", 3, served)
 
 
@@ -377,7 +381,7 @@ def test_the_gateway_runs_online_checks_plain_and_streaming(gateway, sqlite_regi
     )
     assert "team" in text.lower()
     client.close()
-    got = rows(sqlite_registry)
+    got = rows(sqlite_registry, at_least=2)
     assert len(got) == 2 and {o.outcome for o in got} == {"invalid"}
     assert all(o.detail.startswith("online check no-team: ") for o in got)
 
@@ -418,7 +422,7 @@ def test_a_stream_in_the_models_own_wire_is_the_providers_stream(
     via_gateway = events(f"{base}/v1/messages", {**claude, "model": DEPLOYMENT}, auth)
     direct = events(f"{sim_server.base_url}/v1/messages", {**claude, "model": CLAUDE}, {})
     assert via_gateway == direct
-    got = rows(sqlite_registry)
+    got = rows(sqlite_registry, at_least=2)
     assert sorted(o.pair for o in got) == sorted([CONTROL_PAIR, CANDIDATE_PAIR])
     assert all(o.outcome == "ok" and o.output_tokens > 0 and o.input_tokens > 0 and o.ttft_ms for o in got)
     assert {o.resolved_model for o in got} == {GPT, CLAUDE}
