@@ -3,6 +3,7 @@ JSON, and one run against a real Temporal dev server with a worker polling (e2e)
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date
 from pathlib import Path
@@ -245,8 +246,17 @@ async def test_doctor_against_a_dev_server_with_a_worker(dev_env, pairshift_env,
     assert before[f"worker on {queue} (workflow)"].status == "fail"
     assert "no worker polls it" in before[f"worker on {queue} (workflow)"].detail
 
+    polls = (f"worker on {queue} (workflow)", f"worker on {queue} (activity)")
     async with build_worker(dev_env.client, task_queue=queue):
-        after = {c.name: c for c in await run_checks({}, date.today())}
+        # A started worker's first polls reach the server a moment later (the doctor reports what the server
+        # has seen): check again until both pollers are seen, 30 s at most.
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            after = {c.name: c for c in await run_checks({}, date.today())}
+            seen = all(after[name].status == "ok" for name in polls)
+            if seen or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
     assert after[f"worker on {queue} (workflow)"].status == "ok"
     assert after[f"worker on {queue} (activity)"].status == "ok"
     assert after["registry"].status == "ok"
