@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
@@ -273,13 +274,9 @@ def shadow_stage_quality(session: Session, inp: StageQualityInput, shadow: float
         ArmQuality(variant=variant, calls=a.calls, invalid_rate=a.invalid_rate, invalid_ci=a.invalid_ci)
         for variant, a in (("control", figs.control), ("candidate", figs.candidate))
     ]
-    out = StageQuality(
-        deployment=inp.deployment,
-        index=inp.index,
-        percent=inp.percent,
-        ended=inp.ended,
-        why=inp.why,
-        arms=arms,
+    out = _notice(
+        inp,
+        arms,
         shadow=ShadowQuality(
             shadow=shadow,
             mirrored=figs.mirrored,
@@ -299,10 +296,28 @@ def shadow_stage_quality(session: Session, inp: StageQualityInput, shadow: float
         c = ShadowPair.__table__.c  # type: ignore[attr-defined]
         where = (c.migration == inp.migration, c.shadow == shadow)
         cost = session.execute(select(func.coalesce(func.sum(c.judge_cost_usd), 0.0)).where(*where)).one()[0]
-        out.judge, out.judge_cap_usd = inp.judge, inp.judge_cap_usd
-        out.judge_stage = JudgeSpend(percent=inp.percent, judged=figs.judged, cost_usd=round(float(cost), 9))
-        out.judge_spent_today_usd = round(spent_today(session, inp.deployment, inp.until), 9)
+        stage = JudgeSpend(percent=inp.percent, judged=figs.judged, cost_usd=round(float(cost), 9))
+        _add_judge_spend(session, inp, out, stage)
     return out
+
+
+def _notice(inp: StageQualityInput, arms: list[ArmQuality], **figures: Any) -> StageQuality:
+    """A stage's notice: which stage, how it ended and why, its arms and any further ``figures``."""
+    return StageQuality(
+        deployment=inp.deployment,
+        index=inp.index,
+        percent=inp.percent,
+        ended=inp.ended,
+        why=inp.why,
+        arms=arms,
+        **figures,
+    )
+
+
+def _add_judge_spend(session: Session, inp: StageQualityInput, out: StageQuality, stage: JudgeSpend) -> None:
+    """The judge's model, its daily cap, its spend on this stage and its spend today."""
+    out.judge, out.judge_cap_usd, out.judge_stage = inp.judge, inp.judge_cap_usd, stage
+    out.judge_spent_today_usd = round(spent_today(session, inp.deployment, inp.until), 9)
 
 
 def stage_quality(session: Session, inp: StageQualityInput) -> StageQuality:
@@ -329,21 +344,12 @@ def stage_quality(session: Session, inp: StageQualityInput) -> StageQuality:
         if variant in judged:
             arm.judged, arm.judged_score, arm.judged_ci = judged[variant]
         arms.append(arm)
-    out = StageQuality(
-        deployment=inp.deployment,
-        index=inp.index,
-        percent=inp.percent,
-        ended=inp.ended,
-        why=inp.why,
-        arms=arms,
-    )
+    out = _notice(inp, arms)
     if inp.judge:
         spend = [
             j for j in judge_by_stage(session, inp.deployment, inp.migration) if j.percent == inp.percent
         ]
-        out.judge, out.judge_cap_usd = inp.judge, inp.judge_cap_usd
-        out.judge_stage = spend[0] if spend else JudgeSpend(percent=inp.percent)
-        out.judge_spent_today_usd = round(spent_today(session, inp.deployment, inp.until), 9)
+        _add_judge_spend(session, inp, out, spend[0] if spend else JudgeSpend(percent=inp.percent))
     return out
 
 
