@@ -3,13 +3,15 @@
 # over TEST_WORKERS processes by pytest-xdist. `make test` runs that lane the same way, then the e2e tests one at
 # a time in one process (they start real servers and processes and time them, so they do not share the CPU with
 # each other); it fails when either part fails. TEST_WORKERS=0 runs the fast lane in one process too. The fast lane
-# uses --dist worksteal: a worker that runs out of tests takes pending ones from the other, so the lane does not
+# uses --dist worksteal: a worker that runs out of tests takes pending ones from another, so the lane does not
 # end on one worker still working through its share of the slow migration tests.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 2
+# Three processes on two cores: the fast lane waits on the Temporal test server, PostgreSQL and fake providers
+# ~28% of the time with two (72% CPU use; 108-113 s), and a third fills it (88-92 s; four: 90-94 s).
+TEST_WORKERS ?= 3
 # Test runs keep Python's compiled bytecode (outside the tree, under .venv/pycache) even where the environment
 # sets PYTHONDONTWRITEBYTECODE: without it every process of every run recompiled pairshift and re-rewrote the
 # test modules (collection 15-16 s of CPU per process, 9 s with the cache), and the Temporal sandbox
