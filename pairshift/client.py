@@ -114,6 +114,7 @@ class RemoteRouter:
             "score": score,
             "at": datetime.now(UTC).isoformat(),
             "migration": assignment.migration,
+            "percent": assignment.percent,
             "resolved_model": resolved_model,
         }
         self._answer(self.http.post("/v1/observations", json={"observations": [item]}))

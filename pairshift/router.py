@@ -67,6 +67,9 @@ class Assignment(BaseModel):
     model: str
     variant: Variant
     migration: str | None
+    # The candidate's percent of the split that answered; an observation carries it back, so a call stored
+    # after the stage moved still counts in the stage that routed it (pairshift.observations.store._stage_of).
+    percent: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ def load_split(session: Session, deployment: str) -> Split:
     models = {name: r for name, r in resolved.items() if r is not None}
     policy_row = session.get(PolicyRow, dep.policy)
     policy = Policy.model_validate(policy_row.spec) if policy_row else Policy()
+    percent = min(max(dep.canary_percent, 0.0), 100.0)
 
     def assignment(prompt: str, model: str, variant: Variant) -> Assignment:
         return Assignment(
@@ -137,10 +141,10 @@ def load_split(session: Session, deployment: str) -> Split:
             model=model,
             variant=variant,
             migration=dep.migration,
+            percent=percent if has_candidate else 0.0,
         )
 
     candidate = assignment(*pairs[1], "candidate") if has_candidate else None  # type: ignore[misc]
-    percent = min(max(dep.canary_percent, 0.0), 100.0)
     shadow = min(max(dep.shadow_percent or 0.0, 0.0), 100.0)
     return Split(
         deployment=dep.name,
@@ -514,6 +518,7 @@ class Router:
                 score=score,
                 at=at or utcnow(),
                 migration=assignment.migration,
+                percent=assignment.percent,
                 resolved_model=resolved_model,
                 served_pair=served_pair,
                 prompt_version=prompt_version,

@@ -87,21 +87,12 @@ def small_examples(dst: Path, cases: int = 30, policy: dict[str, Any] | None = N
 
 
 class Traffic:
-    """Per-check simulated traffic: ``per_check`` requests through a router of the deployment.
-
-    A check's burst is routed and stored under ``routing``, which the worker's ``set_canary_split`` also
-    holds (:func:`migration_worker`): a StageWatch check still running when the approval moves the stage would
-    otherwise store a whole check's requests routed at the old percent after the split changed. A real
-    router's rows lag a split change by its refresh and flush (seconds of a stage of hours), and the store
-    gives a row both splits agree on to the live stage (``pairshift.observations.store._stage_of``); 2,000
-    such rows in one stage are a sample-ratio mismatch (seen: 42.6% candidate of 2,839 units at 50%).
-    """
+    """Per-check simulated traffic: ``per_check`` requests through a router of the deployment."""
 
     def __init__(self, behaviours: dict[str, dict[str, Any]], per_check: int = 2000) -> None:
         self.router = Router("support-triage", registry=open_registry(), refresh_s=3600).start()
         self.gen = TrafficGenerator(self.router, profile_for(behaviours, seed=7))
         self.per_check = per_check
-        self.routing = threading.Lock()
 
     def close(self) -> None:
         self.router.close()
@@ -165,28 +156,10 @@ def check_with_traffic(traffic: Traffic | None, fail: bool = False, fail_first: 
             failures[0] -= 1
             raise RuntimeError("metrics store unreachable")
         if traffic is not None:
-            with traffic.routing:
-                traffic.gen.generate(traffic.per_check)
+            traffic.gen.generate(traffic.per_check)
         return check_stage(inp)
 
     return _check
-
-
-def holding(lock: threading.Lock, fn: Callable) -> Callable:
-    """Activity ``fn`` run while holding ``lock``."""
-
-    def held(inp):
-        with lock:
-            return fn(inp)
-
-    return as_activity(held, like=fn)
-
-
-def as_activity(body: Callable, *, like: Callable) -> Callable:
-    """``body`` as an activity of ``like``'s name and types (a stand-in the worker registers in its place)."""
-    body.__annotations__ = same_types(like)
-    body.__name__ = like.__name__
-    return activity.defn(name=activity_name(like))(body)
 
 
 def activity_name(fn: Callable) -> str:
@@ -223,7 +196,9 @@ class Gate:
                 self.released.wait(self.hold_s)
             return fn(inp)
 
-        return as_activity(gated, like=fn)
+        gated.__annotations__ = same_types(fn)
+        gated.__name__ = fn.__name__
+        return activity.defn(name=self.name)(gated)
 
     async def wait_entered(self, timeout_s: float = 60) -> None:
         ok = await asyncio.get_running_loop().run_in_executor(None, self.entered.wait, timeout_s)
@@ -251,10 +226,6 @@ async def migration_worker(
     activities.append(check_with_traffic(traffic, fail_checks, fail_first_checks))
     swaps = {activity_name(a): a for a in replace}
     activities = [swaps.get(activity_name(a), a) for a in activities]
-    if traffic is not None:  # a check's burst is routed and stored under one split (Traffic)
-        activities = [
-            holding(traffic.routing, a) if activity_name(a) == "set_canary_split" else a for a in activities
-        ]
     for gate in gates:
         activities = [gate.wrap(a) if activity_name(a) == gate.name else a for a in activities]
     task_queue = f"pairshift-test-{uuid.uuid4().hex[:8]}"

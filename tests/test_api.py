@@ -58,8 +58,9 @@ def test_resolve_answers_the_wire_shape_and_is_sticky(client):
     ]
     assert all(r.status_code == 200 for r in answers)
     body = answers[0].json()
-    assert set(body) == {"deployment", "pair", "prompt", "model", "variant", "migration"}
-    assert body["migration"] == MIGRATION
+    # PRODUCT's shape, and the percent of the split that answered (an observation may carry it back)
+    assert set(body) == {"deployment", "pair", "prompt", "model", "variant", "migration", "percent"}
+    assert body["migration"] == MIGRATION and body["percent"] == 50.0
     assert {r.json()["variant"] for r in answers} == {"control", "candidate"}
     again = client.get(f"/v1/deployments/{DEPLOYMENT}/resolve", params={"unit": "user-0"}).json()
     assert again == body

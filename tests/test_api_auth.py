@@ -156,6 +156,23 @@ def test_the_previous_split_is_accepted_for_a_grace_window_only(canary):
     assert refused.value.total_bad == len(moved)
 
 
+def test_a_row_carrying_its_percent_is_checked_against_that_split_only(canary):
+    """``percent`` (what resolve answered) names the split that routed the row: the live one, or the one it
+    replaced within the grace; a percent neither had, or a variant that split did not give, is refused."""
+    before = [ObservationIn.model_validate(routed(f"user-{i}", percent=20)) for i in range(400)]
+    before = [o.model_copy(update={"percent": 20.0}) for o in before]
+    move_split(canary, 50)
+    moved = [o for o in before if o.variant != routed(o.unit, percent=50)["variant"]]
+    assert moved
+    with canary.session() as s:
+        check_against_split(s, before)  # the split that routed them, within the grace
+        with pytest.raises(BatchRejected, match="observation 0 field percent: percent 35 is neither"):
+            check_against_split(s, [before[0].model_copy(update={"percent": 35.0})])
+        with pytest.raises(BatchRejected) as refused:  # routed at 20%, claiming the 50% split
+            check_against_split(s, [o.model_copy(update={"percent": 50.0}) for o in before])
+    assert refused.value.total_bad == len(moved)
+
+
 @pytest.mark.parametrize("at", ["9999-01-01T00:00:00Z", "2020-01-01T00:00:00Z"])
 def test_at_outside_the_window_is_refused(canary, at):
     with canary.session() as s, pytest.raises(BatchRejected, match="observation 0 field at"):

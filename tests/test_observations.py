@@ -277,29 +277,67 @@ def _stage_moved_from_20_to_50(registry) -> None:
 
 
 @pytest.mark.parametrize(
-    "region, variant, stage",
+    "region, variant, sent, stage",
     [
-        ("only_50", "control", 20.0),  # routed by the 20% split, stored after the move: the 20% stage's
-        ("only_50", "candidate", 50.0),  # routed by the 50% split
-        ("both", "candidate", 50.0),  # both splits agree: the live stage
-        ("neither", "control", 50.0),
-        ("neither", "candidate", 50.0),  # neither agrees (not a split's row): the live stage, as before
+        ("only_50", "control", None, 20.0),  # routed by the 20% split, stored after the move: the 20% stage's
+        ("only_50", "candidate", None, 50.0),  # routed by the 50% split
+        ("both", "candidate", None, 50.0),  # both splits agree: the live stage
+        ("neither", "control", None, 50.0),
+        ("neither", "candidate", None, 50.0),  # neither agrees (not a split's row): the live stage, as before
+        # The row carries the percent resolve answered (the router's rows do): that stage, whatever agrees.
+        ("both", "candidate", 20.0, 20.0),
+        ("neither", "control", 20.0, 20.0),
+        ("only_50", "control", 20.0, 20.0),
+        ("neither", "control", 50.0, 50.0),
+        ("neither", "control", 0.0, None),  # routed before the canary began: no stage's
     ],
 )
 def test_a_row_stored_after_a_stage_moved_counts_in_the_stage_that_routed_it(
-    registry, region, variant, stage
+    registry, region, variant, sent, stage
 ):
     _stage_moved_from_20_to_50(registry)
     unit = _units_by_bucket()[region]
     pair = CANDIDATE_PAIR if variant == "candidate" else ACTIVE_PAIR
     with registry.session() as s:
-        store_batch(s, [obs(unit=unit, variant=variant, pair=pair, at=None)])
+        store_batch(s, [obs(unit=unit, variant=variant, pair=pair, at=None, percent=sent)])
     with registry.session() as s:
         counted = {p: stage_stats(s, MIGRATION, p)[variant].n for p in (20.0, 50.0)}
     assert counted == {20.0: int(stage == 20.0), 50.0: int(stage == 50.0)}
 
 
-def test_after_the_grace_every_row_counts_in_the_live_stage(registry):
+def test_a_call_the_router_routed_before_the_stage_moved_counts_in_that_stage(registry):
+    """The app's router answered at 20% and records after the stage moved to 50% (it had not refreshed yet):
+    its row carries 20%, so it is the 20% stage's although both splits send its unit to control."""
+    from pairshift import split
+    from pairshift.router import Router
+
+    apply_example(registry)
+    unit = _units_by_bucket()["neither"]
+
+    def move(percent: float) -> None:
+        with registry.session() as s:
+            split.set_split(
+                s,
+                deployment=DEPLOYMENT,
+                migration=MIGRATION,
+                prompt=CANDIDATE[0],
+                model=CANDIDATE[1],
+                percent=percent,
+            )
+            s.commit()
+
+    move(20.0)
+    with Router(DEPLOYMENT, registry, refresh_s=3600) as router:
+        routed = router.resolve(unit)
+        move(50.0)
+        router.record(unit, routed, latency_ms=120.0)
+        router.writer.flush()
+    assert (routed.variant, routed.percent) == ("control", 20.0)
+    with registry.session() as s:
+        assert {p: stage_stats(s, MIGRATION, p)["control"].n for p in (20.0, 50.0)} == {20.0: 1, 50.0: 0}
+
+
+def test_after_the_grace_a_row_without_its_percent_counts_in_the_live_stage(registry):
     from pairshift.registry.models import Deployment
 
     _stage_moved_from_20_to_50(registry)
@@ -310,6 +348,8 @@ def test_after_the_grace_every_row_counts_in_the_live_stage(registry):
         s.commit()
     with registry.session() as s:
         store_batch(s, [obs(unit=_units_by_bucket()["only_50"], variant="control", at=None)])
+        # A row that says it was routed at 20% (a router's backlog, flushed late) is still the 20% stage's.
+        store_batch(s, [obs(unit=_units_by_bucket()["neither"], variant="control", at=None, percent=20.0)])
     with registry.session() as s:
         assert stage_stats(s, MIGRATION, 50.0)["control"].n == 1
-        assert stage_stats(s, MIGRATION, 20.0)["control"].n == 0
+        assert stage_stats(s, MIGRATION, 20.0)["control"].n == 1

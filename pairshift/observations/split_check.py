@@ -5,8 +5,9 @@ candidate rows ``error`` forces a rollback, good-looking ones push a bad candida
 /v1/observations`` therefore recomputes, for every row, where the router sent its unit: the variant and pair
 under the deployment's live split (the same bucket :func:`pairshift.router.bucket` gives), or under the split
 it replaced when that change is younger than :data:`GRACE` (rows routed just before a stage moved are still
-on their way). A row that agrees with neither, names a migration other than the live one, or carries an
-``at`` outside ``[now - 15 min, now + 1 min]`` refuses the whole batch, naming the row.
+on their way); a row that carries the ``percent`` resolve answered is checked against that split only. A
+row that agrees with neither, names a migration other than the live one, or carries an ``at`` outside
+``[now - 15 min, now + 1 min]`` refuses the whole batch, naming the row.
 
 The in-process router's writer does not come through here: it routes and records in one process.
 """
@@ -78,6 +79,8 @@ def _why_not(o: ObservationIn, splits: list[RoutingSplit], now: datetime) -> Ite
     for split in splits:
         if o.migration is not None and o.migration != split.migration:
             continue
+        if o.percent is not None and o.percent != split.percent:
+            continue
         variant, pair = split.assign(o.unit)
         if (o.variant, o.pair) == (variant, pair):
             return None
@@ -87,6 +90,13 @@ def _why_not(o: ObservationIn, splits: list[RoutingSplit], now: datetime) -> Ite
             index=-1,
             field="migration",
             msg=f"migration {o.migration!r} is not the live migration of {o.deployment!r} ({live.migration})",
+        )
+    if o.percent is not None and all(o.percent != s.percent for s in splits):
+        return ItemError(
+            index=-1,
+            field="percent",
+            msg=f"percent {o.percent:g} is neither the live split's ({live.percent:g}) nor, within "
+            f"{GRACE.seconds // 60} minutes of the change, the one it replaced",
         )
     variant, pair = live.assign(o.unit)
     field = "pair" if o.variant == variant else "variant"

@@ -79,6 +79,14 @@ class ObservationIn(BaseModel):
         max_length=200,
         description="the migration resolve answered (optional; default the deployment's current one)",
     )
+    percent: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="the percent resolve answered (optional): a call stored after the stage moved still "
+        "counts in the stage that routed it; it must be the live split's, or the one it replaced within 2 "
+        "minutes",
+    )
     resolved_model: str | None = Field(
         default=None,
         max_length=200,
@@ -289,11 +297,18 @@ def _stage_of(o: ObservationIn, migration: str | None, splits: Sequence[RoutingS
 
     A call routed at 20% that is stored after the stage moved to 50% belongs to the 20% stage: counted in the
     50% stage, a unit the 50% split sends to the candidate would show a control row there (a sample-ratio
-    mismatch, and one unit in both arms). A row both splits agree on, or neither, is the live stage's.
+    mismatch, and one unit in both arms). A row that carries the ``percent`` resolve answered (the router's
+    own rows, clients that send it back) is that stage's, 0% none; ``POST /v1/observations`` has checked it
+    against the splits (:mod:`pairshift.observations.split_check`). Without it the stage is inferred, and a
+    row both splits agree on, or neither, is the live stage's: late rows of the 20% split from units outside
+    20-50% land in the 50% stage, ~17% of them candidates, a mismatch when there are many (a client that
+    batches for minutes; a test's 2,000-call burst once rolled a stage back on it).
     """
     canarying = [x for x in splits if x.migration == migration and x.percent > 0]
     if migration is None or not canarying:
         return None
+    if o.percent is not None:
+        return (migration, o.percent) if o.percent > 0 else None
     for split in canarying:
         if split.assign(o.unit)[0] == o.variant:
             return migration, split.percent

@@ -229,6 +229,7 @@ class TrafficGenerator:
                     score=r.score,
                     at=when,
                     migration=a.migration,
+                    percent=a.percent,
                 )
             )
         with self.router.registry.session() as s:
