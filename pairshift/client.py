@@ -114,7 +114,8 @@ class RemoteRouter:
             "score": score,
             "at": datetime.now(UTC).isoformat(),
             "migration": assignment.migration,
-            "percent": assignment.percent,
             "resolved_model": resolved_model,
         }
+        if assignment.percent is not None:  # an older API refuses the key (it forbids unknown fields)
+            item["percent"] = assignment.percent
         self._answer(self.http.post("/v1/observations", json={"observations": [item]}))

@@ -69,7 +69,8 @@ class Assignment(BaseModel):
     migration: str | None
     # The candidate's percent of the split that answered; an observation carries it back, so a call stored
     # after the stage moved still counts in the stage that routed it (pairshift.observations.store._stage_of).
-    percent: float = 0.0
+    # None: not known (an Assignment built by hand, an older server's answer): the stage is inferred.
+    percent: float | None = None
 
 
 @dataclass(frozen=True)
