@@ -13,15 +13,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from test_router_support import (
     ACTIVE_PAIR,
-    CANDIDATE,
     CANDIDATE_PAIR,
     DEPLOYMENT,
     MIGRATION,
     apply_example,
+    move_split,
     obs,
 )
 
-from pairshift import split
 from pairshift.api import create_app
 from pairshift.observations import BatchRejected, ObservationIn
 from pairshift.observations.split_check import GRACE, check_against_split
@@ -42,18 +41,6 @@ def routed(unit: str, percent: float = 20, migration: str | None = MIGRATION, **
     variant = "candidate" if bucket(migration, unit) < round(percent * 100) else "control"
     pair = CANDIDATE_PAIR if variant == "candidate" else ACTIVE_PAIR
     return obs(unit=unit, variant=variant, pair=pair, at=datetime.now(UTC).isoformat()) | kw
-
-
-def move_split(registry, percent: float) -> None:
-    with registry.session() as s:
-        split.set_split(
-            s,
-            deployment=DEPLOYMENT,
-            migration=MIGRATION,
-            prompt=CANDIDATE[0],
-            model=CANDIDATE[1],
-            percent=percent,
-        )
 
 
 @pytest.fixture

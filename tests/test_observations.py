@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import func, select
 from test_router_support import (
     ACTIVE_PAIR,
-    CANDIDATE,
     CANDIDATE_PAIR,
     DEPLOYMENT,
     MIGRATION,
     T0,
     apply_example,
+    move_split,
     obs,
     set_split,
 )
@@ -260,20 +260,9 @@ def _units_by_bucket() -> dict[str, str]:
 
 def _stage_moved_from_20_to_50(registry) -> None:
     """The example applied, then a migration's split set to 20% and moved to 50% as its activities do."""
-    from pairshift import split
-
     apply_example(registry)
-    for percent in (20.0, 50.0):
-        with registry.session() as s:
-            split.set_split(
-                s,
-                deployment=DEPLOYMENT,
-                migration=MIGRATION,
-                prompt=CANDIDATE[0],
-                model=CANDIDATE[1],
-                percent=percent,
-            )
-            s.commit()
+    move_split(registry, 20.0)
+    move_split(registry, 50.0)
 
 
 @pytest.mark.parametrize(
@@ -308,28 +297,14 @@ def test_a_row_stored_after_a_stage_moved_counts_in_the_stage_that_routed_it(
 def test_a_call_the_router_routed_before_the_stage_moved_counts_in_that_stage(registry):
     """The app's router answered at 20% and records after the stage moved to 50% (it had not refreshed yet):
     its row carries 20%, so it is the 20% stage's although both splits send its unit to control."""
-    from pairshift import split
     from pairshift.router import Router
 
     apply_example(registry)
     unit = _units_by_bucket()["neither"]
-
-    def move(percent: float) -> None:
-        with registry.session() as s:
-            split.set_split(
-                s,
-                deployment=DEPLOYMENT,
-                migration=MIGRATION,
-                prompt=CANDIDATE[0],
-                model=CANDIDATE[1],
-                percent=percent,
-            )
-            s.commit()
-
-    move(20.0)
+    move_split(registry, 20.0)
     with Router(DEPLOYMENT, registry, refresh_s=3600) as router:
         routed = router.resolve(unit)
-        move(50.0)
+        move_split(registry, 50.0)
         router.record(unit, routed, latency_ms=120.0)
         router.writer.flush()
     assert (routed.variant, routed.percent) == ("control", 20.0)

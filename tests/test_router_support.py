@@ -63,6 +63,22 @@ def _applied_example() -> str:
     return str(path)
 
 
+def move_split(registry: Registry, percent: float) -> None:
+    """Move the migration's split to ``percent`` through ``pairshift.split.set_split``, as the
+    set_canary_split activity does (the split it replaces is kept, and when it changed)."""
+    from pairshift import split
+
+    with registry.session() as s:
+        split.set_split(
+            s,
+            deployment=DEPLOYMENT,
+            migration=MIGRATION,
+            prompt=CANDIDATE[0],
+            model=CANDIDATE[1],
+            percent=percent,
+        )
+
+
 def set_split(
     registry: Registry,
     percent: float,
