@@ -22,9 +22,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
-from test_router_support import ACTIVE_PAIR, CANDIDATE_PAIR, DEPLOYMENT, MIGRATION, apply_example, set_split
+from test_router_support import (
+    ACTIVE_PAIR,
+    CANDIDATE_PAIR,
+    DEPLOYMENT,
+    MIGRATION,
+    apply_example,
+    move_split,
+    set_split,
+)
 
 from pairshift.api import create_app
+from pairshift.observations import stage_stats
 from pairshift.registry.models import Observation
 from pairshift.router import bucket
 
@@ -223,6 +232,24 @@ def test_bodies_that_are_not_otlp_answer_4xx_and_store_nothing(
     assert r.status_code == status and r.json()["error"]
     with sqlite_registry.session() as s:
         assert s.scalar(select(func.count()).select_from(Observation)) == 0
+
+
+def test_a_span_that_carries_its_percent_counts_in_that_stage(sqlite_registry):
+    """The split moved from 20% to 50% a moment ago: a span of a unit on control under both, sent with the
+    percent resolve answered (20), is the 20% stage's; without it the live stage's; a percent no split had is
+    skipped as disagreeing."""
+    apply_example(sqlite_registry)
+    move_split(sqlite_registry, 20.0)
+    move_split(sqlite_registry, 50.0)
+    unit = next(u for u in (f"user-{i}" for i in range(200)) if bucket(MIGRATION, u) >= 5_000)
+    token = api_token(sqlite_registry, "observe")
+    with TestClient(create_app(sqlite_registry), headers=bearer(token)) as c:
+        assert c.post("/v1/traces", json=_json_export(unit, **{"pairshift.percent": 20})).json() == {}
+        assert c.post("/v1/traces", json=_json_export(unit)).json() == {}
+        r = c.post("/v1/traces", json=_json_export(unit, **{"pairshift.percent": 35}))
+        assert "disagrees with the split" in r.json()["partialSuccess"]["errorMessage"]
+    with sqlite_registry.session() as s:
+        assert {p: stage_stats(s, MIGRATION, p)["control"].n for p in (20.0, 50.0)} == {20.0: 1, 50.0: 1}
 
 
 def test_traces_need_the_observe_scope(client, sqlite_registry):

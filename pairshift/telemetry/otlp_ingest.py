@@ -11,6 +11,8 @@ One span of a model call becomes one observation:
 - the pair: ``pairshift.prompt`` (``name@version``) plus the request model (``gen_ai.request.model``, or
   ``llm.request.model``); without ``pairshift.prompt``, the pair the split routes the unit to when its model
   is the span's (by id or alias); the variant: ``pairshift.variant``, else where the split routes the unit;
+  ``pairshift.percent`` (what resolve answered, optional) names the split that routed it: only that one is
+  tried, and the row counts in that stage even when it arrives after the stage moved;
 - outcome: ``error`` when the span's status is ERROR, else ``ok`` (``pairshift.outcome`` may say
   ``invalid``); latency: the span's duration; ``at``: its end;
 - tokens: ``gen_ai.usage.input_tokens``/``output_tokens`` (or the older ``prompt_tokens``/
@@ -69,6 +71,7 @@ UNIT_KEYS = (
 )
 PROMPT_KEYS = ("pairshift.prompt", _ASSOC + "pairshift.prompt", _ASSOC + "pairshift_prompt")
 VARIANT_KEYS = ("pairshift.variant", _ASSOC + "pairshift.variant")
+PERCENT_KEYS = ("pairshift.percent", _ASSOC + "pairshift.percent")
 REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.request.model")
 RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.response.model")
 INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
@@ -261,10 +264,18 @@ class _Registry:
 
 
 def _route(
-    reg: _Registry, deployment: str, unit: str, prompt: str | None, models: set[str], variant: str | None
+    reg: _Registry,
+    deployment: str,
+    unit: str,
+    prompt: str | None,
+    models: set[str],
+    variant: str | None,
+    percent: float | None = None,
 ) -> tuple[str, str, str | None] | None:
     """(variant, pair, migration) of the split that routes ``unit`` to a pair this span can be, else None."""
     for split in reg.splits[deployment]:
+        if percent is not None and percent != split.percent:
+            continue
         routed_variant, pair = split.assign(unit)
         pair_prompt, _, pair_model = pair.partition("+")
         if variant is not None and variant != routed_variant:
@@ -293,8 +304,15 @@ def _observation(span: _Span, reg: _Registry) -> tuple[ObservationIn | None, str
     models = {str(m) for m in (request_model, response_model) if m is not None}
     prompt = _first(PROMPT_KEYS, a, r)
     variant = _first(VARIANT_KEYS, a, r)
+    percent = _number(PERCENT_KEYS, a)
     routed = _route(
-        reg, deployment, str(unit), None if prompt is None else str(prompt), models, variant and str(variant)
+        reg,
+        deployment,
+        str(unit),
+        None if prompt is None else str(prompt),
+        models,
+        variant and str(variant),
+        percent,
     )
     if routed is None:
         what = f"{prompt}+{request_model}" if prompt else f"model {request_model}"
@@ -322,6 +340,7 @@ def _observation(span: _Span, reg: _Registry) -> tuple[ObservationIn | None, str
                 score=a.get("pairshift.score"),
                 at=datetime.fromtimestamp(end / 1e9, UTC),
                 migration=migration,
+                percent=percent,
                 resolved_model=None if response_model is None else str(response_model)[:200],
             ),
             "",
